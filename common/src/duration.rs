@@ -1,0 +1,100 @@
+//! Durations as operators write them: `30s`, `250ms`, `1m30s`, `2h`, or bare seconds (`10`).
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bad duration '{input}': {reason} (examples: 30s, 250ms, 1m30s)")]
+pub struct DurationError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+/// Parses `30s`, `250ms`, `1m30s`, `1.5s`, `2h`; a bare number is seconds.
+pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
+    let error = |reason| DurationError {
+        input: input.to_string(),
+        reason,
+    };
+    let text = input.trim();
+    if text.is_empty() {
+        return Err(error("it is empty"));
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        return seconds_to_duration(seconds).ok_or_else(|| error("it is negative or too large"));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if number_len == 0 {
+            return Err(error("expected a number"));
+        }
+        let number: f64 = rest[..number_len]
+            .parse()
+            .map_err(|_| error("bad number"))?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err(error("a unit must follow each number after the first")),
+            _ => return Err(error("unknown unit")),
+        };
+        rest = &rest[unit_len..];
+        total += seconds_to_duration(number * unit).ok_or_else(|| error("it is too large"))?;
+    }
+    Ok(total)
+}
+
+fn seconds_to_duration(seconds: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: Result<Duration, &str>) {
+        let actual = parse_duration(input).map_err(|e| e.to_string());
+        assert_eq!(actual, expected.map_err(str::to_string), "input {input:?}");
+    }
+
+    #[test]
+    fn durations() {
+        check("30s", Ok(Duration::from_secs(30)));
+        check("10", Ok(Duration::from_secs(10)));
+        check("1.5", Ok(Duration::from_millis(1500)));
+        check("250ms", Ok(Duration::from_millis(250)));
+        check("1m30s", Ok(Duration::from_secs(90)));
+        check("2h", Ok(Duration::from_secs(7200)));
+        check("0.5s", Ok(Duration::from_millis(500)));
+        check(
+            "",
+            Err("bad duration '': it is empty (examples: 30s, 250ms, 1m30s)"),
+        );
+        check(
+            "10x",
+            Err("bad duration '10x': unknown unit (examples: 30s, 250ms, 1m30s)"),
+        );
+        check(
+            "-1",
+            Err("bad duration '-1': it is negative or too large (examples: 30s, 250ms, 1m30s)"),
+        );
+        check(
+            "s",
+            Err("bad duration 's': expected a number (examples: 30s, 250ms, 1m30s)"),
+        );
+        check(
+            "1m30",
+            Err(
+                "bad duration '1m30': a unit must follow each number after the first (examples: 30s, 250ms, 1m30s)",
+            ),
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! The inventory: groups of target patterns, per-group and per-host connection settings, and the
+//! run settings, read from one TOML file through the `config` crate.
+//!
+//! Run settings live at the top level of the file so that `VOLLEY_PARALLEL=100` overrides
+//! `parallel = 512`. Only the names in [`SETTINGS`] are taken from the environment, so that an
+//! unrelated `VOLLEY_*` variable never breaks loading.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The run settings that `VOLLEY_<NAME>` environment variables override.
+pub const SETTINGS: &[&str] = &[
+    "user",
+    "port",
+    "parallel",
+    "connect_timeout",
+    "timeout",
+    "max_output",
+    "known_hosts",
+    "identity_file",
+];
+
+/// The whole inventory file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub parallel: Option<usize>,
+    /// A duration such as `10s`.
+    pub connect_timeout: Option<String>,
+    /// A duration such as `5m`.
+    pub timeout: Option<String>,
+    /// A size such as `1MiB`.
+    pub max_output: Option<String>,
+    pub known_hosts: Option<PathBuf>,
+    pub identity_file: Option<PathBuf>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, Group>,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostSettings>,
+}
+
+/// A named group of target patterns, with settings for its members.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Target patterns, `@other` groups included.
+    pub hosts: Vec<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<PathBuf>,
+}
+
+impl Group {
+    pub fn settings(&self) -> HostSettings {
+        HostSettings {
+            address: None,
+            port: self.port,
+            user: self.user.clone(),
+            identity_file: self.identity_file.clone(),
+        }
+    }
+}
+
+/// Connection settings of one host or group. Fields left out fall through to the next level.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostSettings {
+    /// The address (or DNS name) to dial instead of the host's name.
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("inventory {path}: file not found")]
+    NotFound { path: PathBuf },
+    #[error("inventory {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Inventory {
+    /// Loads `path` with the `VOLLEY_*` overrides from `environment`.
+    ///
+    /// A missing file is an error when `required`; otherwise it reads as an empty inventory
+    /// (the default path need not exist).
+    pub fn load(
+        path: &Path,
+        required: bool,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Inventory, InventoryError> {
+        if required && !path.exists() {
+            return Err(InventoryError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let overrides: config::Map<String, String> = environment
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let key = name.strip_prefix("VOLLEY_")?.to_ascii_lowercase();
+                SETTINGS
+                    .contains(&key.as_str())
+                    .then(|| (format!("VOLLEY_{key}"), value))
+            })
+            .collect();
+        let invalid = |error: config::ConfigError| InventoryError::Invalid {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        };
+        let inventory: Inventory = config::Config::builder()
+            .add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(false),
+            )
+            .add_source(
+                config::Environment::with_prefix("VOLLEY")
+                    .prefix_separator("_")
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(invalid)?
+            .try_deserialize()
+            .map_err(invalid)?;
+        inventory
+            .validate()
+            .map_err(|message| InventoryError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        Ok(inventory)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for name in self.groups.keys() {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            {
+                return Err(format!(
+                    "groups.{name}: a group name may hold only letters, digits, '_', '.' and '-'"
+                ));
+            }
+        }
+        if self.port == Some(0) {
+            return Err("port: 0 is not a port".to_string());
+        }
+        for (name, port) in self
+            .groups
+            .iter()
+            .map(|(name, group)| (format!("groups.{name}"), group.port))
+            .chain(
+                self.hosts
+                    .iter()
+                    .map(|(name, settings)| (format!("hosts.{name}"), settings.port)),
+            )
+        {
+            if port == Some(0) {
+                return Err(format!("{name}.port: 0 is not a port"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, environment: &[(&str, &str)]) -> Result<Inventory, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.toml");
+        std::fs::write(&path, text).unwrap();
+        let environment = environment
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        Inventory::load(&path, true, environment)
+            .map_err(|e| e.to_string().replace(&path.display().to_string(), "FILE"))
+    }
+
+    #[test]
+    fn reads_groups_hosts_and_settings() {
+        let inventory = load(
+            r#"
+            user = "deploy"
+            parallel = 100
+            connect_timeout = "5s"
+            [groups.web]
+            hosts = ["web[01-20].example.com", "@db"]
+            port = 2222
+            [groups.db]
+            hosts = ["db1"]
+            [hosts.db1]
+            address = "10.0.0.5"
+            identity_file = "/keys/db"
+            "#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(inventory.user.as_deref(), Some("deploy"));
+        assert_eq!(inventory.parallel, Some(100));
+        assert_eq!(
+            inventory.groups["web"].hosts,
+            ["web[01-20].example.com", "@db"]
+        );
+        assert_eq!(inventory.groups["web"].port, Some(2222));
+        assert_eq!(inventory.hosts["db1"].address.as_deref(), Some("10.0.0.5"));
+    }
+
+    #[test]
+    fn environment_overrides_settings_only() {
+        let inventory = load(
+            "parallel = 100\n",
+            &[
+                ("VOLLEY_PARALLEL", "7"),
+                ("VOLLEY_USER", "ops"),
+                ("VOLLEY_LOG", "debug"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(inventory.parallel, Some(7));
+        assert_eq!(inventory.user.as_deref(), Some("ops"));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let check = |text: &str, expected: &str| {
+            let error = load(text, &[]).unwrap_err();
+            assert!(error.starts_with("inventory FILE: "), "{error}");
+            assert!(
+                error.contains(expected),
+                "{error:?} should contain {expected:?}"
+            );
+        };
+        check("[hosts.a]\nport = \"abc\"\n", "hosts.a.port");
+        check("[groups.web]\nhosts = \"web1\"\n", "groups.web.hosts");
+        check("[groups.web]\nhots = [\"web1\"]\n", "hots");
+        check("parallel = -1\n", "parallel");
+        check("[hosts.a]\nport = 0\n", "hosts.a.port: 0 is not a port");
+        check("[groups.web]\nhosts = []\naddress = \"x\"\n", "address");
+        check("user = \n", "");
+    }
+
+    #[test]
+    fn a_missing_required_file_is_an_error() {
+        let error = Inventory::load(Path::new("/nonexistent/inv.toml"), true, []).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "inventory /nonexistent/inv.toml: file not found"
+        );
+        let inventory = Inventory::load(Path::new("/nonexistent/inv.toml"), false, []).unwrap();
+        assert_eq!(inventory, Inventory::default());
+    }
+}

@@ -1,0 +1,16 @@
+//! Types that the Volley controller and agent share.
+//!
+//! Layout:
+//! - [`target`]: target patterns (`web[01-20]`, `user@host:port`, `@group`) and their expansion.
+//! - [`fold`]: the reverse, folding host names back into range form for summaries.
+//! - [`outcome`]: the result model, one closed [`outcome::Outcome`] per host.
+//! - [`duration`], [`size`]: `30s` and `1MiB` as written on the command line and in files.
+//! - [`inventory`]: the TOML inventory of groups, per-host settings and run settings.
+#![forbid(unsafe_code)]
+
+pub mod duration;
+pub mod fold;
+pub mod inventory;
+pub mod outcome;
+pub mod size;
+pub mod target;

@@ -1,0 +1,221 @@
+//! The result model: how a run ended on one host.
+//!
+//! Every transport produces the same closed [`Outcome`] enum, so the scheduler, the reporters and
+//! the exit status never need to know which transport ran a host. A host failing is data, never an
+//! `Err` that unwinds the run.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// How a run ended on one host.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The command ran and exited with status 0.
+    Succeeded,
+    /// The command ran and exited with a non-zero status.
+    NonZeroExit { code: u32 },
+    /// The command was killed by a signal (`TERM`, `KILL`, ...).
+    Signalled { signal: String },
+    /// The host refused the connection, had no route, or its name did not resolve.
+    Unreachable { reason: String },
+    /// The connection (TCP and handshake) did not complete within the connect timeout.
+    ConnectTimeout,
+    /// The host rejected every credential offered, or no usable credential existed.
+    AuthFailed { reason: String },
+    /// The host's key is not in known_hosts.
+    HostKeyUnknown { fingerprint: String },
+    /// known_hosts holds another key of the same type for this host.
+    HostKeyChanged { fingerprint: String },
+    /// The command ran longer than the command timeout and was stopped on the host.
+    CommandTimeout,
+    /// The run was interrupted before this host finished (or before it started).
+    Cancelled,
+    /// Any other transport failure, for example a connection lost in the middle of a command.
+    TransportError { reason: String },
+}
+
+/// The classes of outcomes that decide `volley`'s exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OutcomeClass {
+    Success,
+    /// The command ran and failed: non-zero exit or signal.
+    CommandFailed,
+    /// The host was not reached, not authenticated, or timed out.
+    NotReached,
+    /// The run was interrupted.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn class(&self) -> OutcomeClass {
+        match self {
+            Outcome::Succeeded => OutcomeClass::Success,
+            Outcome::NonZeroExit { .. } | Outcome::Signalled { .. } => OutcomeClass::CommandFailed,
+            Outcome::Unreachable { .. }
+            | Outcome::ConnectTimeout
+            | Outcome::AuthFailed { .. }
+            | Outcome::HostKeyUnknown { .. }
+            | Outcome::HostKeyChanged { .. }
+            | Outcome::CommandTimeout
+            | Outcome::TransportError { .. } => OutcomeClass::NotReached,
+            Outcome::Cancelled => OutcomeClass::Interrupted,
+        }
+    }
+
+    /// A short stable name for the kind of outcome, used in summaries and JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::NonZeroExit { .. } => "non_zero_exit",
+            Outcome::Signalled { .. } => "signalled",
+            Outcome::Unreachable { .. } => "unreachable",
+            Outcome::ConnectTimeout => "connect_timeout",
+            Outcome::AuthFailed { .. } => "auth_failed",
+            Outcome::HostKeyUnknown { .. } => "host_key_unknown",
+            Outcome::HostKeyChanged { .. } => "host_key_changed",
+            Outcome::CommandTimeout => "command_timeout",
+            Outcome::Cancelled => "cancelled",
+            Outcome::TransportError { .. } => "transport_error",
+        }
+    }
+
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Succeeded)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Succeeded => f.write_str("succeeded"),
+            Outcome::NonZeroExit { code } => write!(f, "exited with status {code}"),
+            Outcome::Signalled { signal } => write!(f, "killed by signal {signal}"),
+            Outcome::Unreachable { reason } => write!(f, "unreachable: {reason}"),
+            Outcome::ConnectTimeout => f.write_str("connect timed out"),
+            Outcome::AuthFailed { reason } => write!(f, "authentication failed: {reason}"),
+            Outcome::HostKeyUnknown { fingerprint } => {
+                write!(
+                    f,
+                    "host key unknown ({fingerprint}); see --accept-new-host-keys"
+                )
+            }
+            Outcome::HostKeyChanged { fingerprint } => write!(
+                f,
+                "HOST KEY CHANGED ({fingerprint}): refusing to connect, check known_hosts"
+            ),
+            Outcome::CommandTimeout => f.write_str("command timed out and was stopped"),
+            Outcome::Cancelled => f.write_str("cancelled"),
+            Outcome::TransportError { reason } => write!(f, "transport error: {reason}"),
+        }
+    }
+}
+
+/// The transport that ran (or tried to run) a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    Ssh,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportKind::Ssh => "ssh",
+        })
+    }
+}
+
+/// Where the time of one host went. Phases that never began are `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// From the start of the host to an authenticated session.
+    pub connect: Option<Duration>,
+    /// From the start of the command to its end.
+    pub run: Option<Duration>,
+    /// From the start of the host to its outcome.
+    pub total: Duration,
+}
+
+/// What was kept of one output stream. The terminal stream is never capped; this copy is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Captured {
+    /// The first bytes of the stream, at most the cap.
+    pub kept: Vec<u8>,
+    /// All bytes the stream carried, kept or not.
+    pub total_bytes: u64,
+}
+
+impl Captured {
+    pub fn truncated(&self) -> bool {
+        self.total_bytes > self.kept.len() as u64
+    }
+}
+
+/// Keeps the head of one output stream up to a cap, counting everything.
+#[derive(Debug)]
+pub struct Capture {
+    cap: usize,
+    captured: Captured,
+}
+
+impl Capture {
+    pub fn new(cap: usize) -> Capture {
+        Capture {
+            cap,
+            captured: Captured::default(),
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.captured.total_bytes += chunk.len() as u64;
+        let room = self.cap.saturating_sub(self.captured.kept.len());
+        self.captured
+            .kept
+            .extend_from_slice(&chunk[..room.min(chunk.len())]);
+    }
+
+    pub fn finish(self) -> Captured {
+        self.captured
+    }
+}
+
+/// The whole record of one host's run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostReport {
+    /// The host as the operator named it (after range expansion).
+    pub host: String,
+    pub transport: TransportKind,
+    pub outcome: Outcome,
+    pub timings: Timings,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_the_head_and_counts_everything() {
+        let mut capture = Capture::new(5);
+        capture.push(b"abc");
+        capture.push(b"defgh");
+        capture.push(b"ij");
+        let captured = capture.finish();
+        assert_eq!(captured.kept, b"abcde");
+        assert_eq!(captured.total_bytes, 10);
+        assert!(captured.truncated());
+    }
+
+    #[test]
+    fn capture_under_the_cap_is_not_truncated() {
+        let mut capture = Capture::new(5);
+        capture.push(b"abcde");
+        let captured = capture.finish();
+        assert_eq!(captured.kept, b"abcde");
+        assert!(!captured.truncated());
+    }
+}
