@@ -1,0 +1,134 @@
+//! The command line as clap parses it: raw flags, before any validation.
+//!
+//! Turning these into a validated [`crate::plan::RunPlan`] is the job of `plan`; nothing here
+//! reads files or touches the network.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "volley",
+    version,
+    about = "Run one command on many servers at once"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command on every target host and report one outcome per host
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+
+    #[command(flatten)]
+    pub ssh: SshArgs,
+
+    /// How many hosts run at once [default: 512, or the inventory's `parallel`]
+    #[arg(short = 'p', long, value_name = "N")]
+    pub parallel: Option<usize>,
+
+    /// Time allowed to connect and authenticate to one host [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+
+    /// Time allowed to the command on one host; it is then stopped there [default: none]
+    #[arg(short = 't', long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    /// Output kept in memory per host and stream, for --gather and --json (the terminal stream
+    /// is never capped) [default: 1MiB]
+    #[arg(long, value_name = "BYTES")]
+    pub max_output: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// The command, run by the remote user's shell
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Target hosts: comma-separated patterns such as `web[01-20].example.com`,
+    /// `deploy@db1:2222`, `@group`
+    #[arg(short = 'w', long = "targets", value_name = "PATTERNS")]
+    pub targets: Vec<String>,
+
+    /// Inventory groups to target (comma-separated or repeated)
+    #[arg(
+        short = 'g',
+        long = "group",
+        value_name = "GROUP",
+        value_delimiter = ','
+    )]
+    pub groups: Vec<String>,
+
+    /// Hosts to leave out: patterns, ranges, `@group` or globs such as `db*`
+    #[arg(short = 'x', long = "exclude", value_name = "PATTERNS")]
+    pub exclude: Vec<String>,
+
+    /// Read targets from a file, one pattern per line; `#` starts a comment
+    #[arg(long, value_name = "FILE")]
+    pub hosts_file: Vec<PathBuf>,
+
+    /// The inventory file [default: ~/.config/volley/inventory.toml]
+    #[arg(long, value_name = "FILE", env = "VOLLEY_INVENTORY")]
+    pub inventory: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// Remote user [default: ssh config, inventory, then the local user]
+    #[arg(short = 'l', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Identity file to authenticate with (repeatable) [default: ~/.ssh/id_ed25519, id_ecdsa,
+    /// id_rsa]
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+
+    /// known_hosts file that host keys are checked against [default: ~/.ssh/known_hosts]
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+
+    /// Record the keys of hosts not yet in known_hosts (changed keys are still refused)
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+
+    /// OpenSSH client config to read Host, HostName, User, Port and IdentityFile from
+    /// [default: ~/.ssh/config; `none` reads nothing]
+    #[arg(short = 'F', long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Write one JSON object per host outcome (JSON Lines) to stdout instead of the output stream
+    #[arg(long, conflicts_with = "gather")]
+    pub json: bool,
+
+    /// Print each distinct output once, under the folded list of hosts that produced it
+    #[arg(short = 'b', long)]
+    pub gather: bool,
+
+    /// Colour host names
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}

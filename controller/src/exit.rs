@@ -1,0 +1,85 @@
+//! `volley`'s exit status, a documented function of the hosts' outcomes (see README.md).
+
+use volley_common::outcome::{HostReport, OutcomeClass};
+
+pub const SUCCESS: u8 = 0;
+/// Some command exited non-zero or was killed by a signal; every host was reached.
+pub const COMMAND_FAILED: u8 = 1;
+/// Some host was not reached, not authenticated, refused for its host key, or timed out.
+pub const NOT_REACHED: u8 = 2;
+/// A usage or input error (sysexits' EX_USAGE); nothing ran.
+pub const USAGE: u8 = 64;
+/// An internal error of volley itself (sysexits' EX_SOFTWARE).
+pub const INTERNAL: u8 = 70;
+/// Interrupted (SIGINT or SIGTERM), as shells report 128 + SIGINT.
+pub const INTERRUPTED: u8 = 130;
+
+/// The status of a finished run: an interrupt wins, then hosts not reached, then failed commands.
+pub fn status<'a>(reports: impl IntoIterator<Item = &'a HostReport>, interrupted: bool) -> u8 {
+    if interrupted {
+        return INTERRUPTED;
+    }
+    let worst = reports
+        .into_iter()
+        .map(|report| report.outcome.class())
+        .max()
+        .unwrap_or(OutcomeClass::Success);
+    match worst {
+        OutcomeClass::Success => SUCCESS,
+        OutcomeClass::CommandFailed => COMMAND_FAILED,
+        OutcomeClass::NotReached => NOT_REACHED,
+        OutcomeClass::Interrupted => INTERRUPTED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use volley_common::outcome::{Captured, Outcome, Timings, TransportKind};
+
+    use super::*;
+
+    fn check(outcomes: &[Outcome], interrupted: bool, expected: u8) {
+        let reports: Vec<HostReport> = outcomes
+            .iter()
+            .map(|outcome| HostReport {
+                host: "h".to_string(),
+                transport: TransportKind::Ssh,
+                outcome: outcome.clone(),
+                timings: Timings::default(),
+                stdout: Captured::default(),
+                stderr: Captured::default(),
+            })
+            .collect();
+        assert_eq!(
+            status(&reports, interrupted),
+            expected,
+            "{outcomes:?} interrupted={interrupted}"
+        );
+    }
+
+    #[test]
+    fn statuses() {
+        let failed = Outcome::NonZeroExit { code: 3 };
+        let signalled = Outcome::Signalled {
+            signal: "KILL".to_string(),
+        };
+        let refused = Outcome::Unreachable {
+            reason: "connection refused".to_string(),
+        };
+        check(&[], false, SUCCESS);
+        check(&[Outcome::Succeeded, Outcome::Succeeded], false, SUCCESS);
+        check(&[Outcome::Succeeded, failed.clone()], false, COMMAND_FAILED);
+        check(std::slice::from_ref(&signalled), false, COMMAND_FAILED);
+        check(&[failed.clone(), refused.clone()], false, NOT_REACHED);
+        check(&[Outcome::CommandTimeout], false, NOT_REACHED);
+        check(
+            &[Outcome::HostKeyChanged {
+                fingerprint: "x".to_string(),
+            }],
+            false,
+            NOT_REACHED,
+        );
+        check(&[Outcome::Succeeded], true, INTERRUPTED);
+        check(&[refused, Outcome::Cancelled], true, INTERRUPTED);
+    }
+}

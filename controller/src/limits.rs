@@ -1,0 +1,38 @@
+//! The open-file budget: raise the soft RLIMIT_NOFILE to the hard limit at start, and keep
+//! `parallel` within what the descriptors allow, so a large run degrades to a slower run instead
+//! of failing hosts with "too many open files".
+
+/// Descriptors kept aside for stdio, the runtime, known_hosts and identity files, the agent.
+const RESERVED: u64 = 64;
+/// Descriptors one running host may hold: its socket, plus headroom for name resolution.
+const PER_HOST: u64 = 2;
+
+/// Raises the soft limit as far as allowed and returns the number of hosts that may run at once.
+pub fn host_budget() -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            tracing::warn!("could not raise the open-file limit: {error}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(1024)
+        }
+    };
+    budget(limit)
+}
+
+fn budget(limit: u64) -> usize {
+    usize::try_from((limit.saturating_sub(RESERVED) / PER_HOST).max(1)).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_leaves_room_and_never_reaches_zero() {
+        assert_eq!(budget(1024), 480);
+        assert_eq!(budget(10), 1);
+        assert_eq!(budget(1_048_576), 524_256);
+    }
+}

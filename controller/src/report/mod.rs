@@ -1,0 +1,347 @@
+//! The reporters: everything `volley run` writes while and after hosts run.
+//!
+//! The scheduler and the transports only emit [`Event`]s and return [`HostReport`]s; this module
+//! alone turns them into text. Rendering is done by plain functions that write to any
+//! [`Write`], so tests check exact bytes; [`report`] only wires the event channel to stdout and
+//! stderr.
+//!
+//! Layout:
+//! - [`stream`]: the default mode, `HOST: line` as output arrives.
+//! - [`json`]: one JSON object per host (JSON Lines).
+//! - [`gather`]: identical results grouped under folded host lists, at the end.
+//! - [`summary`]: the closing counts per outcome kind, on stderr in every mode.
+//! - [`progress`]: the optional progress bar on stderr.
+//! - [`color`]: ANSI colours, applied only when the caller asks.
+
+mod color;
+#[cfg(test)]
+mod fixture;
+mod gather;
+mod json;
+mod progress;
+mod stream;
+mod summary;
+
+use std::io::{self, Write};
+
+use tokio::sync::mpsc::{self, error::TryRecvError};
+use volley_common::outcome::HostReport;
+
+pub use summary::write_summary;
+
+use self::color::Paint;
+use self::progress::Progress;
+use self::stream::StreamRenderer;
+use crate::transport::Event;
+
+/// How host results are shown while and after the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Each line of output as it arrives, prefixed with its host.
+    Stream,
+    /// One JSON object per host on stdout, nothing else there.
+    Json,
+    /// Identical results grouped at the end.
+    Gather,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ReportOptions {
+    pub mode: OutputMode,
+    /// Colour host names and outcomes (already resolved from `--color` and the terminal).
+    pub color: bool,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Output is written once this much is buffered even while events keep coming, so memory stays
+/// bounded under a flood of output.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Consumes events until the channel closes, writing to stdout and stderr as they arrive, and
+/// returns every host's final report, indexed by host number. A host without a `Finished` event
+/// gets `None`.
+///
+/// A failed write (say, stdout is a closed pipe) ends the report early with that error; the
+/// receiver is then dropped, so the run's remaining events go nowhere.
+pub async fn report(
+    hosts: Vec<String>,
+    options: ReportOptions,
+    events: mpsc::Receiver<Event>,
+) -> io::Result<Vec<Option<HostReport>>> {
+    // The handles are locked per write, not for the whole run: a lock held across `.await` would
+    // make this future `!Send` and would block every other writer (logging on stderr) until the
+    // run ends. Buffering here keeps the writes, and so the locks, to one per flush.
+    let mut terminal = Terminal::new(io::stdout(), io::stderr());
+    let progress = options.progress.then(|| Progress::new(hosts.len()));
+    consume(hosts, options, events, &mut terminal, progress).await
+}
+
+/// The loop of [`report`], with the terminal passed in so that tests can capture it.
+async fn consume<O: Write, E: Write>(
+    hosts: Vec<String>,
+    options: ReportOptions,
+    mut events: mpsc::Receiver<Event>,
+    terminal: &mut Terminal<O, E>,
+    mut progress: Option<Progress>,
+) -> io::Result<Vec<Option<HostReport>>> {
+    let paint = Paint {
+        enabled: options.color,
+    };
+    let mut reports: Vec<Option<HostReport>> = vec![None; hosts.len()];
+    let mut stream =
+        (options.mode == OutputMode::Stream).then(|| StreamRenderer::new(hosts, paint));
+    loop {
+        let event = match events.try_recv() {
+            Ok(event) => event,
+            // Writing out only when no event is waiting keeps output prompt without a write
+            // per line when output floods in.
+            Err(TryRecvError::Empty) => {
+                terminal.flush(progress.as_ref())?;
+                match events.recv().await {
+                    Some(event) => event,
+                    None => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        match event {
+            Event::Started { host } => {
+                if let Some(progress) = progress.as_mut() {
+                    progress.started(host);
+                }
+            }
+            Event::Output {
+                host,
+                stream: which,
+                data,
+            } => {
+                if let Some(stream) = stream.as_mut() {
+                    stream.output(host, which, &data, &mut terminal.out, &mut terminal.err)?;
+                }
+            }
+            Event::Finished { host, report } => {
+                match options.mode {
+                    OutputMode::Stream => {
+                        if let Some(stream) = stream.as_mut() {
+                            stream.finished(host, &report, &mut terminal.out, &mut terminal.err)?;
+                        }
+                    }
+                    OutputMode::Json => json::write_record(&mut terminal.out, &report)?,
+                    OutputMode::Gather => {}
+                }
+                if let Some(progress) = progress.as_mut() {
+                    progress.finished(host, report.outcome.is_success());
+                }
+                if let Some(slot) = reports.get_mut(host) {
+                    *slot = Some(report);
+                }
+            }
+        }
+        if terminal.buffered() >= FLUSH_AT {
+            terminal.flush(progress.as_ref())?;
+        }
+    }
+    if let Some(stream) = stream.as_mut() {
+        stream.close(&mut terminal.out, &mut terminal.err)?;
+    }
+    terminal.flush(progress.as_ref())?;
+    // The bar goes before the gathered results and the summary, which are the run's last word.
+    drop(progress);
+    if options.mode == OutputMode::Gather {
+        gather::write_groups(&mut terminal.out, &reports, paint)?;
+        terminal.flush(None)?;
+    }
+    Ok(reports)
+}
+
+/// Stdout and stderr with a buffer each, written out together.
+struct Terminal<O, E> {
+    out: Vec<u8>,
+    err: Vec<u8>,
+    stdout: O,
+    stderr: E,
+}
+
+impl<O: Write, E: Write> Terminal<O, E> {
+    fn new(stdout: O, stderr: E) -> Terminal<O, E> {
+        Terminal {
+            out: Vec::new(),
+            err: Vec::new(),
+            stdout,
+            stderr,
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.out.len() + self.err.len()
+    }
+
+    /// Writes out both buffers, with the progress bar hidden meanwhile.
+    fn flush(&mut self, progress: Option<&Progress>) -> io::Result<()> {
+        if self.buffered() == 0 {
+            return Ok(());
+        }
+        let Terminal {
+            out,
+            err,
+            stdout,
+            stderr,
+        } = self;
+        let mut write = || -> io::Result<()> {
+            write_out(stdout, out)?;
+            write_out(stderr, err)
+        };
+        match progress {
+            Some(progress) => progress.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+fn write_out(to: &mut impl Write, buffer: &mut Vec<u8>) -> io::Result<()> {
+    if buffer.is_empty() {
+        return Ok(());
+    }
+    to.write_all(buffer)?;
+    to.flush()?;
+    buffer.clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use volley_common::outcome::Outcome;
+
+    use super::fixture::host_report;
+    use super::*;
+    use crate::transport::Stream;
+
+    struct Run {
+        out: String,
+        err: String,
+        reports: Vec<Option<HostReport>>,
+    }
+
+    /// Sends the events through a channel to the report loop and captures what it writes.
+    async fn run(mode: OutputMode, events: Vec<Event>) -> Run {
+        let hosts: Vec<String> = ["h01", "h02", "h03"].map(String::from).to_vec();
+        let (sender, receiver) = mpsc::channel(4);
+        let options = ReportOptions {
+            mode,
+            color: false,
+            progress: false,
+        };
+        let producer = tokio::spawn(async move {
+            for event in events {
+                sender.send(event).await.unwrap();
+            }
+        });
+        let mut terminal = Terminal::new(Vec::new(), Vec::new());
+        let reports = consume(hosts, options, receiver, &mut terminal, None)
+            .await
+            .unwrap();
+        producer.await.unwrap();
+        Run {
+            out: String::from_utf8(terminal.stdout).unwrap(),
+            err: String::from_utf8(terminal.stderr).unwrap(),
+            reports,
+        }
+    }
+
+    fn events() -> Vec<Event> {
+        let output = |host, stream, data: &'static str| Event::Output {
+            host,
+            stream,
+            data: Bytes::from_static(data.as_bytes()),
+        };
+        vec![
+            Event::Started { host: 0 },
+            Event::Started { host: 1 },
+            output(0, Stream::Stdout, "same\n"),
+            output(1, Stream::Stdout, "sa"),
+            output(1, Stream::Stdout, "me"),
+            Event::Finished {
+                host: 1,
+                report: host_report("h02", Outcome::Succeeded, b"same\n", b""),
+            },
+            Event::Finished {
+                host: 0,
+                report: host_report("h01", Outcome::Succeeded, b"same\n", b""),
+            },
+            Event::Finished {
+                host: 2,
+                report: host_report("h03", Outcome::ConnectTimeout, b"", b""),
+            },
+        ]
+    }
+
+    #[tokio::test]
+    async fn stream_mode_writes_lines_and_failures() {
+        let run = run(OutputMode::Stream, events()).await;
+        assert_eq!(run.out, "h01: same\nh02: same\n");
+        assert_eq!(run.err, "h03: volley: connect timed out\n");
+        let hosts: Vec<Option<&str>> = run
+            .reports
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.host.as_str()))
+            .collect();
+        assert_eq!(hosts, [Some("h01"), Some("h02"), Some("h03")]);
+    }
+
+    #[tokio::test]
+    async fn json_mode_writes_one_line_per_host_in_finishing_order() {
+        let run = run(OutputMode::Json, events()).await;
+        let hosts: Vec<String> = run
+            .out
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["host"].to_string()
+            })
+            .collect();
+        assert_eq!(hosts, [r#""h02""#, r#""h01""#, r#""h03""#]);
+        assert_eq!(run.err, "");
+    }
+
+    #[tokio::test]
+    async fn gather_mode_writes_groups_at_the_end() {
+        let run = run(OutputMode::Gather, events()).await;
+        assert_eq!(
+            run.out,
+            "---------------\nh[01-02] (2)\n---------------\nsame\n\
+             ---------------\nh03 (1): connect timed out\n---------------\n"
+        );
+        assert_eq!(run.err, "");
+    }
+
+    #[tokio::test]
+    async fn a_host_out_of_range_or_never_finished_does_not_panic() {
+        let events = vec![
+            Event::Output {
+                host: 7,
+                stream: Stream::Stderr,
+                data: Bytes::from_static(b"stray"),
+            },
+            Event::Finished {
+                host: 7,
+                report: host_report("ghost", Outcome::Cancelled, b"", b""),
+            },
+        ];
+        let run = run(OutputMode::Stream, events).await;
+        assert_eq!(run.err, "host#7: stray\nghost: volley: cancelled\n");
+        assert!(run.reports.iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn the_report_future_can_be_spawned() {
+        fn assert_send<T: Send>(_: &T) {}
+        let (_sender, receiver) = mpsc::channel(1);
+        let options = ReportOptions {
+            mode: OutputMode::Stream,
+            color: false,
+            progress: false,
+        };
+        assert_send(&report(Vec::new(), options, receiver));
+    }
+}

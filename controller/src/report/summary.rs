@@ -1,0 +1,214 @@
+//! The closing summary on stderr: how many hosts succeeded and failed, and which hosts ended
+//! each way.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use volley_common::fold::fold;
+use volley_common::outcome::{HostReport, Outcome};
+
+use super::color::Paint;
+
+/// The kinds in the order of the enum's declaration. The match is exhaustive so that a new kind
+/// cannot be added without choosing its place in the summary.
+fn rank(outcome: &Outcome) -> usize {
+    match outcome {
+        Outcome::Succeeded => 0,
+        Outcome::NonZeroExit { .. } => 1,
+        Outcome::Signalled { .. } => 2,
+        Outcome::Unreachable { .. } => 3,
+        Outcome::ConnectTimeout => 4,
+        Outcome::AuthFailed { .. } => 5,
+        Outcome::HostKeyUnknown { .. } => 6,
+        Outcome::HostKeyChanged { .. } => 7,
+        Outcome::CommandTimeout => 8,
+        Outcome::Cancelled => 9,
+        Outcome::TransportError { .. } => 10,
+    }
+}
+
+const KINDS: usize = 11;
+
+/// The label of hosts that never reported; the run should not leave any.
+const NO_REPORT: &str = "no_report";
+
+/// Writes the summary of a run. `reports` is indexed like `hosts`; a host without a report
+/// counts as failed.
+pub fn write_summary(
+    out: &mut impl Write,
+    hosts: &[String],
+    reports: &[Option<HostReport>],
+    elapsed: Duration,
+    interrupted: bool,
+    color: bool,
+) -> io::Result<()> {
+    let paint = Paint { enabled: color };
+    let mut succeeded = 0;
+    // Per kind: its name and the hosts that ended that way; the last slot is for no report.
+    let mut failures: Vec<(&str, Vec<&str>)> = vec![("", Vec::new()); KINDS + 1];
+    failures[KINDS].0 = NO_REPORT;
+    for (index, host) in hosts.iter().enumerate() {
+        match reports.get(index).and_then(Option::as_ref) {
+            Some(report) if report.outcome.is_success() => succeeded += 1,
+            Some(report) => {
+                let slot = &mut failures[rank(&report.outcome)];
+                slot.0 = report.outcome.kind();
+                slot.1.push(host);
+            }
+            None => failures[KINDS].1.push(host),
+        }
+    }
+    let failed = hosts.len() - succeeded;
+
+    let noun = if hosts.len() == 1 { "host" } else { "hosts" };
+    let succeeded_text = format!("{succeeded} succeeded");
+    let failed_text = format!("{failed} failed");
+    write!(
+        out,
+        "volley: {} {noun} in {:.2}s: {}, {}",
+        hosts.len(),
+        elapsed.as_secs_f64(),
+        if succeeded > 0 {
+            paint.success(succeeded_text)
+        } else {
+            succeeded_text
+        },
+        if failed > 0 {
+            paint.failure(failed_text)
+        } else {
+            failed_text
+        },
+    )?;
+    if interrupted {
+        out.write_all(b", interrupted")?;
+    }
+    out.write_all(b"\n")?;
+
+    for (kind, hosts) in failures.iter().filter(|(_, hosts)| !hosts.is_empty()) {
+        // The kind is padded outside its colour codes so that the columns line up either way.
+        let padding = " ".repeat(18usize.saturating_sub(kind.len()));
+        writeln!(
+            out,
+            "  {}{padding}{:>5}  {}",
+            paint.failure(kind),
+            hosts.len(),
+            fold(hosts.iter().copied())
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::host_report;
+    use super::*;
+
+    /// Hosts h01.. with the given outcomes (`None`: no report).
+    fn check(
+        outcomes: &[Option<Outcome>],
+        elapsed: Duration,
+        interrupted: bool,
+        color: bool,
+        expected: &str,
+    ) {
+        let hosts: Vec<String> = (1..=outcomes.len()).map(|n| format!("h{n:02}")).collect();
+        let reports: Vec<Option<HostReport>> = hosts
+            .iter()
+            .zip(outcomes)
+            .map(|(host, outcome)| outcome.clone().map(|o| host_report(host, o, b"", b"")))
+            .collect();
+        let mut out = Vec::new();
+        write_summary(&mut out, &hosts, &reports, elapsed, interrupted, color).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
+
+    fn fleet(failures: &[(usize, Outcome)], size: usize) -> Vec<Option<Outcome>> {
+        let mut outcomes = vec![Some(Outcome::Succeeded); size];
+        for (n, outcome) in failures {
+            outcomes[n - 1] = Some(outcome.clone());
+        }
+        outcomes
+    }
+
+    fn unreachable() -> Outcome {
+        Outcome::Unreachable {
+            reason: "connection refused".into(),
+        }
+    }
+
+    #[test]
+    fn failures_are_listed_by_kind_in_declaration_order() {
+        let outcomes = fleet(
+            &[
+                (9, unreachable()),
+                (7, Outcome::NonZeroExit { code: 1 }),
+                (3, unreachable()),
+            ],
+            50,
+        );
+        check(
+            &outcomes,
+            Duration::from_millis(2_314),
+            false,
+            false,
+            "volley: 50 hosts in 2.31s: 47 succeeded, 3 failed\n\
+            \x20 non_zero_exit         1  h07\n\
+            \x20 unreachable           2  h[03,09]\n",
+        );
+    }
+
+    #[test]
+    fn an_interrupted_run_says_so() {
+        let mut outcomes = vec![Some(Outcome::Succeeded); 10];
+        outcomes.extend(vec![Some(Outcome::Cancelled); 40]);
+        check(
+            &outcomes,
+            Duration::from_millis(1_020),
+            true,
+            false,
+            "volley: 50 hosts in 1.02s: 10 succeeded, 40 failed, interrupted\n\
+            \x20 cancelled            40  h[11-50]\n",
+        );
+    }
+
+    #[test]
+    fn all_succeeded_has_no_kind_lines() {
+        check(
+            &fleet(&[], 1),
+            Duration::from_millis(5),
+            false,
+            false,
+            "volley: 1 host in 0.01s: 1 succeeded, 0 failed\n",
+        );
+    }
+
+    #[test]
+    fn hosts_without_a_report_count_as_failed() {
+        check(
+            &[
+                Some(Outcome::HostKeyChanged {
+                    fingerprint: "SHA256:x".into(),
+                }),
+                None,
+            ],
+            Duration::from_secs(1),
+            false,
+            false,
+            "volley: 2 hosts in 1.00s: 0 succeeded, 2 failed\n\
+            \x20 host_key_changed      1  h01\n\
+            \x20 no_report             1  h02\n",
+        );
+    }
+
+    #[test]
+    fn colour_marks_successes_green_and_failures_red() {
+        check(
+            &fleet(&[(2, Outcome::CommandTimeout)], 2),
+            Duration::from_secs(3),
+            false,
+            true,
+            "volley: 2 hosts in 3.00s: \x1b[32m1 succeeded\x1b[0m, \x1b[31m1 failed\x1b[0m\n\
+            \x20 \x1b[31mcommand_timeout\x1b[0m       1  h02\n",
+        );
+    }
+}

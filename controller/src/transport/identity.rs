@@ -1,0 +1,149 @@
+//! The credentials SSH authentication offers: identity files, read once per run, and the keys of
+//! a running ssh-agent.
+//!
+//! Keys are decoded once, before any host connects, so a 10,000-host run does not parse the same
+//! file 10,000 times. An encrypted key is never prompted for: it is usable only through the agent,
+//! and a host that has nothing else gets an `AuthFailed` outcome that says so.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use russh::keys::agent::AgentIdentity;
+use russh::keys::agent::client::AgentClient;
+use russh::keys::{PrivateKey, PublicKey};
+use tokio::net::UnixStream;
+use tokio::sync::Mutex;
+
+use crate::plan::RunPlan;
+
+/// One identity file as it was found.
+#[derive(Clone, Debug)]
+pub enum IdentityFile {
+    Key(Arc<PrivateKey>),
+    /// Encrypted with a passphrase: usable only if the agent holds it.
+    Encrypted,
+    /// Missing, unreadable or not a key; the reason names the problem.
+    Unusable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("identity file {path}: {reason}")]
+pub struct IdentityError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Every credential of the run.
+pub struct Identities {
+    files: HashMap<PathBuf, IdentityFile>,
+    /// Files offered to every host, after the host's own.
+    global: Vec<PathBuf>,
+    agent: Option<Agent>,
+}
+
+/// A connected ssh-agent. Signing goes through one connection, taken in turn: a signature is a
+/// short exchange, and one socket serves thousands of hosts.
+pub struct Agent {
+    pub keys: Vec<PublicKey>,
+    pub client: Mutex<AgentClient<UnixStream>>,
+}
+
+impl Identities {
+    /// Reads every identity file the plan names. A file the operator named that cannot be used
+    /// is an error; a default file that does not exist is skipped; a per-host file that cannot be
+    /// used becomes part of that host's failure reason.
+    pub async fn load(plan: &RunPlan) -> Result<Identities, IdentityError> {
+        let mut files = HashMap::new();
+        let mut global = Vec::new();
+        for path in &plan.identity_files {
+            let file = read_identity(path);
+            match &file {
+                IdentityFile::Unusable(reason) if plan.identity_files_explicit => {
+                    return Err(IdentityError {
+                        path: path.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                IdentityFile::Unusable(_) => continue,
+                _ => {}
+            }
+            global.push(path.clone());
+            files.insert(path.clone(), file);
+        }
+        for host in &plan.hosts {
+            for path in &host.identity_files {
+                if !files.contains_key(path) {
+                    files.insert(path.clone(), read_identity(path));
+                }
+            }
+        }
+        Ok(Identities {
+            files,
+            global,
+            agent: connect_agent().await,
+        })
+    }
+
+    /// The files to offer a host, its own first, each once.
+    pub fn files_for<'a>(
+        &'a self,
+        own: &'a [PathBuf],
+    ) -> impl Iterator<Item = (&'a Path, &'a IdentityFile)> + 'a {
+        let mut seen = Vec::new();
+        own.iter()
+            .chain(self.global.iter())
+            .filter_map(move |path| {
+                if seen.contains(&path) {
+                    return None;
+                }
+                seen.push(path);
+                self.files.get(path).map(|file| (path.as_path(), file))
+            })
+    }
+
+    pub fn agent(&self) -> Option<&Agent> {
+        self.agent.as_ref()
+    }
+}
+
+fn read_identity(path: &Path) -> IdentityFile {
+    match russh::keys::load_secret_key(path, None) {
+        Ok(key) => IdentityFile::Key(Arc::new(key)),
+        Err(russh::keys::Error::KeyIsEncrypted) => IdentityFile::Encrypted,
+        Err(russh::keys::Error::IO(error)) => {
+            IdentityFile::Unusable(crate::plan::io_reason(&error))
+        }
+        Err(error) => IdentityFile::Unusable(format!("not a usable private key ({error})")),
+    }
+}
+
+/// Connects to the agent named by `SSH_AUTH_SOCK`, if any, and lists its keys. An agent that
+/// cannot be reached is treated as absent: identity files may still do.
+async fn connect_agent() -> Option<Agent> {
+    std::env::var_os("SSH_AUTH_SOCK")?;
+    let mut client = match AgentClient::connect_env().await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!("ssh-agent not usable: {error}");
+            return None;
+        }
+    };
+    let keys = match client.request_identities().await {
+        Ok(identities) => identities
+            .into_iter()
+            .filter_map(|identity| match identity {
+                AgentIdentity::PublicKey { key, .. } => Some(key),
+                AgentIdentity::Certificate { .. } => None,
+            })
+            .collect(),
+        Err(error) => {
+            tracing::warn!("ssh-agent did not list its keys: {error}");
+            return None;
+        }
+    };
+    Some(Agent {
+        keys,
+        client: Mutex::new(client),
+    })
+}

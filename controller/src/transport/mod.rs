@@ -1,0 +1,125 @@
+//! The one trait every transport implements, and the events a host's run emits.
+//!
+//! A transport runs one command on one host: it connects, runs, streams output into an
+//! [`OutputSink`] and returns how it ended as an [`Ended`]. It never prints and never decides
+//! what happens to other hosts; the scheduler owns that. SSH lives in [`ssh`].
+
+pub mod identity;
+pub mod known_hosts;
+pub mod remote_stop;
+pub mod ssh;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use volley_common::outcome::{Capture, Captured, Outcome, TransportKind};
+
+use crate::plan::HostSpec;
+
+/// Which output stream of the remote command a chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What a run emits, in order per host. Hosts are numbered by their place in the plan.
+#[derive(Debug)]
+pub enum Event {
+    /// The host's turn came: it is connecting.
+    Started { host: usize },
+    /// A chunk of output, as it arrived (not split into lines).
+    Output {
+        host: usize,
+        stream: Stream,
+        data: Bytes,
+    },
+    /// The host's final record. No event for this host follows.
+    Finished {
+        host: usize,
+        report: volley_common::outcome::HostReport,
+    },
+}
+
+/// Where a transport puts a host's output: forwarded to the reporters as it arrives, and kept up
+/// to the cap for the host's report.
+pub struct OutputSink {
+    host: usize,
+    events: mpsc::Sender<Event>,
+    stdout: Capture,
+    stderr: Capture,
+}
+
+impl OutputSink {
+    pub fn new(host: usize, events: mpsc::Sender<Event>, cap: usize) -> OutputSink {
+        OutputSink {
+            host,
+            events,
+            stdout: Capture::new(cap),
+            stderr: Capture::new(cap),
+        }
+    }
+
+    /// Forwards one chunk. It waits while the reporters are behind, which in turn slows the
+    /// reading of the connection: output is never buffered without bound.
+    pub async fn write(&mut self, stream: Stream, data: Bytes) {
+        match stream {
+            Stream::Stdout => self.stdout.push(&data),
+            Stream::Stderr => self.stderr.push(&data),
+        }
+        // The reporters are gone only when the run is being torn down; the kept copy still counts.
+        let _ = self
+            .events
+            .send(Event::Output {
+                host: self.host,
+                stream,
+                data,
+            })
+            .await;
+    }
+
+    pub fn finish(self) -> (Captured, Captured) {
+        (self.stdout.finish(), self.stderr.finish())
+    }
+}
+
+/// Limits of one host's run.
+#[derive(Clone, Copy, Debug)]
+pub struct RunLimits {
+    /// TCP connect plus handshake plus authentication.
+    pub connect_timeout: Duration,
+    /// The command itself; `None` waits forever.
+    pub command_timeout: Option<Duration>,
+}
+
+/// How one host's run ended, as the transport saw it.
+#[derive(Debug)]
+pub struct Ended {
+    pub outcome: Outcome,
+    /// Time to an authenticated session, when one was reached.
+    pub connected_after: Option<Duration>,
+    /// Time the command ran, when it started.
+    pub ran_for: Option<Duration>,
+}
+
+/// One command on one host.
+pub struct Job<'a> {
+    pub host: &'a HostSpec,
+    pub command: &'a str,
+    pub limits: RunLimits,
+    pub output: &'a mut OutputSink,
+    /// Cancelled on interrupt: the transport stops the remote command and returns `Cancelled`.
+    pub cancel: CancellationToken,
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs a command on a host. Implementations return every failure as an [`Outcome`].
+pub trait Transport: Send + Sync {
+    fn kind(&self) -> TransportKind;
+    fn run<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Ended>;
+}
