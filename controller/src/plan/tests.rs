@@ -1,0 +1,199 @@
+use clap::Parser;
+
+use super::*;
+use crate::cli::{Cli, Command};
+
+const INVENTORY: &str = r#"
+user = "ops"
+port = 2200
+[groups.web]
+hosts = ["web[01-04]", "@db"]
+user = "www"
+[groups.db]
+hosts = ["db1", "db2"]
+identity_file = "~/.ssh/db_key"
+[groups.loop_a]
+hosts = ["@loop_b"]
+[groups.loop_b]
+hosts = ["@loop_a"]
+[hosts.web02]
+address = "10.0.0.2"
+port = 22
+user = "root"
+"#;
+
+const SSH_CONFIG: &str = "Host web03\n  HostName web03.internal\n  Port 2222\n  User admin\n";
+
+/// Builds a plan from `volley run ARGS -- true` against the inventory and ssh config above.
+fn plan(args: &[&str]) -> Result<RunPlan, String> {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    std::fs::write(home.path().join(".ssh/config"), SSH_CONFIG).unwrap();
+    let inventory = home.path().join("inventory.toml");
+    std::fs::write(&inventory, INVENTORY).unwrap();
+    let mut argv = vec!["volley", "run", "--inventory", inventory.to_str().unwrap()];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--", "true"]);
+    let Command::Run(run) = Cli::try_parse_from(argv)
+        .map_err(|e| e.to_string())?
+        .command;
+    let env = Environment {
+        home: home.path().to_path_buf(),
+        local_user: "me".to_string(),
+        variables: Vec::new(),
+    };
+    RunPlan::new(&run, &env).map_err(|e| {
+        e.to_string()
+            .replace(&home.path().display().to_string(), "HOME")
+    })
+}
+
+fn names(args: &[&str]) -> Result<Vec<String>, String> {
+    plan(args).map(|plan| plan.hosts.into_iter().map(|host| host.name).collect())
+}
+
+fn check(args: &[&str], expected: Result<&[&str], &str>) {
+    let expected = expected
+        .map(|hosts| hosts.iter().map(|h| h.to_string()).collect())
+        .map_err(str::to_string);
+    assert_eq!(names(args), expected, "volley run {}", args.join(" "));
+}
+
+#[test]
+fn targets_resolve_in_order_without_duplicates() {
+    check(&["-w", "a,b,a"], Ok(&["a", "b"]));
+    check(
+        &["-w", "n[1-3]", "-w", "n2,n4"],
+        Ok(&["n1", "n2", "n3", "n4"]),
+    );
+    check(&["-g", "db"], Ok(&["db1", "db2"]));
+    check(
+        &["-g", "web"],
+        Ok(&["web01", "web02", "web03", "web04", "db1", "db2"]),
+    );
+    check(&["-w", "@db,x"], Ok(&["db1", "db2", "x"]));
+    check(&["-w", "u@a:22,a,u@a:22"], Ok(&["u@a:22", "a"]));
+}
+
+#[test]
+fn exclusions_take_names_ranges_groups_and_globs() {
+    check(
+        &["-g", "web", "-x", "web02"],
+        Ok(&["web01", "web03", "web04", "db1", "db2"]),
+    );
+    check(
+        &["-g", "web", "-x", "web[01-03]"],
+        Ok(&["web04", "db1", "db2"]),
+    );
+    check(
+        &["-g", "web", "-x", "@db"],
+        Ok(&["web01", "web02", "web03", "web04"]),
+    );
+    check(&["-g", "web", "-x", "web*,db2"], Ok(&["db1"]));
+    check(&["-g", "web", "-x", "web0?", "-x", "db1"], Ok(&["db2"]));
+}
+
+#[test]
+fn input_errors_are_one_line_and_name_the_input() {
+    check(
+        &[],
+        Err("no targets: give -w PATTERNS, -g GROUP or --hosts-file FILE"),
+    );
+    check(
+        &["-w", "web[01-"],
+        Err("bad target pattern 'web[01-': unclosed '[' at column 4"),
+    );
+    check(
+        &["-g", "nope"],
+        Err("unknown group 'nope' (groups in HOME/inventory.toml: db, loop_a, loop_b, web)"),
+    );
+    check(
+        &["-g", "loop_a"],
+        Err("inventory HOME/inventory.toml: groups include each other: loop_a -> loop_b -> loop_a"),
+    );
+    check(
+        &["-w", "a", "-x", "a"],
+        Err("no targets left after --exclude"),
+    );
+    check(
+        &["--hosts-file", "/nonexistent/hosts"],
+        Err("hosts file /nonexistent/hosts: file not found"),
+    );
+    for (flag, value, message) in [
+        (
+            "--timeout",
+            "soon",
+            "--timeout: bad duration 'soon': expected a number (examples: 30s, 250ms, 1m30s)",
+        ),
+        (
+            "--max-output",
+            "lots",
+            "--max-output: bad size 'lots': expected a number (examples: 1MiB, 64KiB, 4096)",
+        ),
+        ("--parallel", "0", "--parallel: must be at least 1"),
+    ] {
+        check(&["-w", "a", flag, value], Err(message));
+    }
+}
+
+#[test]
+fn hosts_files_take_one_pattern_per_line_with_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hosts.txt");
+    std::fs::write(&file, "# fleet\nweb[01-02]  # two\n\n  db1\n@db\n").unwrap();
+    check(
+        &["--hosts-file", file.to_str().unwrap()],
+        Ok(&["web01", "web02", "db1", "db2"]),
+    );
+}
+
+#[test]
+fn the_most_specific_setting_wins() {
+    let plan = plan(&["-w", "web01,web02,web03,deploy@web04:2022,@db"]).unwrap();
+    let host = |name: &str| {
+        plan.hosts
+            .iter()
+            .find(|host| host.name == name)
+            .unwrap()
+            .clone()
+    };
+    // Top-level inventory settings only.
+    let web01 = host("web01");
+    assert_eq!(
+        (web01.address.as_str(), web01.port, web01.user.as_str()),
+        ("web01", 2200, "ops")
+    );
+    // The inventory's host entry.
+    let web02 = host("web02");
+    assert_eq!(
+        (web02.address.as_str(), web02.port, web02.user.as_str()),
+        ("10.0.0.2", 22, "root")
+    );
+    // ~/.ssh/config wins over the inventory's top level.
+    let web03 = host("web03");
+    assert_eq!(
+        (web03.address.as_str(), web03.port, web03.user.as_str()),
+        ("web03.internal", 2222, "admin")
+    );
+    // The pattern wins over everything.
+    let web04 = host("deploy@web04:2022");
+    assert_eq!(
+        (web04.address.as_str(), web04.port, web04.user.as_str()),
+        ("web04", 2022, "deploy")
+    );
+    // Reached through a group: its identity file, its user falls through to the top level.
+    let db1 = host("db1");
+    assert_eq!(db1.user, "ops");
+    assert!(
+        db1.identity_files[0].ends_with(".ssh/db_key"),
+        "{:?}",
+        db1.identity_files
+    );
+    assert!(db1.identity_files[0].is_absolute());
+}
+
+#[test]
+fn the_command_line_user_beats_the_inventory() {
+    let plan = plan(&["-w", "web01,web02", "-l", "cli"]).unwrap();
+    assert!(plan.hosts.iter().all(|host| host.user == "cli"));
+}

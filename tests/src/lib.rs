@@ -1,0 +1,37 @@
+//! The end-to-end fixture of Volley: real OpenSSH sshd processes on loopback addresses, and what
+//! tests and benchmarks need around them. Nothing here is a mock; nothing leaves 127.0.0.0/8.
+//!
+//! Layout:
+//! - [`fleet`]: [`SshFleet`], N named hosts (some of them odd on purpose, see [`HostKind`]) with
+//!   their keys, known_hosts and inventory.
+//! - [`volley`]: the volley binary, run in a clean environment against a fleet.
+//! - [`report`]: reading what volley printed, `--json` records strictly.
+//! - [`remote`]: per-host commands and the processes a run leaves on the hosts.
+//! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
+//! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
+//!   is built from.
+//!
+//! Invariant: a missing tool or binary fails the test that needs it, with what to install or
+//! build; no test passes by skipping.
+#![forbid(unsafe_code)]
+
+pub mod fleet;
+pub mod inventory;
+pub mod keys;
+pub mod loopback;
+pub mod process;
+pub mod relay;
+pub mod remote;
+pub mod report;
+pub mod sshd;
+pub mod tools;
+pub mod volley;
+
+#[cfg(test)]
+mod sanity;
+
+pub use fleet::{FleetSpec, Host, HostKind, SshFleet};
+pub use process::{ProcessOutput, RunningProcess};
+pub use relay::DelayRelay;
+pub use report::HostRecord;
+pub use volley::RunFlags;
