@@ -5,10 +5,12 @@
 //! - [`fold`]: the reverse, folding host names back into range form for summaries.
 //! - [`outcome`]: the result model, one closed [`outcome::Outcome`] per host.
 //! - [`duration`], [`size`]: `30s` and `1MiB` as written on the command line and in files.
+//! - [`exec`]: what an agent is asked to run and what it reports, free of protocol types.
 //! - [`inventory`]: the TOML inventory of groups, per-host settings and run settings.
 #![forbid(unsafe_code)]
 
 pub mod duration;
+pub mod exec;
 pub mod fold;
 pub mod inventory;
 pub mod outcome;

@@ -1,0 +1,80 @@
+//! What the controller asks an agent to run and what comes back, as plain Rust types.
+//!
+//! The agent protocol's prost types stay in `volley-proto`, which converts to and from these at
+//! the edge; everything else (the agent's executor, the controller's agent transport) works with
+//! these.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The program of an execution.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// A command line for `/bin/sh -c`.
+    Shell(String),
+    /// A program and its arguments, run without a shell.
+    Argv(Vec<String>),
+}
+
+/// One command for an agent to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// Chosen by the controller, recorded in the agent's audit log.
+    pub execution_id: String,
+    pub program: Program,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<String>,
+    pub timeout: Option<Duration>,
+    /// Bytes of each stream the controller wants sent; `None` takes the agent's limit.
+    pub max_output: Option<u64>,
+}
+
+/// How an execution's process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    /// The signal's name without `SIG`: `TERM`, `KILL`.
+    Signal(String),
+}
+
+/// The last event of an execution.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub duration: Duration,
+    /// The agent stopped the command because it ran past its timeout.
+    pub timed_out: bool,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+/// What an execution emits, in order: `Started`, output chunks, then `Exited`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecEvent {
+    Started { pid: u32 },
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exited(Exited),
+}
+
+/// The limits an agent enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentLimits {
+    pub max_concurrent_execs: u32,
+    pub max_output_bytes: u64,
+    pub max_message_bytes: u32,
+    pub max_concurrent_streams: u32,
+    pub max_timeout: Option<Duration>,
+}
+
+/// What an agent says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentInfo {
+    pub version: String,
+    pub hostname: String,
+    pub os: String,
+    pub uptime: Duration,
+    pub limits: AgentLimits,
+}

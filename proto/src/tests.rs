@@ -1,0 +1,88 @@
+use super::*;
+
+fn exited(status: ExitStatus) -> Exited {
+    Exited {
+        status,
+        duration: Duration::from_millis(1234),
+        timed_out: true,
+        stdout_bytes: 10,
+        stderr_bytes: 20,
+        stdout_truncated: false,
+        stderr_truncated: true,
+    }
+}
+
+#[test]
+fn events_round_trip() {
+    for event in [
+        ExecEvent::Started { pid: 42 },
+        ExecEvent::Stdout(b"out".to_vec()),
+        ExecEvent::Stderr(b"err".to_vec()),
+        ExecEvent::Exited(exited(ExitStatus::Code(3))),
+        ExecEvent::Exited(exited(ExitStatus::Signal("KILL".to_string()))),
+    ] {
+        let wire = pb::ExecEvent::from(event.clone());
+        assert_eq!(ExecEvent::try_from(wire), Ok(event));
+    }
+}
+
+#[test]
+fn requests_round_trip() {
+    let spec = ExecSpec {
+        execution_id: "run-1/h01".to_string(),
+        program: Program::Argv(vec!["echo".to_string(), "hi".to_string()]),
+        env: [("A".to_string(), "1".to_string())].into(),
+        working_dir: Some("/tmp".to_string()),
+        timeout: Some(Duration::from_secs(5)),
+        max_output: Some(1024),
+    };
+    assert_eq!(
+        ExecSpec::try_from(pb::ExecRequest::from(spec.clone())),
+        Ok(spec)
+    );
+}
+
+#[test]
+fn malformed_messages_are_typed_errors() {
+    let check = |result: Result<ExecEvent, ProtoError>, expected: &str| {
+        assert_eq!(result.unwrap_err().to_string(), expected);
+    };
+    check(
+        ExecEvent::try_from(pb::ExecEvent { event: None }),
+        "ExecEvent has no event",
+    );
+    let no_status = pb::Exited {
+        status: None,
+        ..Default::default()
+    };
+    check(
+        ExecEvent::try_from(pb::ExecEvent {
+            event: Some(pb::exec_event::Event::Exited(no_status)),
+        }),
+        "Exited has no status",
+    );
+    let request = pb::ExecRequest {
+        program: None,
+        ..Default::default()
+    };
+    assert_eq!(
+        ExecSpec::try_from(request).unwrap_err().to_string(),
+        "ExecRequest has no program"
+    );
+    let request = pb::ExecRequest {
+        program: Some(pb::exec_request::Program::Shell("  ".to_string())),
+        ..Default::default()
+    };
+    assert_eq!(
+        ExecSpec::try_from(request).unwrap_err().to_string(),
+        "ExecRequest.program: empty command"
+    );
+    let info = pb::AgentInfo {
+        limits: None,
+        ..Default::default()
+    };
+    assert_eq!(
+        AgentInfo::try_from(info).unwrap_err().to_string(),
+        "AgentInfo has no limits"
+    );
+}
