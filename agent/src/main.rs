@@ -1,1 +1,219 @@
-fn main() {}
+//! `volley-agent`: the daemon on each server that runs commands for the Volley controller, over
+//! gRPC on one persistent HTTP/2 connection with mutual TLS.
+//!
+//! ```text
+//! volley-agent [--config FILE]      (default /etc/volley/agent.toml; see config.rs)
+//! ```
+//!
+//! Exit statuses:
+//! - 0: stopped by SIGTERM or SIGINT, after the running executions ended or were killed;
+//! - 64 (EX_USAGE): bad command line;
+//! - 78 (EX_CONFIG): the configuration cannot be used: the file is missing or invalid, the key
+//!   is readable by group or others, the certificate, key or CA cannot be read or used, the
+//!   audit log cannot be opened. systemd shows it as `status=78/CONFIG`; restarting will not help;
+//! - 1: a failure while running, such as an address that cannot be bound.
+//!
+//! Errors are printed on one line to stderr; this is the only place that picks exit statuses.
+//!
+//! Layout: [`config`] the file, [`tls`] the server configuration and the controller check,
+//! [`listener`] accepts and handshakes, [`service`] the gRPC methods and the audit,
+//! [`exec`] one command's life, [`shutdown`] the stop sequence, [`notify`] sd_notify,
+//! [`logging`] where logs and audit records go, [`host`] and [`signals`] small facts.
+#![forbid(unsafe_code)]
+
+mod config;
+mod exec;
+mod host;
+mod listener;
+mod logging;
+mod notify;
+mod service;
+mod shutdown;
+mod signals;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+use volley_proto::pb::agent_server::AgentServer;
+
+use crate::config::AgentConfig;
+use crate::service::{AgentService, ServiceContext};
+use crate::shutdown::StopSignals;
+
+const EX_USAGE: u8 = 64;
+const EX_CONFIG: u8 = 78;
+
+/// HTTP/2 pings find a controller that vanished without closing its connection (a crash, a
+/// partition), so that its executions are killed instead of running on for nobody.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// After the executions have ended, how long connections get to deliver their last events.
+const CONNECTIONS_CLOSE: Duration = Duration::from_secs(5);
+
+/// Runs commands for the Volley controller over gRPC with mutual TLS.
+#[derive(Debug, Parser)]
+#[command(name = "volley-agent", version, about)]
+struct Args {
+    /// The configuration file (TOML).
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        default_value = "/etc/volley/agent.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AgentError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    AuditLog(#[from] logging::AuditLogError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot handle SIGTERM/SIGINT: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the server stopped: {0}")]
+    Serve(String),
+}
+
+impl AgentError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            AgentError::Config(_) | AgentError::Tls(_) | AgentError::AuditLog(_) => EX_CONFIG,
+            _ => 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // One crypto provider for the whole process (see deps.md: ring only).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match start(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("volley-agent: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Everything that can be checked is checked before the runtime starts and the port opens.
+fn start(args: &Args) -> Result<(), AgentError> {
+    let config = AgentConfig::load(&args.config)?;
+    let tls = tls::server_config(&config)?;
+    logging::init(config.audit_log.as_deref())?;
+    // One thread: the agent mostly waits on sockets and pipes, and a single thread keeps its
+    // idle memory small (one stack, one malloc arena).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)?;
+    runtime.block_on(serve(config, tls))
+}
+
+async fn serve(config: AgentConfig, tls: Arc<ServerConfig>) -> Result<(), AgentError> {
+    let mut signals = StopSignals::install().map_err(AgentError::Signals)?;
+    let listen_error = |source| AgentError::Listen {
+        address: config.listen,
+        source,
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(listen_error)?;
+    let address = listener.local_addr().map_err(listen_error)?;
+    let limits = config.limits;
+    let stop = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let executions = TaskTracker::new();
+    let service = AgentService::new(ServiceContext {
+        limits,
+        host: host::Host::current(),
+        working_dir: host::default_working_dir(),
+        stop: stop.clone(),
+        kill: kill.clone(),
+        executions: executions.clone(),
+    });
+    let message_bytes = limits.max_message_bytes as usize;
+    let incoming = listener::incoming(listener, TlsAcceptor::from(tls), stop.clone());
+    let server = Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(
+            AgentServer::new(service)
+                .max_decoding_message_size(message_bytes)
+                .max_encoding_message_size(message_bytes),
+        )
+        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    let mut server = tokio::spawn(server);
+    tracing::info!(
+        %address,
+        controllers = ?config.allowed_controllers,
+        version = env!("CARGO_PKG_VERSION"),
+        "serving"
+    );
+    // STATUS shows in `systemctl status`, and tells tests which port 0 became.
+    notify::notify(&format!("READY=1\nSTATUS=serving on {address}"));
+
+    let signal = tokio::select! {
+        signal = signals.next() => signal,
+        ended = &mut server => {
+            let reason = match ended {
+                Ok(Ok(())) => "it ended by itself".to_string(),
+                Ok(Err(error)) => error.to_string(),
+                Err(error) => error.to_string(),
+            };
+            return Err(AgentError::Serve(reason));
+        }
+    };
+    tracing::info!(
+        signal,
+        running = executions.len(),
+        grace = ?limits.shutdown_grace,
+        "stopping: no new connections; running executions may finish"
+    );
+    notify::notify("STOPPING=1");
+    stop.cancel();
+    shutdown::drain(&executions, &kill, limits.shutdown_grace, &mut signals).await;
+    // A controller that keeps its connection open must not keep the agent from exiting.
+    if tokio::time::timeout(CONNECTIONS_CLOSE, server)
+        .await
+        .is_err()
+    {
+        tracing::debug!("connections still open at exit");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -20,6 +20,9 @@ pub const SETTINGS: &[&str] = &[
     "max_output",
     "known_hosts",
     "identity_file",
+    "transport",
+    "agent_port",
+    "pki",
 ];
 
 /// The whole inventory file.
@@ -37,6 +40,11 @@ pub struct Inventory {
     pub max_output: Option<String>,
     pub known_hosts: Option<PathBuf>,
     pub identity_file: Option<PathBuf>,
+    /// `auto` (the agent where one answers, SSH elsewhere), `agent` or `ssh`.
+    pub transport: Option<TransportChoice>,
+    pub agent_port: Option<u16>,
+    /// The PKI directory the agent transport takes its certificates from.
+    pub pki: Option<PathBuf>,
     #[serde(default)]
     pub groups: BTreeMap<String, Group>,
     #[serde(default)]
@@ -52,6 +60,8 @@ pub struct Group {
     pub port: Option<u16>,
     pub user: Option<String>,
     pub identity_file: Option<PathBuf>,
+    pub transport: Option<TransportChoice>,
+    pub agent_port: Option<u16>,
 }
 
 impl Group {
@@ -61,6 +71,8 @@ impl Group {
             port: self.port,
             user: self.user.clone(),
             identity_file: self.identity_file.clone(),
+            transport: self.transport,
+            agent_port: self.agent_port,
         }
     }
 }
@@ -74,6 +86,19 @@ pub struct HostSettings {
     pub port: Option<u16>,
     pub user: Option<String>,
     pub identity_file: Option<PathBuf>,
+    pub transport: Option<TransportChoice>,
+    pub agent_port: Option<u16>,
+}
+
+/// Which transport runs a host.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportChoice {
+    /// The agent where one answers; SSH where none could be reached.
+    #[default]
+    Auto,
+    Agent,
+    Ssh,
 }
 
 #[derive(Debug, thiserror::Error)]

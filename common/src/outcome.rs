@@ -29,6 +29,9 @@ pub enum Outcome {
     HostKeyUnknown { fingerprint: String },
     /// known_hosts holds another key of the same type for this host.
     HostKeyChanged { fingerprint: String },
+    /// The TLS handshake with the agent failed: its certificate did not verify or name the
+    /// host, or it refused ours.
+    TlsRejected { reason: String },
     /// The command ran longer than the command timeout and was stopped on the host.
     CommandTimeout,
     /// The run was interrupted before this host finished (or before it started).
@@ -59,6 +62,7 @@ impl Outcome {
             | Outcome::AuthFailed { .. }
             | Outcome::HostKeyUnknown { .. }
             | Outcome::HostKeyChanged { .. }
+            | Outcome::TlsRejected { .. }
             | Outcome::CommandTimeout
             | Outcome::TransportError { .. } => OutcomeClass::NotReached,
             Outcome::Cancelled => OutcomeClass::Interrupted,
@@ -76,6 +80,7 @@ impl Outcome {
             Outcome::AuthFailed { .. } => "auth_failed",
             Outcome::HostKeyUnknown { .. } => "host_key_unknown",
             Outcome::HostKeyChanged { .. } => "host_key_changed",
+            Outcome::TlsRejected { .. } => "tls_rejected",
             Outcome::CommandTimeout => "command_timeout",
             Outcome::Cancelled => "cancelled",
             Outcome::TransportError { .. } => "transport_error",
@@ -106,6 +111,7 @@ impl fmt::Display for Outcome {
                 f,
                 "HOST KEY CHANGED ({fingerprint}): refusing to connect, check known_hosts"
             ),
+            Outcome::TlsRejected { reason } => write!(f, "TLS rejected: {reason}"),
             Outcome::CommandTimeout => f.write_str("command timed out and was stopped"),
             Outcome::Cancelled => f.write_str("cancelled"),
             Outcome::TransportError { reason } => write!(f, "transport error: {reason}"),
@@ -118,12 +124,14 @@ impl fmt::Display for Outcome {
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
     Ssh,
+    Agent,
 }
 
 impl fmt::Display for TransportKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TransportKind::Ssh => "ssh",
+            TransportKind::Agent => "agent",
         })
     }
 }
@@ -175,6 +183,11 @@ impl Capture {
         self.captured
             .kept
             .extend_from_slice(&chunk[..room.min(chunk.len())]);
+    }
+
+    /// Raises the count to `total_bytes` when more was carried than was pushed here.
+    pub fn count_total(&mut self, total_bytes: u64) {
+        self.captured.total_bytes = self.captured.total_bytes.max(total_bytes);
     }
 
     pub fn finish(self) -> Captured {

@@ -514,33 +514,40 @@ fn columns_of_word(segments: &[Segment], mut index: usize) -> Vec<usize> {
 /// Letters match regardless of ASCII case, because DNS names are case-insensitive and an operator
 /// excluding `WEB*` means web01 too.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let name: Vec<char> = name.chars().collect();
-    let (mut p, mut n) = (0, 0);
-    // Where the last '*' was seen and how much of the name it has swallowed; on a mismatch the
-    // star swallows one more character and matching resumes after it.
+    wildcard_match(
+        pattern.to_ascii_lowercase().as_bytes(),
+        name.to_ascii_lowercase().as_bytes(),
+    )
+}
+
+/// OpenSSH's `match_pattern`, case-sensitive: `*` matches any run of bytes, `?` exactly one.
+/// ssh config `Host` lines, known_hosts patterns and `--exclude` globs all match this way.
+pub fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // Where the last '*' was seen and how much of the text it has swallowed; on a mismatch the
+    // star swallows one more byte and matching resumes after it.
     let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
+    while t < text.len() {
         match pattern.get(p) {
-            Some('*') => {
-                star = Some((p, n));
+            Some(b'*') => {
+                star = Some((p, t));
                 p += 1;
             }
-            Some(&c) if c == '?' || c.eq_ignore_ascii_case(&name[n]) => {
+            Some(&c) if c == b'?' || c == text[t] => {
                 p += 1;
-                n += 1;
+                t += 1;
             }
             _ => match star {
-                Some((star_p, star_n)) => {
-                    star = Some((star_p, star_n + 1));
+                Some((star_p, star_t)) => {
+                    star = Some((star_p, star_t + 1));
                     p = star_p + 1;
-                    n = star_n + 1;
+                    t = star_t + 1;
                 }
                 None => return false,
             },
         }
     }
-    pattern[p..].iter().all(|&c| c == '*')
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]

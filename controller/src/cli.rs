@@ -21,7 +21,49 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command on every target host and report one outcome per host
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Manage the private CA that agents and the controller trust
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Start a throwaway local fleet of agents, run a command on it, and clean up
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create the CA and the controller's client certificate
+    Init {
+        #[command(flatten)]
+        dir: PkiDir,
+        /// The controller's identity (its certificate's Common Name), which agents must allow
+        #[arg(long, value_name = "NAME", default_value = crate::pki::DEFAULT_IDENTITY)]
+        identity: String,
+    },
+    /// Issue agent certificates: NAME, or NAME=ADDRESS to add the host's address
+    Issue {
+        #[command(flatten)]
+        dir: PkiDir,
+        #[arg(required = true, value_name = "NAME[=ADDRESS]")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PkiDir {
+    /// The PKI directory [default: ~/.config/volley/pki]
+    #[arg(long = "pki", value_name = "DIR", env = "VOLLEY_PKI")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many agents to start, each on its own loopback address
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub hosts: usize,
+
+    /// The command to run on them
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -31,6 +73,14 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub ssh: SshArgs,
+
+    /// Which transport runs the hosts: `auto` uses the agent where one answers and SSH where
+    /// none can be reached [default: auto, or the inventory's `transport`]
+    #[arg(long, value_enum, value_name = "TRANSPORT")]
+    pub transport: Option<TransportFlag>,
+
+    #[command(flatten)]
+    pub pki: PkiDir,
 
     /// How many hosts run at once [default: 512, or the inventory's `parallel`]
     #[arg(short = 'p', long, value_name = "N")]
@@ -124,6 +174,13 @@ pub struct OutputArgs {
     /// Colour host names
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub color: ColorChoice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TransportFlag {
+    Auto,
+    Agent,
+    Ssh,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

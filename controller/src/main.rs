@@ -3,7 +3,8 @@
 //! Layout, in the order a run flows through it:
 //! - [`cli`]: raw flags (clap); [`plan`]: flags + inventory + ssh config -> a validated `RunPlan`;
 //! - [`scheduler`]: every host through one [`transport::Transport`], `parallel` at a time;
-//! - [`transport`]: the trait and the SSH implementation, with known_hosts and identities;
+//! - [`transport`]: the trait; SSH (with known_hosts and identities), the agent, and `auto`;
+//! - [`pki`]: the private CA (`volley pki`); [`demo`]: a throwaway local fleet of agents;
 //! - [`report`]: the stream, JSON and gather renderers, progress and the summary;
 //! - [`exit`]: the exit status as a function of the outcomes; [`limits`]: the file budget.
 //!
@@ -11,8 +12,10 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod demo;
 mod exit;
 mod limits;
+mod pki;
 mod plan;
 mod report;
 mod scheduler;
@@ -28,9 +31,14 @@ use clap::Parser;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, ColorChoice, Command, RunArgs};
+use volley_common::inventory::TransportChoice;
+
+use crate::cli::{Cli, ColorChoice, Command, PkiCommand, PkiDir, RunArgs};
+use crate::pki::Pki;
 use crate::plan::{Environment, RunPlan};
 use crate::report::ReportOptions;
+use crate::transport::agent::AgentTransport;
+use crate::transport::auto::AutoTransport;
 use crate::transport::identity::Identities;
 use crate::transport::known_hosts::KnownHosts;
 use crate::transport::ssh::SshTransport;
@@ -81,9 +89,13 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
+    // One crypto provider for the whole process (see ../shared/deps.md).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
+            Command::Pki(command) => pki_command(command).map(|()| exit::SUCCESS),
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {
@@ -114,11 +126,13 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     let known_hosts = KnownHosts::load(&plan.known_hosts).map_err(|e| usage(&e))?;
     let identities = Identities::load(&plan).await.map_err(|e| usage(&e))?;
-    let transport = Arc::new(SshTransport::new(
+    let ssh = SshTransport::new(
         Arc::new(known_hosts),
         plan.accept_new_host_keys,
         Arc::new(identities),
-    ));
+    );
+    let agent = agent_transport(&plan)?;
+    let transport = Arc::new(AutoTransport { agent, ssh });
 
     let color = match plan.color {
         ColorChoice::Always => true,
@@ -155,6 +169,86 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         color,
     )?;
     Ok(exit::status(reports.iter().flatten(), interrupted))
+}
+
+/// The agent transport, when some host may use it and the PKI exists. A host that must use its
+/// agent without a PKI is an input error; `auto` hosts then simply go over SSH.
+fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
+    let needed = plan
+        .hosts
+        .iter()
+        .any(|host| host.transport == TransportChoice::Agent);
+    let wanted = needed
+        || plan
+            .hosts
+            .iter()
+            .any(|host| host.transport == TransportChoice::Auto);
+    let pki = Pki::new(plan.pki.clone());
+    if !wanted || (!needed && !pki.exists()) {
+        return Ok(None);
+    }
+    let credentials = pki
+        .controller_credentials()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let run_id = format!("{}-{}", std::process::id(), started_at());
+    let agent = AgentTransport::new(&credentials, run_id, plan.max_output as u64)
+        .map_err(|e| UsageError(format!("pki {}: {e}", plan.pki.display())))?;
+    Ok(Some(agent))
+}
+
+fn started_at() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
+    let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
+    let dir = |dir: PkiDir| {
+        dir.dir
+            .unwrap_or_else(|| env.home.join(".config/volley/pki"))
+    };
+    match command {
+        PkiCommand::Init {
+            dir: pki_dir,
+            identity,
+        } => {
+            let pki = Pki::new(dir(pki_dir));
+            let issued = pki.init(&identity).map_err(|e| UsageError(e.to_string()))?;
+            println!("CA: {}", pki.ca_certificate().display());
+            println!(
+                "controller certificate ({identity}): {}",
+                issued.certificate.display()
+            );
+            println!("controller key: {}", issued.key.display());
+        }
+        PkiCommand::Issue {
+            dir: pki_dir,
+            names,
+        } => {
+            let pki = Pki::new(dir(pki_dir));
+            for entry in names {
+                let (name, addresses) = match entry.split_once('=') {
+                    Some((name, address)) => {
+                        let address = address.parse().map_err(|_| {
+                            UsageError(format!("'{entry}': '{address}' is not an IP address"))
+                        })?;
+                        (name.to_string(), vec![address])
+                    }
+                    None => (entry.clone(), Vec::new()),
+                };
+                let issued = pki
+                    .issue_agent(&name, &addresses)
+                    .map_err(|e| UsageError(e.to_string()))?;
+                println!(
+                    "{name}: {} {}",
+                    issued.certificate.display(),
+                    issued.key.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The first SIGINT or SIGTERM stops the run: no new host starts and running commands are

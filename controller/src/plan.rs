@@ -9,17 +9,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use volley_common::duration::parse_duration;
-use volley_common::inventory::{HostSettings, Inventory, InventoryError};
+use volley_common::inventory::{HostSettings, Inventory, InventoryError, TransportChoice};
 use volley_common::size::parse_size;
 use volley_common::target::{Pattern, Target, glob_match, parse_list};
 
-use crate::cli::{ColorChoice, RunArgs};
+use crate::cli::{ColorChoice, RunArgs, TransportFlag};
 use crate::report::OutputMode;
 use crate::ssh_config::{SshConfig, SshConfigError};
 
 pub const DEFAULT_PARALLEL: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
+pub const DEFAULT_AGENT_PORT: u16 = 7731;
 /// Identity files tried when none is named, in OpenSSH's order.
 const DEFAULT_IDENTITIES: &[&str] = &[".ssh/id_ed25519", ".ssh/id_ecdsa", ".ssh/id_rsa"];
 
@@ -34,6 +35,10 @@ pub struct HostSpec {
     pub user: String,
     /// Identity files for this host only (inventory, ssh config), tried before the global ones.
     pub identity_files: Vec<PathBuf>,
+    /// The host's name without user and port: what its agent's certificate must name.
+    pub host: String,
+    pub agent_port: u16,
+    pub transport: TransportChoice,
 }
 
 /// A validated `volley run`.
@@ -53,6 +58,8 @@ pub struct RunPlan {
     /// then an error, a missing default is not).
     pub identity_files: Vec<PathBuf>,
     pub identity_files_explicit: bool,
+    /// Where the agent transport finds the CA and the controller's certificate.
+    pub pki: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +223,17 @@ impl RunPlan {
             accept_new_host_keys: args.ssh.accept_new_host_keys,
             identity_files,
             identity_files_explicit,
+            pki: args
+                .pki
+                .dir
+                .clone()
+                .or_else(|| {
+                    inventory
+                        .pki
+                        .as_ref()
+                        .map(|dir| expand_home(dir, &env.home))
+                })
+                .unwrap_or_else(|| env.home.join(".config/volley/pki")),
         })
     }
 }
@@ -267,12 +285,30 @@ fn host_spec(
         .map(|file| expand_home(file, &env.home))
         .chain(ssh.identity_files)
         .collect();
+    let transport = match args.transport {
+        Some(TransportFlag::Auto) => TransportChoice::Auto,
+        Some(TransportFlag::Agent) => TransportChoice::Agent,
+        Some(TransportFlag::Ssh) => TransportChoice::Ssh,
+        None => host
+            .transport
+            .or(group.transport)
+            .or(inventory.transport)
+            .unwrap_or_default(),
+    };
+    let agent_port = host
+        .agent_port
+        .or(group.agent_port)
+        .or(inventory.agent_port)
+        .unwrap_or(DEFAULT_AGENT_PORT);
     HostSpec {
         name: target.to_string(),
         address,
         port,
         user,
         identity_files,
+        host: target.host,
+        agent_port,
+        transport,
     }
 }
 

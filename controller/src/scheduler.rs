@@ -113,7 +113,7 @@ async fn run_host(
     };
     let report = HostReport {
         host: plan.hosts[host].name.clone(),
-        transport: transport.kind(),
+        transport: ended.transport,
         outcome: ended.outcome,
         timings,
         stdout,

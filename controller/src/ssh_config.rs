@@ -11,6 +11,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use volley_common::target::wildcard_match;
 
 /// OpenSSH's limit on nested `Include`s, which also stops include loops.
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -467,34 +468,6 @@ fn expand_tokens(value: &str, value_of: impl Fn(char) -> Option<String>) -> Stri
         }
     }
     expanded
-}
-
-/// OpenSSH's `match_pattern`: `*` matches any run of bytes, `?` exactly one.
-fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    // Where the last `*` was, and the text position it has swallowed up to.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((star_p, star_t)) => {
-                    p = star_p + 1;
-                    t = star_t + 1;
-                    star = Some((star_p, star_t + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]

@@ -141,6 +141,12 @@ mod tests {
                 r#""outcome":"host_key_changed","exit_code":null,"signal":null,"reason":"HOST KEY CHANGED (SHA256:abc): refusing to connect, check known_hosts""#,
             ),
             (
+                Outcome::TlsRejected {
+                    reason: "unknown issuer".into(),
+                },
+                r#""outcome":"tls_rejected","exit_code":null,"signal":null,"reason":"TLS rejected: unknown issuer""#,
+            ),
+            (
                 Outcome::CommandTimeout,
                 r#""outcome":"command_timeout","exit_code":null,"signal":null,"reason":"command timed out and was stopped""#,
             ),

@@ -21,13 +21,14 @@ fn rank(outcome: &Outcome) -> usize {
         Outcome::AuthFailed { .. } => 5,
         Outcome::HostKeyUnknown { .. } => 6,
         Outcome::HostKeyChanged { .. } => 7,
-        Outcome::CommandTimeout => 8,
-        Outcome::Cancelled => 9,
-        Outcome::TransportError { .. } => 10,
+        Outcome::TlsRejected { .. } => 8,
+        Outcome::CommandTimeout => 9,
+        Outcome::Cancelled => 10,
+        Outcome::TransportError { .. } => 11,
     }
 }
 
-const KINDS: usize = 11;
+const KINDS: usize = 12;
 
 /// The label of hosts that never reported; the run should not leave any.
 const NO_REPORT: &str = "no_report";

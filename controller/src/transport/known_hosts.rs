@@ -17,6 +17,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use volley_common::target::wildcard_match;
 
 use data_encoding::BASE64;
 use hmac::{Hmac, KeyInit, Mac};
@@ -508,34 +509,6 @@ fn ends_with_newline(file: &File) -> io::Result<bool> {
     let mut last = [0u8];
     file.read_exact_at(&mut last, length - 1)?;
     Ok(last[0] == b'\n')
-}
-
-/// OpenSSH's `match_pattern`: `*` matches any run of bytes, `?` exactly one.
-fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    // Where the last `*` was, and the text position it has swallowed up to.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((star_p, star_t)) => {
-                    p = star_p + 1;
-                    t = star_t + 1;
-                    star = Some((star_p, star_t + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]

@@ -2,8 +2,11 @@
 //!
 //! A transport runs one command on one host: it connects, runs, streams output into an
 //! [`OutputSink`] and returns how it ended as an [`Ended`]. It never prints and never decides
-//! what happens to other hosts; the scheduler owns that. SSH lives in [`ssh`].
+//! what happens to other hosts; the scheduler owns that. SSH lives in [`ssh`], the agent's gRPC
+//! in [`agent`], and [`auto`] picks between them per host.
 
+pub mod agent;
+pub mod auto;
 pub mod identity;
 pub mod known_hosts;
 pub mod remote_stop;
@@ -82,6 +85,15 @@ impl OutputSink {
             .await;
     }
 
+    /// Records a stream's true size when the far side sent less than it carried (an agent
+    /// applies the output cap before sending).
+    pub fn count_total(&mut self, stream: Stream, total_bytes: u64) {
+        match stream {
+            Stream::Stdout => self.stdout.count_total(total_bytes),
+            Stream::Stderr => self.stderr.count_total(total_bytes),
+        }
+    }
+
     pub fn finish(self) -> (Captured, Captured) {
         (self.stdout.finish(), self.stderr.finish())
     }
@@ -104,6 +116,8 @@ pub struct Ended {
     pub connected_after: Option<Duration>,
     /// Time the command ran, when it started.
     pub ran_for: Option<Duration>,
+    /// The transport that ended it (with `auto`, the agent or the SSH fallback).
+    pub transport: TransportKind,
 }
 
 /// One command on one host.
@@ -120,6 +134,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Runs a command on a host. Implementations return every failure as an [`Outcome`].
 pub trait Transport: Send + Sync {
+    /// The transport reported for hosts that never started.
     fn kind(&self) -> TransportKind;
     fn run<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Ended>;
 }

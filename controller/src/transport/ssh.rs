@@ -86,11 +86,11 @@ impl SshTransport {
         let session = tokio::select! {
             result = connect => match result {
                 Ok(Ok(session)) => session,
-                Ok(Err(outcome)) => return Ended { outcome, connected_after: None, ran_for: None },
-                Err(_) => return Ended { outcome: Outcome::ConnectTimeout, connected_after: None, ran_for: None },
+                Ok(Err(outcome)) => return Ended { outcome, connected_after: None, ran_for: None, transport: TransportKind::Ssh },
+                Err(_) => return Ended { outcome: Outcome::ConnectTimeout, connected_after: None, ran_for: None, transport: TransportKind::Ssh },
             },
             () = job.cancel.cancelled() => {
-                return Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None };
+                return Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: TransportKind::Ssh };
             }
         };
         let connected_after = Some(started.elapsed());
@@ -104,6 +104,7 @@ impl SshTransport {
             outcome,
             connected_after,
             ran_for: Some(run_started.elapsed()),
+            transport: TransportKind::Ssh,
         }
     }
 
@@ -340,14 +341,14 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
     })
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
 
-fn connect_reason(error: &std::io::Error) -> String {
+pub(super) fn connect_reason(error: &std::io::Error) -> String {
     use std::io::ErrorKind;
     match error.kind() {
         ErrorKind::ConnectionRefused => "connection refused".to_string(),

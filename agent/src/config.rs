@@ -1,0 +1,294 @@
+//! The agent's configuration file: one TOML file read through the `config` crate, validated into
+//! [`AgentConfig`] before anything else happens.
+//!
+//! ```toml
+//! listen = "0.0.0.0:7731"            # an address, or an IP alone for port 7731
+//! certificate = "/etc/volley/agent.pem"
+//! key = "/etc/volley/agent.key"      # refused when readable by group or others
+//! ca = "/etc/volley/ca.pem"
+//! allowed_controllers = ["volley-controller"]   # client certificate Common Names
+//! # audit_log = "/var/log/volley/audit.log"     # absent: audit records go to stderr
+//! [limits]
+//! max_concurrent_execs = 64
+//! max_output_bytes = 1048576         # or "1MiB": per stream sent to the controller
+//! max_message_bytes = 4194304        # gRPC message limit, both directions; at least 128 KiB
+//! max_concurrent_streams = 128       # HTTP/2 streams per connection
+//! max_timeout = "1h"                 # cap on any execution; "0": none
+//! shutdown_grace = "30s"             # on SIGTERM, how long running executions may go on
+//! ```
+//!
+//! Every key is optional; the values above are the defaults. Relative paths are relative to the
+//! directory of the configuration file, so a test or a demo fleet can keep everything in one
+//! folder. Unknown keys are errors: a misspelt limit must not silently fall back to its default.
+//! Errors name the file and the key, on one line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use volley_common::duration::parse_duration;
+use volley_common::exec::AgentLimits;
+use volley_common::size::parse_size;
+
+/// The agent's port when `listen` gives none.
+pub const DEFAULT_PORT: u16 = 7731;
+
+/// Output chunks are at most 64 KiB; a message limit below this could not carry one.
+const MIN_MESSAGE_BYTES: u64 = 128 << 10;
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The file this came from, for error messages.
+    pub path: PathBuf,
+    pub listen: SocketAddr,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// Subject Common Names of the client certificates allowed to use this agent.
+    pub allowed_controllers: Vec<String>,
+    /// Where audit records go; `None` sends them to stderr (the journal under systemd).
+    pub audit_log: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+/// What the agent enforces on its clients and on the commands it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_concurrent_execs: u32,
+    /// Bytes of each output stream sent to the controller; the rest is read and counted.
+    pub max_output_bytes: u64,
+    pub max_message_bytes: u32,
+    pub max_concurrent_streams: u32,
+    /// Cap on every execution's run time; `None`: no cap.
+    pub max_timeout: Option<Duration>,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_concurrent_execs: 64,
+            max_output_bytes: 1 << 20,
+            max_message_bytes: 4 << 20,
+            max_concurrent_streams: 128,
+            max_timeout: Some(Duration::from_secs(3600)),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Limits {
+    /// The limits as the protocol reports them in `Info`.
+    pub fn agent_limits(&self) -> AgentLimits {
+        AgentLimits {
+            max_concurrent_execs: self.max_concurrent_execs,
+            max_output_bytes: self.max_output_bytes,
+            max_message_bytes: self.max_message_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_timeout: self.max_timeout,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: file not found")]
+    NotFound { path: PathBuf },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A size or a duration may be written as a number or as text (`"1MiB"`, `"30s"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    certificate: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    allowed_controllers: Option<Vec<String>>,
+    audit_log: Option<PathBuf>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_concurrent_execs: Option<u32>,
+    max_output_bytes: Option<NumberOrText>,
+    max_message_bytes: Option<NumberOrText>,
+    max_concurrent_streams: Option<u32>,
+    max_timeout: Option<NumberOrText>,
+    shutdown_grace: Option<NumberOrText>,
+}
+
+impl AgentConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        // `config` reports a missing file in its own words; this one names the file plainly.
+        if !path.exists() {
+            return Err(ConfigError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|error| invalid(describe(error)))?;
+        let base = path.parent().unwrap_or(Path::new("/"));
+        AgentConfig::validate(raw, path, base).map_err(invalid)
+    }
+
+    fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<AgentConfig, String> {
+        let listen = match raw.listen {
+            None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            Some(text) => parse_listen(&text).ok_or_else(|| {
+                format!("listen: '{text}' is not an address such as 0.0.0.0:7731")
+            })?,
+        };
+        let file =
+            |value: Option<PathBuf>, default: &str| base.join(value.unwrap_or(default.into()));
+        let allowed_controllers = raw
+            .allowed_controllers
+            .unwrap_or_else(|| vec!["volley-controller".to_string()]);
+        if allowed_controllers.is_empty() || allowed_controllers.iter().any(|n| n.is_empty()) {
+            return Err(
+                "allowed_controllers: name at least one controller identity, none empty"
+                    .to_string(),
+            );
+        }
+        Ok(AgentConfig {
+            path: path.to_path_buf(),
+            listen,
+            certificate: file(raw.certificate, "/etc/volley/agent.pem"),
+            key: file(raw.key, "/etc/volley/agent.key"),
+            ca: file(raw.ca, "/etc/volley/ca.pem"),
+            allowed_controllers,
+            audit_log: raw.audit_log.map(|log| base.join(log)),
+            limits: validate_limits(raw.limits)?,
+        })
+    }
+}
+
+/// The `config` crate's error on one line, naming the key, without its idea of the file's path
+/// (the caller names the file).
+fn describe(error: config::ConfigError) -> String {
+    match error {
+        config::ConfigError::FileParse { cause, .. } => one_line(&cause.to_string()),
+        config::ConfigError::Type {
+            unexpected,
+            expected,
+            key: Some(key),
+            ..
+        } => format!("{key}: expected {expected}, found {unexpected}"),
+        config::ConfigError::At {
+            error,
+            key: Some(key),
+            ..
+        } => format!("{key}: {}", describe(*error)),
+        other => one_line(&other.to_string()),
+    }
+}
+
+/// Joins a multi-line parser message into one line, leaving out the source excerpt that TOML
+/// errors draw (`1 | listen =` and the `^` marker under it).
+fn one_line(message: &str) -> String {
+    let excerpt = |line: &str| {
+        let line = line.trim_start();
+        line.starts_with('|')
+            || line
+                .split_once(" |")
+                .is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+    };
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !excerpt(line))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn parse_listen(text: &str) -> Option<SocketAddr> {
+    text.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| Some(SocketAddr::new(text.parse::<IpAddr>().ok()?, DEFAULT_PORT)))
+}
+
+fn validate_limits(raw: RawLimits) -> Result<Limits, String> {
+    let default = Limits::default();
+    let size = |key: &str, value: Option<NumberOrText>, default: u64| match value {
+        None => Ok(default),
+        Some(NumberOrText::Number(bytes)) => Ok(bytes),
+        Some(NumberOrText::Text(text)) => {
+            parse_size(&text).map_err(|error| format!("limits.{key}: {error}"))
+        }
+    };
+    let duration = |key: &str, value: Option<NumberOrText>, default: Option<Duration>| match value {
+        None => Ok(default),
+        Some(NumberOrText::Number(seconds)) => Ok(Some(Duration::from_secs(seconds))),
+        Some(NumberOrText::Text(text)) => parse_duration(&text)
+            .map(Some)
+            .map_err(|error| format!("limits.{key}: {error}")),
+    };
+    let at_least_one = |key: &str, value: Option<u32>, default: u32| match value {
+        Some(0) => Err(format!("limits.{key}: must be at least 1")),
+        value => Ok(value.unwrap_or(default)),
+    };
+    let max_message_bytes = size(
+        "max_message_bytes",
+        raw.max_message_bytes,
+        u64::from(default.max_message_bytes),
+    )?;
+    if !(MIN_MESSAGE_BYTES..=u64::from(u32::MAX)).contains(&max_message_bytes) {
+        return Err(format!(
+            "limits.max_message_bytes: must be between {MIN_MESSAGE_BYTES} and {} bytes",
+            u32::MAX
+        ));
+    }
+    let max_timeout =
+        duration("max_timeout", raw.max_timeout, default.max_timeout)?.filter(|cap| !cap.is_zero());
+    let shutdown_grace = duration(
+        "shutdown_grace",
+        raw.shutdown_grace,
+        Some(default.shutdown_grace),
+    )?
+    .unwrap_or_default();
+    Ok(Limits {
+        max_concurrent_execs: at_least_one(
+            "max_concurrent_execs",
+            raw.max_concurrent_execs,
+            default.max_concurrent_execs,
+        )?,
+        max_output_bytes: size(
+            "max_output_bytes",
+            raw.max_output_bytes,
+            default.max_output_bytes,
+        )?,
+        max_message_bytes: u32::try_from(max_message_bytes).unwrap_or(u32::MAX),
+        max_concurrent_streams: at_least_one(
+            "max_concurrent_streams",
+            raw.max_concurrent_streams,
+            default.max_concurrent_streams,
+        )?,
+        max_timeout,
+        shutdown_grace,
+    })
+}
+
+#[cfg(test)]
+mod tests;

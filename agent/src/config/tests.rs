@@ -1,0 +1,151 @@
+use super::*;
+
+/// Loads `text` as a config file in a fresh directory; errors read with the path as FILE.
+fn load(text: &str) -> Result<AgentConfig, String> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, text).expect("write the config");
+    AgentConfig::load(&path)
+        .map(|config| AgentConfig {
+            path: PathBuf::from("FILE"),
+            certificate: strip(&config.certificate, dir.path()),
+            key: strip(&config.key, dir.path()),
+            ca: strip(&config.ca, dir.path()),
+            audit_log: config
+                .audit_log
+                .as_deref()
+                .map(|log| strip(log, dir.path())),
+            ..config
+        })
+        .map_err(|error| {
+            error
+                .to_string()
+                .replace(&path.display().to_string(), "FILE")
+        })
+}
+
+fn strip(path: &Path, dir: &Path) -> PathBuf {
+    path.strip_prefix(dir)
+        .map_or(path.to_path_buf(), |p| Path::new("DIR").join(p))
+}
+
+fn check_error(text: &str, expected: &str) {
+    assert_eq!(
+        load(text).err().as_deref(),
+        Some(expected),
+        "config {text:?}"
+    );
+}
+
+#[test]
+fn defaults() {
+    let config = load("").expect("an empty file is valid");
+    assert_eq!(
+        config,
+        AgentConfig {
+            path: PathBuf::from("FILE"),
+            listen: "0.0.0.0:7731".parse().expect("address"),
+            certificate: PathBuf::from("/etc/volley/agent.pem"),
+            key: PathBuf::from("/etc/volley/agent.key"),
+            ca: PathBuf::from("/etc/volley/ca.pem"),
+            allowed_controllers: vec!["volley-controller".to_string()],
+            audit_log: None,
+            limits: Limits::default(),
+        }
+    );
+}
+
+#[test]
+fn every_key() {
+    let config = load(
+        r#"
+        listen = "127.0.0.1"
+        certificate = "agent.pem"
+        key = "/secret/agent.key"
+        ca = "ca.pem"
+        allowed_controllers = ["ops", "ci"]
+        audit_log = "audit.log"
+        [limits]
+        max_concurrent_execs = 2
+        max_output_bytes = "64KiB"
+        max_message_bytes = 262144
+        max_concurrent_streams = 16
+        max_timeout = "0"
+        shutdown_grace = "1.5s"
+        "#,
+    )
+    .expect("valid");
+    assert_eq!(config.listen, "127.0.0.1:7731".parse().expect("address"));
+    assert_eq!(config.certificate, PathBuf::from("DIR/agent.pem"));
+    assert_eq!(config.key, PathBuf::from("/secret/agent.key"));
+    assert_eq!(config.ca, PathBuf::from("DIR/ca.pem"));
+    assert_eq!(config.allowed_controllers, ["ops", "ci"]);
+    assert_eq!(config.audit_log, Some(PathBuf::from("DIR/audit.log")));
+    assert_eq!(
+        config.limits,
+        Limits {
+            max_concurrent_execs: 2,
+            max_output_bytes: 64 << 10,
+            max_message_bytes: 262144,
+            max_concurrent_streams: 16,
+            max_timeout: None,
+            shutdown_grace: Duration::from_millis(1500),
+        }
+    );
+}
+
+#[test]
+fn errors_name_the_file_and_the_key() {
+    check_error(
+        "listen = \"nowhere\"",
+        "config FILE: listen: 'nowhere' is not an address such as 0.0.0.0:7731",
+    );
+    check_error(
+        "[limits]\nmax_timeout = \"forever\"",
+        "config FILE: limits.max_timeout: bad duration 'forever': expected a number (examples: 30s, 250ms, 1m30s)",
+    );
+    check_error(
+        "[limits]\nmax_output_bytes = \"1TB\"",
+        "config FILE: limits.max_output_bytes: bad size '1TB': unknown unit (examples: 1MiB, 64KiB, 4096)",
+    );
+    check_error(
+        "[limits]\nmax_concurrent_execs = 0",
+        "config FILE: limits.max_concurrent_execs: must be at least 1",
+    );
+    check_error(
+        "[limits]\nmax_message_bytes = 1000",
+        "config FILE: limits.max_message_bytes: must be between 131072 and 4294967295 bytes",
+    );
+    check_error(
+        "allowed_controllers = []",
+        "config FILE: allowed_controllers: name at least one controller identity, none empty",
+    );
+}
+
+#[test]
+fn errors_from_the_toml_layer() {
+    let unknown = load("lisen = \"0.0.0.0:1\"").expect_err("unknown key");
+    assert!(
+        unknown.starts_with("config FILE: ") && unknown.contains("lisen"),
+        "{unknown}"
+    );
+    let nested = load("[limits]\nmax_output = 1").expect_err("unknown nested key");
+    assert!(nested.contains("max_output"), "{nested}");
+    check_error(
+        "[limits]\nmax_concurrent_execs = \"many\"",
+        "config FILE: limits.max_concurrent_execs: expected an integer, found string \"many\"",
+    );
+    check_error(
+        "listen = ",
+        "config FILE: TOML parse error at line 1, column 10: string values must be quoted, expected literal string",
+    );
+}
+
+#[test]
+fn missing_file() {
+    let error = AgentConfig::load(Path::new("/nonexistent/agent.toml")).expect_err("missing");
+    assert_eq!(
+        error.to_string(),
+        "config /nonexistent/agent.toml: file not found"
+    );
+}

@@ -1,0 +1,206 @@
+//! The gRPC service: `Exec` and `Info`, the execution limit, and the audit records.
+//!
+//! Every execution leaves two records under the tracing target `audit`: `exec started` (peer,
+//! execution id, command, pid) and `exec ended` (status, duration, bytes, truncation, how it
+//! ended). A request refused before anything ran leaves one `exec refused` record. Commands and
+//! execution ids are recorded with Rust's debug quoting, so that a newline in them cannot forge
+//! a record.
+//! Environment values are not recorded (they may carry secrets), only their names.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+use volley_common::exec::{AgentInfo, ExecSpec, ExitStatus, Program};
+use volley_proto::pb;
+
+use crate::config::Limits;
+use crate::exec::{self, EVENT_QUEUE, Ending, ExecError};
+use crate::host::Host;
+use crate::tls::common_name;
+
+/// The tracing target of audit records.
+pub const AUDIT: &str = "audit";
+
+/// What the service needs from the rest of the agent.
+#[derive(Debug)]
+pub struct ServiceContext {
+    pub limits: Limits,
+    pub host: Host,
+    /// Where commands run when the request names no directory: the agent user's home.
+    pub working_dir: PathBuf,
+    /// Cancelled when the agent starts stopping: new executions are refused.
+    pub stop: CancellationToken,
+    /// Cancelled when the grace period is over: running executions are killed.
+    pub kill: CancellationToken,
+    /// Tracks running executions, so that shutdown can wait for them.
+    pub executions: TaskTracker,
+}
+
+#[derive(Debug)]
+pub struct AgentService {
+    context: Arc<ServiceContext>,
+    slots: Arc<Semaphore>,
+    started: Instant,
+}
+
+impl AgentService {
+    pub fn new(context: ServiceContext) -> AgentService {
+        let slots = Arc::new(Semaphore::new(context.limits.max_concurrent_execs as usize));
+        AgentService {
+            context: Arc::new(context),
+            slots,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Who is asking: the client certificate's Common Name and the connection's address.
+struct Peer {
+    identity: String,
+    address: Option<SocketAddr>,
+}
+
+impl Peer {
+    fn of<T>(request: &Request<T>) -> Result<Peer, Status> {
+        // The TLS verifier already admitted only allowed controllers; this is the same name,
+        // read again for the audit record. No certificate here would mean a bypassed verifier.
+        let identity = request
+            .peer_certs()
+            .and_then(|chain| chain.first().and_then(|der| common_name(der)))
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        Ok(Peer {
+            identity,
+            address: request.remote_addr(),
+        })
+    }
+
+    fn address(&self) -> String {
+        self.address.map_or_else(String::new, |a| a.to_string())
+    }
+}
+
+fn command(program: &Program) -> String {
+    match program {
+        Program::Shell(line) => format!("{line:?}"),
+        Program::Argv(args) => format!("{args:?}"),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ExecEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::agent_server::Agent for AgentService {
+    type ExecStream = EventStream;
+
+    async fn exec(
+        &self,
+        request: Request<pb::ExecRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let peer = Peer::of(&request)?;
+        let execution_id = request.get_ref().execution_id.clone();
+        let refuse = |status: Status| {
+            tracing::warn!(
+                target: AUDIT,
+                peer = %peer.identity,
+                address = %peer.address(),
+                ?execution_id,
+                reason = %status.message(),
+                "exec refused"
+            );
+            status
+        };
+        let spec = ExecSpec::try_from(request.into_inner())
+            .map_err(|error| refuse(Status::invalid_argument(error.to_string())))?;
+        if self.context.stop.is_cancelled() {
+            return Err(refuse(Status::unavailable("the agent is stopping")));
+        }
+        // Refused at once rather than queued: the controller decides whether and when to retry.
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+            refuse(Status::resource_exhausted(format!(
+                "the agent is running its limit of {} executions",
+                self.context.limits.max_concurrent_execs
+            )))
+        })?;
+        let running = exec::start(&spec, &self.context.working_dir).map_err(|error| {
+            refuse(match error {
+                ExecError::EnvName(_) => Status::invalid_argument(error.to_string()),
+                _ => Status::failed_precondition(error.to_string()),
+            })
+        })?;
+        let limits = self.context.limits;
+        let output_cap = spec.max_output.map_or(limits.max_output_bytes, |wanted| {
+            wanted.min(limits.max_output_bytes)
+        });
+        let timeout = match (spec.timeout, limits.max_timeout) {
+            (Some(wanted), Some(cap)) => Some(wanted.min(cap)),
+            (wanted, cap) => wanted.or(cap),
+        };
+        tracing::info!(
+            target: AUDIT,
+            peer = %peer.identity,
+            address = %peer.address(),
+            ?execution_id,
+            command = %command(&spec.program),
+            env = ?spec.env.keys().collect::<Vec<_>>(),
+            working_dir = ?spec.working_dir,
+            timeout_ms = timeout.map(|t| t.as_millis() as u64),
+            pid = running.pid(),
+            "exec started"
+        );
+        let (events, receiver) = mpsc::channel(EVENT_QUEUE);
+        let kill = self.context.kill.clone();
+        self.context.executions.spawn(async move {
+            let report = running.supervise(output_cap, timeout, events, kill).await;
+            drop(slot);
+            let exited = &report.exited;
+            let (code, signal) = match &exited.status {
+                ExitStatus::Code(code) => (Some(*code), None),
+                ExitStatus::Signal(name) => (None, Some(name.as_str())),
+            };
+            tracing::info!(
+                target: AUDIT,
+                peer = %peer.identity,
+                ?execution_id,
+                code,
+                signal,
+                duration_ms = exited.duration.as_millis() as u64,
+                stdout_bytes = exited.stdout_bytes,
+                stderr_bytes = exited.stderr_bytes,
+                stdout_truncated = exited.stdout_truncated,
+                stderr_truncated = exited.stderr_truncated,
+                timed_out = report.ending == Ending::TimedOut,
+                cancelled = report.ending == Ending::Cancelled,
+                killed_at_shutdown = report.ending == Ending::Shutdown,
+                "exec ended"
+            );
+        });
+        let stream = ReceiverStream::new(receiver).map(|event| Ok(pb::ExecEvent::from(event)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn info(
+        &self,
+        request: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::AgentInfo>, Status> {
+        Peer::of(&request)?;
+        // Uptime is the agent's own (since it started), which tells a restart apart; the host's
+        // is one `uptime` command away.
+        let info = AgentInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            hostname: self.context.host.hostname.clone(),
+            os: self.context.host.os.clone(),
+            uptime: self.started.elapsed(),
+            limits: self.context.limits.agent_limits(),
+        };
+        Ok(Response::new(info.into()))
+    }
+}

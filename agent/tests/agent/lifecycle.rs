@@ -1,0 +1,218 @@
+//! Start-up checks, readiness, stopping, memory and the audit log of a real agent process.
+
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use volley_common::exec::{ExecEvent, ExitStatus};
+
+use crate::fixture::{
+    Agent, Options, PATIENCE, collect, poll_until, process_exists, run, shell, spawn, unique,
+    wait_exit,
+};
+
+#[test]
+fn a_key_readable_by_others_is_refused() {
+    let (_ca, dir, mut child, _notify) = spawn(&Options {
+        key_mode: 0o644,
+        ..Options::default()
+    });
+    let status = wait_exit(&mut child, PATIENCE);
+    assert_eq!(status.code(), Some(78));
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).expect("log");
+    let key = dir.path().join("agent.key");
+    assert_eq!(
+        log.trim(),
+        format!(
+            "volley-agent: key {0} has mode 0644: it must not be readable by group or others (chmod 600 {0})",
+            key.display()
+        )
+    );
+}
+
+#[test]
+fn a_bad_config_names_the_file_and_the_key() {
+    let (_ca, dir, mut child, _notify) = spawn(&Options {
+        limits: "max_timeout = \"soon\"",
+        ..Options::default()
+    });
+    let status = wait_exit(&mut child, PATIENCE);
+    assert_eq!(status.code(), Some(78));
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).expect("log");
+    let config = dir.path().join("agent.toml");
+    assert_eq!(
+        log.trim(),
+        format!(
+            "volley-agent: config {}: limits.max_timeout: bad duration 'soon': expected a number (examples: 30s, 250ms, 1m30s)",
+            config.display()
+        )
+    );
+}
+
+#[test]
+fn an_unreadable_ca_is_named() {
+    let (_ca, dir, mut child, _notify) = spawn(&Options {
+        ca_file: "missing-ca.pem",
+        ..Options::default()
+    });
+    let status = wait_exit(&mut child, PATIENCE);
+    assert_eq!(status.code(), Some(78));
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).expect("log");
+    assert_eq!(
+        log.trim(),
+        format!(
+            "volley-agent: CA {}: cannot read: No such file or directory (os error 2)",
+            dir.path().join("missing-ca.pem").display()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sd_notify_ready_and_stopping_on_an_abstract_socket() {
+    let mut agent = Agent::start(Options {
+        abstract_notify: true,
+        ..Options::default()
+    });
+    // Start already proved READY=1 with the address; the agent serves at that address.
+    let mut client = agent.controller().await;
+    assert_eq!(
+        run(&mut client, shell("true")).await.exited.status,
+        ExitStatus::Code(0)
+    );
+    agent.signal(Signal::TERM);
+    assert_eq!(agent.notification(), "STOPPING=1");
+    assert_eq!(agent.wait_exit(PATIENCE).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_command_finish() {
+    let mut agent = Agent::start(Options::default());
+    let mut client = agent.controller().await;
+    let mut stream = client
+        .exec(shell("sleep 2; echo done"))
+        .await
+        .expect("Exec accepted")
+        .into_inner();
+    let started = stream.message().await.expect("a message").expect("Started");
+    assert!(matches!(
+        ExecEvent::try_from(started),
+        Ok(ExecEvent::Started { .. })
+    ));
+    agent.signal(Signal::TERM);
+    assert_eq!(agent.notification(), "STOPPING=1");
+    let ran = collect(stream).await;
+    assert_eq!(ran.exited.status, ExitStatus::Code(0));
+    assert_eq!(ran.stdout, b"done\n");
+    assert_eq!(agent.wait_exit(PATIENCE).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_kills_what_outlives_the_grace_period() {
+    let mut agent = Agent::start(Options {
+        limits: "shutdown_grace = \"1s\"",
+        ..Options::default()
+    });
+    let mut client = agent.controller().await;
+    let pattern = format!("sleep 300.{}", unique() % 1_000_000);
+    let mut stream = client
+        .exec(shell(&pattern))
+        .await
+        .expect("Exec accepted")
+        .into_inner();
+    assert!(stream.message().await.expect("a message").is_some());
+    let began = Instant::now();
+    agent.signal(Signal::TERM);
+    let ran = collect(stream).await;
+    assert_eq!(ran.exited.status, ExitStatus::Signal("TERM".to_string()));
+    assert!(
+        began.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(agent.wait_exit(PATIENCE).code(), Some(0));
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        poll_until(PATIENCE, || !process_exists(&pattern)),
+        "the command outlived the agent"
+    );
+    assert!(
+        agent.log().contains("killed_at_shutdown=true"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_ends_the_grace_period() {
+    let mut agent = Agent::start(Options {
+        limits: "shutdown_grace = \"1h\"",
+        ..Options::default()
+    });
+    let mut client = agent.controller().await;
+    let mut stream = client
+        .exec(shell("sleep 300"))
+        .await
+        .expect("Exec accepted")
+        .into_inner();
+    assert!(stream.message().await.expect("a message").is_some());
+    agent.signal(Signal::TERM);
+    assert_eq!(agent.notification(), "STOPPING=1");
+    agent.signal(Signal::INT);
+    let ran = collect(stream).await;
+    assert_eq!(ran.exited.status, ExitStatus::Signal("TERM".to_string()));
+    assert_eq!(agent.wait_exit(PATIENCE).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_memory_is_small() {
+    let agent = Agent::start(Options::default());
+    // One connection and one call: the TLS and HTTP/2 machinery is warmed up.
+    let mut client = agent.controller().await;
+    client
+        .info(volley_proto::pb::InfoRequest {})
+        .await
+        .expect("Info");
+    let rss = agent.memory_kib("VmRSS");
+    let anonymous = agent.memory_kib("RssAnon");
+    eprintln!("idle agent: VmRSS {rss} KiB, of which RssAnon {anonymous} KiB");
+    // What the agent allocates (heap, stacks) is the same in any build; the rest is the binary's
+    // pages, which an unoptimised build has twice as many of.
+    assert!(anonymous < 4 * 1024, "idle anonymous RSS {anonymous} KiB");
+    if !cfg!(debug_assertions) {
+        assert!(rss < 10 * 1024, "idle RSS {rss} KiB");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_file_gets_the_records() {
+    let agent = Agent::start(Options {
+        extra: "audit_log = \"audit.log\"",
+        ..Options::default()
+    });
+    let mut client = agent.controller().await;
+    let ran = run(&mut client, shell("echo audited")).await;
+    assert_eq!(ran.exited.status, ExitStatus::Code(0));
+    let audit = agent.path("audit.log");
+    assert!(
+        poll_until(PATIENCE, || std::fs::read_to_string(&audit)
+            .is_ok_and(|text| text.contains("exec ended"))),
+        "no audit record in the file"
+    );
+    let text = std::fs::read_to_string(&audit).expect("audit log");
+    assert!(
+        text.contains("peer=volley-controller") && text.contains("\"echo audited\""),
+        "{text}"
+    );
+    assert!(text.contains("stdout_bytes=8"), "{text}");
+    assert!(
+        !agent.log().contains("exec started"),
+        "audit went to stderr too"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&audit).expect("metadata").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests of `volley-agent`: the real binary, real certificates, real processes, on
+//! loopback ports chosen by the kernel.
+//!
+//! - [`exec`]: running commands: output, exit, signals, timeouts, cancel, limits, `Info`.
+//! - [`peers`]: who may connect: every refused client gets an error and runs nothing.
+//! - [`lifecycle`]: start-up checks, sd_notify, SIGTERM, memory, the audit log.
+
+mod exec;
+mod fixture;
+mod lifecycle;
+mod peers;
+mod pki;

@@ -1,0 +1,91 @@
+//! Who may use the agent: only a client certificate from the agent's CA naming an allowed
+//! controller. Every other peer gets an error, and the command it sent never runs: each would
+//! `touch` a marker file, and the marker must not exist.
+
+use volley_common::exec::ExitStatus;
+
+use crate::fixture::{AGENT_NAME, Agent, Authority, CONTROLLER, Credentials, Options, run, shell};
+
+/// Sends `touch MARKER` as `credentials`; asserts an error, no marker, and an agent that still
+/// serves the allowed controller afterwards.
+async fn assert_refused(agent: &Agent, credentials: Option<&Credentials>, name: &str) {
+    let marker = agent.path(&format!("{name}-ran"));
+    let touch = shell(&format!("touch {}", marker.display()));
+    let outcome = match agent.client(credentials).await {
+        Err(error) => Err(error.to_string()),
+        Ok(mut client) => match client.exec(touch).await {
+            Err(status) => Err(format!("{status:?}")),
+            Ok(response) => Ok(response.into_inner().message().await),
+        },
+    };
+    assert!(
+        !matches!(outcome, Ok(Ok(Some(_)))),
+        "{name}: the agent answered: {outcome:?}"
+    );
+    // The accept loop survived the refused peer, and the allowed controller's command ran
+    // after the refused one was sent: had that one run, its marker would be there by now.
+    let mut controller = agent.controller().await;
+    let after = run(&mut controller, shell("true")).await;
+    assert_eq!(after.exited.status, ExitStatus::Code(0));
+    assert!(!marker.exists(), "{name}: the refused peer's command ran");
+    assert!(
+        !agent.log().contains(&format!("{name}-ran")),
+        "{name}: the refused command reached the agent's audit: {}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allowed_controller_runs_commands() {
+    let agent = Agent::start(Options::default());
+    let marker = agent.path("controller-ran");
+    let mut client = agent.controller().await;
+    let ran = run(&mut client, shell(&format!("touch {}", marker.display()))).await;
+    assert_eq!(ran.exited.status, ExitStatus::Code(0));
+    assert!(
+        marker.exists(),
+        "the marker proves a command that runs leaves it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_certificate_is_refused() {
+    let agent = Agent::start(Options::default());
+    assert_refused(&agent, None, "no-certificate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_is_refused() {
+    let agent = Agent::start(Options::default());
+    let stranger = Authority::new("Another CA").controller(CONTROLLER);
+    assert_refused(&agent, Some(&stranger), "other-ca").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_refused() {
+    let agent = Agent::start(Options::default());
+    let expired = agent.ca.expired_controller(CONTROLLER);
+    assert_refused(&agent, Some(&expired), "expired").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_name_not_allowed_is_refused() {
+    let agent = Agent::start(Options::default());
+    let intruder = agent.ca.controller("intruder");
+    assert_refused(&agent, Some(&intruder), "not-allowed").await;
+    let log = agent.log();
+    assert!(
+        log.contains("TLS handshake refused") && log.contains("CN 'intruder'"),
+        "the refusal is logged with the name: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_agents_certificate_is_refused() {
+    let agent = Agent::start(Options::default());
+    let other_agent = agent.ca.agent("web01.test");
+    assert_refused(&agent, Some(&other_agent), "agent-certificate").await;
+    // The agent's own certificate, with its own name, is no controller either.
+    let itself = agent.ca.agent(AGENT_NAME);
+    assert_refused(&agent, Some(&itself), "own-name").await;
+}

@@ -1,0 +1,286 @@
+//! The operator's private certificate authority: `volley pki init` and `volley pki issue`.
+//!
+//! Layout of the PKI directory (default `~/.config/volley/pki`, mode 0700):
+//! `ca.pem` / `ca.key` (the CA), `controller.pem` / `controller.key` (the controller's client
+//! certificate, Common Name = its identity, EKU clientAuth), and `agents/NAME.pem` /
+//! `agents/NAME.key` (server certificates, Common Name = the host name, the host's name and
+//! address as SANs, EKU serverAuth). Private keys are written 0600 at creation, never widened.
+//! Agents trust only this CA and allow only named controller identities; the controller trusts
+//! only this CA for agents and checks that an agent's certificate names the host it dialled.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+/// The controller identity agents allow by default.
+pub const DEFAULT_IDENTITY: &str = "volley-controller";
+/// How long issued certificates are valid: 825 days, the longest browsers ever accepted, a
+/// habit worth keeping; `volley agent renew` replaces them before then.
+const VALID_DAYS: i64 = 825;
+const CA_VALID_DAYS: i64 = 3650;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("pki {dir}: already initialised (ca.key exists); remove the directory to start over")]
+    Exists { dir: PathBuf },
+    #[error("pki {dir}: not initialised: run `volley pki init` first")]
+    Missing { dir: PathBuf },
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{path}: readable by group or others (mode {mode:04o}); run chmod 600 {path}")]
+    KeyMode { path: PathBuf, mode: u32 },
+    #[error("bad certificate name '{name}': {reason}")]
+    Name { name: String, reason: String },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// The PKI directory.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+/// The files of one issued certificate.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What the controller presents and trusts, as PEM.
+#[derive(Clone, Debug)]
+pub struct ControllerCredentials {
+    pub ca: String,
+    pub certificate: String,
+    pub key: String,
+}
+
+impl Pki {
+    pub fn new(dir: PathBuf) -> Pki {
+        Pki { dir }
+    }
+
+    pub fn ca_certificate(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn exists(&self) -> bool {
+        self.dir.join("ca.key").exists()
+    }
+
+    /// Creates the CA and the controller's certificate with `identity` as its Common Name.
+    pub fn init(&self, identity: &str) -> Result<Issued, PkiError> {
+        if self.exists() {
+            return Err(PkiError::Exists {
+                dir: self.dir.clone(),
+            });
+        }
+        check_name(identity)?;
+        private_dir(&self.dir)?;
+        private_dir(&self.dir.join("agents"))?;
+        let ca_key = KeyPair::generate()?;
+        let ca = ca_params()?.self_signed(&ca_key)?;
+        write_file(&self.dir.join("ca.key"), &ca_key.serialize_pem(), 0o600)?;
+        write_file(&self.dir.join("ca.pem"), &ca.pem(), 0o644)?;
+
+        let issuer = self.issuer()?;
+        let key = KeyPair::generate()?;
+        let mut params = leaf_params(identity)?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let certificate = params.signed_by(&key, &issuer)?;
+        let issued = Issued {
+            certificate: self.dir.join("controller.pem"),
+            key: self.dir.join("controller.key"),
+        };
+        write_file(&issued.key, &key.serialize_pem(), 0o600)?;
+        write_file(&issued.certificate, &certificate.pem(), 0o644)?;
+        Ok(issued)
+    }
+
+    /// Issues an agent's server certificate naming `name` and `addresses`, into `agents/`.
+    pub fn issue_agent(&self, name: &str, addresses: &[IpAddr]) -> Result<Issued, PkiError> {
+        let (certificate, key) = self.agent_certificate(name, addresses)?;
+        let dir = self.dir.join("agents");
+        private_dir(&dir)?;
+        let issued = Issued {
+            certificate: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}.key")),
+        };
+        // A re-issue replaces the old files; the key is still created 0600 before any byte lands.
+        for path in [&issued.key, &issued.certificate] {
+            let _ = fs::remove_file(path);
+        }
+        write_file(&issued.key, &key, 0o600)?;
+        write_file(&issued.certificate, &certificate, 0o644)?;
+        Ok(issued)
+    }
+
+    /// An agent certificate and its key, as PEM, without writing them.
+    pub fn agent_certificate(
+        &self,
+        name: &str,
+        addresses: &[IpAddr],
+    ) -> Result<(String, String), PkiError> {
+        check_name(name)?;
+        let issuer = self.issuer()?;
+        let key = KeyPair::generate()?;
+        let mut params = leaf_params(name)?;
+        let mut names = Vec::new();
+        match name.parse::<IpAddr>() {
+            Ok(ip) => names.push(SanType::IpAddress(ip)),
+            Err(_) => names.push(SanType::DnsName(name.try_into().map_err(
+                |e: rcgen::Error| PkiError::Name {
+                    name: name.to_string(),
+                    reason: e.to_string(),
+                },
+            )?)),
+        }
+        for address in addresses {
+            if !names.contains(&SanType::IpAddress(*address)) {
+                names.push(SanType::IpAddress(*address));
+            }
+        }
+        params.subject_alt_names = names;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let certificate = params.signed_by(&key, &issuer)?;
+        Ok((certificate.pem(), key.serialize_pem()))
+    }
+
+    /// The CA certificate and the controller's certificate and key, for the agent transport.
+    pub fn controller_credentials(&self) -> Result<ControllerCredentials, PkiError> {
+        if !self.exists() {
+            return Err(PkiError::Missing {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(ControllerCredentials {
+            ca: read(&self.dir.join("ca.pem"))?,
+            certificate: read(&self.dir.join("controller.pem"))?,
+            key: read_private(&self.dir.join("controller.key"))?,
+        })
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+        if !self.exists() {
+            return Err(PkiError::Missing {
+                dir: self.dir.clone(),
+            });
+        }
+        let key_path = self.dir.join("ca.key");
+        let key = KeyPair::from_pem(&read_private(&key_path)?).map_err(|e| PkiError::File {
+            path: key_path,
+            reason: format!("not a private key ({e})"),
+        })?;
+        let ca_path = self.ca_certificate();
+        Issuer::from_ca_cert_pem(&read(&ca_path)?, key).map_err(|e| PkiError::File {
+            path: ca_path,
+            reason: format!("not a CA certificate ({e})"),
+        })
+    }
+}
+
+fn ca_params() -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Volley CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut params, CA_VALID_DAYS);
+    Ok(params)
+}
+
+fn leaf_params(common_name: &str) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, VALID_DAYS);
+    Ok(params)
+}
+
+/// From a day ago (clocks disagree) to `days` from now.
+fn validity(params: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(days);
+}
+
+fn check_name(name: &str) -> Result<(), PkiError> {
+    let fine = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._:".contains(c))
+        && !name.starts_with(['.', '-']);
+    if fine {
+        Ok(())
+    } else {
+        Err(PkiError::Name {
+            name: name.to_string(),
+            reason: "use a host name or address (letters, digits, '-', '.', ':')".to_string(),
+        })
+    }
+}
+
+/// Creates `dir` (and parents) and makes it 0700.
+fn private_dir(dir: &Path) -> Result<(), PkiError> {
+    let error = |e: std::io::Error| PkiError::File {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    fs::create_dir_all(dir).map_err(error)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(error)
+}
+
+/// Writes a new file created with `mode`, so a key is never readable by others, even briefly.
+fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+    let error = |e: std::io::Error| PkiError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(error)?;
+    file.write_all(contents.as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    fs::read_to_string(path).map_err(|e| PkiError::File {
+        path: path.to_path_buf(),
+        reason: crate::plan::io_reason(&e),
+    })
+}
+
+/// Reads a private key, refusing one that group or others can read.
+fn read_private(path: &Path) -> Result<String, PkiError> {
+    let metadata = fs::metadata(path).map_err(|e| PkiError::File {
+        path: path.to_path_buf(),
+        reason: crate::plan::io_reason(&e),
+    })?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(PkiError::KeyMode {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    read(path)
+}
+
+#[cfg(test)]
+mod tests;

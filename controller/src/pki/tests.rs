@@ -1,0 +1,108 @@
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+use super::*;
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    let mut reader = pem.as_bytes();
+    let block = rustls::pki_types::pem::PemObject::from_pem_reader(&mut reader);
+    block.unwrap()
+}
+
+/// Verifies `certificate` as a server certificate for `name` against the PKI's CA, as the
+/// controller's TLS client does.
+fn verify(pki: &Pki, certificate: &str, name: &str) -> Result<(), rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(der(&fs::read_to_string(pki.ca_certificate()).unwrap()))
+        .unwrap();
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .unwrap();
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    verifier
+        .verify_server_cert(&der(certificate), &[], &name, &[], UnixTime::now())
+        .map(|_| ())
+}
+
+#[test]
+fn init_writes_private_keys_0600_in_a_0700_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    pki.init(DEFAULT_IDENTITY).unwrap();
+    assert_eq!(mode(&pki.dir), 0o700);
+    assert_eq!(mode(&pki.dir.join("agents")), 0o700);
+    assert_eq!(mode(&pki.dir.join("ca.key")), 0o600);
+    assert_eq!(mode(&pki.dir.join("controller.key")), 0o600);
+    let error = pki.init(DEFAULT_IDENTITY).unwrap_err().to_string();
+    assert!(error.contains("already initialised"), "{error}");
+}
+
+#[test]
+fn agent_certificates_name_their_host_and_address() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    pki.init(DEFAULT_IDENTITY).unwrap();
+    let issued = pki
+        .issue_agent("web01.example.com", &["10.0.0.11".parse().unwrap()])
+        .unwrap();
+    assert_eq!(mode(&issued.key), 0o600);
+    let certificate = fs::read_to_string(&issued.certificate).unwrap();
+    verify(&pki, &certificate, "web01.example.com").unwrap();
+    verify(&pki, &certificate, "10.0.0.11").unwrap();
+    assert!(
+        verify(&pki, &certificate, "web02.example.com").is_err(),
+        "another host's name must not verify"
+    );
+    let (other, _) = pki.agent_certificate("127.0.0.9", &[]).unwrap();
+    verify(&pki, &other, "127.0.0.9").unwrap();
+}
+
+#[test]
+fn another_ca_does_not_verify() {
+    let home = tempfile::tempdir().unwrap();
+    let ours = Pki::new(home.path().join("ours"));
+    let theirs = Pki::new(home.path().join("theirs"));
+    ours.init(DEFAULT_IDENTITY).unwrap();
+    theirs.init(DEFAULT_IDENTITY).unwrap();
+    let (certificate, _) = theirs.agent_certificate("web01", &[]).unwrap();
+    assert!(verify(&ours, &certificate, "web01").is_err());
+}
+
+#[test]
+fn a_readable_key_and_a_missing_pki_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    let error = pki.controller_credentials().unwrap_err().to_string();
+    assert!(
+        error.ends_with("not initialised: run `volley pki init` first"),
+        "{error}"
+    );
+    pki.init(DEFAULT_IDENTITY).unwrap();
+    pki.controller_credentials().unwrap();
+    let key = pki.dir.join("controller.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let error = pki.controller_credentials().unwrap_err().to_string();
+    assert!(
+        error.contains("readable by group or others (mode 0644)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn bad_names_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    pki.init(DEFAULT_IDENTITY).unwrap();
+    for name in ["", "a b", "-x", "web/01"] {
+        assert!(pki.issue_agent(name, &[]).is_err(), "{name:?}");
+    }
+}

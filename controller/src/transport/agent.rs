@@ -1,0 +1,319 @@
+//! The agent transport: gRPC to `volley-agent` over mutual TLS, one HTTP/2 connection per host.
+//!
+//! Per host: TCP connect, a TLS handshake that trusts only the private CA and requires the
+//! agent's certificate to name the host, an `Info` call, then `Exec`, whose stream carries the
+//! output and the exit. The TCP and TLS steps are done here, not inside tonic, so that each
+//! failure is classified where it happens, never by parsing a message; the established stream is
+//! handed to tonic once, and tonic can never silently reconnect and send a command again.
+//!
+//! The `Info` call proves the agent accepted our certificate: with TLS 1.3 a server's refusal of
+//! the client certificate arrives only after the client's handshake completed. Until it
+//! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH.
+
+use std::error::Error as StdError;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+use volley_common::exec::{ExecEvent, ExecSpec, ExitStatus, Program};
+use volley_common::outcome::{Outcome, TransportKind};
+use volley_proto::pb;
+use volley_proto::pb::agent_client::AgentClient;
+
+use super::{BoxFuture, Ended, Job, Stream, Transport};
+use crate::pki::ControllerCredentials;
+use crate::plan::HostSpec;
+
+/// Largest message accepted from an agent: output arrives in chunks far below this.
+const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// How long past the command timeout the controller waits for the agent to report the kill
+/// before it gives up on the stream itself.
+const TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentSetupError {
+    #[error("{what} in {origin}: {reason}")]
+    Credentials {
+        what: &'static str,
+        origin: &'static str,
+        reason: String,
+    },
+}
+
+/// How far an attempt got, which decides whether SSH may take over.
+pub enum Attempt {
+    /// The agent never accepted us, so no command can have started.
+    NotReached(Ended),
+    /// A request may have reached the agent: whatever happened, there is no second try.
+    Ran(Ended),
+}
+
+/// The agent transport, shared by every host of a run.
+pub struct AgentTransport {
+    tls: tokio_rustls::TlsConnector,
+    run_id: String,
+    max_output: u64,
+}
+
+impl AgentTransport {
+    pub fn new(
+        credentials: &ControllerCredentials,
+        run_id: String,
+        max_output: u64,
+    ) -> Result<AgentTransport, AgentSetupError> {
+        let bad = |what, origin, reason: String| AgentSetupError::Credentials {
+            what,
+            origin,
+            reason,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(credentials.ca.as_bytes()) {
+            let certificate =
+                certificate.map_err(|e| bad("bad CA certificate", "ca.pem", e.to_string()))?;
+            roots
+                .add(certificate)
+                .map_err(|e| bad("bad CA certificate", "ca.pem", e.to_string()))?;
+        }
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(credentials.certificate.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad("bad certificate", "controller.pem", e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(credentials.key.as_bytes())
+            .map_err(|e| bad("bad private key", "controller.key", e.to_string()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("TLS setup failed", "rustls", e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| {
+                bad(
+                    "unusable certificate or key",
+                    "controller.pem",
+                    e.to_string(),
+                )
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(AgentTransport {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            run_id,
+            max_output,
+        })
+    }
+
+    /// Runs the job through the agent and says whether a request may have reached it.
+    pub async fn attempt(&self, job: &mut Job<'_>, connect_timeout: Duration) -> Attempt {
+        let started = Instant::now();
+        let connect = tokio::time::timeout(connect_timeout, self.connect(job.host));
+        let mut client = tokio::select! {
+            result = connect => match result {
+                Ok(Ok(client)) => client,
+                Ok(Err(outcome)) => return Attempt::NotReached(ended(outcome, None, None)),
+                Err(_) => return Attempt::NotReached(ended(Outcome::ConnectTimeout, None, None)),
+            },
+            () = job.cancel.cancelled() => return Attempt::NotReached(ended(Outcome::Cancelled, None, None)),
+        };
+        let connected_after = Some(started.elapsed());
+        let run_started = Instant::now();
+        let outcome = self.exec(&mut client, job).await;
+        Attempt::Ran(ended(outcome, connected_after, Some(run_started.elapsed())))
+    }
+
+    /// TCP, TLS, HTTP/2 and an `Info` call. Every failure is an outcome; none can have run the
+    /// command.
+    async fn connect(&self, host: &HostSpec) -> Result<AgentClient<Channel>, Outcome> {
+        let tcp = TcpStream::connect((host.address.as_str(), host.agent_port))
+            .await
+            .map_err(|error| Outcome::Unreachable {
+                reason: super::ssh::connect_reason(&error),
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.host.clone()).map_err(|_| Outcome::TlsRejected {
+            reason: format!("'{}' is not a name a certificate can carry", host.host),
+        })?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|error| Outcome::TlsRejected {
+                reason: error.to_string(),
+            })?;
+
+        // tonic dials through this connector; it yields the established stream once.
+        let stream = Arc::new(Mutex::new(Some(TokioIo::new(tls))));
+        let connector = tower::service_fn(move |_uri| {
+            let stream = stream
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            async move {
+                stream.ok_or_else(|| {
+                    std::io::Error::other(
+                        "the connection to the agent was lost; volley does not redial",
+                    )
+                })
+            }
+        });
+        let endpoint = Endpoint::try_from(format!("http://{}:{}", host.host, host.agent_port))
+            .map_err(|error| Outcome::TransportError {
+                reason: format!("bad agent address: {error}"),
+            })?
+            .http2_keep_alive_interval(Duration::from_secs(15))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true);
+        let channel = endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|error| Outcome::TransportError {
+                reason: format!("HTTP/2 setup failed: {}", chain(&error)),
+            })?;
+        let mut client = AgentClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        if let Err(status) = client.info(pb::InfoRequest {}).await {
+            return Err(match tls_failure(&status) {
+                Some(reason) => Outcome::TlsRejected {
+                    reason: format!("the agent refused our certificate: {reason}"),
+                },
+                None => Outcome::TransportError {
+                    reason: format!("the agent did not answer Info: {}", status.message()),
+                },
+            });
+        }
+        Ok(client)
+    }
+
+    async fn exec(&self, client: &mut AgentClient<Channel>, job: &mut Job<'_>) -> Outcome {
+        let spec = ExecSpec {
+            execution_id: format!("{}/{}", self.run_id, job.host.name),
+            program: Program::Shell(job.command.to_string()),
+            env: Default::default(),
+            working_dir: None,
+            timeout: job.limits.command_timeout,
+            max_output: Some(self.max_output),
+        };
+        let mut stream = match client.exec(pb::ExecRequest::from(spec)).await {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                return Outcome::TransportError {
+                    reason: format!("the agent is busy: {}", status.message()),
+                };
+            }
+            Err(status) => {
+                return Outcome::TransportError {
+                    reason: format!("Exec failed: {}", status.message()),
+                };
+            }
+        };
+        let deadline = job
+            .limits
+            .command_timeout
+            .map(|timeout| tokio::time::Instant::now() + timeout + TIMEOUT_MARGIN);
+        loop {
+            // Dropping the stream on a timeout or a cancel resets it; the agent then kills the
+            // command's process group.
+            let message = tokio::select! {
+                message = stream.message() => message,
+                () = super::ssh::sleep_until(deadline) => return Outcome::CommandTimeout,
+                () = job.cancel.cancelled() => return Outcome::Cancelled,
+            };
+            let event = match message {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    return Outcome::TransportError {
+                        reason: "the agent's stream ended before the command's exit".to_string(),
+                    };
+                }
+                Err(status) => {
+                    return Outcome::TransportError {
+                        reason: format!("connection to the agent lost: {}", status.message()),
+                    };
+                }
+            };
+            match ExecEvent::try_from(event) {
+                Ok(ExecEvent::Started { .. }) => {}
+                Ok(ExecEvent::Stdout(data)) => {
+                    job.output.write(Stream::Stdout, Bytes::from(data)).await
+                }
+                Ok(ExecEvent::Stderr(data)) => {
+                    job.output.write(Stream::Stderr, Bytes::from(data)).await
+                }
+                Ok(ExecEvent::Exited(exited)) => {
+                    job.output.count_total(Stream::Stdout, exited.stdout_bytes);
+                    job.output.count_total(Stream::Stderr, exited.stderr_bytes);
+                    return match exited.status {
+                        _ if exited.timed_out => Outcome::CommandTimeout,
+                        ExitStatus::Code(0) => Outcome::Succeeded,
+                        ExitStatus::Code(code) => Outcome::NonZeroExit { code: code as u32 },
+                        ExitStatus::Signal(signal) => Outcome::Signalled { signal },
+                    };
+                }
+                Err(error) => {
+                    return Outcome::TransportError {
+                        reason: format!("bad message from the agent: {error}"),
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl Transport for AgentTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Agent
+    }
+
+    fn run<'a>(&'a self, mut job: Job<'a>) -> BoxFuture<'a, Ended> {
+        Box::pin(async move {
+            let connect_timeout = job.limits.connect_timeout;
+            match self.attempt(&mut job, connect_timeout).await {
+                Attempt::NotReached(ended) | Attempt::Ran(ended) => ended,
+            }
+        })
+    }
+}
+
+fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Duration>) -> Ended {
+    Ended {
+        outcome,
+        connected_after,
+        ran_for,
+        transport: TransportKind::Agent,
+    }
+}
+
+/// The TLS error in an error's source chain, if the failure was TLS's.
+fn tls_failure(error: &(dyn StdError + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && let Some(tls) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.to_string());
+        }
+        current = error.source();
+    }
+    None
+}
+
+/// An error and its causes on one line.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(cause) = current {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        current = cause.source();
+    }
+    text
+}
