@@ -18,7 +18,6 @@ use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 use volley_common::exec::{ExecEvent, ExecSpec, ExitStatus, Program};
 use volley_common::outcome::{Outcome, TransportKind};
@@ -127,7 +126,7 @@ impl AgentTransport {
     /// TCP, TLS, HTTP/2 and an `Info` call. Every failure is an outcome; none can have run the
     /// command.
     async fn connect(&self, host: &HostSpec) -> Result<AgentClient<Channel>, Outcome> {
-        let tcp = TcpStream::connect((host.address.as_str(), host.agent_port))
+        let tcp = super::dial(&host.address, host.agent_port)
             .await
             .map_err(|error| Outcome::Unreachable {
                 reason: super::ssh::connect_reason(&error),

@@ -130,6 +130,16 @@ pub struct Job<'a> {
     pub cancel: CancellationToken,
 }
 
+/// Opens a TCP connection to `address:port`. An IP address is dialled directly; only a name goes
+/// through the resolver, which runs on tokio's blocking pool: a fleet of addresses then costs no
+/// thread and no resolver memory per host.
+pub async fn dial(address: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(ip) => tokio::net::TcpStream::connect((ip, port)).await,
+        Err(_) => tokio::net::TcpStream::connect((address, port)).await,
+    }
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Runs a command on a host. Implementations return every failure as an [`Outcome`].

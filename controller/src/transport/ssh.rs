@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use russh::ChannelMsg;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
-use tokio::net::TcpStream;
 use volley_common::outcome::{Outcome, TransportKind};
 
 use super::identity::{Identities, IdentityFile};
@@ -110,7 +109,7 @@ impl SshTransport {
 
     /// TCP, key exchange, host key check and authentication. Every failure is an outcome.
     async fn connect(&self, host: &HostSpec) -> Result<Handle<HostKeyCheck>, Outcome> {
-        let stream = TcpStream::connect((host.address.as_str(), host.port))
+        let stream = super::dial(&host.address, host.port)
             .await
             .map_err(|error| Outcome::Unreachable {
                 reason: connect_reason(&error),
