@@ -7,10 +7,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,20 +32,21 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 const PENDING_CONNECTIONS: usize = 32;
 
 /// The stream of authenticated connections, for `serve_with_incoming_shutdown`. It ends when
-/// `stop` is cancelled, which also closes the listening socket.
+/// `stop` is cancelled, which also closes the listening socket. Each handshake uses the TLS
+/// configuration current when the connection came (see [`crate::reload`]).
 pub fn incoming(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: watch::Receiver<Arc<ServerConfig>>,
     stop: CancellationToken,
 ) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
     let (connections, receiver) = mpsc::channel(PENDING_CONNECTIONS);
-    tokio::spawn(accept_loop(listener, acceptor, connections, stop));
+    tokio::spawn(accept_loop(listener, tls, connections, stop));
     ReceiverStream::new(receiver)
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: watch::Receiver<Arc<ServerConfig>>,
     connections: mpsc::Sender<io::Result<TlsStream<TcpStream>>>,
     stop: CancellationToken,
 ) {
@@ -66,7 +69,7 @@ async fn accept_loop(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
         }
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(tls.borrow().clone());
         let connections = connections.clone();
         tokio::spawn(async move {
             if let Some(tls) = handshake(&acceptor, tcp, peer).await {

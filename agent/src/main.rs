@@ -3,9 +3,12 @@
 //!
 //! ```text
 //! volley-agent [--config FILE]      (default /etc/volley/agent.toml; see config.rs)
+//! volley-agent keygen --key FILE --name NAME [--address IP]...   (see keygen.rs)
 //! ```
 //!
-//! Exit statuses:
+//! SIGHUP reloads the certificate, key and CA (see reload.rs); SIGTERM and SIGINT stop.
+//!
+//! Exit statuses of the daemon (`keygen` exits 1 on any error):
 //! - 0: stopped by SIGTERM or SIGINT, after the running executions ended or were killed;
 //! - 64 (EX_USAGE): bad command line;
 //! - 78 (EX_CONFIG): the configuration cannot be used: the file is missing or invalid, the key
@@ -18,15 +21,18 @@
 //! Layout: [`config`] the file, [`tls`] the server configuration and the controller check,
 //! [`listener`] accepts and handshakes, [`service`] the gRPC methods and the audit,
 //! [`exec`] one command's life, [`shutdown`] the stop sequence, [`notify`] sd_notify,
-//! [`logging`] where logs and audit records go, [`host`] and [`signals`] small facts.
+//! [`logging`] where logs and audit records go, [`host`] and [`signals`] small facts,
+//! [`reload`] SIGHUP, [`keygen`] the key and certificate request made at install.
 #![forbid(unsafe_code)]
 
 mod config;
 mod exec;
 mod host;
+mod keygen;
 mod listener;
 mod logging;
 mod notify;
+mod reload;
 mod service;
 mod shutdown;
 mod signals;
@@ -41,7 +47,6 @@ use std::time::Duration;
 use clap::Parser;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
@@ -74,6 +79,15 @@ struct Args {
         default_value = "/etc/volley/agent.toml"
     )]
     config: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// Write a new private key (0600) and print a certificate signing request for it
+    Keygen(keygen::KeygenArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +100,7 @@ enum AgentError {
     AuditLog(#[from] logging::AuditLogError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("cannot handle SIGTERM/SIGINT: {0}")]
+    #[error("cannot handle SIGTERM/SIGINT/SIGHUP: {0}")]
     Signals(std::io::Error),
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -120,6 +134,18 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(Subcommand::Keygen(keygen)) = &args.command {
+        return match keygen::keygen(keygen) {
+            Ok(request) => {
+                print!("{request}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("volley-agent keygen: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match start(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -145,6 +171,10 @@ fn start(args: &Args) -> Result<(), AgentError> {
 
 async fn serve(config: AgentConfig, tls: Arc<ServerConfig>) -> Result<(), AgentError> {
     let mut signals = StopSignals::install().map_err(AgentError::Signals)?;
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(AgentError::Signals)?;
+    let (current_tls, tls) = tokio::sync::watch::channel(tls);
+    tokio::spawn(reload::on_hangup(config.clone(), hangups, current_tls));
     let listen_error = |source| AgentError::Listen {
         address: config.listen,
         source,
@@ -166,7 +196,7 @@ async fn serve(config: AgentConfig, tls: Arc<ServerConfig>) -> Result<(), AgentE
         executions: executions.clone(),
     });
     let message_bytes = limits.max_message_bytes as usize;
-    let incoming = listener::incoming(listener, TlsAcceptor::from(tls), stop.clone());
+    let incoming = listener::incoming(listener, tls, stop.clone());
     let server = Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

@@ -4,9 +4,12 @@
 //! - [`exec`]: running commands: output, exit, signals, timeouts, cancel, limits, `Info`.
 //! - [`peers`]: who may connect: every refused client gets an error and runs nothing.
 //! - [`lifecycle`]: start-up checks, sd_notify, SIGTERM, memory, the audit log.
+//! - [`reload`]: SIGHUP serves a new certificate without a restart.
+//! - the `keygen` subcommand is tested beside its code (`src/keygen.rs`).
 
 mod exec;
 mod fixture;
 mod lifecycle;
 mod peers;
 mod pki;
+mod reload;

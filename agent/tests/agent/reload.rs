@@ -1,0 +1,83 @@
+//! SIGHUP: a new certificate is served without a restart, and a bad one is refused while the
+//! old one keeps serving.
+
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use volley_common::exec::ExitStatus;
+use volley_proto::pb::InfoRequest;
+
+use crate::fixture::{Agent, CONTROLLER, Options, PATIENCE, connect, poll_until, run, shell};
+use crate::pki::Authority;
+
+/// Replaces the agent's certificate and key files in place (the key keeps its mode 0600).
+fn replace_credentials(agent: &Agent, certificate: &str, key: &str) {
+    std::fs::write(agent.path("agent.pem"), certificate).expect("write the certificate");
+    std::fs::write(agent.path("agent.key"), key).expect("write the key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_serves_a_new_certificate_without_a_restart() {
+    let mut agent = Agent::start(Options::default());
+    let controller = agent.ca.controller(CONTROLLER);
+    let mut before = agent.controller().await;
+    // The new certificate comes from another CA, so which one is served shows in who can verify.
+    let other = Authority::new("Another CA");
+    let renewed = other.agent(crate::fixture::AGENT_NAME);
+    replace_credentials(&agent, &renewed.certificate, &renewed.key);
+    assert!(
+        connect(agent.address, &other.certificate(), Some(&controller))
+            .await
+            .is_err(),
+        "new files alone must not change what is served"
+    );
+
+    agent.signal(Signal::HUP);
+    let give_up = Instant::now() + PATIENCE;
+    let served = loop {
+        if let Ok(mut client) =
+            connect(agent.address, &other.certificate(), Some(&controller)).await
+            && client.info(InfoRequest {}).await.is_ok()
+        {
+            break true;
+        }
+        if Instant::now() >= give_up {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        served,
+        "the new certificate was never served\n{}",
+        agent.log()
+    );
+    assert!(
+        connect(agent.address, &agent.ca.certificate(), Some(&controller))
+            .await
+            .is_err(),
+        "the old certificate is still served"
+    );
+    // The connection made before the reload still works, and the agent never restarted.
+    assert_eq!(
+        run(&mut before, shell("true")).await.exited.status,
+        ExitStatus::Code(0)
+    );
+    assert!(matches!(agent.child.try_wait(), Ok(None)));
+    assert!(agent.log().contains("SIGHUP: reloaded"), "{}", agent.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_mismatched_key_keeps_the_old_certificate() {
+    let agent = Agent::start(Options::default());
+    let original = std::fs::read_to_string(agent.path("agent.pem")).expect("certificate");
+    let stranger = agent.ca.agent(crate::fixture::AGENT_NAME);
+    replace_credentials(&agent, &original, &stranger.key);
+    agent.signal(Signal::HUP);
+    let refused = poll_until(PATIENCE, || agent.log().contains("SIGHUP: reload refused"));
+    assert!(refused, "{}", agent.log());
+    let mut client = agent.controller().await;
+    assert_eq!(
+        run(&mut client, shell("true")).await.exited.status,
+        ExitStatus::Code(0)
+    );
+}
