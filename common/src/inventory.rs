@@ -22,6 +22,7 @@ pub const SETTINGS: &[&str] = &[
     "identity_file",
     "transport",
     "agent_port",
+    "agent_prefix",
     "pki",
 ];
 
@@ -43,6 +44,8 @@ pub struct Inventory {
     /// `auto` (the agent where one answers, SSH elsewhere), `agent` or `ssh`.
     pub transport: Option<TransportChoice>,
     pub agent_port: Option<u16>,
+    /// A directory that prefixes every path `volley agent install` writes on a host.
+    pub agent_prefix: Option<PathBuf>,
     /// The PKI directory the agent transport takes its certificates from.
     pub pki: Option<PathBuf>,
     #[serde(default)]
@@ -62,6 +65,7 @@ pub struct Group {
     pub identity_file: Option<PathBuf>,
     pub transport: Option<TransportChoice>,
     pub agent_port: Option<u16>,
+    pub agent_prefix: Option<PathBuf>,
 }
 
 impl Group {
@@ -73,6 +77,7 @@ impl Group {
             identity_file: self.identity_file.clone(),
             transport: self.transport,
             agent_port: self.agent_port,
+            agent_prefix: self.agent_prefix.clone(),
         }
     }
 }
@@ -88,6 +93,10 @@ pub struct HostSettings {
     pub identity_file: Option<PathBuf>,
     pub transport: Option<TransportChoice>,
     pub agent_port: Option<u16>,
+    /// Prefixes every path the agent install writes on the host (`/usr/local/bin/volley-agent`
+    /// becomes `PREFIX/usr/local/bin/volley-agent`), so that test hosts sharing one machine do
+    /// not share files. An absolute path of plain characters (letters, digits, `/._-`).
+    pub agent_prefix: Option<PathBuf>,
 }
 
 /// Which transport runs a host.
@@ -177,6 +186,19 @@ impl Inventory {
         if self.port == Some(0) {
             return Err("port: 0 is not a port".to_string());
         }
+        let prefixes =
+            std::iter::once(("agent_prefix".to_string(), &self.agent_prefix))
+                .chain(self.groups.iter().map(|(name, group)| {
+                    (format!("groups.{name}.agent_prefix"), &group.agent_prefix)
+                }))
+                .chain(self.hosts.iter().map(|(name, settings)| {
+                    (format!("hosts.{name}.agent_prefix"), &settings.agent_prefix)
+                }));
+        for (key, prefix) in prefixes {
+            if let Some(prefix) = prefix {
+                check_prefix(prefix).map_err(|problem| format!("{key}: {problem}"))?;
+            }
+        }
         for (name, port) in self
             .groups
             .iter()
@@ -193,6 +215,25 @@ impl Inventory {
         }
         Ok(())
     }
+}
+
+/// A prefix goes into shell commands and a systemd unit on the host: it must be absolute and
+/// made of characters that need no quoting anywhere.
+fn check_prefix(prefix: &Path) -> Result<(), String> {
+    let text = prefix.to_string_lossy();
+    if !prefix.is_absolute() {
+        return Err(format!("'{text}' is not an absolute path"));
+    }
+    if !text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+        || text.split('/').any(|part| part == "..")
+    {
+        return Err(format!(
+            "'{text}': use only letters, digits and '/', '.', '_', '-' (no '..')"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -271,6 +312,18 @@ mod tests {
         check("[hosts.a]\nport = 0\n", "hosts.a.port: 0 is not a port");
         check("[groups.web]\nhosts = []\naddress = \"x\"\n", "address");
         check("user = \n", "");
+        check(
+            "agent_prefix = \"rel/dir\"\n",
+            "agent_prefix: 'rel/dir' is not an absolute path",
+        );
+        check(
+            "[hosts.a]\nagent_prefix = \"/a b\"\n",
+            "hosts.a.agent_prefix: '/a b': use only",
+        );
+        check(
+            "[groups.g]\nhosts = []\nagent_prefix = \"/a/../b\"\n",
+            "groups.g.agent_prefix: '/a/../b': use only",
+        );
     }
 
     #[test]

@@ -38,13 +38,16 @@ pub enum Outcome {
     Cancelled,
     /// Any other transport failure, for example a connection lost in the middle of a command.
     TransportError { reason: String },
+    /// A step of a multi-step operation on the host (such as `volley agent install`) failed
+    /// there: the host was reached, the operation did not complete.
+    StepFailed { step: String, reason: String },
 }
 
 /// The classes of outcomes that decide `volley`'s exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OutcomeClass {
     Success,
-    /// The command ran and failed: non-zero exit or signal.
+    /// The command ran and failed: non-zero exit, signal, or a failed step.
     CommandFailed,
     /// The host was not reached, not authenticated, or timed out.
     NotReached,
@@ -56,7 +59,9 @@ impl Outcome {
     pub fn class(&self) -> OutcomeClass {
         match self {
             Outcome::Succeeded => OutcomeClass::Success,
-            Outcome::NonZeroExit { .. } | Outcome::Signalled { .. } => OutcomeClass::CommandFailed,
+            Outcome::NonZeroExit { .. }
+            | Outcome::Signalled { .. }
+            | Outcome::StepFailed { .. } => OutcomeClass::CommandFailed,
             Outcome::Unreachable { .. }
             | Outcome::ConnectTimeout
             | Outcome::AuthFailed { .. }
@@ -84,6 +89,7 @@ impl Outcome {
             Outcome::CommandTimeout => "command_timeout",
             Outcome::Cancelled => "cancelled",
             Outcome::TransportError { .. } => "transport_error",
+            Outcome::StepFailed { .. } => "step_failed",
         }
     }
 
@@ -115,6 +121,7 @@ impl fmt::Display for Outcome {
             Outcome::CommandTimeout => f.write_str("command timed out and was stopped"),
             Outcome::Cancelled => f.write_str("cancelled"),
             Outcome::TransportError { reason } => write!(f, "transport error: {reason}"),
+            Outcome::StepFailed { step, reason } => write!(f, "{step} failed: {reason}"),
         }
     }
 }

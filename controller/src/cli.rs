@@ -27,6 +27,64 @@ pub enum Command {
     Pki(PkiCommand),
     /// Start a throwaway local fleet of agents, run a command on it, and clean up
     Demo(DemoArgs),
+    /// Install, check, upgrade, renew or remove volley-agent on hosts, over SSH
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Install the agent (binary, key made on the host, certificate, config, service), then
+    /// verify it answers over mTLS; hosts already up to date report "unchanged"
+    Install(Box<AgentInstallArgs>),
+    /// Per host: the agent's version, whether it answers, its certificate's expiry
+    Status(Box<AgentArgs>),
+    /// Replace the agent binary: atomic swap, restart, verify; the old one is put back if the
+    /// new one does not come up
+    Upgrade(Box<AgentInstallArgs>),
+    /// Give agents a new key (made on the host) and certificate, served without a restart
+    Renew(Box<AgentArgs>),
+    /// Stop and disable the agent and remove everything the install put on the host
+    Uninstall(Box<AgentArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentInstallArgs {
+    #[command(flatten)]
+    pub common: AgentArgs,
+
+    /// The volley-agent binary to put on the hosts [default: the volley-agent next to this
+    /// volley]
+    #[arg(long, value_name = "FILE")]
+    pub agent_binary: Option<PathBuf>,
+}
+
+/// The settings of an agent operation: those of `volley run` that apply to it.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+
+    #[command(flatten)]
+    pub ssh: SshArgs,
+
+    #[command(flatten)]
+    pub pki: PkiDir,
+
+    /// How many hosts at once [default: 512, or the inventory's `parallel`]
+    #[arg(short = 'p', long, value_name = "N")]
+    pub parallel: Option<usize>,
+
+    /// Time allowed to connect and authenticate to one host [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+
+    /// Time allowed to the whole operation on one host [default: 10m]
+    #[arg(short = 't', long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Subcommand)]

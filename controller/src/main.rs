@@ -5,6 +5,7 @@
 //! - [`scheduler`]: every host through one [`transport::Transport`], `parallel` at a time;
 //! - [`transport`]: the trait; SSH (with known_hosts and identities), the agent, and `auto`;
 //! - [`pki`]: the private CA (`volley pki`); [`demo`]: a throwaway local fleet of agents;
+//! - [`install`]: `volley agent install|status|upgrade|renew|uninstall`, one more transport;
 //! - [`report`]: the stream, JSON and gather renderers, progress and the summary;
 //! - [`exit`]: the exit status as a function of the outcomes; [`limits`]: the file budget.
 //!
@@ -14,6 +15,7 @@
 mod cli;
 mod demo;
 mod exit;
+mod install;
 mod limits;
 mod pki;
 mod plan;
@@ -37,6 +39,7 @@ use crate::cli::{Cli, ColorChoice, Command, PkiCommand, PkiDir, RunArgs};
 use crate::pki::Pki;
 use crate::plan::{Environment, RunPlan};
 use crate::report::ReportOptions;
+use crate::transport::Transport;
 use crate::transport::agent::AgentTransport;
 use crate::transport::auto::AutoTransport;
 use crate::transport::identity::Identities;
@@ -93,7 +96,11 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(*args).await,
+            Command::Run(args) => run(*args, Operation::Command).await,
+            Command::Agent(command) => {
+                let (args, request) = install::plan_arguments(command);
+                run(args, Operation::Agent(request)).await
+            }
             Command::Pki(command) => pki_command(command).map(|()| exit::SUCCESS),
             Command::Demo(args) => demo::run(args).await,
         }
@@ -112,7 +119,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<u8> {
+/// What a run does on each host.
+enum Operation {
+    /// `volley run`: the command, through the agent or SSH.
+    Command,
+    /// `volley agent ...`: install, check, upgrade, renew or remove the agent over SSH.
+    Agent(install::Request),
+}
+
+async fn run(args: RunArgs, operation: Operation) -> anyhow::Result<u8> {
     let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
     let env = Environment::from_process().map_err(|e| usage(&e))?;
     let mut plan = RunPlan::new(&args, &env).map_err(|e| usage(&e))?;
@@ -131,8 +146,15 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         plan.accept_new_host_keys,
         Arc::new(identities),
     );
-    let agent = agent_transport(&plan)?;
-    let transport = Arc::new(AutoTransport { agent, ssh });
+    let transport: Arc<dyn Transport> = match operation {
+        Operation::Command => Arc::new(AutoTransport {
+            agent: agent_transport(&plan)?,
+            ssh,
+        }),
+        Operation::Agent(request) => {
+            Arc::new(install::AgentOperation::new(request, &plan, ssh).map_err(|e| usage(&e))?)
+        }
+    };
 
     let color = match plan.color {
         ColorChoice::Always => true,

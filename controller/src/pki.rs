@@ -7,6 +7,8 @@
 //! address as SANs, EKU serverAuth). Private keys are written 0600 at creation, never widened.
 //! Agents trust only this CA and allow only named controller identities; the controller trusts
 //! only this CA for agents and checks that an agent's certificate names the host it dialled.
+//! `volley agent install` does not use `agents/`: the agent makes its key on its host, and
+//! [`Pki::sign_agent_request`] signs the request it sends.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -15,9 +17,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// The controller identity agents allow by default.
 pub const DEFAULT_IDENTITY: &str = "volley-controller";
@@ -38,6 +42,8 @@ pub enum PkiError {
     KeyMode { path: PathBuf, mode: u32 },
     #[error("bad certificate name '{name}': {reason}")]
     Name { name: String, reason: String },
+    #[error("bad certificate request: {0}")]
+    Request(String),
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
 }
@@ -129,29 +135,49 @@ impl Pki {
         name: &str,
         addresses: &[IpAddr],
     ) -> Result<(String, String), PkiError> {
-        check_name(name)?;
+        let params = agent_params(name, addresses)?;
         let issuer = self.issuer()?;
         let key = KeyPair::generate()?;
-        let mut params = leaf_params(name)?;
-        let mut names = Vec::new();
-        match name.parse::<IpAddr>() {
-            Ok(ip) => names.push(SanType::IpAddress(ip)),
-            Err(_) => names.push(SanType::DnsName(name.try_into().map_err(
-                |e: rcgen::Error| PkiError::Name {
-                    name: name.to_string(),
-                    reason: e.to_string(),
-                },
-            )?)),
-        }
-        for address in addresses {
-            if !names.contains(&SanType::IpAddress(*address)) {
-                names.push(SanType::IpAddress(*address));
-            }
-        }
-        params.subject_alt_names = names;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let certificate = params.signed_by(&key, &issuer)?;
         Ok((certificate.pem(), key.serialize_pem()))
+    }
+
+    /// Signs an agent's certificate request (made on the host by `volley-agent keygen`, whose
+    /// key never leaves it). Only the request's public key is used: the names, the key usage
+    /// and the validity are ours, whatever the request asks for. The request's signature is
+    /// checked, which proves its maker holds the key.
+    pub fn sign_agent_request(
+        &self,
+        request: &str,
+        name: &str,
+        addresses: &[IpAddr],
+    ) -> Result<String, PkiError> {
+        let request = CertificateSigningRequestParams::from_pem(request)
+            .map_err(|e| PkiError::Request(e.to_string()))?;
+        let params = agent_params(name, addresses)?;
+        let issuer = self.issuer()?;
+        Ok(params.signed_by(&request.public_key, &issuer)?.pem())
+    }
+
+    /// The controller's identity: its certificate's Common Name, which agents must allow.
+    pub fn controller_identity(&self) -> Result<String, PkiError> {
+        let path = self.dir.join("controller.pem");
+        let pem = read(&path)?;
+        let unreadable = |reason: String| PkiError::File {
+            path: path.clone(),
+            reason,
+        };
+        let der = CertificateDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| unreadable(format!("not a certificate ({e})")))?;
+        let (_, certificate) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| unreadable(format!("not a certificate ({e})")))?;
+        let name = certificate
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|name| name.as_str().ok())
+            .ok_or_else(|| unreadable("no Common Name".to_string()))?;
+        Ok(name.to_string())
     }
 
     /// The CA certificate and the controller's certificate and key, for the agent transport.
@@ -185,6 +211,31 @@ impl Pki {
             reason: format!("not a CA certificate ({e})"),
         })
     }
+}
+
+/// An agent's certificate: Common Name = the host name, the name and addresses as SANs, EKU
+/// serverAuth only.
+fn agent_params(name: &str, addresses: &[IpAddr]) -> Result<CertificateParams, PkiError> {
+    check_name(name)?;
+    let mut params = leaf_params(name)?;
+    let mut names = Vec::new();
+    match name.parse::<IpAddr>() {
+        Ok(ip) => names.push(SanType::IpAddress(ip)),
+        Err(_) => names.push(SanType::DnsName(name.try_into().map_err(
+            |e: rcgen::Error| PkiError::Name {
+                name: name.to_string(),
+                reason: e.to_string(),
+            },
+        )?)),
+    }
+    for address in addresses {
+        if !names.contains(&SanType::IpAddress(*address)) {
+            names.push(SanType::IpAddress(*address));
+        }
+    }
+    params.subject_alt_names = names;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    Ok(params)
 }
 
 fn ca_params() -> Result<CertificateParams, PkiError> {

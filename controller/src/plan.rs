@@ -39,6 +39,8 @@ pub struct HostSpec {
     pub host: String,
     pub agent_port: u16,
     pub transport: TransportChoice,
+    /// Prefixes every path `volley agent` writes on the host (inventory `agent_prefix`).
+    pub agent_prefix: Option<PathBuf>,
 }
 
 /// A validated `volley run`.
@@ -300,6 +302,11 @@ fn host_spec(
         .or(group.agent_port)
         .or(inventory.agent_port)
         .unwrap_or(DEFAULT_AGENT_PORT);
+    let agent_prefix = host
+        .agent_prefix
+        .clone()
+        .or_else(|| group.agent_prefix.clone())
+        .or_else(|| inventory.agent_prefix.clone());
     HostSpec {
         name: target.to_string(),
         address,
@@ -309,6 +316,7 @@ fn host_spec(
         host: target.host,
         agent_port,
         transport,
+        agent_prefix,
     }
 }
 

@@ -43,6 +43,7 @@ pub const OUTCOME_KINDS: &[&str] = &[
     "command_timeout",
     "cancelled",
     "transport_error",
+    "step_failed",
 ];
 
 impl ProcessOutput {

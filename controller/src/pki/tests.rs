@@ -12,7 +12,7 @@ fn mode(path: &Path) -> u32 {
 
 fn der(pem: &str) -> CertificateDer<'static> {
     let mut reader = pem.as_bytes();
-    let block = rustls::pki_types::pem::PemObject::from_pem_reader(&mut reader);
+    let block = PemObject::from_pem_reader(&mut reader);
     block.unwrap()
 }
 
@@ -105,4 +105,67 @@ fn bad_names_are_refused() {
     for name in ["", "a b", "-x", "web/01"] {
         assert!(pki.issue_agent(name, &[]).is_err(), "{name:?}");
     }
+}
+
+#[test]
+fn a_request_gets_our_names_and_usage_not_its_own() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    pki.init(DEFAULT_IDENTITY).unwrap();
+    // The request asks for another name, a CA flag and client authentication.
+    let key = KeyPair::generate().unwrap();
+    let mut asked = CertificateParams::new(vec!["evil.example.com".to_string()]).unwrap();
+    asked.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    asked.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let request = asked.serialize_request(&key).unwrap().pem().unwrap();
+    let certificate = pki
+        .sign_agent_request(&request, "web01", &["10.0.0.11".parse().unwrap()])
+        .unwrap();
+    verify(&pki, &certificate, "web01").unwrap();
+    verify(&pki, &certificate, "10.0.0.11").unwrap();
+    assert!(verify(&pki, &certificate, "evil.example.com").is_err());
+    let der = der(&certificate);
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert!(!parsed.is_ca());
+    let usage = parsed.extended_key_usage().unwrap().unwrap().value;
+    assert!(usage.server_auth && !usage.client_auth);
+    assert_eq!(
+        parsed.public_key().subject_public_key.data.as_ref(),
+        key.public_key_raw()
+    );
+}
+
+#[test]
+fn a_tampered_request_and_garbage_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    pki.init(DEFAULT_IDENTITY).unwrap();
+    let error = pki.sign_agent_request("not a request", "web01", &[]);
+    assert!(
+        error
+            .unwrap_err()
+            .to_string()
+            .starts_with("bad certificate request")
+    );
+    let key = KeyPair::generate().unwrap();
+    let request = CertificateParams::new(vec!["web01".to_string()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap();
+    let mut bytes = request.der().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let tampered = format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        data_encoding::BASE64.encode(&bytes)
+    );
+    assert!(pki.sign_agent_request(&tampered, "web01", &[]).is_err());
+}
+
+#[test]
+fn the_controller_identity_is_its_common_name() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    pki.init("ops-controller").unwrap();
+    assert_eq!(pki.controller_identity().unwrap(), "ops-controller");
 }

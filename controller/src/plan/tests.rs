@@ -6,12 +6,14 @@ use crate::cli::{Cli, Command};
 const INVENTORY: &str = r#"
 user = "ops"
 port = 2200
+agent_prefix = "/srv/top"
 [groups.web]
 hosts = ["web[01-04]", "@db"]
 user = "www"
 [groups.db]
 hosts = ["db1", "db2"]
 identity_file = "~/.ssh/db_key"
+agent_prefix = "/srv/db"
 [groups.loop_a]
 hosts = ["@loop_b"]
 [groups.loop_b]
@@ -20,6 +22,7 @@ hosts = ["@loop_a"]
 address = "10.0.0.2"
 port = 22
 user = "root"
+agent_prefix = "/srv/web02"
 "#;
 
 const SSH_CONFIG: &str = "Host web03\n  HostName web03.internal\n  Port 2222\n  User admin\n";
@@ -199,4 +202,26 @@ fn the_most_specific_setting_wins() {
 fn the_command_line_user_beats_the_inventory() {
     let plan = plan(&["-w", "web01,web02", "-l", "cli"]).unwrap();
     assert!(plan.hosts.iter().all(|host| host.user == "cli"));
+}
+
+#[test]
+fn agent_prefix_comes_from_the_host_then_its_group_then_the_top_level() {
+    let plan = plan(&["-g", "db", "-w", "web02,x"]).unwrap();
+    let prefixes: Vec<(String, Option<PathBuf>)> = plan
+        .hosts
+        .into_iter()
+        .map(|host| (host.name, host.agent_prefix))
+        .collect();
+    // Patterns (-w) come before groups (-g).
+    let expected = [
+        ("web02", "/srv/web02"),
+        ("x", "/srv/top"),
+        ("db1", "/srv/db"),
+        ("db2", "/srv/db"),
+    ];
+    let expected: Vec<(String, Option<PathBuf>)> = expected
+        .iter()
+        .map(|(name, prefix)| (name.to_string(), Some(PathBuf::from(prefix))))
+        .collect();
+    assert_eq!(prefixes, expected);
 }

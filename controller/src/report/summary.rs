@@ -25,10 +25,11 @@ fn rank(outcome: &Outcome) -> usize {
         Outcome::CommandTimeout => 9,
         Outcome::Cancelled => 10,
         Outcome::TransportError { .. } => 11,
+        Outcome::StepFailed { .. } => 12,
     }
 }
 
-const KINDS: usize = 12;
+const KINDS: usize = 13;
 
 /// The label of hosts that never reported; the run should not leave any.
 const NO_REPORT: &str = "no_report";

@@ -52,6 +52,21 @@ pub enum Attempt {
     Ran(Ended),
 }
 
+/// What an agent said about itself, and the certificate it served, for `volley agent`.
+#[derive(Debug)]
+pub struct Served {
+    pub info: volley_common::exec::AgentInfo,
+    /// The agent's end-entity certificate as it came in the handshake (DER).
+    pub certificate: Vec<u8>,
+}
+
+/// A connection that passed TLS and answered `Info`.
+struct Connected {
+    client: AgentClient<Channel>,
+    info: pb::AgentInfo,
+    certificate: Vec<u8>,
+}
+
 /// The agent transport, shared by every host of a run.
 pub struct AgentTransport {
     tls: tokio_rustls::TlsConnector,
@@ -111,7 +126,7 @@ impl AgentTransport {
         let connect = tokio::time::timeout(connect_timeout, self.connect(job.host));
         let mut client = tokio::select! {
             result = connect => match result {
-                Ok(Ok(client)) => client,
+                Ok(Ok(connected)) => connected.client,
                 Ok(Err(outcome)) => return Attempt::NotReached(ended(outcome, None, None)),
                 Err(_) => return Attempt::NotReached(ended(Outcome::ConnectTimeout, None, None)),
             },
@@ -123,9 +138,26 @@ impl AgentTransport {
         Attempt::Ran(ended(outcome, connected_after, Some(run_started.elapsed())))
     }
 
+    /// Connects and asks `Info`, within `timeout`: whether the agent serves, what it says about
+    /// itself and the certificate it presents. Runs no command.
+    pub async fn probe(&self, host: &HostSpec, timeout: Duration) -> Result<Served, Outcome> {
+        let connected = tokio::time::timeout(timeout, self.connect(host))
+            .await
+            .map_err(|_| Outcome::ConnectTimeout)??;
+        let info = volley_common::exec::AgentInfo::try_from(connected.info).map_err(|error| {
+            Outcome::TransportError {
+                reason: format!("bad Info from the agent: {error}"),
+            }
+        })?;
+        Ok(Served {
+            info,
+            certificate: connected.certificate,
+        })
+    }
+
     /// TCP, TLS, HTTP/2 and an `Info` call. Every failure is an outcome; none can have run the
     /// command.
-    async fn connect(&self, host: &HostSpec) -> Result<AgentClient<Channel>, Outcome> {
+    async fn connect(&self, host: &HostSpec) -> Result<Connected, Outcome> {
         let tcp = super::dial(&host.address, host.agent_port)
             .await
             .map_err(|error| Outcome::Unreachable {
@@ -142,6 +174,13 @@ impl AgentTransport {
             .map_err(|error| Outcome::TlsRejected {
                 reason: error.to_string(),
             })?;
+        let certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|der| der.to_vec())
+            .unwrap_or_default();
 
         // tonic dials through this connector; it yields the established stream once.
         let stream = Arc::new(Mutex::new(Some(TokioIo::new(tls))));
@@ -174,17 +213,24 @@ impl AgentTransport {
         let mut client = AgentClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        if let Err(status) = client.info(pb::InfoRequest {}).await {
-            return Err(match tls_failure(&status) {
-                Some(reason) => Outcome::TlsRejected {
-                    reason: format!("the agent refused our certificate: {reason}"),
-                },
-                None => Outcome::TransportError {
-                    reason: format!("the agent did not answer Info: {}", status.message()),
-                },
-            });
-        }
-        Ok(client)
+        let info = match client.info(pb::InfoRequest {}).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                return Err(match tls_failure(&status) {
+                    Some(reason) => Outcome::TlsRejected {
+                        reason: format!("the agent refused our certificate: {reason}"),
+                    },
+                    None => Outcome::TransportError {
+                        reason: format!("the agent did not answer Info: {}", status.message()),
+                    },
+                });
+            }
+        };
+        Ok(Connected {
+            client,
+            info,
+            certificate,
+        })
     }
 
     async fn exec(&self, client: &mut AgentClient<Channel>, job: &mut Job<'_>) -> Outcome {

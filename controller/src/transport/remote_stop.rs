@@ -62,7 +62,7 @@ pub fn wrap(command: &str) -> String {
 }
 
 /// Quotes one word for a POSIX shell: single quotes, with `'` written as `'\''`.
-fn quote(word: &str) -> String {
+pub fn quote(word: &str) -> String {
     let mut quoted = String::with_capacity(word.len() + 2);
     quoted.push('\'');
     for c in word.chars() {

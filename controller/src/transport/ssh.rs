@@ -5,6 +5,11 @@
 //! session channel running the command inside the [`remote_stop`](super::remote_stop) wrapper.
 //! To stop a command (timeout, interrupt) the client sends EOF and drops the connection; the
 //! wrapper then kills the command's process group on the host.
+//!
+//! [`Session`] (in `ssh/session.rs`) is the same connection for operations of several steps,
+//! such as installing an agent: plain commands in turn, with bytes sent to their stdin.
+
+mod session;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,12 +18,15 @@ use std::time::{Duration, Instant};
 use russh::ChannelMsg;
 use russh::client::{self, AuthResult, Handle};
 use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use tokio_util::sync::CancellationToken;
 use volley_common::outcome::{Outcome, TransportKind};
 
 use super::identity::{Identities, IdentityFile};
 use super::known_hosts::{KnownHosts, Verdict, fingerprint};
 use super::{BoxFuture, Ended, Job, Stream, Transport, remote_stop};
 use crate::plan::HostSpec;
+
+pub use session::{Exit, Session};
 
 /// SSH settings shared by every host of a run.
 pub struct SshTransport {
@@ -78,18 +86,39 @@ impl SshTransport {
             .clone()
     }
 
+    /// Connects and authenticates within `connect_timeout`, for callers that run several
+    /// commands on one connection ([`Session`]). Every failure is the host's outcome.
+    pub async fn open(
+        &self,
+        host: &HostSpec,
+        connect_timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Session, Outcome> {
+        let connect = tokio::time::timeout(connect_timeout, self.connect(host));
+        tokio::select! {
+            result = connect => match result {
+                Ok(Ok(handle)) => Ok(Session::new(handle)),
+                Ok(Err(outcome)) => Err(outcome),
+                Err(_) => Err(Outcome::ConnectTimeout),
+            },
+            () = cancel.cancelled() => Err(Outcome::Cancelled),
+        }
+    }
+
     async fn run_host(&self, job: Job<'_>) -> Ended {
         let started = Instant::now();
-        let host = job.host;
-        let connect = tokio::time::timeout(job.limits.connect_timeout, self.connect(host));
-        let session = tokio::select! {
-            result = connect => match result {
-                Ok(Ok(session)) => session,
-                Ok(Err(outcome)) => return Ended { outcome, connected_after: None, ran_for: None, transport: TransportKind::Ssh },
-                Err(_) => return Ended { outcome: Outcome::ConnectTimeout, connected_after: None, ran_for: None, transport: TransportKind::Ssh },
-            },
-            () = job.cancel.cancelled() => {
-                return Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: TransportKind::Ssh };
+        let session = match self
+            .open(job.host, job.limits.connect_timeout, &job.cancel)
+            .await
+        {
+            Ok(session) => session.into_handle(),
+            Err(outcome) => {
+                return Ended {
+                    outcome,
+                    connected_after: None,
+                    ran_for: None,
+                    transport: TransportKind::Ssh,
+                };
             }
         };
         let connected_after = Some(started.elapsed());
@@ -360,7 +389,7 @@ pub(super) fn connect_reason(error: &std::io::Error) -> String {
 
 /// The russh handler: checks the host key against known_hosts and records why it refused one,
 /// so that the refusal becomes the right outcome instead of a generic handshake error.
-struct HostKeyCheck {
+pub struct HostKeyCheck {
     known_hosts: Arc<KnownHosts>,
     accept_new: bool,
     address: String,

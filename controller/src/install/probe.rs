@@ -1,0 +1,139 @@
+//! What is on a host before an agent operation touches it, found by one script: checksums of the
+//! files the install writes, the installed binary's version, the key's mode, the certificate,
+//! whether the agent runs, and which supervisor the host has.
+//!
+//! The script prints `name=value` lines, then `--- certificate` and the certificate's PEM (a
+//! public document; the key itself is never read, only its mode).
+
+/// The host as the probe found it. A checksum is `None` when the file does not exist.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    pub root: bool,
+    /// `/run/systemd/system` exists and `systemctl` is there.
+    pub systemd: bool,
+    pub binary: Option<String>,
+    /// What the installed binary's `--version` says, such as `0.1.0`.
+    pub version: Option<String>,
+    pub config: Option<String>,
+    pub ca: Option<String>,
+    pub unit: Option<String>,
+    /// The key's mode in octal (`600`), when there is a key.
+    pub key_mode: Option<String>,
+    pub previous_binary: bool,
+    /// The agent runs: the unit is active, or the fallback's pid file names our live process.
+    pub running: bool,
+    pub certificate: Option<String>,
+}
+
+impl Found {
+    pub fn installed(&self) -> bool {
+        self.binary.is_some() && self.config.is_some()
+    }
+}
+
+const MARKER: &str = "--- certificate\n";
+
+/// The probe script's body (see [`super::remote::Remote::script`]); the paths come from the
+/// layout's shell variables.
+pub fn script() -> String {
+    format!(
+        r#"echo "uid=$(id -u)"
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  echo systemd=yes
+  if systemctl is-active --quiet {unit}; then echo running=yes; fi
+else
+  echo systemd=no
+  if agent_pid >/dev/null; then echo running=yes; fi
+fi
+echo "binary=$(sum "$BINARY")"
+if [ -f "$BINARY" ] && [ -x "$BINARY" ]; then
+  echo "version=$(limited "$BINARY" --version 2>/dev/null | head -n 1 || true)"
+fi
+if [ -f "$BINARY.prev" ]; then echo previous=yes; fi
+echo "config=$(sum "$CONFIG")"
+echo "ca=$(sum "$CA")"
+echo "unit=$(sum "$UNIT")"
+echo "key_mode=$(stat -c %a "$KEY" 2>/dev/null || echo -)"
+echo '--- certificate'
+cat "$CERTIFICATE" 2>/dev/null || true
+"#,
+        unit = super::layout::UNIT_NAME,
+    )
+}
+
+/// Reads the probe's output.
+pub fn parse(output: &str) -> Result<Found, String> {
+    let (facts, certificate) = output
+        .split_once(MARKER)
+        .ok_or_else(|| "the probe's output is incomplete".to_string())?;
+    let mut found = Found::default();
+    let present = |value: &str| (value != "-" && !value.is_empty()).then(|| value.to_string());
+    for line in facts.lines() {
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        match name {
+            "uid" => found.root = value == "0",
+            "systemd" => found.systemd = value == "yes",
+            "running" => found.running = value == "yes",
+            "binary" => found.binary = present(value),
+            "version" => found.version = version(value),
+            "previous" => found.previous_binary = value == "yes",
+            "config" => found.config = present(value),
+            "ca" => found.ca = present(value),
+            "unit" => found.unit = present(value),
+            "key_mode" => found.key_mode = present(value),
+            _ => {}
+        }
+    }
+    found.certificate = (!certificate.trim().is_empty()).then(|| certificate.to_string());
+    Ok(found)
+}
+
+/// The version in a `--version` line: its last word (`volley-agent 0.1.0` -> `0.1.0`).
+pub fn version(line: &str) -> Option<String> {
+    line.split_whitespace().last().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_host_and_an_installed_one_are_told_apart() {
+        let fresh = parse(
+            "uid=0\nsystemd=no\nbinary=-\nconfig=-\nca=-\nunit=-\nkey_mode=-\n--- certificate\n",
+        )
+        .unwrap();
+        assert_eq!(
+            fresh,
+            Found {
+                root: true,
+                ..Found::default()
+            }
+        );
+        assert!(!fresh.installed());
+
+        let installed = parse(
+            "uid=0\nsystemd=yes\nrunning=yes\nbinary=ab12\nversion=volley-agent 0.1.0\n\
+             previous=yes\nconfig=cd34\nca=ef56\nunit=-\nkey_mode=600\n--- certificate\n\
+             -----BEGIN CERTIFICATE-----\nMII=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(installed.installed() && installed.running && installed.systemd);
+        assert_eq!(installed.version.as_deref(), Some("0.1.0"));
+        assert_eq!(installed.key_mode.as_deref(), Some("600"));
+        assert!(installed.previous_binary);
+        assert!(
+            installed
+                .certificate
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+    }
+
+    #[test]
+    fn output_without_the_marker_is_an_error() {
+        assert!(parse("uid=0\n").is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! `volley agent status`: per host, the agent's version, whether it answers over mTLS, and when
+//! its certificate expires.
+//!
+//! The agent is asked first (`Info`, and the certificate it serves in the handshake): a host
+//! whose agent answers is reported through the agent transport, without SSH. Otherwise the host
+//! is probed over SSH, which tells whether an agent is installed and runs and when the
+//! certificate on disk expires; such a host fails the status step, since its agent does not
+//! serve. The line is `key=value` pairs, so that scripts can read it and `--gather` groups
+//! hosts that read the same (the expiry is a date, not a time).
+
+use volley_common::outcome::Outcome;
+
+use super::HostFailure;
+use super::certificate;
+use super::probe::Found;
+use super::remote::StepError;
+use crate::transport::agent::Served;
+
+/// `status` of an agent that answered: its version and the certificate it serves.
+pub fn answered(served: &Served) -> String {
+    let expiry = match certificate::expiry(&served.certificate) {
+        Some(when) => format!(
+            "certificate_expires={} days_left={}",
+            certificate::date(when),
+            certificate::days_left(when)
+        ),
+        None => "certificate_expires=unknown".to_string(),
+    };
+    format!("version={} reachable=yes {expiry}", served.info.version)
+}
+
+/// `status` of an agent that did not answer: what SSH finds on the host, and a failure that
+/// says why the agent is not serving.
+pub fn over_ssh(found: &Found, not_answering: &Outcome) -> HostFailure {
+    if !found.installed() {
+        return HostFailure {
+            error: StepError::new("status", "no agent is installed"),
+            line: Some("version=none reachable=no installed=no".to_string()),
+        };
+    }
+    let expiry = found
+        .certificate
+        .as_deref()
+        .and_then(certificate::der)
+        .and_then(|der| certificate::expiry(&der))
+        .map_or_else(
+            || "certificate_expires=none".to_string(),
+            |when| {
+                format!(
+                    "certificate_expires={} days_left={}",
+                    certificate::date(when),
+                    certificate::days_left(when)
+                )
+            },
+        );
+    HostFailure {
+        error: StepError::new(
+            "status",
+            format!("the agent does not answer over mTLS ({not_answering})"),
+        ),
+        line: Some(format!(
+            "version={} reachable=no running={} {expiry}",
+            found.version.as_deref().unwrap_or("unknown"),
+            if found.running { "yes" } else { "no" },
+        )),
+    }
+}

@@ -1,0 +1,243 @@
+//! `volley agent install` and `volley agent upgrade` on one host, after the probe.
+//!
+//! Install, each step only when the host's copy differs from what the controller would write:
+//! 1. binary: uploaded as `volley-agent.new`, checksum-verified, its `--version` read, the
+//!    current one kept as `volley-agent.prev`, then renamed into place (atomic);
+//! 2. CA certificate, 3. agent certificate (new key made on the host, see [`certificate`]),
+//!    4. config, 5. unit (under systemd);
+//! 6. service: restart when anything changed or the agent is not running; a reload (SIGHUP)
+//!    when only the certificate changed;
+//! 7. verify over mTLS ([`verify`]).
+//!
+//! Upgrade is steps 1, 6 and 7 on a host that has an agent. When the new binary fails to start
+//! or to answer, the previous one is put back and restarted, and the step fails with both
+//! stories: the old agent keeps serving. Nothing changed and the agent answering as expected is
+//! "unchanged".
+
+use bytes::Bytes;
+
+use super::certificate;
+use super::files;
+use super::probe::{self, Found};
+use super::remote::{Remote, StepError, sha256_hex};
+use super::supervisor::Supervisor;
+use super::verify::{self, Expected};
+use super::{AgentBinary, AgentOperation};
+use crate::plan::HostSpec;
+
+/// What install or upgrade works with on one host.
+pub struct HostWork<'a> {
+    pub operation: &'a AgentOperation,
+    pub host: &'a HostSpec,
+    pub remote: Remote<'a>,
+    pub found: Found,
+    pub supervisor: Supervisor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Install,
+    Upgrade,
+}
+
+/// Runs install or upgrade; returns the host's one-line summary.
+pub async fn install(
+    work: &HostWork<'_>,
+    mode: Mode,
+    binary: &AgentBinary,
+) -> Result<String, StepError> {
+    let found = &work.found;
+    let layout = work.remote.layout;
+    if mode == Mode::Upgrade && !found.installed() {
+        return Err(StepError::new(
+            "probe",
+            format!(
+                "no agent is installed at {}: use `volley agent install`",
+                layout.binary
+            ),
+        ));
+    }
+    let mut changed: Vec<String> = Vec::new();
+    let mut version = found.version.clone();
+    let mut swapped = false;
+    if found.binary.as_deref() != Some(binary.sha256.as_str()) {
+        let new = place_binary(work, binary).await?;
+        changed.push(match &version {
+            Some(old) if *old != new => format!("binary {old} -> {new}"),
+            _ => "binary".to_string(),
+        });
+        swapped = found.binary.is_some();
+        version = Some(new);
+    }
+    let mut certificate = found.certificate.clone();
+    if mode == Mode::Install {
+        let operation = work.operation;
+        if found.ca.as_deref() != Some(sha256_hex(operation.ca.as_bytes()).as_str()) {
+            let ca = Bytes::from(operation.ca.clone());
+            work.remote.put("ca", &layout.ca, ca, 0o644).await?;
+            changed.push("ca".to_string());
+        }
+        let reason = match (&found.certificate, found.key_mode.as_deref()) {
+            (Some(pem), Some("600")) => certificate::problem(&operation.ca, pem, work.host),
+            (Some(_), Some(mode)) => Some(format!("the key has mode {mode}")),
+            _ => Some("none yet".to_string()),
+        };
+        if reason.is_some() {
+            certificate = Some(certificate::issue(&work.remote, &operation.pki, work.host).await?);
+            changed.push("certificate".to_string());
+        }
+        let config = files::agent_config(layout, work.host, &operation.identity);
+        if found.config.as_deref() != Some(sha256_hex(config.as_bytes()).as_str()) {
+            let config = Bytes::from(config);
+            work.remote
+                .put("config", &layout.config, config, 0o644)
+                .await?;
+            changed.push("config".to_string());
+        }
+        let unit = files::unit(layout);
+        if work.supervisor == Supervisor::Systemd
+            && found.unit.as_deref() != Some(sha256_hex(unit.as_bytes()).as_str())
+        {
+            work.remote
+                .put("unit", &layout.unit, Bytes::from(unit), 0o644)
+                .await?;
+            changed.push("unit".to_string());
+        }
+    }
+    let expected = Expected {
+        version: version.clone(),
+        certificate: certificate.as_deref().and_then(certificate::der),
+    };
+
+    let service = if !found.running {
+        Some(("started", work.supervisor.restart(layout)))
+    } else if changed == ["certificate"] {
+        Some(("reloaded", work.supervisor.reload()))
+    } else if !changed.is_empty() {
+        Some(("restarted", work.supervisor.restart(layout)))
+    } else {
+        None
+    };
+    let served = match service {
+        Some((done, script)) => {
+            let served = match work.remote.script("service", &script).await {
+                Ok(_) => until_serving(work, &expected).await,
+                Err(error) => Err(error),
+            };
+            match served {
+                Ok(served) => {
+                    changed.push(done.to_string());
+                    served
+                }
+                Err(failure) if swapped => return Err(roll_back(work, failure).await),
+                Err(failure) => return Err(failure),
+            }
+        }
+        // Files as they should be and an agent running: it must also answer as expected; an
+        // agent that runs with older files (changed by hand, a failed reload) is restarted.
+        None => match until_serving(work, &expected).await {
+            Ok(served) => served,
+            Err(failure) => {
+                work.remote
+                    .script("service", &work.supervisor.restart(layout))
+                    .await?;
+                let served = until_serving(work, &expected).await?;
+                changed.push(format!("restarted ({})", failure.reason));
+                served
+            }
+        },
+    };
+    let verdict = if changed.is_empty() {
+        "unchanged".to_string()
+    } else {
+        format!("changed: {}", changed.join(", "))
+    };
+    Ok(format!(
+        "{verdict}; agent {} answers on {} under the {}",
+        served.info.version,
+        files::listen_address(work.host),
+        work.supervisor.name()
+    ))
+}
+
+/// Uploads the binary next to the current one, reads its version, keeps the current one as
+/// `.prev` and renames the new one into place. Returns the new version.
+async fn place_binary(work: &HostWork<'_>, binary: &AgentBinary) -> Result<String, StepError> {
+    let layout = work.remote.layout;
+    work.remote
+        .put("binary", &layout.new_binary(), binary.bytes.clone(), 0o755)
+        .await?;
+    let said = work
+        .remote
+        .script(
+            "binary",
+            r#"if ! limited "$BINARY.new" --version; then
+  rm -f "$BINARY.new"
+  echo "the new binary does not run here: its --version failed" >&2
+  exit 1
+fi
+"#,
+        )
+        .await?;
+    let version = said
+        .lines()
+        .next()
+        .and_then(probe::version)
+        .ok_or_else(|| StepError::new("binary", "the new binary's --version printed nothing"))?;
+    let keep = if work.found.binary.is_some() {
+        "cp -p \"$BINARY\" \"$BINARY.prev\"\n"
+    } else {
+        ""
+    };
+    work.remote
+        .script(
+            "binary",
+            &format!("{keep}mv -f \"$BINARY.new\" \"$BINARY\"\n"),
+        )
+        .await?;
+    Ok(version)
+}
+
+async fn until_serving(
+    work: &HostWork<'_>,
+    expected: &Expected,
+) -> Result<crate::transport::agent::Served, StepError> {
+    verify::until_serving(
+        &work.operation.agent,
+        work.host,
+        &work.remote,
+        work.supervisor,
+        expected,
+    )
+    .await
+}
+
+/// Puts the previous binary back and restarts it after `failure`; the step still fails, and
+/// says whether the old agent answers again.
+async fn roll_back(work: &HostWork<'_>, failure: StepError) -> StepError {
+    let layout = work.remote.layout;
+    let script = format!(
+        "mv -f \"$BINARY.prev\" \"$BINARY\"\n{}",
+        work.supervisor.restart(layout)
+    );
+    let story = match work.remote.script("rollback", &script).await {
+        Err(error) => format!("the rollback failed too: {}", error.reason),
+        Ok(_) => {
+            let expected = Expected {
+                version: work.found.version.clone(),
+                certificate: None,
+            };
+            match until_serving(work, &expected).await {
+                Ok(served) => format!(
+                    "rolled back to {}, which answers again",
+                    served.info.version
+                ),
+                Err(error) => format!(
+                    "rolled back, but the previous agent does not answer either: {}",
+                    error.reason
+                ),
+            }
+        }
+    };
+    StepError::new(failure.step, format!("{}; {story}", failure.reason))
+}
