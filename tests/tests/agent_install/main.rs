@@ -1,0 +1,14 @@
+//! End-to-end tests of `volley agent install|status|upgrade|renew|uninstall` against real sshd
+//! hosts on loopback. The hosts are this machine, which has no systemd, so the agents run under
+//! the fallback supervisor, each host with its own `agent_prefix` and `agent_port`. They need
+//! `target/debug/volley` and `target/debug/volley-agent` (`cargo build --workspace --bins`).
+//!
+//! - `installation`: the fixture: the fleet's inventory with prefixes and ports, a PKI, and
+//!   helpers to run `volley agent` and look at what it left on the hosts;
+//! - `inputs`: bad input is one line and exit 64, before any host is contacted;
+//! - `lifecycle`: one fleet through install, run, a second install, status, renew, a failed
+//!   upgrade, uninstall, with the private keys looked for everywhere along the way.
+
+mod inputs;
+mod installation;
+mod lifecycle;
