@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Checks deploy/volley-agent.service with `systemd-analyze verify`, as CI does.
+#
+# The unit runs /usr/local/bin/volley-agent, which a build machine does not have, and verify
+# refuses a unit whose binary is missing; so a copy whose ExecStart names the binary built in
+# target/ (or $1) is verified. systemd-analyze only warns about a bad value, with status 0, so
+# any message at all fails the check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary="$(realpath "${1:-target/debug/volley-agent}")"
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  echo "verify-unit: systemd-analyze is missing: apt-get install -y systemd" >&2
+  exit 1
+fi
+if [ ! -x "$binary" ]; then
+  echo "verify-unit: $binary is missing: cargo build -p volley-agent" >&2
+  exit 1
+fi
+dir="$(mktemp -d)"
+trap 'rm -rf "$dir"' EXIT
+sed "s|^ExecStart=/usr/local/bin/volley-agent |ExecStart=$binary |" \
+  deploy/volley-agent.service > "$dir/volley-agent.service"
+if ! grep -q "^ExecStart=$binary " "$dir/volley-agent.service"; then
+  echo "verify-unit: the unit's ExecStart no longer runs /usr/local/bin/volley-agent" >&2
+  exit 1
+fi
+messages="$(systemd-analyze verify "$dir/volley-agent.service" 2>&1)" || {
+  echo "$messages" >&2
+  exit 1
+}
+if [ -n "$messages" ]; then
+  echo "verify-unit: systemd-analyze has something to say about the unit:" >&2
+  echo "$messages" >&2
+  exit 1
+fi
+echo "verify-unit: deploy/volley-agent.service is valid"
