@@ -301,10 +301,8 @@ impl AgentOperation {
     ) -> Result<String, HostFailure> {
         let output = remote.script("probe", &probe::script()).await?;
         let found = probe::parse(&output).map_err(|reason| StepError::new("probe", reason))?;
-        if let Some(outcome) = not_answering {
-            return Err(status::over_ssh(&found, &outcome));
-        }
-        if !found.root {
+        // Status only reads; everything else writes root's files.
+        if self.action != Action::Status && !found.root {
             return Err(StepError::new(
                 "probe",
                 "the SSH user is not root; volley agent installs as root (sudo is not supported)",
@@ -328,7 +326,7 @@ impl AgentOperation {
             Action::Upgrade => steps::install(&work, Mode::Upgrade, binary()?).await?,
             Action::Renew => lifecycle::renew(&work).await?,
             Action::Uninstall => lifecycle::uninstall(&work).await?,
-            Action::Status => unreachable!("status returned above"),
+            Action::Status => return Err(status::over_ssh(&work.found, not_answering.as_ref())),
         };
         Ok(line)
     }

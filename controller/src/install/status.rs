@@ -31,7 +31,7 @@ pub fn answered(served: &Served) -> String {
 
 /// `status` of an agent that did not answer: what SSH finds on the host, and a failure that
 /// says why the agent is not serving.
-pub fn over_ssh(found: &Found, not_answering: &Outcome) -> HostFailure {
+pub fn over_ssh(found: &Found, not_answering: Option<&Outcome>) -> HostFailure {
     if !found.installed() {
         return HostFailure {
             error: StepError::new("status", "no agent is installed"),
@@ -56,7 +56,10 @@ pub fn over_ssh(found: &Found, not_answering: &Outcome) -> HostFailure {
     HostFailure {
         error: StepError::new(
             "status",
-            format!("the agent does not answer over mTLS ({not_answering})"),
+            match not_answering {
+                Some(outcome) => format!("the agent does not answer over mTLS ({outcome})"),
+                None => "the agent does not answer over mTLS".to_string(),
+            },
         ),
         line: Some(format!(
             "version={} reachable=no running={} {expiry}",
