@@ -184,7 +184,7 @@ fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
             .iter()
             .any(|host| host.transport == TransportChoice::Auto);
     let pki = Pki::new(plan.pki.clone());
-    if !wanted || (!needed && !pki.exists()) {
+    if !wanted || (!needed && !pki.has_controller_credentials()) {
         return Ok(None);
     }
     let credentials = pki

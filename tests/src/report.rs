@@ -40,6 +40,7 @@ pub const OUTCOME_KINDS: &[&str] = &[
     "auth_failed",
     "host_key_unknown",
     "host_key_changed",
+    "tls_rejected",
     "command_timeout",
     "cancelled",
     "transport_error",
