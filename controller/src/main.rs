@@ -154,9 +154,22 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     // Bounded: a slow terminal slows the reading of the connections instead of filling memory.
     let (events, received) = mpsc::channel(1024);
-    let reporter = tokio::spawn(report::report(hosts.clone(), options, received));
+    let reporter = tokio::spawn({
+        let (hosts, cancel) = (hosts.clone(), cancel.clone());
+        async move {
+            let reports = report::report(hosts, options, received).await;
+            // Output that cannot be written (a closed pipe, a full disk) stops the run: the
+            // remote commands are stopped rather than left to run unreported.
+            if reports.is_err() {
+                cancel.cancel();
+            }
+            reports
+        }
+    });
     scheduler::run(plan, transport, events, cancel.clone()).await;
-    let reports = reporter.await??;
+    let reports = reporter
+        .await?
+        .map_err(|error| anyhow::anyhow!("cannot write the output: {error}"))?;
 
     let interrupted = cancel.is_cancelled();
     let mut stderr = std::io::stderr().lock();
