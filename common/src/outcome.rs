@@ -35,6 +35,8 @@ pub enum Outcome {
     Cancelled,
     /// Any other transport failure, for example a connection lost in the middle of a command.
     TransportError { reason: String },
+    /// Never started: the failure budget stopped the rollout before this host's turn.
+    Skipped,
 }
 
 /// The classes of outcomes that decide `volley`'s exit status.
@@ -45,6 +47,9 @@ pub enum OutcomeClass {
     CommandFailed,
     /// The host was not reached, not authenticated, or timed out.
     NotReached,
+    /// The failure budget stopped the rollout and this host never ran. It outranks the
+    /// failures because it says the change is only partly rolled out.
+    Stopped,
     /// The run was interrupted.
     Interrupted,
 }
@@ -62,6 +67,7 @@ impl Outcome {
             | Outcome::CommandTimeout
             | Outcome::TransportError { .. } => OutcomeClass::NotReached,
             Outcome::Cancelled => OutcomeClass::Interrupted,
+            Outcome::Skipped => OutcomeClass::Stopped,
         }
     }
 
@@ -79,6 +85,7 @@ impl Outcome {
             Outcome::CommandTimeout => "command_timeout",
             Outcome::Cancelled => "cancelled",
             Outcome::TransportError { .. } => "transport_error",
+            Outcome::Skipped => "skipped",
         }
     }
 
@@ -109,6 +116,9 @@ impl fmt::Display for Outcome {
             Outcome::CommandTimeout => f.write_str("command timed out and was stopped"),
             Outcome::Cancelled => f.write_str("cancelled"),
             Outcome::TransportError { reason } => write!(f, "transport error: {reason}"),
+            Outcome::Skipped => {
+                f.write_str("skipped: the failure budget stopped the rollout before this host")
+            }
         }
     }
 }
@@ -192,6 +202,12 @@ pub struct HostReport {
     pub timings: Timings,
     pub stdout: Captured,
     pub stderr: Captured,
+    /// The rollout batch the host belongs to, counted from 1 (a run without `--batch` is one
+    /// batch).
+    pub batch: usize,
+    /// Connection attempts made: 0 for a host that never started, more than 1 when a
+    /// connect-phase failure was retried.
+    pub attempts: u32,
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub output: OutputArgs,
 
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+
     /// The command, run by the remote user's shell
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -131,4 +134,32 @@ pub enum ColorChoice {
     Auto,
     Always,
     Never,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Run the hosts in batches, each after the previous one finished: a number of hosts (25),
+    /// a percentage of the targets (10%), or a list whose last size repeats (1,10%,50%)
+    #[arg(long, value_name = "SIZES", help_heading = "Rollout")]
+    pub batch: Option<String>,
+
+    /// Time to wait between the end of a batch and the start of the next [default: 0s]
+    #[arg(long, value_name = "DURATION", help_heading = "Rollout")]
+    pub batch_delay: Option<String>,
+
+    /// Stop the rollout once more hosts than this failed, counted over the whole run (a
+    /// number, or a percentage of the targets, rounded down); hosts not yet started are
+    /// skipped
+    #[arg(long, value_name = "N|N%", help_heading = "Rollout")]
+    pub max_failures: Option<String>,
+
+    /// Stop the rollout at the first failure (a failure budget of 0)
+    #[arg(long, conflicts_with = "max_failures", help_heading = "Rollout")]
+    pub abort_on_failure: bool,
+
+    /// Retry a host this many times when it could not be connected to (refused, no route,
+    /// connect timeout), with backoff; a command that may have started is never retried
+    /// [default: 0]
+    #[arg(long, value_name = "N", help_heading = "Rollout")]
+    pub retries: Option<u32>,
 }

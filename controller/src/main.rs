@@ -6,15 +6,19 @@
 //! - [`transport`]: the trait and the SSH implementation, with known_hosts and identities;
 //! - [`report`]: the stream, JSON and gather renderers, progress and the summary;
 //! - [`exit`]: the exit status as a function of the outcomes; [`limits`]: the file budget.
+//! - [`rollout`]: batches and the failure budget; [`connect_retry`]: `--retries`.
 //!
 //! `main` is the only place that maps errors to exit statuses and prints them.
 #![forbid(unsafe_code)]
 
 mod cli;
+mod connect_retry;
+mod entropy;
 mod exit;
 mod limits;
 mod plan;
 mod report;
+mod rollout;
 mod scheduler;
 mod ssh_config;
 mod transport;
@@ -27,6 +31,7 @@ use std::time::Instant;
 use clap::Parser;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use volley_common::outcome::Outcome;
 
 use crate::cli::{Cli, ColorChoice, Command, RunArgs};
 use crate::plan::{Environment, RunPlan};
@@ -133,6 +138,7 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         progress: std::io::stderr().is_terminal(),
     };
     let hosts: Vec<String> = plan.hosts.iter().map(|host| host.name.clone()).collect();
+    let batched = plan.rollout.is_batched();
     let plan = Arc::new(plan);
 
     let cancel = CancellationToken::new();
@@ -141,7 +147,7 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     // Bounded: a slow terminal slows the reading of the connections instead of filling memory.
     let (events, received) = mpsc::channel(1024);
     let reporter = tokio::spawn(report::report(hosts.clone(), options, received));
-    scheduler::run(plan, transport, events, cancel.clone()).await;
+    let end = scheduler::run(plan, transport, events, cancel.clone()).await;
     let reports = reporter.await??;
 
     let interrupted = cancel.is_cancelled();
@@ -154,6 +160,12 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         interrupted,
         color,
     )?;
+    let skipped = reports
+        .iter()
+        .flatten()
+        .filter(|report| report.outcome == Outcome::Skipped)
+        .count();
+    report::write_rollout(&mut stderr, &end, batched, skipped)?;
     Ok(exit::status(reports.iter().flatten(), interrupted))
 }
 

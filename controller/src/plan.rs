@@ -15,6 +15,7 @@ use volley_common::target::{Pattern, Target, glob_match, parse_list};
 
 use crate::cli::{ColorChoice, RunArgs};
 use crate::report::OutputMode;
+use crate::rollout::RolloutPlan;
 use crate::ssh_config::{SshConfig, SshConfigError};
 
 pub const DEFAULT_PARALLEL: usize = 512;
@@ -53,6 +54,8 @@ pub struct RunPlan {
     /// then an error, a missing default is not).
     pub identity_files: Vec<PathBuf>,
     pub identity_files_explicit: bool,
+    /// Batches, failure budget and connect retries.
+    pub rollout: RolloutPlan,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +219,8 @@ impl RunPlan {
             accept_new_host_keys: args.ssh.accept_new_host_keys,
             identity_files,
             identity_files_explicit,
+            rollout: RolloutPlan::from_args(&args.rollout)
+                .map_err(|e| PlanError::Input(e.to_string()))?,
         })
     }
 }
