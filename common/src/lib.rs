@@ -6,11 +6,14 @@
 //! - [`outcome`]: the result model, one closed [`outcome::Outcome`] per host.
 //! - [`duration`], [`size`]: `30s` and `1MiB` as written on the command line and in files.
 //! - [`inventory`]: the TOML inventory of groups, per-host settings and run settings.
+//! - [`journal`]: the run journal's records (JSON Lines), written by the controller, read back by
+//!   `volley runs` and `volley retry`.
 #![forbid(unsafe_code)]
 
 pub mod duration;
 pub mod fold;
 pub mod inventory;
+pub mod journal;
 pub mod outcome;
 pub mod size;
 pub mod target;

@@ -7,10 +7,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// How a run ended on one host.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+/// How a run ended on one host. It is also the `outcome` of a run journal's host record, so
+/// it reads back as it was written.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// The command ran and exited with status 0.
@@ -124,7 +125,7 @@ impl fmt::Display for Outcome {
 }
 
 /// The transport that ran (or tried to run) a host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
     Ssh,

@@ -18,10 +18,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+// `RunArgs` dwarfs the others, but a command line is parsed once per process.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command on every target host and report one outcome per host
     Run(RunArgs),
+    /// List recent runs, or show one run's outcomes (`runs show last`)
+    Runs(RunsArgs),
+    /// Run a recorded run's command again, with the same flags, on the hosts that did not
+    /// succeed
+    Retry(RetryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -162,4 +169,49 @@ pub struct RolloutArgs {
     /// [default: 0]
     #[arg(long, value_name = "N", help_heading = "Rollout")]
     pub retries: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub show: Option<RunsCommand>,
+
+    /// How many of the most recent runs to list
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Show the outcome of every host of a run
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A run id, or `last` for the most recent run
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Print only the hosts that did not succeed, folded into ranges (`web[03,07-09]`)
+    #[arg(long)]
+    pub failed: bool,
+
+    /// Print only host names, one a line (with --failed, only the hosts that did not succeed)
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// A run id, or `last` for the most recent run
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Retry only the hosts whose outcome is of these kinds (comma-separated): an outcome such
+    /// as `unreachable` or `non_zero_exit`, `not_finished`, or a class: `failed` (the command
+    /// ran and failed), `unreached` (not reached, refused or timed out), `interrupted`
+    /// (cancelled or not finished)
+    #[arg(long, value_name = "CLASSES")]
+    pub only: Option<String>,
 }

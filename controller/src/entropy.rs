@@ -1,5 +1,5 @@
-//! Cheap randomness that needs no crate and keeps no secret: the jitter of retry backoff. It
-//! only has to differ between hosts and between runs.
+//! Cheap randomness that needs no crate and keeps no secret: the jitter of retry backoff and
+//! the suffix of run ids. It only has to differ between hosts and between runs.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -14,6 +14,7 @@ use volley_common::size::parse_size;
 use volley_common::target::{Pattern, Target, glob_match, parse_list};
 
 use crate::cli::{ColorChoice, RunArgs};
+use crate::journal::JournalLimits;
 use crate::report::OutputMode;
 use crate::rollout::RolloutPlan;
 use crate::ssh_config::{SshConfig, SshConfigError};
@@ -56,6 +57,8 @@ pub struct RunPlan {
     pub identity_files_explicit: bool,
     /// Batches, failure budget and connect retries.
     pub rollout: RolloutPlan,
+    /// When old run journals are pruned.
+    pub journal: JournalLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +224,7 @@ impl RunPlan {
             identity_files_explicit,
             rollout: RolloutPlan::from_args(&args.rollout)
                 .map_err(|e| PlanError::Input(e.to_string()))?,
+            journal: JournalLimits::from_inventory(&inventory).map_err(PlanError::Input)?,
         })
     }
 }

@@ -40,7 +40,8 @@ pub fn volley_binary() -> PathBuf {
 }
 
 /// A volley command that can see nothing of the real user: HOME is `home`, no agent, no
-/// colour, no VOLLEY_* settings from the calling environment.
+/// colour, no VOLLEY_* settings from the calling environment, and run journals under
+/// `home/.local/state` (see [`SshFleet::runs_dir`]).
 pub fn volley_command(home: &Path) -> Command {
     let mut command = Command::new(volley_binary());
     for (name, _) in std::env::vars_os() {
@@ -52,6 +53,7 @@ pub fn volley_command(home: &Path) -> Command {
         .env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("NO_COLOR", "1")
+        .env_remove("XDG_STATE_HOME")
         .env_remove("SSH_AUTH_SOCK");
     command
 }
@@ -89,6 +91,11 @@ impl SshFleet {
     /// The volley binary with the fleet's clean environment and no arguments.
     pub fn volley(&self) -> Command {
         volley_command(self.client_home())
+    }
+
+    /// Where the volley runs of this fleet keep their journals.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.client_home().join(".local/state/volley/runs")
     }
 
     /// The flags that point `volley run` at this fleet, ready to change.

@@ -36,7 +36,10 @@ fn plan(args: &[&str]) -> Result<RunPlan, String> {
     argv.extend_from_slice(&["--", "true"]);
     let Command::Run(run) = Cli::try_parse_from(argv)
         .map_err(|e| e.to_string())?
-        .command;
+        .command
+    else {
+        unreachable!("the arguments start with `run`")
+    };
     let env = Environment {
         home: home.path().to_path_buf(),
         local_user: "me".to_string(),

@@ -10,7 +10,7 @@
 //! - [`json`]: one JSON object per host (JSON Lines).
 //! - [`gather`]: identical results grouped under folded host lists, at the end.
 //! - [`summary`]: the closing counts per outcome kind, on stderr in every mode.
-//! - [`rollout`]: the batch lines and how far a rollout went.
+//! - [`rollout`]: the batch lines, how far a rollout went, where the run is recorded.
 //! - [`progress`]: the optional progress bar on stderr.
 //! - [`color`]: ANSI colours, applied only when the caller asks.
 
@@ -29,7 +29,7 @@ use std::io::{self, Write};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use volley_common::outcome::HostReport;
 
-pub use rollout::write_rollout;
+pub use rollout::{write_recorded, write_rollout};
 pub use summary::write_summary;
 
 use self::color::Paint;

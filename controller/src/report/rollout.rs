@@ -1,5 +1,5 @@
 //! What a rollout adds to the output: a line on stderr as each batch starts, and after the
-//! summary, how far the rollout went.
+//! summary, how far the rollout went and where the run is recorded.
 
 use std::io::{self, Write};
 use std::ops::Range;
@@ -54,6 +54,18 @@ pub fn write_rollout(
         return Ok(());
     }
     writeln!(out, "volley: {}", parts.join("; "))
+}
+
+/// Where the run is recorded, and how to retry the hosts that did not succeed, if any.
+pub fn write_recorded(out: &mut impl Write, id: &str, not_succeeded: usize) -> io::Result<()> {
+    if not_succeeded == 0 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "volley: run {id}: `volley retry {id}` runs it again on the {} that did not succeed",
+        count(not_succeeded)
+    )
 }
 
 fn count(hosts: usize) -> String {
@@ -130,6 +142,17 @@ mod tests {
             false,
             0,
             "",
+        );
+    }
+
+    #[test]
+    fn the_retry_hint_appears_only_after_failures() {
+        let mut out = Vec::new();
+        write_recorded(&mut out, "20261127T065812Z-3f9a", 0).unwrap();
+        write_recorded(&mut out, "20261127T065812Z-3f9a", 3).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "volley: run 20261127T065812Z-3f9a: `volley retry 20261127T065812Z-3f9a` runs it again on the 3 hosts that did not succeed\n"
         );
     }
 }

@@ -12,6 +12,7 @@ use volley_common::outcome::TransportKind;
 
 use super::*;
 use crate::cli::ColorChoice;
+use crate::journal::JournalLimits;
 use crate::plan::HostSpec;
 use crate::report::OutputMode;
 use crate::rollout::{BatchSizes, FailureBudget, RolloutPlan};
@@ -123,6 +124,7 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
         identity_files: Vec::new(),
         identity_files_explicit: false,
         rollout,
+        journal: JournalLimits::default(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Rollouts: batches, the batch delay, the failure budget and connect retries.
+//! Rollouts: batches, the batch delay, the failure budget, connect retries, the run journal
+//! after `kill -9`, and `volley retry`.
 //!
 //! What ran where is proved on the hosts themselves: commands append a line to a marker file
 //! named after the host's address (`ran-ADDR`, in the fleet's directory), so a host that never
@@ -8,8 +9,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use volley_tests::keys::known_hosts_line;
-use volley_tests::remote::per_host_command;
-use volley_tests::{FleetSpec, Host, HostKind, SshFleet, StallingPort};
+use volley_tests::remote::{SweepOnDrop, assert_none_left, per_host_command, unique_sleep};
+use volley_tests::{FleetSpec, Host, HostKind, ProcessOutput, SshFleet, StallingPort};
 
 use crate::{EXIT_INTERRUPTED, EXIT_NOT_REACHED, EXIT_USAGE, expect_outcome};
 
@@ -43,6 +44,45 @@ fn assert_runs(fleet: &SshFleet, expected: &[(&str, usize)]) {
         .map(|(name, _)| (*name, runs_on(fleet, fleet.host(name))))
         .collect();
     assert_eq!(actual, expected, "times the command ran on each host");
+}
+
+/// The ids of the runs recorded for this fleet, in name order (runs started in the same second
+/// are in no particular order).
+fn run_ids(fleet: &SshFleet) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(fleet.runs_dir())
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".jsonl").map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// The `OUTCOME` column of `volley runs show` for each host.
+fn shown_outcomes(output: &ProcessOutput) -> Vec<(String, String)> {
+    output
+        .stdout
+        .lines()
+        .skip_while(|line| !line.starts_with("HOST "))
+        .skip(1)
+        .map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            (columns[0].to_string(), columns[2].to_string())
+        })
+        .collect()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(host, outcome)| (host.to_string(), outcome.to_string()))
+        .collect()
 }
 
 #[test]
@@ -195,6 +235,159 @@ fn an_interrupt_during_the_batch_delay_stops_at_once() {
 }
 
 #[test]
+fn after_kill_9_the_journal_has_every_host_that_had_finished() {
+    let fleet = SshFleet::start(6);
+    let sleep = unique_sleep("1414.21");
+    let _sweep = SweepOnDrop(sleep.clone());
+    let slow = format!("exec {sleep}");
+    let command = per_host_command(
+        &[
+            (fleet.host("h02"), "exit 3"),
+            (fleet.host("h04"), &slow),
+            (fleet.host("h05"), &slow),
+            (fleet.host("h06"), &slow),
+        ],
+        "true",
+    );
+    let mut volley =
+        fleet.spawn(
+            fleet
+                .flags()
+                .args(["-g", "all", "--json", "--", command.as_str()]),
+        );
+    // Three records out means three hosts reported, and so journalled.
+    volley.wait_for_stdout(Duration::from_secs(60), |out| out.lines().count() >= 3);
+    let killed = volley.kill_hard();
+    let reported: Vec<String> = killed
+        .stdout
+        .lines()
+        .map(|line| {
+            volley_tests::report::parse_record(line)
+                .unwrap_or_else(|e| panic!("{e}: {line}"))
+                .host
+        })
+        .collect();
+    assert_eq!(reported.len(), 3, "{}", killed.describe());
+
+    let shown = fleet.run(["runs", "show", "last"]);
+    shown.assert_code(0);
+    assert_eq!(
+        shown_outcomes(&shown),
+        pairs(&[
+            ("h01", "succeeded"),
+            ("h02", "non_zero_exit"),
+            ("h03", "succeeded"),
+            ("h04", "not_finished"),
+            ("h05", "not_finished"),
+            ("h06", "not_finished"),
+        ]),
+        "{}",
+        shown.describe()
+    );
+    assert!(
+        shown.stdout.contains("no end recorded"),
+        "{}",
+        shown.describe()
+    );
+    let failed = fleet.run(["runs", "show", "last", "--failed"]);
+    assert_eq!(failed.stdout, "h[02,04-06]\n", "{}", failed.describe());
+    let listed = fleet.run(["runs"]);
+    assert!(
+        listed
+            .stdout
+            .contains("2 succeeded, 1 non_zero_exit, 3 not_finished (unfinished)"),
+        "{}",
+        listed.describe()
+    );
+    // The hosts' commands died with the connections.
+    assert_none_left(&sleep, Duration::from_secs(10));
+}
+
+#[test]
+fn retry_runs_on_exactly_the_hosts_that_failed() {
+    let fleet = SshFleet::with_spec(FleetSpec::new(5).with(HostKind::Dead));
+    // h02 and h04 fail the first time they run and succeed the second.
+    let second_time = r#"[ "$(wc -l < "$m")" -ge 2 ] || exit 1"#;
+    let command = format!(
+        r#"m="{}/ran-{HOST_ADDRESS}"; echo ran >> "$m"; {}"#,
+        fleet.dir().display(),
+        per_host_command(
+            &[
+                (fleet.host("h02"), second_time),
+                (fleet.host("h04"), second_time)
+            ],
+            "true"
+        )
+    );
+    let first = fleet.run(
+        fleet
+            .flags()
+            .args(["-g", "all", "--json", "--", command.as_str()]),
+    );
+    first.assert_code(EXIT_NOT_REACHED);
+    let [original] = &run_ids(&fleet)[..] else {
+        panic!("expected one run: {:?}", run_ids(&fleet))
+    };
+    assert!(
+        first.stderr.contains(&format!(
+            "`volley retry {original}` runs it again on the 3 hosts"
+        )),
+        "{}",
+        first.describe()
+    );
+
+    let retry = fleet.run(["retry", "last"]);
+    retry.assert_code(EXIT_NOT_REACHED);
+    let records = retry.records_by_host();
+    assert_eq!(
+        records.keys().collect::<Vec<_>>(),
+        ["h02", "h04", "h06"],
+        "{}",
+        retry.describe()
+    );
+    expect_outcome(&retry, &records, "h02", "succeeded");
+    expect_outcome(&retry, &records, "h04", "succeeded");
+    expect_outcome(&retry, &records, "h06", "unreachable");
+    assert_runs(
+        &fleet,
+        &[("h01", 1), ("h02", 2), ("h03", 1), ("h04", 2), ("h05", 1)],
+    );
+    let retry_id = run_ids(&fleet)
+        .into_iter()
+        .find(|id| id != original)
+        .expect("the retry is recorded");
+    let shown = fleet.run(["runs", "show", "last"]);
+    assert!(
+        shown
+            .stdout
+            .starts_with(&format!("run       {retry_id} (retry of {original})\n")),
+        "{}",
+        shown.describe()
+    );
+
+    // Narrowed to a class: only the dead host, from the original run.
+    let unreachable = fleet.run(["retry", original.as_str(), "--only", "unreachable"]);
+    unreachable.assert_code(EXIT_NOT_REACHED);
+    assert_eq!(
+        unreachable.records_by_host().keys().collect::<Vec<_>>(),
+        ["h06"]
+    );
+    let nothing = fleet.run(["retry", original.as_str(), "--only", "signalled"]);
+    nothing.assert_code(0);
+    assert!(
+        nothing
+            .stderr
+            .starts_with("volley: nothing to retry: no host of run"),
+        "{}",
+        nothing.describe()
+    );
+    assert_runs(
+        &fleet,
+        &[("h01", 1), ("h02", 2), ("h03", 1), ("h04", 2), ("h05", 1)],
+    );
+}
+
+#[test]
 fn connect_failures_are_retried_and_failed_commands_are_not() {
     let fleet = SshFleet::with_spec(FleetSpec::new(3).with(HostKind::Dead));
     // `late` is h03 behind a port whose first connection hangs: that connect times out, and
@@ -289,4 +482,18 @@ fn bad_rollout_input_is_one_line_and_exit_64() {
         output.assert_code(EXIT_USAGE);
         assert_eq!(output.stderr, expected, "{args:?}");
     }
+    for args in [
+        &["runs", "show", "20991231T000000Z-beef"][..],
+        &["retry", "nope"],
+    ] {
+        let output = fleet.run(args);
+        output.assert_code(EXIT_USAGE);
+        assert!(
+            output.stderr.starts_with("volley: ") && output.stderr.lines().count() == 1,
+            "{args:?}\n{}",
+            output.describe()
+        );
+    }
+    // Nothing ran, so nothing was recorded.
+    assert_eq!(run_ids(&fleet), Vec::<String>::new());
 }
