@@ -1,3 +1,6 @@
+//! The journal writer and its tap: files private, records read back, and a host journalled
+//! before the reporters hear of it.
+
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 

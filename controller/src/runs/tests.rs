@@ -1,3 +1,6 @@
+//! `volley runs`, `runs show` and `retry` against journals written here: exact text, and which
+//! hosts a retry takes.
+
 use std::path::PathBuf;
 
 use volley_common::journal::{

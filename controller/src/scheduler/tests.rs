@@ -222,6 +222,28 @@ async fn batches_run_one_after_the_other_with_the_delay_between() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn parallel_still_bounds_the_hosts_of_a_batch() {
+    let transport = Arc::new(Scripted::default());
+    let outcomes = run_with(
+        plan(7, 2, rollout(Some("5"), Duration::ZERO, None)),
+        transport.clone(),
+        CancellationToken::new(),
+    )
+    .await;
+    let attempts = transport.attempts();
+    for attempt in &attempts {
+        let at_once = attempts
+            .iter()
+            .filter(|other| other.began <= attempt.began && attempt.began < other.ended)
+            .count();
+        assert!(at_once <= 2, "{at_once} hosts ran at once");
+    }
+    // Batch 1 (5 hosts, 2 at a time) takes three rounds; batch 2 (2 hosts) one.
+    assert_eq!(outcomes.took, 4 * ATTEMPT);
+    assert_eq!(outcomes.batches, [(1, 0..5), (2, 5..7)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_exceeded_budget_stops_the_rollout_and_skips_the_rest() {
     // The unreachable host counts as a failure like the failed command: two exceed a budget
     // of one, and batches 2 and 3 never start.

@@ -1,3 +1,5 @@
+//! The runs directory: where it is, ids, finding runs, and pruning.
+
 use std::time::{Duration, UNIX_EPOCH};
 
 use volley_common::journal::{FORMAT, Options, Targets};
