@@ -7,10 +7,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// How a run ended on one host.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+/// How a run ended on one host. It is also the `outcome` of a run journal's host record, so
+/// it reads back as it was written.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// The command ran and exited with status 0.
@@ -38,6 +39,8 @@ pub enum Outcome {
     Cancelled,
     /// Any other transport failure, for example a connection lost in the middle of a command.
     TransportError { reason: String },
+    /// Never started: the failure budget stopped the rollout before this host's turn.
+    Skipped,
 }
 
 /// The classes of outcomes that decide `volley`'s exit status.
@@ -48,6 +51,9 @@ pub enum OutcomeClass {
     CommandFailed,
     /// The host was not reached, not authenticated, or timed out.
     NotReached,
+    /// The failure budget stopped the rollout and this host never ran. It outranks the
+    /// failures because it says the change is only partly rolled out.
+    Stopped,
     /// The run was interrupted.
     Interrupted,
 }
@@ -66,6 +72,7 @@ impl Outcome {
             | Outcome::CommandTimeout
             | Outcome::TransportError { .. } => OutcomeClass::NotReached,
             Outcome::Cancelled => OutcomeClass::Interrupted,
+            Outcome::Skipped => OutcomeClass::Stopped,
         }
     }
 
@@ -84,6 +91,7 @@ impl Outcome {
             Outcome::CommandTimeout => "command_timeout",
             Outcome::Cancelled => "cancelled",
             Outcome::TransportError { .. } => "transport_error",
+            Outcome::Skipped => "skipped",
         }
     }
 
@@ -115,12 +123,15 @@ impl fmt::Display for Outcome {
             Outcome::CommandTimeout => f.write_str("command timed out and was stopped"),
             Outcome::Cancelled => f.write_str("cancelled"),
             Outcome::TransportError { reason } => write!(f, "transport error: {reason}"),
+            Outcome::Skipped => {
+                f.write_str("skipped: the failure budget stopped the rollout before this host")
+            }
         }
     }
 }
 
 /// The transport that ran (or tried to run) a host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
     Ssh,
@@ -205,6 +216,12 @@ pub struct HostReport {
     pub timings: Timings,
     pub stdout: Captured,
     pub stderr: Captured,
+    /// The rollout batch the host belongs to, counted from 1 (a run without `--batch` is one
+    /// batch).
+    pub batch: usize,
+    /// Connection attempts made: 0 for a host that never started, more than 1 when a
+    /// connect-phase failure was retried.
+    pub attempts: u32,
 }
 
 #[cfg(test)]

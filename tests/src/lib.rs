@@ -12,6 +12,7 @@
 //! - [`report`]: reading what volley printed, `--json` records strictly.
 //! - [`remote`]: per-host commands and the processes a run leaves on the hosts.
 //! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
+//! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
 //! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
 //!   is built from.
 //!
@@ -32,6 +33,7 @@ pub mod relay;
 pub mod remote;
 pub mod report;
 pub mod sshd;
+pub mod stalling;
 pub mod tools;
 pub mod volley;
 
@@ -43,4 +45,5 @@ pub use fleet::{FleetSpec, Host, HostKind, SshFleet};
 pub use process::{ProcessOutput, RunningProcess};
 pub use relay::DelayRelay;
 pub use report::HostRecord;
+pub use stalling::StallingPort;
 pub use volley::RunFlags;

@@ -51,7 +51,8 @@ fn debug_binary(name: &str, package: &str) -> PathBuf {
 }
 
 /// A volley command that can see nothing of the real user: HOME is `home`, no agent, no
-/// colour, no VOLLEY_* settings from the calling environment.
+/// colour, no VOLLEY_* settings from the calling environment, and run journals under
+/// `home/.local/state` (see [`SshFleet::runs_dir`]).
 pub fn volley_command(home: &Path) -> Command {
     volley_command_at(&volley_binary(), home)
 }
@@ -68,6 +69,7 @@ pub fn volley_command_at(binary: &Path, home: &Path) -> Command {
         .env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("NO_COLOR", "1")
+        .env_remove("XDG_STATE_HOME")
         .env_remove("SSH_AUTH_SOCK");
     command
 }
@@ -110,6 +112,11 @@ impl SshFleet {
     /// The volley binary with the fleet's clean environment and no arguments.
     pub fn volley(&self) -> Command {
         volley_command(self.client_home())
+    }
+
+    /// Where the volley runs of this fleet keep their journals.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.client_home().join(".local/state/volley/runs")
     }
 
     /// The flags that point `volley run` at this fleet, ready to change.
