@@ -24,6 +24,8 @@ pub const SETTINGS: &[&str] = &[
     "agent_port",
     "agent_prefix",
     "pki",
+    "journal_keep_runs",
+    "journal_max_bytes",
 ];
 
 /// The whole inventory file.
@@ -48,6 +50,10 @@ pub struct Inventory {
     pub agent_prefix: Option<PathBuf>,
     /// The PKI directory the agent transport takes its certificates from.
     pub pki: Option<PathBuf>,
+    /// How many run journals to keep; older ones are pruned when a run starts.
+    pub journal_keep_runs: Option<usize>,
+    /// A size such as `100MiB`: the run journals' total size, beyond which the oldest go.
+    pub journal_max_bytes: Option<String>,
     #[serde(default)]
     pub groups: BTreeMap<String, Group>,
     #[serde(default)]
@@ -293,6 +299,17 @@ mod tests {
         .unwrap();
         assert_eq!(inventory.parallel, Some(7));
         assert_eq!(inventory.user.as_deref(), Some("ops"));
+    }
+
+    #[test]
+    fn journal_settings_are_read_and_overridden() {
+        let inventory = load(
+            "journal_keep_runs = 50\njournal_max_bytes = \"10MiB\"\n",
+            &[("VOLLEY_JOURNAL_KEEP_RUNS", "3")],
+        )
+        .unwrap();
+        assert_eq!(inventory.journal_keep_runs, Some(3));
+        assert_eq!(inventory.journal_max_bytes.as_deref(), Some("10MiB"));
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //! - [`duration`], [`size`]: `30s` and `1MiB` as written on the command line and in files.
 //! - [`exec`]: what an agent is asked to run and what it reports, free of protocol types.
 //! - [`inventory`]: the TOML inventory of groups, per-host settings and run settings.
+//! - [`journal`]: the run journal's records (JSON Lines), written by the controller, read back by
+//!   `volley runs` and `volley retry`.
 #![forbid(unsafe_code)]
 
 pub mod duration;
 pub mod exec;
 pub mod fold;
 pub mod inventory;
+pub mod journal;
 pub mod outcome;
 pub mod size;
 pub mod target;

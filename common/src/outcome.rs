@@ -7,10 +7,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// How a run ended on one host.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+/// How a run ended on one host. It is also the `outcome` of a run journal's host record, so
+/// it reads back as it was written.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// The command ran and exited with status 0.
@@ -41,6 +42,8 @@ pub enum Outcome {
     /// A step of a multi-step operation on the host (such as `volley agent install`) failed
     /// there: the host was reached, the operation did not complete.
     StepFailed { step: String, reason: String },
+    /// Never started: the failure budget stopped the rollout before this host's turn.
+    Skipped,
 }
 
 /// The classes of outcomes that decide `volley`'s exit status.
@@ -51,6 +54,9 @@ pub enum OutcomeClass {
     CommandFailed,
     /// The host was not reached, not authenticated, or timed out.
     NotReached,
+    /// The failure budget stopped the rollout and this host never ran. It outranks the
+    /// failures because it says the change is only partly rolled out.
+    Stopped,
     /// The run was interrupted.
     Interrupted,
 }
@@ -71,6 +77,7 @@ impl Outcome {
             | Outcome::CommandTimeout
             | Outcome::TransportError { .. } => OutcomeClass::NotReached,
             Outcome::Cancelled => OutcomeClass::Interrupted,
+            Outcome::Skipped => OutcomeClass::Stopped,
         }
     }
 
@@ -90,6 +97,7 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::TransportError { .. } => "transport_error",
             Outcome::StepFailed { .. } => "step_failed",
+            Outcome::Skipped => "skipped",
         }
     }
 
@@ -122,12 +130,15 @@ impl fmt::Display for Outcome {
             Outcome::Cancelled => f.write_str("cancelled"),
             Outcome::TransportError { reason } => write!(f, "transport error: {reason}"),
             Outcome::StepFailed { step, reason } => write!(f, "{step} failed: {reason}"),
+            Outcome::Skipped => {
+                f.write_str("skipped: the failure budget stopped the rollout before this host")
+            }
         }
     }
 }
 
 /// The transport that ran (or tried to run) a host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
     Ssh,
@@ -212,6 +223,12 @@ pub struct HostReport {
     pub timings: Timings,
     pub stdout: Captured,
     pub stderr: Captured,
+    /// The rollout batch the host belongs to, counted from 1 (a run without `--batch` is one
+    /// batch).
+    pub batch: usize,
+    /// Connection attempts made: 0 for a host that never started, more than 1 when a
+    /// connect-phase failure was retried.
+    pub attempts: u32,
 }
 
 #[cfg(test)]

@@ -27,6 +27,11 @@ pub enum Command {
     Pki(PkiCommand),
     /// Start a throwaway local fleet of agents, run a command on it, and clean up
     Demo(DemoArgs),
+    /// List recent runs, or show one run's outcomes (`runs show last`)
+    Runs(RunsArgs),
+    /// Run a recorded run's command again, with the same flags, on the hosts that did not
+    /// succeed
+    Retry(RetryArgs),
     /// Install, check, upgrade, renew or remove volley-agent on hosts, over SSH
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -85,6 +90,9 @@ pub struct AgentArgs {
 
     #[command(flatten)]
     pub output: OutputArgs,
+
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +167,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub output: OutputArgs,
+
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
 
     /// The command, run by the remote user's shell
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -246,4 +257,77 @@ pub enum ColorChoice {
     Auto,
     Always,
     Never,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Run the hosts in batches, each after the previous one finished: a number of hosts (25),
+    /// a percentage of the targets (10%), or a list whose last size repeats (1,10%,50%)
+    #[arg(long, value_name = "SIZES", help_heading = "Rollout")]
+    pub batch: Option<String>,
+
+    /// Time to wait between the end of a batch and the start of the next [default: 0s]
+    #[arg(long, value_name = "DURATION", help_heading = "Rollout")]
+    pub batch_delay: Option<String>,
+
+    /// Stop the rollout once more hosts than this failed, counted over the whole run (a
+    /// number, or a percentage of the targets, rounded down); hosts not yet started are
+    /// skipped
+    #[arg(long, value_name = "N|N%", help_heading = "Rollout")]
+    pub max_failures: Option<String>,
+
+    /// Stop the rollout at the first failure (a failure budget of 0)
+    #[arg(long, conflicts_with = "max_failures", help_heading = "Rollout")]
+    pub abort_on_failure: bool,
+
+    /// Retry a host this many times when it could not be connected to (refused, no route,
+    /// connect timeout), with backoff; a command that may have started is never retried
+    /// [default: 0]
+    #[arg(long, value_name = "N", help_heading = "Rollout")]
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub show: Option<RunsCommand>,
+
+    /// How many of the most recent runs to list
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Show the outcome of every host of a run
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A run id, or `last` for the most recent run
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Print only the hosts that did not succeed, folded into ranges (`web[03,07-09]`)
+    #[arg(long)]
+    pub failed: bool,
+
+    /// Print only host names, one a line (with --failed, only the hosts that did not succeed)
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// A run id, or `last` for the most recent run
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Retry only the hosts whose outcome is of these kinds (comma-separated): an outcome such
+    /// as `unreachable` or `non_zero_exit`, `not_finished`, or a class: `failed` (the command
+    /// ran and failed), `unreached` (not reached, refused or timed out), `interrupted`
+    /// (cancelled or not finished)
+    #[arg(long, value_name = "CLASSES")]
+    pub only: Option<String>,
 }

@@ -7,6 +7,8 @@ pub const SUCCESS: u8 = 0;
 pub const COMMAND_FAILED: u8 = 1;
 /// Some host was not reached, not authenticated, refused for its host key, or timed out.
 pub const NOT_REACHED: u8 = 2;
+/// The failure budget stopped the rollout: some hosts were skipped (never ran).
+pub const ROLLOUT_STOPPED: u8 = 3;
 /// A usage or input error (sysexits' EX_USAGE); nothing ran.
 pub const USAGE: u8 = 64;
 /// An internal error of volley itself (sysexits' EX_SOFTWARE).
@@ -14,7 +16,8 @@ pub const INTERNAL: u8 = 70;
 /// Interrupted (SIGINT or SIGTERM), as shells report 128 + SIGINT.
 pub const INTERRUPTED: u8 = 130;
 
-/// The status of a finished run: an interrupt wins, then hosts not reached, then failed commands.
+/// The status of a finished run: an interrupt wins, then a stopped rollout, then hosts not
+/// reached, then failed commands.
 pub fn status<'a>(reports: impl IntoIterator<Item = &'a HostReport>, interrupted: bool) -> u8 {
     if interrupted {
         return INTERRUPTED;
@@ -28,6 +31,7 @@ pub fn status<'a>(reports: impl IntoIterator<Item = &'a HostReport>, interrupted
         OutcomeClass::Success => SUCCESS,
         OutcomeClass::CommandFailed => COMMAND_FAILED,
         OutcomeClass::NotReached => NOT_REACHED,
+        OutcomeClass::Stopped => ROLLOUT_STOPPED,
         OutcomeClass::Interrupted => INTERRUPTED,
     }
 }
@@ -48,6 +52,8 @@ mod tests {
                 timings: Timings::default(),
                 stdout: Captured::default(),
                 stderr: Captured::default(),
+                batch: 1,
+                attempts: 1,
             })
             .collect();
         assert_eq!(
@@ -79,6 +85,18 @@ mod tests {
             false,
             NOT_REACHED,
         );
+        // A stopped rollout says so over the failures that stopped it; an interrupt still wins.
+        check(
+            &[failed.clone(), refused.clone(), Outcome::Skipped],
+            false,
+            ROLLOUT_STOPPED,
+        );
+        check(
+            &[Outcome::Skipped, Outcome::Succeeded],
+            false,
+            ROLLOUT_STOPPED,
+        );
+        check(&[Outcome::Skipped, Outcome::Cancelled], true, INTERRUPTED);
         check(&[Outcome::Succeeded], true, INTERRUPTED);
         check(&[refused, Outcome::Cancelled], true, INTERRUPTED);
     }

@@ -82,6 +82,14 @@ impl Pki {
         self.dir.join("ca.key").exists()
     }
 
+    /// Whether the controller can use the agent transport: the CA certificate and its own
+    /// certificate and key. The CA's key may be kept elsewhere.
+    pub fn has_controller_credentials(&self) -> bool {
+        ["ca.pem", "controller.pem", "controller.key"]
+            .iter()
+            .all(|file| self.dir.join(file).exists())
+    }
+
     /// Creates the CA and the controller's certificate with `identity` as its Common Name.
     pub fn init(&self, identity: &str) -> Result<Issued, PkiError> {
         if self.exists() {
@@ -182,7 +190,7 @@ impl Pki {
 
     /// The CA certificate and the controller's certificate and key, for the agent transport.
     pub fn controller_credentials(&self) -> Result<ControllerCredentials, PkiError> {
-        if !self.exists() {
+        if !self.has_controller_credentials() {
             return Err(PkiError::Missing {
                 dir: self.dir.clone(),
             });

@@ -14,7 +14,9 @@ use volley_common::size::parse_size;
 use volley_common::target::{Pattern, Target, glob_match, parse_list};
 
 use crate::cli::{ColorChoice, RunArgs, TransportFlag};
+use crate::journal::JournalLimits;
 use crate::report::OutputMode;
+use crate::rollout::RolloutPlan;
 use crate::ssh_config::{SshConfig, SshConfigError};
 
 pub const DEFAULT_PARALLEL: usize = 512;
@@ -62,6 +64,10 @@ pub struct RunPlan {
     pub identity_files_explicit: bool,
     /// Where the agent transport finds the CA and the controller's certificate.
     pub pki: PathBuf,
+    /// Batches, failure budget and connect retries.
+    pub rollout: RolloutPlan,
+    /// When old run journals are pruned.
+    pub journal: JournalLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +242,9 @@ impl RunPlan {
                         .map(|dir| expand_home(dir, &env.home))
                 })
                 .unwrap_or_else(|| env.home.join(".config/volley/pki")),
+            rollout: RolloutPlan::from_args(&args.rollout)
+                .map_err(|e| PlanError::Input(e.to_string()))?,
+            journal: JournalLimits::from_inventory(&inventory).map_err(PlanError::Input)?,
         })
     }
 }

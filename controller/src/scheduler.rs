@@ -1,21 +1,46 @@
-//! The scheduler: every host of a plan through one transport, at most `parallel` at a time.
+//! The scheduler: every host of a plan through one transport, batch after batch, at most
+//! `parallel` at a time.
 //!
 //! One tokio task per running host, no thread and no process per host. A host is started only
-//! when a slot is free, so `parallel` bounds sockets and memory, not just work. Every host gets
-//! exactly one `Finished` event, whatever happens: success, failure, a panic in its task, or an
-//! interrupt before it started. Nothing here prints.
+//! when a slot is free, so `parallel` bounds sockets and memory, not just work. A batch starts
+//! when the previous one has finished and the batch delay has passed (a run without `--batch` is
+//! one batch). The failure budget is checked as each host finishes: once it is exceeded no host
+//! starts any more, and the hosts that never started finish as `Skipped`. A host's task retries
+//! connect-phase failures itself ([`connect_retry`](crate::connect_retry)), against the
+//! `Transport` trait alone.
+//!
+//! Every host gets exactly one `Finished` event, whatever happens: success, failure, a panic in
+//! its task, a stopped rollout, or an interrupt before it started. Nothing here prints.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+// tokio's clock reads like std's, and tests can pause it.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use volley_common::outcome::{Captured, HostReport, Outcome, Timings};
 
+use crate::connect_retry;
+use crate::entropy::XorShift;
 use crate::plan::RunPlan;
-use crate::transport::{Event, Job, OutputSink, RunLimits, Transport};
+use crate::rollout::batch_of;
+use crate::transport::{Ended, Event, Job, OutputSink, RunLimits, Transport};
+
+/// How the rollout went, for the summary and the journal's footer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunEnd {
+    pub batches: usize,
+    /// Batches that started (all of them, unless the rollout was stopped or interrupted).
+    pub batches_started: usize,
+    /// Hosts that did not succeed, as the budget counts them.
+    pub failures: usize,
+    /// The failures the budget allows; `None` without a budget.
+    pub allowed_failures: Option<usize>,
+    /// The budget was exceeded while hosts were still to start: they were skipped.
+    pub stopped: bool,
+}
 
 /// Runs the plan's command on all its hosts. Returns when every host has finished; after
 /// `cancel`, hosts not yet started finish as `Cancelled` at once.
@@ -24,142 +49,244 @@ pub async fn run(
     transport: Arc<dyn Transport>,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
-) {
+) -> RunEnd {
+    let total = plan.hosts.len();
+    let batches = plan.rollout.batches(total);
+    let mut end = RunEnd {
+        batches: batches.len(),
+        allowed_failures: plan.rollout.allowed_failures(total),
+        ..RunEnd::default()
+    };
+    let allowed = end.allowed_failures;
+    let exceeded = |failures: usize| allowed.is_some_and(|allowed| failures > allowed);
     let slots = Arc::new(Semaphore::new(plan.parallel));
     let limits = RunLimits {
         connect_timeout: plan.connect_timeout,
         command_timeout: plan.command_timeout,
     };
-    let mut running = JoinSet::new();
-    let mut host_of_task = HashMap::new();
+    let mut running = Running {
+        tasks: JoinSet::new(),
+        host_of_task: HashMap::new(),
+        failures: 0,
+        plan: &plan,
+        transport: transport.as_ref(),
+        events: &events,
+    };
     let mut next = 0;
-    while next < plan.hosts.len() {
-        // Finished tasks are reaped as we go, so a failed task's host is reported promptly.
-        while let Some(result) = running.try_join_next_with_id() {
-            reap(
-                result,
-                &mut host_of_task,
-                &plan,
-                transport.as_ref(),
-                &events,
-            )
-            .await;
+    let mut stopped = false;
+    'rollout: for (index, batch) in batches.iter().enumerate() {
+        if index > 0 {
+            running.wait_all().await;
+            if exceeded(running.failures) {
+                stopped = true;
+                break;
+            }
+            if !plan.rollout.delay.is_zero() {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(plan.rollout.delay) => {}
+                }
+            }
         }
-        let slot = tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
-        let host = next;
-        next += 1;
-        let task = running.spawn(run_host(
-            host,
-            plan.clone(),
-            transport.clone(),
-            limits,
-            events.clone(),
-            cancel.clone(),
-            slot,
-        ));
-        host_of_task.insert(task.id(), host);
+        if cancel.is_cancelled() {
+            break;
+        }
+        end.batches_started += 1;
+        if plan.rollout.is_batched() {
+            let started = Event::BatchStarted {
+                batch: index + 1,
+                batches: batches.len(),
+                hosts: batch.clone(),
+            };
+            let _ = events.send(started).await;
+        }
+        for host in batch.clone() {
+            let slot = loop {
+                // Checked before every host, so a budget exceeded halfway through a batch that
+                // is wider than `parallel` stops the rest of that batch too.
+                if exceeded(running.failures) {
+                    stopped = true;
+                    break 'rollout;
+                }
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break 'rollout,
+                    // Finished hosts are counted before another one starts.
+                    Some(joined) = running.tasks.join_next_with_id() => running.reap(joined).await,
+                    slot = slots.clone().acquire_owned() => {
+                        break slot.expect("the semaphore is never closed");
+                    }
+                }
+            };
+            let task = running.tasks.spawn(run_host(
+                Turn {
+                    host,
+                    batch: index + 1,
+                },
+                plan.clone(),
+                transport.clone(),
+                limits,
+                events.clone(),
+                cancel.clone(),
+                slot,
+            ));
+            running.host_of_task.insert(task.id(), host);
+            next = host + 1;
+        }
     }
-    for host in next..plan.hosts.len() {
+    let never_started = if stopped {
+        Outcome::Skipped
+    } else {
+        Outcome::Cancelled
+    };
+    for host in next..total {
         let report = report(
             &plan,
-            host,
+            Turn {
+                host,
+                batch: batch_of(&batches, host),
+            },
             transport.as_ref(),
-            Outcome::Cancelled,
-            Timings::default(),
+            never_started.clone(),
         );
         let _ = events.send(Event::Finished { host, report }).await;
     }
-    while let Some(result) = running.join_next_with_id().await {
-        reap(
-            result,
-            &mut host_of_task,
-            &plan,
-            transport.as_ref(),
-            &events,
-        )
-        .await;
+    running.wait_all().await;
+    end.failures = running.failures;
+    end.stopped = stopped;
+    end
+}
+
+/// A host's place in the run: its number in the plan and its batch (from 1).
+#[derive(Clone, Copy, Debug)]
+struct Turn {
+    host: usize,
+    batch: usize,
+}
+
+/// The hosts' tasks, and the failures of those that finished.
+struct Running<'a> {
+    /// Each task returns whether its host succeeded.
+    tasks: JoinSet<bool>,
+    host_of_task: HashMap<tokio::task::Id, usize>,
+    failures: usize,
+    plan: &'a RunPlan,
+    transport: &'a dyn Transport,
+    events: &'a mpsc::Sender<Event>,
+}
+
+impl Running<'_> {
+    async fn wait_all(&mut self) {
+        while let Some(joined) = self.tasks.join_next_with_id().await {
+            self.reap(joined).await;
+        }
+    }
+
+    /// Counts a finished task. A task that ended by panicking never sent its `Finished`: send
+    /// one for it.
+    async fn reap(&mut self, joined: Result<(tokio::task::Id, bool), tokio::task::JoinError>) {
+        match joined {
+            Ok((id, succeeded)) => {
+                self.host_of_task.remove(&id);
+                if !succeeded {
+                    self.failures += 1;
+                }
+            }
+            Err(error) => {
+                self.failures += 1;
+                let Some(host) = self.host_of_task.remove(&error.id()) else {
+                    return;
+                };
+                let batches = self.plan.rollout.batches(self.plan.hosts.len());
+                let turn = Turn {
+                    host,
+                    batch: batch_of(&batches, host),
+                };
+                let outcome = Outcome::TransportError {
+                    reason: format!("internal error: {error}"),
+                };
+                let report = report(self.plan, turn, self.transport, outcome);
+                let _ = self.events.send(Event::Finished { host, report }).await;
+            }
+        }
     }
 }
 
+/// Runs one host to its outcome, retrying connect-phase failures as `--retries` allows, and
+/// returns whether it succeeded.
 async fn run_host(
-    host: usize,
+    turn: Turn,
     plan: Arc<RunPlan>,
     transport: Arc<dyn Transport>,
     limits: RunLimits,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
     _slot: tokio::sync::OwnedSemaphorePermit,
-) {
+) -> bool {
+    let host = turn.host;
     let started = Instant::now();
     let _ = events.send(Event::Started { host }).await;
     let mut output = OutputSink::new(host, events.clone(), plan.max_output);
-    let job = Job {
-        host: &plan.hosts[host],
-        command: &plan.command,
-        limits,
-        output: &mut output,
-        cancel,
+    let mut attempts: u32 = 0;
+    let mut random: Option<XorShift> = None;
+    let ended = loop {
+        attempts += 1;
+        let job = Job {
+            host: &plan.hosts[host],
+            command: &plan.command,
+            limits,
+            output: &mut output,
+            cancel: cancel.clone(),
+        };
+        let ended = transport.run(job).await;
+        if attempts > plan.rollout.retries || !connect_retry::may_retry(&ended) {
+            break ended;
+        }
+        let random = random.get_or_insert_with(|| XorShift::seeded(host as u64));
+        let wait = connect_retry::backoff(attempts, random.next_u64());
+        tokio::select! {
+            biased;
+            // Interrupted while waiting to retry: the host did not finish.
+            () = cancel.cancelled() => {
+                break Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: ended.transport };
+            }
+            () = tokio::time::sleep(wait) => {}
+        }
     };
-    let ended = transport.run(job).await;
     let (stdout, stderr) = output.finish();
-    let timings = Timings {
-        connect: ended.connected_after,
-        run: ended.ran_for,
-        total: started.elapsed(),
-    };
+    let succeeded = ended.outcome.is_success();
     let report = HostReport {
         host: plan.hosts[host].name.clone(),
         transport: ended.transport,
         outcome: ended.outcome,
-        timings,
+        timings: Timings {
+            connect: ended.connected_after,
+            run: ended.ran_for,
+            total: started.elapsed(),
+        },
         stdout,
         stderr,
+        batch: turn.batch,
+        attempts,
     };
     let _ = events.send(Event::Finished { host, report }).await;
+    succeeded
 }
 
-/// A task that ended by panicking never sent its `Finished`: send one for it.
-async fn reap(
-    result: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-    host_of_task: &mut HashMap<tokio::task::Id, usize>,
-    plan: &RunPlan,
-    transport: &dyn Transport,
-    events: &mpsc::Sender<Event>,
-) {
-    match result {
-        Ok((id, ())) => {
-            host_of_task.remove(&id);
-        }
-        Err(error) => {
-            let Some(host) = host_of_task.remove(&error.id()) else {
-                return;
-            };
-            let outcome = Outcome::TransportError {
-                reason: format!("internal error: {error}"),
-            };
-            let report = report(plan, host, transport, outcome, Timings::default());
-            let _ = events.send(Event::Finished { host, report }).await;
-        }
-    }
-}
-
-fn report(
-    plan: &RunPlan,
-    host: usize,
-    transport: &dyn Transport,
-    outcome: Outcome,
-    timings: Timings,
-) -> HostReport {
+/// The report of a host that did not run: no timings, no output, no attempt.
+fn report(plan: &RunPlan, turn: Turn, transport: &dyn Transport, outcome: Outcome) -> HostReport {
     HostReport {
-        host: plan.hosts[host].name.clone(),
+        host: plan.hosts[turn.host].name.clone(),
         transport: transport.kind(),
         outcome,
-        timings,
+        timings: Timings::default(),
         stdout: Captured::default(),
         stderr: Captured::default(),
+        batch: turn.batch,
+        attempts: 0,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,13 +1,18 @@
-//! The end-to-end fixture of Volley: real OpenSSH sshd processes on loopback addresses, and what
-//! tests and benchmarks need around them. Nothing here is a mock; nothing leaves 127.0.0.0/8.
+//! The end-to-end fixture of Volley: real OpenSSH sshd processes and real `volley-agent`
+//! processes on loopback addresses, and what tests and benchmarks need around them. Nothing here
+//! is a mock; nothing leaves 127.0.0.0/8.
 //!
 //! Layout:
 //! - [`fleet`]: [`SshFleet`], N named hosts (some of them odd on purpose, see [`HostKind`]) with
 //!   their keys, known_hosts and inventory.
+//! - [`agents`]: [`AgentFleet`], N named agent hosts (some odd on purpose, see [`AgentKind`])
+//!   with a PKI made by `volley pki` ([`pki`]) and an inventory; [`agentd`]: one agent process.
+//! - [`hybrid`]: one inventory mixing agent hosts, SSH hosts and dead addresses.
 //! - [`volley`]: the volley binary, run in a clean environment against a fleet.
 //! - [`report`]: reading what volley printed, `--json` records strictly.
 //! - [`remote`]: per-host commands and the processes a run leaves on the hosts.
 //! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
+//! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
 //! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
 //!   is built from.
 //!
@@ -15,23 +20,30 @@
 //! build; no test passes by skipping.
 #![forbid(unsafe_code)]
 
+pub mod agentd;
+pub mod agents;
 pub mod fleet;
+pub mod hybrid;
 pub mod inventory;
 pub mod keys;
 pub mod loopback;
+pub mod pki;
 pub mod process;
 pub mod relay;
 pub mod remote;
 pub mod report;
 pub mod sshd;
+pub mod stalling;
 pub mod tools;
 pub mod volley;
 
 #[cfg(test)]
 mod sanity;
 
+pub use agents::{AgentFleet, AgentFleetSpec, AgentHost, AgentKind};
 pub use fleet::{FleetSpec, Host, HostKind, SshFleet};
 pub use process::{ProcessOutput, RunningProcess};
 pub use relay::DelayRelay;
 pub use report::HostRecord;
+pub use stalling::StallingPort;
 pub use volley::RunFlags;

@@ -1,10 +1,12 @@
 //! Child processes that the fixture waits for with a deadline and kills on drop.
 //!
 //! Both pipes are drained by threads from the start, so a child that writes megabytes never
-//! blocks on a full pipe while the test waits for it.
+//! blocks on a full pipe while the test waits for it. What stdout carried so far can be read
+//! while the child runs, for tests that act on progress.
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -57,6 +59,8 @@ pub struct RunningProcess {
     child: Child,
     stdout: Option<JoinHandle<Vec<u8>>>,
     stderr: Option<JoinHandle<Vec<u8>>>,
+    /// Everything stdout carried so far, as the draining thread reads it.
+    stdout_so_far: Arc<Mutex<Vec<u8>>>,
 }
 
 impl RunningProcess {
@@ -67,13 +71,51 @@ impl RunningProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-        let stdout = child.stdout.take().map(drain);
-        let stderr = child.stderr.take().map(drain);
+        let stdout_so_far = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|pipe| drain(pipe, Some(stdout_so_far.clone())));
+        let stderr = child.stderr.take().map(|pipe| drain(pipe, None));
         RunningProcess {
             child,
             stdout,
             stderr,
+            stdout_so_far,
         }
+    }
+
+    /// What the child wrote to stdout so far (whole lines and maybe a partial one).
+    pub fn stdout_so_far(&self) -> String {
+        let bytes = self
+            .stdout_so_far
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Waits until `ready` holds for the stdout so far, for at most `within`; fails the test
+    /// with everything the child printed otherwise, or if it exits first.
+    pub fn wait_for_stdout(&mut self, within: Duration, ready: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + within;
+        while !ready(&self.stdout_so_far()) {
+            if self.has_exited() || Instant::now() >= deadline {
+                let status = self.child.wait().ok();
+                let stdout = self.stdout_so_far();
+                panic!("stdout never got ready within {within:?} (exit: {status:?}):\n{stdout}");
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Sends SIGKILL: the child gets no chance to clean up or write anything more.
+    pub fn kill_hard(&mut self) -> ProcessOutput {
+        let _ = self.child.kill();
+        let status = self
+            .child
+            .wait()
+            .unwrap_or_else(|e| panic!("cannot reap child {}: {e}", self.pid()));
+        self.collect(status)
     }
 
     pub fn pid(&self) -> u32 {
@@ -145,10 +187,30 @@ impl Drop for RunningProcess {
     }
 }
 
-fn drain(mut stream: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+/// Reads `stream` to its end on a thread, copying each chunk into `so_far` as it comes.
+fn drain(
+    mut stream: impl Read + Send + 'static,
+    so_far: Option<Arc<Mutex<Vec<u8>>>>,
+) -> JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
-        let _ = stream.read_to_end(&mut bytes);
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(read) => {
+                    bytes.extend_from_slice(&chunk[..read]);
+                    if let Some(so_far) = &so_far {
+                        so_far
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .extend_from_slice(&chunk[..read]);
+                    }
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         bytes
     })
 }
@@ -206,6 +268,16 @@ mod tests {
             "{}",
             output.describe()
         );
+    }
+
+    #[test]
+    fn stdout_can_be_watched_while_the_child_runs_and_then_killed() {
+        let mut child =
+            RunningProcess::spawn(Command::new("sh").args(["-c", "echo first; exec sleep 600"]));
+        child.wait_for_stdout(Duration::from_secs(30), |out| out.contains("first\n"));
+        let output = child.kill_hard();
+        assert_eq!(output.status.signal(), Some(9));
+        assert_eq!(output.stdout, "first\n");
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct HostRecord {
     pub stderr_bytes: u64,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// The rollout batch, from 1.
+    pub batch: u64,
+    /// Connection attempts; 0 for a host that never started.
+    pub attempts: u64,
 }
 
 /// The outcome kinds volley reports.
@@ -40,10 +44,12 @@ pub const OUTCOME_KINDS: &[&str] = &[
     "auth_failed",
     "host_key_unknown",
     "host_key_changed",
+    "tls_rejected",
     "command_timeout",
     "cancelled",
     "transport_error",
     "step_failed",
+    "skipped",
 ];
 
 impl ProcessOutput {
@@ -116,6 +122,8 @@ pub fn parse_record(line: &str) -> Result<HostRecord, String> {
         stderr_bytes: fields.required("stderr_bytes", Value::as_u64)?,
         stdout_truncated: fields.required("stdout_truncated", Value::as_bool)?,
         stderr_truncated: fields.required("stderr_truncated", Value::as_bool)?,
+        batch: fields.required("batch", Value::as_u64)?,
+        attempts: fields.required("attempts", Value::as_u64)?,
     };
     if !OUTCOME_KINDS.contains(&record.outcome.as_str()) {
         return Err(format!("unknown outcome {:?}", record.outcome));
@@ -162,7 +170,7 @@ impl Fields<'_> {
 mod tests {
     use super::*;
 
-    const SUCCEEDED: &str = r#"{"host":"h01","transport":"ssh","outcome":"succeeded","exit_code":0,"signal":null,"reason":null,"connect_ms":12,"run_ms":3,"total_ms":15,"stdout":"hi\n","stderr":"","stdout_bytes":3,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false}"#;
+    const SUCCEEDED: &str = r#"{"host":"h01","transport":"ssh","outcome":"succeeded","exit_code":0,"signal":null,"reason":null,"connect_ms":12,"run_ms":3,"total_ms":15,"stdout":"hi\n","stderr":"","stdout_bytes":3,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"batch":1,"attempts":1}"#;
 
     fn check(line: &str, expected: Result<(&str, Option<i64>), &str>) {
         let actual = parse_record(line).map(|r| (r.outcome, r.exit_code));
@@ -198,6 +206,10 @@ mod tests {
         check(
             &SUCCEEDED.replace("succeeded", "fine"),
             Err(r#"unknown outcome "fine""#),
+        );
+        check(
+            &SUCCEEDED.replace(r#","attempts":1"#, ""),
+            Err(r#"key "attempts" is missing"#),
         );
         check("[1]", Err("not a JSON object"));
     }

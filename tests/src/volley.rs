@@ -15,6 +15,17 @@ pub const RUN_DEADLINE: Duration = Duration::from_secs(120);
 /// `<target dir>/debug/volley`, next to the test binary (which runs from `target/debug/deps/`)
 /// or under `CARGO_TARGET_DIR`. Panics with what to build if it is missing.
 pub fn volley_binary() -> PathBuf {
+    debug_binary("volley", "volley")
+}
+
+/// `<target dir>/debug/volley-agent`, found like [`volley_binary`]. Panics with what to build if
+/// it is missing.
+pub fn volley_agent_binary() -> PathBuf {
+    debug_binary("volley-agent", "volley-agent")
+}
+
+/// The binary `name` of the workspace package `package`, built in the debug profile.
+fn debug_binary(name: &str, package: &str) -> PathBuf {
     let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => {
             // A relative target dir is relative to where cargo ran: the workspace root.
@@ -30,19 +41,25 @@ pub fn volley_binary() -> PathBuf {
                 .to_path_buf()
         }
     };
-    let binary = target_dir.join("debug").join("volley");
+    let binary = target_dir.join("debug").join(name);
     assert!(
         binary.is_file(),
-        "the volley binary is missing at {}: build it first: cargo build -p volley",
+        "the {name} binary is missing at {}: build it first: cargo build -p {package}",
         binary.display()
     );
     binary
 }
 
 /// A volley command that can see nothing of the real user: HOME is `home`, no agent, no
-/// colour, no VOLLEY_* settings from the calling environment.
+/// colour, no VOLLEY_* settings from the calling environment, and run journals under
+/// `home/.local/state` (see [`SshFleet::runs_dir`]).
 pub fn volley_command(home: &Path) -> Command {
-    let mut command = Command::new(volley_binary());
+    volley_command_at(&volley_binary(), home)
+}
+
+/// [`volley_command`] with the volley binary at `binary` (a release build, for benchmarks).
+pub fn volley_command_at(binary: &Path, home: &Path) -> Command {
+    let mut command = Command::new(binary);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("VOLLEY_") {
             command.env_remove(name);
@@ -52,6 +69,7 @@ pub fn volley_command(home: &Path) -> Command {
         .env("HOME", home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("NO_COLOR", "1")
+        .env_remove("XDG_STATE_HOME")
         .env_remove("SSH_AUTH_SOCK");
     command
 }
@@ -64,10 +82,12 @@ pub struct RunFlags {
     pub known_hosts: PathBuf,
     pub identity: PathBuf,
     pub user: String,
+    /// The PKI directory for the agent transport; `None` leaves `--pki` out.
+    pub pki: Option<PathBuf>,
 }
 
 impl RunFlags {
-    /// `run --inventory I --known-hosts K -i KEY -l USER`, then `extra`.
+    /// `run --inventory I --known-hosts K -i KEY -l USER [--pki DIR]`, then `extra`.
     pub fn args<S: Into<OsString>>(&self, extra: impl IntoIterator<Item = S>) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
             "run".into(),
@@ -80,6 +100,9 @@ impl RunFlags {
             "-l".into(),
             self.user.clone().into(),
         ];
+        if let Some(pki) = &self.pki {
+            args.extend(["--pki".into(), pki.clone().into()]);
+        }
         args.extend(extra.into_iter().map(Into::into));
         args
     }
@@ -91,6 +114,11 @@ impl SshFleet {
         volley_command(self.client_home())
     }
 
+    /// Where the volley runs of this fleet keep their journals.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.client_home().join(".local/state/volley/runs")
+    }
+
     /// The flags that point `volley run` at this fleet, ready to change.
     pub fn flags(&self) -> RunFlags {
         RunFlags {
@@ -98,6 +126,7 @@ impl SshFleet {
             known_hosts: self.known_hosts().to_path_buf(),
             identity: self.client_key().path().to_path_buf(),
             user: self.user().to_string(),
+            pki: None,
         }
     }
 

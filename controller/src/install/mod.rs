@@ -67,7 +67,7 @@ pub enum Action {
 }
 
 impl Action {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Action::Install => "install",
             Action::Status => "status",
@@ -105,6 +105,7 @@ pub fn plan_arguments(command: AgentCommand) -> (RunArgs, Request) {
         connect_timeout,
         timeout,
         output,
+        rollout,
     } = args;
     let run = RunArgs {
         targets,
@@ -116,6 +117,7 @@ pub fn plan_arguments(command: AgentCommand) -> (RunArgs, Request) {
         timeout,
         max_output: None,
         output,
+        rollout,
         command: vec![format!("volley agent {}", action.name())],
     };
     (

@@ -225,3 +225,32 @@ fn agent_prefix_comes_from_the_host_then_its_group_then_the_top_level() {
         .collect();
     assert_eq!(prefixes, expected);
 }
+
+#[test]
+fn rollout_flags_are_checked_before_anything_runs() {
+    for (args, message) in [
+        (
+            &["--batch", "0"][..],
+            "--batch '0': a batch must hold at least one host",
+        ),
+        (
+            &["--batch", "10x"],
+            "--batch '10x': '10x' is not a number of hosts (25) or a percentage (10%)",
+        ),
+        (
+            &["--max-failures", "abc"],
+            "--max-failures 'abc': 'abc' is not a number of hosts (25) or a percentage (10%)",
+        ),
+        (
+            &["--batch", "2", "--batch-delay", "soon"],
+            "--batch-delay: bad duration 'soon': expected a number (examples: 30s, 250ms, 1m30s)",
+        ),
+    ] {
+        let mut all = vec!["-w", "a"];
+        all.extend_from_slice(args);
+        check(&all, Err(message));
+    }
+    let plan = plan(&["-w", "a[1-9]", "--batch", "1,50%", "--abort-on-failure"]).unwrap();
+    assert_eq!(plan.rollout.batches(9).len(), 3);
+    assert_eq!(plan.rollout.allowed_failures(9), Some(0));
+}

@@ -22,6 +22,8 @@ pub(crate) fn host_report(
         },
         stdout: captured(stdout),
         stderr: captured(stderr),
+        batch: 1,
+        attempts: 1,
     }
 }
 

@@ -27,6 +27,11 @@ struct Record<'a> {
     stderr_bytes: u64,
     stdout_truncated: bool,
     stderr_truncated: bool,
+    /// The rollout batch, from 1; 1 for a run without `--batch`.
+    batch: usize,
+    /// Connection attempts: more than 1 when `--retries` retried a connect-phase failure, 0
+    /// for a host that never started (skipped, or cancelled before its turn).
+    attempts: u32,
 }
 
 impl<'a> Record<'a> {
@@ -57,6 +62,8 @@ impl<'a> Record<'a> {
             stderr_bytes: report.stderr.total_bytes,
             stdout_truncated: report.stdout.truncated(),
             stderr_truncated: report.stderr.truncated(),
+            batch: report.batch,
+            attempts: report.attempts,
         }
     }
 }
@@ -95,7 +102,7 @@ mod tests {
         check(
             &report,
             &format!(
-                r#"{{"host":"h01","transport":"ssh","outcome":"succeeded","exit_code":0,"signal":null,"reason":null,{TIMES},"stdout":"up 3 days\n","stderr":"","stdout_bytes":10,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false}}"#
+                r#"{{"host":"h01","transport":"ssh","outcome":"succeeded","exit_code":0,"signal":null,"reason":null,{TIMES},"stdout":"up 3 days\n","stderr":"","stdout_bytes":10,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"batch":1,"attempts":1}}"#
             ),
         );
     }
@@ -160,13 +167,17 @@ mod tests {
                 },
                 r#""outcome":"transport_error","exit_code":null,"signal":null,"reason":"transport error: connection lost""#,
             ),
+            (
+                Outcome::Skipped,
+                r#""outcome":"skipped","exit_code":null,"signal":null,"reason":"skipped: the failure budget stopped the rollout before this host""#,
+            ),
         ];
         for (outcome, fields) in cases {
             let report = host_report("h02", outcome, b"", b"boom\n");
             check(
                 &report,
                 &format!(
-                    r#"{{"host":"h02","transport":"ssh",{fields},{TIMES},"stdout":"","stderr":"boom\n","stdout_bytes":0,"stderr_bytes":5,"stdout_truncated":false,"stderr_truncated":false}}"#
+                    r#"{{"host":"h02","transport":"ssh",{fields},{TIMES},"stdout":"","stderr":"boom\n","stdout_bytes":0,"stderr_bytes":5,"stdout_truncated":false,"stderr_truncated":false,"batch":1,"attempts":1}}"#
                 ),
             );
         }
@@ -184,7 +195,7 @@ mod tests {
         report.stdout.total_bytes = 1_000_000;
         check(
             &report,
-            r#"{"host":"h03","transport":"ssh","outcome":"connect_timeout","exit_code":null,"signal":null,"reason":"connect timed out","connect_ms":null,"run_ms":null,"total_ms":10000.0,"stdout":"abc�","stderr":"","stdout_bytes":1000000,"stderr_bytes":0,"stdout_truncated":true,"stderr_truncated":false}"#,
+            r#"{"host":"h03","transport":"ssh","outcome":"connect_timeout","exit_code":null,"signal":null,"reason":"connect timed out","connect_ms":null,"run_ms":null,"total_ms":10000.0,"stdout":"abc�","stderr":"","stdout_bytes":1000000,"stderr_bytes":0,"stdout_truncated":true,"stderr_truncated":false,"batch":1,"attempts":1}"#,
         );
     }
 

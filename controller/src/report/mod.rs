@@ -10,6 +10,7 @@
 //! - [`json`]: one JSON object per host (JSON Lines).
 //! - [`gather`]: identical results grouped under folded host lists, at the end.
 //! - [`summary`]: the closing counts per outcome kind, on stderr in every mode.
+//! - [`rollout`]: the batch lines, how far a rollout went, where the run is recorded.
 //! - [`progress`]: the optional progress bar on stderr.
 //! - [`color`]: ANSI colours, applied only when the caller asks.
 
@@ -19,6 +20,7 @@ mod fixture;
 mod gather;
 mod json;
 mod progress;
+mod rollout;
 mod stream;
 mod summary;
 
@@ -27,6 +29,7 @@ use std::io::{self, Write};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use volley_common::outcome::HostReport;
 
+pub use rollout::{write_recorded, write_rollout};
 pub use summary::write_summary;
 
 use self::color::Paint;
@@ -89,6 +92,8 @@ async fn consume<O: Write, E: Write>(
         enabled: options.color,
     };
     let mut reports: Vec<Option<HostReport>> = vec![None; hosts.len()];
+    // The stream renderer takes the names; batch lines need them in every mode.
+    let names = hosts.clone();
     let mut stream =
         (options.mode == OutputMode::Stream).then(|| StreamRenderer::new(hosts, paint));
     loop {
@@ -119,6 +124,13 @@ async fn consume<O: Write, E: Write>(
                 if let Some(stream) = stream.as_mut() {
                     stream.output(host, which, &data, &mut terminal.out, &mut terminal.err)?;
                 }
+            }
+            Event::BatchStarted {
+                batch,
+                batches,
+                hosts: range,
+            } => {
+                rollout::write_batch_started(&mut terminal.err, &names, batch, batches, range)?;
             }
             Event::Finished { host, report } => {
                 match options.mode {
@@ -331,6 +343,23 @@ mod tests {
         let run = run(OutputMode::Stream, events).await;
         assert_eq!(run.err, "host#7: stray\nghost: volley: cancelled\n");
         assert!(run.reports.iter().all(Option::is_none));
+    }
+
+    #[tokio::test]
+    async fn batch_lines_go_to_stderr_in_every_mode() {
+        for mode in [OutputMode::Stream, OutputMode::Json, OutputMode::Gather] {
+            let batch = Event::BatchStarted {
+                batch: 2,
+                batches: 3,
+                hosts: 1..3,
+            };
+            let run = run(mode, vec![batch]).await;
+            assert_eq!(
+                run.err, "volley: batch 2/3: h[02-03] (2 hosts)\n",
+                "{mode:?}"
+            );
+            assert_eq!(run.out, "", "{mode:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 
-use volley_common::outcome::HostReport;
+use volley_common::outcome::{HostReport, Outcome};
 
 use super::color::Paint;
 use crate::transport::Stream;
@@ -145,7 +145,9 @@ impl StreamRenderer {
         err: &mut impl Write,
     ) -> io::Result<()> {
         self.flush_host(host, out, err)?;
-        if report.outcome.is_success() {
+        // Skipped hosts never ran: a line each would bury the failures that stopped the
+        // rollout. The summary lists them, folded.
+        if report.outcome.is_success() || report.outcome == Outcome::Skipped {
             return Ok(());
         }
         let name = self.hosts.get(host).unwrap_or(&report.host);
@@ -197,8 +199,6 @@ fn write_line(out: &mut impl Write, prefix: &[u8], line: &[u8]) -> io::Result<()
 
 #[cfg(test)]
 mod tests {
-    use volley_common::outcome::Outcome;
-
     use super::super::fixture::host_report;
     use super::*;
 
@@ -293,7 +293,7 @@ mod tests {
     }
 
     fn render(color: bool, steps: &[Step]) -> Rendered {
-        let hosts = vec!["h01".to_owned(), "h02".to_owned()];
+        let hosts = vec!["h01".to_owned(), "h02".to_owned(), "h03".to_owned()];
         let mut renderer = StreamRenderer::new(hosts.clone(), Paint { enabled: color });
         let (mut out, mut err) = (Vec::new(), Vec::new());
         for step in steps {
@@ -351,6 +351,8 @@ mod tests {
                     reason: "connection refused".into(),
                 },
             ),
+            // A skipped host never ran; the summary lists it.
+            Step::Done(2, Outcome::Skipped),
         ];
         let plain = render(false, &steps);
         assert_eq!(

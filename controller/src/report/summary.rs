@@ -26,10 +26,11 @@ fn rank(outcome: &Outcome) -> usize {
         Outcome::Cancelled => 10,
         Outcome::TransportError { .. } => 11,
         Outcome::StepFailed { .. } => 12,
+        Outcome::Skipped => 13,
     }
 }
 
-const KINDS: usize = 13;
+const KINDS: usize = 14;
 
 /// The label of hosts that never reported; the run should not leave any.
 const NO_REPORT: &str = "no_report";
@@ -46,6 +47,7 @@ pub fn write_summary(
 ) -> io::Result<()> {
     let paint = Paint { enabled: color };
     let mut succeeded = 0;
+    let mut skipped = 0;
     // Per kind: its name and the hosts that ended that way; the last slot is for no report.
     let mut failures: Vec<(&str, Vec<&str>)> = vec![("", Vec::new()); KINDS + 1];
     failures[KINDS].0 = NO_REPORT;
@@ -53,6 +55,9 @@ pub fn write_summary(
         match reports.get(index).and_then(Option::as_ref) {
             Some(report) if report.outcome.is_success() => succeeded += 1,
             Some(report) => {
+                if report.outcome == Outcome::Skipped {
+                    skipped += 1;
+                }
                 let slot = &mut failures[rank(&report.outcome)];
                 slot.0 = report.outcome.kind();
                 slot.1.push(host);
@@ -60,7 +65,8 @@ pub fn write_summary(
             None => failures[KINDS].1.push(host),
         }
     }
-    let failed = hosts.len() - succeeded;
+    // Skipped hosts did not fail: they never ran. They are counted apart.
+    let failed = hosts.len() - succeeded - skipped;
 
     let noun = if hosts.len() == 1 { "host" } else { "hosts" };
     let succeeded_text = format!("{succeeded} succeeded");
@@ -81,6 +87,9 @@ pub fn write_summary(
             failed_text
         },
     )?;
+    if skipped > 0 {
+        write!(out, ", {skipped} skipped")?;
+    }
     if interrupted {
         out.write_all(b", interrupted")?;
     }
@@ -170,6 +179,21 @@ mod tests {
             false,
             "volley: 50 hosts in 1.02s: 10 succeeded, 40 failed, interrupted\n\
             \x20 cancelled            40  h[11-50]\n",
+        );
+    }
+
+    #[test]
+    fn skipped_hosts_are_counted_apart_and_listed() {
+        let mut outcomes = fleet(&[(2, Outcome::NonZeroExit { code: 1 })], 3);
+        outcomes.extend(vec![Some(Outcome::Skipped); 6]);
+        check(
+            &outcomes,
+            Duration::from_millis(1_500),
+            false,
+            false,
+            "volley: 9 hosts in 1.50s: 2 succeeded, 1 failed, 6 skipped\n\
+            \x20 non_zero_exit         1  h02\n\
+            \x20 skipped               6  h[04-09]\n",
         );
     }
 

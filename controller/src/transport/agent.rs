@@ -215,16 +215,7 @@ impl AgentTransport {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let info = match client.info(pb::InfoRequest {}).await {
             Ok(response) => response.into_inner(),
-            Err(status) => {
-                return Err(match tls_failure(&status) {
-                    Some(reason) => Outcome::TlsRejected {
-                        reason: format!("the agent refused our certificate: {reason}"),
-                    },
-                    None => Outcome::TransportError {
-                        reason: format!("the agent did not answer Info: {}", status.message()),
-                    },
-                });
-            }
+            Err(status) => return Err(probe_failure(&status)),
         };
         Ok(Connected {
             client,
@@ -329,6 +320,31 @@ fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Du
         connected_after,
         ran_for,
         transport: TransportKind::Agent,
+    }
+}
+
+/// Classifies a failed `Info` probe. An agent's handler answers with a gRPC status of its own; a
+/// status that carries a transport error as its source means the connection failed at its very
+/// first request. With TLS 1.3 that is where an agent's refusal of our certificate lands (the
+/// alert arrives after our side of the handshake completed), and in every case no command can
+/// have started, so it counts as a TLS rejection: the one classification that lets `auto` fall
+/// back. This is decided by where the failure happened, not by reading its message.
+fn probe_failure(status: &tonic::Status) -> Outcome {
+    if let Some(reason) = tls_failure(status) {
+        return Outcome::TlsRejected {
+            reason: format!("the agent refused our certificate: {reason}"),
+        };
+    }
+    if StdError::source(status).is_some() {
+        return Outcome::TlsRejected {
+            reason: format!(
+                "the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
+                chain(status)
+            ),
+        };
+    }
+    Outcome::TransportError {
+        reason: format!("the agent did not answer Info: {}", status.message()),
     }
 }
 

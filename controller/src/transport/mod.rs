@@ -46,6 +46,13 @@ pub enum Event {
         host: usize,
         report: volley_common::outcome::HostReport,
     },
+    /// A batch of a rollout starts: its hosts are next. Sent only when the run is batched.
+    BatchStarted {
+        /// Counted from 1, out of `batches`.
+        batch: usize,
+        batches: usize,
+        hosts: std::ops::Range<usize>,
+    },
 }
 
 /// Where a transport puts a host's output: forwarded to the reporters as it arrives, and kept up

@@ -40,6 +40,8 @@ fn main() -> ExitCode {
         let mut command = Command::new(&volley);
         command
             .env("HOME", fleet.client_home())
+            // The demo's runs are recorded in its throwaway HOME, not in the real state dir.
+            .env_remove("XDG_STATE_HOME")
             .env_remove("SSH_AUTH_SOCK")
             .arg("run")
             .arg("--inventory")

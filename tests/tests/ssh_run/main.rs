@@ -8,10 +8,12 @@
 //! - `stopping`: command timeouts and SIGINT stop the remote commands.
 //! - `host_keys`: known_hosts checking and `--accept-new-host-keys`.
 //! - `targets`: choosing hosts (hosts files, exclusions, ssh config aliases) and input errors.
+//! - `rollout`: batches, the failure budget, connect retries, the run journal and `volley retry`.
 
 mod host_keys;
 mod outcomes;
 mod output;
+mod rollout;
 mod stopping;
 mod targets;
 

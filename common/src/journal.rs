@@ -1,0 +1,401 @@
+//! The run journal's records: what `volley run` writes about a run, one JSON object per line
+//! (JSON Lines), and how a journal reads back.
+//!
+//! A journal is a [`Header`] line, then a [`HostEntry`] line per host as soon as that host
+//! finishes (and a [`BatchEntry`] line as each batch of a rollout starts), then a [`Footer`]
+//! line when the run ends. A run that was killed has no footer; [`Run::parse`] reads it all the
+//! same, and its hosts without an entry are the ones that had not finished. Writing the lines is
+//! the controller's job; this module is plain data.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::{HostReport, Outcome, TransportKind};
+
+/// The version of the line format, in every header. Readers accept unknown fields, so adding a
+/// field does not change it.
+pub const FORMAT: u32 = 1;
+
+/// The label of hosts that have no entry in a journal: the run ended before they finished.
+pub const NOT_FINISHED: &str = "not_finished";
+
+/// One line of a journal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Entry {
+    /// Boxed: one header per journal against thousands of host lines.
+    Header(Box<Header>),
+    Batch(BatchEntry),
+    Host(HostEntry),
+    Footer(Footer),
+}
+
+/// What was run, where and how: the first line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    pub format: u32,
+    /// The run id, also the journal's file name: `20261127T065812Z-3f9a`.
+    pub id: String,
+    /// RFC 3339, UTC, milliseconds: `2026-11-27T06:58:12.345Z`.
+    pub started: String,
+    /// The local user who ran volley.
+    pub user: String,
+    pub command: String,
+    /// The targets as the operator gave them.
+    pub targets: Targets,
+    /// The hosts the targets resolved to, in the order they run.
+    pub hosts: Vec<String>,
+    /// The size of each batch, in order; one batch when the run was not batched.
+    pub batches: Vec<usize>,
+    pub options: Options,
+    /// The arguments of `volley run` as given (after `run`). `volley retry` parses them again,
+    /// so that a retry runs with exactly the same flags.
+    pub arguments: Vec<String>,
+    /// The subcommand when the run was not `volley run`, such as `["agent", "install"]`; the
+    /// arguments are then those after it, and `volley retry` runs that subcommand again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subcommand: Vec<String>,
+    /// The run this one retries, if it is a retry.
+    pub retry_of: Option<String>,
+}
+
+/// The targets of a run, as given on the command line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Targets {
+    pub patterns: Vec<String>,
+    pub groups: Vec<String>,
+    pub exclude: Vec<String>,
+    pub hosts_files: Vec<String>,
+    pub inventory: Option<String>,
+}
+
+/// The settings a run ran with, after the inventory and defaults were applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    pub parallel: usize,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: Option<u64>,
+    /// `--batch` as given, e.g. `1,10%,50%`.
+    pub batch: Option<String>,
+    pub batch_delay_ms: u64,
+    /// `--max-failures` as given (`--abort-on-failure` is `0`).
+    pub max_failures: Option<String>,
+    /// The failures the budget allows over the whole run; more stop the rollout.
+    pub allowed_failures: Option<usize>,
+    pub retries: u32,
+}
+
+/// A batch of a rollout started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchEntry {
+    /// Counted from 1.
+    pub batch: usize,
+    pub hosts: usize,
+    pub started: String,
+}
+
+/// How one host ended. Output is not journalled: it could be megabytes per host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    pub host: String,
+    pub batch: usize,
+    pub attempts: u32,
+    pub transport: TransportKind,
+    pub outcome: Outcome,
+    pub connect_ms: Option<u64>,
+    pub run_ms: Option<u64>,
+    pub total_ms: u64,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    /// When the outcome was known, RFC 3339 UTC.
+    pub finished: String,
+}
+
+impl HostEntry {
+    pub fn new(report: &HostReport, finished: String) -> HostEntry {
+        let millis =
+            |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        HostEntry {
+            host: report.host.clone(),
+            batch: report.batch,
+            attempts: report.attempts,
+            transport: report.transport,
+            outcome: report.outcome.clone(),
+            connect_ms: report.timings.connect.map(millis),
+            run_ms: report.timings.run.map(millis),
+            total_ms: millis(report.timings.total),
+            stdout_bytes: report.stdout.total_bytes,
+            stderr_bytes: report.stderr.total_bytes,
+            finished,
+        }
+    }
+}
+
+/// How the run ended: the last line, absent when volley was killed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Footer {
+    pub ended: String,
+    /// Hosts per outcome kind, `not_finished` included.
+    pub counts: BTreeMap<String, usize>,
+    /// Stopped by SIGINT or SIGTERM.
+    pub interrupted: bool,
+    /// Stopped by the failure budget.
+    pub stopped: bool,
+    pub exit_status: u8,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JournalError {
+    #[error("the journal is empty")]
+    Empty,
+    #[error("the first line is not a journal header: {0}")]
+    BadHeader(String),
+}
+
+/// A journal read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    pub header: Header,
+    pub batches_started: Vec<BatchEntry>,
+    /// Indexed like `header.hosts`; `None` for a host that had not finished.
+    pub hosts: Vec<Option<HostEntry>>,
+    pub footer: Option<Footer>,
+    /// Lines that could not be read (a torn last line of a crashed run, say); they are skipped.
+    pub unreadable_lines: usize,
+}
+
+impl Run {
+    /// Reads a journal's text. Only an unreadable header is an error: every other line that
+    /// cannot be read is skipped and counted, so that a damaged journal still shows what it can.
+    pub fn parse(text: &str) -> Result<Run, JournalError> {
+        let mut lines = text.lines().filter(|line| !line.trim().is_empty());
+        let first = lines.next().ok_or(JournalError::Empty)?;
+        let header = match serde_json::from_str::<Entry>(first) {
+            Ok(Entry::Header(header)) => *header,
+            Ok(_) => return Err(JournalError::BadHeader("another kind of line".to_string())),
+            Err(error) => return Err(JournalError::BadHeader(error.to_string())),
+        };
+        let index: BTreeMap<&str, usize> = header
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(number, host)| (host.as_str(), number))
+            .collect();
+        let mut hosts = vec![None; header.hosts.len()];
+        let mut batches_started = Vec::new();
+        let mut footer = None;
+        let mut unreadable_lines = 0;
+        for line in lines {
+            match serde_json::from_str::<Entry>(line) {
+                Ok(Entry::Host(entry)) => match index.get(entry.host.as_str()) {
+                    Some(&number) => hosts[number] = Some(entry),
+                    None => unreadable_lines += 1,
+                },
+                Ok(Entry::Batch(entry)) => batches_started.push(entry),
+                Ok(Entry::Footer(entry)) => footer = Some(entry),
+                Ok(Entry::Header(_)) | Err(_) => unreadable_lines += 1,
+            }
+        }
+        Ok(Run {
+            header,
+            batches_started,
+            hosts,
+            footer,
+            unreadable_lines,
+        })
+    }
+
+    /// The outcome kind of each host, `not_finished` for those without an entry.
+    pub fn kinds(&self) -> impl Iterator<Item = (&str, &'static str)> {
+        self.header
+            .hosts
+            .iter()
+            .zip(&self.hosts)
+            .map(|(host, entry)| {
+                let kind = entry
+                    .as_ref()
+                    .map_or(NOT_FINISHED, |entry| entry.outcome.kind());
+                (host.as_str(), kind)
+            })
+    }
+
+    /// Hosts per outcome kind.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        count_kinds(self.kinds().map(|(_, kind)| kind))
+    }
+}
+
+/// Counts each kind.
+pub fn count_kinds<'a>(kinds: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for kind in kinds {
+        *counts.entry(kind.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::outcome::{Captured, Timings};
+
+    fn header() -> Header {
+        Header {
+            format: FORMAT,
+            id: "20261127T065812Z-3f9a".to_string(),
+            started: "2026-11-27T06:58:12.345Z".to_string(),
+            user: "ops".to_string(),
+            command: "systemctl restart app".to_string(),
+            targets: Targets {
+                groups: vec!["web".to_string()],
+                ..Targets::default()
+            },
+            hosts: vec!["web1".to_string(), "web2".to_string(), "web3".to_string()],
+            batches: vec![1, 2],
+            options: Options {
+                parallel: 512,
+                batch: Some("1,50%".to_string()),
+                ..Options::default()
+            },
+            arguments: vec!["-g".to_string(), "web".to_string()],
+            subcommand: Vec::new(),
+
+            retry_of: None,
+        }
+    }
+
+    fn host(name: &str, outcome: Outcome) -> HostEntry {
+        let report = HostReport {
+            host: name.to_string(),
+            transport: TransportKind::Ssh,
+            outcome,
+            timings: Timings {
+                connect: Some(Duration::from_millis(12)),
+                run: None,
+                total: Duration::from_millis(40),
+            },
+            stdout: Captured::default(),
+            stderr: Captured {
+                kept: b"x".to_vec(),
+                total_bytes: 9,
+            },
+            batch: 1,
+            attempts: 2,
+        };
+        HostEntry::new(&report, "2026-11-27T06:58:13.000Z".to_string())
+    }
+
+    fn lines(entries: &[Entry]) -> String {
+        entries
+            .iter()
+            .map(|entry| serde_json::to_string(entry).unwrap() + "\n")
+            .collect()
+    }
+
+    #[test]
+    fn a_journal_reads_back_as_written() {
+        let outcomes = [
+            Outcome::Succeeded,
+            Outcome::NonZeroExit { code: 3 },
+            Outcome::Signalled {
+                signal: "KILL".to_string(),
+            },
+            Outcome::Unreachable {
+                reason: "connection refused".to_string(),
+            },
+            Outcome::ConnectTimeout,
+            Outcome::Skipped,
+        ];
+        for outcome in outcomes {
+            let entries = [
+                Entry::Header(Box::new(header())),
+                Entry::Host(host("web2", outcome.clone())),
+            ];
+            let run = Run::parse(&lines(&entries)).unwrap();
+            assert_eq!(run.header, header());
+            assert_eq!(run.hosts[1], Some(host("web2", outcome)));
+            assert_eq!(run.hosts[0], None);
+        }
+    }
+
+    #[test]
+    fn a_killed_run_has_its_finished_hosts_and_no_footer() {
+        let text = lines(&[
+            Entry::Header(Box::new(header())),
+            Entry::Batch(BatchEntry {
+                batch: 1,
+                hosts: 1,
+                started: "2026-11-27T06:58:12.400Z".to_string(),
+            }),
+            Entry::Host(host("web1", Outcome::Succeeded)),
+            Entry::Host(host("web3", Outcome::ConnectTimeout)),
+        ]);
+        // A line torn by a crash, and a host that is not in the header, are skipped.
+        let text = format!("{text}{{\"type\":\"host\",\"host\":\"web2\",\"ba\n");
+        let text = text + &lines(&[Entry::Host(host("stranger", Outcome::Succeeded))]) + "\n";
+        let run = Run::parse(&text).unwrap();
+        assert_eq!(run.footer, None);
+        assert_eq!(run.unreadable_lines, 2);
+        assert_eq!(run.batches_started.len(), 1);
+        let kinds: Vec<(&str, &str)> = run.kinds().collect();
+        assert_eq!(
+            kinds,
+            [
+                ("web1", "succeeded"),
+                ("web2", NOT_FINISHED),
+                ("web3", "connect_timeout")
+            ]
+        );
+        let counts = run.counts();
+        assert_eq!(counts.get(NOT_FINISHED), Some(&1));
+        assert_eq!(counts.get("succeeded"), Some(&1));
+    }
+
+    #[test]
+    fn the_footer_is_read() {
+        let footer = Footer {
+            ended: "2026-11-27T06:59:00.000Z".to_string(),
+            counts: count_kinds(["succeeded", "succeeded", "skipped"]),
+            interrupted: false,
+            stopped: true,
+            exit_status: 3,
+        };
+        let run = Run::parse(&lines(&[
+            Entry::Header(Box::new(header())),
+            Entry::Footer(footer.clone()),
+        ]))
+        .unwrap();
+        assert_eq!(run.footer, Some(footer));
+    }
+
+    #[test]
+    fn only_a_bad_header_is_an_error() {
+        assert_eq!(Run::parse(""), Err(JournalError::Empty));
+        assert!(matches!(
+            Run::parse("{\"type\":\"footer\"}\n"),
+            Err(JournalError::BadHeader(_))
+        ));
+        assert!(matches!(
+            Run::parse(&lines(&[Entry::Host(host("web1", Outcome::Succeeded))])),
+            Err(JournalError::BadHeader(_))
+        ));
+        assert!(matches!(
+            Run::parse("not json\n"),
+            Err(JournalError::BadHeader(_))
+        ));
+    }
+
+    #[test]
+    fn an_entry_is_one_line_tagged_with_its_type() {
+        let text =
+            serde_json::to_string(&Entry::Host(host("web1", Outcome::ConnectTimeout))).unwrap();
+        assert!(!text.contains('\n'));
+        assert!(
+            text.starts_with(r#"{"type":"host","host":"web1","batch":1,"attempts":2,"transport":"ssh","outcome":{"kind":"connect_timeout"},"connect_ms":12,"run_ms":null,"total_ms":40,"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! The run journal: every run's record on disk, written as the run goes, read back by
+//! `volley runs` and `volley retry`.
+//!
+//! Layout:
+//! - this file: [`Journal`], the writer; [`tap`], which journals each host's outcome from the
+//!   event stream before passing the event on to the reporters; [`header`], the first record.
+//! - [`store`]: the runs directory, run ids, finding, reading and pruning journals.
+//! - [`clock`]: UTC timestamps without a date crate.
+//!
+//! Durability: each record is one `write(2)` of a whole line to a file opened with `O_APPEND`,
+//! made as soon as the host finishes and before the reporters hear of it. Once written, a record
+//! is in the kernel's page cache and survives the death of volley, `kill -9` included. There is
+//! no fsync per record: at fleet scale that would make the disk's latency the pace of the whole
+//! event stream, and the page cache only loses data if the machine itself goes down. The footer
+//! is followed by one fsync, so a finished run's journal is on disk when volley exits.
+//!
+//! The writer never prints and never fails the run: a write error is kept, writing stops, and the
+//! caller says so at the end.
+
+pub mod clock;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use volley_common::inventory::Inventory;
+use volley_common::journal::{
+    BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, NOT_FINISHED, Options, Targets,
+};
+use volley_common::size::parse_size;
+
+use crate::cli::RunArgs;
+use crate::plan::RunPlan;
+use crate::transport::Event;
+
+/// Journals kept when the inventory does not say.
+pub const DEFAULT_KEEP_RUNS: usize = 200;
+/// Total size of the journals kept when the inventory does not say.
+pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
+
+/// When old journals are pruned: beyond this many runs, or this many bytes in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalLimits {
+    pub keep_runs: usize,
+    pub max_bytes: u64,
+}
+
+impl Default for JournalLimits {
+    fn default() -> JournalLimits {
+        JournalLimits {
+            keep_runs: DEFAULT_KEEP_RUNS,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl JournalLimits {
+    /// The inventory's `journal_keep_runs` and `journal_max_bytes`; the reason when one is bad.
+    pub fn from_inventory(inventory: &Inventory) -> Result<JournalLimits, String> {
+        let keep_runs = inventory.journal_keep_runs.unwrap_or(DEFAULT_KEEP_RUNS);
+        if keep_runs == 0 {
+            // The journal of the run itself is always kept while it runs.
+            return Err("journal_keep_runs: must be at least 1".to_string());
+        }
+        let max_bytes = match &inventory.journal_max_bytes {
+            Some(text) => parse_size(text).map_err(|e| format!("journal_max_bytes: {e}"))?,
+            None => DEFAULT_MAX_BYTES,
+        };
+        Ok(JournalLimits {
+            keep_runs,
+            max_bytes,
+        })
+    }
+}
+
+/// The journal of the run in progress.
+#[derive(Debug)]
+pub struct Journal {
+    pub id: String,
+    pub path: PathBuf,
+    file: File,
+    /// The first write that failed; nothing is written after it.
+    error: Option<io::Error>,
+    /// Hosts in the run, and how many ended each way so far: the footer's counts.
+    hosts: usize,
+    counts: BTreeMap<String, usize>,
+}
+
+/// How the run ended, for the footer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ending {
+    pub interrupted: bool,
+    pub stopped: bool,
+    pub exit_status: u8,
+}
+
+impl Journal {
+    /// Creates the run's journal in `dir` and writes its header, giving it its id and start.
+    pub fn create(dir: &Path, mut header: Header) -> io::Result<Journal> {
+        let started = clock::now();
+        let (id, path, file) = store::create(dir, &started)?;
+        header.id = id.clone();
+        header.started = started.rfc3339;
+        let mut journal = Journal {
+            id,
+            path,
+            file,
+            error: None,
+            hosts: header.hosts.len(),
+            counts: BTreeMap::new(),
+        };
+        journal.append(&Entry::Header(Box::new(header)));
+        match journal.error.take() {
+            Some(error) => {
+                // A journal without its header cannot be read: do not leave it behind.
+                let _ = std::fs::remove_file(&journal.path);
+                Err(error)
+            }
+            None => Ok(journal),
+        }
+    }
+
+    /// Writes one record as one line in one write.
+    fn append(&mut self, entry: &Entry) {
+        if self.error.is_some() {
+            return;
+        }
+        let result = serde_json::to_vec(entry)
+            .map_err(io::Error::other)
+            .and_then(|mut line| {
+                line.push(b'\n');
+                self.file.write_all(&line)
+            });
+        if let Err(error) = result {
+            self.error = Some(error);
+        }
+    }
+
+    fn append_host(&mut self, entry: HostEntry) {
+        *self
+            .counts
+            .entry(entry.outcome.kind().to_string())
+            .or_insert(0) += 1;
+        self.append(&Entry::Host(entry));
+    }
+
+    /// Writes the footer and puts the journal on disk; returns the first error of the whole run.
+    pub fn finish(mut self, ending: Ending) -> io::Result<()> {
+        let finished: usize = self.counts.values().sum();
+        let mut counts = std::mem::take(&mut self.counts);
+        if finished < self.hosts {
+            counts.insert(NOT_FINISHED.to_string(), self.hosts - finished);
+        }
+        let footer = Footer {
+            ended: clock::now().rfc3339,
+            counts,
+            interrupted: ending.interrupted,
+            stopped: ending.stopped,
+            exit_status: ending.exit_status,
+        };
+        self.append(&Entry::Footer(footer));
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        self.file.sync_all()
+    }
+}
+
+/// Journals the run's events as they pass from the scheduler to the reporters: a host's record is
+/// written before its `Finished` goes on, so nothing is ever reported that is not journalled.
+/// The reporters going away (a closed stdout) does not stop the journal. Returns the journal
+/// when the scheduler's side closes.
+pub fn tap(
+    mut journal: Journal,
+    mut events: mpsc::Receiver<Event>,
+    reporters: mpsc::Sender<Event>,
+) -> JoinHandle<Journal> {
+    // File writes block; they get a thread of tokio's blocking pool rather than a worker.
+    tokio::task::spawn_blocking(move || {
+        let mut forwarding = true;
+        while let Some(event) = events.blocking_recv() {
+            match &event {
+                Event::Finished { report, .. } => {
+                    journal.append_host(HostEntry::new(report, clock::now().rfc3339));
+                }
+                Event::BatchStarted { batch, hosts, .. } => {
+                    journal.append(&Entry::Batch(BatchEntry {
+                        batch: *batch,
+                        hosts: hosts.len(),
+                        started: clock::now().rfc3339,
+                    }));
+                }
+                Event::Started { .. } | Event::Output { .. } => {}
+            }
+            if forwarding && reporters.blocking_send(event).is_err() {
+                forwarding = false;
+            }
+        }
+        journal
+    })
+}
+
+/// The header of a run, without its id and start time (which [`Journal::create`] gives it).
+/// `arguments` are those of `volley run` as given; `retry_of` names the run a retry retries.
+pub fn header(
+    args: &RunArgs,
+    plan: &RunPlan,
+    arguments: Vec<String>,
+    retry_of: Option<String>,
+    user: &str,
+) -> Header {
+    let total = plan.hosts.len();
+    let millis =
+        |duration: std::time::Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let path = |path: &PathBuf| path.display().to_string();
+    Header {
+        format: FORMAT,
+        id: String::new(),
+        started: String::new(),
+        user: user.to_string(),
+        command: plan.command.clone(),
+        targets: Targets {
+            patterns: args.targets.targets.clone(),
+            groups: args.targets.groups.clone(),
+            exclude: args.targets.exclude.clone(),
+            hosts_files: args.targets.hosts_file.iter().map(path).collect(),
+            inventory: args.targets.inventory.as_ref().map(path),
+        },
+        hosts: plan.hosts.iter().map(|host| host.name.clone()).collect(),
+        batches: plan.rollout.batches(total).iter().map(Range::len).collect(),
+        options: Options {
+            parallel: plan.parallel,
+            connect_timeout_ms: millis(plan.connect_timeout),
+            timeout_ms: plan.command_timeout.map(millis),
+            batch: plan
+                .rollout
+                .batches
+                .as_ref()
+                .map(|sizes| sizes.text.clone()),
+            batch_delay_ms: millis(plan.rollout.delay),
+            max_failures: plan
+                .rollout
+                .budget
+                .as_ref()
+                .map(|budget| budget.text.clone()),
+            allowed_failures: plan.rollout.allowed_failures(total),
+            retries: plan.rollout.retries,
+        },
+        arguments,
+        subcommand: Vec::new(),
+        retry_of,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! The journal writer and its tap: files private, records read back, and a host journalled
+//! before the reporters hear of it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use volley_common::journal::Run;
+use volley_common::outcome::{Captured, HostReport, Outcome, Timings, TransportKind};
+
+use super::*;
+use crate::cli::{Cli, Command};
+use crate::plan::Environment;
+use crate::transport::Stream;
+
+fn bare_header(hosts: &[&str]) -> Header {
+    Header {
+        format: FORMAT,
+        id: String::new(),
+        started: String::new(),
+        user: "ops".to_string(),
+        command: "uptime".to_string(),
+        targets: Targets::default(),
+        hosts: hosts.iter().map(|host| host.to_string()).collect(),
+        batches: vec![hosts.len()],
+        options: Options::default(),
+        arguments: vec!["-w".to_string(), "h[1-3]".to_string()],
+        subcommand: Vec::new(),
+
+        retry_of: None,
+    }
+}
+
+fn report(host: &str, outcome: Outcome) -> HostReport {
+    HostReport {
+        host: host.to_string(),
+        transport: TransportKind::Ssh,
+        outcome,
+        timings: Timings {
+            connect: None,
+            run: None,
+            total: Duration::from_millis(7),
+        },
+        stdout: Captured::default(),
+        stderr: Captured::default(),
+        batch: 1,
+        attempts: 1,
+    }
+}
+
+fn read(journal_path: &Path) -> Run {
+    Run::parse(&std::fs::read_to_string(journal_path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_journal_is_private_and_starts_with_its_header() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("volley/runs");
+    let journal = Journal::create(&dir, bare_header(&["h1"])).unwrap();
+    assert_eq!(journal.path, dir.join(format!("{}.jsonl", journal.id)));
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&state.path().join("volley")), 0o700);
+    assert_eq!(mode(&journal.path), 0o600);
+    let run = read(&journal.path);
+    assert_eq!(run.header.id, journal.id);
+    assert!(run.header.started.ends_with('Z'), "{}", run.header.started);
+    assert_eq!(run.header.started[..4], journal.id[..4]);
+    assert_eq!(run.footer, None);
+}
+
+#[test]
+fn a_journal_that_cannot_be_created_is_an_error() {
+    let state = tempfile::tempdir().unwrap();
+    let blocker = state.path().join("volley");
+    std::fs::write(&blocker, "a file where the directory should be").unwrap();
+    assert!(Journal::create(&blocker.join("runs"), bare_header(&["h1"])).is_err());
+}
+
+/// The tap between a scheduler and a reporter: every event goes through in order, and each
+/// host's record is in the file before the reporter sees the host finish.
+#[tokio::test]
+async fn hosts_are_journalled_before_they_are_reported() {
+    let state = tempfile::tempdir().unwrap();
+    let journal = Journal::create(state.path(), bare_header(&["h1", "h2", "h3"])).unwrap();
+    let path = journal.path.clone();
+    let (events, received) = mpsc::channel(4);
+    let (forward, mut reported) = mpsc::channel(4);
+    let tap = tap(journal, received, forward);
+    let reporter = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(event) = reported.recv().await {
+            if let Event::Finished { report, .. } = &event {
+                let run = read(&path);
+                let entry = run.hosts.iter().flatten().find(|e| e.host == report.host);
+                assert_eq!(
+                    entry.map(|e| &e.outcome),
+                    Some(&report.outcome),
+                    "{} reported before it was journalled",
+                    report.host
+                );
+            }
+            seen.push(format!("{event:?}"));
+        }
+        seen
+    });
+    let sent = vec![
+        Event::BatchStarted {
+            batch: 1,
+            batches: 1,
+            hosts: 0..3,
+        },
+        Event::Started { host: 0 },
+        Event::Output {
+            host: 0,
+            stream: Stream::Stdout,
+            data: Bytes::from_static(b"up\n"),
+        },
+        Event::Finished {
+            host: 0,
+            report: report("h1", Outcome::Succeeded),
+        },
+        Event::Finished {
+            host: 2,
+            report: report("h3", Outcome::NonZeroExit { code: 2 }),
+        },
+    ];
+    let expected: Vec<String> = sent.iter().map(|event| format!("{event:?}")).collect();
+    for event in sent {
+        events.send(event).await.unwrap();
+    }
+    drop(events);
+    let journal = tap.await.unwrap();
+    assert_eq!(reporter.await.unwrap(), expected);
+
+    // h2 never finished: the footer counts it so.
+    let path = journal.path.clone();
+    journal
+        .finish(Ending {
+            interrupted: true,
+            stopped: false,
+            exit_status: 130,
+        })
+        .unwrap();
+    let run = read(&path);
+    assert_eq!(run.batches_started.len(), 1);
+    let footer = run.footer.expect("a footer");
+    assert_eq!(
+        footer.counts,
+        volley_common::journal::count_kinds(["succeeded", "non_zero_exit", NOT_FINISHED])
+    );
+    assert!(footer.interrupted);
+    assert_eq!(footer.exit_status, 130);
+}
+
+#[tokio::test]
+async fn the_journal_goes_on_when_the_reporters_are_gone() {
+    let state = tempfile::tempdir().unwrap();
+    let journal = Journal::create(state.path(), bare_header(&["h1", "h2"])).unwrap();
+    let (events, received) = mpsc::channel(4);
+    let (forward, reported) = mpsc::channel(4);
+    drop(reported);
+    let tap = tap(journal, received, forward);
+    for (host, name) in ["h1", "h2"].iter().enumerate() {
+        let report = report(name, Outcome::ConnectTimeout);
+        events.send(Event::Finished { host, report }).await.unwrap();
+    }
+    drop(events);
+    let journal = tap.await.unwrap();
+    let run = read(&journal.path);
+    assert!(run.hosts.iter().all(Option::is_some), "{run:?}");
+}
+
+#[test]
+fn the_header_records_targets_hosts_batches_and_options() {
+    let home = tempfile::tempdir().unwrap();
+    let arguments = [
+        "-w",
+        "h[1-5]",
+        "-x",
+        "h2",
+        "--batch",
+        "1,50%",
+        "--batch-delay",
+        "2s",
+        "--max-failures",
+        "25%",
+        "--retries",
+        "3",
+        "-p",
+        "8",
+        "--",
+        "systemctl",
+        "restart",
+        "app",
+    ];
+    let argv = ["volley", "run"].into_iter().chain(arguments);
+    let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!("the arguments start with `run`")
+    };
+    let env = Environment {
+        home: home.path().to_path_buf(),
+        local_user: "ops".to_string(),
+        variables: Vec::new(),
+    };
+    let plan = RunPlan::new(&args, &env).unwrap();
+    let arguments: Vec<String> = arguments.iter().map(|arg| arg.to_string()).collect();
+    let header = header(
+        &args,
+        &plan,
+        arguments.clone(),
+        Some("20261127T065812Z-3f9a".to_string()),
+        "ops",
+    );
+    assert_eq!(header.command, "systemctl restart app");
+    assert_eq!(header.targets.patterns, ["h[1-5]"]);
+    assert_eq!(header.targets.exclude, ["h2"]);
+    assert_eq!(header.hosts, ["h1", "h3", "h4", "h5"]);
+    // 1, then 50% of 4 hosts.
+    assert_eq!(header.batches, [1, 2, 1]);
+    assert_eq!(
+        header.options,
+        Options {
+            parallel: 8,
+            connect_timeout_ms: 10_000,
+            timeout_ms: None,
+            batch: Some("1,50%".to_string()),
+            batch_delay_ms: 2000,
+            max_failures: Some("25%".to_string()),
+            allowed_failures: Some(1),
+            retries: 3,
+        }
+    );
+    assert_eq!(header.arguments, arguments);
+    assert_eq!(header.retry_of.as_deref(), Some("20261127T065812Z-3f9a"));
+}
+
+#[test]
+fn journal_limits_come_from_the_inventory() {
+    let check = |keep: Option<usize>, max: Option<&str>, expected: Result<(usize, u64), &str>| {
+        let inventory = Inventory {
+            journal_keep_runs: keep,
+            journal_max_bytes: max.map(str::to_string),
+            ..Inventory::default()
+        };
+        let limits = JournalLimits::from_inventory(&inventory)
+            .map(|limits| (limits.keep_runs, limits.max_bytes));
+        assert_eq!(limits, expected.map_err(str::to_string), "{keep:?} {max:?}");
+    };
+    check(None, None, Ok((200, 100 << 20)));
+    check(Some(5), Some("1KiB"), Ok((5, 1024)));
+    check(Some(0), None, Err("journal_keep_runs: must be at least 1"));
+    check(
+        None,
+        Some("lots"),
+        Err("journal_max_bytes: bad size 'lots': expected a number (examples: 1MiB, 64KiB, 4096)"),
+    );
+}

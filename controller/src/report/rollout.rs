@@ -1,0 +1,158 @@
+//! What a rollout adds to the output: a line on stderr as each batch starts, and after the
+//! summary, how far the rollout went and where the run is recorded.
+
+use std::io::{self, Write};
+use std::ops::Range;
+
+use volley_common::fold::fold;
+
+use crate::scheduler::RunEnd;
+
+/// `volley: batch 2/5: h[04-13] (10 hosts)`.
+pub(crate) fn write_batch_started(
+    out: &mut impl Write,
+    hosts: &[String],
+    batch: usize,
+    batches: usize,
+    range: Range<usize>,
+) -> io::Result<()> {
+    let names = hosts.get(range.clone()).unwrap_or_default();
+    writeln!(
+        out,
+        "volley: batch {batch}/{batches}: {} ({})",
+        fold(names.iter().map(String::as_str)),
+        count(range.len())
+    )
+}
+
+/// How far a batched or budgeted run went; nothing for a plain run.
+pub fn write_rollout(
+    out: &mut impl Write,
+    end: &RunEnd,
+    batched: bool,
+    skipped: usize,
+) -> io::Result<()> {
+    let mut parts = Vec::new();
+    if batched {
+        parts.push(format!(
+            "{} of {} batches ran",
+            end.batches_started, end.batches
+        ));
+    }
+    if let Some(allowed) = end.allowed_failures {
+        let failed = format!(
+            "{} failed, the failure budget allows {allowed}",
+            count(end.failures)
+        );
+        parts.push(if end.stopped {
+            format!("rollout stopped: {failed}; {} skipped", count(skipped))
+        } else {
+            failed
+        });
+    }
+    if parts.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "volley: {}", parts.join("; "))
+}
+
+/// Where the run is recorded, and how to retry the hosts that did not succeed, if any.
+pub fn write_recorded(out: &mut impl Write, id: &str, not_succeeded: usize) -> io::Result<()> {
+    if not_succeeded == 0 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "volley: run {id}: `volley retry {id}` runs it again on the {} that did not succeed",
+        count(not_succeeded)
+    )
+}
+
+fn count(hosts: usize) -> String {
+    match hosts {
+        1 => "1 host".to_string(),
+        n => format!("{n} hosts"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_line_folds_its_hosts() {
+        let hosts: Vec<String> = (1..=20).map(|n| format!("h{n:02}")).collect();
+        let mut out = Vec::new();
+        write_batch_started(&mut out, &hosts, 2, 5, 3..13).unwrap();
+        write_batch_started(&mut out, &hosts, 1, 5, 0..1).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "volley: batch 2/5: h[04-13] (10 hosts)\nvolley: batch 1/5: h01 (1 host)\n"
+        );
+    }
+
+    fn check(end: RunEnd, batched: bool, skipped: usize, expected: &str) {
+        let mut out = Vec::new();
+        write_rollout(&mut out, &end, batched, skipped).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), expected, "{end:?}");
+    }
+
+    #[test]
+    fn the_rollout_line_says_how_far_it_went() {
+        let end = RunEnd {
+            batches: 3,
+            batches_started: 1,
+            failures: 2,
+            allowed_failures: Some(1),
+            stopped: true,
+        };
+        check(
+            end,
+            true,
+            6,
+            "volley: 1 of 3 batches ran; rollout stopped: 2 hosts failed, the failure budget allows 1; 6 hosts skipped\n",
+        );
+        check(
+            RunEnd {
+                batches_started: 3,
+                failures: 1,
+                stopped: false,
+                ..end
+            },
+            true,
+            0,
+            "volley: 3 of 3 batches ran; 1 host failed, the failure budget allows 1\n",
+        );
+        check(
+            RunEnd {
+                allowed_failures: None,
+                ..end
+            },
+            true,
+            0,
+            "volley: 1 of 3 batches ran\n",
+        );
+        check(
+            RunEnd {
+                batches: 1,
+                batches_started: 1,
+                allowed_failures: None,
+                ..end
+            },
+            false,
+            0,
+            "",
+        );
+    }
+
+    #[test]
+    fn the_retry_hint_appears_only_after_failures() {
+        let mut out = Vec::new();
+        write_recorded(&mut out, "20261127T065812Z-3f9a", 0).unwrap();
+        write_recorded(&mut out, "20261127T065812Z-3f9a", 3).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "volley: run 20261127T065812Z-3f9a: `volley retry 20261127T065812Z-3f9a` runs it again on the 3 hosts that did not succeed\n"
+        );
+    }
+}

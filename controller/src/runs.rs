@@ -1,0 +1,439 @@
+//! `volley runs`, `volley runs show` and `volley retry`: the journals read back.
+//!
+//! Listing and showing are plain functions writing to any [`Write`], so tests check exact
+//! text. A retry is prepared here (which run, which hosts, the original `volley run` arguments
+//! parsed again) and then runs through the same path as `volley run`.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::Path;
+
+use clap::Parser;
+use volley_common::fold::fold;
+use volley_common::journal::{HostEntry, NOT_FINISHED, Run};
+use volley_common::outcome::OutcomeClass;
+
+use crate::cli::{Cli, Command, RetryArgs, RunArgs, ShowArgs};
+use crate::journal::store::{self, StoreError};
+use crate::plan::HostSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "--only '{given}': '{word}' is not an outcome or a class (classes: failed, unreached, interrupted; outcomes: {})",
+        RETRYABLE_KINDS.join(", ")
+    )]
+    UnknownClass { given: String, word: String },
+    #[error("run {run}: its recorded arguments no longer parse: {reason}")]
+    Arguments { run: String, reason: String },
+    #[error(
+        "run {run}: no longer among the targets of its arguments: {hosts} (did the inventory change?)"
+    )]
+    HostsGone { run: String, hosts: String },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// The outcome kinds a retry can select, `not_finished` included. Kept by hand: a new kind of
+/// outcome belongs here too.
+const RETRYABLE_KINDS: &[&str] = &[
+    "non_zero_exit",
+    "signalled",
+    "unreachable",
+    "connect_timeout",
+    "auth_failed",
+    "host_key_unknown",
+    "host_key_changed",
+    "tls_rejected",
+    "command_timeout",
+    "cancelled",
+    "transport_error",
+    "skipped",
+    NOT_FINISHED,
+];
+
+/// `volley runs`: the most recent runs, newest first.
+pub fn list(out: &mut impl Write, dir: &Path, limit: usize) -> Result<(), RunsError> {
+    let files = store::list(dir)?;
+    let mut rows = Vec::new();
+    for file in files.iter().rev().take(limit) {
+        let (header, footer, whole) = store::summary(file)?;
+        let counts = match (&footer, &whole) {
+            (Some(footer), _) => footer.counts.clone(),
+            (None, Some(run)) => run.counts(),
+            (None, None) => BTreeMap::new(),
+        };
+        let mut notes = Vec::new();
+        match &footer {
+            Some(footer) if footer.stopped => notes.push("stopped"),
+            Some(footer) if footer.interrupted => notes.push("interrupted"),
+            Some(_) => {}
+            None => notes.push("unfinished"),
+        }
+        if header.retry_of.is_some() {
+            notes.push("retry");
+        }
+        let mut outcomes = counts_text(&counts);
+        if !notes.is_empty() {
+            outcomes = format!("{outcomes} ({})", notes.join(", "));
+        }
+        rows.push([
+            header.id,
+            header.started.replace('T', " ").chars().take(19).collect(),
+            header.hosts.len().to_string(),
+            outcomes,
+            header.command,
+        ]);
+    }
+    if files.is_empty() {
+        writeln!(out, "no runs recorded in {}", dir.display())?;
+        return Ok(());
+    }
+    write_table(
+        out,
+        &["RUN", "STARTED (UTC)", "HOSTS", "OUTCOMES", "COMMAND"],
+        &rows,
+    )?;
+    Ok(())
+}
+
+/// `volley runs show RUN`: the run, then every host's outcome; or with `--failed`/`--list`, just
+/// host names.
+pub fn show(out: &mut impl Write, dir: &Path, args: &ShowArgs) -> Result<(), RunsError> {
+    let run = store::load(&store::find(dir, &args.run)?)?;
+    let hosts: Vec<&str> = run
+        .kinds()
+        .filter(|(_, kind)| !args.failed || *kind != "succeeded")
+        .map(|(host, _)| host)
+        .collect();
+    if args.list {
+        for host in hosts {
+            writeln!(out, "{host}")?;
+        }
+        return Ok(());
+    }
+    if args.failed {
+        if !hosts.is_empty() {
+            writeln!(out, "{}", fold(hosts))?;
+        }
+        return Ok(());
+    }
+    write_run(out, &run)?;
+    Ok(())
+}
+
+fn write_run(out: &mut impl Write, run: &Run) -> io::Result<()> {
+    let header = &run.header;
+    match &header.retry_of {
+        Some(original) => writeln!(out, "run       {} (retry of {original})", header.id)?,
+        None => writeln!(out, "run       {}", header.id)?,
+    }
+    writeln!(out, "command   {}", header.command)?;
+    writeln!(out, "targets   {}", targets_text(header))?;
+    writeln!(out, "started   {} by {}", header.started, header.user)?;
+    match &run.footer {
+        Some(footer) => {
+            let how = if footer.interrupted {
+                ", interrupted"
+            } else if footer.stopped {
+                ", rollout stopped by the failure budget"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "ended     {}, exit status {}{how}",
+                footer.ended, footer.exit_status
+            )?;
+        }
+        None => writeln!(
+            out,
+            "ended     no end recorded: volley was killed, or the run is still going"
+        )?,
+    }
+    writeln!(
+        out,
+        "hosts     {}: {}",
+        header.hosts.len(),
+        counts_text(&run.counts())
+    )?;
+    if header.options.batch.is_some() {
+        writeln!(
+            out,
+            "batches   {} started of {} ({})",
+            run.batches_started.len(),
+            header.batches.len(),
+            header
+                .batches
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    if run.unreadable_lines > 0 {
+        writeln!(
+            out,
+            "warning   {} unreadable lines were skipped",
+            run.unreadable_lines
+        )?;
+    }
+    writeln!(out)?;
+    let mut batch_of = Vec::with_capacity(header.hosts.len());
+    for (number, size) in header.batches.iter().enumerate() {
+        batch_of.extend(std::iter::repeat_n(number + 1, *size));
+    }
+    let rows: Vec<[String; 6]> = header
+        .hosts
+        .iter()
+        .zip(&run.hosts)
+        .enumerate()
+        .map(|(index, (host, entry))| host_row(host, entry.as_ref(), batch_of.get(index)))
+        .collect();
+    write_table(
+        out,
+        &["HOST", "BATCH", "OUTCOME", "ATTEMPTS", "TIME", "DETAIL"],
+        &rows,
+    )
+}
+
+fn host_row(host: &str, entry: Option<&HostEntry>, batch: Option<&usize>) -> [String; 6] {
+    let batch = batch.map_or_else(|| "-".to_string(), ToString::to_string);
+    match entry {
+        Some(entry) => [
+            host.to_string(),
+            entry.batch.to_string(),
+            entry.outcome.kind().to_string(),
+            entry.attempts.to_string(),
+            // A host that never started has no time to show.
+            if entry.attempts == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.2}s", entry.total_ms as f64 / 1000.0)
+            },
+            if entry.outcome.is_success() {
+                String::new()
+            } else {
+                entry.outcome.to_string()
+            },
+        ],
+        None => [
+            host.to_string(),
+            batch,
+            NOT_FINISHED.to_string(),
+            "-".to_string(),
+            "-".to_string(),
+            "no outcome recorded: the run ended before this host finished".to_string(),
+        ],
+    }
+}
+
+/// Left-aligned columns, two spaces apart; the last column is not padded.
+fn write_table<const N: usize>(
+    out: &mut impl Write,
+    titles: &[&str; N],
+    rows: &[[String; N]],
+) -> io::Result<()> {
+    let mut widths = titles.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (column, cell) in cells.iter().enumerate() {
+            if column + 1 == N {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[column]));
+            }
+        }
+        text.trim_end().to_string()
+    };
+    writeln!(out, "{}", line(titles.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+/// `3 succeeded, 2 unreachable`: successes first, then the other kinds by name.
+fn counts_text(counts: &BTreeMap<String, usize>) -> String {
+    let succeeded = counts.get("succeeded").copied().unwrap_or(0);
+    std::iter::once(format!("{succeeded} succeeded"))
+        .chain(
+            counts
+                .iter()
+                .filter(|(kind, count)| kind.as_str() != "succeeded" && **count > 0)
+                .map(|(kind, count)| format!("{count} {kind}")),
+        )
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The targets as given: `-w PATTERNS -g GROUP -x PATTERNS --hosts-file FILE`.
+fn targets_text(header: &volley_common::journal::Header) -> String {
+    let targets = &header.targets;
+    let mut words = Vec::new();
+    let mut push = |flag: &str, values: &[String]| {
+        for value in values {
+            words.push(format!("{flag} {value}"));
+        }
+    };
+    push("-w", &targets.patterns);
+    push("-g", &targets.groups);
+    push("-x", &targets.exclude);
+    push("--hosts-file", &targets.hosts_files);
+    if let Some(inventory) = &targets.inventory {
+        words.push(format!("--inventory {inventory}"));
+    }
+    words.join(" ")
+}
+
+/// A retry, ready to run: the original's arguments, and the hosts to run them on.
+#[derive(Debug)]
+pub struct Retry {
+    pub args: RunArgs,
+    /// For a recorded `volley agent ...` run: the agent operation to run again.
+    pub agent: Option<crate::install::Request>,
+    pub arguments: Vec<String>,
+    pub retry_of: String,
+    /// The hosts that did not succeed (and match `--only`), in the original's order.
+    pub hosts: Vec<String>,
+    /// How many hosts the original run had.
+    pub of: usize,
+}
+
+/// Prepares `volley retry RUN [--only CLASSES]`.
+pub fn retry(dir: &Path, args: &RetryArgs) -> Result<Retry, RunsError> {
+    let run = store::load(&store::find(dir, &args.run)?)?;
+    let words: Option<Vec<String>> = match &args.only {
+        Some(given) => Some(parse_only(given)?),
+        None => None,
+    };
+    let hosts: Vec<String> = run
+        .header
+        .hosts
+        .iter()
+        .zip(&run.hosts)
+        .filter(|(_, entry)| selected(entry.as_ref(), words.as_deref()))
+        .map(|(host, _)| host.clone())
+        .collect();
+    let id = run.header.id.clone();
+    // `volley run ARGS`, or the subcommand the journal names (`volley agent install ARGS`).
+    let subcommand = if run.header.subcommand.is_empty() {
+        vec!["run".to_string()]
+    } else {
+        run.header.subcommand.clone()
+    };
+    let argv = std::iter::once("volley".to_string())
+        .chain(subcommand)
+        .chain(run.header.arguments.iter().cloned());
+    let parsed = Cli::try_parse_from(argv).map_err(|error| RunsError::Arguments {
+        run: id.clone(),
+        reason: error
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    })?;
+    let (mut run_args, agent) = match parsed.command {
+        Command::Run(run_args) => (*run_args, None),
+        Command::Agent(command) => {
+            let (run_args, request) = crate::install::plan_arguments(command);
+            (run_args, Some(request))
+        }
+        _ => {
+            return Err(RunsError::Arguments {
+                run: id,
+                reason: "not the arguments of `volley run` or `volley agent`".to_string(),
+            });
+        }
+    };
+    // The inventory may have come from VOLLEY_INVENTORY, which need not be set now.
+    if let Some(inventory) = &run.header.targets.inventory {
+        run_args.targets.inventory = Some(inventory.into());
+    }
+    Ok(Retry {
+        args: run_args,
+        agent,
+        arguments: run.header.arguments.clone(),
+        retry_of: id,
+        hosts,
+        of: run.header.hosts.len(),
+    })
+}
+
+/// The words of `--only`, each an outcome kind or a class.
+fn parse_only(given: &str) -> Result<Vec<String>, RunsError> {
+    given
+        .split(',')
+        .map(str::trim)
+        .filter(|word| !word.is_empty())
+        .map(|word| {
+            let known = matches!(word, "failed" | "unreached" | "interrupted")
+                || RETRYABLE_KINDS.contains(&word);
+            if known {
+                Ok(word.to_string())
+            } else {
+                Err(RunsError::UnknownClass {
+                    given: given.to_string(),
+                    word: word.to_string(),
+                })
+            }
+        })
+        .collect()
+}
+
+/// Whether a host with this entry is retried: never one that succeeded; otherwise any, or those
+/// matching one of `words`.
+fn selected(entry: Option<&HostEntry>, words: Option<&[String]>) -> bool {
+    let outcome = entry.map(|entry| &entry.outcome);
+    if outcome.is_some_and(|outcome| outcome.is_success()) {
+        return false;
+    }
+    let Some(words) = words else {
+        return true;
+    };
+    let kind = outcome.map_or(NOT_FINISHED, |outcome| outcome.kind());
+    let class = outcome.map_or(OutcomeClass::Interrupted, |outcome| outcome.class());
+    words.iter().any(|word| match word.as_str() {
+        "failed" => class == OutcomeClass::CommandFailed,
+        "unreached" => class == OutcomeClass::NotReached,
+        "interrupted" => class == OutcomeClass::Interrupted,
+        word => word == kind,
+    })
+}
+
+/// Narrows a retry's planned hosts to the hosts to retry, keeping the plan's order. Every one of
+/// them must still be among the targets: a retry that quietly ran on fewer hosts would look like
+/// a success.
+pub fn keep_only(
+    planned: &mut Vec<HostSpec>,
+    retry_of: &str,
+    hosts: &[String],
+) -> Result<(), RunsError> {
+    let wanted: std::collections::HashSet<&str> = hosts.iter().map(String::as_str).collect();
+    let present: std::collections::HashSet<&str> =
+        planned.iter().map(|host| host.name.as_str()).collect();
+    let gone: Vec<&str> = hosts
+        .iter()
+        .map(String::as_str)
+        .filter(|host| !present.contains(*host))
+        .collect();
+    if !gone.is_empty() {
+        return Err(RunsError::HostsGone {
+            run: retry_of.to_string(),
+            hosts: fold(gone),
+        });
+    }
+    planned.retain(|host| wanted.contains(host.name.as_str()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

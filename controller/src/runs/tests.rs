@@ -1,0 +1,339 @@
+//! `volley runs`, `runs show` and `retry` against journals written here: exact text, and which
+//! hosts a retry takes.
+
+use std::path::PathBuf;
+
+use volley_common::journal::{
+    BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, Options, Targets, count_kinds,
+};
+use volley_common::outcome::{Outcome, TransportKind};
+
+use super::*;
+use crate::cli::{RetryArgs, ShowArgs};
+
+const ROLLOUT: &str = "20261127T065812Z-3f9a";
+const KILLED: &str = "20261127T070000Z-0b1c";
+
+fn header(id: &str, started: &str, hosts: &[&str], batches: Vec<usize>) -> Header {
+    Header {
+        format: FORMAT,
+        id: id.to_string(),
+        started: started.to_string(),
+        user: "ops".to_string(),
+        command: "systemctl restart app".to_string(),
+        targets: Targets {
+            groups: vec!["web".to_string()],
+            inventory: Some("/etc/volley/inventory.toml".to_string()),
+            ..Targets::default()
+        },
+        hosts: hosts.iter().map(|host| host.to_string()).collect(),
+        batches,
+        options: Options {
+            batch: Some("2".to_string()),
+            ..Options::default()
+        },
+        arguments: [
+            "-g",
+            "web",
+            "--batch",
+            "2",
+            "--",
+            "systemctl",
+            "restart",
+            "app",
+        ]
+        .map(str::to_string)
+        .to_vec(),
+        subcommand: Vec::new(),
+
+        retry_of: None,
+    }
+}
+
+fn host(host: &str, batch: usize, outcome: Outcome) -> Entry {
+    Entry::Host(HostEntry {
+        host: host.to_string(),
+        batch,
+        attempts: u32::from(outcome != Outcome::Skipped),
+        transport: TransportKind::Ssh,
+        outcome,
+        connect_ms: None,
+        run_ms: None,
+        total_ms: 1234,
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+        finished: "2026-11-27T06:58:14.000Z".to_string(),
+    })
+}
+
+fn write(dir: &Path, id: &str, entries: &[Entry]) {
+    let text: String = entries
+        .iter()
+        .map(|entry| serde_json::to_string(entry).unwrap() + "\n")
+        .collect();
+    std::fs::write(dir.join(format!("{id}.jsonl")), text).unwrap();
+}
+
+/// A stopped rollout (web1 ok, web2 failed, web3 unreachable, web4-web6 skipped), then a killed
+/// run of which only web1 finished.
+fn runs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = ["web1", "web2", "web3", "web4", "web5", "web6"];
+    let outcomes = [
+        host("web1", 1, Outcome::Succeeded),
+        host("web2", 1, Outcome::NonZeroExit { code: 1 }),
+        host("web3", 2, refused()),
+        host("web4", 2, Outcome::Skipped),
+        host("web5", 3, Outcome::Skipped),
+        host("web6", 3, Outcome::Skipped),
+    ];
+    let mut entries = vec![
+        Entry::Header(Box::new(header(
+            ROLLOUT,
+            "2026-11-27T06:58:12.345Z",
+            &hosts,
+            vec![2, 2, 2],
+        ))),
+        Entry::Batch(BatchEntry {
+            batch: 1,
+            hosts: 2,
+            started: "2026-11-27T06:58:12.400Z".to_string(),
+        }),
+    ];
+    entries.extend(outcomes);
+    entries.push(Entry::Footer(Footer {
+        ended: "2026-11-27T06:58:20.000Z".to_string(),
+        counts: count_kinds([
+            "succeeded",
+            "non_zero_exit",
+            "unreachable",
+            "skipped",
+            "skipped",
+            "skipped",
+        ]),
+        interrupted: false,
+        stopped: true,
+        exit_status: 3,
+    }));
+    write(dir.path(), ROLLOUT, &entries);
+    let mut killed = header(
+        KILLED,
+        "2026-11-27T07:00:00.000Z",
+        &["web1", "web2", "web3"],
+        vec![3],
+    );
+    killed.retry_of = Some(ROLLOUT.to_string());
+    killed.options.batch = None;
+    write(
+        dir.path(),
+        KILLED,
+        &[
+            Entry::Header(Box::new(killed)),
+            host("web1", 1, Outcome::Succeeded),
+        ],
+    );
+    dir
+}
+
+fn refused() -> Outcome {
+    Outcome::Unreachable {
+        reason: "connection refused".to_string(),
+    }
+}
+
+fn show_text(dir: &Path, run: &str, failed: bool, list: bool) -> String {
+    let mut out = Vec::new();
+    let args = ShowArgs {
+        run: run.to_string(),
+        failed,
+        list,
+    };
+    show(&mut out, dir, &args).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn runs_are_listed_newest_first_with_their_counts() {
+    let dir = runs();
+    let mut out = Vec::new();
+    list(&mut out, dir.path(), 20).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "\
+RUN                    STARTED (UTC)        HOSTS  OUTCOMES                                                          COMMAND
+20261127T070000Z-0b1c  2026-11-27 07:00:00  3      1 succeeded, 2 not_finished (unfinished, retry)                   systemctl restart app
+20261127T065812Z-3f9a  2026-11-27 06:58:12  6      1 succeeded, 1 non_zero_exit, 3 skipped, 1 unreachable (stopped)  systemctl restart app
+"
+    );
+    let mut out = Vec::new();
+    list(&mut out, dir.path(), 1).unwrap();
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 2);
+    let empty = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    list(&mut out, empty.path(), 20).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("no runs recorded in {}\n", empty.path().display())
+    );
+}
+
+#[test]
+fn a_run_is_shown_host_by_host() {
+    let dir = runs();
+    assert_eq!(
+        show_text(dir.path(), ROLLOUT, false, false),
+        "\
+run       20261127T065812Z-3f9a
+command   systemctl restart app
+targets   -g web --inventory /etc/volley/inventory.toml
+started   2026-11-27T06:58:12.345Z by ops
+ended     2026-11-27T06:58:20.000Z, exit status 3, rollout stopped by the failure budget
+hosts     6: 1 succeeded, 1 non_zero_exit, 3 skipped, 1 unreachable
+batches   1 started of 3 (2, 2, 2)
+
+HOST  BATCH  OUTCOME        ATTEMPTS  TIME   DETAIL
+web1  1      succeeded      1         1.23s
+web2  1      non_zero_exit  1         1.23s  exited with status 1
+web3  2      unreachable    1         1.23s  unreachable: connection refused
+web4  2      skipped        0         -      skipped: the failure budget stopped the rollout before this host
+web5  3      skipped        0         -      skipped: the failure budget stopped the rollout before this host
+web6  3      skipped        0         -      skipped: the failure budget stopped the rollout before this host
+"
+    );
+}
+
+#[test]
+fn a_killed_run_shows_the_hosts_that_had_not_finished() {
+    let dir = runs();
+    assert_eq!(
+        show_text(dir.path(), "last", false, false),
+        "\
+run       20261127T070000Z-0b1c (retry of 20261127T065812Z-3f9a)
+command   systemctl restart app
+targets   -g web --inventory /etc/volley/inventory.toml
+started   2026-11-27T07:00:00.000Z by ops
+ended     no end recorded: volley was killed, or the run is still going
+hosts     3: 1 succeeded, 2 not_finished
+
+HOST  BATCH  OUTCOME       ATTEMPTS  TIME   DETAIL
+web1  1      succeeded     1         1.23s
+web2  1      not_finished  -         -      no outcome recorded: the run ended before this host finished
+web3  1      not_finished  -         -      no outcome recorded: the run ended before this host finished
+"
+    );
+}
+
+#[test]
+fn failed_hosts_are_folded_or_listed() {
+    let dir = runs();
+    assert_eq!(show_text(dir.path(), ROLLOUT, true, false), "web[2-6]\n");
+    assert_eq!(
+        show_text(dir.path(), ROLLOUT, true, true),
+        "web2\nweb3\nweb4\nweb5\nweb6\n"
+    );
+    assert_eq!(
+        show_text(dir.path(), KILLED, false, true),
+        "web1\nweb2\nweb3\n"
+    );
+    let mut out = Vec::new();
+    let args = ShowArgs {
+        run: "20991231".to_string(),
+        failed: false,
+        list: false,
+    };
+    assert_eq!(
+        show(&mut out, dir.path(), &args).unwrap_err().to_string(),
+        "unknown run '20991231' (see volley runs)"
+    );
+}
+
+fn retried(dir: &Path, run: &str, only: Option<&str>) -> Result<Vec<String>, String> {
+    let args = RetryArgs {
+        run: run.to_string(),
+        only: only.map(str::to_string),
+    };
+    retry(dir, &args)
+        .map(|retry| retry.hosts)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_retry_takes_the_hosts_that_did_not_succeed() {
+    let dir = runs();
+    let check = |run: &str, only: Option<&str>, expected: &[&str]| {
+        assert_eq!(
+            retried(dir.path(), run, only),
+            Ok(expected.iter().map(|h| h.to_string()).collect()),
+            "{run} --only {only:?}"
+        );
+    };
+    check(ROLLOUT, None, &["web2", "web3", "web4", "web5", "web6"]);
+    check(ROLLOUT, Some("unreachable"), &["web3"]);
+    check(ROLLOUT, Some("failed"), &["web2"]);
+    check(ROLLOUT, Some("unreached"), &["web3"]);
+    check(
+        ROLLOUT,
+        Some("skipped, non_zero_exit"),
+        &["web2", "web4", "web5", "web6"],
+    );
+    check(ROLLOUT, Some("interrupted"), &[]);
+    check(KILLED, None, &["web2", "web3"]);
+    check(KILLED, Some("not_finished"), &["web2", "web3"]);
+    check(KILLED, Some("interrupted"), &["web2", "web3"]);
+    assert_eq!(
+        retried(dir.path(), ROLLOUT, Some("unreachable,succeeded")),
+        Err("--only 'unreachable,succeeded': 'succeeded' is not an outcome or a class (classes: failed, unreached, interrupted; outcomes: non_zero_exit, signalled, unreachable, connect_timeout, auth_failed, host_key_unknown, host_key_changed, tls_rejected, command_timeout, cancelled, transport_error, skipped, not_finished)".to_string())
+    );
+}
+
+#[test]
+fn a_retry_runs_the_recorded_arguments() {
+    let dir = runs();
+    let retry = retry(
+        dir.path(),
+        &RetryArgs {
+            run: ROLLOUT.to_string(),
+            only: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(retry.retry_of, ROLLOUT);
+    assert_eq!(retry.of, 6);
+    assert_eq!(retry.args.targets.groups, ["web"]);
+    assert_eq!(retry.args.rollout.batch.as_deref(), Some("2"));
+    assert_eq!(retry.args.command, ["systemctl", "restart", "app"]);
+    assert_eq!(
+        retry.args.targets.inventory,
+        Some(PathBuf::from("/etc/volley/inventory.toml"))
+    );
+    assert_eq!(retry.arguments[..2], ["-g", "web"]);
+}
+
+#[test]
+fn a_retry_runs_on_exactly_its_hosts_or_not_at_all() {
+    use crate::plan::HostSpec;
+    let spec = |name: &str| HostSpec {
+        name: name.to_string(),
+        address: name.to_string(),
+        port: 22,
+        user: "ops".to_string(),
+        identity_files: Vec::new(),
+        host: name.to_string(),
+        agent_port: 7731,
+        transport: volley_common::inventory::TransportChoice::Auto,
+        agent_prefix: None,
+    };
+    let mut hosts: Vec<HostSpec> = ["web1", "web2", "web3"].map(spec).to_vec();
+    let wanted = ["web3".to_string(), "web1".to_string()];
+    keep_only(&mut hosts, ROLLOUT, &wanted).unwrap();
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    // The plan's order stays.
+    assert_eq!(names, ["web1", "web3"]);
+    let gone = ["web1".to_string(), "web7".to_string(), "web8".to_string()];
+    assert_eq!(
+        keep_only(&mut hosts, ROLLOUT, &gone)
+            .unwrap_err()
+            .to_string(),
+        "run 20261127T065812Z-3f9a: no longer among the targets of its arguments: web[7-8] (did the inventory change?)"
+    );
+}

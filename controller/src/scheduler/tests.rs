@@ -1,0 +1,432 @@
+//! The scheduler against a scripted transport on a paused clock: batches, the failure budget,
+//! connect retries and interrupts, with time measured exactly.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use volley_common::inventory::TransportChoice;
+use volley_common::outcome::TransportKind;
+
+use super::*;
+use crate::cli::ColorChoice;
+use crate::journal::JournalLimits;
+use crate::plan::HostSpec;
+use crate::report::OutputMode;
+use crate::rollout::{BatchSizes, FailureBudget, RolloutPlan};
+use crate::transport::BoxFuture;
+
+/// How long every scripted attempt takes.
+const ATTEMPT: Duration = Duration::from_millis(100);
+
+fn refused() -> Outcome {
+    Outcome::Unreachable {
+        reason: "connection refused".to_string(),
+    }
+}
+
+/// A transport that answers each host from a script: one outcome per attempt, the last one
+/// repeating; hosts not in the script succeed. It records when each attempt began and ended.
+#[derive(Default)]
+struct Scripted {
+    outcomes: HashMap<String, Vec<Outcome>>,
+    attempts: Mutex<Vec<Attempt>>,
+}
+
+#[derive(Clone, Debug)]
+struct Attempt {
+    host: String,
+    began: Instant,
+    ended: Instant,
+}
+
+impl Scripted {
+    fn new(script: &[(&str, Vec<Outcome>)]) -> Scripted {
+        Scripted {
+            outcomes: script
+                .iter()
+                .map(|(host, outcomes)| (host.to_string(), outcomes.clone()))
+                .collect(),
+            attempts: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn attempts(&self) -> Vec<Attempt> {
+        self.attempts.lock().unwrap().clone()
+    }
+
+    fn hosts_tried(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self.attempts().into_iter().map(|a| a.host).collect();
+        hosts.dedup();
+        hosts
+    }
+}
+
+impl Transport for Scripted {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Ssh
+    }
+
+    fn run<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Ended> {
+        Box::pin(async move {
+            let began = Instant::now();
+            let tried = self
+                .attempts()
+                .iter()
+                .filter(|a| a.host == job.host.name)
+                .count();
+            tokio::time::sleep(ATTEMPT).await;
+            let outcome = match self.outcomes.get(&job.host.name) {
+                Some(outcomes) => outcomes[tried.min(outcomes.len() - 1)].clone(),
+                None => Outcome::Succeeded,
+            };
+            self.attempts.lock().unwrap().push(Attempt {
+                host: job.host.name.clone(),
+                began,
+                ended: Instant::now(),
+            });
+            // Connect-phase failures never got a session, as a real transport reports them.
+            let connected = !matches!(
+                outcome,
+                Outcome::Unreachable { .. } | Outcome::ConnectTimeout
+            );
+            Ended {
+                outcome,
+                connected_after: connected.then_some(Duration::from_millis(10)),
+                ran_for: connected.then_some(Duration::from_millis(90)),
+                transport: TransportKind::Ssh,
+            }
+        })
+    }
+}
+
+fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
+    RunPlan {
+        hosts: (1..=hosts)
+            .map(|n| HostSpec {
+                name: format!("h{n}"),
+                address: format!("h{n}"),
+                port: 22,
+                user: "ops".to_string(),
+                identity_files: Vec::new(),
+                host: format!("h{n}"),
+                agent_port: 7731,
+                transport: TransportChoice::Ssh,
+                agent_prefix: None,
+            })
+            .collect(),
+        command: "true".to_string(),
+        parallel,
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: None,
+        max_output: 1024,
+        output: OutputMode::Json,
+        color: ColorChoice::Never,
+        known_hosts: PathBuf::from("/dev/null"),
+        accept_new_host_keys: false,
+        identity_files: Vec::new(),
+        identity_files_explicit: false,
+        pki: PathBuf::from("/nonexistent/pki"),
+        rollout,
+        journal: JournalLimits::default(),
+    }
+}
+
+fn rollout(batch: Option<&str>, delay: Duration, budget: Option<&str>) -> RolloutPlan {
+    RolloutPlan {
+        batches: batch.map(|sizes| BatchSizes::parse(sizes).unwrap()),
+        delay,
+        budget: budget.map(|budget| FailureBudget::parse(budget).unwrap()),
+        retries: 0,
+    }
+}
+
+/// What a run emitted, and how it ended.
+struct Outcomes {
+    end: RunEnd,
+    /// Each host's final report, by host number.
+    reports: Vec<HostReport>,
+    /// `(batch, hosts)` of each `BatchStarted`, in order.
+    batches: Vec<(usize, Range<usize>)>,
+    /// Virtual time the run took.
+    took: Duration,
+}
+
+async fn run_with(plan: RunPlan, transport: Arc<Scripted>, cancel: CancellationToken) -> Outcomes {
+    let hosts = plan.hosts.len();
+    let (events, mut received) = mpsc::channel(16);
+    let collector = tokio::spawn(async move {
+        let mut finished: Vec<Option<HostReport>> = vec![None; hosts];
+        let mut batches = Vec::new();
+        while let Some(event) = received.recv().await {
+            match event {
+                Event::Finished { host, report } => {
+                    assert!(finished[host].is_none(), "host {host} finished twice");
+                    finished[host] = Some(report);
+                }
+                Event::BatchStarted { batch, hosts, .. } => batches.push((batch, hosts)),
+                Event::Started { .. } | Event::Output { .. } => {}
+            }
+        }
+        (finished, batches)
+    });
+    let began = Instant::now();
+    let end = run(Arc::new(plan), transport, events, cancel).await;
+    let took = began.elapsed();
+    let (finished, batches) = collector.await.unwrap();
+    let reports = finished
+        .into_iter()
+        .enumerate()
+        .map(|(host, report)| report.unwrap_or_else(|| panic!("host {host} never finished")))
+        .collect();
+    Outcomes {
+        end,
+        reports,
+        batches,
+        took,
+    }
+}
+
+fn kinds(outcomes: &Outcomes) -> Vec<&'static str> {
+    outcomes.reports.iter().map(|r| r.outcome.kind()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn batches_run_one_after_the_other_with_the_delay_between() {
+    let transport = Arc::new(Scripted::default());
+    let delay = Duration::from_secs(30);
+    let outcomes = run_with(
+        plan(5, 512, rollout(Some("1,2"), delay, None)),
+        transport.clone(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(outcomes.batches, [(1, 0..1), (2, 1..3), (3, 3..5)]);
+    let batch_of: Vec<usize> = outcomes.reports.iter().map(|r| r.batch).collect();
+    assert_eq!(batch_of, [1, 2, 2, 3, 3]);
+    let attempts = transport.attempts();
+    let by_host = |host: &str| attempts.iter().find(|a| a.host == host).unwrap().clone();
+    for (earlier, later) in [("h1", "h2"), ("h1", "h3"), ("h3", "h4"), ("h2", "h5")] {
+        let gap = by_host(later).began - by_host(earlier).ended;
+        assert!(gap >= delay, "{later} began {gap:?} after {earlier} ended");
+    }
+    // Hosts of one batch run together.
+    assert_eq!(by_host("h2").began, by_host("h3").began);
+    assert_eq!(outcomes.took, 2 * delay + 3 * ATTEMPT);
+    assert_eq!(
+        outcomes.end,
+        RunEnd {
+            batches: 3,
+            batches_started: 3,
+            failures: 0,
+            allowed_failures: None,
+            stopped: false,
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn parallel_still_bounds_the_hosts_of_a_batch() {
+    let transport = Arc::new(Scripted::default());
+    let outcomes = run_with(
+        plan(7, 2, rollout(Some("5"), Duration::ZERO, None)),
+        transport.clone(),
+        CancellationToken::new(),
+    )
+    .await;
+    let attempts = transport.attempts();
+    for attempt in &attempts {
+        let at_once = attempts
+            .iter()
+            .filter(|other| other.began <= attempt.began && attempt.began < other.ended)
+            .count();
+        assert!(at_once <= 2, "{at_once} hosts ran at once");
+    }
+    // Batch 1 (5 hosts, 2 at a time) takes three rounds; batch 2 (2 hosts) one.
+    assert_eq!(outcomes.took, 4 * ATTEMPT);
+    assert_eq!(outcomes.batches, [(1, 0..5), (2, 5..7)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exceeded_budget_stops_the_rollout_and_skips_the_rest() {
+    // The unreachable host counts as a failure like the failed command: two exceed a budget
+    // of one, and batches 2 and 3 never start.
+    let transport = Arc::new(Scripted::new(&[
+        ("h1", vec![refused()]),
+        ("h2", vec![Outcome::NonZeroExit { code: 1 }]),
+    ]));
+    let outcomes = run_with(
+        plan(
+            8,
+            512,
+            rollout(Some("2,3"), Duration::from_secs(5), Some("1")),
+        ),
+        transport.clone(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(transport.hosts_tried(), ["h1", "h2"]);
+    assert_eq!(
+        kinds(&outcomes),
+        [
+            "unreachable",
+            "non_zero_exit",
+            "skipped",
+            "skipped",
+            "skipped",
+            "skipped",
+            "skipped",
+            "skipped"
+        ]
+    );
+    let batch_of: Vec<usize> = outcomes.reports.iter().map(|r| r.batch).collect();
+    assert_eq!(batch_of, [1, 1, 2, 2, 2, 3, 3, 3]);
+    assert!(outcomes.reports[2..].iter().all(|r| r.attempts == 0));
+    assert_eq!(outcomes.batches, [(1, 0..2)]);
+    assert_eq!(
+        outcomes.end,
+        RunEnd {
+            batches: 3,
+            batches_started: 1,
+            failures: 2,
+            allowed_failures: Some(1),
+            stopped: true,
+        }
+    );
+    // Stopping does not wait out the batch delay.
+    assert_eq!(outcomes.took, ATTEMPT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_within_the_budget_do_not_stop_it() {
+    let transport = Arc::new(Scripted::new(&[
+        ("h1", vec![Outcome::NonZeroExit { code: 1 }]),
+        ("h4", vec![Outcome::ConnectTimeout]),
+    ]));
+    // 25% of 8 hosts allows two failures.
+    let outcomes = run_with(
+        plan(8, 512, rollout(Some("2"), Duration::ZERO, Some("25%"))),
+        transport.clone(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(transport.hosts_tried().len(), 8);
+    assert!(!outcomes.end.stopped);
+    assert_eq!(outcomes.end.failures, 2);
+    assert_eq!(outcomes.end.allowed_failures, Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_also_stops_a_batch_wider_than_parallel() {
+    let transport = Arc::new(Scripted::new(&[(
+        "h2",
+        vec![Outcome::Signalled {
+            signal: "KILL".to_string(),
+        }],
+    )]));
+    let outcomes = run_with(
+        plan(5, 1, rollout(None, Duration::ZERO, Some("0"))),
+        transport.clone(),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(transport.hosts_tried(), ["h1", "h2"]);
+    assert_eq!(
+        kinds(&outcomes),
+        ["succeeded", "signalled", "skipped", "skipped", "skipped"]
+    );
+    assert!(outcomes.end.stopped);
+    assert!(
+        outcomes.batches.is_empty(),
+        "an unbatched run announces no batch"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_failures_are_retried_with_backoff_and_commands_are_not() {
+    let transport = Arc::new(Scripted::new(&[
+        (
+            "h1",
+            vec![refused(), Outcome::ConnectTimeout, Outcome::Succeeded],
+        ),
+        ("h2", vec![refused()]),
+        ("h3", vec![Outcome::NonZeroExit { code: 1 }]),
+        (
+            "h4",
+            vec![Outcome::TransportError {
+                reason: "connection lost".to_string(),
+            }],
+        ),
+    ]));
+    let mut rollout = rollout(None, Duration::ZERO, None);
+    rollout.retries = 2;
+    let outcomes = run_with(
+        plan(5, 512, rollout),
+        transport.clone(),
+        CancellationToken::new(),
+    )
+    .await;
+    let attempts: Vec<u32> = outcomes.reports.iter().map(|r| r.attempts).collect();
+    assert_eq!(attempts, [3, 3, 1, 1, 1]);
+    assert_eq!(
+        kinds(&outcomes),
+        [
+            "succeeded",
+            "unreachable",
+            "non_zero_exit",
+            "transport_error",
+            "succeeded"
+        ]
+    );
+    // Two backoffs, of at least 0.5s and 1s, lie between h1's three attempts.
+    let h1: Vec<Attempt> = transport
+        .attempts()
+        .into_iter()
+        .filter(|a| a.host == "h1")
+        .collect();
+    assert!(h1[1].began - h1[0].ended >= Duration::from_millis(500));
+    assert!(h1[2].began - h1[1].ended >= Duration::from_millis(1000));
+    assert!(outcomes.reports[0].timings.total >= Duration::from_millis(1500) + 3 * ATTEMPT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_during_the_batch_delay_stops_at_once() {
+    let transport = Arc::new(Scripted::default());
+    let cancel = CancellationToken::new();
+    let interrupt = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        interrupt.cancel();
+    });
+    let outcomes = run_with(
+        plan(3, 512, rollout(Some("1"), Duration::from_secs(3600), None)),
+        transport.clone(),
+        cancel,
+    )
+    .await;
+    assert_eq!(outcomes.took, Duration::from_secs(10));
+    assert_eq!(transport.hosts_tried(), ["h1"]);
+    assert_eq!(kinds(&outcomes), ["succeeded", "cancelled", "cancelled"]);
+    assert_eq!(outcomes.end.batches_started, 1);
+    assert!(!outcomes.end.stopped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_during_a_retry_backoff_cancels_the_host() {
+    let transport = Arc::new(Scripted::new(&[("h1", vec![refused()])]));
+    let cancel = CancellationToken::new();
+    let interrupt = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(ATTEMPT + Duration::from_millis(100)).await;
+        interrupt.cancel();
+    });
+    let mut rollout = rollout(None, Duration::ZERO, None);
+    rollout.retries = 5;
+    let outcomes = run_with(plan(1, 512, rollout), transport.clone(), cancel).await;
+    assert_eq!(kinds(&outcomes), ["cancelled"]);
+    assert_eq!(outcomes.reports[0].attempts, 1);
+    assert_eq!(outcomes.took, ATTEMPT + Duration::from_millis(100));
+}

@@ -1,0 +1,184 @@
+//! One `volley-agent` process, configured by a TOML file and logging (audit records included) to
+//! a file, both in its fleet's directory. It is killed when dropped.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::inventory::toml_string;
+
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What one agent's configuration file says.
+#[derive(Debug)]
+pub struct AgentConfig<'a> {
+    pub listen: SocketAddrV4,
+    pub certificate: &'a Path,
+    pub key: &'a Path,
+    pub ca: &'a Path,
+    pub allowed_controllers: &'a [String],
+}
+
+/// The configuration file's text; every other setting keeps the agent's default.
+pub fn config_text(config: &AgentConfig) -> String {
+    let path = |path: &Path| toml_string(&path.to_string_lossy());
+    let controllers: Vec<String> = config
+        .allowed_controllers
+        .iter()
+        .map(|name| toml_string(name))
+        .collect();
+    let mut text = String::from("# Written by the volley-tests agent fleet.\n");
+    let _ = writeln!(text, "listen = {}", toml_string(&config.listen.to_string()));
+    let _ = writeln!(text, "certificate = {}", path(config.certificate));
+    let _ = writeln!(text, "key = {}", path(config.key));
+    let _ = writeln!(text, "ca = {}", path(config.ca));
+    let _ = writeln!(text, "allowed_controllers = [{}]", controllers.join(", "));
+    text
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct Agentd {
+    child: Child,
+    log: PathBuf,
+    listen: SocketAddrV4,
+}
+
+impl Agentd {
+    /// Starts `binary --config CONFIG` with stderr to `log` and HOME (where commands run) set to
+    /// `home`. Returns at once: call [`Agentd::wait_until_ready`], so that many agents can start
+    /// side by side.
+    pub fn spawn(binary: &Path, config: &Path, listen: SocketAddrV4, home: &Path) -> Agentd {
+        let log = config.with_extension("log");
+        let log_file = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .env("HOME", home)
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        Agentd { child, log, listen }
+    }
+
+    /// Returns once the agent accepts TCP connections; panics with its log if it exits first or
+    /// is not listening by `deadline`.
+    pub fn wait_until_ready(&mut self, deadline: Instant) {
+        let address = SocketAddr::V4(self.listen);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the agent for {address} exited with {status} before it listened; its log ({}):\n{}",
+                    self.log.display(),
+                    self.log()
+                );
+            }
+            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent for {address} did not listen in time; its log ({}):\n{}",
+                self.log.display(),
+                self.log()
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Waits for the agent to exit on its own, for at most `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL_INTERVAL),
+                Ok(None) => panic!(
+                    "the agent for {} still runs after {within:?}; its log:\n{}",
+                    self.listen,
+                    self.log()
+                ),
+                Err(e) => panic!("cannot wait for the agent for {}: {e}", self.listen),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn listen(&self) -> SocketAddrV4 {
+        self.listen
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would end it, then reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"))
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// A `kB` field of `/proc/PID/status`, such as `VmRSS` or `VmHWM`, in KiB.
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {path}: {e}; did the agent exit?"));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{path} has no {field} in kB:\n{status}"))
+    }
+}
+
+impl Drop for Agentd {
+    fn drop(&mut self) {
+        if !self.has_exited() {
+            self.kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names_every_file_and_controller() {
+        let controllers = ["volley-controller".to_string(), "other".to_string()];
+        let text = config_text(&AgentConfig {
+            listen: "127.40.1.1:40001".parse().unwrap(),
+            certificate: Path::new("/pki/agents/a01.pem"),
+            key: Path::new("/pki/agents/a01.key"),
+            ca: Path::new("/pki/ca.pem"),
+            allowed_controllers: &controllers,
+        });
+        assert_eq!(
+            text,
+            "# Written by the volley-tests agent fleet.\n\
+             listen = \"127.40.1.1:40001\"\n\
+             certificate = \"/pki/agents/a01.pem\"\n\
+             key = \"/pki/agents/a01.key\"\n\
+             ca = \"/pki/ca.pem\"\n\
+             allowed_controllers = [\"volley-controller\", \"other\"]\n"
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! Who is refused, through the controller: an agent whose certificate names another host, a
+//! controller of another PKI, a controller certificate from another CA, a controller identity
+//! the agents do not allow. Each refusal is `tls_rejected`, and the command, `touch ran` in the
+//! agent's HOME, leaves no file there and no audit record of an execution. Also: an agent
+//! refuses to start with a key that others can read.
+
+use std::ffi::OsString;
+use std::net::{SocketAddrV4, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use volley_tests::agentd::{AgentConfig, Agentd, config_text};
+use volley_tests::agents::CONTROLLER_IDENTITY;
+use volley_tests::loopback::{AddressBlock, free_port};
+use volley_tests::pki::Pki;
+use volley_tests::volley::{volley_agent_binary, volley_binary};
+use volley_tests::{AgentFleet, AgentFleetSpec, AgentKind, ProcessOutput};
+
+use crate::{EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
+
+/// The command of every test here: it leaves `ran` in the HOME of the agent that runs it.
+const TOUCH: &str = "touch ran";
+
+/// `volley run` on the fleet's inventory with the PKI at `pki`, forcing the agent transport.
+fn run_with_pki(fleet: &AgentFleet, pki: &Path) -> ProcessOutput {
+    let args: Vec<OsString> = vec![
+        "run".into(),
+        "--inventory".into(),
+        fleet.inventory().into(),
+        "--pki".into(),
+        pki.into(),
+        "-g".into(),
+        "all".into(),
+        "--transport".into(),
+        "agent".into(),
+        "--json".into(),
+        "--".into(),
+        TOUCH.into(),
+    ];
+    fleet.run(args)
+}
+
+/// Whether the command ran on `host`: the file it makes, and the agent's audit record.
+fn ran_on(fleet: &AgentFleet, host: &str) -> bool {
+    let touched = fleet.agent_home(host).join("ran").exists();
+    let audited = fleet.agent(host).log().contains("exec started");
+    assert_eq!(
+        touched,
+        audited,
+        "{host}: the file and the audit log disagree\n{}",
+        fleet.agent(host).log()
+    );
+    touched
+}
+
+/// Every host of `fleet` is refused with `tls_rejected` and runs nothing.
+fn assert_all_refused(fleet: &AgentFleet, output: &ProcessOutput) {
+    output.assert_code(EXIT_NOT_REACHED);
+    let records = output.records_by_host();
+    for host in fleet.hosts() {
+        expect_outcome(output, &records, &host.name, "tls_rejected", "agent");
+        assert!(!ran_on(fleet, &host.name), "{} ran the command", host.name);
+    }
+}
+
+#[test]
+fn the_controller_refuses_an_agent_whose_certificate_names_another_host() {
+    let fleet = AgentFleet::with_spec(AgentFleetSpec::new(1).with(AgentKind::NamesAnotherHost));
+    let impostor = fleet.only(AgentKind::NamesAnotherHost).name.clone();
+    let output = run_with_pki(&fleet, fleet.pki().dir());
+
+    output.assert_code(EXIT_NOT_REACHED);
+    let records = output.records_by_host();
+    expect_outcome(&output, &records, "a01", "succeeded", "agent");
+    assert!(ran_on(&fleet, "a01"));
+    expect_outcome(&output, &records, &impostor, "tls_rejected", "agent");
+    assert!(!ran_on(&fleet, &impostor), "{impostor} ran the command");
+}
+
+#[test]
+fn a_controller_of_another_pki_is_refused_and_runs_nothing() {
+    let fleet = AgentFleet::start(2);
+    let other = Pki::init(
+        &volley_binary(),
+        fleet.client_home(),
+        &fleet.dir().join("other-pki"),
+        CONTROLLER_IDENTITY,
+    );
+    assert_all_refused(&fleet, &run_with_pki(&fleet, other.dir()));
+
+    // The same run with the fleet's own PKI does leave the file: its absence above meant
+    // something.
+    run_with_pki(&fleet, fleet.pki().dir()).assert_code(EXIT_SUCCESS);
+    assert!(ran_on(&fleet, "a01") && ran_on(&fleet, "a02"));
+}
+
+#[test]
+fn agents_refuse_a_controller_certificate_from_another_ca() {
+    let fleet = AgentFleet::start(2);
+    // A controller that trusts the fleet's CA, so the agents' certificates verify, but presents
+    // a certificate of its own CA: only the agents can refuse it.
+    let other = Pki::init(
+        &volley_binary(),
+        fleet.client_home(),
+        &fleet.dir().join("other-pki"),
+        CONTROLLER_IDENTITY,
+    );
+    std::fs::copy(fleet.pki().ca(), other.ca()).expect("the PKI directory is writable");
+    assert_all_refused(&fleet, &run_with_pki(&fleet, other.dir()));
+}
+
+#[test]
+fn agents_refuse_a_controller_identity_they_do_not_allow() {
+    let fleet = AgentFleet::with_spec(AgentFleetSpec::new(2).allowing(&["another-controller"]));
+    assert_all_refused(&fleet, &run_with_pki(&fleet, fleet.pki().dir()));
+}
+
+#[test]
+fn an_agent_whose_key_others_can_read_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("a fresh directory");
+    let pki = Pki::init(
+        &volley_binary(),
+        &home,
+        &dir.path().join("pki"),
+        CONTROLLER_IDENTITY,
+    );
+    let address = AddressBlock::random().next_address();
+    let listen = SocketAddrV4::new(address, free_port(address));
+    pki.issue(&[("a01", Some(address))]);
+    let key = pki.key("a01");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
+        .expect("the key is ours");
+    let config = dir.path().join("a01.toml");
+    let controllers = [CONTROLLER_IDENTITY.to_string()];
+    std::fs::write(
+        &config,
+        config_text(&AgentConfig {
+            listen,
+            certificate: &pki.certificate("a01"),
+            key: &key,
+            ca: &pki.ca(),
+            allowed_controllers: &controllers,
+        }),
+    )
+    .expect("the directory is writable");
+
+    let mut agent = Agentd::spawn(&volley_agent_binary(), &config, listen, &home);
+    let status = agent.wait_exit(Duration::from_secs(20));
+    let log = agent.log();
+    assert_eq!(status.code(), Some(78), "EX_CONFIG expected; log:\n{log}");
+    assert!(
+        log.contains(&key.display().to_string()) && log.contains("0644"),
+        "the error does not name the key and its mode:\n{log}"
+    );
+    assert!(
+        TcpStream::connect_timeout(&listen.into(), Duration::from_secs(1)).is_err(),
+        "something listens on {listen}"
+    );
+}

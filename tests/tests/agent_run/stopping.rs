@@ -1,0 +1,121 @@
+//! Stopping: SIGINT stops the commands on the agents, background children included; an agent
+//! that dies in the middle of a command is that host's transport error, and `auto` does not run
+//! the command again over SSH although sshd serves the same host.
+
+use std::path::Path;
+use std::time::Duration;
+
+use volley_tests::hybrid::{InventoryHost, inventory_text};
+use volley_tests::remote::{SweepOnDrop, assert_none_left, unique_sleep, wait_until_running};
+use volley_tests::volley::RUN_DEADLINE;
+use volley_tests::{AgentFleet, AgentFleetSpec, RunFlags, SshFleet};
+
+use crate::{EXIT_INTERRUPTED, EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
+
+/// How long stopped commands get to disappear.
+const GONE_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long a started command gets to show up on the hosts.
+const RUNNING_WITHIN: Duration = Duration::from_secs(30);
+
+#[test]
+fn sigint_stops_the_commands_and_their_background_children_on_the_agents() {
+    let fleet = AgentFleet::start(3);
+    let background = unique_sleep("3141.59");
+    let foreground = unique_sleep("2718.28");
+    let _sweep = (
+        SweepOnDrop(background.clone()),
+        SweepOnDrop(foreground.clone()),
+    );
+    let command = format!("{background} & {foreground}");
+
+    let mut volley = fleet.spawn(fleet.run_args([
+        "-g",
+        "all",
+        "--transport",
+        "agent",
+        "--json",
+        "--",
+        command.as_str(),
+    ]));
+    // Both sleeps must really run on every agent, or their absence later proves nothing.
+    for sleep in [&background, &foreground] {
+        let running = wait_until_running(sleep, 3, RUNNING_WITHIN, || volley.has_exited());
+        assert_eq!(running.len(), 3, "`{sleep}` did not run on all 3 agents");
+    }
+    volley.interrupt();
+    let output = volley.finish(Duration::from_secs(60));
+
+    output.assert_code(EXIT_INTERRUPTED);
+    let records = output.records_by_host();
+    for host in fleet.hosts() {
+        expect_outcome(&output, &records, &host.name, "cancelled", "agent");
+    }
+    assert_none_left(&background, GONE_WITHIN);
+    assert_none_left(&foreground, GONE_WITHIN);
+}
+
+#[test]
+fn an_agent_killed_mid_command_is_a_transport_error_and_the_command_is_not_run_again() {
+    // One host with both an agent and sshd, on the same address.
+    let ssh = SshFleet::start(1);
+    let ssh_host = &ssh.hosts()[0];
+    let mut agents =
+        AgentFleet::with_spec(AgentFleetSpec::new(1).on_addresses([*ssh_host.socket.ip()]));
+    let agent_host = agents.hosts()[0].clone();
+    let inventory = ssh.dir().join("both.toml");
+    std::fs::write(
+        &inventory,
+        inventory_text(&[InventoryHost::both(&agent_host, ssh_host)]),
+    )
+    .expect("the fleet's directory is writable");
+    let flags = RunFlags {
+        inventory,
+        pki: Some(agents.pki().dir().to_path_buf()),
+        ..ssh.flags()
+    };
+
+    let marker = ssh.dir().join("ran");
+    let sleep = unique_sleep("20.");
+    // The agent's death orphans the command; nobody is left to stop it.
+    let _sweep = SweepOnDrop(sleep.clone());
+    let command = format!("echo run >> '{}'; {sleep}", marker.display());
+    let mut volley = ssh.spawn(flags.args(["-g", "all", "--json", "--", command.as_str()]));
+    let running = wait_until_running(&sleep, 1, RUNNING_WITHIN, || volley.has_exited());
+    assert_eq!(running.len(), 1, "the command did not start on the agent");
+    assert_eq!(lines(&marker), 1);
+    agents.kill(&agent_host.name);
+    let output = volley.finish(RUN_DEADLINE);
+
+    output.assert_code(EXIT_NOT_REACHED);
+    let records = output.records_by_host();
+    expect_outcome(
+        &output,
+        &records,
+        &agent_host.name,
+        "transport_error",
+        "agent",
+    );
+    assert_eq!(
+        lines(&marker),
+        1,
+        "the command ran again after the agent died\n{}",
+        output.describe()
+    );
+
+    // Without its agent the host is served over SSH: the fallback was there to be taken.
+    let output = ssh.run(flags.args(["-g", "all", "--json", "--", "echo over-ssh"]));
+    output.assert_code(EXIT_SUCCESS);
+    let records = output.records_by_host();
+    let record = expect_outcome(&output, &records, &agent_host.name, "succeeded", "ssh");
+    assert_eq!(record.stdout, "over-ssh\n");
+}
+
+/// The lines of `path`; none if it does not exist.
+fn lines(path: &Path) -> usize {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.lines().count(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => panic!("cannot read {}: {e}", path.display()),
+    }
+}
