@@ -7,8 +7,12 @@
 //!   helpers to run `volley agent` and look at what it left on the hosts;
 //! - `inputs`: bad input is one line and exit 64, before any host is contacted;
 //! - `lifecycle`: one fleet through install, run, a second install, status, renew, a failed
-//!   upgrade, uninstall, with the private keys looked for everywhere along the way.
+//!   upgrade, uninstall, with the private keys looked for everywhere along the way;
+//! - `rollout`: an install in batches under a failure budget, in the journal, and retried.
+//!
+//! They log in as root (the install requires it), as CI does.
 
 mod inputs;
 mod installation;
 mod lifecycle;
+mod rollout;
