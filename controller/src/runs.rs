@@ -50,6 +50,7 @@ const RETRYABLE_KINDS: &[&str] = &[
     "command_timeout",
     "cancelled",
     "transport_error",
+    "step_failed",
     "skipped",
     NOT_FINISHED,
 ];

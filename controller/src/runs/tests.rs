@@ -282,7 +282,7 @@ fn a_retry_takes_the_hosts_that_did_not_succeed() {
     check(KILLED, Some("interrupted"), &["web2", "web3"]);
     assert_eq!(
         retried(dir.path(), ROLLOUT, Some("unreachable,succeeded")),
-        Err("--only 'unreachable,succeeded': 'succeeded' is not an outcome or a class (classes: failed, unreached, interrupted; outcomes: non_zero_exit, signalled, unreachable, connect_timeout, auth_failed, host_key_unknown, host_key_changed, tls_rejected, command_timeout, cancelled, transport_error, skipped, not_finished)".to_string())
+        Err("--only 'unreachable,succeeded': 'succeeded' is not an outcome or a class (classes: failed, unreached, interrupted; outcomes: non_zero_exit, signalled, unreachable, connect_timeout, auth_failed, host_key_unknown, host_key_changed, tls_rejected, command_timeout, cancelled, transport_error, step_failed, skipped, not_finished)".to_string())
     );
 }
 
@@ -307,6 +307,46 @@ fn a_retry_runs_the_recorded_arguments() {
         Some(PathBuf::from("/etc/volley/inventory.toml"))
     );
     assert_eq!(retry.arguments[..2], ["-g", "web"]);
+}
+
+#[test]
+fn a_recorded_agent_operation_is_retried_as_that_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut recorded = header(
+        ROLLOUT,
+        "2026-11-27T06:58:12.345Z",
+        &["web1", "web2"],
+        vec![2],
+    );
+    recorded.command = "volley agent install".to_string();
+    recorded.subcommand = vec!["agent".to_string(), "install".to_string()];
+    recorded.arguments = ["-g", "web", "--agent-binary", "/opt/volley-agent"]
+        .map(str::to_string)
+        .to_vec();
+    let failed = Outcome::StepFailed {
+        step: "binary".to_string(),
+        reason: "mkdir: Not a directory".to_string(),
+    };
+    write(
+        dir.path(),
+        ROLLOUT,
+        &[
+            Entry::Header(Box::new(recorded)),
+            host("web1", 1, Outcome::Succeeded),
+            host("web2", 1, failed),
+        ],
+    );
+    let args = RetryArgs {
+        run: ROLLOUT.to_string(),
+        only: Some("step_failed".to_string()),
+    };
+    let retry = retry(dir.path(), &args).unwrap();
+    assert_eq!(retry.hosts, ["web2"]);
+    let agent = retry.agent.expect("an agent operation");
+    assert_eq!(agent.action, crate::install::Action::Install);
+    assert_eq!(agent.agent_binary, Some(PathBuf::from("/opt/volley-agent")));
+    assert_eq!(retry.args.command, ["volley agent install"]);
+    assert_eq!(retry.args.targets.groups, ["web"]);
 }
 
 #[test]
