@@ -9,8 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 binary="$(realpath "${1:-target/debug/volley-agent}")"
 if ! command -v systemd-analyze >/dev/null 2>&1; then
-  echo "verify-unit: systemd-analyze is missing: apt-get install -y systemd" >&2
-  exit 1
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+  else
+    echo "verify-unit: systemd-analyze is missing: install systemd (Debian: sudo apt-get install systemd)" >&2
+    exit 1
+  fi
 fi
 if [ ! -x "$binary" ]; then
   echo "verify-unit: $binary is missing: cargo build -p volley-agent" >&2
