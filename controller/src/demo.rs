@@ -100,6 +100,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let run = |extra: &[&str], command: &str| -> anyhow::Result<u8> {
         eprintln!("\n$ volley run -g demo {} -- {command}", extra.join(" "));
         let status = Command::new(&volley)
+            // The demo's runs are journalled with the rest of the throwaway fleet, not among
+            // the operator's own runs.
+            .env("XDG_STATE_HOME", dir.path().join("state"))
             .arg("run")
             .arg("--inventory")
             .arg(&inventory_path)
