@@ -81,6 +81,24 @@ impl Outcome {
         }
     }
 
+    /// Every [`Outcome::kind`], in the order of the enum's declaration.
+    pub const KINDS: &'static [&'static str] = &[
+        "succeeded",
+        "non_zero_exit",
+        "signalled",
+        "unreachable",
+        "connect_timeout",
+        "auth_failed",
+        "host_key_unknown",
+        "host_key_changed",
+        "tls_rejected",
+        "command_timeout",
+        "cancelled",
+        "transport_error",
+        "step_failed",
+        "skipped",
+    ];
+
     /// A short stable name for the kind of outcome, used in summaries and JSON.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -234,6 +252,36 @@ pub struct HostReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_lists_every_kind_in_declaration_order() {
+        let text = || "x".to_string();
+        let every = [
+            Outcome::Succeeded,
+            Outcome::NonZeroExit { code: 1 },
+            Outcome::Signalled { signal: text() },
+            Outcome::Unreachable { reason: text() },
+            Outcome::ConnectTimeout,
+            Outcome::AuthFailed { reason: text() },
+            Outcome::HostKeyUnknown {
+                fingerprint: text(),
+            },
+            Outcome::HostKeyChanged {
+                fingerprint: text(),
+            },
+            Outcome::TlsRejected { reason: text() },
+            Outcome::CommandTimeout,
+            Outcome::Cancelled,
+            Outcome::TransportError { reason: text() },
+            Outcome::StepFailed {
+                step: text(),
+                reason: text(),
+            },
+            Outcome::Skipped,
+        ];
+        let kinds: Vec<&str> = every.iter().map(Outcome::kind).collect();
+        assert_eq!(kinds, Outcome::KINDS);
+    }
 
     #[test]
     fn capture_keeps_the_head_and_counts_everything() {

@@ -11,7 +11,7 @@ use std::path::Path;
 use clap::Parser;
 use volley_common::fold::fold;
 use volley_common::journal::{HostEntry, NOT_FINISHED, Run};
-use volley_common::outcome::OutcomeClass;
+use volley_common::outcome::{Outcome, OutcomeClass};
 
 use crate::cli::{Cli, Command, RetryArgs, RunArgs, ShowArgs};
 use crate::journal::store::{self, StoreError};
@@ -23,7 +23,7 @@ pub enum RunsError {
     Store(#[from] StoreError),
     #[error(
         "--only '{given}': '{word}' is not an outcome or a class (classes: failed, unreached, interrupted; outcomes: {})",
-        RETRYABLE_KINDS.join(", ")
+        retryable_kinds().collect::<Vec<_>>().join(", ")
     )]
     UnknownClass { given: String, word: String },
     #[error("run {run}: its recorded arguments no longer parse: {reason}")]
@@ -36,24 +36,14 @@ pub enum RunsError {
     Io(#[from] io::Error),
 }
 
-/// The outcome kinds a retry can select, `not_finished` included. Kept by hand: a new kind of
-/// outcome belongs here too.
-const RETRYABLE_KINDS: &[&str] = &[
-    "non_zero_exit",
-    "signalled",
-    "unreachable",
-    "connect_timeout",
-    "auth_failed",
-    "host_key_unknown",
-    "host_key_changed",
-    "tls_rejected",
-    "command_timeout",
-    "cancelled",
-    "transport_error",
-    "step_failed",
-    "skipped",
-    NOT_FINISHED,
-];
+/// The outcome kinds a retry can select: every kind but `succeeded`, and `not_finished`.
+fn retryable_kinds() -> impl Iterator<Item = &'static str> {
+    Outcome::KINDS
+        .iter()
+        .copied()
+        .filter(|kind| *kind != "succeeded")
+        .chain([NOT_FINISHED])
+}
 
 /// `volley runs`: the most recent runs, newest first.
 pub fn list(out: &mut impl Write, dir: &Path, limit: usize) -> Result<(), RunsError> {
@@ -377,7 +367,7 @@ fn parse_only(given: &str) -> Result<Vec<String>, RunsError> {
         .filter(|word| !word.is_empty())
         .map(|word| {
             let known = matches!(word, "failed" | "unreached" | "interrupted")
-                || RETRYABLE_KINDS.contains(&word);
+                || retryable_kinds().any(|kind| kind == word);
             if known {
                 Ok(word.to_string())
             } else {
