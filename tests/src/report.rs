@@ -9,6 +9,55 @@ use serde_json::{Map, Value};
 
 use crate::process::{ProcessOutput, shorten};
 
+/// Exit statuses of `volley run`, as README documents them.
+pub const EXIT_SUCCESS: i32 = 0;
+pub const EXIT_COMMAND_FAILED: i32 = 1;
+pub const EXIT_NOT_REACHED: i32 = 2;
+pub const EXIT_USAGE: i32 = 64;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// The record of `host`, which must have `outcome`; fails with the whole run otherwise.
+pub fn expect_outcome<'a>(
+    output: &ProcessOutput,
+    records: &'a BTreeMap<String, HostRecord>,
+    host: &str,
+    outcome: &str,
+) -> &'a HostRecord {
+    let record = records
+        .get(host)
+        .unwrap_or_else(|| panic!("no record for {host}\n{}", output.describe()));
+    assert_eq!(
+        record.outcome,
+        outcome,
+        "{host}: {record:?}\n{}",
+        output.describe()
+    );
+    record
+}
+
+/// [`expect_outcome`], and the host must have gone through `transport`.
+pub fn expect_outcome_via<'a>(
+    output: &ProcessOutput,
+    records: &'a BTreeMap<String, HostRecord>,
+    host: &str,
+    outcome: &str,
+    transport: &str,
+) -> &'a HostRecord {
+    let record = expect_outcome(output, records, host, outcome);
+    assert_eq!(
+        record.transport,
+        transport,
+        "{host}: {record:?}\n{}",
+        output.describe()
+    );
+    record
+}
+
+/// The hosts that have a record, in name order.
+pub fn reported_hosts(records: &BTreeMap<String, HostRecord>) -> Vec<&str> {
+    records.keys().map(String::as_str).collect()
+}
+
 /// One host's `--json` record.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostRecord {

@@ -4,7 +4,7 @@
 use volley_tests::volley::volley_command;
 use volley_tests::{ProcessOutput, RunningProcess};
 
-const EXIT_USAGE: i32 = 64;
+use volley_tests::report::EXIT_USAGE;
 
 fn volley(home: &std::path::Path, args: &[&str]) -> ProcessOutput {
     RunningProcess::spawn(volley_command(home).args(args))

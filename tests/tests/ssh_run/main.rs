@@ -17,37 +17,7 @@ mod rollout;
 mod stopping;
 mod targets;
 
-use std::collections::BTreeMap;
-
-use volley_tests::{HostRecord, ProcessOutput};
-
-/// Exit statuses of `volley run`.
-pub const EXIT_SUCCESS: i32 = 0;
-pub const EXIT_COMMAND_FAILED: i32 = 1;
-pub const EXIT_NOT_REACHED: i32 = 2;
-pub const EXIT_USAGE: i32 = 64;
-pub const EXIT_INTERRUPTED: i32 = 130;
-
-/// The record of `host`, which must have `outcome`; fails with the whole run otherwise.
-pub fn expect_outcome<'a>(
-    output: &ProcessOutput,
-    records: &'a BTreeMap<String, HostRecord>,
-    host: &str,
-    outcome: &str,
-) -> &'a HostRecord {
-    let record = records
-        .get(host)
-        .unwrap_or_else(|| panic!("no record for {host}\n{}", output.describe()));
-    assert_eq!(
-        record.outcome,
-        outcome,
-        "{host}: {record:?}\n{}",
-        output.describe()
-    );
-    record
-}
-
-/// The hosts that have a record, in name order.
-pub fn reported_hosts(records: &BTreeMap<String, HostRecord>) -> Vec<&str> {
-    records.keys().map(String::as_str).collect()
-}
+pub use volley_tests::report::{
+    EXIT_COMMAND_FAILED, EXIT_INTERRUPTED, EXIT_NOT_REACHED, EXIT_SUCCESS, EXIT_USAGE,
+    expect_outcome, reported_hosts,
+};
