@@ -101,21 +101,27 @@ impl Outcome {
 
     /// A short stable name for the kind of outcome, used in summaries and JSON.
     pub fn kind(&self) -> &'static str {
+        Outcome::KINDS[self.index()]
+    }
+
+    /// The kind's place in [`Outcome::KINDS`]: the order summaries list kinds in. The match is
+    /// exhaustive, so a new variant cannot be added without choosing its place.
+    pub fn index(&self) -> usize {
         match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::NonZeroExit { .. } => "non_zero_exit",
-            Outcome::Signalled { .. } => "signalled",
-            Outcome::Unreachable { .. } => "unreachable",
-            Outcome::ConnectTimeout => "connect_timeout",
-            Outcome::AuthFailed { .. } => "auth_failed",
-            Outcome::HostKeyUnknown { .. } => "host_key_unknown",
-            Outcome::HostKeyChanged { .. } => "host_key_changed",
-            Outcome::TlsRejected { .. } => "tls_rejected",
-            Outcome::CommandTimeout => "command_timeout",
-            Outcome::Cancelled => "cancelled",
-            Outcome::TransportError { .. } => "transport_error",
-            Outcome::StepFailed { .. } => "step_failed",
-            Outcome::Skipped => "skipped",
+            Outcome::Succeeded => 0,
+            Outcome::NonZeroExit { .. } => 1,
+            Outcome::Signalled { .. } => 2,
+            Outcome::Unreachable { .. } => 3,
+            Outcome::ConnectTimeout => 4,
+            Outcome::AuthFailed { .. } => 5,
+            Outcome::HostKeyUnknown { .. } => 6,
+            Outcome::HostKeyChanged { .. } => 7,
+            Outcome::TlsRejected { .. } => 8,
+            Outcome::CommandTimeout => 9,
+            Outcome::Cancelled => 10,
+            Outcome::TransportError { .. } => 11,
+            Outcome::StepFailed { .. } => 12,
+            Outcome::Skipped => 13,
         }
     }
 

@@ -76,17 +76,8 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub pki: PkiDir,
 
-    /// How many hosts at once [default: 512, or the inventory's `parallel`]
-    #[arg(short = 'p', long, value_name = "N")]
-    pub parallel: Option<usize>,
-
-    /// Time allowed to connect and authenticate to one host [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    pub connect_timeout: Option<String>,
-
-    /// Time allowed to the whole operation on one host [default: 10m]
-    #[arg(short = 't', long, value_name = "DURATION")]
-    pub timeout: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     #[command(flatten)]
     pub output: OutputArgs,
@@ -148,17 +139,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub pki: PkiDir,
 
-    /// How many hosts run at once [default: 512, or the inventory's `parallel`]
-    #[arg(short = 'p', long, value_name = "N")]
-    pub parallel: Option<usize>,
-
-    /// Time allowed to connect and authenticate to one host [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    pub connect_timeout: Option<String>,
-
-    /// Time allowed to the command on one host; it is then stopped there [default: none]
-    #[arg(short = 't', long, value_name = "DURATION")]
-    pub timeout: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     /// Output kept in memory per host and stream, for --gather and --json (the terminal stream
     /// is never capped) [default: 1MiB]
@@ -174,6 +156,24 @@ pub struct RunArgs {
     /// The command, run by the remote user's shell
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// How many hosts at once, and how long each may take: the same flags for `volley run` and every
+/// `volley agent` operation.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// How many hosts run at once [default: 512, or the inventory's `parallel`]
+    #[arg(short = 'p', long, value_name = "N")]
+    pub parallel: Option<usize>,
+
+    /// Time allowed to connect and authenticate to one host [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+
+    /// Time allowed on one host once connected; a command is then stopped there [default: none
+    /// for `volley run`, 10m for `volley agent` operations]
+    #[arg(short = 't', long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Args)]

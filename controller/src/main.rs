@@ -19,6 +19,7 @@ mod cli;
 mod connect_retry;
 mod demo;
 mod entropy;
+mod event;
 mod exit;
 mod install;
 mod journal;
@@ -29,6 +30,7 @@ mod report;
 mod rollout;
 mod runs;
 mod scheduler;
+mod shell;
 mod ssh_config;
 mod transport;
 
@@ -55,9 +57,9 @@ use crate::report::ReportOptions;
 use crate::transport::Transport;
 use crate::transport::agent::AgentTransport;
 use crate::transport::auto::AutoTransport;
-use crate::transport::identity::Identities;
-use crate::transport::known_hosts::KnownHosts;
 use crate::transport::ssh::SshTransport;
+use crate::transport::ssh::identity::Identities;
+use crate::transport::ssh::known_hosts::KnownHosts;
 
 /// An error of the operator's input: printed as one line, exit status 64.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +107,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
-    // One crypto provider for the whole process (see ../shared/deps.md).
+    // One crypto provider for the whole process: with two, rustls cannot pick one at start.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = runtime.block_on(async {
         match cli.command {

@@ -14,8 +14,6 @@ use volley_common::size::parse_size;
 use volley_common::target::{Pattern, Target, glob_match, parse_list};
 
 use crate::cli::{ColorChoice, RunArgs, TransportFlag};
-use crate::journal::JournalLimits;
-use crate::report::OutputMode;
 use crate::rollout::RolloutPlan;
 use crate::ssh_config::{SshConfig, SshConfigError};
 
@@ -151,6 +149,7 @@ impl RunPlan {
             parse_duration(value).map_err(|e| PlanError::Input(format!("{flag}: {e}")))
         };
         let connect_timeout = match args
+            .limits
             .connect_timeout
             .as_ref()
             .or(inventory.connect_timeout.as_ref())
@@ -158,7 +157,7 @@ impl RunPlan {
             Some(value) => duration("--connect-timeout", value)?,
             None => DEFAULT_CONNECT_TIMEOUT,
         };
-        let command_timeout = match args.timeout.as_ref().or(inventory.timeout.as_ref()) {
+        let command_timeout = match args.limits.timeout.as_ref().or(inventory.timeout.as_ref()) {
             Some(value) => Some(duration("--timeout", value)?),
             None => None,
         };
@@ -169,6 +168,7 @@ impl RunPlan {
             None => DEFAULT_MAX_OUTPUT,
         };
         let parallel = args
+            .limits
             .parallel
             .or(inventory.parallel)
             .unwrap_or(DEFAULT_PARALLEL);
@@ -501,6 +501,57 @@ pub fn io_reason(error: &std::io::Error) -> String {
         std::io::ErrorKind::NotFound => "file not found".to_string(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         _ => error.to_string(),
+    }
+}
+
+/// How host results are shown while and after the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Each line of output as it arrives, prefixed with its host.
+    Stream,
+    /// One JSON object per host on stdout, nothing else there.
+    Json,
+    /// Identical results grouped at the end.
+    Gather,
+}
+
+/// Journals kept when the inventory does not say.
+pub const DEFAULT_KEEP_RUNS: usize = 200;
+/// Total size of the journals kept when the inventory does not say.
+pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
+
+/// When old journals are pruned: beyond this many runs, or this many bytes in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalLimits {
+    pub keep_runs: usize,
+    pub max_bytes: u64,
+}
+
+impl Default for JournalLimits {
+    fn default() -> JournalLimits {
+        JournalLimits {
+            keep_runs: DEFAULT_KEEP_RUNS,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl JournalLimits {
+    /// The inventory's `journal_keep_runs` and `journal_max_bytes`; the reason when one is bad.
+    pub fn from_inventory(inventory: &Inventory) -> Result<JournalLimits, String> {
+        let keep_runs = inventory.journal_keep_runs.unwrap_or(DEFAULT_KEEP_RUNS);
+        if keep_runs == 0 {
+            // The journal of the run itself is always kept while it runs.
+            return Err("journal_keep_runs: must be at least 1".to_string());
+        }
+        let max_bytes = match &inventory.journal_max_bytes {
+            Some(text) => parse_size(text).map_err(|e| format!("journal_max_bytes: {e}"))?,
+            None => DEFAULT_MAX_BYTES,
+        };
+        Ok(JournalLimits {
+            keep_runs,
+            max_bytes,
+        })
     }
 }
 

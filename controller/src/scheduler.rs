@@ -24,23 +24,10 @@ use volley_common::outcome::{Captured, HostReport, Outcome, Timings};
 
 use crate::connect_retry;
 use crate::entropy::XorShift;
+use crate::event::{Event, RunEnd};
 use crate::plan::RunPlan;
 use crate::rollout::batch_of;
-use crate::transport::{Ended, Event, Job, OutputSink, RunLimits, Transport};
-
-/// How the rollout went, for the summary and the journal's footer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RunEnd {
-    pub batches: usize,
-    /// Batches that started (all of them, unless the rollout was stopped or interrupted).
-    pub batches_started: usize,
-    /// Hosts that did not succeed, as the budget counts them.
-    pub failures: usize,
-    /// The failures the budget allows; `None` without a budget.
-    pub allowed_failures: Option<usize>,
-    /// The budget was exceeded while hosts were still to start: they were skipped.
-    pub stopped: bool,
-}
+use crate::transport::{Ended, Job, OutputSink, RunLimits, Transport};
 
 /// Runs the plan's command on all its hosts. Returns when every host has finished; after
 /// `cancel`, hosts not yet started finish as `Cancelled` at once.

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use crate::pki::Pki;
 use crate::plan::HostSpec;
-use crate::transport::remote_stop::quote;
+use crate::shell::quote;
 
 use super::remote::{Remote, StepError};
 

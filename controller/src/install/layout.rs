@@ -87,7 +87,7 @@ impl Layout {
 
     /// Shell variable assignments naming the paths, for the scripts that run on the host.
     pub fn shell_variables(&self) -> String {
-        let quote = crate::transport::remote_stop::quote;
+        let quote = crate::shell::quote;
         [
             ("PREFIX", &self.prefix),
             ("BINARY", &self.binary),

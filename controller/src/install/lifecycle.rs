@@ -10,7 +10,7 @@ use super::certificate;
 use super::files;
 use super::steps::HostWork;
 use super::verify::{self, Expected};
-use crate::transport::remote_stop::quote;
+use crate::shell::quote;
 
 pub async fn renew(work: &HostWork<'_>) -> Result<String, super::StepError> {
     let layout = work.remote.layout;

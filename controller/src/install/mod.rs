@@ -40,11 +40,12 @@ use tokio_util::sync::CancellationToken;
 use volley_common::outcome::{Outcome, TransportKind};
 
 use crate::cli::{AgentArgs, AgentCommand, RunArgs};
+use crate::event::Stream;
 use crate::pki::{Pki, PkiError};
 use crate::plan::{HostSpec, RunPlan};
 use crate::transport::agent::{AgentSetupError, AgentTransport};
 use crate::transport::ssh::SshTransport;
-use crate::transport::{BoxFuture, Ended, Job, Stream, Transport};
+use crate::transport::{BoxFuture, Ended, Job, Transport};
 
 use self::layout::Layout;
 use self::remote::{Remote, StepError};
@@ -101,9 +102,7 @@ pub fn plan_arguments(command: AgentCommand) -> (RunArgs, Request) {
         targets,
         ssh,
         pki,
-        parallel,
-        connect_timeout,
-        timeout,
+        limits,
         output,
         rollout,
     } = args;
@@ -112,9 +111,7 @@ pub fn plan_arguments(command: AgentCommand) -> (RunArgs, Request) {
         ssh,
         transport: None,
         pki,
-        parallel,
-        connect_timeout,
-        timeout,
+        limits,
         max_output: None,
         output,
         rollout,

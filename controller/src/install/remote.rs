@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use crate::transport::remote_stop::quote;
+use crate::shell::quote;
 use crate::transport::ssh::{Exit, Session};
 
 use super::layout::Layout;

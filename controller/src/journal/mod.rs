@@ -28,55 +28,13 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use volley_common::inventory::Inventory;
 use volley_common::journal::{
     BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, NOT_FINISHED, Options, Targets,
 };
-use volley_common::size::parse_size;
 
 use crate::cli::RunArgs;
+use crate::event::Event;
 use crate::plan::RunPlan;
-use crate::transport::Event;
-
-/// Journals kept when the inventory does not say.
-pub const DEFAULT_KEEP_RUNS: usize = 200;
-/// Total size of the journals kept when the inventory does not say.
-pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
-
-/// When old journals are pruned: beyond this many runs, or this many bytes in all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JournalLimits {
-    pub keep_runs: usize,
-    pub max_bytes: u64,
-}
-
-impl Default for JournalLimits {
-    fn default() -> JournalLimits {
-        JournalLimits {
-            keep_runs: DEFAULT_KEEP_RUNS,
-            max_bytes: DEFAULT_MAX_BYTES,
-        }
-    }
-}
-
-impl JournalLimits {
-    /// The inventory's `journal_keep_runs` and `journal_max_bytes`; the reason when one is bad.
-    pub fn from_inventory(inventory: &Inventory) -> Result<JournalLimits, String> {
-        let keep_runs = inventory.journal_keep_runs.unwrap_or(DEFAULT_KEEP_RUNS);
-        if keep_runs == 0 {
-            // The journal of the run itself is always kept while it runs.
-            return Err("journal_keep_runs: must be at least 1".to_string());
-        }
-        let max_bytes = match &inventory.journal_max_bytes {
-            Some(text) => parse_size(text).map_err(|e| format!("journal_max_bytes: {e}"))?,
-            None => DEFAULT_MAX_BYTES,
-        };
-        Ok(JournalLimits {
-            keep_runs,
-            max_bytes,
-        })
-    }
-}
 
 /// The journal of the run in progress.
 #[derive(Debug)]

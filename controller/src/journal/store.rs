@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use volley_common::journal::{Entry, Footer, Header, JournalError, Run};
 
-use super::JournalLimits;
 use super::clock::Stamp;
 use crate::entropy::XorShift;
+use crate::plan::JournalLimits;
 use crate::plan::{Environment, io_reason};
 
 const EXTENSION: &str = "jsonl";

@@ -11,8 +11,8 @@ use volley_common::outcome::{Captured, HostReport, Outcome, Timings, TransportKi
 
 use super::*;
 use crate::cli::{Cli, Command};
+use crate::event::Stream;
 use crate::plan::Environment;
-use crate::transport::Stream;
 
 fn bare_header(hosts: &[&str]) -> Header {
     Header {
@@ -234,26 +234,4 @@ fn the_header_records_targets_hosts_batches_and_options() {
     );
     assert_eq!(header.arguments, arguments);
     assert_eq!(header.retry_of.as_deref(), Some("20261127T065812Z-3f9a"));
-}
-
-#[test]
-fn journal_limits_come_from_the_inventory() {
-    let check = |keep: Option<usize>, max: Option<&str>, expected: Result<(usize, u64), &str>| {
-        let inventory = Inventory {
-            journal_keep_runs: keep,
-            journal_max_bytes: max.map(str::to_string),
-            ..Inventory::default()
-        };
-        let limits = JournalLimits::from_inventory(&inventory)
-            .map(|limits| (limits.keep_runs, limits.max_bytes));
-        assert_eq!(limits, expected.map_err(str::to_string), "{keep:?} {max:?}");
-    };
-    check(None, None, Ok((200, 100 << 20)));
-    check(Some(5), Some("1KiB"), Ok((5, 1024)));
-    check(Some(0), None, Err("journal_keep_runs: must be at least 1"));
-    check(
-        None,
-        Some("lots"),
-        Err("journal_max_bytes: bad size 'lots': expected a number (examples: 1MiB, 64KiB, 4096)"),
-    );
 }

@@ -254,3 +254,25 @@ fn rollout_flags_are_checked_before_anything_runs() {
     assert_eq!(plan.rollout.batches(9).len(), 3);
     assert_eq!(plan.rollout.allowed_failures(9), Some(0));
 }
+
+#[test]
+fn journal_limits_come_from_the_inventory() {
+    let check = |keep: Option<usize>, max: Option<&str>, expected: Result<(usize, u64), &str>| {
+        let inventory = Inventory {
+            journal_keep_runs: keep,
+            journal_max_bytes: max.map(str::to_string),
+            ..Inventory::default()
+        };
+        let limits = JournalLimits::from_inventory(&inventory)
+            .map(|limits| (limits.keep_runs, limits.max_bytes));
+        assert_eq!(limits, expected.map_err(str::to_string), "{keep:?} {max:?}");
+    };
+    check(None, None, Ok((200, 100 << 20)));
+    check(Some(5), Some("1KiB"), Ok((5, 1024)));
+    check(Some(0), None, Err("journal_keep_runs: must be at least 1"));
+    check(
+        None,
+        Some("lots"),
+        Err("journal_max_bytes: bad size 'lots': expected a number (examples: 1MiB, 64KiB, 4096)"),
+    );
+}

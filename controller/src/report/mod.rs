@@ -35,18 +35,8 @@ pub use summary::write_summary;
 use self::color::Paint;
 use self::progress::Progress;
 use self::stream::StreamRenderer;
-use crate::transport::Event;
-
-/// How host results are shown while and after the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputMode {
-    /// Each line of output as it arrives, prefixed with its host.
-    Stream,
-    /// One JSON object per host on stdout, nothing else there.
-    Json,
-    /// Identical results grouped at the end.
-    Gather,
-}
+use crate::event::Event;
+use crate::plan::OutputMode;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ReportOptions {
@@ -228,7 +218,7 @@ mod tests {
 
     use super::fixture::host_report;
     use super::*;
-    use crate::transport::Stream;
+    use crate::event::Stream;
 
     struct Run {
         out: String,

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use volley_common::fold::fold;
 
-use crate::scheduler::RunEnd;
+use crate::event::RunEnd;
 
 /// `volley: batch 2/5: h[04-13] (10 hosts)`.
 pub(crate) fn write_batch_started(

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use volley_common::outcome::{HostReport, Outcome};
 
 use super::color::Paint;
-use crate::transport::Stream;
+use crate::event::Stream;
 
 /// A partial line longer than this is written as a line of its own, so a host that prints
 /// without newlines holds at most this much memory per stream.

@@ -9,29 +9,6 @@ use volley_common::outcome::{HostReport, Outcome};
 
 use super::color::Paint;
 
-/// The kinds in the order of the enum's declaration. The match is exhaustive so that a new kind
-/// cannot be added without choosing its place in the summary.
-fn rank(outcome: &Outcome) -> usize {
-    match outcome {
-        Outcome::Succeeded => 0,
-        Outcome::NonZeroExit { .. } => 1,
-        Outcome::Signalled { .. } => 2,
-        Outcome::Unreachable { .. } => 3,
-        Outcome::ConnectTimeout => 4,
-        Outcome::AuthFailed { .. } => 5,
-        Outcome::HostKeyUnknown { .. } => 6,
-        Outcome::HostKeyChanged { .. } => 7,
-        Outcome::TlsRejected { .. } => 8,
-        Outcome::CommandTimeout => 9,
-        Outcome::Cancelled => 10,
-        Outcome::TransportError { .. } => 11,
-        Outcome::StepFailed { .. } => 12,
-        Outcome::Skipped => 13,
-    }
-}
-
-const KINDS: usize = 14;
-
 /// The label of hosts that never reported; the run should not leave any.
 const NO_REPORT: &str = "no_report";
 
@@ -48,9 +25,9 @@ pub fn write_summary(
     let paint = Paint { enabled: color };
     let mut succeeded = 0;
     let mut skipped = 0;
-    // Per kind: its name and the hosts that ended that way; the last slot is for no report.
-    let mut failures: Vec<(&str, Vec<&str>)> = vec![("", Vec::new()); KINDS + 1];
-    failures[KINDS].0 = NO_REPORT;
+    // Per kind, in the order of `Outcome::KINDS`: the hosts that ended that way; the last slot is
+    // for hosts without a report.
+    let mut failures: Vec<Vec<&str>> = vec![Vec::new(); Outcome::KINDS.len() + 1];
     for (index, host) in hosts.iter().enumerate() {
         match reports.get(index).and_then(Option::as_ref) {
             Some(report) if report.outcome.is_success() => succeeded += 1,
@@ -58,11 +35,9 @@ pub fn write_summary(
                 if report.outcome == Outcome::Skipped {
                     skipped += 1;
                 }
-                let slot = &mut failures[rank(&report.outcome)];
-                slot.0 = report.outcome.kind();
-                slot.1.push(host);
+                failures[report.outcome.index()].push(host);
             }
-            None => failures[KINDS].1.push(host),
+            None => failures[Outcome::KINDS.len()].push(host),
         }
     }
     // Skipped hosts did not fail: they never ran. They are counted apart.
@@ -95,7 +70,8 @@ pub fn write_summary(
     }
     out.write_all(b"\n")?;
 
-    for (kind, hosts) in failures.iter().filter(|(_, hosts)| !hosts.is_empty()) {
+    let kinds = Outcome::KINDS.iter().chain([&NO_REPORT]);
+    for (kind, hosts) in kinds.zip(&failures).filter(|(_, hosts)| !hosts.is_empty()) {
         // The kind is padded outside its colour codes so that the columns line up either way.
         let padding = " ".repeat(18usize.saturating_sub(kind.len()));
         writeln!(

@@ -13,9 +13,9 @@ use volley_common::outcome::TransportKind;
 
 use super::*;
 use crate::cli::ColorChoice;
-use crate::journal::JournalLimits;
 use crate::plan::HostSpec;
-use crate::report::OutputMode;
+use crate::plan::JournalLimits;
+use crate::plan::OutputMode;
 use crate::rollout::{BatchSizes, FailureBudget, RolloutPlan};
 use crate::transport::BoxFuture;
 

@@ -24,7 +24,8 @@ use volley_common::outcome::{Outcome, TransportKind};
 use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
-use super::{BoxFuture, Ended, Job, Stream, Transport};
+use super::{BoxFuture, Ended, Job, Transport};
+use crate::event::Stream;
 use crate::pki::ControllerCredentials;
 use crate::plan::HostSpec;
 

@@ -7,9 +7,6 @@
 
 pub mod agent;
 pub mod auto;
-pub mod identity;
-pub mod known_hosts;
-pub mod remote_stop;
 pub mod ssh;
 
 use std::future::Future;
@@ -21,39 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use volley_common::outcome::{Capture, Captured, Outcome, TransportKind};
 
+use crate::event::{Event, Stream};
 use crate::plan::HostSpec;
-
-/// Which output stream of the remote command a chunk came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// What a run emits, in order per host. Hosts are numbered by their place in the plan.
-#[derive(Debug)]
-pub enum Event {
-    /// The host's turn came: it is connecting.
-    Started { host: usize },
-    /// A chunk of output, as it arrived (not split into lines).
-    Output {
-        host: usize,
-        stream: Stream,
-        data: Bytes,
-    },
-    /// The host's final record. No event for this host follows.
-    Finished {
-        host: usize,
-        report: volley_common::outcome::HostReport,
-    },
-    /// A batch of a rollout starts: its hosts are next. Sent only when the run is batched.
-    BatchStarted {
-        /// Counted from 1, out of `batches`.
-        batch: usize,
-        batches: usize,
-        hosts: std::ops::Range<usize>,
-    },
-}
 
 /// Where a transport puts a host's output: forwarded to the reporters as it arrives, and kept up
 /// to the cap for the host's report.

@@ -1,7 +1,7 @@
 //! One authenticated SSH connection that runs several commands in turn: the steps of an
 //! operation such as installing an agent share one handshake instead of paying one per step.
 //!
-//! Commands run as plain `exec` requests, without the [`remote_stop`](super::super::remote_stop)
+//! Commands run as plain `exec` requests, without the [`remote_stop`](super::remote_stop)
 //! wrapper: that wrapper reads EOF on stdin as "stop the command", while these commands are
 //! given bytes on stdin (an upload is `cat > FILE`) followed by EOF. They are short and bounded
 //! by the caller's deadline; dropping the session closes the connection.

@@ -2,13 +2,16 @@
 //!
 //! Per host: TCP connect, key exchange with the host key checked against known_hosts, public-key
 //! authentication (the host's own identity files, the global ones, then the agent's keys), one
-//! session channel running the command inside the [`remote_stop`](super::remote_stop) wrapper.
+//! session channel running the command inside the [`remote_stop`] wrapper.
 //! To stop a command (timeout, interrupt) the client sends EOF and drops the connection; the
 //! wrapper then kills the command's process group on the host.
 //!
 //! [`Session`] (in `ssh/session.rs`) is the same connection for operations of several steps,
 //! such as installing an agent: plain commands in turn, with bytes sent to their stdin.
 
+pub mod identity;
+pub mod known_hosts;
+pub mod remote_stop;
 mod session;
 
 use std::collections::HashMap;
@@ -21,9 +24,10 @@ use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertif
 use tokio_util::sync::CancellationToken;
 use volley_common::outcome::{Outcome, TransportKind};
 
-use super::identity::{Identities, IdentityFile};
-use super::known_hosts::{KnownHosts, Verdict, fingerprint};
-use super::{BoxFuture, Ended, Job, Stream, Transport, remote_stop};
+use self::identity::{Identities, IdentityFile};
+use self::known_hosts::{KnownHosts, Verdict, fingerprint};
+use super::{BoxFuture, Ended, Job, Transport};
+use crate::event::Stream;
 use crate::plan::HostSpec;
 
 pub use session::{Exit, Session};

@@ -1,8 +1,7 @@
 //! The wrapper that lets the controller stop a remote command over SSH.
 //!
 //! Without a PTY, sshd leaves a command running when the client closes the channel or goes away,
-//! and SSH `signal` requests are refused for root logins (see ../shared/deps.md, measured against
-//! OpenSSH 9.2). So the command runs inside a small POSIX-sh wrapper:
+//! and SSH `signal` requests are refused for root logins (measured against OpenSSH 9.2). So the command runs inside a small POSIX-sh wrapper:
 //!
 //! - the command runs in its own session and process group (`setsid`), under the user's login
 //!   shell, with `/dev/null` as stdin;
@@ -17,6 +16,8 @@
 //!   itself (with core dumps off), so sshd reports `exit-signal` and the controller can tell
 //!   `kill -9` from `exit 137`. The one ambiguity left: a command that itself exits with 129-159
 //!   is reported as killed by that signal, as shells report it too.
+
+use crate::shell::quote;
 
 /// The wrapper script. `$1` is the operator's command.
 const WRAPPER: &str = r#"exec 3<&0 0</dev/null
@@ -59,21 +60,6 @@ pub fn wrap(command: &str) -> String {
         quote(WRAPPER),
         quote(command)
     )
-}
-
-/// Quotes one word for a POSIX shell: single quotes, with `'` written as `'\''`.
-pub fn quote(word: &str) -> String {
-    let mut quoted = String::with_capacity(word.len() + 2);
-    quoted.push('\'');
-    for c in word.chars() {
-        if c == '\'' {
-            quoted.push_str("'\\''");
-        } else {
-            quoted.push(c);
-        }
-    }
-    quoted.push('\'');
-    quoted
 }
 
 #[cfg(test)]

@@ -1,0 +1,51 @@
+//! The events a run emits, host by host, from the scheduler and the transports to the journal and
+//! the reporters, and how the run ended. They are plain data, so that executing (scheduler, transports) and rendering
+//! (journal, reporters) depend on this module and never on each other.
+
+use bytes::Bytes;
+
+/// Which output stream of the remote command a chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What a run emits, in order per host. Hosts are numbered by their place in the plan.
+#[derive(Debug)]
+pub enum Event {
+    /// The host's turn came: it is connecting.
+    Started { host: usize },
+    /// A chunk of output, as it arrived (not split into lines).
+    Output {
+        host: usize,
+        stream: Stream,
+        data: Bytes,
+    },
+    /// The host's final record. No event for this host follows.
+    Finished {
+        host: usize,
+        report: volley_common::outcome::HostReport,
+    },
+    /// A batch of a rollout starts: its hosts are next. Sent only when the run is batched.
+    BatchStarted {
+        /// Counted from 1, out of `batches`.
+        batch: usize,
+        batches: usize,
+        hosts: std::ops::Range<usize>,
+    },
+}
+
+/// How the rollout went, for the summary and the journal's footer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunEnd {
+    pub batches: usize,
+    /// Batches that started (all of them, unless the rollout was stopped or interrupted).
+    pub batches_started: usize,
+    /// Hosts that did not succeed, as the budget counts them.
+    pub failures: usize,
+    /// The failures the budget allows; `None` without a budget.
+    pub allowed_failures: Option<usize>,
+    /// The budget was exceeded while hosts were still to start: they were skipped.
+    pub stopped: bool,
+}
