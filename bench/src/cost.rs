@@ -1,6 +1,8 @@
-//! What one volley process cost: wall time, user+system CPU from wait4(2), and peak RSS polled
-//! from /proc while it runs.
+//! What one volley process cost: wall time, user+system CPU from wait4(2), and peak RSS and
+//! open descriptors polled from /proc while it runs.
 
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,37 +12,100 @@ pub struct Cost {
     pub wall: Duration,
     pub cpu: Duration,
     pub peak_rss_kib: u64,
+    /// The most descriptors it held open at once (sampled every 50 ms).
+    pub peak_fds: u64,
+}
+
+/// A finished volley process: its cost, exit status and what it printed.
+pub struct Ran {
+    pub cost: Cost,
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    /// Hosts per outcome kind, from `--json` output; a line that is not a host record ends the
+    /// benchmark.
+    pub fn outcomes(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for line in self.stdout.lines() {
+            let record = volley_tests::report::parse_record(line).unwrap_or_else(|problem| {
+                eprintln!("volley printed a line that is not a host record ({problem}): {line}");
+                std::process::exit(1);
+            });
+            *counts.entry(record.outcome).or_insert(0) += 1;
+        }
+        counts
+    }
 }
 
 /// Runs `command` to the end with stdout discarded and returns its cost. A failed run ends the
 /// benchmark with the command's stderr: its figures would mean nothing.
-pub fn measure(mut command: Command) -> Cost {
+pub fn measure(command: Command) -> Cost {
+    let ran = run_with(command, Stdio::null());
+    if ran.status != 0 {
+        eprintln!(
+            "volley exited with status {}; its stderr:\n{}",
+            ran.status, ran.stderr
+        );
+        std::process::exit(1);
+    }
+    ran.cost
+}
+
+/// Runs `command` to the end, whatever its exit status, keeping its stdout and stderr.
+pub fn run(command: Command) -> Ran {
+    run_with(command, Stdio::piped())
+}
+
+fn run_with(mut command: Command, stdout: Stdio) -> Ran {
     command
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped());
     let started = Instant::now();
     // Reaped by wait4 below, which std's Child cannot do while also reporting CPU time.
     #[allow(clippy::zombie_processes)]
-    let child = command
+    let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
     let pid = child.id();
-    let peak = watch_peak_rss(pid);
-    // The summary is small; read it before reaping so the pipe never fills.
-    let stderr =
-        std::io::read_to_string(child.stderr.expect("stderr is piped")).unwrap_or_default();
+    let watch = watch_peaks(pid);
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let (status, cpu) = wait_with_cpu(pid);
     let wall = started.elapsed();
-    let peak_rss_kib = peak.join().unwrap_or(0);
-    if status != 0 {
-        eprintln!("volley exited with status {status}; its stderr:\n{stderr}");
-        std::process::exit(1);
-    }
-    Cost {
-        wall,
-        cpu,
-        peak_rss_kib,
+    let (peak_rss_kib, peak_fds) = watch.join().unwrap_or((0, 0));
+    Ran {
+        cost: Cost {
+            wall,
+            cpu,
+            peak_rss_kib,
+            peak_fds,
+        },
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 
@@ -54,21 +119,30 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Polls the child's high-water RSS (VmHWM) until it exits, and returns the last value read.
-/// `ru_maxrss` cannot serve: Linux carries the forking parent's peak into it across exec.
-fn watch_peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
+/// Open descriptors of `pid`; `None` once it is gone.
+fn open_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// Polls the child's high-water RSS (VmHWM) every 10 ms and its open descriptors every 50 ms
+/// until it exits, and returns the peaks. `ru_maxrss` cannot serve: Linux carries the forking
+/// parent's peak into it across exec.
+fn watch_peaks(pid: u32) -> std::thread::JoinHandle<(u64, u64)> {
     std::thread::spawn(move || {
-        let mut peak = 0;
+        let (mut rss, mut fds) = (0, 0);
         // Bounded like every load loop here: at most 10 minutes of 10 ms polls.
-        for _ in 0..60_000 {
+        for round in 0..60_000u32 {
             match status_kib(pid, "VmHWM") {
-                Some(hwm) => peak = hwm,
+                Some(hwm) => rss = hwm,
                 // A zombie has no memory left to report; its peak was read before.
                 None => break,
             }
+            if round % 5 == 0 {
+                fds = fds.max(open_fds(pid).unwrap_or(0));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
-        peak
+        (rss, fds)
     })
 }
 

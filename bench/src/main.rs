@@ -6,9 +6,13 @@
 //!   time (bench/ssh.sh).
 //! - [`agents`] (`--agents`): the same N hosts through agents and through SSH, side by side,
 //!   and the agents' idle memory (bench/agents.sh).
-//! - [`cost`]: what one volley process cost (wall, CPU, peak RSS).
+//! - [`admission`] (`--admission`): every handshake at once versus adaptive admission, on a
+//!   plain and on a CPU-limited sshd fleet ([`cgroup`]) (bench/admission.sh).
+//! - [`cost`]: what one volley process cost (wall, CPU, peak RSS, descriptors).
 
+mod admission;
 mod agents;
+mod cgroup;
 mod cost;
 mod ssh;
 
@@ -16,18 +20,21 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::admission::AdmissionOptions;
 use crate::agents::AgentOptions;
 use crate::ssh::SshOptions;
 
 enum Mode {
     Ssh(SshOptions),
     Agents(AgentOptions),
+    Admission(AdmissionOptions),
 }
 
 fn main() {
     match parse_args(std::env::args_os().skip(1).collect()) {
         Ok(Mode::Ssh(options)) => ssh::run(&options),
         Ok(Mode::Agents(options)) => agents::run(&options),
+        Ok(Mode::Admission(options)) => admission::run_benchmark(&options),
         Err(message) => {
             eprintln!("volley-bench: {message}");
             std::process::exit(64);
@@ -44,6 +51,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Mode, String> {
     let mut with_rtt = true;
     let mut without_rtt = true;
     let mut agents = false;
+    let mut admission = false;
+    let mut connect_timeout = Duration::from_secs(5);
+    let mut sshd_cpus = 0.25;
     let mut rounds = 3;
     let mut args = args
         .into_iter()
@@ -67,16 +77,37 @@ fn parse_args(args: Vec<OsString>) -> Result<Mode, String> {
             "--no-rtt" => with_rtt = false,
             "--only-rtt" => without_rtt = false,
             "--agents" => agents = true,
+            "--admission" => admission = true,
+            "--connect-timeout-ms" => {
+                let ms = number("--connect-timeout-ms", value("--connect-timeout-ms")?)?;
+                connect_timeout = Duration::from_millis(ms as u64);
+            }
+            "--sshd-cpus" => {
+                let text = value("--sshd-cpus")?;
+                sshd_cpus = text
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|cpus| (0.1..=64.0).contains(cpus))
+                    .ok_or("--sshd-cpus takes a number of CPUs from 0.1 to 64")?;
+            }
             other => {
                 return Err(format!(
-                    "unknown argument '{other}' (see bench/ssh.sh and bench/agents.sh)"
+                    "unknown argument '{other}' (see the scripts in bench/)"
                 ));
             }
         }
     }
-    let hosts = hosts.unwrap_or(if agents { 500 } else { 200 });
+    let hosts = hosts.unwrap_or(if agents || admission { 500 } else { 200 });
     if hosts == 0 || hosts > 4000 {
         return Err("--hosts must be between 1 and 4000".to_string());
+    }
+    if admission {
+        return Ok(Mode::Admission(AdmissionOptions {
+            volley,
+            hosts,
+            connect_timeout,
+            sshd_cpus,
+        }));
     }
     if !agents {
         if commands.is_empty() {

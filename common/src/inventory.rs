@@ -15,6 +15,7 @@ pub const SETTINGS: &[&str] = &[
     "user",
     "port",
     "parallel",
+    "max_handshakes",
     "connect_timeout",
     "timeout",
     "max_output",
@@ -35,6 +36,8 @@ pub struct Inventory {
     pub user: Option<String>,
     pub port: Option<u16>,
     pub parallel: Option<usize>,
+    /// Handshakes in flight at once; absent: adaptive.
+    pub max_handshakes: Option<usize>,
     /// A duration such as `10s`.
     pub connect_timeout: Option<String>,
     /// A duration such as `5m`.

@@ -74,6 +74,9 @@ pub struct Targets {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Options {
     pub parallel: usize,
+    /// `--max-handshakes`; `None`: adaptive.
+    #[serde(default)]
+    pub max_handshakes: Option<usize>,
     pub connect_timeout_ms: u64,
     pub timeout_ms: Option<u64>,
     /// `--batch` as given, e.g. `1,10%,50%`.

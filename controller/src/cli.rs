@@ -166,9 +166,15 @@ pub struct LimitArgs {
     #[arg(short = 'p', long, value_name = "N")]
     pub parallel: Option<usize>,
 
-    /// Time allowed to connect and authenticate to one host [default: 10s]
+    /// Time allowed to connect and authenticate to one host, counted from its handshake's
+    /// admission [default: 10s]
     #[arg(long, value_name = "DURATION")]
     pub connect_timeout: Option<String>,
+
+    /// How many hosts may be connecting (TCP, handshake, authentication) at once: a number, or
+    /// `auto` to grow while handshakes stay fast and shrink when they slow down [default: auto]
+    #[arg(long, value_name = "N|auto")]
+    pub max_handshakes: Option<String>,
 
     /// Time allowed on one host once connected; a command is then stopped there [default: none
     /// for `volley run`, 10m for `volley agent` operations]

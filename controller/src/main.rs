@@ -2,7 +2,8 @@
 //!
 //! Layout, in the order a run flows through it:
 //! - [`cli`]: raw flags (clap); [`plan`]: flags + inventory + ssh config -> a validated `RunPlan`;
-//! - [`scheduler`]: every host through one [`transport::Transport`], `parallel` at a time;
+//! - [`scheduler`]: every host through one [`transport::Transport`], `parallel` at a time, and
+//!   [`admission`]: how many of them may be in their connect phase at once;
 //! - [`transport`]: the trait; SSH (with known_hosts and identities), the agent, and `auto`;
 //! - [`pki`]: the private CA (`volley pki`); [`demo`]: a throwaway local fleet of agents;
 //! - [`install`]: `volley agent install|status|upgrade|renew|uninstall`, one more transport;
@@ -15,6 +16,7 @@
 //! `main` is the only place that maps errors to exit statuses and prints them.
 #![forbid(unsafe_code)]
 
+mod admission;
 mod cli;
 mod connect_retry;
 mod demo;

@@ -13,6 +13,7 @@ use volley_common::inventory::{HostSettings, Inventory, InventoryError, Transpor
 use volley_common::size::parse_size;
 use volley_common::target::{Pattern, Target, glob_match, parse_list};
 
+use crate::admission::HandshakeLimit;
 use crate::cli::{ColorChoice, RunArgs, TransportFlag};
 use crate::rollout::RolloutPlan;
 use crate::ssh_config::{SshConfig, SshConfigError};
@@ -49,6 +50,8 @@ pub struct RunPlan {
     pub hosts: Vec<HostSpec>,
     pub command: String,
     pub parallel: usize,
+    /// How many hosts may be in their connect phase at once.
+    pub handshakes: HandshakeLimit,
     pub connect_timeout: Duration,
     pub command_timeout: Option<Duration>,
     pub max_output: usize,
@@ -177,6 +180,17 @@ impl RunPlan {
                 "--parallel: must be at least 1".to_string(),
             ));
         }
+        let handshakes = match (&args.limits.max_handshakes, inventory.max_handshakes) {
+            (Some(text), _) => parse_handshakes(text)?,
+            (None, Some(0)) => {
+                return Err(PlanError::Input(format!(
+                    "inventory {}: max_handshakes: must be at least 1",
+                    inventory_path.display()
+                )));
+            }
+            (None, Some(n)) => HandshakeLimit::Fixed(n),
+            (None, None) => HandshakeLimit::Adaptive,
+        };
         if connect_timeout.is_zero() {
             return Err(PlanError::Input(
                 "--connect-timeout: must be more than 0".to_string(),
@@ -216,6 +230,7 @@ impl RunPlan {
             hosts,
             command,
             parallel,
+            handshakes,
             connect_timeout,
             command_timeout,
             max_output: usize::try_from(max_output).unwrap_or(usize::MAX),
@@ -493,6 +508,22 @@ impl Exclusions {
 
     fn matches(&self, host: &str) -> bool {
         self.names.contains(host) || self.globs.iter().any(|glob| glob_match(glob, host))
+    }
+}
+
+/// `--max-handshakes`: a number of at least 1, or `auto`.
+fn parse_handshakes(text: &str) -> Result<HandshakeLimit, PlanError> {
+    match text.trim() {
+        "auto" => Ok(HandshakeLimit::Adaptive),
+        number => match number.parse::<usize>() {
+            Ok(0) => Err(PlanError::Input(
+                "--max-handshakes: must be at least 1 (or auto)".to_string(),
+            )),
+            Ok(n) => Ok(HandshakeLimit::Fixed(n)),
+            Err(_) => Err(PlanError::Input(format!(
+                "--max-handshakes: '{text}' is not a number or `auto`"
+            ))),
+        },
     }
 }
 

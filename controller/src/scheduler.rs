@@ -2,12 +2,13 @@
 //! `parallel` at a time.
 //!
 //! One tokio task per running host, no thread and no process per host. A host is started only
-//! when a slot is free, so `parallel` bounds sockets and memory, not just work. A batch starts
-//! when the previous one has finished and the batch delay has passed (a run without `--batch` is
-//! one batch). The failure budget is checked as each host finishes: once it is exceeded no host
-//! starts any more, and the hosts that never started finish as `Skipped`. A host's task retries
-//! connect-phase failures itself ([`connect_retry`](crate::connect_retry)), against the
-//! `Transport` trait alone.
+//! when a slot is free, so `parallel` bounds sockets and memory, not just work. Within those
+//! slots, the run's [`Admission`] bounds how many hosts are in their connect phase at once. A
+//! batch starts when the previous one has finished and the batch delay has passed (a run without
+//! `--batch` is one batch). The failure budget is checked as each host finishes: once it is
+//! exceeded no host starts any more, and the hosts that never started finish as `Skipped`. A
+//! host's task retries connect-phase failures itself ([`connect_retry`](crate::connect_retry)),
+//! against the `Transport` trait alone.
 //!
 //! Every host gets exactly one `Finished` event, whatever happens: success, failure, a panic in
 //! its task, a stopped rollout, or an interrupt before it started. Nothing here prints.
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use volley_common::outcome::{Captured, HostReport, Outcome, Timings};
 
+use crate::admission::Admission;
 use crate::connect_retry;
 use crate::entropy::XorShift;
 use crate::event::{Event, RunEnd};
@@ -47,9 +49,21 @@ pub async fn run(
     let allowed = end.allowed_failures;
     let exceeded = |failures: usize| allowed.is_some_and(|allowed| failures > allowed);
     let slots = Arc::new(Semaphore::new(plan.parallel));
-    let limits = RunLimits {
-        connect_timeout: plan.connect_timeout,
-        command_timeout: plan.command_timeout,
+    let admission = Arc::new(Admission::new(
+        plan.handshakes,
+        plan.parallel,
+        plan.connect_timeout,
+    ));
+    let context = HostContext {
+        plan: plan.clone(),
+        transport: transport.clone(),
+        limits: RunLimits {
+            connect_timeout: plan.connect_timeout,
+            command_timeout: plan.command_timeout,
+        },
+        events: events.clone(),
+        cancel: cancel.clone(),
+        admission: admission.clone(),
     };
     let mut running = Running {
         tasks: JoinSet::new(),
@@ -106,18 +120,11 @@ pub async fn run(
                     }
                 }
             };
-            let task = running.tasks.spawn(run_host(
-                Turn {
-                    host,
-                    batch: index + 1,
-                },
-                plan.clone(),
-                transport.clone(),
-                limits,
-                events.clone(),
-                cancel.clone(),
-                slot,
-            ));
+            let turn = Turn {
+                host,
+                batch: index + 1,
+            };
+            let task = running.tasks.spawn(run_host(turn, context.clone(), slot));
             running.host_of_task.insert(task.id(), host);
             next = host + 1;
         }
@@ -140,6 +147,10 @@ pub async fn run(
         let _ = events.send(Event::Finished { host, report }).await;
     }
     running.wait_all().await;
+    tracing::debug!(
+        limit = admission.limit(),
+        "handshake admission at the end of the run"
+    );
     end.failures = running.failures;
     end.stopped = stopped;
     end
@@ -200,17 +211,32 @@ impl Running<'_> {
     }
 }
 
-/// Runs one host to its outcome, retrying connect-phase failures as `--retries` allows, and
-/// returns whether it succeeded.
-async fn run_host(
-    turn: Turn,
+/// What every host's task of a run shares.
+#[derive(Clone)]
+struct HostContext {
     plan: Arc<RunPlan>,
     transport: Arc<dyn Transport>,
     limits: RunLimits,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
+    admission: Arc<Admission>,
+}
+
+/// Runs one host to its outcome, retrying connect-phase failures as `--retries` allows, and
+/// returns whether it succeeded.
+async fn run_host(
+    turn: Turn,
+    context: HostContext,
     _slot: tokio::sync::OwnedSemaphorePermit,
 ) -> bool {
+    let HostContext {
+        plan,
+        transport,
+        limits,
+        events,
+        cancel,
+        admission,
+    } = context;
     let host = turn.host;
     let started = Instant::now();
     let _ = events.send(Event::Started { host }).await;
@@ -225,6 +251,7 @@ async fn run_host(
             limits,
             output: &mut output,
             cancel: cancel.clone(),
+            admission: &admission,
         };
         let ended = transport.run(job).await;
         if attempts > plan.rollout.retries || !connect_retry::may_retry(&ended) {

@@ -233,6 +233,12 @@ impl SshFleet {
         tools::login_user()
     }
 
+    /// The process ids of the fleet's sshd listeners (one per 16 hosts); the processes serving
+    /// each connection are their children.
+    pub fn sshd_pids(&self) -> Vec<u32> {
+        self.servers.iter().map(Sshd::pid).collect()
+    }
+
     /// Every sshd log, each under its path, for failure messages.
     pub fn sshd_logs(&self) -> String {
         self.servers

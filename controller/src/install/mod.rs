@@ -39,6 +39,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use volley_common::outcome::{Outcome, TransportKind};
 
+use crate::admission::Admission;
 use crate::cli::{AgentArgs, AgentCommand, RunArgs};
 use crate::event::Stream;
 use crate::pki::{Pki, PkiError};
@@ -214,7 +215,7 @@ impl AgentOperation {
         let limit = job.limits.command_timeout.unwrap_or(DEFAULT_LIMIT);
         let cancel = job.cancel.clone();
         let started = Instant::now();
-        let on_host = self.on_host(job.host, job.limits.connect_timeout, &cancel);
+        let on_host = self.on_host(job.host, job.limits.connect_timeout, &cancel, job.admission);
         let finish = tokio::select! {
             finish = tokio::time::timeout(limit, on_host) => finish.unwrap_or_else(|_| Finish::outcome(Outcome::CommandTimeout)),
             () = cancel.cancelled() => Finish::outcome(Outcome::Cancelled),
@@ -239,16 +240,15 @@ impl AgentOperation {
         host: &HostSpec,
         connect_timeout: Duration,
         cancel: &CancellationToken,
+        admission: &Admission,
     ) -> Finish {
         let started = Instant::now();
         // Status asks the agent first: an agent that answers needs no SSH at all.
         let mut not_answering = None;
         if self.action == Action::Status {
-            match self
-                .agent
-                .probe(host, connect_timeout.min(STATUS_PROBE))
-                .await
-            {
+            let timeout = connect_timeout.min(STATUS_PROBE);
+            let probe = self.agent.probe(host, timeout);
+            match admission.connect(timeout, cancel, probe).await {
                 Ok(served) => {
                     return Finish {
                         outcome: Outcome::Succeeded,
@@ -260,7 +260,11 @@ impl AgentOperation {
                 Err(outcome) => not_answering = Some(outcome),
             }
         }
-        let session = match self.ssh.open(host, connect_timeout, cancel).await {
+        let session = match self
+            .ssh
+            .open(host, connect_timeout, cancel, admission)
+            .await
+        {
             Ok(session) => session,
             Err(outcome) => return Finish::outcome(outcome),
         };

@@ -32,6 +32,7 @@ use volley_common::journal::{
     BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, NOT_FINISHED, Options, Targets,
 };
 
+use crate::admission::HandshakeLimit;
 use crate::cli::RunArgs;
 use crate::event::Event;
 use crate::plan::RunPlan;
@@ -193,6 +194,10 @@ pub fn header(
         batches: plan.rollout.batches(total).iter().map(Range::len).collect(),
         options: Options {
             parallel: plan.parallel,
+            max_handshakes: match plan.handshakes {
+                HandshakeLimit::Fixed(n) => Some(n),
+                HandshakeLimit::Adaptive => None,
+            },
             connect_timeout_ms: millis(plan.connect_timeout),
             timeout_ms: plan.command_timeout.map(millis),
             batch: plan

@@ -190,6 +190,8 @@ fn the_header_records_targets_hosts_batches_and_options() {
         "3",
         "-p",
         "8",
+        "--max-handshakes",
+        "6",
         "--",
         "systemctl",
         "restart",
@@ -223,6 +225,7 @@ fn the_header_records_targets_hosts_batches_and_options() {
         header.options,
         Options {
             parallel: 8,
+            max_handshakes: Some(6),
             connect_timeout_ms: 10_000,
             timeout_ms: None,
             batch: Some("1,50%".to_string()),

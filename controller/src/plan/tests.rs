@@ -137,9 +137,38 @@ fn input_errors_are_one_line_and_name_the_input() {
             "--max-output: bad size 'lots': expected a number (examples: 1MiB, 64KiB, 4096)",
         ),
         ("--parallel", "0", "--parallel: must be at least 1"),
+        (
+            "--max-handshakes",
+            "0",
+            "--max-handshakes: must be at least 1 (or auto)",
+        ),
+        (
+            "--max-handshakes",
+            "many",
+            "--max-handshakes: 'many' is not a number or `auto`",
+        ),
     ] {
         check(&["-w", "a", flag, value], Err(message));
     }
+}
+
+#[test]
+fn handshakes_are_adaptive_unless_a_number_is_given() {
+    use crate::admission::HandshakeLimit;
+    let limit = |extra: &[&str]| {
+        let mut args = vec!["-w", "a"];
+        args.extend(extra);
+        plan(&args).unwrap().handshakes
+    };
+    assert_eq!(limit(&[]), HandshakeLimit::Adaptive);
+    assert_eq!(
+        limit(&["--max-handshakes", "auto"]),
+        HandshakeLimit::Adaptive
+    );
+    assert_eq!(
+        limit(&["--max-handshakes", "64"]),
+        HandshakeLimit::Fixed(64)
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,6 +13,7 @@ use volley_common::inventory::TransportChoice;
 use volley_common::outcome::TransportKind;
 
 use super::*;
+use crate::admission::HandshakeLimit;
 use crate::cli::ColorChoice;
 use crate::plan::HostSpec;
 use crate::plan::JournalLimits;
@@ -19,8 +21,9 @@ use crate::plan::OutputMode;
 use crate::rollout::{BatchSizes, FailureBudget, RolloutPlan};
 use crate::transport::BoxFuture;
 
-/// How long every scripted attempt takes.
+/// How long every scripted attempt takes, and the connect phase at its start.
 const ATTEMPT: Duration = Duration::from_millis(100);
+const CONNECT: Duration = Duration::from_millis(10);
 
 fn refused() -> Outcome {
     Outcome::Unreachable {
@@ -34,6 +37,8 @@ fn refused() -> Outcome {
 struct Scripted {
     outcomes: HashMap<String, Vec<Outcome>>,
     attempts: Mutex<Vec<Attempt>>,
+    connecting: AtomicUsize,
+    peak_connecting: AtomicUsize,
 }
 
 #[derive(Clone, Debug)]
@@ -51,6 +56,7 @@ impl Scripted {
                 .map(|(host, outcomes)| (host.to_string(), outcomes.clone()))
                 .collect(),
             attempts: Mutex::new(Vec::new()),
+            ..Scripted::default()
         }
     }
 
@@ -78,7 +84,19 @@ impl Transport for Scripted {
                 .iter()
                 .filter(|a| a.host == job.host.name)
                 .count();
-            tokio::time::sleep(ATTEMPT).await;
+            // The connect phase goes through the run's admission, as real transports do.
+            let connecting = async {
+                let now = self.connecting.fetch_add(1, Ordering::SeqCst) + 1;
+                self.peak_connecting.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(CONNECT).await;
+                self.connecting.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            };
+            let _ = job
+                .admission
+                .connect(job.limits.connect_timeout, &job.cancel, connecting)
+                .await;
+            tokio::time::sleep(ATTEMPT - CONNECT).await;
             let outcome = match self.outcomes.get(&job.host.name) {
                 Some(outcomes) => outcomes[tried.min(outcomes.len() - 1)].clone(),
                 None => Outcome::Succeeded,
@@ -120,6 +138,7 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
             .collect(),
         command: "true".to_string(),
         parallel,
+        handshakes: HandshakeLimit::Adaptive,
         connect_timeout: Duration::from_secs(10),
         command_timeout: None,
         max_output: 1024,
@@ -429,4 +448,17 @@ async fn an_interrupt_during_a_retry_backoff_cancels_the_host() {
     assert_eq!(kinds(&outcomes), ["cancelled"]);
     assert_eq!(outcomes.reports[0].attempts, 1);
     assert_eq!(outcomes.took, ATTEMPT + Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn handshakes_are_admitted_apart_from_the_running_hosts() {
+    let transport = Arc::new(Scripted::default());
+    let mut plan = plan(40, 40, rollout(None, Duration::ZERO, None));
+    plan.handshakes = HandshakeLimit::Fixed(4);
+    let outcomes = run_with(plan, transport.clone(), CancellationToken::new()).await;
+    assert!(kinds(&outcomes).iter().all(|kind| *kind == "succeeded"));
+    // All 40 hold a slot at once, but only 4 connect at a time: 10 rounds of connects, then the
+    // last host's command.
+    assert_eq!(transport.peak_connecting.load(Ordering::SeqCst), 4);
+    assert_eq!(outcomes.took, CONNECT * 10 + (ATTEMPT - CONNECT));
 }

@@ -124,14 +124,14 @@ impl AgentTransport {
     /// Runs the job through the agent and says whether a request may have reached it.
     pub async fn attempt(&self, job: &mut Job<'_>, connect_timeout: Duration) -> Attempt {
         let started = Instant::now();
-        let connect = tokio::time::timeout(connect_timeout, self.connect(job.host));
-        let mut client = tokio::select! {
-            result = connect => match result {
-                Ok(Ok(connected)) => connected.client,
-                Ok(Err(outcome)) => return Attempt::NotReached(ended(outcome, None, None)),
-                Err(_) => return Attempt::NotReached(ended(Outcome::ConnectTimeout, None, None)),
-            },
-            () = job.cancel.cancelled() => return Attempt::NotReached(ended(Outcome::Cancelled, None, None)),
+        let connect = self.connect(job.host);
+        let mut client = match job
+            .admission
+            .connect(connect_timeout, &job.cancel, connect)
+            .await
+        {
+            Ok(connected) => connected.client,
+            Err(outcome) => return Attempt::NotReached(ended(outcome, None, None)),
         };
         let connected_after = Some(started.elapsed());
         let run_started = Instant::now();

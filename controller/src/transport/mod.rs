@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use volley_common::outcome::{Capture, Captured, Outcome, TransportKind};
 
+use crate::admission::Admission;
 use crate::event::{Event, Stream};
 use crate::plan::HostSpec;
 
@@ -101,6 +102,9 @@ pub struct Job<'a> {
     pub output: &'a mut OutputSink,
     /// Cancelled on interrupt: the transport stops the remote command and returns `Cancelled`.
     pub cancel: CancellationToken,
+    /// The run's handshake admission: every connect phase goes through
+    /// [`Admission::connect`], which also applies the connect timeout.
+    pub admission: &'a Admission,
 }
 
 /// Opens a TCP connection to `address:port`. An IP address is dialled directly; only a name goes

@@ -27,6 +27,7 @@ use volley_common::outcome::{Outcome, TransportKind};
 use self::identity::{Identities, IdentityFile};
 use self::known_hosts::{KnownHosts, Verdict, fingerprint};
 use super::{BoxFuture, Ended, Job, Transport};
+use crate::admission::Admission;
 use crate::event::Stream;
 use crate::plan::HostSpec;
 
@@ -90,29 +91,31 @@ impl SshTransport {
             .clone()
     }
 
-    /// Connects and authenticates within `connect_timeout`, for callers that run several
-    /// commands on one connection ([`Session`]). Every failure is the host's outcome.
+    /// Connects and authenticates once `admission` lets it, within `connect_timeout` from then,
+    /// for callers that run several commands on one connection ([`Session`]). Every failure is
+    /// the host's outcome.
     pub async fn open(
         &self,
         host: &HostSpec,
         connect_timeout: Duration,
         cancel: &CancellationToken,
+        admission: &Admission,
     ) -> Result<Session, Outcome> {
-        let connect = tokio::time::timeout(connect_timeout, self.connect(host));
-        tokio::select! {
-            result = connect => match result {
-                Ok(Ok(handle)) => Ok(Session::new(handle)),
-                Ok(Err(outcome)) => Err(outcome),
-                Err(_) => Err(Outcome::ConnectTimeout),
-            },
-            () = cancel.cancelled() => Err(Outcome::Cancelled),
-        }
+        admission
+            .connect(connect_timeout, cancel, self.connect(host))
+            .await
+            .map(Session::new)
     }
 
     async fn run_host(&self, job: Job<'_>) -> Ended {
         let started = Instant::now();
         let session = match self
-            .open(job.host, job.limits.connect_timeout, &job.cancel)
+            .open(
+                job.host,
+                job.limits.connect_timeout,
+                &job.cancel,
+                job.admission,
+            )
             .await
         {
             Ok(session) => session.into_handle(),

@@ -1,0 +1,226 @@
+//! Handshake admission: how many hosts may be in their connect phase at once (TCP connect, then
+//! SSH key exchange and authentication, or the TLS handshake and the agent's `Info`), apart from
+//! how many run at once (`parallel`).
+//!
+//! A handshake costs CPU on both ends. Hundreds started at once share that CPU fairly, and so they
+//! all finish late together, past the connect timeout: a run of 500 where 18 hosts get through.
+//! The scheduler owns one [`Admission`] per run; every transport runs its connect phase through
+//! [`Admission::connect`], which takes a permit before the TCP connect and gives it back once the
+//! host is authenticated (or failed). The connect timeout counts from admission: time spent
+//! waiting for a permit is not held against a host.
+//!
+//! The limit is fixed (`--max-handshakes N`) or, by default, adaptive. The adaptive limit works
+//! like TCP's congestion window, with handshake latency as its signal:
+//!
+//! - It measures each completed handshake, from admission to authenticated, and keeps the
+//!   fastest one seen (the baseline: a handshake that did not queue) and a moving average of the
+//!   recent ones (weight 1/4 per sample, as TCP smooths its round-trip time).
+//! - While the recent average stays within twice the baseline, nothing queues: the limit grows
+//!   by one per completed handshake, so it doubles every round (as TCP's slow start).
+//! - While it is above that but under a tenth of the connect timeout, handshakes queue but can
+//!   afford it: the limit grows by one per round. A fleet that is simply far away, or mixed, is
+//!   then not mistaken for an overloaded one.
+//! - Above a tenth of the timeout the limit shrinks to three quarters; a handshake that timed out
+//!   halves it. It shrinks at most once per round (the recent latency; the timeout for
+//!   timeouts), so that one burst of slow samples counts once.
+//! - Bounds: it starts at [`INITIAL`], never goes below [`MINIMUM`] (or `parallel`, if smaller)
+//!   and never above `parallel`. Failures that say nothing about load (refused, no route,
+//!   authentication or host-key refusals, cancels) give the permit back without a sample.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use volley_common::outcome::Outcome;
+
+/// Where the adaptive limit starts.
+pub const INITIAL: usize = 16;
+/// The adaptive limit never goes below this (unless `parallel` is smaller).
+pub const MINIMUM: usize = 4;
+/// Recent latency within this factor of the baseline means no queue: the limit grows fast.
+const FAST_FACTOR: u32 = 2;
+/// Recent latency under the connect timeout divided by this is affordable: the limit grows
+/// slowly. Above it, the limit shrinks.
+const TIMEOUT_SHARE: u32 = 10;
+
+/// How many handshakes may be in flight at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeLimit {
+    /// Exactly this many (`--max-handshakes N`).
+    Fixed(usize),
+    /// Grows while handshakes stay fast and shrinks when they slow down (the default).
+    Adaptive,
+}
+
+/// The handshakes of one run: a semaphore whose size the limit sets.
+#[derive(Debug)]
+pub struct Admission {
+    permits: Semaphore,
+    state: Mutex<State>,
+    connect_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct State {
+    adaptive: bool,
+    /// The target; fractional so that growth by one per round can add up.
+    limit: f64,
+    /// Permits that exist, handed out or not. It follows `limit`: a permit given back while
+    /// there are too many is forgotten instead of returned.
+    capacity: usize,
+    minimum: usize,
+    maximum: usize,
+    baseline: Option<Duration>,
+    recent: Option<Duration>,
+    last_shrink: Option<Instant>,
+}
+
+/// How a handshake ended, as far as the limit cares.
+enum Sample {
+    Completed(Duration),
+    TimedOut,
+    /// It said nothing about load.
+    Neutral,
+}
+
+impl Admission {
+    /// `parallel` bounds the limit from above: more handshakes than hosts at once cannot be.
+    pub fn new(limit: HandshakeLimit, parallel: usize, connect_timeout: Duration) -> Admission {
+        let parallel = parallel.max(1);
+        let (adaptive, capacity, minimum, maximum) = match limit {
+            HandshakeLimit::Fixed(n) => (false, n.max(1), n.max(1), n.max(1)),
+            HandshakeLimit::Adaptive => {
+                (true, INITIAL.min(parallel), MINIMUM.min(parallel), parallel)
+            }
+        };
+        Admission {
+            permits: Semaphore::new(capacity),
+            state: Mutex::new(State {
+                adaptive,
+                limit: capacity as f64,
+                capacity,
+                minimum,
+                maximum,
+                baseline: None,
+                recent: None,
+                last_shrink: None,
+            }),
+            connect_timeout,
+        }
+    }
+
+    /// Runs one host's connect phase: waits for a permit (or `cancel`), then runs `connect`
+    /// within `timeout`, counted from admission, and learns from how long it took.
+    pub async fn connect<T>(
+        &self,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        connect: impl Future<Output = Result<T, Outcome>>,
+    ) -> Result<T, Outcome> {
+        let permit = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(Outcome::Cancelled),
+            permit = self.permits.acquire() => permit.expect("the semaphore is never closed"),
+        };
+        let admitted = Instant::now();
+        let result = tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(None),
+            result = tokio::time::timeout(timeout, connect) => result.map_err(|_| Some(())),
+        };
+        let (sample, result) = match result {
+            Ok(Ok(value)) => (Sample::Completed(admitted.elapsed()), Ok(value)),
+            Ok(Err(outcome)) => (Sample::Neutral, Err(outcome)),
+            Err(Some(())) => (Sample::TimedOut, Err(Outcome::ConnectTimeout)),
+            Err(None) => (Sample::Neutral, Err(Outcome::Cancelled)),
+        };
+        self.release(permit, sample);
+        result
+    }
+
+    /// The current limit, for tests and the debug log.
+    pub fn limit(&self) -> usize {
+        self.lock().capacity
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn release(&self, permit: SemaphorePermit<'_>, sample: Sample) {
+        let mut state = self.lock();
+        if state.adaptive {
+            state.learn(sample, self.connect_timeout);
+        }
+        let target = (state.limit as usize).clamp(state.minimum, state.maximum);
+        if state.capacity > target {
+            permit.forget();
+            state.capacity -= 1;
+        } else {
+            drop(permit);
+            if target > state.capacity {
+                self.permits.add_permits(target - state.capacity);
+                state.capacity = target;
+            }
+        }
+    }
+}
+
+impl State {
+    fn learn(&mut self, sample: Sample, connect_timeout: Duration) {
+        let now = Instant::now();
+        match sample {
+            Sample::Neutral => {}
+            Sample::TimedOut => self.shrink(now, 0.5, connect_timeout),
+            Sample::Completed(latency) => {
+                let baseline = self.baseline.map_or(latency, |b| b.min(latency));
+                self.baseline = Some(baseline);
+                let recent = match self.recent {
+                    // An average weighted 1/4 to the new sample, as TCP smooths its RTT.
+                    Some(recent) => (recent * 3 + latency) / 4,
+                    None => latency,
+                };
+                self.recent = Some(recent);
+                let growth = if recent <= baseline * FAST_FACTOR {
+                    // No queue to speak of: one more per handshake, doubling every round.
+                    1.0
+                } else if recent < connect_timeout / TIMEOUT_SHARE {
+                    // Queueing, but well within the timeout: one more per round.
+                    1.0 / self.limit.max(1.0)
+                } else {
+                    self.shrink(now, 0.75, recent);
+                    return;
+                };
+                self.limit = (self.limit + growth).min(self.maximum as f64);
+            }
+        }
+    }
+
+    /// Multiplies the limit by `factor`, unless it already shrank within the last `round`.
+    fn shrink(&mut self, now: Instant, factor: f64, round: Duration) {
+        if self
+            .last_shrink
+            .is_some_and(|last| now.duration_since(last) < round)
+        {
+            return;
+        }
+        self.last_shrink = Some(now);
+        let before = self.limit;
+        self.limit = (self.limit * factor).max(self.minimum as f64);
+        tracing::debug!(
+            before = before as usize,
+            after = self.limit as usize,
+            recent_ms = self.recent.map(|r| r.as_millis() as u64),
+            baseline_ms = self.baseline.map(|b| b.as_millis() as u64),
+            "handshake limit shrinks"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+//! Admission against simulated fleets on a paused clock: a handshake's latency is the fleet's
+//! base latency plus a cost per handshake already in flight when it starts (a CPU-bound server
+//! queues). Time is exact, so the figures are too.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::task::JoinSet;
+
+use super::*;
+
+/// A fleet whose handshakes take `base + per_in_flight * (handshakes in flight)`.
+struct Fleet {
+    base: Duration,
+    per_in_flight: Duration,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    /// The slowest completed handshake, in milliseconds.
+    slowest: AtomicUsize,
+}
+
+impl Fleet {
+    fn new(base_ms: u64, per_in_flight_ms: u64) -> Arc<Fleet> {
+        Arc::new(Fleet {
+            base: Duration::from_millis(base_ms),
+            per_in_flight: Duration::from_millis(per_in_flight_ms),
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            slowest: AtomicUsize::new(0),
+        })
+    }
+
+    async fn handshake(&self) -> Result<(), Outcome> {
+        let before = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        // A timed-out handshake is dropped mid-sleep: it leaves the count all the same.
+        let _leaves = InFlight(&self.in_flight);
+        self.peak.fetch_max(before + 1, Ordering::SeqCst);
+        let latency = self.base + self.per_in_flight * before as u32;
+        tokio::time::sleep(latency).await;
+        self.slowest
+            .fetch_max(latency.as_millis() as usize, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a simulated run came to.
+#[derive(Debug)]
+struct Ran {
+    completed: usize,
+    timed_out: usize,
+    peak_in_flight: usize,
+    slowest: Duration,
+    wall: Duration,
+}
+
+/// `hosts` handshakes at once (as `parallel` slots would start them) through `admission`.
+async fn run(admission: Arc<Admission>, fleet: Arc<Fleet>, hosts: usize, timeout: Duration) -> Ran {
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..hosts {
+        let (admission, fleet) = (admission.clone(), fleet.clone());
+        tasks.spawn(async move {
+            let cancel = CancellationToken::new();
+            admission.connect(timeout, &cancel, fleet.handshake()).await
+        });
+    }
+    let (mut completed, mut timed_out) = (0, 0);
+    while let Some(result) = tasks.join_next().await {
+        match result.expect("no task panics") {
+            Ok(()) => completed += 1,
+            Err(Outcome::ConnectTimeout) => timed_out += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    Ran {
+        completed,
+        timed_out,
+        peak_in_flight: fleet.peak.load(Ordering::SeqCst),
+        slowest: Duration::from_millis(fleet.slowest.load(Ordering::SeqCst) as u64),
+        wall: started.elapsed(),
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+#[tokio::test(start_paused = true)]
+async fn all_at_once_collapses_where_the_adaptive_limit_times_out_nobody() {
+    // 30 ms alone, 20 ms more per handshake in flight: 500 at once would take 10 s each.
+    let all_at_once = run(
+        Arc::new(Admission::new(HandshakeLimit::Fixed(500), 500, TIMEOUT)),
+        Fleet::new(30, 20),
+        500,
+        TIMEOUT,
+    )
+    .await;
+    assert!(all_at_once.timed_out > 200, "{all_at_once:?}");
+
+    let adaptive = Arc::new(Admission::new(HandshakeLimit::Adaptive, 500, TIMEOUT));
+    let ran = run(adaptive.clone(), Fleet::new(30, 20), 500, TIMEOUT).await;
+    assert_eq!((ran.completed, ran.timed_out), (500, 0), "{ran:?}");
+    // Well clear of the timeout, and not much slower than one at a time would go.
+    assert!(ran.slowest < TIMEOUT / 4, "{ran:?}");
+    assert!(ran.wall < Duration::from_secs(20), "{ran:?}");
+    assert!(adaptive.limit() >= MINIMUM, "{}", adaptive.limit());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fast_fleet_grows_the_limit_up_to_parallel() {
+    let admission = Arc::new(Admission::new(HandshakeLimit::Adaptive, 300, TIMEOUT));
+    assert_eq!(admission.limit(), INITIAL);
+    let ran = run(admission.clone(), Fleet::new(10, 0), 2000, TIMEOUT).await;
+    assert_eq!(ran.completed, 2000);
+    assert_eq!(admission.limit(), 300, "{ran:?}");
+    assert_eq!(ran.peak_in_flight, 300, "{ran:?}");
+    // 16 + 16 + 32 + ... then 300 at a time, 10 ms a round: well under a second.
+    assert!(ran.wall < Duration::from_millis(200), "{ran:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limit_shrinks_when_latency_rises_and_grows_back_when_it_falls() {
+    let admission = Arc::new(Admission::new(HandshakeLimit::Adaptive, 1000, TIMEOUT));
+    run(admission.clone(), Fleet::new(10, 0), 3000, TIMEOUT).await;
+    let grown = admission.limit();
+    assert!(grown >= 500, "{grown}");
+    // The same fleet, now queueing: each handshake in flight adds 2 ms, so the grown limit
+    // makes handshakes take 2 s, past a tenth of the timeout.
+    let slow = run(admission.clone(), Fleet::new(10, 2), 3000, TIMEOUT).await;
+    assert_eq!(slow.timed_out, 0, "{slow:?}");
+    let shrunk = admission.limit();
+    // It settles where handshakes take about a tenth of the timeout: 250 in flight, 500 ms.
+    assert!((150..=400).contains(&shrunk), "{grown} -> {shrunk}");
+    run(admission.clone(), Fleet::new(10, 0), 5000, TIMEOUT).await;
+    assert!(
+        admission.limit() > shrunk * 2,
+        "{shrunk} -> {}",
+        admission.limit()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fixed_limit_is_exact() {
+    let admission = Arc::new(Admission::new(HandshakeLimit::Fixed(7), 500, TIMEOUT));
+    let ran = run(admission.clone(), Fleet::new(50, 0), 100, TIMEOUT).await;
+    assert_eq!(ran.peak_in_flight, 7);
+    assert_eq!(admission.limit(), 7);
+    // 100 handshakes of 50 ms, 7 at a time: 15 rounds.
+    assert_eq!(ran.wall, Duration::from_millis(750));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_connect_timeout_counts_from_admission() {
+    // One at a time, 3 s each, 5 s allowed: the second waits 3 s for its turn and still
+    // completes, because its 5 s start when it is admitted.
+    let admission = Arc::new(Admission::new(HandshakeLimit::Fixed(1), 2, TIMEOUT));
+    let ran = run(admission, Fleet::new(3000, 0), 2, TIMEOUT).await;
+    assert_eq!((ran.completed, ran.timed_out), (2, 0), "{ran:?}");
+    assert_eq!(ran.wall, Duration::from_secs(6));
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_halve_the_limit_down_to_its_floor() {
+    let admission = Arc::new(Admission::new(HandshakeLimit::Adaptive, 500, TIMEOUT));
+    let hung = Fleet::new(60_000, 0);
+    let ran = run(admission.clone(), hung, 40, TIMEOUT).await;
+    assert_eq!(ran.timed_out, 40);
+    assert_eq!(admission.limit(), MINIMUM);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_that_say_nothing_about_load_leave_the_limit_alone() {
+    let admission = Admission::new(HandshakeLimit::Adaptive, 500, TIMEOUT);
+    let cancel = CancellationToken::new();
+    for _ in 0..100 {
+        let refused = admission
+            .connect(TIMEOUT, &cancel, async {
+                Err::<(), _>(Outcome::Unreachable {
+                    reason: "connection refused".to_string(),
+                })
+            })
+            .await;
+        assert!(matches!(refused, Err(Outcome::Unreachable { .. })));
+    }
+    assert_eq!(admission.limit(), INITIAL);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_ends_the_wait_for_a_permit() {
+    let admission = Arc::new(Admission::new(HandshakeLimit::Fixed(1), 2, TIMEOUT));
+    let cancel = CancellationToken::new();
+    let holder = {
+        let (admission, cancel) = (admission.clone(), cancel.clone());
+        tokio::spawn(async move {
+            admission
+                .connect(
+                    TIMEOUT,
+                    &cancel,
+                    std::future::pending::<Result<(), Outcome>>(),
+                )
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let waiter = {
+        let (admission, cancel) = (admission.clone(), cancel.clone());
+        tokio::spawn(async move { admission.connect(TIMEOUT, &cancel, async { Ok(()) }).await })
+    };
+    tokio::task::yield_now().await;
+    cancel.cancel();
+    assert_eq!(holder.await.unwrap(), Err(Outcome::Cancelled));
+    assert_eq!(waiter.await.unwrap(), Err(Outcome::Cancelled));
+}
+
+#[test]
+fn a_parallel_below_the_floor_bounds_everything() {
+    let admission = Admission::new(HandshakeLimit::Adaptive, 2, TIMEOUT);
+    assert_eq!(admission.limit(), 2);
+    let state = admission.lock();
+    assert_eq!((state.minimum, state.maximum), (2, 2));
+}
