@@ -15,6 +15,10 @@
 //! max_concurrent_streams = 128       # HTTP/2 streams per connection
 //! max_timeout = "1h"                 # cap on any execution; "0": none
 //! shutdown_grace = "30s"             # on SIGTERM, how long running executions may go on
+//! [retention]                        # finished executions, for controllers that attach again
+//! keep_for = "15m"                   # how long after its end; "0": not at all
+//! max_executions = 1000              # the oldest beyond this are forgotten
+//! max_bytes = "32MiB"                # kept output in all; beyond, the oldest lose their output
 //! ```
 //!
 //! Every key is optional; the values above are the defaults. Relative paths are relative to the
@@ -30,6 +34,8 @@ use serde::Deserialize;
 use volley_common::duration::parse_duration;
 use volley_common::exec::AgentLimits;
 use volley_common::size::parse_size;
+
+use crate::registry::Retention;
 
 /// The agent's port when `listen` gives none.
 pub const DEFAULT_PORT: u16 = 7731;
@@ -51,6 +57,7 @@ pub struct AgentConfig {
     /// Where audit records go; `None` sends them to stderr (the journal under systemd).
     pub audit_log: Option<PathBuf>,
     pub limits: Limits,
+    pub retention: Retention,
 }
 
 /// What the agent enforces on its clients and on the commands it runs.
@@ -119,6 +126,16 @@ struct RawConfig {
     audit_log: Option<PathBuf>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_for: Option<NumberOrText>,
+    max_executions: Option<usize>,
+    max_bytes: Option<NumberOrText>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +198,7 @@ impl AgentConfig {
             allowed_controllers,
             audit_log: raw.audit_log.map(|log| base.join(log)),
             limits: validate_limits(raw.limits)?,
+            retention: validate_retention(raw.retention)?,
         })
     }
 }
@@ -227,6 +245,29 @@ fn parse_listen(text: &str) -> Option<SocketAddr> {
     text.parse::<SocketAddr>()
         .ok()
         .or_else(|| Some(SocketAddr::new(text.parse::<IpAddr>().ok()?, DEFAULT_PORT)))
+}
+
+fn validate_retention(raw: RawRetention) -> Result<Retention, String> {
+    let default = Retention::default();
+    let keep_for = match raw.keep_for {
+        None => default.keep_for,
+        Some(NumberOrText::Number(seconds)) => Duration::from_secs(seconds),
+        Some(NumberOrText::Text(text)) => {
+            parse_duration(&text).map_err(|error| format!("retention.keep_for: {error}"))?
+        }
+    };
+    let max_bytes = match raw.max_bytes {
+        None => default.max_bytes,
+        Some(NumberOrText::Number(bytes)) => bytes,
+        Some(NumberOrText::Text(text)) => {
+            parse_size(&text).map_err(|error| format!("retention.max_bytes: {error}"))?
+        }
+    };
+    Ok(Retention {
+        keep_for,
+        max_executions: raw.max_executions.unwrap_or(default.max_executions),
+        max_bytes,
+    })
 }
 
 fn validate_limits(raw: RawLimits) -> Result<Limits, String> {

@@ -1,32 +1,36 @@
-//! Running one command: the process in its own process group, its output streamed as events
-//! with backpressure up to the output cap, its end on exit, timeout, cancel or shutdown.
+//! Running one command: the process in its own process group, its output kept and streamed to
+//! whoever follows the execution (see [`crate::execution`]), its end on exit, timeout, cancel or
+//! shutdown.
 //!
-//! Backpressure: chunks go through a bounded channel to the gRPC response, so a controller that
-//! reads slowly makes the agent read the pipes slowly, and the command blocks on its writes,
-//! as it would on a terminal. That holds only up to the output cap: past it, the agent reads and
-//! counts without sending, so a chatty command is never blocked forever. Memory per execution
-//! is one read buffer per stream plus the channel's few chunks, whatever the command prints.
+//! Backpressure: a follower's chunks go through a bounded channel to its gRPC response, so a
+//! controller that reads slowly makes the agent read the pipes slowly, and the command blocks on
+//! its writes, as it would on a terminal. That holds only up to the output cap: past it, the
+//! agent reads and counts without keeping or sending, so a chatty command is never blocked
+//! forever. Without a follower (the controller went away) the pipes are read at full speed.
+//! Memory per execution is one read buffer per stream, the channel's few chunks and the kept
+//! head of each stream (at most the cap).
 //!
-//! Stopping (timeout, dropped stream, shutdown) signals the whole process group: TERM, then KILL
-//! for whatever is left of the group after [`KILL_AFTER`], so background children
-//! (`sleep 300 &`) die with the command. A child that leaves the group (`setsid`) escapes, as it
-//! would escape a terminal's hangup. A command that ends by itself is not signalled: a daemon it
-//! started with its output redirected away from the pipes lives on, as it would under SSH.
+//! Stopping (timeout, Cancel, shutdown) signals the whole process group: TERM, then KILL for
+//! whatever is left of the group after [`KILL_AFTER`], so background children (`sleep 300 &`)
+//! die with the command. A child that leaves the group (`setsid`) escapes, as it would escape a
+//! terminal's hangup. A command that ends by itself is not signalled: a daemon it started with
+//! its output redirected away from the pipes lives on, as it would under SSH. A follower that
+//! goes away stops nothing: the command runs to its end and its outcome is kept.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use volley_common::exec::{ExecEvent, ExecSpec, ExitStatus, Exited, Program};
+use volley_common::exec::{ExecSpec, ExitStatus, Exited, Program};
 
+use crate::execution::{Execution, Stream};
 use crate::signals::signal_name;
 
 /// The largest output chunk sent in one event.
@@ -65,7 +69,7 @@ pub enum Ending {
     Finished,
     /// It ran past its timeout and was killed.
     TimedOut,
-    /// The controller dropped the stream (cancel, or the connection is gone); it was killed.
+    /// A Cancel request stopped it.
     Cancelled,
     /// The agent is stopping and the grace period is over; it was killed.
     Shutdown,
@@ -148,65 +152,32 @@ pub fn start(spec: &ExecSpec, working_dir: &Path) -> Result<Running, ExecError> 
     })
 }
 
-/// Bytes one output stream carried, and how many of them were sent.
-#[derive(Debug, Default)]
-struct StreamCount {
-    bytes: AtomicU64,
-    sent: AtomicU64,
-}
-
-impl StreamCount {
-    fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    fn truncated(&self) -> bool {
-        self.bytes() > self.sent.load(Ordering::Relaxed)
-    }
-}
-
 impl Running {
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
-    /// Streams the command's events into `events` until it ends; `output_cap` bytes of each
-    /// stream are sent. Ends early on `timeout`, when `events`' receiver is dropped, or when
-    /// `kill` is cancelled, killing the group each time.
+    /// Reads the command's output into `execution` (which keeps it and passes it on to its
+    /// follower) until the command ends. Ends early on `timeout`, on the execution's cancel or
+    /// when `kill` is cancelled, killing the group each time.
     pub async fn supervise(
         mut self,
-        output_cap: u64,
+        execution: Arc<Execution>,
         timeout: Option<Duration>,
-        events: mpsc::Sender<ExecEvent>,
         kill: CancellationToken,
     ) -> Report {
         let group = i32::try_from(self.pid).ok().and_then(Pid::from_raw);
         // A timeout too far away to represent is no timeout.
         let deadline = timeout.and_then(|timeout| self.started.checked_add(timeout));
-        let (stdout_count, stderr_count) = (StreamCount::default(), StreamCount::default());
         let stdout = self.child.stdout.take();
         let stderr = self.child.stderr.take();
         let outputs = async {
             tokio::join!(
-                pump(
-                    stdout,
-                    output_cap,
-                    &stdout_count,
-                    &events,
-                    ExecEvent::Stdout
-                ),
-                pump(
-                    stderr,
-                    output_cap,
-                    &stderr_count,
-                    &events,
-                    ExecEvent::Stderr
-                ),
+                pump(stdout, &execution, Stream::Stdout),
+                pump(stderr, &execution, Stream::Stderr),
             )
         };
         tokio::pin!(outputs);
-        // The channel is new and larger than one event, so this does not wait.
-        let _ = events.send(ExecEvent::Started { pid: self.pid }).await;
 
         let mut outputs_done = false;
         let mut status = None;
@@ -218,7 +189,7 @@ impl Running {
                 _ = &mut outputs, if !outputs_done => outputs_done = true,
                 waited = self.child.wait(), if status.is_none() => status = Some(waited),
                 () = sleep_until(deadline) => break Ending::TimedOut,
-                () = events.closed() => break Ending::Cancelled,
+                () = execution.cancel.cancelled() => break Ending::Cancelled,
                 () = kill.cancelled() => break Ending::Shutdown,
             }
         };
@@ -226,7 +197,7 @@ impl Running {
             Some(waited) if ending == Ending::Finished => waited,
             status => {
                 let stopped = stop_group(group, &mut self.child, status.is_some()).await;
-                if ending != Ending::Cancelled && !outputs_done {
+                if !outputs_done {
                     let _ = tokio::time::timeout(OUTPUT_LINGER, &mut outputs).await;
                 }
                 status.unwrap_or(stopped)
@@ -240,49 +211,24 @@ impl Running {
                 ExitStatus::Code(-1)
             }
         };
+        let counts = execution.counts();
         let exited = Exited {
             status,
             duration: self.started.elapsed(),
             timed_out: ending == Ending::TimedOut,
-            stdout_bytes: stdout_count.bytes(),
-            stderr_bytes: stderr_count.bytes(),
-            stdout_truncated: stdout_count.truncated(),
-            stderr_truncated: stderr_count.truncated(),
+            stdout_bytes: counts.stdout_bytes,
+            stderr_bytes: counts.stderr_bytes,
+            stdout_truncated: counts.stdout_truncated,
+            stderr_truncated: counts.stderr_truncated,
+            cancelled: ending == Ending::Cancelled,
         };
-        if ending != Ending::Cancelled {
-            send_exited(&events, exited.clone(), ending, &kill).await;
-        }
         Report { exited, ending }
     }
 }
 
-/// Sends the last event. A controller that stops reading without going away must not hold the
-/// execution's slot forever: the wait ends at shutdown, and after a stop it is short.
-async fn send_exited(
-    events: &mpsc::Sender<ExecEvent>,
-    exited: Exited,
-    ending: Ending,
-    kill: &CancellationToken,
-) {
-    let send = events.send(ExecEvent::Exited(exited));
-    if ending == Ending::Finished {
-        tokio::select! {
-            _ = send => {}
-            () = kill.cancelled() => {}
-        }
-    } else {
-        let _ = tokio::time::timeout(KILL_AFTER, send).await;
-    }
-}
-
-/// Reads one pipe to its end in chunks, sending up to `cap` bytes and counting all of them.
-async fn pump<R: AsyncRead + Unpin>(
-    pipe: Option<R>,
-    cap: u64,
-    count: &StreamCount,
-    events: &mpsc::Sender<ExecEvent>,
-    event: fn(Vec<u8>) -> ExecEvent,
-) {
+/// Reads one pipe to its end in chunks into `execution`, sending what it keeps to its follower
+/// with backpressure. A follower that has gone is detached and the reading goes on.
+async fn pump<R: AsyncRead + Unpin>(pipe: Option<R>, execution: &Execution, stream: Stream) {
     let Some(mut pipe) = pipe else { return };
     let mut buffer = vec![0; CHUNK_BYTES];
     loop {
@@ -294,15 +240,10 @@ async fn pump<R: AsyncRead + Unpin>(
                 return;
             }
         };
-        count.bytes.fetch_add(read as u64, Ordering::Relaxed);
-        let room = cap.saturating_sub(count.sent.load(Ordering::Relaxed));
-        let send = read.min(usize::try_from(room).unwrap_or(usize::MAX));
-        if send > 0 {
-            if events.send(event(buffer[..send].to_vec())).await.is_err() {
-                // The controller is gone; the supervisor sees the closed channel and kills.
-                return;
-            }
-            count.sent.fetch_add(send as u64, Ordering::Relaxed);
+        if let Some((follower, event)) = execution.output(stream, &buffer[..read])
+            && follower.send(event).await.is_err()
+        {
+            execution.detach(&follower);
         }
     }
 }

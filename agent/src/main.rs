@@ -20,18 +20,22 @@
 //!
 //! Layout: [`config`] the file, [`tls`] the server configuration and the controller check,
 //! [`listener`] accepts and handshakes, [`service`] the gRPC methods and the audit,
-//! [`exec`] one command's life, [`shutdown`] the stop sequence, [`notify`] sd_notify,
+//! [`exec`] one command's process, [`execution`] its kept output and its follower,
+//! [`registry`] executions by id and how long finished ones are kept,
+//! [`shutdown`] the stop sequence, [`notify`] sd_notify,
 //! [`logging`] where logs and audit records go, [`host`] and [`signals`] small facts,
 //! [`reload`] SIGHUP, [`keygen`] the key and certificate request made at install.
 #![forbid(unsafe_code)]
 
 mod config;
 mod exec;
+mod execution;
 mod host;
 mod keygen;
 mod listener;
 mod logging;
 mod notify;
+mod registry;
 mod reload;
 mod service;
 mod shutdown;
@@ -53,6 +57,7 @@ use tonic::transport::Server;
 use volley_proto::pb::agent_server::AgentServer;
 
 use crate::config::AgentConfig;
+use crate::registry::Registry;
 use crate::service::{AgentService, ServiceContext};
 use crate::shutdown::StopSignals;
 
@@ -60,9 +65,13 @@ const EX_USAGE: u8 = 64;
 const EX_CONFIG: u8 = 78;
 
 /// HTTP/2 pings find a controller that vanished without closing its connection (a crash, a
-/// partition), so that its executions are killed instead of running on for nobody.
+/// partition), so that its connection and streams are let go; its executions run on, and their
+/// outcomes are kept for when it attaches again.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How often finished executions past their retention are forgotten.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// After the executions have ended, how long connections get to deliver their last events.
 const CONNECTIONS_CLOSE: Duration = Duration::from_secs(5);
@@ -187,6 +196,8 @@ async fn serve(config: AgentConfig, tls: Arc<ServerConfig>) -> Result<(), AgentE
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
     let executions = TaskTracker::new();
+    let registry = Arc::new(Registry::new(config.retention));
+    tokio::spawn(forget_expired(registry.clone()));
     let service = AgentService::new(ServiceContext {
         limits,
         host: host::Host::current(),
@@ -194,6 +205,7 @@ async fn serve(config: AgentConfig, tls: Arc<ServerConfig>) -> Result<(), AgentE
         stop: stop.clone(),
         kill: kill.clone(),
         executions: executions.clone(),
+        registry,
     });
     let message_bytes = limits.max_message_bytes as usize;
     let incoming = listener::incoming(listener, tls, stop.clone());
@@ -246,4 +258,16 @@ async fn serve(config: AgentConfig, tls: Arc<ServerConfig>) -> Result<(), AgentE
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Finished executions past their retention are also forgotten when nobody asks for them, so
+/// that an idle agent gives their memory back.
+async fn forget_expired(registry: Arc<Registry>) {
+    let mut every = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        every.tick().await;
+        registry.sweep();
+        let (running, kept, kept_bytes) = registry.sizes();
+        tracing::debug!(running, kept, kept_bytes, "executions");
+    }
 }

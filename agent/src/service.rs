@@ -1,16 +1,23 @@
-//! The gRPC service: `Exec` and `Info`, the execution limit, and the audit records.
+//! The gRPC service: `Exec`, `Attach`, `Cancel` and `Info`, the execution limit, and the audit
+//! records.
 //!
 //! Every execution leaves two records under the tracing target `audit`: `exec started` (peer,
 //! execution id, command, pid) and `exec ended` (status, duration, bytes, truncation, how it
-//! ended). A request refused before anything ran leaves one `exec refused` record. Commands and
-//! execution ids are recorded with Rust's debug quoting, so that a newline in them cannot forge
-//! a record.
+//! ended). A request refused before anything ran leaves one `exec refused` record; `Attach` and
+//! `Cancel` leave `exec attached` and `exec cancel`. Commands and execution ids are recorded
+//! with Rust's debug quoting, so that a newline in them cannot forge a record.
 //! Environment values are not recorded (they may carry secrets), only their names.
+//!
+//! An execution outlives the stream that started it: it is registered by id
+//! ([`crate::registry`]) and runs to its end, its timeout, a `Cancel` or the agent's shutdown,
+//! whoever follows it. Only the controller identity that started an execution may attach to it
+//! or cancel it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -19,13 +26,19 @@ use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
-use volley_common::exec::{AgentInfo, ExecSpec, ExitStatus, Program};
+use volley_common::exec::{AgentInfo, AttachSpec, ExecEvent, ExecSpec, ExitStatus, Program};
 use volley_proto::pb;
 
 use crate::config::Limits;
-use crate::exec::{self, EVENT_QUEUE, Ending, ExecError};
+use crate::exec::{self, Ending, ExecError, KILL_AFTER};
+use crate::execution::Execution;
 use crate::host::Host;
+use crate::registry::Registry;
 use crate::tls::common_name;
+
+/// How long a finished execution's `Exited` may wait for a follower that does not read; after
+/// that the follower has to attach again (the outcome is kept) to learn it.
+const EXITED_DELIVERY: Duration = Duration::from_secs(30);
 
 /// The tracing target of audit records.
 pub const AUDIT: &str = "audit";
@@ -43,6 +56,8 @@ pub struct ServiceContext {
     pub kill: CancellationToken,
     /// Tracks running executions, so that shutdown can wait for them.
     pub executions: TaskTracker,
+    /// Executions by id, running and finished.
+    pub registry: Arc<Registry>,
 }
 
 #[derive(Debug)]
@@ -97,9 +112,37 @@ fn command(program: &Program) -> String {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ExecEvent, Status>> + Send>>;
 
+/// The replayed events, then (while the execution runs) the live ones.
+fn event_stream(replay: Vec<ExecEvent>, live: Option<mpsc::Receiver<ExecEvent>>) -> EventStream {
+    let to_wire = |event| Ok(pb::ExecEvent::from(event));
+    let replay = tokio_stream::iter(replay);
+    match live {
+        Some(live) => Box::pin(replay.chain(ReceiverStream::new(live)).map(to_wire)),
+        None => Box::pin(replay.map(to_wire)),
+    }
+}
+
+impl AgentService {
+    /// The execution `id`, if it exists and `peer` started it.
+    fn owned(&self, peer: &Peer, id: &str) -> Result<Arc<Execution>, Status> {
+        let execution = self
+            .context
+            .registry
+            .get(id)
+            .ok_or_else(|| Status::not_found(format!("no execution {id:?} on this agent")))?;
+        if execution.owner != peer.identity {
+            return Err(Status::permission_denied(format!(
+                "execution {id:?} belongs to another controller"
+            )));
+        }
+        Ok(execution)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::agent_server::Agent for AgentService {
     type ExecStream = EventStream;
+    type AttachStream = EventStream;
 
     async fn exec(
         &self,
@@ -120,6 +163,11 @@ impl pb::agent_server::Agent for AgentService {
         };
         let spec = ExecSpec::try_from(request.into_inner())
             .map_err(|error| refuse(Status::invalid_argument(error.to_string())))?;
+        if spec.execution_id.is_empty() {
+            return Err(refuse(Status::invalid_argument(
+                "the execution id is empty",
+            )));
+        }
         if self.context.stop.is_cancelled() {
             return Err(refuse(Status::unavailable("the agent is stopping")));
         }
@@ -130,12 +178,6 @@ impl pb::agent_server::Agent for AgentService {
                 self.context.limits.max_concurrent_execs
             )))
         })?;
-        let running = exec::start(&spec, &self.context.working_dir).map_err(|error| {
-            refuse(match error {
-                ExecError::EnvName(_) => Status::invalid_argument(error.to_string()),
-                _ => Status::failed_precondition(error.to_string()),
-            })
-        })?;
         let limits = self.context.limits;
         let output_cap = spec.max_output.map_or(limits.max_output_bytes, |wanted| {
             wanted.min(limits.max_output_bytes)
@@ -144,6 +186,25 @@ impl pb::agent_server::Agent for AgentService {
             (Some(wanted), Some(cap)) => Some(wanted.min(cap)),
             (wanted, cap) => wanted.or(cap),
         };
+        // The id is taken before the process starts, so that one id never runs twice.
+        let execution =
+            Execution::new(spec.execution_id.clone(), peer.identity.clone(), output_cap);
+        self.context
+            .registry
+            .insert(execution.clone())
+            .map_err(|exists| {
+                refuse(Status::already_exists(format!(
+                    "{exists}; attach to it instead"
+                )))
+            })?;
+        let running = exec::start(&spec, &self.context.working_dir).map_err(|error| {
+            self.context.registry.remove(&spec.execution_id);
+            refuse(match error {
+                ExecError::EnvName(_) => Status::invalid_argument(error.to_string()),
+                _ => Status::failed_precondition(error.to_string()),
+            })
+        })?;
+        execution.started(running.pid());
         tracing::info!(
             target: AUDIT,
             peer = %peer.identity,
@@ -156,10 +217,13 @@ impl pb::agent_server::Agent for AgentService {
             pid = running.pid(),
             "exec started"
         );
-        let (events, receiver) = mpsc::channel(EVENT_QUEUE);
+        let (replay, live) = execution.follow(0, 0);
         let kill = self.context.kill.clone();
+        let registry = self.context.registry.clone();
         self.context.executions.spawn(async move {
-            let report = running.supervise(output_cap, timeout, events, kill).await;
+            let report = running
+                .supervise(execution.clone(), timeout, kill.clone())
+                .await;
             drop(slot);
             let exited = &report.exited;
             let (code, signal) = match &exited.status {
@@ -182,9 +246,63 @@ impl pb::agent_server::Agent for AgentService {
                 killed_at_shutdown = report.ending == Ending::Shutdown,
                 "exec ended"
             );
+            let follower = execution.finish(report.exited.clone());
+            registry.finished(&execution.id);
+            if let Some(follower) = follower {
+                // At shutdown the agent does not wait long for a follower that does not read.
+                let send = follower.send(ExecEvent::Exited(report.exited));
+                tokio::pin!(send);
+                tokio::select! {
+                    _ = tokio::time::timeout(EXITED_DELIVERY, &mut send) => {}
+                    () = kill.cancelled() => {
+                        let _ = tokio::time::timeout(KILL_AFTER, &mut send).await;
+                    }
+                }
+            }
         });
-        let stream = ReceiverStream::new(receiver).map(|event| Ok(pb::ExecEvent::from(event)));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(event_stream(replay, live)))
+    }
+
+    async fn attach(
+        &self,
+        request: Request<pb::AttachRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let peer = Peer::of(&request)?;
+        let spec = AttachSpec::try_from(request.into_inner())
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let execution = self.owned(&peer, &spec.execution_id)?;
+        let (replay, live) = execution.follow(spec.stdout_offset, spec.stderr_offset);
+        tracing::info!(
+            target: AUDIT,
+            peer = %peer.identity,
+            address = %peer.address(),
+            execution_id = ?spec.execution_id,
+            running = live.is_some(),
+            stdout_offset = spec.stdout_offset,
+            stderr_offset = spec.stderr_offset,
+            "exec attached"
+        );
+        Ok(Response::new(event_stream(replay, live)))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelReply>, Status> {
+        let peer = Peer::of(&request)?;
+        let id = request.into_inner().execution_id;
+        let execution = self.owned(&peer, &id)?;
+        let was_running = !execution.has_ended();
+        execution.cancel.cancel();
+        tracing::info!(
+            target: AUDIT,
+            peer = %peer.identity,
+            address = %peer.address(),
+            execution_id = ?id,
+            was_running,
+            "exec cancel"
+        );
+        Ok(Response::new(pb::CancelReply { was_running }))
     }
 
     async fn info(

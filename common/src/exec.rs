@@ -48,6 +48,17 @@ pub struct Exited {
     pub stderr_bytes: u64,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// A Cancel request stopped it.
+    pub cancelled: bool,
+}
+
+/// A request to follow an execution again, by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachSpec {
+    pub execution_id: String,
+    /// Bytes of each stream the controller already has.
+    pub stdout_offset: u64,
+    pub stderr_offset: u64,
 }
 
 /// What an execution emits, in order: `Started`, output chunks, then `Exited`.

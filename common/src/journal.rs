@@ -2,10 +2,13 @@
 //! (JSON Lines), and how a journal reads back.
 //!
 //! A journal is a [`Header`] line, then a [`HostEntry`] line per host as soon as that host
-//! finishes (and a [`BatchEntry`] line as each batch of a rollout starts), then a [`Footer`]
-//! line when the run ends. A run that was killed has no footer; [`Run::parse`] reads it all the
-//! same, and its hosts without an entry are the ones that had not finished. Writing the lines is
-//! the controller's job; this module is plain data.
+//! finishes (and a [`BatchEntry`] line as each batch of a rollout starts, and a
+//! [`StartedEntry`] line before a command is sent to a host's agent, naming the execution),
+//! then a [`Footer`] line when the run ends. A run that was killed has no footer; [`Run::parse`]
+//! reads it all the same, and its hosts without an entry are the ones that had not finished.
+//! `volley runs resume` appends to a run's journal: a [`ResumedEntry`], the host lines of the
+//! hosts it collected (the last line of a host is its outcome), and a new footer. Writing the
+//! lines is the controller's job; this module is plain data.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +30,9 @@ pub enum Entry {
     /// Boxed: one header per journal against thousands of host lines.
     Header(Box<Header>),
     Batch(BatchEntry),
+    Started(StartedEntry),
     Host(HostEntry),
+    Resumed(ResumedEntry),
     Footer(Footer),
 }
 
@@ -98,6 +103,23 @@ pub struct BatchEntry {
     pub started: String,
 }
 
+/// A command is about to be sent to a host's agent as this execution: written before the
+/// request leaves, so that whatever happens next, the execution can be found again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartedEntry {
+    pub host: String,
+    pub execution_id: String,
+    pub started: String,
+}
+
+/// `volley runs resume` took the run up again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumedEntry {
+    pub resumed: String,
+    /// The hosts it set out to collect.
+    pub hosts: usize,
+}
+
 /// How one host ended. Output is not journalled: it could be megabytes per host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostEntry {
@@ -163,6 +185,11 @@ pub struct Run {
     pub batches_started: Vec<BatchEntry>,
     /// Indexed like `header.hosts`; `None` for a host that had not finished.
     pub hosts: Vec<Option<HostEntry>>,
+    /// Indexed like `header.hosts`: the agent execution the host's command was sent as.
+    pub executions: Vec<Option<String>>,
+    /// Each time the run was resumed.
+    pub resumes: Vec<ResumedEntry>,
+    /// The last footer: a resumed run has one per resume.
     pub footer: Option<Footer>,
     /// Lines that could not be read (a torn last line of a crashed run, say); they are skipped.
     pub unreadable_lines: usize,
@@ -186,6 +213,8 @@ impl Run {
             .map(|(number, host)| (host.as_str(), number))
             .collect();
         let mut hosts = vec![None; header.hosts.len()];
+        let mut executions = vec![None; header.hosts.len()];
+        let mut resumes = Vec::new();
         let mut batches_started = Vec::new();
         let mut footer = None;
         let mut unreadable_lines = 0;
@@ -195,6 +224,11 @@ impl Run {
                     Some(&number) => hosts[number] = Some(entry),
                     None => unreadable_lines += 1,
                 },
+                Ok(Entry::Started(entry)) => match index.get(entry.host.as_str()) {
+                    Some(&number) => executions[number] = Some(entry.execution_id),
+                    None => unreadable_lines += 1,
+                },
+                Ok(Entry::Resumed(entry)) => resumes.push(entry),
                 Ok(Entry::Batch(entry)) => batches_started.push(entry),
                 Ok(Entry::Footer(entry)) => footer = Some(entry),
                 Ok(Entry::Header(_)) | Err(_) => unreadable_lines += 1,
@@ -204,6 +238,8 @@ impl Run {
             header,
             batches_started,
             hosts,
+            executions,
+            resumes,
             footer,
             unreadable_lines,
         })
@@ -221,6 +257,16 @@ impl Run {
                     .map_or(NOT_FINISHED, |entry| entry.outcome.kind());
                 (host.as_str(), kind)
             })
+    }
+
+    /// Whether host number `host` may still be running on its agent: its command was sent as
+    /// an execution, and its outcome is unknown (not recorded, or `in_doubt`).
+    pub fn may_be_running(&self, host: usize) -> bool {
+        self.executions.get(host).is_some_and(Option::is_some)
+            && match self.hosts.get(host) {
+                Some(Some(entry)) => matches!(entry.outcome, Outcome::InDoubt { .. }),
+                _ => true,
+            }
     }
 
     /// Hosts per outcome kind.
@@ -355,6 +401,40 @@ mod tests {
         let counts = run.counts();
         assert_eq!(counts.get(NOT_FINISHED), Some(&1));
         assert_eq!(counts.get("succeeded"), Some(&1));
+    }
+
+    #[test]
+    fn executions_and_resumes_are_read_and_the_last_host_line_wins() {
+        let started = |host: &str| {
+            Entry::Started(StartedEntry {
+                host: host.to_string(),
+                execution_id: format!("run/{host}"),
+                started: "2026-11-27T06:58:12.500Z".to_string(),
+            })
+        };
+        let in_doubt = Outcome::InDoubt {
+            reason: "lost".to_string(),
+        };
+        let run = Run::parse(&lines(&[
+            Entry::Header(Box::new(header())),
+            started("web1"),
+            started("web2"),
+            started("web3"),
+            Entry::Host(host("web1", in_doubt.clone())),
+            Entry::Host(host("web3", Outcome::NonZeroExit { code: 1 })),
+            Entry::Resumed(ResumedEntry {
+                resumed: "2026-11-27T07:00:00.000Z".to_string(),
+                hosts: 2,
+            }),
+            Entry::Host(host("web2", Outcome::Succeeded)),
+        ]))
+        .unwrap();
+        assert_eq!(run.executions[1].as_deref(), Some("run/web2"));
+        assert_eq!(run.resumes.len(), 1);
+        assert_eq!(run.hosts[1], Some(host("web2", Outcome::Succeeded)));
+        let may_run: Vec<bool> = (0..3).map(|host| run.may_be_running(host)).collect();
+        assert_eq!(may_run, [true, false, false]);
+        assert_eq!(run.unreadable_lines, 0);
     }
 
     #[test]

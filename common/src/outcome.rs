@@ -44,6 +44,11 @@ pub enum Outcome {
     StepFailed { step: String, reason: String },
     /// Never started: the failure budget stopped the rollout before this host's turn.
     Skipped,
+    /// The command was sent to the host's agent, and its end is unknown: the connection was lost
+    /// and could not be restored, or the agent no longer knows the execution (it restarted, or
+    /// forgot it). The command may have run, may still run: `volley runs resume` finds out, and
+    /// `volley retry` leaves such hosts alone unless asked for them by name.
+    InDoubt { reason: String },
 }
 
 /// The classes of outcomes that decide `volley`'s exit status.
@@ -57,6 +62,9 @@ pub enum OutcomeClass {
     /// The failure budget stopped the rollout and this host never ran. It outranks the
     /// failures because it says the change is only partly rolled out.
     Stopped,
+    /// Whether the command ran on this host is unknown. It outranks a stopped rollout: the
+    /// command may still be running there.
+    InDoubt,
     /// The run was interrupted.
     Interrupted,
 }
@@ -78,6 +86,7 @@ impl Outcome {
             | Outcome::TransportError { .. } => OutcomeClass::NotReached,
             Outcome::Cancelled => OutcomeClass::Interrupted,
             Outcome::Skipped => OutcomeClass::Stopped,
+            Outcome::InDoubt { .. } => OutcomeClass::InDoubt,
         }
     }
 
@@ -97,6 +106,7 @@ impl Outcome {
         "transport_error",
         "step_failed",
         "skipped",
+        "in_doubt",
     ];
 
     /// A short stable name for the kind of outcome, used in summaries and JSON.
@@ -122,6 +132,7 @@ impl Outcome {
             Outcome::TransportError { .. } => 11,
             Outcome::StepFailed { .. } => 12,
             Outcome::Skipped => 13,
+            Outcome::InDoubt { .. } => 14,
         }
     }
 
@@ -157,6 +168,7 @@ impl fmt::Display for Outcome {
             Outcome::Skipped => {
                 f.write_str("skipped: the failure budget stopped the rollout before this host")
             }
+            Outcome::InDoubt { reason } => write!(f, "in doubt: {reason}"),
         }
     }
 }
@@ -227,6 +239,11 @@ impl Capture {
             .extend_from_slice(&chunk[..room.min(chunk.len())]);
     }
 
+    /// Bytes pushed so far (or counted, after [`Capture::count_total`]).
+    pub fn total_bytes(&self) -> u64 {
+        self.captured.total_bytes
+    }
+
     /// Raises the count to `total_bytes` when more was carried than was pushed here.
     pub fn count_total(&mut self, total_bytes: u64) {
         self.captured.total_bytes = self.captured.total_bytes.max(total_bytes);
@@ -284,6 +301,7 @@ mod tests {
                 reason: text(),
             },
             Outcome::Skipped,
+            Outcome::InDoubt { reason: text() },
         ];
         let kinds: Vec<&str> = every.iter().map(Outcome::kind).collect();
         assert_eq!(kinds, Outcome::KINDS);

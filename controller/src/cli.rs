@@ -307,6 +307,25 @@ pub struct RunsArgs {
 pub enum RunsCommand {
     /// Show the outcome of every host of a run
     Show(ShowArgs),
+    /// Collect the outcomes of a run's commands that were sent to agents and not seen to end
+    /// (volley was killed, or lost its connections): running ones are followed to their end,
+    /// finished ones collected; nothing runs again
+    Resume(ResumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// A run id, or `last` for the most recent run
+    #[arg(value_name = "RUN")]
+    pub run: String,
+
+    /// Write JSON Lines instead of the run's own output mode
+    #[arg(long, conflicts_with = "gather")]
+    pub json: bool,
+
+    /// Print each distinct output once (instead of the run's own output mode)
+    #[arg(short = 'b', long)]
+    pub gather: bool,
 }
 
 #[derive(Debug, Args)]

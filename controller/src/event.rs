@@ -1,6 +1,7 @@
 //! The events a run emits, host by host, from the scheduler and the transports to the journal and
-//! the reporters, and how the run ended. They are plain data, so that executing (scheduler, transports) and rendering
-//! (journal, reporters) depend on this module and never on each other.
+//! the reporters, and how the run ended. They are plain data (but for the journal's answer to
+//! [`Event::Executing`]), so that executing (scheduler, transports) and rendering (journal,
+//! reporters) depend on this module and never on each other.
 
 use bytes::Bytes;
 
@@ -16,6 +17,16 @@ pub enum Stream {
 pub enum Event {
     /// The host's turn came: it is connecting.
     Started { host: usize },
+    /// The host's command is about to be sent to its agent as `execution_id`. The journal
+    /// records it, then answers on `recorded`; the transport sends the command only then, so
+    /// that an execution is always in the journal before it can have started. Not passed on to
+    /// the reporters.
+    Executing {
+        /// The host's name.
+        name: String,
+        execution_id: String,
+        recorded: tokio::sync::oneshot::Sender<()>,
+    },
     /// A chunk of output, as it arrived (not split into lines).
     Output {
         host: usize,

@@ -1,6 +1,6 @@
 //! `volley`'s exit status, a documented function of the hosts' outcomes (see README.md).
 
-use volley_common::outcome::{HostReport, OutcomeClass};
+use volley_common::outcome::{HostReport, Outcome, OutcomeClass};
 
 pub const SUCCESS: u8 = 0;
 /// Some command exited non-zero or was killed by a signal; every host was reached.
@@ -9,6 +9,8 @@ pub const COMMAND_FAILED: u8 = 1;
 pub const NOT_REACHED: u8 = 2;
 /// The failure budget stopped the rollout: some hosts were skipped (never ran).
 pub const ROLLOUT_STOPPED: u8 = 3;
+/// Some host's outcome is unknown (`in_doubt`): its command may have run, may still run.
+pub const IN_DOUBT: u8 = 4;
 /// A usage or input error (sysexits' EX_USAGE); nothing ran.
 pub const USAGE: u8 = 64;
 /// An internal error of volley itself (sysexits' EX_SOFTWARE).
@@ -16,15 +18,23 @@ pub const INTERNAL: u8 = 70;
 /// Interrupted (SIGINT or SIGTERM), as shells report 128 + SIGINT.
 pub const INTERRUPTED: u8 = 130;
 
-/// The status of a finished run: an interrupt wins, then a stopped rollout, then hosts not
-/// reached, then failed commands.
+/// The status of a finished run: an interrupt wins, then hosts in doubt, then a stopped
+/// rollout, then hosts not reached, then failed commands.
 pub fn status<'a>(reports: impl IntoIterator<Item = &'a HostReport>, interrupted: bool) -> u8 {
+    status_of(
+        reports.into_iter().map(|report| &report.outcome),
+        interrupted,
+    )
+}
+
+/// [`status`] of outcomes alone.
+pub fn status_of<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>, interrupted: bool) -> u8 {
     if interrupted {
         return INTERRUPTED;
     }
-    let worst = reports
+    let worst = outcomes
         .into_iter()
-        .map(|report| report.outcome.class())
+        .map(Outcome::class)
         .max()
         .unwrap_or(OutcomeClass::Success);
     match worst {
@@ -32,13 +42,14 @@ pub fn status<'a>(reports: impl IntoIterator<Item = &'a HostReport>, interrupted
         OutcomeClass::CommandFailed => COMMAND_FAILED,
         OutcomeClass::NotReached => NOT_REACHED,
         OutcomeClass::Stopped => ROLLOUT_STOPPED,
+        OutcomeClass::InDoubt => IN_DOUBT,
         OutcomeClass::Interrupted => INTERRUPTED,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use volley_common::outcome::{Captured, Outcome, Timings, TransportKind};
+    use volley_common::outcome::{Captured, Timings, TransportKind};
 
     use super::*;
 
@@ -96,6 +107,16 @@ mod tests {
             false,
             ROLLOUT_STOPPED,
         );
+        // An unknown outcome says so over everything but an interrupt.
+        let in_doubt = Outcome::InDoubt {
+            reason: "lost".to_string(),
+        };
+        check(
+            &[Outcome::Skipped, failed.clone(), in_doubt.clone()],
+            false,
+            IN_DOUBT,
+        );
+        check(&[in_doubt, Outcome::Cancelled], true, INTERRUPTED);
         check(&[Outcome::Skipped, Outcome::Cancelled], true, INTERRUPTED);
         check(&[Outcome::Succeeded], true, INTERRUPTED);
         check(&[refused, Outcome::Cancelled], true, INTERRUPTED);

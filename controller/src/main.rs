@@ -11,7 +11,7 @@
 //! - [`exit`]: the exit status as a function of the outcomes; [`limits`]: the file budget.
 //! - [`rollout`]: batches and the failure budget; [`connect_retry`]: `--retries`;
 //! - [`journal`]: the run journal, written as hosts finish; [`runs`]: `volley runs` and
-//!   `volley retry`, which read it back.
+//!   `volley retry`, which read it back; [`resume`]: `volley runs resume`.
 //!
 //! `main` is the only place that maps errors to exit statuses and prints them.
 #![forbid(unsafe_code)]
@@ -29,6 +29,7 @@ mod limits;
 mod pki;
 mod plan;
 mod report;
+mod resume;
 mod rollout;
 mod runs;
 mod scheduler;
@@ -49,7 +50,8 @@ use volley_common::outcome::Outcome;
 use volley_common::inventory::TransportChoice;
 
 use crate::cli::{
-    Cli, ColorChoice, Command, PkiCommand, PkiDir, RetryArgs, RunArgs, RunsArgs, RunsCommand,
+    Cli, ColorChoice, Command, PkiCommand, PkiDir, ResumeArgs, RetryArgs, RunArgs, RunsArgs,
+    RunsCommand, ShowArgs,
 };
 use crate::journal::Journal;
 use crate::journal::store::runs_dir;
@@ -59,6 +61,7 @@ use crate::report::ReportOptions;
 use crate::transport::Transport;
 use crate::transport::agent::AgentTransport;
 use crate::transport::auto::AutoTransport;
+use crate::transport::resume::ResumeTransport;
 use crate::transport::ssh::SshTransport;
 use crate::transport::ssh::identity::Identities;
 use crate::transport::ssh::known_hosts::KnownHosts;
@@ -120,7 +123,11 @@ fn main() -> ExitCode {
             }
             Command::Pki(command) => pki_command(command).map(|()| exit::SUCCESS),
             Command::Demo(args) => demo::run(args).await,
-            Command::Runs(args) => runs(args),
+            Command::Runs(RunsArgs { show, limit }) => match show {
+                Some(RunsCommand::Resume(args)) => resume(args).await,
+                Some(RunsCommand::Show(show)) => runs(Some(&show), limit),
+                None => runs(None, limit),
+            },
             Command::Retry(args) => retry(args).await,
         }
     });
@@ -144,6 +151,8 @@ enum Operation {
     Command,
     /// `volley agent ...`: install, check, upgrade, renew or remove the agent over SSH.
     Agent(install::Request),
+    /// `volley runs resume`: collect a recorded run's agent executions.
+    Resume(Box<resume::Resume>),
 }
 
 /// Where a run's arguments came from: the command line, or a recorded run being retried.
@@ -174,7 +183,7 @@ impl Origin {
 /// the same operation again.
 fn subcommand(operation: &Operation) -> Vec<String> {
     match operation {
-        Operation::Command => Vec::new(),
+        Operation::Command | Operation::Resume(_) => Vec::new(),
         Operation::Agent(request) => vec!["agent".to_string(), request.action.name().to_string()],
     }
 }
@@ -192,6 +201,9 @@ async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     if let Some((retry_of, hosts)) = &retry {
         runs::keep_only(&mut plan.hosts, retry_of, hosts).map_err(|e| usage(&e))?;
     }
+    if let Operation::Resume(resume) = &operation {
+        resume.narrow(&mut plan).map_err(|e| usage(&e))?;
+    }
     let budget = limits::host_budget();
     if plan.parallel > budget && plan.hosts.len() > budget {
         eprintln!(
@@ -207,6 +219,7 @@ async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         plan.accept_new_host_keys,
         Arc::new(identities),
     );
+    let mut resuming = None;
     let transport: Arc<dyn Transport> = match operation {
         Operation::Command => Arc::new(AutoTransport {
             agent: agent_transport(&plan)?,
@@ -214,6 +227,18 @@ async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         }),
         Operation::Agent(request) => {
             Arc::new(install::AgentOperation::new(request, &plan, ssh).map_err(|e| usage(&e))?)
+        }
+        Operation::Resume(resume) => {
+            let agent = agent_transport(&plan)?.ok_or_else(|| {
+                usage(&format!(
+                    "run {}: its commands ran on agents, and there is no PKI at {} to reach them",
+                    resume.run.header.id,
+                    plan.pki.display()
+                ))
+            })?;
+            let executions = resume.executions.clone();
+            resuming = Some(resume);
+            Arc::new(ResumeTransport { agent, executions })
         }
     };
 
@@ -242,21 +267,30 @@ async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         &env.local_user,
     );
     header.subcommand = recorded_subcommand;
-    let journal = Journal::create(&journal_dir, header).map_err(|error| {
-        anyhow::anyhow!(
-            "cannot record the run in {}: {}",
-            journal_dir.display(),
-            plan::io_reason(&error)
-        )
-    })?;
-    if let Err(error) = journal::store::prune(&journal_dir, &plan.journal, &journal.id) {
-        eprintln!(
-            "volley: warning: cannot prune old runs in {}: {}",
-            journal_dir.display(),
-            plan::io_reason(&error)
-        );
-    }
+    let journal = match &resuming {
+        // A resume appends to the run's own journal.
+        Some(resume) => Journal::reopen(&resume.path, &resume.run, &resume.numbers())
+            .map_err(|error| usage(&error))?,
+        None => {
+            let journal = Journal::create(&journal_dir, header).map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot record the run in {}: {}",
+                    journal_dir.display(),
+                    plan::io_reason(&error)
+                )
+            })?;
+            if let Err(error) = journal::store::prune(&journal_dir, &plan.journal, &journal.id) {
+                eprintln!(
+                    "volley: warning: cannot prune old runs in {}: {}",
+                    journal_dir.display(),
+                    plan::io_reason(&error)
+                );
+            }
+            journal
+        }
+    };
     let (run_id, journal_path) = (journal.id.clone(), journal.path.clone());
+    plan.run_id = run_id.clone();
     let plan = Arc::new(plan);
 
     let cancel = CancellationToken::new();
@@ -289,10 +323,19 @@ async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         Ok(reports) => exit::status(reports.iter().flatten(), interrupted),
         Err(_) => exit::INTERNAL,
     };
+    // A resumed run's footer tells how the whole run now stands.
+    let run_status = match (&resuming, &reports) {
+        (Some(resume), Ok(reports)) => {
+            let settled = resume.settled();
+            let collected = reports.iter().flatten().map(|report| &report.outcome);
+            exit::status_of(settled.iter().chain(collected), interrupted)
+        }
+        _ => status,
+    };
     let ending = journal::Ending {
         interrupted,
         stopped: end.stopped,
-        exit_status: status,
+        exit_status: run_status,
     };
     if let Err(error) = journal.finish(ending) {
         eprintln!(
@@ -316,19 +359,23 @@ async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         .filter(|outcome| **outcome == Outcome::Skipped)
         .count();
     report::write_rollout(&mut stderr, &end, batched, skipped)?;
+    let in_doubt = outcomes()
+        .filter(|outcome| matches!(outcome, Outcome::InDoubt { .. }))
+        .count();
     let not_succeeded = hosts.len() - outcomes().filter(|o| o.is_success()).count();
-    report::write_recorded(&mut stderr, &run_id, not_succeeded)?;
+    report::write_recorded(&mut stderr, &run_id, not_succeeded - in_doubt)?;
+    report::write_in_doubt(&mut stderr, &run_id, in_doubt)?;
     Ok(status)
 }
 
 /// `volley runs` and `volley runs show`.
-fn runs(args: RunsArgs) -> anyhow::Result<u8> {
+fn runs(show: Option<&ShowArgs>, limit: usize) -> anyhow::Result<u8> {
     let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
     let dir = runs_dir(&env);
     let mut stdout = std::io::stdout().lock();
-    let result = match &args.show {
-        None => runs::list(&mut stdout, &dir, args.limit),
-        Some(RunsCommand::Show(show)) => runs::show(&mut stdout, &dir, show),
+    let result = match show {
+        None => runs::list(&mut stdout, &dir, limit),
+        Some(show) => runs::show(&mut stdout, &dir, show),
     };
     result.map_err(runs_error)?;
     Ok(exit::SUCCESS)
@@ -338,6 +385,14 @@ fn runs(args: RunsArgs) -> anyhow::Result<u8> {
 async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
     let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
     let retry = runs::retry(&runs_dir(&env), &args).map_err(runs_error)?;
+    if !retry.in_doubt.is_empty() {
+        eprintln!(
+            "volley: leaving out {} host(s) whose command may still be running on their agent: {}; `volley runs resume {}` collects them, `--only in_doubt` runs them again",
+            retry.in_doubt.len(),
+            volley_common::fold::fold(retry.in_doubt.iter().map(String::as_str)),
+            retry.retry_of
+        );
+    }
     if retry.hosts.is_empty() {
         let which = match &args.only {
             Some(only) => format!("no host of run {} matches --only {only}", retry.retry_of),
@@ -358,6 +413,30 @@ async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
         retry: Some((retry.retry_of, retry.hosts)),
     };
     run(retry.args, origin).await
+}
+
+/// `volley runs resume RUN`: the run's agent executions that were not seen to end, collected.
+async fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
+    let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
+    let (args, resume) = resume::prepare(&runs_dir(&env), &args).map_err(runs_error)?;
+    let id = resume.run.header.id.clone();
+    if !resume.not_collectable.is_empty() {
+        eprintln!(
+            "volley: {} host(s) of run {id} have no outcome and nothing to collect (they never started, or ran over SSH, whose commands stop with volley): {}; `volley retry {id} --only not_finished` runs them",
+            resume.not_collectable.len(),
+            volley_common::fold::fold(resume.not_collectable.iter().map(String::as_str)),
+        );
+    }
+    if resume.hosts.is_empty() {
+        eprintln!("volley: nothing to resume: run {id} has no command left to collect");
+        return Ok(exit::SUCCESS);
+    }
+    let origin = Origin {
+        operation: Operation::Resume(Box::new(resume)),
+        arguments: Vec::new(),
+        retry: None,
+    };
+    run(args, origin).await
 }
 
 /// Errors about the operator's input (a run id, `--only`) exit 64; reading failures exit 70.
@@ -389,16 +468,9 @@ fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
     let credentials = pki
         .controller_credentials()
         .map_err(|e| UsageError(e.to_string()))?;
-    let run_id = format!("{}-{}", std::process::id(), started_at());
-    let agent = AgentTransport::new(&credentials, run_id, plan.max_output as u64)
+    let agent = AgentTransport::new(&credentials, plan.max_output as u64)
         .map_err(|e| UsageError(format!("pki {}: {e}", plan.pki.display())))?;
     Ok(Some(agent))
-}
-
-fn started_at() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }
 
 fn pki_command(command: PkiCommand) -> anyhow::Result<()> {

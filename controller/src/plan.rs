@@ -47,6 +47,8 @@ pub struct HostSpec {
 /// A validated `volley run`.
 #[derive(Debug)]
 pub struct RunPlan {
+    /// The run's id, once its journal gave it one (empty before).
+    pub run_id: String,
     pub hosts: Vec<HostSpec>,
     pub command: String,
     pub parallel: usize,
@@ -227,6 +229,7 @@ impl RunPlan {
             .unwrap_or_else(|| env.home.join(".ssh/known_hosts"));
 
         Ok(RunPlan {
+            run_id: String::new(),
             hosts,
             command,
             parallel,

@@ -164,6 +164,14 @@ fn write_run(out: &mut impl Write, run: &Run) -> io::Result<()> {
                 .join(", ")
         )?;
     }
+    if let Some(last) = run.resumes.last() {
+        writeln!(
+            out,
+            "resumed   {} time(s), last at {}",
+            run.resumes.len(),
+            last.resumed
+        )?;
+    }
     if run.unreadable_lines > 0 {
         writeln!(
             out,
@@ -181,7 +189,10 @@ fn write_run(out: &mut impl Write, run: &Run) -> io::Result<()> {
         .iter()
         .zip(&run.hosts)
         .enumerate()
-        .map(|(index, (host, entry))| host_row(host, entry.as_ref(), batch_of.get(index)))
+        .map(|(index, (host, entry))| {
+            let execution = run.executions[index].as_deref();
+            host_row(host, entry.as_ref(), batch_of.get(index), execution)
+        })
         .collect();
     write_table(
         out,
@@ -190,7 +201,12 @@ fn write_run(out: &mut impl Write, run: &Run) -> io::Result<()> {
     )
 }
 
-fn host_row(host: &str, entry: Option<&HostEntry>, batch: Option<&usize>) -> [String; 6] {
+fn host_row(
+    host: &str,
+    entry: Option<&HostEntry>,
+    batch: Option<&usize>,
+    execution: Option<&str>,
+) -> [String; 6] {
     let batch = batch.map_or_else(|| "-".to_string(), ToString::to_string);
     match entry {
         Some(entry) => [
@@ -216,7 +232,12 @@ fn host_row(host: &str, entry: Option<&HostEntry>, batch: Option<&usize>) -> [St
             NOT_FINISHED.to_string(),
             "-".to_string(),
             "-".to_string(),
-            "no outcome recorded: the run ended before this host finished".to_string(),
+            match execution {
+                Some(id) => format!(
+                    "no outcome recorded; its command was sent to its agent as {id}: `volley runs resume` collects it"
+                ),
+                None => "no outcome recorded: the run ended before this host finished".to_string(),
+            },
         ],
     }
 }
@@ -294,6 +315,8 @@ pub struct Retry {
     pub retry_of: String,
     /// The hosts that did not succeed (and match `--only`), in the original's order.
     pub hosts: Vec<String>,
+    /// Hosts left alone because their command may still be running on their agent.
+    pub in_doubt: Vec<String>,
     /// How many hosts the original run had.
     pub of: usize,
 }
@@ -309,10 +332,38 @@ pub fn retry(dir: &Path, args: &RetryArgs) -> Result<Retry, RunsError> {
         .header
         .hosts
         .iter()
-        .zip(&run.hosts)
-        .filter(|(_, entry)| selected(entry.as_ref(), words.as_deref()))
-        .map(|(host, _)| host.clone())
+        .enumerate()
+        .filter(|(number, _)| {
+            selected(
+                run.hosts[*number].as_ref(),
+                run.may_be_running(*number),
+                words.as_deref(),
+            )
+        })
+        .map(|(_, host)| host.clone())
         .collect();
+    let in_doubt: Vec<String> = (0..run.header.hosts.len())
+        .filter(|&number| run.may_be_running(number))
+        .map(|number| run.header.hosts[number].clone())
+        .filter(|host| !hosts.contains(host))
+        .collect();
+    let (run_args, agent) = recorded_arguments(&run)?;
+    Ok(Retry {
+        args: run_args,
+        agent,
+        arguments: run.header.arguments.clone(),
+        retry_of: run.header.id.clone(),
+        hosts,
+        in_doubt,
+        of: run.header.hosts.len(),
+    })
+}
+
+/// The recorded run's arguments parsed again: those of `volley run`, or of the agent operation
+/// it was, with the inventory it used.
+pub fn recorded_arguments(
+    run: &Run,
+) -> Result<(RunArgs, Option<crate::install::Request>), RunsError> {
     let id = run.header.id.clone();
     // `volley run ARGS`, or the subcommand the journal names (`volley agent install ARGS`).
     let subcommand = if run.header.subcommand.is_empty() {
@@ -349,14 +400,7 @@ pub fn retry(dir: &Path, args: &RetryArgs) -> Result<Retry, RunsError> {
     if let Some(inventory) = &run.header.targets.inventory {
         run_args.targets.inventory = Some(inventory.into());
     }
-    Ok(Retry {
-        args: run_args,
-        agent,
-        arguments: run.header.arguments.clone(),
-        retry_of: id,
-        hosts,
-        of: run.header.hosts.len(),
-    })
+    Ok((run_args, agent))
 }
 
 /// The words of `--only`, each an outcome kind or a class.
@@ -380,12 +424,16 @@ fn parse_only(given: &str) -> Result<Vec<String>, RunsError> {
         .collect()
 }
 
-/// Whether a host with this entry is retried: never one that succeeded; otherwise any, or those
-/// matching one of `words`.
-fn selected(entry: Option<&HostEntry>, words: Option<&[String]>) -> bool {
+/// Whether a host with this entry is retried: never one that succeeded; one whose command may
+/// still be running on its agent (`in_doubt`, or sent and not finished) only when `in_doubt` is
+/// asked for by name; otherwise any, or those matching one of `words`.
+fn selected(entry: Option<&HostEntry>, may_be_running: bool, words: Option<&[String]>) -> bool {
     let outcome = entry.map(|entry| &entry.outcome);
     if outcome.is_some_and(|outcome| outcome.is_success()) {
         return false;
+    }
+    if may_be_running {
+        return words.is_some_and(|words| words.iter().any(|word| word == "in_doubt"));
     }
     let Some(words) = words else {
         return true;

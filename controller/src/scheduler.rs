@@ -243,11 +243,13 @@ async fn run_host(
     let mut output = OutputSink::new(host, events.clone(), plan.max_output);
     let mut attempts: u32 = 0;
     let mut random: Option<XorShift> = None;
+    let execution_id = format!("{}/{}", plan.run_id, plan.hosts[host].name);
     let ended = loop {
         attempts += 1;
         let job = Job {
             host: &plan.hosts[host],
             command: &plan.command,
+            execution_id: &execution_id,
             limits,
             output: &mut output,
             cancel: cancel.clone(),

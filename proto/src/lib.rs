@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use volley_common::exec::{
-    AgentInfo, AgentLimits, ExecEvent, ExecSpec, ExitStatus, Exited, Program,
+    AgentInfo, AgentLimits, AttachSpec, ExecEvent, ExecSpec, ExitStatus, Exited, Program,
 };
 
 /// The generated messages, client and server.
@@ -95,6 +95,34 @@ impl TryFrom<pb::ExecRequest> for ExecSpec {
     }
 }
 
+impl From<AttachSpec> for pb::AttachRequest {
+    fn from(spec: AttachSpec) -> pb::AttachRequest {
+        pb::AttachRequest {
+            execution_id: spec.execution_id,
+            stdout_offset: spec.stdout_offset,
+            stderr_offset: spec.stderr_offset,
+        }
+    }
+}
+
+impl TryFrom<pb::AttachRequest> for AttachSpec {
+    type Error = ProtoError;
+
+    fn try_from(request: pb::AttachRequest) -> Result<AttachSpec, ProtoError> {
+        if request.execution_id.is_empty() {
+            return Err(ProtoError::Missing {
+                message: "AttachRequest",
+                field: "execution_id",
+            });
+        }
+        Ok(AttachSpec {
+            execution_id: request.execution_id,
+            stdout_offset: request.stdout_offset,
+            stderr_offset: request.stderr_offset,
+        })
+    }
+}
+
 impl From<ExecEvent> for pb::ExecEvent {
     fn from(event: ExecEvent) -> pb::ExecEvent {
         use pb::exec_event::Event;
@@ -113,6 +141,7 @@ impl From<ExecEvent> for pb::ExecEvent {
                 stderr_bytes: exited.stderr_bytes,
                 stdout_truncated: exited.stdout_truncated,
                 stderr_truncated: exited.stderr_truncated,
+                cancelled: exited.cancelled,
             }),
         };
         pb::ExecEvent { event: Some(event) }
@@ -160,6 +189,7 @@ impl TryFrom<pb::ExecEvent> for ExecEvent {
                         stderr_bytes: exited.stderr_bytes,
                         stdout_truncated: exited.stdout_truncated,
                         stderr_truncated: exited.stderr_truncated,
+                        cancelled: exited.cancelled,
                     })
                 }
             },

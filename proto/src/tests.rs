@@ -9,6 +9,7 @@ fn exited(status: ExitStatus) -> Exited {
         stderr_bytes: 20,
         stdout_truncated: false,
         stderr_truncated: true,
+        cancelled: true,
     }
 }
 
@@ -39,6 +40,25 @@ fn requests_round_trip() {
     assert_eq!(
         ExecSpec::try_from(pb::ExecRequest::from(spec.clone())),
         Ok(spec)
+    );
+}
+
+#[test]
+fn attach_requests_round_trip_and_need_an_id() {
+    let spec = AttachSpec {
+        execution_id: "20261127T065812Z-3f9a/h01".to_string(),
+        stdout_offset: 10,
+        stderr_offset: 3,
+    };
+    assert_eq!(
+        AttachSpec::try_from(pb::AttachRequest::from(spec.clone())),
+        Ok(spec)
+    );
+    assert_eq!(
+        AttachSpec::try_from(pb::AttachRequest::default())
+            .unwrap_err()
+            .to_string(),
+        "AttachRequest has no execution_id"
     );
 }
 

@@ -38,12 +38,25 @@ pub fn config_text(config: &AgentConfig) -> String {
     text
 }
 
+/// How to start an agent process, again if need be.
+#[derive(Clone, Debug)]
+pub struct AgentLaunch {
+    pub binary: PathBuf,
+    pub config: PathBuf,
+    pub listen: SocketAddrV4,
+    /// HOME of the agent, where its commands run.
+    pub home: PathBuf,
+    /// The network namespace it runs in (`ip netns exec`), if not this one.
+    pub netns: Option<String>,
+}
+
 /// A running agent.
 #[derive(Debug)]
 pub struct Agentd {
     child: Child,
     log: PathBuf,
     listen: SocketAddrV4,
+    launch: AgentLaunch,
 }
 
 impl Agentd {
@@ -51,20 +64,59 @@ impl Agentd {
     /// `home`. Returns at once: call [`Agentd::wait_until_ready`], so that many agents can start
     /// side by side.
     pub fn spawn(binary: &Path, config: &Path, listen: SocketAddrV4, home: &Path) -> Agentd {
-        let log = config.with_extension("log");
-        let log_file = std::fs::File::create(&log)
+        Agentd::launch(AgentLaunch {
+            binary: binary.to_path_buf(),
+            config: config.to_path_buf(),
+            listen,
+            home: home.to_path_buf(),
+            netns: None,
+        })
+    }
+
+    /// [`Agentd::spawn`], as `launch` says; its log is appended to, so that a restarted agent's
+    /// log follows the one before.
+    pub fn launch(launch: AgentLaunch) -> Agentd {
+        let log = launch.config.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let child = Command::new(binary)
+        let mut command = match &launch.netns {
+            Some(netns) => {
+                let mut command = Command::new(crate::tools::ip());
+                command.args(["netns", "exec", netns]).arg(&launch.binary);
+                command
+            }
+            None => Command::new(&launch.binary),
+        };
+        // `ip netns exec` execs the agent in place: the child's pid is the agent's.
+        let child = command
             .arg("--config")
-            .arg(config)
-            .env("HOME", home)
+            .arg(&launch.config)
+            .env("HOME", &launch.home)
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        Agentd { child, log, listen }
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", launch.binary.display()));
+        Agentd {
+            child,
+            log,
+            listen: launch.listen,
+            launch,
+        }
+    }
+
+    /// A new agent process with the same configuration, after this one was killed: it knows
+    /// nothing of the executions of the one before.
+    pub fn restart(&mut self, deadline: Instant) {
+        if !self.has_exited() {
+            self.kill();
+        }
+        *self = Agentd::launch(self.launch.clone());
+        self.wait_until_ready(deadline);
     }
 
     /// Returns once the agent accepts TCP connections; panics with its log if it exits first or

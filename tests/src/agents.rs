@@ -13,15 +13,19 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::agentd::{AgentConfig, Agentd, config_text};
+use crate::agentd::{AgentConfig, AgentLaunch, Agentd, config_text};
 use crate::hybrid::{InventoryHost, inventory_text};
 use crate::loopback::{AddressBlock, free_port};
+use crate::netns::Netns;
 use crate::pki::Pki;
 use crate::process::{ProcessOutput, RunningProcess, shorten};
 use crate::volley::{RUN_DEADLINE, volley_agent_binary, volley_binary, volley_command_at};
 
 /// The controller identity of the fleet's PKI, which its agents allow.
 pub const CONTROLLER_IDENTITY: &str = "volley-controller";
+
+/// The agent's default port, used inside a namespace of the test's own.
+const AGENT_PORT: u16 = 7731;
 
 /// How long agents get to listen: a base for a loaded 2-core box, plus a little per agent.
 const READY_BASE: Duration = Duration::from_secs(20);
@@ -60,6 +64,8 @@ pub struct AgentFleetSpec {
     addresses: Vec<Ipv4Addr>,
     allowed_controllers: Vec<String>,
     binaries: Option<Binaries>,
+    /// The network namespace the agents run in, if not this one.
+    netns: Option<String>,
 }
 
 impl AgentFleetSpec {
@@ -70,6 +76,7 @@ impl AgentFleetSpec {
             addresses: Vec::new(),
             allowed_controllers: vec![CONTROLLER_IDENTITY.to_string()],
             binaries: None,
+            netns: None,
         }
     }
 
@@ -90,6 +97,18 @@ impl AgentFleetSpec {
     /// The controller identities the agents allow, instead of the fleet's own.
     pub fn allowing(mut self, identities: &[&str]) -> AgentFleetSpec {
         self.allowed_controllers = identities.iter().map(|name| name.to_string()).collect();
+        self
+    }
+
+    /// Every agent runs inside `netns`, each on one of its addresses and on the agent's default
+    /// port (the namespace is the test's own: nothing else listens there).
+    pub fn in_namespace(mut self, netns: &Netns) -> AgentFleetSpec {
+        assert!(
+            netns.addresses().len() >= self.hosts.len(),
+            "the namespace has fewer addresses than the fleet has agents"
+        );
+        self.addresses = netns.addresses();
+        self.netns = Some(netns.name().to_string());
         self
     }
 
@@ -171,11 +190,16 @@ impl AgentFleet {
                 });
                 write(&config, &text);
                 let home = make_dir(&root.join("agent-home").join(&host.name));
-                Agentd::spawn(&binaries.agent, &config, host.socket, &home)
+                Agentd::launch(AgentLaunch {
+                    binary: binaries.agent.clone(),
+                    config,
+                    listen: host.socket,
+                    home,
+                    netns: spec.netns.clone(),
+                })
             })
             .collect();
-        let deadline =
-            Instant::now() + READY_BASE + READY_PER_AGENT * u32::try_from(hosts.len()).unwrap_or(0);
+        let deadline = ready_deadline(hosts.len());
         for agent in &mut agents {
             agent.wait_until_ready(deadline);
         }
@@ -221,6 +245,13 @@ impl AgentFleet {
     pub fn kill(&mut self, name: &str) {
         let index = self.index(name);
         self.agents[index].kill();
+    }
+
+    /// Kills the agent of host `name` and starts a new one with the same configuration: it
+    /// knows nothing of the executions of the one before.
+    pub fn restart(&mut self, name: &str) {
+        let index = self.index(name);
+        self.agents[index].restart(ready_deadline(1));
     }
 
     /// Every agent's process, in host order.
@@ -317,6 +348,11 @@ impl Drop for AgentFleet {
     }
 }
 
+/// When agents started now must be listening.
+fn ready_deadline(agents: usize) -> Instant {
+    Instant::now() + READY_BASE + READY_PER_AGENT * u32::try_from(agents).unwrap_or(0)
+}
+
 /// Names, kinds and sockets: the given addresses first, then a random block of loopback.
 fn plan_hosts(spec: &AgentFleetSpec) -> Vec<AgentHost> {
     let mut block = AddressBlock::random();
@@ -329,9 +365,15 @@ fn plan_hosts(spec: &AgentFleetSpec) -> Vec<AgentHost> {
                 .next()
                 .copied()
                 .unwrap_or_else(|| block.next_address());
+            // Inside a namespace of the test's own, the agent's port is free; here the kernel
+            // says which one is.
+            let port = match spec.netns {
+                Some(_) => AGENT_PORT,
+                None => free_port(address),
+            };
             AgentHost {
                 name: host_name(index + 1, spec.hosts.len()),
-                socket: SocketAddrV4::new(address, free_port(address)),
+                socket: SocketAddrV4::new(address, port),
                 kind,
             }
         })

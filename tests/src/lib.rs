@@ -13,6 +13,7 @@
 //! - [`remote`]: per-host commands and the processes a run leaves on the hosts.
 //! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
 //! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
+//! - [`netns`]: [`Netns`], a network namespace whose link to the hosts a test can cut.
 //! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
 //!   is built from.
 //!
@@ -27,6 +28,7 @@ pub mod hybrid;
 pub mod inventory;
 pub mod keys;
 pub mod loopback;
+pub mod netns;
 pub mod pki;
 pub mod process;
 pub mod relay;
@@ -42,6 +44,7 @@ mod sanity;
 
 pub use agents::{AgentFleet, AgentFleetSpec, AgentHost, AgentKind};
 pub use fleet::{FleetSpec, Host, HostKind, SshFleet};
+pub use netns::Netns;
 pub use process::{ProcessOutput, RunningProcess};
 pub use relay::DelayRelay;
 pub use report::HostRecord;

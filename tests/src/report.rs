@@ -13,6 +13,7 @@ use crate::process::{ProcessOutput, shorten};
 pub const EXIT_SUCCESS: i32 = 0;
 pub const EXIT_COMMAND_FAILED: i32 = 1;
 pub const EXIT_NOT_REACHED: i32 = 2;
+pub const EXIT_IN_DOUBT: i32 = 4;
 pub const EXIT_USAGE: i32 = 64;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
@@ -99,6 +100,7 @@ pub const OUTCOME_KINDS: &[&str] = &[
     "transport_error",
     "step_failed",
     "skipped",
+    "in_doubt",
 ];
 
 impl ProcessOutput {

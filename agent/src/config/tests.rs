@@ -51,6 +51,7 @@ fn defaults() {
             allowed_controllers: vec!["volley-controller".to_string()],
             audit_log: None,
             limits: Limits::default(),
+            retention: Retention::default(),
         }
     );
 }
@@ -72,6 +73,10 @@ fn every_key() {
         max_concurrent_streams = 16
         max_timeout = "0"
         shutdown_grace = "1.5s"
+        [retention]
+        keep_for = "2m"
+        max_executions = 10
+        max_bytes = "1MiB"
         "#,
     )
     .expect("valid");
@@ -90,6 +95,14 @@ fn every_key() {
             max_concurrent_streams: 16,
             max_timeout: None,
             shutdown_grace: Duration::from_millis(1500),
+        }
+    );
+    assert_eq!(
+        config.retention,
+        Retention {
+            keep_for: Duration::from_secs(120),
+            max_executions: 10,
+            max_bytes: 1 << 20,
         }
     );
 }
@@ -115,6 +128,10 @@ fn errors_name_the_file_and_the_key() {
     check_error(
         "[limits]\nmax_message_bytes = 1000",
         "config FILE: limits.max_message_bytes: must be between 131072 and 4294967295 bytes",
+    );
+    check_error(
+        "[retention]\nkeep_for = \"a while\"",
+        "config FILE: retention.keep_for: bad duration 'a while': expected a number (examples: 30s, 250ms, 1m30s)",
     );
     check_error(
         "allowed_controllers = []",

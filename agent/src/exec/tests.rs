@@ -1,5 +1,7 @@
 use std::collections::BTreeMap;
 
+use volley_common::exec::ExecEvent;
+
 use super::*;
 
 fn spec(program: Program) -> ExecSpec {
@@ -13,20 +15,29 @@ fn spec(program: Program) -> ExecSpec {
     }
 }
 
-/// Runs `spec` to its end with a reader that drains events; returns them and the report.
+/// Runs `spec` to its end with a follower that drains events; returns them (`Exited`, which
+/// the service sends, included) and the report.
 async fn run(spec: &ExecSpec, cap: u64, timeout: Option<Duration>) -> (Vec<ExecEvent>, Report) {
     let running = start(spec, Path::new("/")).expect("start");
-    let (events, mut receiver) = mpsc::channel(EVENT_QUEUE);
+    let execution = Execution::new("test".to_string(), "c".to_string(), cap);
+    execution.started(running.pid());
+    let (replay, live) = execution.follow(0, 0);
+    let mut receiver = live.expect("a running execution has a live stream");
     let collector = tokio::spawn(async move {
-        let mut all = Vec::new();
+        let mut all = replay;
         while let Some(event) = receiver.recv().await {
             all.push(event);
         }
         all
     });
     let report = running
-        .supervise(cap, timeout, events, CancellationToken::new())
+        .supervise(execution.clone(), timeout, CancellationToken::new())
         .await;
+    if let Some(follower) = execution.finish(report.exited.clone()) {
+        let _ = follower
+            .send(ExecEvent::Exited(report.exited.clone()))
+            .await;
+    }
     (collector.await.expect("collector"), report)
 }
 
@@ -136,4 +147,47 @@ async fn a_timeout_too_far_away_is_no_timeout() {
     .await;
     assert_eq!(report.ending, Ending::Finished);
     assert_eq!(report.exited.status, ExitStatus::Code(0));
+}
+
+#[tokio::test]
+async fn a_cancel_kills_the_group_and_says_so() {
+    let running = start(
+        &spec(Program::Shell("sleep 30 & sleep 31".to_string())),
+        Path::new("/"),
+    )
+    .expect("start");
+    let execution = Execution::new("test".to_string(), "c".to_string(), 1024);
+    execution.cancel.cancel();
+    let report = running
+        .supervise(execution, None, CancellationToken::new())
+        .await;
+    assert_eq!(report.ending, Ending::Cancelled);
+    assert!(report.exited.cancelled && !report.exited.timed_out);
+    assert_eq!(report.exited.status, ExitStatus::Signal("TERM".to_string()));
+}
+
+#[tokio::test]
+async fn without_a_follower_the_command_runs_on_and_its_output_is_kept() {
+    let running = start(
+        &spec(Program::Shell(
+            "head -c 300000 /dev/zero; echo done >&2".to_string(),
+        )),
+        Path::new("/"),
+    )
+    .expect("start");
+    let execution = Execution::new("test".to_string(), "c".to_string(), 1000);
+    // Followed, then the follower goes away: nothing is stopped.
+    let (_, live) = execution.follow(0, 0);
+    drop(live);
+    let report = running
+        .supervise(execution.clone(), None, CancellationToken::new())
+        .await;
+    assert_eq!(report.ending, Ending::Finished);
+    assert_eq!(report.exited.status, ExitStatus::Code(0));
+    assert_eq!(report.exited.stdout_bytes, 300_000);
+    execution.finish(report.exited.clone());
+    let (replay, _) = execution.follow(0, 0);
+    assert_eq!(output(&replay, true).len(), 1000);
+    assert_eq!(output(&replay, false), b"done\n");
+    assert_eq!(replay.last(), Some(&ExecEvent::Exited(report.exited)));
 }

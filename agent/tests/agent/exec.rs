@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 use volley_common::exec::{ExecEvent, ExitStatus, Program};
 
-use crate::fixture::{
-    Agent, Options, PATIENCE, collect, poll_until, process_exists, request, run, shell, unique,
-};
+use crate::fixture::{Agent, Options, PATIENCE, collect, poll_until, request, run, shell};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_started_stdout_and_exit_code() {
@@ -118,48 +116,16 @@ async fn a_timeout_kills_the_command() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_stream_kills_the_whole_group() {
-    let agent = Agent::start(Options::default());
-    let mut client = agent.controller().await;
-    let tag = unique() % 1_000_000;
-    let (background, foreground) = (format!("sleep 300.{tag}"), format!("sleep 301.{tag}"));
-    let mut stream = client
-        .exec(shell(&format!("{background} & {foreground}")))
-        .await
-        .expect("Exec accepted")
-        .into_inner();
-    let started = stream.message().await.expect("a message");
-    assert!(matches!(
-        started.map(ExecEvent::try_from),
-        Some(Ok(ExecEvent::Started { .. }))
-    ));
-    assert!(
-        poll_until(PATIENCE, || process_exists(&background)
-            && process_exists(&foreground)),
-        "the command's processes never showed up"
-    );
-    drop(stream);
-    assert!(
-        poll_until(PATIENCE, || !process_exists(&background)
-            && !process_exists(&foreground)),
-        "processes left behind after the stream was dropped"
-    );
-    assert!(
-        poll_until(PATIENCE, || agent.log().contains("cancelled=true")),
-        "the cancel is audited: {}",
-        agent.log()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_execution_limit_nothing_starts() {
     let agent = Agent::start(Options {
         limits: "max_concurrent_execs = 1",
         ..Options::default()
     });
     let mut client = agent.controller().await;
+    let sleeper = shell("sleep 30");
+    let sleeper_id = sleeper.execution_id.clone();
     let mut first = client
-        .exec(shell("sleep 30"))
+        .exec(sleeper)
         .await
         .expect("the first runs")
         .into_inner();
@@ -170,7 +136,12 @@ async fn over_the_execution_limit_nothing_starts() {
         .await
         .expect_err("over the limit");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    drop(first);
+    client
+        .cancel(volley_proto::pb::CancelRequest {
+            execution_id: sleeper_id,
+        })
+        .await
+        .expect("Cancel");
     // The slot comes back once the first command is gone; then the marker command runs.
     assert!(
         poll_until(PATIENCE, || agent.log().contains("exec ended")),

@@ -45,6 +45,8 @@ pub struct Options {
     pub ca_file: &'static str,
     /// `NOTIFY_SOCKET` as an abstract name instead of a path.
     pub abstract_notify: bool,
+    /// Controller identities allowed besides [`CONTROLLER`].
+    pub also_allowed: &'static [&'static str],
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             key_mode: 0o600,
             ca_file: "ca.pem",
             abstract_notify: false,
+            also_allowed: &[],
         }
     }
 }
@@ -85,10 +88,17 @@ pub fn spawn(options: &Options) -> (Authority, tempfile::TempDir, Child, UnixDat
     write(dir.path(), "ca.pem", &ca.certificate(), 0o644);
     write(dir.path(), "agent.pem", &agent.certificate, 0o644);
     write(dir.path(), "agent.key", &agent.key, options.key_mode);
+    let allowed: Vec<String> = std::iter::once(CONTROLLER)
+        .chain(options.also_allowed.iter().copied())
+        .map(|name| format!("\"{name}\""))
+        .collect();
     let config = format!(
         "listen = \"127.0.0.1:0\"\ncertificate = \"agent.pem\"\nkey = \"agent.key\"\n\
-         ca = \"{}\"\nallowed_controllers = [\"{CONTROLLER}\"]\n{}\n[limits]\n{}\n",
-        options.ca_file, options.extra, options.limits
+         ca = \"{}\"\nallowed_controllers = [{}]\n{}\n[limits]\n{}\n",
+        options.ca_file,
+        allowed.join(", "),
+        options.extra,
+        options.limits
     );
     write(dir.path(), "agent.toml", &config, 0o644);
     let (notify, notify_name) = if options.abstract_notify {

@@ -1,12 +1,15 @@
 //! End-to-end tests of `volley-agent`: the real binary, real certificates, real processes, on
 //! loopback ports chosen by the kernel.
 //!
-//! - [`exec`]: running commands: output, exit, signals, timeouts, cancel, limits, `Info`.
+//! - [`exec`]: running commands: output, exit, signals, timeouts, limits, `Info`.
+//! - [`attach`]: executions outlive their stream: `Attach` and `Cancel` by id, one run per id,
+//!   retention of finished executions.
 //! - [`peers`]: who may connect: every refused client gets an error and runs nothing.
 //! - [`lifecycle`]: start-up checks, sd_notify, SIGTERM, memory, the audit log.
 //! - [`reload`]: SIGHUP serves a new certificate without a restart.
 //! - the `keygen` subcommand is tested beside its code (`src/keygen.rs`).
 
+mod attach;
 mod exec;
 mod fixture;
 mod lifecycle;

@@ -16,6 +16,11 @@
 //!
 //! The writer never prints and never fails the run: a write error is kept, writing stops, and the
 //! caller says so at the end.
+//!
+//! The volley writing a journal holds an exclusive lock (`flock`) on it until it ends, so that
+//! `volley runs resume` (which appends to a recorded run, see [`Journal::reopen`]) refuses a run
+//! whose volley is still going. The kernel drops the lock when that volley dies, `kill -9`
+//! included.
 
 pub mod clock;
 pub mod store;
@@ -29,7 +34,8 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use volley_common::journal::{
-    BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, NOT_FINISHED, Options, Targets,
+    BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, NOT_FINISHED, Options, ResumedEntry, Run,
+    StartedEntry, Targets,
 };
 
 use crate::admission::HandshakeLimit;
@@ -50,6 +56,17 @@ pub struct Journal {
     counts: BTreeMap<String, usize>,
 }
 
+/// Why a recorded run's journal cannot be taken up again.
+#[derive(Debug, thiserror::Error)]
+pub enum ReopenError {
+    #[error(
+        "run {0} is still going: its volley holds the journal; resume it once that volley has ended"
+    )]
+    Running(String),
+    #[error("{}", crate::plan::io_reason(.0))]
+    Io(io::Error),
+}
+
 /// How the run ended, for the footer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ending {
@@ -63,6 +80,11 @@ impl Journal {
     pub fn create(dir: &Path, mut header: Header) -> io::Result<Journal> {
         let started = clock::now();
         let (id, path, file) = store::create(dir, &started)?;
+        // A fresh file: only a filesystem without locks can refuse, and then resume cannot
+        // tell a running volley from a dead one, which it says.
+        if let Err(error) = file.try_lock() {
+            tracing::warn!(path = %path.display(), "cannot lock the journal: {error:?}");
+        }
         header.id = id.clone();
         header.started = started.rfc3339;
         let mut journal = Journal {
@@ -80,6 +102,44 @@ impl Journal {
                 let _ = std::fs::remove_file(&journal.path);
                 Err(error)
             }
+            None => Ok(journal),
+        }
+    }
+
+    /// Opens the journal of the recorded run `run` at `path` to append to it: takes its lock,
+    /// writes a `resumed` record, and counts the hosts that are not `resuming` as they stand.
+    pub fn reopen(path: &Path, run: &Run, resuming: &[usize]) -> Result<Journal, ReopenError> {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(ReopenError::Io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ReopenError::Running(run.header.id.clone()));
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(ReopenError::Io(error)),
+        }
+        let mut counts = BTreeMap::new();
+        for (number, entry) in run.hosts.iter().enumerate() {
+            if let Some(entry) = entry.as_ref().filter(|_| !resuming.contains(&number)) {
+                *counts.entry(entry.outcome.kind().to_string()).or_insert(0) += 1;
+            }
+        }
+        let mut journal = Journal {
+            id: run.header.id.clone(),
+            path: path.to_path_buf(),
+            file,
+            error: None,
+            hosts: run.header.hosts.len(),
+            counts,
+        };
+        journal.append(&Entry::Resumed(ResumedEntry {
+            resumed: clock::now().rfc3339,
+            hosts: resuming.len(),
+        }));
+        match journal.error.take() {
+            Some(error) => Err(ReopenError::Io(error)),
             None => Ok(journal),
         }
     }
@@ -143,6 +203,24 @@ pub fn tap(
     tokio::task::spawn_blocking(move || {
         let mut forwarding = true;
         while let Some(event) = events.blocking_recv() {
+            let event = match event {
+                Event::Executing {
+                    name,
+                    execution_id,
+                    recorded,
+                    ..
+                } => {
+                    journal.append(&Entry::Started(StartedEntry {
+                        host: name,
+                        execution_id,
+                        started: clock::now().rfc3339,
+                    }));
+                    // Written (or failed, which the end of the run reports): the command may go.
+                    let _ = recorded.send(());
+                    continue;
+                }
+                event => event,
+            };
             match &event {
                 Event::Finished { report, .. } => {
                     journal.append_host(HostEntry::new(report, clock::now().rfc3339));
@@ -154,7 +232,7 @@ pub fn tap(
                         started: clock::now().rfc3339,
                     }));
                 }
-                Event::Started { .. } | Event::Output { .. } => {}
+                Event::Started { .. } | Event::Output { .. } | Event::Executing { .. } => {}
             }
             if forwarding && reporters.blocking_send(event).is_err() {
                 forwarding = false;

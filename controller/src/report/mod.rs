@@ -29,7 +29,7 @@ use std::io::{self, Write};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use volley_common::outcome::HostReport;
 
-pub use rollout::{write_recorded, write_rollout};
+pub use rollout::{write_in_doubt, write_recorded, write_rollout};
 pub use summary::write_summary;
 
 use self::color::Paint;
@@ -115,6 +115,8 @@ async fn consume<O: Write, E: Write>(
                     stream.output(host, which, &data, &mut terminal.out, &mut terminal.err)?;
                 }
             }
+            // The journal's business; it does not pass it on.
+            Event::Executing { .. } => {}
             Event::BatchStarted {
                 batch,
                 batches,

@@ -68,6 +68,18 @@ pub fn write_recorded(out: &mut impl Write, id: &str, not_succeeded: usize) -> i
     )
 }
 
+/// The line that says how to collect the hosts in doubt, if there are any.
+pub fn write_in_doubt(out: &mut impl Write, id: &str, in_doubt: usize) -> io::Result<()> {
+    if in_doubt == 0 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "volley: run {id}: {} in doubt (the command may still run there): `volley runs resume {id}` collects them",
+        count(in_doubt)
+    )
+}
+
 fn count(hosts: usize) -> String {
     match hosts {
         1 => "1 host".to_string(),
@@ -78,6 +90,17 @@ fn count(hosts: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_in_doubt_are_pointed_to_resume() {
+        let mut out = Vec::new();
+        write_in_doubt(&mut out, "20261127T065812Z-3f9a", 0).unwrap();
+        write_in_doubt(&mut out, "20261127T065812Z-3f9a", 3).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "volley: run 20261127T065812Z-3f9a: 3 hosts in doubt (the command may still run there): `volley runs resume 20261127T065812Z-3f9a` collects them\n"
+        );
+    }
 
     #[test]
     fn a_batch_line_folds_its_hosts() {

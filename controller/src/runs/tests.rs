@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use volley_common::journal::{
-    BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, Options, Targets, count_kinds,
+    BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, Options, StartedEntry, Targets,
+    count_kinds,
 };
 use volley_common::outcome::{Outcome, TransportKind};
 
@@ -282,7 +283,7 @@ fn a_retry_takes_the_hosts_that_did_not_succeed() {
     check(KILLED, Some("interrupted"), &["web2", "web3"]);
     assert_eq!(
         retried(dir.path(), ROLLOUT, Some("unreachable,succeeded")),
-        Err("--only 'unreachable,succeeded': 'succeeded' is not an outcome or a class (classes: failed, unreached, interrupted; outcomes: non_zero_exit, signalled, unreachable, connect_timeout, auth_failed, host_key_unknown, host_key_changed, tls_rejected, command_timeout, cancelled, transport_error, step_failed, skipped, not_finished)".to_string())
+        Err("--only 'unreachable,succeeded': 'succeeded' is not an outcome or a class (classes: failed, unreached, interrupted; outcomes: non_zero_exit, signalled, unreachable, connect_timeout, auth_failed, host_key_unknown, host_key_changed, tls_rejected, command_timeout, cancelled, transport_error, step_failed, skipped, in_doubt, not_finished)".to_string())
     );
 }
 
@@ -375,5 +376,80 @@ fn a_retry_runs_on_exactly_its_hosts_or_not_at_all() {
             .unwrap_err()
             .to_string(),
         "run 20261127T065812Z-3f9a: no longer among the targets of its arguments: web[7-8] (did the inventory change?)"
+    );
+}
+
+/// A run killed while its commands ran on agents: web1 in doubt, web2 sent and not finished,
+/// web3 never started, web4 unreachable.
+fn agent_run(dir: &Path) {
+    let started = |host: &str| {
+        Entry::Started(StartedEntry {
+            host: host.to_string(),
+            execution_id: format!("{KILLED}/{host}"),
+            started: "2026-11-27T07:00:01.000Z".to_string(),
+        })
+    };
+    let in_doubt = Outcome::InDoubt {
+        reason: "lost the agent".to_string(),
+    };
+    write(
+        dir,
+        KILLED,
+        &[
+            Entry::Header(Box::new(header(
+                KILLED,
+                "2026-11-27T07:00:00.000Z",
+                &["web1", "web2", "web3", "web4"],
+                vec![4],
+            ))),
+            started("web1"),
+            started("web2"),
+            host("web1", 1, in_doubt),
+            host("web4", 1, refused()),
+        ],
+    );
+}
+
+#[test]
+fn a_retry_leaves_hosts_whose_command_may_still_run_unless_asked_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    agent_run(dir.path());
+    let picked = |only: Option<&str>| {
+        let args = RetryArgs {
+            run: KILLED.to_string(),
+            only: only.map(str::to_string),
+        };
+        let retry = retry(dir.path(), &args).unwrap();
+        (retry.hosts, retry.in_doubt)
+    };
+    let names = |hosts: &[&str]| hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        picked(None),
+        (names(&["web3", "web4"]), names(&["web1", "web2"]))
+    );
+    assert_eq!(
+        picked(Some("in_doubt")),
+        (names(&["web1", "web2"]), names(&[]))
+    );
+    assert_eq!(
+        picked(Some("not_finished,interrupted,unreached")),
+        (names(&["web3", "web4"]), names(&["web1", "web2"]))
+    );
+}
+
+#[test]
+fn show_says_which_hosts_resume_can_collect() {
+    let dir = tempfile::tempdir().unwrap();
+    agent_run(dir.path());
+    let text = show_text(dir.path(), KILLED, false, false);
+    assert!(
+        text.contains(&format!(
+            "web2  1      not_finished  -         -      no outcome recorded; its command was sent to its agent as {KILLED}/web2: `volley runs resume` collects it"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("web1  1      in_doubt      1         1.23s  in doubt: lost the agent"),
+        "{text}"
     );
 }

@@ -123,6 +123,7 @@ impl Transport for Scripted {
 
 fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
     RunPlan {
+        run_id: "20261127T065812Z-3f9a".to_string(),
         hosts: (1..=hosts)
             .map(|n| HostSpec {
                 name: format!("h{n}"),
@@ -187,6 +188,9 @@ async fn run_with(plan: RunPlan, transport: Arc<Scripted>, cancel: CancellationT
                     finished[host] = Some(report);
                 }
                 Event::BatchStarted { batch, hosts, .. } => batches.push((batch, hosts)),
+                Event::Executing { recorded, .. } => {
+                    let _ = recorded.send(());
+                }
                 Event::Started { .. } | Event::Output { .. } => {}
             }
         }

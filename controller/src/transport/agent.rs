@@ -9,31 +9,30 @@
 //! The `Info` call proves the agent accepted our certificate: with TLS 1.3 a server's refusal of
 //! the client certificate arrives only after the client's handshake completed. Until it
 //! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH.
+//!
+//! What happens once the command is sent (the execution id journalled first, following its
+//! events, attaching again after a lost connection, cancelling) is in [`follow`].
 
 use std::error::Error as StdError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Channel, Endpoint};
-use volley_common::exec::{ExecEvent, ExecSpec, ExitStatus, Program};
 use volley_common::outcome::{Outcome, TransportKind};
 use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
+mod follow;
+
 use super::{BoxFuture, Ended, Job, Transport};
-use crate::event::Stream;
 use crate::pki::ControllerCredentials;
 use crate::plan::HostSpec;
 
 /// Largest message accepted from an agent: output arrives in chunks far below this.
 const MAX_MESSAGE_BYTES: usize = 8 << 20;
-/// How long past the command timeout the controller waits for the agent to report the kill
-/// before it gives up on the stream itself.
-const TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentSetupError {
@@ -71,14 +70,12 @@ struct Connected {
 /// The agent transport, shared by every host of a run.
 pub struct AgentTransport {
     tls: tokio_rustls::TlsConnector,
-    run_id: String,
     max_output: u64,
 }
 
 impl AgentTransport {
     pub fn new(
         credentials: &ControllerCredentials,
-        run_id: String,
         max_output: u64,
     ) -> Result<AgentTransport, AgentSetupError> {
         let bad = |what, origin, reason: String| AgentSetupError::Credentials {
@@ -116,7 +113,6 @@ impl AgentTransport {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(AgentTransport {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            run_id,
             max_output,
         })
     }
@@ -125,7 +121,7 @@ impl AgentTransport {
     pub async fn attempt(&self, job: &mut Job<'_>, connect_timeout: Duration) -> Attempt {
         let started = Instant::now();
         let connect = self.connect(job.host);
-        let mut client = match job
+        let client = match job
             .admission
             .connect(connect_timeout, &job.cancel, connect)
             .await
@@ -135,7 +131,7 @@ impl AgentTransport {
         };
         let connected_after = Some(started.elapsed());
         let run_started = Instant::now();
-        let outcome = self.exec(&mut client, job).await;
+        let outcome = self.exec(client, job).await;
         Attempt::Ran(ended(outcome, connected_after, Some(run_started.elapsed())))
     }
 
@@ -223,80 +219,6 @@ impl AgentTransport {
             info,
             certificate,
         })
-    }
-
-    async fn exec(&self, client: &mut AgentClient<Channel>, job: &mut Job<'_>) -> Outcome {
-        let spec = ExecSpec {
-            execution_id: format!("{}/{}", self.run_id, job.host.name),
-            program: Program::Shell(job.command.to_string()),
-            env: Default::default(),
-            working_dir: None,
-            timeout: job.limits.command_timeout,
-            max_output: Some(self.max_output),
-        };
-        let mut stream = match client.exec(pb::ExecRequest::from(spec)).await {
-            Ok(response) => response.into_inner(),
-            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-                return Outcome::TransportError {
-                    reason: format!("the agent is busy: {}", status.message()),
-                };
-            }
-            Err(status) => {
-                return Outcome::TransportError {
-                    reason: format!("Exec failed: {}", status.message()),
-                };
-            }
-        };
-        let deadline = job
-            .limits
-            .command_timeout
-            .map(|timeout| tokio::time::Instant::now() + timeout + TIMEOUT_MARGIN);
-        loop {
-            // Dropping the stream on a timeout or a cancel resets it; the agent then kills the
-            // command's process group.
-            let message = tokio::select! {
-                message = stream.message() => message,
-                () = super::ssh::sleep_until(deadline) => return Outcome::CommandTimeout,
-                () = job.cancel.cancelled() => return Outcome::Cancelled,
-            };
-            let event = match message {
-                Ok(Some(event)) => event,
-                Ok(None) => {
-                    return Outcome::TransportError {
-                        reason: "the agent's stream ended before the command's exit".to_string(),
-                    };
-                }
-                Err(status) => {
-                    return Outcome::TransportError {
-                        reason: format!("connection to the agent lost: {}", status.message()),
-                    };
-                }
-            };
-            match ExecEvent::try_from(event) {
-                Ok(ExecEvent::Started { .. }) => {}
-                Ok(ExecEvent::Stdout(data)) => {
-                    job.output.write(Stream::Stdout, Bytes::from(data)).await
-                }
-                Ok(ExecEvent::Stderr(data)) => {
-                    job.output.write(Stream::Stderr, Bytes::from(data)).await
-                }
-                Ok(ExecEvent::Exited(exited)) => {
-                    job.output.count_total(Stream::Stdout, exited.stdout_bytes);
-                    job.output.count_total(Stream::Stderr, exited.stderr_bytes);
-                    return match exited.status {
-                        _ if exited.timed_out => Outcome::CommandTimeout,
-                        ExitStatus::Code(0) => Outcome::Succeeded,
-                        ExitStatus::Code(code) => Outcome::NonZeroExit { code: code as u32 },
-                        ExitStatus::Signal(signal) => Outcome::Signalled { signal },
-                    };
-                }
-                Err(error) => {
-                    return Outcome::TransportError {
-                        reason: format!("bad message from the agent: {error}"),
-                    };
-                }
-            }
-        }
     }
 }
 

@@ -3,10 +3,12 @@
 //! A transport runs one command on one host: it connects, runs, streams output into an
 //! [`OutputSink`] and returns how it ended as an [`Ended`]. It never prints and never decides
 //! what happens to other hosts; the scheduler owns that. SSH lives in [`ssh`], the agent's gRPC
-//! in [`agent`], and [`auto`] picks between them per host.
+//! in [`agent`], and [`auto`] picks between them per host; [`resume`] collects executions a
+//! run's journal recorded.
 
 pub mod agent;
 pub mod auto;
+pub mod resume;
 pub mod ssh;
 
 use std::future::Future;
@@ -59,6 +61,29 @@ impl OutputSink {
             .await;
     }
 
+    /// Has the run's journal record that this host's command goes to its agent as
+    /// `execution_id`, and returns once it is written: call it before sending the command.
+    pub async fn journal_execution(&self, name: &str, execution_id: &str) {
+        let (recorded, written) = tokio::sync::oneshot::channel();
+        let event = Event::Executing {
+            name: name.to_string(),
+            execution_id: execution_id.to_string(),
+            recorded,
+        };
+        if self.events.send(event).await.is_ok() {
+            // An error means the journal is gone (the run is being torn down): nothing to wait for.
+            let _ = written.await;
+        }
+    }
+
+    /// Bytes of each stream received so far.
+    pub fn received(&self, stream: Stream) -> u64 {
+        match stream {
+            Stream::Stdout => self.stdout.total_bytes(),
+            Stream::Stderr => self.stderr.total_bytes(),
+        }
+    }
+
     /// Records a stream's true size when the far side sent less than it carried (an agent
     /// applies the output cap before sending).
     pub fn count_total(&mut self, stream: Stream, total_bytes: u64) {
@@ -98,6 +123,8 @@ pub struct Ended {
 pub struct Job<'a> {
     pub host: &'a HostSpec,
     pub command: &'a str,
+    /// The id of this host's command in this run (`RUN/HOST`), under which an agent runs it.
+    pub execution_id: &'a str,
     pub limits: RunLimits,
     pub output: &'a mut OutputSink,
     /// Cancelled on interrupt: the transport stops the remote command and returns `Cancelled`.

@@ -5,19 +5,22 @@
 //!
 //! Modules, one area each:
 //! - `outcomes`: success, non-zero exit, signal and timeout through agents, and the JSON record.
-//! - `stopping`: SIGINT stops the commands on the agents; an agent that dies mid-command is a
-//!   transport error, and the command is not run again over SSH.
+//! - `stopping`: SIGINT stops the commands on the agents; an agent that dies mid-command leaves
+//!   its host in doubt, and the command is not run again over SSH or by a retry.
 //! - `output`: 100 MiB of output keep the agent's memory bounded and are reported truncated.
 //! - `peers`: who the controller refuses and who refuses the controller; nothing runs then.
 //! - `hybrid`: agent hosts, SSH hosts and dead addresses in one run with `auto`.
+//! - `resume`: `volley runs resume` after `kill -9` of volley, after a cut and restored network
+//!   (a network namespace of the test's own), and with an agent that forgot the execution.
 
 mod hybrid;
 mod outcomes;
 mod output;
 mod peers;
+mod resume;
 mod stopping;
 
 pub use volley_tests::report::{
-    EXIT_COMMAND_FAILED, EXIT_INTERRUPTED, EXIT_NOT_REACHED, EXIT_SUCCESS,
+    EXIT_COMMAND_FAILED, EXIT_IN_DOUBT, EXIT_INTERRUPTED, EXIT_NOT_REACHED, EXIT_SUCCESS,
     expect_outcome_via as expect_outcome, reported_hosts,
 };

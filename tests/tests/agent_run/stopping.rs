@@ -1,6 +1,7 @@
 //! Stopping: SIGINT stops the commands on the agents, background children included; an agent
-//! that dies in the middle of a command is that host's transport error, and `auto` does not run
-//! the command again over SSH although sshd serves the same host.
+//! that dies in the middle of a command leaves that host `in_doubt` (its command may still run),
+//! and neither `auto` (over SSH, although sshd serves the same host) nor `volley retry` runs the
+//! command again.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use volley_tests::remote::{SweepOnDrop, assert_none_left, unique_sleep, wait_unt
 use volley_tests::volley::RUN_DEADLINE;
 use volley_tests::{AgentFleet, AgentFleetSpec, RunFlags, SshFleet};
 
-use crate::{EXIT_INTERRUPTED, EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
+use crate::{EXIT_IN_DOUBT, EXIT_INTERRUPTED, EXIT_SUCCESS, expect_outcome};
 
 /// How long stopped commands get to disappear.
 const GONE_WITHIN: Duration = Duration::from_secs(10);
@@ -56,7 +57,7 @@ fn sigint_stops_the_commands_and_their_background_children_on_the_agents() {
 }
 
 #[test]
-fn an_agent_killed_mid_command_is_a_transport_error_and_the_command_is_not_run_again() {
+fn an_agent_killed_mid_command_leaves_the_host_in_doubt_and_the_command_is_not_run_again() {
     // One host with both an agent and sshd, on the same address.
     let ssh = SshFleet::start(1);
     let ssh_host = &ssh.hosts()[0];
@@ -87,14 +88,13 @@ fn an_agent_killed_mid_command_is_a_transport_error_and_the_command_is_not_run_a
     agents.kill(&agent_host.name);
     let output = volley.finish(RUN_DEADLINE);
 
-    output.assert_code(EXIT_NOT_REACHED);
+    output.assert_code(EXIT_IN_DOUBT);
     let records = output.records_by_host();
-    expect_outcome(
-        &output,
-        &records,
-        &agent_host.name,
-        "transport_error",
-        "agent",
+    let record = expect_outcome(&output, &records, &agent_host.name, "in_doubt", "agent");
+    let reason = record.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("could not attach again") && reason.contains("volley runs resume"),
+        "{record:?}"
     );
     assert_eq!(
         lines(&marker),
@@ -102,6 +102,19 @@ fn an_agent_killed_mid_command_is_a_transport_error_and_the_command_is_not_run_a
         "the command ran again after the agent died\n{}",
         output.describe()
     );
+    // Nor does a retry run it again, unless asked for the hosts in doubt by name.
+    let mut retry = ssh.volley();
+    let retried =
+        volley_tests::RunningProcess::spawn(retry.args(["retry", "last"])).finish(RUN_DEADLINE);
+    retried.assert_code(EXIT_SUCCESS);
+    assert!(
+        retried
+            .stderr
+            .contains("leaving out 1 host(s) whose command may still be running"),
+        "{}",
+        retried.describe()
+    );
+    assert_eq!(lines(&marker), 1, "the retry ran the command again");
 
     // Without its agent the host is served over SSH: the fallback was there to be taken.
     let output = ssh.run(flags.args(["-g", "all", "--json", "--", "echo over-ssh"]));

@@ -1,0 +1,211 @@
+//! Executions that outlive the controller: `volley runs resume` after `kill -9` of volley, after
+//! the controller's network to the agents was cut (for real, in a network namespace) and
+//! restored, and with an agent that restarted and no longer knows the execution. Every command
+//! runs exactly once, which each agent's marker file shows.
+
+use std::time::Duration;
+
+use volley_tests::process::ProcessOutput;
+use volley_tests::remote::{SweepOnDrop, unique_sleep, wait_until_running};
+use volley_tests::volley::RUN_DEADLINE;
+use volley_tests::{AgentFleet, AgentFleetSpec, Netns, RunningProcess};
+
+use crate::{EXIT_IN_DOUBT, EXIT_SUCCESS, expect_outcome, reported_hosts};
+
+/// How long a started command gets to show up on the hosts.
+const RUNNING_WITHIN: Duration = Duration::from_secs(60);
+
+/// A command that leaves a line in the agent's HOME each time it runs, sleeps, then says so.
+fn counted(sleep: &str) -> String {
+    format!("echo ran >> ran-here; echo started; {sleep}; echo done")
+}
+
+/// How many times the command ran on each host of the fleet.
+fn runs_per_host(fleet: &AgentFleet) -> Vec<(String, usize)> {
+    fleet
+        .hosts()
+        .iter()
+        .map(|host| {
+            let marker = fleet.agent_home(&host.name).join("ran-here");
+            let runs = std::fs::read_to_string(&marker).map_or(0, |text| text.lines().count());
+            (host.name.clone(), runs)
+        })
+        .collect()
+}
+
+fn assert_each_ran_once(fleet: &AgentFleet) {
+    let runs = runs_per_host(fleet);
+    assert!(
+        runs.iter().all(|(_, count)| *count == 1),
+        "every command must run exactly once: {runs:?}"
+    );
+}
+
+fn volley(fleet: &AgentFleet, args: &[&str]) -> ProcessOutput {
+    RunningProcess::spawn(fleet.volley().args(args)).finish(RUN_DEADLINE)
+}
+
+/// Every host succeeded and printed all its output, replayed from what its agent kept.
+fn assert_all_collected(fleet: &AgentFleet, output: &ProcessOutput) {
+    output.assert_code(EXIT_SUCCESS);
+    let records = output.records_by_host();
+    assert_eq!(records.len(), fleet.hosts().len(), "{}", output.describe());
+    for host in fleet.hosts() {
+        let record = expect_outcome(output, &records, &host.name, "succeeded", "agent");
+        assert_eq!(record.stdout, "started\ndone\n", "{record:?}");
+    }
+}
+
+#[test]
+fn resume_after_kill_9_collects_every_host_and_runs_nothing_twice() {
+    let fleet = AgentFleet::start(20);
+    let sleep = unique_sleep("5.");
+    let _sweep = SweepOnDrop(sleep.clone());
+    let mut run = fleet.spawn(fleet.run_args([
+        "-g",
+        "all",
+        "--transport",
+        "agent",
+        "--json",
+        "--",
+        &counted(&sleep),
+    ]));
+    let running = wait_until_running(&sleep, 20, RUNNING_WITHIN, || run.has_exited());
+    assert_eq!(
+        running.len(),
+        20,
+        "the command did not start on all 20 agents"
+    );
+    let killed = run.kill_hard();
+    assert_eq!(killed.stdout, "", "nothing finished before the kill");
+
+    let shown = volley(&fleet, &["runs", "show", "last"]);
+    shown.assert_code(EXIT_SUCCESS);
+    assert_eq!(
+        shown.stdout.matches("was sent to its agent as").count(),
+        20,
+        "{}",
+        shown.describe()
+    );
+
+    // Still running on the agents: followed to their end.
+    let resumed = volley(&fleet, &["runs", "resume", "last", "--json"]);
+    assert_all_collected(&fleet, &resumed);
+    assert_each_ran_once(&fleet);
+
+    // The run's own journal now tells how it ended; there is nothing left to resume or retry.
+    let shown = volley(&fleet, &["runs", "show", "last", "--failed"]);
+    assert_eq!(shown.stdout, "", "{}", shown.describe());
+    let again = volley(&fleet, &["runs", "resume", "last"]);
+    again.assert_code(EXIT_SUCCESS);
+    assert!(
+        again.stderr.contains("nothing to resume"),
+        "{}",
+        again.describe()
+    );
+    let retried = volley(&fleet, &["retry", "last"]);
+    retried.assert_code(EXIT_SUCCESS);
+    assert!(
+        retried.stderr.contains("nothing to retry"),
+        "{}",
+        retried.describe()
+    );
+    assert_each_ran_once(&fleet);
+}
+
+#[test]
+fn resume_after_the_network_was_cut_collects_what_ran_while_cut() {
+    // Declared first, dropped last: the agents inside go before their namespace.
+    let netns = Netns::create(20);
+    let fleet = AgentFleet::with_spec(AgentFleetSpec::new(20).in_namespace(&netns));
+    let sleep = unique_sleep("5.");
+    let _sweep = SweepOnDrop(sleep.clone());
+    let mut run = fleet.spawn(fleet.run_args([
+        "-g",
+        "all",
+        "--transport",
+        "agent",
+        "--connect-timeout",
+        "2s",
+        "--json",
+        "--",
+        &counted(&sleep),
+    ]));
+    let running = wait_until_running(&sleep, 20, RUNNING_WITHIN, || run.has_exited());
+    assert_eq!(
+        running.len(),
+        20,
+        "the command did not start on all 20 agents"
+    );
+    netns.cut();
+    // volley notices the silence (HTTP/2 keepalive), cannot attach again, and gives the hosts
+    // up as in doubt; meanwhile the commands end on the agents, which keep their outcomes.
+    let cut_off = run.finish(RUN_DEADLINE);
+    cut_off.assert_code(EXIT_IN_DOUBT);
+    let records = cut_off.records_by_host();
+    for host in fleet.hosts() {
+        let record = expect_outcome(&cut_off, &records, &host.name, "in_doubt", "agent");
+        assert_eq!(record.stdout, "started\n", "{record:?}");
+    }
+    assert!(
+        cut_off.stderr.contains("20 hosts in doubt")
+            && cut_off.stderr.contains("volley runs resume"),
+        "the summary says how to collect them: {}",
+        cut_off.describe()
+    );
+
+    netns.restore();
+    let resumed = volley(&fleet, &["runs", "resume", "last", "--json"]);
+    assert_all_collected(&fleet, &resumed);
+    assert_each_ran_once(&fleet);
+}
+
+#[test]
+fn a_host_whose_agent_forgot_the_execution_is_in_doubt_and_retried_only_by_name() {
+    let mut fleet = AgentFleet::start(2);
+    let sleep = unique_sleep("3.");
+    // The restarted agent orphans its command; nobody else stops it.
+    let _sweep = SweepOnDrop(sleep.clone());
+    let mut run = fleet.spawn(fleet.run_args([
+        "-g",
+        "all",
+        "--transport",
+        "agent",
+        "--json",
+        "--",
+        &counted(&sleep),
+    ]));
+    let running = wait_until_running(&sleep, 2, RUNNING_WITHIN, || run.has_exited());
+    assert_eq!(running.len(), 2, "the command did not start on both agents");
+    run.kill_hard();
+    let forgetful = fleet.hosts()[0].name.clone();
+    let other = fleet.hosts()[1].name.clone();
+    fleet.restart(&forgetful);
+
+    let resumed = volley(&fleet, &["runs", "resume", "last", "--json"]);
+    resumed.assert_code(EXIT_IN_DOUBT);
+    let records = resumed.records_by_host();
+    let record = expect_outcome(&resumed, &records, &forgetful, "in_doubt", "agent");
+    let reason = record.reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("does not know execution"), "{record:?}");
+    expect_outcome(&resumed, &records, &other, "succeeded", "agent");
+
+    // A retry leaves the host in doubt alone, unless asked for it by name.
+    let retried = volley(&fleet, &["retry", "last"]);
+    retried.assert_code(EXIT_SUCCESS);
+    assert!(
+        retried.stderr.contains("leaving out 1 host(s)")
+            && retried.stderr.contains("nothing to retry"),
+        "{}",
+        retried.describe()
+    );
+    assert_each_ran_once(&fleet);
+    let by_name = volley(&fleet, &["retry", "last", "--only", "in_doubt"]);
+    by_name.assert_code(EXIT_SUCCESS);
+    assert_eq!(
+        reported_hosts(&by_name.records_by_host()),
+        [forgetful.as_str()]
+    );
+    let runs = runs_per_host(&fleet);
+    assert_eq!((runs[0].1, runs[1].1), (2, 1), "{runs:?}");
+}
