@@ -21,8 +21,10 @@
 //!   afford it: the limit grows by one per round. A fleet that is simply far away, or mixed, is
 //!   then not mistaken for an overloaded one.
 //! - Above a tenth of the timeout the limit shrinks to three quarters; a handshake that timed out
-//!   halves it. It shrinks at most once per round (the recent latency; the timeout for
-//!   timeouts), so that one burst of slow samples counts once.
+//!   halves it, but only while the completed ones are that slow too: a host that never answers
+//!   (dead, or behind a dropping firewall) times out on an idle fleet as well, and must not
+//!   throttle the live ones. It shrinks at most once per round (the recent latency; the timeout
+//!   for timeouts), so that one burst of slow samples counts once.
 //! - Bounds: it starts at [`INITIAL`], never goes below [`MINIMUM`] (or `parallel`, if smaller)
 //!   and never above `parallel`. Failures that say nothing about load (refused, no route,
 //!   authentication or host-key refusals, cancels) give the permit back without a sample.
@@ -37,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use volley_common::outcome::Outcome;
 
 /// Where the adaptive limit starts.
-pub const INITIAL: usize = 16;
+pub const INITIAL: usize = 8;
 /// The adaptive limit never goes below this (unless `parallel` is smaller).
 pub const MINIMUM: usize = 4;
 /// Recent latency within this factor of the baseline means no queue: the limit grows fast.
@@ -176,7 +178,13 @@ impl State {
         let now = Instant::now();
         match sample {
             Sample::Neutral => {}
-            Sample::TimedOut => self.shrink(now, 0.5, connect_timeout),
+            // A host that does not answer at all (dead, or behind a firewall that drops) times
+            // out as surely on an idle fleet: only when the handshakes that complete are slow
+            // too is a timeout a sign of load.
+            Sample::TimedOut if self.congested(connect_timeout) => {
+                self.shrink(now, 0.5, connect_timeout)
+            }
+            Sample::TimedOut => {}
             Sample::Completed(latency) => {
                 let baseline = self.baseline.map_or(latency, |b| b.min(latency));
                 self.baseline = Some(baseline);
@@ -189,7 +197,7 @@ impl State {
                 let growth = if recent <= baseline * FAST_FACTOR {
                     // No queue to speak of: one more per handshake, doubling every round.
                     1.0
-                } else if recent < connect_timeout / TIMEOUT_SHARE {
+                } else if !self.congested(connect_timeout) {
                     // Queueing, but well within the timeout: one more per round.
                     1.0 / self.limit.max(1.0)
                 } else {
@@ -199,6 +207,12 @@ impl State {
                 self.limit = (self.limit + growth).min(self.maximum as f64);
             }
         }
+    }
+
+    /// Whether the recent handshakes are slow enough to shrink the limit.
+    fn congested(&self, connect_timeout: Duration) -> bool {
+        self.recent
+            .is_some_and(|recent| recent >= connect_timeout / TIMEOUT_SHARE)
     }
 
     /// Multiplies the limit by `factor`, unless it already shrank within the last `round`.

@@ -120,7 +120,7 @@ async fn a_fast_fleet_grows_the_limit_up_to_parallel() {
     assert_eq!(ran.completed, 2000);
     assert_eq!(admission.limit(), 300, "{ran:?}");
     assert_eq!(ran.peak_in_flight, 300, "{ran:?}");
-    // 16 + 16 + 32 + ... then 300 at a time, 10 ms a round: well under a second.
+    // 8, 16, 32, ... then 300 at a time, 10 ms a round: well under a second.
     assert!(ran.wall < Duration::from_millis(200), "{ran:?}");
 }
 
@@ -166,12 +166,47 @@ async fn the_connect_timeout_counts_from_admission() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn timeouts_halve_the_limit_down_to_its_floor() {
+async fn timeouts_on_a_slow_fleet_halve_the_limit_down_to_its_floor() {
     let admission = Arc::new(Admission::new(HandshakeLimit::Adaptive, 500, TIMEOUT));
+    // Handshakes that complete, slowly: the fleet is loaded.
+    run(admission.clone(), Fleet::new(1000, 0), 16, TIMEOUT).await;
+    let grown = admission.limit();
     let hung = Fleet::new(60_000, 0);
-    let ran = run(admission.clone(), hung, 40, TIMEOUT).await;
-    assert_eq!(ran.timed_out, 40);
+    let ran = run(admission.clone(), hung, 100, TIMEOUT).await;
+    assert_eq!(ran.timed_out, 100);
+    // Halved once per round of timeouts, down to the floor.
+    assert!(grown >= 16, "{grown}");
     assert_eq!(admission.limit(), MINIMUM);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_hosts_among_fast_ones_do_not_throttle_the_fleet() {
+    // Every third host never answers; the others answer in 10 ms.
+    let admission = Arc::new(Admission::new(HandshakeLimit::Adaptive, 600, TIMEOUT));
+    let fast = Fleet::new(10, 0);
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for host in 0..600 {
+        let (admission, fast) = (admission.clone(), fast.clone());
+        tasks.spawn(async move {
+            let cancel = CancellationToken::new();
+            if host % 3 == 0 {
+                let dead = std::future::pending::<Result<(), Outcome>>();
+                admission.connect(TIMEOUT, &cancel, dead).await
+            } else {
+                admission.connect(TIMEOUT, &cancel, fast.handshake()).await
+            }
+        });
+    }
+    let mut timed_out = 0;
+    while let Some(result) = tasks.join_next().await {
+        timed_out += usize::from(result.unwrap() == Err(Outcome::ConnectTimeout));
+    }
+    assert_eq!(timed_out, 200);
+    // The dead ones time out together, in one connect timeout or two, while the live ones
+    // grew the limit past them.
+    assert!(started.elapsed() <= TIMEOUT * 2, "{:?}", started.elapsed());
+    assert!(admission.limit() > 200, "{}", admission.limit());
 }
 
 #[tokio::test(start_paused = true)]
