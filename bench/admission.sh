@@ -3,7 +3,7 @@
 # handshake started at once (`--max-handshakes N`: volley before admission) and with the
 # adaptive default. First on the plain fleet, then on the same fleet made CPU-limited: its sshd
 # processes (and the per-connection processes they fork) go into one cgroup whose CFS quota
-# (--sshd-cpus, default 0.25 CPU over 10 ms periods) makes the fleet's handshakes several times
+# (--sshd-cpus, default 0.5 CPU over 10 ms periods) makes the fleet's handshakes several times
 # slower, as on small or busy servers. Prints outcomes per kind, wall time and the slowest
 # connect for each case, then how much slower the limited fleet is (a lone handshake, and the
 # fleet's throughput). Needs root (sshd, cgroups); the cgroup is removed at the end.

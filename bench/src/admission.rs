@@ -13,7 +13,7 @@ use volley_tests::SshFleet;
 use volley_tests::volley::volley_command_at;
 
 use crate::cgroup::CpuLimit;
-use crate::cost::run;
+use crate::cost::{load, run};
 
 /// What the admission benchmark runs.
 pub struct AdmissionOptions {
@@ -26,6 +26,9 @@ pub struct AdmissionOptions {
 
 /// How many times a lone handshake is timed; the median is shown.
 const LONE_RUNS: usize = 5;
+
+/// How long the fleet gets to finish with the connections of a run before the next one.
+const IDLE_WITHIN: Duration = Duration::from_secs(180);
 
 pub fn run_benchmark(options: &AdmissionOptions) {
     let n = options.hosts;
@@ -95,7 +98,7 @@ pub fn run_benchmark(options: &AdmissionOptions) {
     println!("load after: {}", load());
     println!(
         "\nall at once: --max-handshakes {n} with -p {n}: every handshake starts together, as \
-         volley did before admission.\nadaptive: the default (starts at 16, grows while \
+         volley did before admission.\nadaptive: the default (starts at 8, grows while \
          handshakes stay fast, shrinks when they slow down).\nslowest connect: the longest \
          connect_ms of a host that got through, its wait for admission included.\npeak fds: \
          the most descriptors volley held at once (sampled every 50 ms).\ntarget: \
@@ -118,6 +121,9 @@ struct FleetRun {
 }
 
 fn fleet_run(options: &AdmissionOptions, fleet: &SshFleet, handshakes: Option<usize>) -> FleetRun {
+    // A storm leaves sshd processes still working on handshakes whose client has gone; on a
+    // CPU-limited fleet they would slow the next run's first handshakes.
+    wait_for_idle_fleet(fleet);
     let mut volley = volley_command_at(&options.volley, fleet.client_home());
     volley.args(common_args(options, fleet));
     let n = options.hosts.to_string();
@@ -167,6 +173,7 @@ fn report(fleet: &str, label: &str, ran: &FleetRun) {
 
 /// The median `connect_ms` of one host run alone, `LONE_RUNS` times.
 fn lone_handshake(options: &AdmissionOptions, fleet: &SshFleet) -> Duration {
+    wait_for_idle_fleet(fleet);
     let mut times: Vec<f64> = (0..LONE_RUNS)
         .map(|_| {
             let mut volley = volley_command_at(&options.volley, fleet.client_home());
@@ -188,6 +195,31 @@ fn lone_handshake(options: &AdmissionOptions, fleet: &SshFleet) -> Duration {
     Duration::from_secs_f64(times[LONE_RUNS / 2] / 1000.0)
 }
 
+/// Waits until the fleet's sshd listeners have no child left (every connection's process has
+/// ended), for at most [`IDLE_WITHIN`]; a fleet that stays busy ends the benchmark.
+fn wait_for_idle_fleet(fleet: &SshFleet) {
+    let deadline = Instant::now() + IDLE_WITHIN;
+    loop {
+        let busy: usize = fleet.sshd_pids().into_iter().map(children).sum();
+        if busy == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "volley-bench: the fleet still has {busy} connections' processes after {IDLE_WITHIN:?}"
+            );
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How many children process `pid` has.
+fn children(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map_or(0, |text| text.split_whitespace().count())
+}
+
 fn common_args(options: &AdmissionOptions, fleet: &SshFleet) -> Vec<OsString> {
     let mut args = fleet.run_args();
     args.extend(
@@ -201,16 +233,4 @@ fn common_args(options: &AdmissionOptions, fleet: &SshFleet) -> Vec<OsString> {
         .map(OsString::from),
     );
     args
-}
-
-/// The load averages, as `uptime` shows them: the machine is shared.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".to_string())
 }

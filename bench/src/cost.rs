@@ -119,6 +119,19 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The load averages, as `uptime` shows them: the machine is shared, and figures are read with
+/// them.
+pub fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
 /// Open descriptors of `pid`; `None` once it is gone.
 fn open_fds(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)

@@ -8,12 +8,15 @@
 //!   and the agents' idle memory (bench/agents.sh).
 //! - [`admission`] (`--admission`): every handshake at once versus adaptive admission, on a
 //!   plain and on a CPU-limited sshd fleet ([`cgroup`]) (bench/admission.sh).
+//! - [`scale`] (`--scale`): 10,000 hosts through a few agents that each serve many host names
+//!   (bench/scale.sh).
 //! - [`cost`]: what one volley process cost (wall, CPU, peak RSS, descriptors).
 
 mod admission;
 mod agents;
 mod cgroup;
 mod cost;
+mod scale;
 mod ssh;
 
 use std::ffi::OsString;
@@ -22,12 +25,14 @@ use std::time::Duration;
 
 use crate::admission::AdmissionOptions;
 use crate::agents::AgentOptions;
+use crate::scale::ScaleOptions;
 use crate::ssh::SshOptions;
 
 enum Mode {
     Ssh(SshOptions),
     Agents(AgentOptions),
     Admission(AdmissionOptions),
+    Scale(ScaleOptions),
 }
 
 fn main() {
@@ -35,6 +40,7 @@ fn main() {
         Ok(Mode::Ssh(options)) => ssh::run(&options),
         Ok(Mode::Agents(options)) => agents::run(&options),
         Ok(Mode::Admission(options)) => admission::run_benchmark(&options),
+        Ok(Mode::Scale(options)) => scale::run_benchmark(&options),
         Err(message) => {
             eprintln!("volley-bench: {message}");
             std::process::exit(64);
@@ -52,8 +58,12 @@ fn parse_args(args: Vec<OsString>) -> Result<Mode, String> {
     let mut without_rtt = true;
     let mut agents = false;
     let mut admission = false;
+    let mut scale = false;
+    let mut agent_processes = 10;
+    let mut baseline = 500;
+    let mut held = 2000;
     let mut connect_timeout = Duration::from_secs(5);
-    let mut sshd_cpus = 0.25;
+    let mut sshd_cpus = 0.5;
     let mut rounds = 3;
     let mut args = args
         .into_iter()
@@ -78,6 +88,12 @@ fn parse_args(args: Vec<OsString>) -> Result<Mode, String> {
             "--only-rtt" => without_rtt = false,
             "--agents" => agents = true,
             "--admission" => admission = true,
+            "--scale" => scale = true,
+            "--agent-processes" => {
+                agent_processes = number("--agent-processes", value("--agent-processes")?)?;
+            }
+            "--baseline" => baseline = number("--baseline", value("--baseline")?)?,
+            "--held" => held = number("--held", value("--held")?)?,
             "--connect-timeout-ms" => {
                 let ms = number("--connect-timeout-ms", value("--connect-timeout-ms")?)?;
                 connect_timeout = Duration::from_millis(ms as u64);
@@ -96,6 +112,26 @@ fn parse_args(args: Vec<OsString>) -> Result<Mode, String> {
                 ));
             }
         }
+    }
+    if scale {
+        let hosts = hosts.unwrap_or(10_000);
+        if !(1..=50_000).contains(&hosts) || agent_processes == 0 || agent_processes > 100 {
+            return Err(
+                "--scale takes 1 to 50000 --hosts and 1 to 100 --agent-processes".to_string(),
+            );
+        }
+        if baseline == 0 || baseline > hosts {
+            return Err("--baseline must be between 1 and --hosts".to_string());
+        }
+        let agent = agent.unwrap_or_else(|| volley.with_file_name("volley-agent"));
+        return Ok(Mode::Scale(ScaleOptions {
+            volley,
+            agent,
+            hosts,
+            agents: agent_processes,
+            baseline,
+            held,
+        }));
     }
     let hosts = hosts.unwrap_or(if agents || admission { 500 } else { 200 });
     if hosts == 0 || hosts > 4000 {
