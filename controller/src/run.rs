@@ -1,0 +1,296 @@
+//! `volley run`, `volley agent ...` and `volley retry`: one run from its flags to its exit status.
+//!
+//! The pipeline: flags -> [`RunPlan`] -> the scheduler through one [`Transport`] -> events through
+//! the journal tap -> the reporters -> the summary. `main` dispatches here; this module owns the
+//! order of those steps and what is printed around them.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use volley_common::inventory::TransportChoice;
+use volley_common::outcome::Outcome;
+
+use crate::cli::{ColorChoice, RetryArgs, RunArgs};
+use crate::journal::Journal;
+use crate::journal::store::runs_dir;
+use crate::pki::Pki;
+use crate::plan::{self, Environment, RunPlan};
+use crate::report::{self, ReportOptions};
+use crate::transport::Transport;
+use crate::transport::agent::AgentTransport;
+use crate::transport::auto::AutoTransport;
+use crate::transport::ssh::SshTransport;
+use crate::transport::ssh::identity::Identities;
+use crate::transport::ssh::known_hosts::KnownHosts;
+use crate::{UsageError, exit, install, journal, limits, runs, runs_error, scheduler};
+
+/// What a run does on each host.
+pub(crate) enum Operation {
+    /// `volley run`: the command, through the agent or SSH.
+    Command,
+    /// `volley agent ...`: install, check, upgrade, renew or remove the agent over SSH.
+    Agent(install::Request),
+}
+
+/// Where a run's arguments came from: the command line, or a recorded run being retried.
+pub(crate) struct Origin {
+    operation: Operation,
+    /// The subcommand's arguments as given, for the journal.
+    arguments: Vec<String>,
+    /// For a retry: the run retried, and the hosts to run on.
+    retry: Option<(String, Vec<String>)>,
+}
+
+impl Origin {
+    pub(crate) fn command_line(operation: Operation) -> Origin {
+        // `volley run ARGS` or `volley agent ACTION ARGS`: everything after the subcommand.
+        let skip = 1 + subcommand(&operation).len().max(1);
+        Origin {
+            operation,
+            arguments: std::env::args_os()
+                .skip(skip)
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect(),
+            retry: None,
+        }
+    }
+}
+
+/// The subcommand a journal records when it is not `volley run`, so that `volley retry` runs
+/// the same operation again.
+pub(crate) fn subcommand(operation: &Operation) -> Vec<String> {
+    match operation {
+        Operation::Command => Vec::new(),
+        Operation::Agent(request) => vec!["agent".to_string(), request.action.name().to_string()],
+    }
+}
+
+pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
+    let Origin {
+        operation,
+        arguments,
+        retry,
+    } = origin;
+    let recorded_subcommand = subcommand(&operation);
+    let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
+    let env = Environment::from_process().map_err(|e| usage(&e))?;
+    let mut plan = RunPlan::new(&args, &env).map_err(|e| usage(&e))?;
+    if let Some((retry_of, hosts)) = &retry {
+        runs::keep_only(&mut plan.hosts, retry_of, hosts).map_err(|e| usage(&e))?;
+    }
+    let budget = limits::host_budget();
+    if plan.parallel > budget && plan.hosts.len() > budget {
+        eprintln!(
+            "volley: running at most {budget} hosts at once instead of {}: the open-file limit allows no more (raise `ulimit -n`)",
+            plan.parallel
+        );
+        plan.parallel = budget;
+    }
+    let known_hosts = KnownHosts::load(&plan.known_hosts).map_err(|e| usage(&e))?;
+    let identities = Identities::load(&plan).await.map_err(|e| usage(&e))?;
+    let ssh = SshTransport::new(
+        Arc::new(known_hosts),
+        plan.accept_new_host_keys,
+        Arc::new(identities),
+    );
+    let transport: Arc<dyn Transport> = match operation {
+        Operation::Command => Arc::new(AutoTransport {
+            agent: agent_transport(&plan)?,
+            ssh,
+        }),
+        Operation::Agent(request) => {
+            Arc::new(install::AgentOperation::new(request, &plan, ssh).map_err(|e| usage(&e))?)
+        }
+    };
+
+    let color = match plan.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        }
+    };
+    let options = ReportOptions {
+        mode: plan.output,
+        color,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let hosts: Vec<String> = plan.hosts.iter().map(|host| host.name.clone()).collect();
+    let batched = plan.rollout.is_batched();
+
+    // A run that cannot be recorded could not be retried or audited: it does not start.
+    let journal_dir = runs_dir(&env);
+    let mut header = journal::header(
+        &args,
+        &plan,
+        arguments,
+        retry.map(|(retry_of, _)| retry_of),
+        &env.local_user,
+    );
+    header.subcommand = recorded_subcommand;
+    let journal = Journal::create(&journal_dir, header).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot record the run in {}: {}",
+            journal_dir.display(),
+            plan::io_reason(&error)
+        )
+    })?;
+    if let Err(error) = journal::store::prune(&journal_dir, &plan.journal, &journal.id) {
+        eprintln!(
+            "volley: warning: cannot prune old runs in {}: {}",
+            journal_dir.display(),
+            plan::io_reason(&error)
+        );
+    }
+    let (run_id, journal_path) = (journal.id.clone(), journal.path.clone());
+    let plan = Arc::new(plan);
+
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_signals(cancel.clone()));
+    let started = Instant::now();
+    // Bounded: a slow terminal slows the reading of the connections instead of filling memory.
+    // Events pass through the journal on their way to the reporters, so that a host is
+    // journalled before it is reported.
+    let (events, received) = mpsc::channel(1024);
+    let (journalled, to_report) = mpsc::channel(1024);
+    let journal = journal::tap(journal, received, journalled);
+    let reporter = tokio::spawn({
+        let (hosts, cancel) = (hosts.clone(), cancel.clone());
+        async move {
+            let reports = report::report(hosts, options, to_report).await;
+            // Output that cannot be written (a closed pipe, a full disk) stops the run: the
+            // remote commands are stopped rather than left to run unreported.
+            if reports.is_err() {
+                cancel.cancel();
+            }
+            reports
+        }
+    });
+    let end = scheduler::run(plan, transport, events, cancel.clone()).await;
+    let journal = journal.await?;
+    let reports = reporter.await?;
+
+    let interrupted = cancel.is_cancelled();
+    let status = match &reports {
+        Ok(reports) => exit::status(reports.iter().flatten(), interrupted),
+        Err(_) => exit::INTERNAL,
+    };
+    let ending = journal::Ending {
+        interrupted,
+        stopped: end.stopped,
+        exit_status: status,
+    };
+    if let Err(error) = journal.finish(ending) {
+        eprintln!(
+            "volley: warning: the record of this run in {} is incomplete: {}",
+            journal_path.display(),
+            plan::io_reason(&error)
+        );
+    }
+    let reports = reports.map_err(|error| anyhow::anyhow!("cannot write the output: {error}"))?;
+    let mut stderr = std::io::stderr().lock();
+    report::write_summary(
+        &mut stderr,
+        &hosts,
+        &reports,
+        started.elapsed(),
+        interrupted,
+        color,
+    )?;
+    let outcomes = || reports.iter().flatten().map(|report| &report.outcome);
+    let skipped = outcomes()
+        .filter(|outcome| **outcome == Outcome::Skipped)
+        .count();
+    report::write_rollout(&mut stderr, &end, batched, skipped)?;
+    let not_succeeded = hosts.len() - outcomes().filter(|o| o.is_success()).count();
+    report::write_recorded(&mut stderr, &run_id, not_succeeded)?;
+    Ok(status)
+}
+
+/// `volley retry RUN`: the recorded run's arguments, on its hosts that did not succeed.
+pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
+    let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
+    let retry = runs::retry(&runs_dir(&env), &args).map_err(runs_error)?;
+    if retry.hosts.is_empty() {
+        let which = match &args.only {
+            Some(only) => format!("no host of run {} matches --only {only}", retry.retry_of),
+            None => format!(
+                "every host of run {} succeeded ({} of {})",
+                retry.retry_of, retry.of, retry.of
+            ),
+        };
+        eprintln!("volley: nothing to retry: {which}");
+        return Ok(exit::SUCCESS);
+    }
+    let origin = Origin {
+        operation: match retry.agent {
+            Some(request) => Operation::Agent(request),
+            None => Operation::Command,
+        },
+        arguments: retry.arguments,
+        retry: Some((retry.retry_of, retry.hosts)),
+    };
+    run(retry.args, origin).await
+}
+
+/// The agent transport, when some host may use it and the PKI exists. A host that must use its
+/// agent without a PKI is an input error; `auto` hosts then simply go over SSH.
+fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
+    let needed = plan
+        .hosts
+        .iter()
+        .any(|host| host.transport == TransportChoice::Agent);
+    let wanted = needed
+        || plan
+            .hosts
+            .iter()
+            .any(|host| host.transport == TransportChoice::Auto);
+    let pki = Pki::new(plan.pki.clone());
+    if !wanted || (!needed && !pki.has_controller_credentials()) {
+        return Ok(None);
+    }
+    let credentials = pki
+        .controller_credentials()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let run_id = format!("{}-{}", std::process::id(), started_at());
+    let agent = AgentTransport::new(&credentials, run_id, plan.max_output as u64)
+        .map_err(|e| UsageError(format!("pki {}: {e}", plan.pki.display())))?;
+    Ok(Some(agent))
+}
+
+fn started_at() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// The first SIGINT or SIGTERM stops the run: no new host starts and running commands are
+/// stopped on their hosts. A second one exits at once.
+async fn stop_on_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!(
+            "cannot listen for SIGINT/SIGTERM; an interrupt will kill volley without a summary"
+        );
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    eprintln!(
+        "volley: interrupted: stopping the running commands (interrupt again to quit at once)"
+    );
+    cancel.cancel();
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    std::process::exit(exit::INTERRUPTED.into());
+}
