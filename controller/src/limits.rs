@@ -8,16 +8,13 @@ const RESERVED: u64 = 64;
 const PER_HOST: u64 = 2;
 
 /// Raises the soft limit as far as allowed and returns the number of hosts that may run at once.
+/// The limit is what it is when it cannot be raised; the budget below then says so.
 pub fn host_budget() -> usize {
-    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => limit,
-        Err(error) => {
-            tracing::warn!("could not raise the open-file limit: {error}");
-            rlimit::getrlimit(rlimit::Resource::NOFILE)
-                .map(|(soft, _)| soft)
-                .unwrap_or(1024)
-        }
-    };
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or_else(|_| {
+        rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024)
+    });
     budget(limit)
 }
 

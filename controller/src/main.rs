@@ -16,6 +16,15 @@
 //! `main` is the only place that maps errors to exit statuses and prints them.
 #![forbid(unsafe_code)]
 
+/// A line on stderr that never panics: `eprintln!` does when stderr is a closed pipe
+/// (`volley ... 2>&1 | head`), and a reader going away must not crash volley.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod connect_retry;
 mod demo;
@@ -36,6 +45,7 @@ mod shell;
 mod ssh_config;
 mod transport;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -54,41 +64,16 @@ pub(crate) struct UsageError(pub(crate) String);
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) {
-                let _ = error.print();
-                return ExitCode::SUCCESS;
-            }
-            // clap's own rendering spans several lines; the first says what is wrong.
-            let rendered = error.render().to_string();
-            let first = rendered
-                .lines()
-                .next()
-                .unwrap_or("bad arguments")
-                .trim_start_matches("error: ");
-            eprintln!("volley: {first} (see volley --help)");
-            return ExitCode::from(exit::USAGE);
-        }
+        Err(error) => return clap_exit(&error),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    start_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("volley: cannot start the async runtime: {error}");
+            say!("volley: cannot start the async runtime: {error}");
             return ExitCode::from(exit::INTERNAL);
         }
     };
@@ -109,8 +94,11 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(status) => ExitCode::from(status),
+        // A reader that went away (`volley runs | head -1`) ends volley quietly, with the status
+        // a shell gives a tool killed by SIGPIPE.
+        Err(error) if is_broken_pipe(&error) => ExitCode::from(exit::BROKEN_PIPE),
         Err(error) => {
-            eprintln!("volley: {error}");
+            say!("volley: {error}");
             let status = if error.is::<UsageError>() {
                 exit::USAGE
             } else {
@@ -119,6 +107,63 @@ fn main() -> ExitCode {
             ExitCode::from(status)
         }
     }
+}
+
+/// Help and version go to stdout (exit 0), as does the help that bare `volley` or a bare
+/// `volley agent` prints, as cargo does. Any other error is clap's whole message on stderr: what
+/// is wrong, the usage line, and the tips (the missing arguments, `-- COMMAND`); exit 64.
+fn clap_exit(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    use std::io::Write as _;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = write!(std::io::stdout(), "{}", error.render());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let _ = error.print();
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+/// Diagnostics (tracing) are off unless `VOLLEY_LOG` asks for them (`VOLLEY_LOG=debug`,
+/// `VOLLEY_LOG=volley=trace,russh=debug`): an operator's stderr carries volley's own lines only.
+/// They are coloured only on a terminal.
+fn start_logging() {
+    use std::io::IsTerminal;
+    let Some(filter) = std::env::var("VOLLEY_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return;
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(filter) => filter,
+        Err(error) => {
+            say!("volley: warning: VOLLEY_LOG '{filter}': {error}; logging at debug");
+            tracing_subscriber::EnvFilter::new("debug")
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// Whether `error` is a write to a pipe whose reader is gone.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// `volley runs` and `volley runs show`.
@@ -157,12 +202,14 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
         } => {
             let pki = Pki::new(dir(pki_dir));
             let issued = pki.init(&identity).map_err(|e| UsageError(e.to_string()))?;
-            println!("CA: {}", pki.ca_certificate().display());
-            println!(
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "CA: {}", pki.ca_certificate().display())?;
+            writeln!(
+                out,
                 "controller certificate ({identity}): {}",
                 issued.certificate.display()
-            );
-            println!("controller key: {}", issued.key.display());
+            )?;
+            writeln!(out, "controller key: {}", issued.key.display())?;
         }
         PkiCommand::Issue {
             dir: pki_dir,
@@ -182,11 +229,12 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
                 let issued = pki
                     .issue_agent(&name, &addresses)
                     .map_err(|e| UsageError(e.to_string()))?;
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "{name}: {} {}",
                     issued.certificate.display(),
                     issued.key.display()
-                );
+                )?;
             }
         }
     }

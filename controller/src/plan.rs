@@ -54,6 +54,8 @@ pub struct RunPlan {
     pub max_output: usize,
     pub output: OutputMode,
     pub color: ColorChoice,
+    /// `HOST: ` before each streamed line.
+    pub prefix: bool,
     pub known_hosts: PathBuf,
     pub accept_new_host_keys: bool,
     /// Identity files for every host; `explicit` when the operator named them (a missing one is
@@ -226,7 +228,8 @@ impl RunPlan {
             } else {
                 OutputMode::Stream
             },
-            color: args.output.color,
+            color: args.output.color.unwrap_or(ColorChoice::Auto),
+            prefix: !args.output.no_prefix,
             known_hosts,
             accept_new_host_keys: args.ssh.accept_new_host_keys,
             identity_files,

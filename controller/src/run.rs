@@ -83,7 +83,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     }
     let budget = limits::host_budget();
     if plan.parallel > budget && plan.hosts.len() > budget {
-        eprintln!(
+        say!(
             "volley: running at most {budget} hosts at once instead of {}: the open-file limit allows no more (raise `ulimit -n`)",
             plan.parallel
         );
@@ -91,6 +91,9 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     }
     let known_hosts = KnownHosts::load(&plan.known_hosts).map_err(|e| usage(&e))?;
     let identities = Identities::load(&plan).await.map_err(|e| usage(&e))?;
+    if let Some(problem) = &identities.agent_problem {
+        say!("volley: warning: {problem}");
+    }
     let ssh = SshTransport::new(
         Arc::new(known_hosts),
         plan.accept_new_host_keys,
@@ -106,17 +109,12 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         }
     };
 
-    let color = match plan.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-        }
-    };
+    let colors = colors(plan.color);
     let options = ReportOptions {
         mode: plan.output,
-        color,
+        colors,
         progress: std::io::stderr().is_terminal(),
+        prefix: plan.prefix,
     };
     let hosts: Vec<String> = plan.hosts.iter().map(|host| host.name.clone()).collect();
     let batched = plan.rollout.is_batched();
@@ -139,7 +137,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         )
     })?;
     if let Err(error) = journal::store::prune(&journal_dir, &plan.journal, &journal.id) {
-        eprintln!(
+        say!(
             "volley: warning: cannot prune old runs in {}: {}",
             journal_dir.display(),
             plan::io_reason(&error)
@@ -176,6 +174,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     let interrupted = cancel.is_cancelled();
     let status = match &reports {
         Ok(reports) => exit::status(reports.iter().flatten(), interrupted),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
         Err(_) => exit::INTERNAL,
     };
     let ending = journal::Ending {
@@ -184,13 +183,19 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         exit_status: status,
     };
     if let Err(error) = journal.finish(ending) {
-        eprintln!(
+        say!(
             "volley: warning: the record of this run in {} is incomplete: {}",
             journal_path.display(),
             plan::io_reason(&error)
         );
     }
-    let reports = reports.map_err(|error| anyhow::anyhow!("cannot write the output: {error}"))?;
+    let reports = match reports {
+        Ok(reports) => reports,
+        // The reader went away (`| head -1`): the run was stopped and journalled, and there is
+        // no one left to tell; volley ends quietly, as a tool killed by SIGPIPE would.
+        Err(_) if status == exit::BROKEN_PIPE => return Ok(status),
+        Err(error) => anyhow::bail!("cannot write the output: {error}"),
+    };
     let mut stderr = std::io::stderr().lock();
     report::write_summary(
         &mut stderr,
@@ -198,7 +203,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         &reports,
         started.elapsed(),
         interrupted,
-        color,
+        colors.stderr,
     )?;
     let outcomes = || reports.iter().flatten().map(|report| &report.outcome);
     let skipped = outcomes()
@@ -222,7 +227,7 @@ pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
                 retry.retry_of, retry.of, retry.of
             ),
         };
-        eprintln!("volley: nothing to retry: {which}");
+        say!("volley: nothing to retry: {which}");
         return Ok(exit::SUCCESS);
     }
     let origin = Origin {
@@ -267,6 +272,24 @@ fn started_at() -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
+/// Whether to colour stdout and stderr: `auto` colours a stream only when it is a terminal and
+/// NO_COLOR is not set to something (no-color.org: an empty NO_COLOR does not count).
+fn colors(choice: ColorChoice) -> report::Colors {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    let auto = |terminal: bool| terminal && !no_color;
+    match choice {
+        ColorChoice::Always => report::Colors {
+            stdout: true,
+            stderr: true,
+        },
+        ColorChoice::Never => report::Colors::default(),
+        ColorChoice::Auto => report::Colors {
+            stdout: auto(std::io::stdout().is_terminal()),
+            stderr: auto(std::io::stderr().is_terminal()),
+        },
+    }
+}
+
 /// The first SIGINT or SIGTERM stops the run: no new host starts and running commands are
 /// stopped on their hosts. A second one exits at once.
 async fn stop_on_signals(cancel: CancellationToken) {
@@ -275,8 +298,8 @@ async fn stop_on_signals(cancel: CancellationToken) {
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) else {
-        tracing::warn!(
-            "cannot listen for SIGINT/SIGTERM; an interrupt will kill volley without a summary"
+        say!(
+            "volley: warning: cannot listen for SIGINT/SIGTERM; an interrupt will kill volley without a summary"
         );
         return;
     };
@@ -284,9 +307,7 @@ async fn stop_on_signals(cancel: CancellationToken) {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    eprintln!(
-        "volley: interrupted: stopping the running commands (interrupt again to quit at once)"
-    );
+    say!("volley: interrupted: stopping the running commands (interrupt again to quit at once)");
     cancel.cancel();
     tokio::select! {
         _ = interrupt.recv() => {}

@@ -230,7 +230,7 @@ pub struct SshArgs {
     pub ssh_config: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct OutputArgs {
     /// Write one JSON object per host outcome (JSON Lines) to stdout instead of the output stream
     #[arg(long, conflicts_with = "gather")]
@@ -240,9 +240,14 @@ pub struct OutputArgs {
     #[arg(short = 'b', long)]
     pub gather: bool,
 
-    /// Colour host names
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
-    pub color: ColorChoice,
+    /// Stream output lines without the `HOST: ` prefix (failure lines still name their host)
+    #[arg(short = 'N', long)]
+    pub no_prefix: bool,
+
+    /// Colour host names and outcomes: `auto` colours each of stdout and stderr only when it is
+    /// a terminal and NO_COLOR is not set [default: auto]
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub color: Option<ColorChoice>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

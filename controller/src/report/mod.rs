@@ -41,10 +41,21 @@ use crate::plan::OutputMode;
 #[derive(Clone, Copy, Debug)]
 pub struct ReportOptions {
     pub mode: OutputMode,
-    /// Colour host names and outcomes (already resolved from `--color` and the terminal).
-    pub color: bool,
+    /// Whether to colour what goes to each stream (already resolved from `--color` and whether
+    /// that stream is a terminal).
+    pub colors: Colors,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Put `HOST: ` before each streamed line (`-N` turns it off).
+    pub prefix: bool,
+}
+
+/// Colour, decided per stream: stdout may be a terminal while stderr goes to a file, and the
+/// file must not get escape codes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Colors {
+    pub stdout: bool,
+    pub stderr: bool,
 }
 
 /// Output is written once this much is buffered even while events keep coming, so memory stays
@@ -79,13 +90,21 @@ async fn consume<O: Write, E: Write>(
     mut progress: Option<Progress>,
 ) -> io::Result<Vec<Option<HostReport>>> {
     let paint = Paint {
-        enabled: options.color,
+        enabled: options.colors.stdout,
     };
     let mut reports: Vec<Option<HostReport>> = vec![None; hosts.len()];
     // The stream renderer takes the names; batch lines need them in every mode.
     let names = hosts.clone();
-    let mut stream =
-        (options.mode == OutputMode::Stream).then(|| StreamRenderer::new(hosts, paint));
+    let mut stream = (options.mode == OutputMode::Stream).then(|| {
+        let style = stream::Style {
+            out: paint,
+            err: Paint {
+                enabled: options.colors.stderr,
+            },
+            prefix: options.prefix,
+        };
+        StreamRenderer::new(hosts, style)
+    });
     loop {
         let event = match events.try_recv() {
             Ok(event) => event,
@@ -232,8 +251,9 @@ mod tests {
         let (sender, receiver) = mpsc::channel(4);
         let options = ReportOptions {
             mode,
-            color: false,
+            colors: Colors::default(),
             progress: false,
+            prefix: true,
         };
         let producer = tokio::spawn(async move {
             for event in events {
@@ -358,8 +378,9 @@ mod tests {
         let (_sender, receiver) = mpsc::channel(1);
         let options = ReportOptions {
             mode: OutputMode::Stream,
-            color: false,
+            colors: Colors::default(),
             progress: false,
+            prefix: true,
         };
         assert_send(&report(Vec::new(), options, receiver));
     }

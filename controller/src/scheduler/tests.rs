@@ -125,6 +125,7 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
         max_output: 1024,
         output: OutputMode::Json,
         color: ColorChoice::Never,
+        prefix: true,
         known_hosts: PathBuf::from("/dev/null"),
         accept_new_host_keys: false,
         identity_files: Vec::new(),

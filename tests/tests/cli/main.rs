@@ -1,0 +1,17 @@
+//! End-to-end tests of how `volley` behaves as a Unix command, against real sshd fleets on
+//! loopback: pipes whose reader goes away, terminals and files, usage errors, the documents
+//! generated from its flags, and the operator's conveniences around a run. They need
+//! `target/debug/volley` (`cargo build -p volley`); without it every test here fails, saying so.
+//!
+//! Modules, one area each:
+//! - `pipes`: `volley ... | head -1` and `2>&1 | head` end quietly; the run is stopped and
+//!   journalled; the same for `volley runs show`.
+//! - `terminal`: colour only where a terminal is, no log lines unless `VOLLEY_LOG` asks.
+
+mod pipes;
+mod terminal;
+
+pub use volley_tests::report::{EXIT_SUCCESS, EXIT_USAGE};
+
+/// What a shell reports for a tool that a closed pipe ended: 128 + SIGPIPE.
+pub const EXIT_BROKEN_PIPE: i32 = 141;
