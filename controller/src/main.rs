@@ -5,6 +5,7 @@
 //! - [`scheduler`]: every host through one [`transport::Transport`], `parallel` at a time;
 //! - [`transport`]: the trait; SSH (with known_hosts and identities), the agent, and `auto`;
 //! - [`pki`]: the private CA (`volley pki`); [`demo`]: a throwaway local fleet of agents;
+//! - [`docs`]: shell completions and man pages, generated from the clap definitions;
 //! - [`install`]: `volley agent install|status|upgrade|renew|uninstall`, one more transport;
 //! - [`report`]: the stream, JSON and gather renderers, progress and the summary;
 //! - [`exit`]: the exit status as a function of the outcomes; [`limits`]: the file budget.
@@ -28,6 +29,7 @@ macro_rules! say {
 mod cli;
 mod connect_retry;
 mod demo;
+mod docs;
 mod entropy;
 mod event;
 mod exit;
@@ -50,7 +52,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, PkiCommand, PkiDir, RunsArgs, RunsCommand};
+use crate::cli::{Cli, Command, ManArgs, PkiCommand, PkiDir, RunsArgs, RunsCommand};
 use crate::journal::store::runs_dir;
 use crate::pki::Pki;
 use crate::plan::Environment;
@@ -90,6 +92,10 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Runs(args) => runs(args),
             Command::Retry(args) => run::retry(args).await,
+            Command::Completions(args) => docs::completions(args.shell, &mut std::io::stdout())
+                .map(|()| exit::SUCCESS)
+                .map_err(Into::into),
+            Command::Man(args) => man(args),
         }
     });
     match result {
@@ -164,6 +170,29 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// `volley man`: volley(1) on stdout, or every page into `--dir`.
+fn man(args: ManArgs) -> anyhow::Result<u8> {
+    match &args.dir {
+        None => docs::man_page(&mut std::io::stdout())?,
+        Some(dir) => {
+            let pages = docs::man_pages(dir).map_err(|error| {
+                UsageError(format!(
+                    "--dir {}: {}",
+                    dir.display(),
+                    plan::io_reason(&error)
+                ))
+            })?;
+            writeln!(
+                std::io::stdout(),
+                "{} pages in {}",
+                pages.len(),
+                dir.display()
+            )?;
+        }
+    }
+    Ok(exit::SUCCESS)
 }
 
 /// `volley runs` and `volley runs show`.

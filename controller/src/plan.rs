@@ -43,6 +43,18 @@ pub struct HostSpec {
     pub agent_prefix: Option<PathBuf>,
 }
 
+impl HostSpec {
+    /// What makes two targets the same host: user, address (names compare without case) and
+    /// port.
+    pub fn login(&self) -> (String, String, u16) {
+        (
+            self.user.clone(),
+            self.address.to_ascii_lowercase(),
+            self.port,
+        )
+    }
+}
+
 /// A validated `volley run`.
 #[derive(Debug)]
 pub struct RunPlan {
@@ -142,48 +154,78 @@ impl RunPlan {
             inventory_path: &inventory_path,
         }
         .resolve(args)?;
+        // The same host named twice runs once, with the settings of its first mention: the same
+        // name (`web01` in a group and on the command line), or the same login at the same
+        // address and port once the inventory and ssh config are applied (`web01,root@web01:22`).
+        // Names stay unique: the journal, reports and retries know hosts by name.
+        let (mut names, mut logins) = (HashSet::new(), HashSet::new());
         let hosts = targets
             .into_iter()
             .map(|(target, group)| host_spec(target, group, args, &inventory, &ssh_config, env))
+            .filter(|host| {
+                let new_name = names.insert(host.name.clone());
+                let new_login = logins.insert(host.login());
+                new_name && new_login
+            })
             .collect();
 
+        // A setting comes from its flag, else its VOLLEY_ variable, else the inventory: an
+        // error names the one it came from.
+        let source = Sources {
+            env,
+            inventory: &inventory_path,
+        };
         let duration = |flag: &str, value: &str| {
             parse_duration(value).map_err(|e| PlanError::Input(format!("{flag}: {e}")))
         };
-        let connect_timeout = match args
-            .limits
-            .connect_timeout
-            .as_ref()
-            .or(inventory.connect_timeout.as_ref())
-        {
-            Some(value) => duration("--connect-timeout", value)?,
+        let connect_timeout = match source.pick(
+            "--connect-timeout",
+            args.limits.connect_timeout.as_ref(),
+            "connect_timeout",
+            inventory.connect_timeout.as_ref(),
+        ) {
+            Some((name, value)) => {
+                let timeout = duration(&name, value)?;
+                if timeout.is_zero() {
+                    return Err(PlanError::Input(format!("{name}: must be more than 0")));
+                }
+                timeout
+            }
             None => DEFAULT_CONNECT_TIMEOUT,
         };
-        let command_timeout = match args.limits.timeout.as_ref().or(inventory.timeout.as_ref()) {
-            Some(value) => Some(duration("--timeout", value)?),
+        // `--timeout 0` is no timeout, so that the command line can lift an inventory's.
+        let command_timeout = match source.pick(
+            "--timeout",
+            args.limits.timeout.as_ref(),
+            "timeout",
+            inventory.timeout.as_ref(),
+        ) {
+            Some((name, value)) => Some(duration(&name, value)?).filter(|t| !t.is_zero()),
             None => None,
         };
-        let max_output = match args.max_output.as_ref().or(inventory.max_output.as_ref()) {
-            Some(value) => {
-                parse_size(value).map_err(|e| PlanError::Input(format!("--max-output: {e}")))?
+        let max_output = match source.pick(
+            "--max-output",
+            args.max_output.as_ref(),
+            "max_output",
+            inventory.max_output.as_ref(),
+        ) {
+            Some((name, value)) => {
+                parse_size(value).map_err(|e| PlanError::Input(format!("{name}: {e}")))?
             }
             None => DEFAULT_MAX_OUTPUT,
         };
-        let parallel = args
-            .limits
-            .parallel
-            .or(inventory.parallel)
-            .unwrap_or(DEFAULT_PARALLEL);
-        if parallel == 0 {
-            return Err(PlanError::Input(
-                "--parallel: must be at least 1".to_string(),
-            ));
-        }
-        if connect_timeout.is_zero() {
-            return Err(PlanError::Input(
-                "--connect-timeout: must be more than 0".to_string(),
-            ));
-        }
+        let parallel = match source.pick(
+            "--parallel",
+            args.limits.parallel.as_ref(),
+            "parallel",
+            inventory.parallel.as_ref(),
+        ) {
+            Some((name, 0)) => {
+                return Err(PlanError::Input(format!("{name}: must be at least 1")));
+            }
+            Some((_, parallel)) => *parallel,
+            None => DEFAULT_PARALLEL,
+        };
 
         let command = args.command.join(" ");
         if command.trim().is_empty() {
@@ -247,8 +289,42 @@ impl RunPlan {
                 .unwrap_or_else(|| env.home.join(".config/volley/pki")),
             rollout: RolloutPlan::from_args(&args.rollout)
                 .map_err(|e| PlanError::Input(e.to_string()))?,
-            journal: JournalLimits::from_inventory(&inventory).map_err(PlanError::Input)?,
+            journal: JournalLimits::from_inventory(&inventory).map_err(|problem| {
+                PlanError::Input(format!("inventory {}: {problem}", inventory_path.display()))
+            })?,
         })
+    }
+}
+
+/// Where run settings come from, to name the right one in an error.
+struct Sources<'a> {
+    env: &'a Environment,
+    inventory: &'a Path,
+}
+
+impl Sources<'_> {
+    /// The flag's value if given, else the inventory's (which `VOLLEY_<KEY>` overrides), each
+    /// with the name an error should give: `--timeout`, `VOLLEY_TIMEOUT`, or `inventory FILE:
+    /// timeout`.
+    fn pick<'v, T>(
+        &self,
+        flag: &str,
+        given: Option<&'v T>,
+        key: &str,
+        inventory: Option<&'v T>,
+    ) -> Option<(String, &'v T)> {
+        if let Some(value) = given {
+            return Some((flag.to_string(), value));
+        }
+        let value = inventory?;
+        let variable = format!("VOLLEY_{}", key.to_ascii_uppercase());
+        if self.env.variables.iter().any(|(name, _)| *name == variable) {
+            return Some((variable, value));
+        }
+        Some((
+            format!("inventory {}: {key}", self.inventory.display()),
+            value,
+        ))
     }
 }
 
@@ -361,17 +437,22 @@ struct Resolver<'a> {
 impl<'a> Resolver<'a> {
     /// Returns each target with the inventory group it was first reached through.
     fn resolve(&self, args: &RunArgs) -> Result<Vec<(Target, Option<&'a str>)>, PlanError> {
-        let mut lists: Vec<String> = args.targets.targets.clone();
-        lists.extend(
-            args.targets
-                .groups
-                .iter()
-                .map(|group| format!("@{}", group.trim())),
-        );
+        // What the operator gave, to name it when it resolves to nothing.
+        let mut given: Vec<String> = Vec::new();
+        let mut lists: Vec<String> = Vec::new();
+        for list in &args.targets.targets {
+            given.push(format!("-w '{list}'"));
+            lists.push(list.clone());
+        }
+        for group in &args.targets.groups {
+            given.push(format!("-g '{}'", group.trim()));
+            lists.push(format!("@{}", group.trim()));
+        }
         for file in &args.targets.hosts_file {
             let text = std::fs::read_to_string(file).map_err(|e| {
                 PlanError::Input(format!("hosts file {}: {}", file.display(), io_reason(&e)))
             })?;
+            given.push(format!("hosts file {}", file.display()));
             lists.extend(
                 text.lines()
                     .map(|line| line.split('#').next().unwrap_or("").trim())
@@ -379,7 +460,7 @@ impl<'a> Resolver<'a> {
                     .map(str::to_string),
             );
         }
-        if lists.is_empty() {
+        if given.is_empty() {
             return Err(PlanError::Input(
                 "no targets: give -w PATTERNS, -g GROUP or --hosts-file FILE".to_string(),
             ));
@@ -391,14 +472,28 @@ impl<'a> Resolver<'a> {
                 self.push(pattern, None, &mut Vec::new(), &mut targets)?;
             }
         }
+        if targets.is_empty() {
+            let verb = if given.len() == 1 { "names" } else { "name" };
+            return Err(PlanError::Input(format!(
+                "no targets: {} {verb} no host",
+                given.join(", ")
+            )));
+        }
 
         let exclude = Exclusions::new(self, &args.targets.exclude)?;
-        let mut seen = HashSet::new();
-        targets.retain(|(target, _)| !exclude.matches(&target.host) && seen.insert(target.clone()));
+        let before = targets.len();
+        targets.retain(|(target, _)| !exclude.matches(&target.host));
         if targets.is_empty() {
-            return Err(PlanError::Input(
-                "no targets left after --exclude".to_string(),
-            ));
+            let excluded: Vec<String> = args
+                .targets
+                .exclude
+                .iter()
+                .map(|list| format!("-x '{list}'"))
+                .collect();
+            return Err(PlanError::Input(format!(
+                "no targets left: {} leaves out all {before} of them",
+                excluded.join(" ")
+            )));
         }
         Ok(targets)
     }

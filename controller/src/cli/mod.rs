@@ -7,11 +7,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod examples;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "volley",
     version,
-    about = "Run one command on many servers at once"
+    about = "Run one command on many servers at once",
+    after_help = examples::VOLLEY
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -21,35 +24,65 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command on every target host and report one outcome per host
+    #[command(after_help = examples::RUN)]
     Run(Box<RunArgs>),
     /// Manage the private CA that agents and the controller trust
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::PKI)]
     Pki(PkiCommand),
     /// Start a throwaway local fleet of agents, run a command on it, and clean up
+    #[command(after_help = examples::DEMO)]
     Demo(DemoArgs),
     /// List recent runs, or show one run's outcomes (`runs show last`)
+    #[command(after_help = examples::RUNS)]
     Runs(RunsArgs),
     /// Run a recorded run's command again, with the same flags, on the hosts that did not
     /// succeed
+    #[command(after_help = examples::RETRY)]
     Retry(RetryArgs),
     /// Install, check, upgrade, renew or remove volley-agent on hosts, over SSH
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::AGENT)]
     Agent(AgentCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Print volley's man page, generated from these flags, or write one page per subcommand
+    #[command(after_help = examples::MAN)]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write volley.1 and a page for each subcommand (volley-run.1, volley-agent-install.1, ...)
+    /// into this directory instead of printing volley.1
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Install the agent (binary, key made on the host, certificate, config, service), then
     /// verify it answers over mTLS; hosts already up to date report "unchanged"
+    #[command(after_help = examples::AGENT_INSTALL)]
     Install(Box<AgentInstallArgs>),
     /// Per host: the agent's version, whether it answers, its certificate's expiry
+    #[command(after_help = examples::AGENT_STATUS)]
     Status(Box<AgentArgs>),
     /// Replace the agent binary: atomic swap, restart, verify; the old one is put back if the
     /// new one does not come up
+    #[command(after_help = examples::AGENT_UPGRADE)]
     Upgrade(Box<AgentInstallArgs>),
     /// Give agents a new key (made on the host) and certificate, served without a restart
+    #[command(after_help = examples::AGENT_RENEW)]
     Renew(Box<AgentArgs>),
     /// Stop and disable the agent and remove everything the install put on the host
+    #[command(after_help = examples::AGENT_UNINSTALL)]
     Uninstall(Box<AgentArgs>),
 }
 
@@ -89,6 +122,7 @@ pub struct AgentArgs {
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
     /// Create the CA and the controller's client certificate
+    #[command(after_help = examples::PKI_INIT)]
     Init {
         #[command(flatten)]
         dir: PkiDir,
@@ -97,6 +131,7 @@ pub enum PkiCommand {
         identity: String,
     },
     /// Issue agent certificates: NAME, or NAME=ADDRESS to add the host's address
+    #[command(after_help = examples::PKI_ISSUE)]
     Issue {
         #[command(flatten)]
         dir: PkiDir,
@@ -305,6 +340,7 @@ pub struct RunsArgs {
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
     /// Show the outcome of every host of a run
+    #[command(after_help = examples::RUNS_SHOW)]
     Show(ShowArgs),
 }
 
@@ -336,3 +372,6 @@ pub struct RetryArgs {
     #[arg(long, value_name = "CLASSES")]
     pub only: Option<String>,
 }
+
+#[cfg(test)]
+mod tests;

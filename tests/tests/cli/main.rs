@@ -7,9 +7,14 @@
 //! - `pipes`: `volley ... | head -1` and `2>&1 | head` end quietly; the run is stopped and
 //!   journalled; the same for `volley runs show`.
 //! - `terminal`: colour only where a terminal is, no log lines unless `VOLLEY_LOG` asks.
+//! - `docs`: bash completes with `volley completions bash`; the man pages render with nroff.
+//! - `usage`: clap's whole message for usage errors, help for bare `volley`, input errors that
+//!   name their input (empty targets, inventory types), `--timeout 0`.
 
+mod docs;
 mod pipes;
 mod terminal;
+mod usage;
 
 pub use volley_tests::report::{EXIT_SUCCESS, EXIT_USAGE};
 
