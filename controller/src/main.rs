@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             Command::Pki(command) => pki_command(command).map(|()| exit::SUCCESS),
             Command::Demo(args) => demo::run(args).await,
             Command::Runs(args) => runs(args),
-            Command::Retry(args) => run::retry(args).await,
+            Command::Retry(args) => run::retry(*args).await,
             Command::Completions(args) => docs::completions(args.shell, &mut std::io::stdout())
                 .map(|()| exit::SUCCESS)
                 .map_err(Into::into),

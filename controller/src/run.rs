@@ -41,7 +41,14 @@ pub(crate) struct Origin {
     /// The subcommand's arguments as given, for the journal.
     arguments: Vec<String>,
     /// For a retry: the run retried, and the hosts to run on.
-    retry: Option<(String, Vec<String>)>,
+    retry: Option<RetryOf>,
+}
+
+/// What a retry adds to a run: the run it retries, its hosts, and the overrides on the way.
+struct RetryOf {
+    run: String,
+    hosts: Vec<String>,
+    overrides: Vec<Vec<String>>,
 }
 
 impl Origin {
@@ -78,8 +85,8 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
     let env = Environment::from_process().map_err(|e| usage(&e))?;
     let mut plan = RunPlan::new(&args, &env).map_err(|e| usage(&e))?;
-    if let Some((retry_of, hosts)) = &retry {
-        runs::keep_only(&mut plan.hosts, retry_of, hosts).map_err(|e| usage(&e))?;
+    if let Some(retry) = &retry {
+        runs::keep_only(&mut plan.hosts, &retry.run, &retry.hosts).map_err(|e| usage(&e))?;
     }
     let budget = limits::host_budget();
     if plan.parallel > budget && plan.hosts.len() > budget {
@@ -121,14 +128,13 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
 
     // A run that cannot be recorded could not be retried or audited: it does not start.
     let journal_dir = runs_dir(&env);
-    let mut header = journal::header(
-        &args,
-        &plan,
-        arguments,
-        retry.map(|(retry_of, _)| retry_of),
-        &env.local_user,
-    );
+    let (retry_of, retry_overrides) = match retry {
+        Some(retry) => (Some(retry.run), retry.overrides),
+        None => (None, Vec::new()),
+    };
+    let mut header = journal::header(&args, &plan, arguments, retry_of, &env.local_user);
     header.subcommand = recorded_subcommand;
+    header.retry_overrides = retry_overrides;
     let journal = Journal::create(&journal_dir, header).map_err(|error| {
         anyhow::anyhow!(
             "cannot record the run in {}: {}",
@@ -210,15 +216,22 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         .filter(|outcome| **outcome == Outcome::Skipped)
         .count();
     report::write_rollout(&mut stderr, &end, batched, skipped)?;
-    let not_succeeded = hosts.len() - outcomes().filter(|o| o.is_success()).count();
-    report::write_recorded(&mut stderr, &run_id, not_succeeded)?;
+    let failed = reports
+        .iter()
+        .map(|report| report.as_ref().map(|report| &report.outcome))
+        .filter(|outcome| !outcome.is_some_and(Outcome::is_success));
+    report::write_recorded(&mut stderr, &run_id, failed)?;
     Ok(status)
 }
 
 /// `volley retry RUN`: the recorded run's arguments, on its hosts that did not succeed.
 pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
     let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
-    let retry = runs::retry(&runs_dir(&env), &args).map_err(runs_error)?;
+    let given = std::env::args_os()
+        .skip(2)
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let retry = runs::retry(&runs_dir(&env), &args, given).map_err(runs_error)?;
     if retry.hosts.is_empty() {
         let which = match &args.only {
             Some(only) => format!("no host of run {} matches --only {only}", retry.retry_of),
@@ -236,7 +249,11 @@ pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
             None => Operation::Command,
         },
         arguments: retry.arguments,
-        retry: Some((retry.retry_of, retry.hosts)),
+        retry: Some(RetryOf {
+            run: retry.retry_of,
+            hosts: retry.hosts,
+            overrides: retry.overrides,
+        }),
     };
     run(retry.args, origin).await
 }

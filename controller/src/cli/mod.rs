@@ -38,7 +38,7 @@ pub enum Command {
     /// Run a recorded run's command again, with the same flags, on the hosts that did not
     /// succeed
     #[command(after_help = examples::RETRY)]
-    Retry(RetryArgs),
+    Retry(Box<RetryArgs>),
     /// Install, check, upgrade, renew or remove volley-agent on hosts, over SSH
     #[command(subcommand, after_help = examples::AGENT)]
     Agent(AgentCommand),
@@ -195,7 +195,7 @@ pub struct RunArgs {
 
 /// How many hosts at once, and how long each may take: the same flags for `volley run` and every
 /// `volley agent` operation.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct LimitArgs {
     /// How many hosts run at once [default: 512, or the inventory's `parallel`]
     #[arg(short = 'p', long, value_name = "N")]
@@ -299,7 +299,7 @@ pub enum ColorChoice {
     Never,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct RolloutArgs {
     /// Run the hosts in batches, each after the previous one finished: a number of hosts (25),
     /// a percentage of the targets (10%), or a list whose last size repeats (1,10%,50%)
@@ -371,6 +371,40 @@ pub struct RetryArgs {
     /// (cancelled or not finished)
     #[arg(long, value_name = "CLASSES")]
     pub only: Option<String>,
+
+    #[command(flatten)]
+    pub overrides: RetryOverrides,
+}
+
+/// What a retry may change of the recorded run: a flag given here replaces the recorded one
+/// (`--json` and `--gather` replace the output mode, `--max-failures` and `--abort-on-failure`
+/// each other); the targets and the command stay as recorded.
+#[derive(Debug, Default, Args)]
+pub struct RetryOverrides {
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Output kept in memory per host and stream, for --gather and --json
+    #[arg(long, value_name = "BYTES")]
+    pub max_output: Option<String>,
+
+    /// Record the keys of hosts not yet in known_hosts (changed keys are still refused)
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+
+    /// Identity files to authenticate with, instead of the recorded ones (repeatable)
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+
+    /// known_hosts file that host keys are checked against, instead of the recorded one
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
 }
 
 #[cfg(test)]

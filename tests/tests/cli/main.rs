@@ -6,6 +6,8 @@
 //! Modules, one area each:
 //! - `pipes`: `volley ... | head -1` and `2>&1 | head` end quietly; the run is stopped and
 //!   journalled; the same for `volley runs show`.
+//! - `retry`: overrides given to `volley retry`, journalled and kept by a retry of the retry;
+//!   no retry hint when only host keys or credentials failed.
 //! - `terminal`: colour only where a terminal is, no log lines unless `VOLLEY_LOG` asks.
 //! - `docs`: bash completes with `volley completions bash`; the man pages render with nroff.
 //! - `usage`: clap's whole message for usage errors, help for bare `volley`, input errors that
@@ -13,6 +15,7 @@
 
 mod docs;
 mod pipes;
+mod retry;
 mod terminal;
 mod usage;
 
