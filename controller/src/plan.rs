@@ -68,6 +68,10 @@ pub struct RunPlan {
     pub color: ColorChoice,
     /// `HOST: ` before each streamed line.
     pub prefix: bool,
+    /// `--out-dir`: where each host's output is also written.
+    pub out_dir: Option<PathBuf>,
+    /// `--list-hosts`: show the resolved hosts, run nothing.
+    pub list_hosts: bool,
     pub known_hosts: PathBuf,
     pub accept_new_host_keys: bool,
     /// Identity files for every host; `explicit` when the operator named them (a missing one is
@@ -228,7 +232,7 @@ impl RunPlan {
         };
 
         let command = args.command.join(" ");
-        if command.trim().is_empty() {
+        if command.trim().is_empty() && !args.output.list_hosts {
             return Err(PlanError::Input("the command is empty".to_string()));
         }
         let (identity_files, identity_files_explicit) = if !args.ssh.identity.is_empty() {
@@ -272,6 +276,8 @@ impl RunPlan {
             },
             color: args.output.color.unwrap_or(ColorChoice::Auto),
             prefix: !args.output.no_prefix,
+            out_dir: args.output.out_dir.clone(),
+            list_hosts: args.output.list_hosts,
             known_hosts,
             accept_new_host_keys: args.ssh.accept_new_host_keys,
             identity_files,

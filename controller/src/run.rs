@@ -88,7 +88,22 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     if let Some(retry) = &retry {
         runs::keep_only(&mut plan.hosts, &retry.run, &retry.hosts).map_err(|e| usage(&e))?;
     }
-    let budget = limits::host_budget();
+    if plan.list_hosts {
+        let over_ssh = matches!(operation, Operation::Agent(_));
+        let json = plan.output == plan::OutputMode::Json;
+        report::write_host_list(&mut std::io::stdout().lock(), &plan.hosts, json, over_ssh)?;
+        return Ok(exit::SUCCESS);
+    }
+    if let Some(dir) = &plan.out_dir {
+        report::files::prepare(dir).map_err(|error| {
+            UsageError(format!(
+                "--out-dir {}: {}",
+                dir.display(),
+                plan::io_reason(&error)
+            ))
+        })?;
+    }
+    let budget = limits::host_budget(plan.out_dir.is_some());
     if plan.parallel > budget && plan.hosts.len() > budget {
         say!(
             "volley: running at most {budget} hosts at once instead of {}: the open-file limit allows no more (raise `ulimit -n`)",
@@ -122,6 +137,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         colors,
         progress: std::io::stderr().is_terminal(),
         prefix: plan.prefix,
+        out_dir: plan.out_dir.clone(),
     };
     let hosts: Vec<String> = plan.hosts.iter().map(|host| host.name.clone()).collect();
     let batched = plan.rollout.is_batched();

@@ -16,6 +16,7 @@ use volley_common::outcome::{Outcome, OutcomeClass};
 use crate::cli::{Cli, Command, RetryArgs, RetryOverrides, RunArgs, ShowArgs};
 use crate::journal::store::{self, StoreError};
 use crate::plan::HostSpec;
+use crate::report::write_table;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunsError {
@@ -221,36 +222,6 @@ fn host_row(host: &str, entry: Option<&HostEntry>, batch: Option<&usize>) -> [St
     }
 }
 
-/// Left-aligned columns, two spaces apart; the last column is not padded.
-fn write_table<const N: usize>(
-    out: &mut impl Write,
-    titles: &[&str; N],
-    rows: &[[String; N]],
-) -> io::Result<()> {
-    let mut widths = titles.map(str::len);
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut text = String::new();
-        for (column, cell) in cells.iter().enumerate() {
-            if column + 1 == N {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<width$}  ", width = widths[column]));
-            }
-        }
-        text.trim_end().to_string()
-    };
-    writeln!(out, "{}", line(titles.to_vec()))?;
-    for row in rows {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
-    }
-    Ok(())
-}
-
 /// `3 succeeded, 2 unreachable`: successes first, then the other kinds by name.
 fn counts_text(counts: &BTreeMap<String, usize>) -> String {
     let succeeded = counts.get("succeeded").copied().unwrap_or(0);
@@ -436,6 +407,10 @@ impl RetryOverrides {
             run.output.gather = output.gather;
         }
         run.output.no_prefix |= output.no_prefix;
+        run.output.list_hosts |= output.list_hosts;
+        if output.out_dir.is_some() {
+            run.output.out_dir.clone_from(&output.out_dir);
+        }
         if output.color.is_some() {
             run.output.color = output.color;
         }

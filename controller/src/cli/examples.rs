@@ -17,7 +17,9 @@ Examples:
   volley run --hosts-file hosts.txt -p 1000 --json -- uptime
   volley run -g web --gather -- cat /etc/app/version
   volley run -g web --batch 1,10%,50% --batch-delay 30s --max-failures 2 -- systemctl restart app
-  volley run -g web -N -- hostname";
+  volley run -g web -N -- hostname
+  volley run -g web --out-dir out -- journalctl -u app --since today
+  volley run -g web --list-hosts";
 
 pub const PKI: &str = "\
 Examples:
@@ -55,7 +57,9 @@ pub const RETRY: &str = "\
 Examples:
   volley retry last
   volley retry last --only unreachable,connect_timeout
-  volley retry 20261127T065812Z-3f9a";
+  volley retry 20261127T065812Z-3f9a -p 50 --timeout 10m
+  volley retry last --accept-new-host-keys
+  volley retry last --list-hosts";
 
 pub const AGENT: &str = "\
 Examples:

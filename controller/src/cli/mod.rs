@@ -189,7 +189,11 @@ pub struct RunArgs {
     pub rollout: RolloutArgs,
 
     /// The command, run by the remote user's shell
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        required_unless_present = "list_hosts",
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -278,6 +282,15 @@ pub struct OutputArgs {
     /// Stream output lines without the `HOST: ` prefix (failure lines still name their host)
     #[arg(short = 'N', long)]
     pub no_prefix: bool,
+
+    /// Also write each host's whole output to DIR/HOST.stdout and DIR/HOST.stderr, and the
+    /// hosts that succeeded and failed to DIR/succeeded and DIR/failed (made if missing, 0700)
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+
+    /// Print the hosts the targets resolve to (user, address, port, transport) and run nothing
+    #[arg(long)]
+    pub list_hosts: bool,
 
     /// Colour host names and outcomes: `auto` colours each of stdout and stderr only when it is
     /// a terminal and NO_COLOR is not set [default: auto]

@@ -11,13 +11,17 @@
 //! - [`gather`]: identical results grouped under folded host lists, at the end.
 //! - [`summary`]: the closing counts per outcome kind, on stderr in every mode.
 //! - [`rollout`]: the batch lines, how far a rollout went, where the run is recorded.
+//! - [`hosts`]: plain tables, and `--list-hosts`.
+//! - [`files`]: `--out-dir`, each host's output in files, and the succeeded/failed lists.
 //! - [`progress`]: the optional progress bar on stderr.
 //! - [`color`]: ANSI colours, applied only when the caller asks.
 
 mod color;
+pub mod files;
 #[cfg(test)]
 mod fixture;
 mod gather;
+mod hosts;
 mod json;
 mod progress;
 mod rollout;
@@ -29,6 +33,7 @@ use std::io::{self, Write};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use volley_common::outcome::HostReport;
 
+pub use hosts::{write_host_list, write_table};
 pub use rollout::{write_recorded, write_rollout};
 pub use summary::write_summary;
 
@@ -38,7 +43,7 @@ use self::stream::StreamRenderer;
 use crate::event::Event;
 use crate::plan::OutputMode;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReportOptions {
     pub mode: OutputMode,
     /// Whether to colour what goes to each stream (already resolved from `--color` and whether
@@ -48,6 +53,8 @@ pub struct ReportOptions {
     pub progress: bool,
     /// Put `HOST: ` before each streamed line (`-N` turns it off).
     pub prefix: bool,
+    /// `--out-dir`: also write each host's output to files there (made by [`files::prepare`]).
+    pub out_dir: Option<std::path::PathBuf>,
 }
 
 /// Colour, decided per stream: stdout may be a terminal while stderr goes to a file, and the
@@ -93,7 +100,11 @@ async fn consume<O: Write, E: Write>(
         enabled: options.colors.stdout,
     };
     let mut reports: Vec<Option<HostReport>> = vec![None; hosts.len()];
-    // The stream renderer takes the names; batch lines need them in every mode.
+    let mut files = options
+        .out_dir
+        .clone()
+        .map(|dir| files::OutDir::new(dir, &hosts));
+    // The stream renderer takes the names; batch lines and the host lists need them.
     let names = hosts.clone();
     let mut stream = (options.mode == OutputMode::Stream).then(|| {
         let style = stream::Style {
@@ -124,12 +135,18 @@ async fn consume<O: Write, E: Write>(
                 if let Some(progress) = progress.as_mut() {
                     progress.started(host);
                 }
+                if let Some(files) = files.as_mut() {
+                    files.started(host)?;
+                }
             }
             Event::Output {
                 host,
                 stream: which,
                 data,
             } => {
+                if let Some(files) = files.as_mut() {
+                    files.output(host, which, &data)?;
+                }
                 if let Some(stream) = stream.as_mut() {
                     stream.output(host, which, &data, &mut terminal.out, &mut terminal.err)?;
                 }
@@ -142,6 +159,9 @@ async fn consume<O: Write, E: Write>(
                 rollout::write_batch_started(&mut terminal.err, &names, batch, batches, range)?;
             }
             Event::Finished { host, report } => {
+                if let Some(files) = files.as_mut() {
+                    files.finished(host);
+                }
                 match options.mode {
                     OutputMode::Stream => {
                         if let Some(stream) = stream.as_mut() {
@@ -172,6 +192,9 @@ async fn consume<O: Write, E: Write>(
     if options.mode == OutputMode::Gather {
         gather::write_groups(&mut terminal.out, &reports, paint)?;
         terminal.flush(None)?;
+    }
+    if let Some(files) = files.as_mut() {
+        files.write_lists(&names, &reports)?;
     }
     Ok(reports)
 }
@@ -254,6 +277,7 @@ mod tests {
             colors: Colors::default(),
             progress: false,
             prefix: true,
+            out_dir: None,
         };
         let producer = tokio::spawn(async move {
             for event in events {
@@ -381,6 +405,7 @@ mod tests {
             colors: Colors::default(),
             progress: false,
             prefix: true,
+            out_dir: None,
         };
         assert_send(&report(Vec::new(), options, receiver));
     }

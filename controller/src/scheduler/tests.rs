@@ -126,6 +126,8 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
         output: OutputMode::Json,
         color: ColorChoice::Never,
         prefix: true,
+        out_dir: None,
+        list_hosts: false,
         known_hosts: PathBuf::from("/dev/null"),
         accept_new_host_keys: false,
         identity_files: Vec::new(),

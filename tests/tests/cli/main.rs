@@ -4,6 +4,7 @@
 //! `target/debug/volley` (`cargo build -p volley`); without it every test here fails, saying so.
 //!
 //! Modules, one area each:
+//! - `files`: `--out-dir` files and host lists, `-N`, `--list-hosts`.
 //! - `pipes`: `volley ... | head -1` and `2>&1 | head` end quietly; the run is stopped and
 //!   journalled; the same for `volley runs show`.
 //! - `retry`: overrides given to `volley retry`, journalled and kept by a retry of the retry;
@@ -14,6 +15,7 @@
 //!   name their input (empty targets, inventory types), `--timeout 0`.
 
 mod docs;
+mod files;
 mod pipes;
 mod retry;
 mod terminal;
