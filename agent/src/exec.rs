@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -86,8 +86,10 @@ pub struct Running {
     started: Instant,
 }
 
-/// Starts `spec`'s command in a new process group, stdin from /dev/null, stdout and stderr
-/// piped. `working_dir` is used when the spec names none.
+/// Starts `spec`'s command in a new process group, stdout and stderr piped. Its stdin is the
+/// request's bytes, then end of file (fed by a task of their own, so that a command that never
+/// reads them blocks nothing), or /dev/null when there are none. `working_dir` is used when the
+/// spec names none.
 pub fn start(spec: &ExecSpec, working_dir: &Path) -> Result<Running, ExecError> {
     let mut command = match &spec.program {
         Program::Shell(line) => {
@@ -123,7 +125,11 @@ pub fn start(spec: &ExecSpec, working_dir: &Path) -> Result<Running, ExecError> 
     command
         .envs(&spec.env)
         .current_dir(working_dir)
-        .stdin(Stdio::null())
+        .stdin(if spec.stdin.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -136,6 +142,15 @@ pub fn start(spec: &ExecSpec, working_dir: &Path) -> Result<Running, ExecError> 
         },
         source,
     })?;
+    let mut child = child;
+    if let Some(mut pipe) = child.stdin.take() {
+        let bytes = spec.stdin.clone();
+        // A command that exits without reading everything closes the pipe: the write fails
+        // and the task ends, as `cat file | cmd` would. Dropping the pipe is the end of file.
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&bytes).await;
+        });
+    }
     let started = Instant::now();
     let pid = child.id().ok_or_else(|| ExecError::Spawn {
         program: "the command".to_string(),

@@ -27,6 +27,8 @@ pub struct ExecSpec {
     pub timeout: Option<Duration>,
     /// Bytes of each stream the controller wants sent; `None` takes the agent's limit.
     pub max_output: Option<u64>,
+    /// The command's standard input, then end of file; empty reads as /dev/null does.
+    pub stdin: Vec<u8>,
 }
 
 /// How an execution's process ended.

@@ -21,6 +21,8 @@ pub const DEFAULT_PARALLEL: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
 pub const DEFAULT_AGENT_PORT: u16 = 7731;
+/// The most `--stdin` may send: it is held in memory once and sent whole to every host.
+pub const MAX_STDIN: u64 = 64 << 20;
 /// Identity files tried when none is named, in OpenSSH's order.
 const DEFAULT_IDENTITIES: &[&str] = &[".ssh/id_ed25519", ".ssh/id_ecdsa", ".ssh/id_rsa"];
 
@@ -72,6 +74,8 @@ pub struct RunPlan {
     pub out_dir: Option<PathBuf>,
     /// `--list-hosts`: show the resolved hosts, run nothing.
     pub list_hosts: bool,
+    /// `--stdin`: the bytes every host's command reads, then end of file.
+    pub stdin: Option<bytes::Bytes>,
     pub known_hosts: PathBuf,
     pub accept_new_host_keys: bool,
     /// Identity files for every host; `explicit` when the operator named them (a missing one is
@@ -153,6 +157,19 @@ impl RunPlan {
             None => SshConfig::load(&env.home.join(".ssh/config"), &env.home)?,
         };
 
+        let from_stdin = args
+            .targets
+            .hosts_file
+            .iter()
+            .filter(|file| is_stdin(file))
+            .count()
+            + usize::from(args.stdin.as_deref().is_some_and(is_stdin));
+        if from_stdin > 1 {
+            return Err(PlanError::Input(
+                "volley's stdin can be read once: give `-` to one --hosts-file or --stdin only"
+                    .to_string(),
+            ));
+        }
         let targets = Resolver {
             inventory: &inventory,
             inventory_path: &inventory_path,
@@ -278,6 +295,10 @@ impl RunPlan {
             prefix: !args.output.no_prefix,
             out_dir: args.output.out_dir.clone(),
             list_hosts: args.output.list_hosts,
+            stdin: match &args.stdin {
+                Some(source) => Some(read_stdin(source)?),
+                None => None,
+            },
             known_hosts,
             accept_new_host_keys: args.ssh.accept_new_host_keys,
             identity_files,
@@ -455,7 +476,12 @@ impl<'a> Resolver<'a> {
             lists.push(format!("@{}", group.trim()));
         }
         for file in &args.targets.hosts_file {
-            let text = std::fs::read_to_string(file).map_err(|e| {
+            let read = if is_stdin(file) {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(file)
+            };
+            let text = read.map_err(|e| {
                 PlanError::Input(format!("hosts file {}: {}", file.display(), io_reason(&e)))
             })?;
             given.push(format!("hosts file {}", file.display()));
@@ -598,6 +624,32 @@ impl Exclusions {
     fn matches(&self, host: &str) -> bool {
         self.names.contains(host) || self.globs.iter().any(|glob| glob_match(glob, host))
     }
+}
+
+/// Whether a file argument means volley's own stdin.
+fn is_stdin(path: &Path) -> bool {
+    path == Path::new("-")
+}
+
+/// The bytes of `--stdin`: the file, or volley's stdin for `-`, up to [`MAX_STDIN`].
+fn read_stdin(source: &Path) -> Result<bytes::Bytes, PlanError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = if is_stdin(source) {
+        std::io::stdin().take(MAX_STDIN + 1).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(source)
+            .and_then(|file| file.take(MAX_STDIN + 1).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| PlanError::Input(format!("--stdin {}: {}", source.display(), io_reason(&e))))?;
+    if bytes.len() as u64 > MAX_STDIN {
+        return Err(PlanError::Input(format!(
+            "--stdin {}: more than {} MiB; send files with a command that fetches them instead",
+            source.display(),
+            MAX_STDIN >> 20
+        )));
+    }
+    Ok(bytes.into())
 }
 
 pub fn io_reason(error: &std::io::Error) -> String {

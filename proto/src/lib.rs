@@ -55,6 +55,7 @@ impl From<ExecSpec> for pb::ExecRequest {
             working_dir: spec.working_dir.unwrap_or_default(),
             timeout_ms: spec.timeout.map_or(0, millis),
             max_output_bytes: spec.max_output.unwrap_or(0),
+            stdin: spec.stdin,
         }
     }
 }
@@ -91,6 +92,7 @@ impl TryFrom<pb::ExecRequest> for ExecSpec {
             working_dir: (!request.working_dir.is_empty()).then_some(request.working_dir),
             timeout: optional_millis(request.timeout_ms),
             max_output: (request.max_output_bytes > 0).then_some(request.max_output_bytes),
+            stdin: request.stdin,
         })
     }
 }

@@ -35,6 +35,7 @@ fn requests_round_trip() {
         working_dir: Some("/tmp".to_string()),
         timeout: Some(Duration::from_secs(5)),
         max_output: Some(1024),
+        stdin: b"input\0bytes".to_vec(),
     };
     assert_eq!(
         ExecSpec::try_from(pb::ExecRequest::from(spec.clone())),

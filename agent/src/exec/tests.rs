@@ -10,6 +10,7 @@ fn spec(program: Program) -> ExecSpec {
         working_dir: None,
         timeout: None,
         max_output: None,
+        stdin: Vec::new(),
     }
 }
 
@@ -136,4 +137,32 @@ async fn a_timeout_too_far_away_is_no_timeout() {
     .await;
     assert_eq!(report.ending, Ending::Finished);
     assert_eq!(report.exited.status, ExitStatus::Code(0));
+}
+
+#[tokio::test]
+async fn the_request_s_bytes_are_the_command_s_stdin_then_end_of_file() {
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    let mut request = spec(Program::Shell("cat; echo end".to_string()));
+    request.stdin = bytes.clone();
+    let (events, report) = run(&request, 1 << 20, None).await;
+    assert_eq!(report.exited.status, ExitStatus::Code(0));
+    let mut expected = bytes;
+    expected.extend_from_slice(b"end\n");
+    assert_eq!(output(&events, true), expected);
+
+    // A command that reads none of a large input is not held up by it.
+    let mut request = spec(Program::Shell("echo ignored".to_string()));
+    request.stdin = vec![b'x'; 1 << 20];
+    let (events, report) = run(&request, 1 << 20, Some(Duration::from_secs(30))).await;
+    assert_eq!(report.ending, Ending::Finished);
+    assert_eq!(output(&events, true), b"ignored\n");
+
+    // No input reads as /dev/null.
+    let (events, _) = run(
+        &spec(Program::Shell("cat; echo none".to_string())),
+        1 << 20,
+        None,
+    )
+    .await;
+    assert_eq!(output(&events, true), b"none\n");
 }

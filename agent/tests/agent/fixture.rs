@@ -290,6 +290,7 @@ pub fn request(program: Program) -> pb::ExecRequest {
         working_dir: None,
         timeout: None,
         max_output: None,
+        stdin: Vec::new(),
     })
 }
 

@@ -19,7 +19,9 @@ Examples:
   volley run -g web --batch 1,10%,50% --batch-delay 30s --max-failures 2 -- systemctl restart app
   volley run -g web -N -- hostname
   volley run -g web --out-dir out -- journalctl -u app --since today
-  volley run -g web --list-hosts";
+  volley run -g web --list-hosts
+  volley run -g web --stdin app.conf -- 'cat > /etc/app/app.conf'
+  printf '%s\\n' web01 web02 | volley run --hosts-file - -- uptime";
 
 pub const PKI: &str = "\
 Examples:

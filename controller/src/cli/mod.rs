@@ -188,6 +188,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub rollout: RolloutArgs,
 
+    /// Send these bytes (a file, or `-` for volley's own stdin) to the command's stdin on every
+    /// host, then end of file [default: no input]
+    #[arg(long, value_name = "FILE|-")]
+    pub stdin: Option<PathBuf>,
+
     /// The command, run by the remote user's shell
     #[arg(
         last = true,
@@ -235,8 +240,9 @@ pub struct TargetArgs {
     #[arg(short = 'x', long = "exclude", value_name = "PATTERNS")]
     pub exclude: Vec<String>,
 
-    /// Read targets from a file, one pattern per line; `#` starts a comment
-    #[arg(long, value_name = "FILE")]
+    /// Read targets from a file (`-`: volley's stdin), one pattern per line; `#` starts a
+    /// comment
+    #[arg(long, value_name = "FILE|-")]
     pub hosts_file: Vec<PathBuf>,
 
     /// The inventory file [default: ~/.config/volley/inventory.toml]

@@ -128,6 +128,7 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
         prefix: true,
         out_dir: None,
         list_hosts: false,
+        stdin: None,
         known_hosts: PathBuf::from("/dev/null"),
         accept_new_host_keys: false,
         identity_files: Vec::new(),

@@ -127,7 +127,14 @@ impl AgentTransport {
         let connect = tokio::time::timeout(connect_timeout, self.connect(job.host));
         let mut client = tokio::select! {
             result = connect => match result {
-                Ok(Ok(connected)) => connected.client,
+                Ok(Ok(connected)) => {
+                    // A request larger than the agent takes would be refused mid-way; say why
+                    // before sending it. Nothing has started.
+                    if let Some(outcome) = too_big_for(&connected.info, job.stdin) {
+                        return Attempt::NotReached(ended(outcome, None, None));
+                    }
+                    connected.client
+                }
                 Ok(Err(outcome)) => return Attempt::NotReached(ended(outcome, None, None)),
                 Err(_) => return Attempt::NotReached(ended(Outcome::ConnectTimeout, None, None)),
             },
@@ -233,6 +240,7 @@ impl AgentTransport {
             working_dir: None,
             timeout: job.limits.command_timeout,
             max_output: Some(self.max_output),
+            stdin: job.stdin.map(|bytes| bytes.to_vec()).unwrap_or_default(),
         };
         let mut stream = match client.exec(pb::ExecRequest::from(spec)).await {
             Ok(response) => response.into_inner(),
@@ -313,6 +321,23 @@ impl Transport for AgentTransport {
             }
         })
     }
+}
+
+/// Room left in a request for everything but the stdin bytes.
+const REQUEST_OVERHEAD: usize = 64 << 10;
+
+/// The outcome of a host whose agent cannot take `--stdin` in one request, if it cannot.
+fn too_big_for(info: &pb::AgentInfo, stdin: Option<&Bytes>) -> Option<Outcome> {
+    let stdin = stdin?.len();
+    let limit = info.limits.as_ref()?.max_message_bytes as usize;
+    let room = limit
+        .min(MAX_MESSAGE_BYTES)
+        .saturating_sub(REQUEST_OVERHEAD);
+    (stdin > room).then(|| Outcome::TransportError {
+        reason: format!(
+            "--stdin is {stdin} bytes, more than this agent takes in one request ({room}; its max_message_bytes is {limit}): raise it in the agent's config, or use --transport ssh"
+        ),
+    })
 }
 
 fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Duration>) -> Ended {

@@ -320,7 +320,8 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
             };
         }
     };
-    if let Err(error) = channel.exec(true, remote_stop::wrap(job.command)).await {
+    let wrapped = remote_stop::wrap(job.command, job.stdin.map(|bytes| bytes.len()));
+    if let Err(error) = channel.exec(true, wrapped).await {
         return Outcome::TransportError {
             reason: format!("could not start the command: {error}"),
         };
@@ -329,6 +330,25 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
         .limits
         .command_timeout
         .map(|timeout| tokio::time::Instant::now() + timeout);
+    if let Some(bytes) = job.stdin {
+        // The wrapper takes exactly these bytes before the command starts; no EOF follows,
+        // since EOF is the wrapper's "stop". The timeout counts from here, input included.
+        tokio::select! {
+            sent = channel.data(&bytes[..]) => if let Err(error) = sent {
+                return Outcome::TransportError {
+                    reason: format!("could not send the command's stdin: {error}"),
+                };
+            },
+            () = sleep_until(deadline) => {
+                let _ = channel.eof().await;
+                return Outcome::CommandTimeout;
+            }
+            () = job.cancel.cancelled() => {
+                let _ = channel.eof().await;
+                return Outcome::Cancelled;
+            }
+        }
+    }
     let mut exit: Option<Outcome> = None;
     loop {
         let message = tokio::select! {
