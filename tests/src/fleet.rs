@@ -328,7 +328,7 @@ fn start_servers(
                 listen: &listen,
                 host_key: host_key.path(),
                 authorized_keys,
-                session_home,
+                session_home: Some(session_home),
                 refuse_keys_on: &refuse,
             },
         ));

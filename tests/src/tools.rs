@@ -1,5 +1,5 @@
-//! The external programs the fixture drives (sshd, ssh, ssh-keygen, pgrep, kill, sudo) and the
-//! local user that the fleet's sshd lets in.
+//! The external programs the fixture drives (sshd, ssh, ssh-keygen, pgrep, kill, sudo,
+//! systemd-nspawn, nsenter) and the local user that the fleet's sshd lets in.
 //!
 //! A missing program is a broken test environment, never a reason to skip a test: every lookup
 //! here panics with what to install.
@@ -40,6 +40,20 @@ pub fn pgrep() -> PathBuf {
 
 pub fn kill() -> PathBuf {
     on_path("kill", "apt-get install -y procps")
+}
+
+/// systemd-nspawn, which boots the containers of the systemd tests (`tests/need-systemd.sh`
+/// installs it).
+pub fn systemd_nspawn() -> PathBuf {
+    on_path(
+        "systemd-nspawn",
+        "apt-get install -y systemd systemd-container (tests/need-systemd.sh does)",
+    )
+}
+
+/// nsenter, for looking inside a container.
+pub fn nsenter() -> PathBuf {
+    on_path("nsenter", "apt-get install -y util-linux")
 }
 
 /// sudo, for the `--become` tests (`tests/need-sudo.sh` installs it).

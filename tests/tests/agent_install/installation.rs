@@ -97,17 +97,11 @@ impl Installation {
     }
 
     fn connection_args(&self, user: &str) -> Vec<OsString> {
-        let flags = self.fleet.flags();
-        vec![
-            "--inventory".into(),
-            self.inventory.clone().into(),
-            "--known-hosts".into(),
-            flags.known_hosts.into(),
-            "-i".into(),
-            flags.identity.into(),
-            "-l".into(),
-            user.into(),
-        ]
+        let mut flags = self.fleet.flags();
+        flags.inventory = self.inventory.clone();
+        let mut args = flags.connection();
+        args.extend(["-l".into(), user.into()]);
+        args
     }
 
     pub fn prefix(&self, host: &str) -> &Path {

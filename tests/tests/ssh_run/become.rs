@@ -15,16 +15,10 @@ use crate::{EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
 /// `run --inventory INVENTORY --known-hosts ... -i KEY`, without `-l`: the user comes from the
 /// inventory or from `extra`.
 fn run_args(fleet: &SshFleet, inventory: &std::path::Path, extra: &[&str]) -> Vec<OsString> {
-    let flags = fleet.flags();
-    let mut args: Vec<OsString> = vec![
-        "run".into(),
-        "--inventory".into(),
-        inventory.into(),
-        "--known-hosts".into(),
-        flags.known_hosts.into(),
-        "-i".into(),
-        flags.identity.into(),
-    ];
+    let mut flags = fleet.flags();
+    flags.inventory = inventory.to_path_buf();
+    let mut args: Vec<OsString> = vec!["run".into()];
+    args.extend(flags.connection());
     args.extend(extra.iter().map(OsString::from));
     args
 }
