@@ -339,7 +339,13 @@ impl AgentOperation {
             Action::Upgrade => steps::install(&work, Mode::Upgrade, binary()?).await?,
             Action::Renew => lifecycle::renew(&work).await?,
             Action::Uninstall => lifecycle::uninstall(&work).await?,
-            Action::Status => return Err(status::over_ssh(&work.found, not_answering.as_ref())),
+            Action::Status => {
+                return Err(status::over_ssh(
+                    &work.found,
+                    not_answering.as_ref(),
+                    &host.user,
+                ));
+            }
         };
         Ok(line)
     }

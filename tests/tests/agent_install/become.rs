@@ -1,7 +1,7 @@
 //! `volley agent` as a non-root SSH user: told to use `--become` without it; through `sudo -n`
-//! with it, every operation (install, renew, upgrade, uninstall) writes and removes root's
-//! files; where sudo asks for a password the host fails the step `become` and nothing is
-//! written.
+//! with it, every operation (status, install, renew, upgrade, uninstall) reads, writes and
+//! removes root's files; where sudo asks for a password the host fails the step `become` and
+//! nothing is written.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
@@ -52,6 +52,34 @@ fn a_sudo_user_manages_agents_with_become_and_a_password_is_a_clear_failure() {
         "{failed:?}"
     );
     assert!(files_under(installation.prefix("h02")).is_empty());
+
+    // Status asks over SSH where no agent answers; without --become it says what it could not
+    // see, with it it reads as root.
+    let output = installation.agent_as(sudo_user, "status", &["-w", "h01"]);
+    output.assert_code(SOME_FAILED);
+    let status = &output.records()[0];
+    assert_eq!(
+        status.reason.as_deref(),
+        Some(
+            "status failed: no agent is installed that volley-sudo can see (not root: give \
+             --become)"
+        ),
+        "{status:?}"
+    );
+    let output = installation.agent_as(sudo_user, "status", &["-w", "h01", "--become"]);
+    output.assert_code(SOME_FAILED);
+    let status = &output.records()[0];
+    assert_eq!(
+        (
+            status.stdout.as_str(),
+            status.reason.as_deref().unwrap_or_default()
+        ),
+        (
+            "version=none reachable=no installed=no\n",
+            "status failed: no agent is installed"
+        ),
+        "{status:?}"
+    );
 
     // With --become every operation goes through sudo and the files are root's.
     let output = installation.agent_as(sudo_user, "install", &["-w", "h01", "--become"]);
