@@ -25,6 +25,7 @@ pub const SETTINGS: &[&str] = &[
     "transport",
     "agent_port",
     "agent_prefix",
+    "become",
     "pki",
     "journal_keep_runs",
     "journal_max_bytes",
@@ -60,6 +61,9 @@ pub struct Inventory {
     /// A directory that prefixes every path `volley agent install` writes on a host.
     #[serde(default, deserialize_with = "strict::path")]
     pub agent_prefix: Option<PathBuf>,
+    /// Run commands and agent operations as root through `sudo -n` (`become` in the file).
+    #[serde(rename = "become")]
+    pub become_root: Option<bool>,
     /// The PKI directory the agent transport takes its certificates from.
     #[serde(default, deserialize_with = "strict::path")]
     pub pki: Option<PathBuf>,
@@ -93,6 +97,8 @@ pub struct Group {
     pub agent_port: Option<u16>,
     #[serde(default, deserialize_with = "strict::path")]
     pub agent_prefix: Option<PathBuf>,
+    #[serde(rename = "become")]
+    pub become_root: Option<bool>,
 }
 
 impl Group {
@@ -105,6 +111,7 @@ impl Group {
             transport: self.transport,
             agent_port: self.agent_port,
             agent_prefix: self.agent_prefix.clone(),
+            become_root: self.become_root,
         }
     }
 }
@@ -130,6 +137,10 @@ pub struct HostSettings {
     /// not share files. An absolute path of plain characters (letters, digits, `/._-`).
     #[serde(default, deserialize_with = "strict::path")]
     pub agent_prefix: Option<PathBuf>,
+    /// `become = true`: the SSH user becomes root through `sudo -n` for commands and agent
+    /// operations, as Ansible's `become` does.
+    #[serde(rename = "become")]
+    pub become_root: Option<bool>,
 }
 
 /// Which transport runs a host.
@@ -326,6 +337,21 @@ mod tests {
         .unwrap();
         assert_eq!(inventory.parallel, Some(7));
         assert_eq!(inventory.user.as_deref(), Some("ops"));
+    }
+
+    #[test]
+    fn become_is_read_at_every_level_and_overridden() {
+        let inventory = load(
+            "become = false\n[groups.web]\nhosts = [\"w1\"]\nbecome = true\n\
+             [hosts.w1]\nbecome = false\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(inventory.become_root, Some(false));
+        assert_eq!(inventory.groups["web"].settings().become_root, Some(true));
+        assert_eq!(inventory.hosts["w1"].become_root, Some(false));
+        let inventory = load("", &[("VOLLEY_BECOME", "true")]).unwrap();
+        assert_eq!(inventory.become_root, Some(true));
     }
 
     #[test]

@@ -101,6 +101,7 @@ mod tests {
             agent_port: 7731,
             transport,
             agent_prefix: None,
+            become_root: false,
         }
     }
 

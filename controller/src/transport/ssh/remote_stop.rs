@@ -24,8 +24,6 @@
 //!   `kill -9` from `exit 137`. The one ambiguity left: a command that itself exits with 129-159
 //!   is reported as killed by that signal, as shells report it too.
 
-use crate::shell::quote;
-
 /// The wrapper script. `$1` is the operator's command; `$2`, if given, the number of bytes of
 /// stdin the controller sends for it before anything else.
 const WRAPPER: &str = r#"exec 3<&0 0</dev/null 4</dev/null
@@ -72,18 +70,16 @@ fi
 exit "$rc"
 "#;
 
-/// The exec string sent to sshd: the remote user's shell runs the wrapper under `sh`, with the
-/// operator's command as its argument, and the length of its stdin when there is one.
-pub fn wrap(command: &str, stdin_bytes: Option<usize>) -> String {
-    let mut line = format!(
-        "exec /bin/sh -c {} volley {}",
-        quote(WRAPPER),
-        quote(command)
-    );
-    if let Some(bytes) = stdin_bytes {
-        line.push_str(&format!(" {bytes}"));
-    }
-    line
+/// The exec string sent to sshd: the remote user's shell runs the wrapper under `sh` (as root
+/// through `sudo -n` when `sudo`, see [`super::sudo`]), with the operator's command as its
+/// argument, and the length of its stdin when there is one. Under sudo the wrapper and its
+/// watcher are root's, so they can stop whatever the command started; `${SHELL}` is then root's
+/// shell, which sudo sets.
+pub fn wrap(command: &str, sudo: bool, stdin_bytes: Option<usize>) -> String {
+    let length = stdin_bytes.map(|bytes| bytes.to_string());
+    let mut args = vec!["volley", command];
+    args.extend(length.as_deref());
+    super::sudo::shell_line(WRAPPER, &args, sudo)
 }
 
 #[cfg(test)]
@@ -108,7 +104,7 @@ mod tests {
     fn spawn_with(command: &str, stdin_bytes: Option<usize>) -> std::process::Child {
         Command::new("/bin/sh")
             .arg("-c")
-            .arg(wrap(command, stdin_bytes))
+            .arg(wrap(command, false, stdin_bytes))
             .env("SHELL", "/bin/sh")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
