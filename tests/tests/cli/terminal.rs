@@ -16,19 +16,22 @@ fn a_terminal_gets_colour_and_a_file_gets_plain_text_and_no_log_lines() {
         .flags()
         .args(["-g", "all", "--", "echo out; echo err >&2"]);
     let home = fleet.client_home().to_string_lossy().into_owned();
-    // The fixture's clean environment, but with colour allowed and no VOLLEY_LOG.
-    let env = [
-        ("HOME", home.as_str()),
-        ("NO_COLOR", ""),
-        ("VOLLEY_LOG", ""),
-    ];
-    let run = on_terminal_with_stderr_to_file(
-        &volley_binary(),
-        &args,
-        &env,
-        fleet.dir(),
-        Duration::from_secs(120),
-    );
+    // The fixture's clean environment, but with colour allowed, and VOLLEY_LOG as given.
+    let run_with_log = |log: &str| {
+        let env = [
+            ("HOME", home.as_str()),
+            ("NO_COLOR", ""),
+            ("VOLLEY_LOG", log),
+        ];
+        on_terminal_with_stderr_to_file(
+            &volley_binary(),
+            &args,
+            &env,
+            fleet.dir(),
+            Duration::from_secs(120),
+        )
+    };
+    let run = run_with_log("");
     assert_eq!(run.status.code(), Some(2), "{run:?}");
     // The host names on the terminal are coloured...
     assert!(
@@ -51,18 +54,7 @@ fn a_terminal_gets_colour_and_a_file_gets_plain_text_and_no_log_lines() {
     }
 
     // VOLLEY_LOG asks for diagnostics: they come, on stderr, still without escape codes.
-    let env = [
-        ("HOME", home.as_str()),
-        ("NO_COLOR", ""),
-        ("VOLLEY_LOG", "debug"),
-    ];
-    let run = on_terminal_with_stderr_to_file(
-        &volley_binary(),
-        &args,
-        &env,
-        fleet.dir(),
-        Duration::from_secs(120),
-    );
+    let run = run_with_log("debug");
     assert_eq!(run.status.code(), Some(2), "{run:?}");
     assert!(
         run.stderr.contains("DEBUG"),

@@ -378,13 +378,9 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
                     reason: format!("could not send the command's stdin: {error}"),
                 };
             },
-            () = sleep_until(deadline) => {
+            outcome = must_stop(deadline, &job.cancel) => {
                 let _ = channel.eof().await;
-                return Outcome::CommandTimeout;
-            }
-            () = job.cancel.cancelled() => {
-                let _ = channel.eof().await;
-                return Outcome::Cancelled;
+                return outcome;
             }
         }
     }
@@ -392,15 +388,11 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
     loop {
         let message = tokio::select! {
             message = channel.wait() => message,
-            () = sleep_until(deadline) => {
+            outcome = must_stop(deadline, &job.cancel) => {
                 // EOF wakes the wrapper's watcher, which kills the command's process group; the
                 // connection is dropped right after, which wakes it too if EOF got lost.
                 let _ = channel.eof().await;
-                return Outcome::CommandTimeout;
-            }
-            () = job.cancel.cancelled() => {
-                let _ = channel.eof().await;
-                return Outcome::Cancelled;
+                return outcome;
             }
         };
         match message {
@@ -430,6 +422,14 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
     exit.unwrap_or(Outcome::TransportError {
         reason: "the connection closed before the command reported its exit".to_string(),
     })
+}
+
+/// Resolves when the command must be stopped: its timeout, or the run's interrupt.
+async fn must_stop(deadline: Option<tokio::time::Instant>, cancel: &CancellationToken) -> Outcome {
+    tokio::select! {
+        () = sleep_until(deadline) => Outcome::CommandTimeout,
+        () = cancel.cancelled() => Outcome::Cancelled,
+    }
 }
 
 pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
