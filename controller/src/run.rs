@@ -259,6 +259,23 @@ pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
         say!("volley: nothing to retry: {which}");
         return Ok(exit::SUCCESS);
     }
+    // The original read its stdin (`--stdin -`, `--hosts-file -`); the retry reads its own
+    // again. From a terminal that would wait for typing: ask for the input instead.
+    let dash = std::path::Path::new("-");
+    let reads_stdin = retry.args.stdin.as_deref() == Some(dash)
+        || retry
+            .args
+            .targets
+            .hosts_file
+            .iter()
+            .any(|file| file == dash);
+    if reads_stdin && std::io::stdin().is_terminal() {
+        return Err(UsageError(format!(
+            "run {0} read its stdin (`-`); give the retry the same input: volley retry {0} < FILE",
+            retry.retry_of
+        ))
+        .into());
+    }
     let origin = Origin {
         operation: match retry.agent {
             Some(request) => Operation::Agent(request),

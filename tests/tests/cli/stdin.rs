@@ -7,8 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use volley_tests::loopback::AddressBlock;
+use volley_tests::pipe::on_terminal_with_stderr_to_file;
 use volley_tests::remote::{SweepOnDrop, assert_none_left, unique_sleep, wait_until_running};
-use volley_tests::volley::RUN_DEADLINE;
+use volley_tests::volley::{RUN_DEADLINE, volley_binary};
 use volley_tests::{AgentFleet, ProcessOutput, RunningProcess, SshFleet};
 
 use crate::EXIT_SUCCESS;
@@ -76,17 +78,44 @@ fn every_ssh_host_reads_the_same_bytes_from_a_file_or_from_volley_s_stdin() {
 fn hosts_file_dash_reads_the_targets_from_stdin() {
     let fleet = SshFleet::start(3);
     let list = fleet.dir().join("list");
-    std::fs::write(&list, "# from a pipe\nh01\nh03\n").unwrap();
+    // A refusing address too, so that there is something to retry.
+    let dead = format!("{}:1", AddressBlock::random().next_address());
+    std::fs::write(&list, format!("# from a pipe\nh01\nh03\n{dead}\n")).unwrap();
     let output = run_with_stdin(
         fleet
             .volley()
             .args(fleet.flags().args(["--hosts-file", "-", "--", "echo here"])),
         &list,
     );
-    output.assert_code(EXIT_SUCCESS);
+    output.assert_code(2);
     assert_eq!(output.stdout_of("h01"), ["here"], "{}", output.describe());
     assert_eq!(output.stdout_of("h03"), ["here"], "{}", output.describe());
     assert!(output.stdout_of("h02").is_empty(), "{}", output.describe());
+
+    // A retry reads its stdin again; from a terminal it asks for the input instead of waiting.
+    let home = fleet.client_home().to_string_lossy().into_owned();
+    let state = format!("{home}/.local/state");
+    let run = on_terminal_with_stderr_to_file(
+        &volley_binary(),
+        &["retry".into(), "last".into()],
+        &[("HOME", home.as_str()), ("XDG_STATE_HOME", state.as_str())],
+        fleet.dir(),
+        RUN_DEADLINE,
+    );
+    assert_eq!(run.status.code(), Some(crate::EXIT_USAGE), "{run:?}");
+    assert!(
+        run.stderr.contains("volley retry") && run.stderr.contains("< FILE"),
+        "{run:?}"
+    );
+    let output = run_with_stdin(fleet.volley().args(["retry", "last", "--json"]), &list);
+    output.assert_code(2);
+    let records = output.records_by_host();
+    assert_eq!(
+        records.keys().collect::<Vec<_>>(),
+        [&dead],
+        "{}",
+        output.describe()
+    );
 
     // stdin cannot feed both.
     let output = run_with_stdin(

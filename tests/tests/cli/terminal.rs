@@ -16,10 +16,12 @@ fn a_terminal_gets_colour_and_a_file_gets_plain_text_and_no_log_lines() {
         .flags()
         .args(["-g", "all", "--", "echo out; echo err >&2"]);
     let home = fleet.client_home().to_string_lossy().into_owned();
+    let state = format!("{home}/.local/state");
     // The fixture's clean environment, but with colour allowed, and VOLLEY_LOG as given.
     let run_with_log = |log: &str| {
         let env = [
             ("HOME", home.as_str()),
+            ("XDG_STATE_HOME", state.as_str()),
             ("NO_COLOR", ""),
             ("VOLLEY_LOG", log),
         ];
