@@ -19,8 +19,8 @@ use crate::ssh_config::SshConfigError;
 
 mod ssh;
 
-pub use self::ssh::JumpHost;
 use self::ssh::SshSources;
+pub use self::ssh::{JumpHost, dialled};
 
 pub const DEFAULT_PARALLEL: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -246,7 +246,7 @@ fn route(args: &[&str]) -> Result<Vec<String>, String> {
                 "{}={}@{}",
                 hop.name,
                 hop.user,
-                ssh::dialled(&hop.address, hop.port)
+                dialled(&hop.address, hop.port)
             )
         })
         .collect())
