@@ -34,6 +34,13 @@ pub fn ssh() -> PathBuf {
     on_path("ssh", "apt-get install -y openssh-client")
 }
 
+pub fn ip() -> PathBuf {
+    on_path(
+        "ip",
+        "apt-get install -y iproute2 (tests/need-netns.sh does)",
+    )
+}
+
 pub fn pgrep() -> PathBuf {
     on_path("pgrep", "apt-get install -y procps")
 }
@@ -71,7 +78,8 @@ pub fn run_tool(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn on_path(program: &str, install: &str) -> PathBuf {
+/// `program` on PATH; panics with `install`, what to run to get it, when it is missing.
+pub fn on_path(program: &str, install: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
