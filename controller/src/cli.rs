@@ -239,6 +239,11 @@ pub struct SshArgs {
     /// Port, IdentityFile or ProxyJump
     #[arg(short = 'o', long = "ssh-option", value_name = "KEY=VALUE")]
     pub ssh_options: Vec<String>,
+
+    /// Become root on the hosts through `sudo -n` (never prompts): the command, or every step
+    /// of an agent operation, runs as root [default: the inventory's `become`]
+    #[arg(long = "become")]
+    pub become_root: bool,
 }
 
 #[derive(Debug, Args)]

@@ -46,6 +46,8 @@ pub struct HostSpec {
     pub transport: TransportChoice,
     /// Prefixes every path `volley agent` writes on the host (inventory `agent_prefix`).
     pub agent_prefix: Option<PathBuf>,
+    /// Run the command (or the agent operation) as root through `sudo -n`.
+    pub become_root: bool,
     /// The jump hosts SSH goes through, first hop first (`-J`, `ProxyJump`); empty to dial the
     /// host directly.
     pub jump: Vec<JumpHost>,
@@ -328,6 +330,12 @@ fn host_spec(
         .clone()
         .or_else(|| group.agent_prefix.clone())
         .or_else(|| inventory.agent_prefix.clone());
+    let become_root = args.ssh.become_root
+        || host
+            .become_root
+            .or(group.become_root)
+            .or(inventory.become_root)
+            .unwrap_or(false);
     Ok(HostSpec {
         name,
         address,
@@ -338,6 +346,7 @@ fn host_spec(
         agent_port,
         transport,
         agent_prefix,
+        become_root,
         jump,
     })
 }

@@ -6,6 +6,7 @@
 //! meet every kind of failure at once.
 
 use std::net::SocketAddrV4;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -298,6 +299,10 @@ impl FleetDirs {
             .prefix(prefix)
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create the fleet's directory: {e}"));
+        // sshd reads authorized_keys as the user logging in, who is not root in the --become
+        // tests: others may pass through the directory (not list it); keys stay 0600.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .unwrap_or_else(|e| panic!("cannot chmod the fleet's directory: {e}"));
         let make_dir = |name: &str| {
             let path = dir.path().join(name);
             std::fs::create_dir_all(&path)
@@ -349,7 +354,7 @@ fn start_servers(
                 listen: &listen,
                 host_key: host_key.path(),
                 authorized_keys,
-                session_home,
+                session_home: Some(session_home),
                 refuse_keys_on: &refuse,
                 extra: "",
             },

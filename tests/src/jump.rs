@@ -305,7 +305,7 @@ fn jump_host_config<'a>(
         listen: &[],
         host_key: host_key.path(),
         authorized_keys,
-        session_home,
+        session_home: Some(session_home),
         refuse_keys_on: &[],
         extra,
     }
@@ -335,7 +335,7 @@ fn start_hosts(
                 listen: &listen,
                 host_key: host_key.path(),
                 authorized_keys,
-                session_home,
+                session_home: Some(session_home),
                 refuse_keys_on: &[],
                 extra: "",
             },

@@ -26,8 +26,9 @@ pub struct SshdConfig<'a> {
     pub host_key: &'a Path,
     pub authorized_keys: &'a Path,
     /// HOME of the sessions. A clean one keeps the login user's shell startup files (root's
-    /// .bashrc starts pyenv here) out of every command.
-    pub session_home: &'a Path,
+    /// .bashrc starts pyenv here) out of every command; `None` leaves each user's own (a
+    /// container's users have fresh homes).
+    pub session_home: Option<&'a Path>,
     /// Addresses on which no client key is accepted, whatever authorized_keys says.
     pub refuse_keys_on: &'a [SocketAddrV4],
     /// More sshd_config lines (`KexAlgorithms ...`, `PermitOpen ...`), before the Match blocks.
@@ -173,7 +174,9 @@ pub fn config_text(config: &SshdConfig) -> String {
         "AuthorizedKeysFile {}",
         config.authorized_keys.display()
     );
-    let _ = writeln!(text, "SetEnv HOME={}", config.session_home.display());
+    if let Some(home) = config.session_home {
+        let _ = writeln!(text, "SetEnv HOME={}", home.display());
+    }
     text.push_str(
         "PidFile none\n\
          StrictModes no\n\
@@ -198,7 +201,8 @@ pub fn config_text(config: &SshdConfig) -> String {
     text
 }
 
-fn read_banner(socket: SocketAddrV4) -> std::io::Result<String> {
+/// The first line a server on `socket` sends: an SSH banner once sshd is ready.
+pub fn read_banner(socket: SocketAddrV4) -> std::io::Result<String> {
     let stream = TcpStream::connect_timeout(&SocketAddr::V4(socket), Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut banner = String::new();
@@ -220,7 +224,7 @@ mod tests {
             listen: &listen,
             host_key: Path::new("/f/host_key"),
             authorized_keys: Path::new("/f/authorized_keys"),
-            session_home: Path::new("/f/session-home"),
+            session_home: Some(Path::new("/f/session-home")),
             refuse_keys_on: &listen[1..],
             extra: "PermitOpen 127.0.0.1:22\n",
         });

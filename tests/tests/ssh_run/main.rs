@@ -11,7 +11,9 @@
 //! - `stages`: failure reasons name what was dialled and the stage that failed or stalled.
 //! - `targets`: choosing hosts (hosts files, exclusions, ssh config aliases) and input errors.
 //! - `rollout`: batches, the failure budget, connect retries, the run journal and `volley retry`.
+//! - `become`: `--become` and the inventory's `become`, as root through `sudo -n` or a reason.
 
+mod r#become;
 mod host_keys;
 mod jump;
 mod outcomes;

@@ -43,7 +43,7 @@ fn each_failure_says_what_was_dialled_and_where_it_stopped() {
             listen: &[kex_socket],
             host_key: kex_key.path(),
             authorized_keys: kex_key.path(),
-            session_home: &kex_dir,
+            session_home: Some(&kex_dir),
             refuse_keys_on: &[],
             extra: "KexAlgorithms sntrup761x25519-sha512@openssh.com\n",
         },
