@@ -1,5 +1,5 @@
 //! The external programs the fixture drives (sshd, ssh, ssh-keygen, pgrep, kill, sudo,
-//! systemd-nspawn, nsenter) and the local user that the fleet's sshd lets in.
+//! systemd-nspawn, nsenter, unshare, ip) and the local user that the fleet's sshd lets in.
 //!
 //! A missing program is a broken test environment, never a reason to skip a test: every lookup
 //! here panics with what to install.
