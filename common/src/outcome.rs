@@ -22,8 +22,13 @@ pub enum Outcome {
     Signalled { signal: String },
     /// The host refused the connection, had no route, or its name did not resolve.
     Unreachable { reason: String },
-    /// The connection (TCP and handshake) did not complete within the connect timeout.
-    ConnectTimeout,
+    /// The connection (TCP and handshake) did not complete within the connect timeout. The
+    /// reason says what was dialled and where it stalled (empty in journals written before it
+    /// was recorded).
+    ConnectTimeout {
+        #[serde(default)]
+        reason: String,
+    },
     /// The host rejected every credential offered, or no usable credential existed.
     AuthFailed { reason: String },
     /// The host's key is not in known_hosts.
@@ -69,7 +74,7 @@ impl Outcome {
             | Outcome::Signalled { .. }
             | Outcome::StepFailed { .. } => OutcomeClass::CommandFailed,
             Outcome::Unreachable { .. }
-            | Outcome::ConnectTimeout
+            | Outcome::ConnectTimeout { .. }
             | Outcome::AuthFailed { .. }
             | Outcome::HostKeyUnknown { .. }
             | Outcome::HostKeyChanged { .. }
@@ -112,7 +117,7 @@ impl Outcome {
             Outcome::NonZeroExit { .. } => 1,
             Outcome::Signalled { .. } => 2,
             Outcome::Unreachable { .. } => 3,
-            Outcome::ConnectTimeout => 4,
+            Outcome::ConnectTimeout { .. } => 4,
             Outcome::AuthFailed { .. } => 5,
             Outcome::HostKeyUnknown { .. } => 6,
             Outcome::HostKeyChanged { .. } => 7,
@@ -137,7 +142,10 @@ impl fmt::Display for Outcome {
             Outcome::NonZeroExit { code } => write!(f, "exited with status {code}"),
             Outcome::Signalled { signal } => write!(f, "killed by signal {signal}"),
             Outcome::Unreachable { reason } => write!(f, "unreachable: {reason}"),
-            Outcome::ConnectTimeout => f.write_str("connect timed out"),
+            Outcome::ConnectTimeout { reason } if reason.is_empty() => {
+                f.write_str("connect timed out")
+            }
+            Outcome::ConnectTimeout { reason } => write!(f, "connect timed out: {reason}"),
             Outcome::AuthFailed { reason } => write!(f, "authentication failed: {reason}"),
             Outcome::HostKeyUnknown { fingerprint } => {
                 write!(
@@ -267,7 +275,7 @@ mod tests {
             Outcome::NonZeroExit { code: 1 },
             Outcome::Signalled { signal: text() },
             Outcome::Unreachable { reason: text() },
-            Outcome::ConnectTimeout,
+            Outcome::ConnectTimeout { reason: text() },
             Outcome::AuthFailed { reason: text() },
             Outcome::HostKeyUnknown {
                 fingerprint: text(),

@@ -111,13 +111,13 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         );
         plan.parallel = budget;
     }
-    let known_hosts = KnownHosts::load(&plan.known_hosts).map_err(|e| usage(&e))?;
+    let known_hosts = Arc::new(KnownHosts::load(&plan.known_hosts).map_err(|e| usage(&e))?);
     let identities = Identities::load(&plan).await.map_err(|e| usage(&e))?;
     if let Some(problem) = &identities.agent_problem {
         say!("volley: warning: {problem}");
     }
     let ssh = SshTransport::new(
-        Arc::new(known_hosts),
+        known_hosts.clone(),
         plan.accept_new_host_keys,
         Arc::new(identities),
     );
@@ -219,6 +219,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         Err(error) => anyhow::bail!("cannot write the output: {error}"),
     };
     let mut stderr = std::io::stderr().lock();
+    report::write_learned_host_keys(&mut stderr, &known_hosts.learned())?;
     report::write_summary(
         &mut stderr,
         &hosts,

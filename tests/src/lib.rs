@@ -16,6 +16,10 @@
 //! - [`pipe`]: volley into a real pipe closed by its reader (`| head -1`), and on a pseudo-terminal.
 //! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
 //! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
+//! - [`listeners`]: odd listeners for connect-stage failures: a port that never answers, one
+//!   that writes fixed text (HTTP, a bare SSH banner) and then stays silent.
+//! - [`jump`]: [`JumpFleet`], hosts that only jump hosts can reach, in a [`netns`] namespace,
+//!   behind [`inetd`] gates.
 //! - [`users`]: non-root users with and without sudo rights, for `--become`.
 //! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
 //!   is built from.
@@ -29,9 +33,13 @@ pub mod agents;
 pub mod container;
 pub mod fleet;
 pub mod hybrid;
+pub mod inetd;
 pub mod inventory;
+pub mod jump;
 pub mod keys;
+pub mod listeners;
 pub mod loopback;
+pub mod netns;
 pub mod pipe;
 pub mod pki;
 pub mod process;
@@ -50,6 +58,7 @@ mod sanity;
 
 pub use agents::{AgentFleet, AgentFleetSpec, AgentHost, AgentKind};
 pub use fleet::{FleetSpec, Host, HostKind, SshFleet};
+pub use jump::JumpFleet;
 pub use process::{ProcessOutput, RunningProcess};
 pub use relay::DelayRelay;
 pub use report::HostRecord;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::Namespace;
 use crate::tools;
 
 /// sshd's limit on `ListenAddress` lines per process.
@@ -30,6 +31,8 @@ pub struct SshdConfig<'a> {
     pub session_home: Option<&'a Path>,
     /// Addresses on which no client key is accepted, whatever authorized_keys says.
     pub refuse_keys_on: &'a [SocketAddrV4],
+    /// More sshd_config lines (`KexAlgorithms ...`, `PermitOpen ...`), before the Match blocks.
+    pub extra: &'a str,
 }
 
 /// A running sshd, killed on drop.
@@ -44,6 +47,12 @@ impl Sshd {
     /// Writes `dir/sshd_config`, starts sshd with its log at `dir/sshd.log`, and returns once
     /// every listen address answers with an SSH banner.
     pub fn start(dir: &Path, config: &SshdConfig) -> Sshd {
+        Sshd::start_in(dir, config, None)
+    }
+
+    /// [`Sshd::start`] inside `namespace`, if one is given: it is then ready once its log says
+    /// it listens on every address (they cannot be reached from here to read a banner).
+    pub fn start_in(dir: &Path, config: &SshdConfig, namespace: Option<&Namespace>) -> Sshd {
         assert!(
             config.listen.len() <= MAX_LISTEN_ADDRESSES,
             "one sshd serves at most {MAX_LISTEN_ADDRESSES} addresses"
@@ -54,7 +63,11 @@ impl Sshd {
         let log = dir.join("sshd.log");
         let log_file = std::fs::File::create(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let child = Command::new(tools::sshd())
+        let mut command = match namespace {
+            Some(namespace) => namespace.command(&tools::sshd()),
+            None => Command::new(tools::sshd()),
+        };
+        let child = command
             .args(["-D", "-e", "-f"])
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -67,7 +80,10 @@ impl Sshd {
             log,
             listen: config.listen.to_vec(),
         };
-        sshd.wait_until_ready();
+        match namespace {
+            Some(_) => sshd.wait_until_logged_listening(),
+            None => sshd.wait_until_ready(),
+        }
         sshd
     }
 
@@ -102,6 +118,39 @@ impl Sshd {
                     ),
                 }
             }
+        }
+    }
+
+    fn wait_until_logged_listening(&mut self) {
+        let deadline = Instant::now() + READY_WITHIN;
+        let lines: Vec<String> = self
+            .listen
+            .iter()
+            .map(|socket| {
+                format!(
+                    "Server listening on {} port {}.",
+                    socket.ip(),
+                    socket.port()
+                )
+            })
+            .collect();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "sshd exited with {status} before it was ready; its log:\n{}",
+                    self.log()
+                );
+            }
+            let log = self.log();
+            if lines.iter().all(|line| log.contains(line.as_str())) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen on {:?} within {READY_WITHIN:?}; its log:\n{log}",
+                self.listen
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -140,6 +189,7 @@ pub fn config_text(config: &SshdConfig) -> String {
          MaxSessions 64\n\
          LogLevel INFO\n",
     );
+    text.push_str(config.extra);
     for socket in config.refuse_keys_on {
         let _ = writeln!(
             text,
@@ -176,10 +226,12 @@ mod tests {
             authorized_keys: Path::new("/f/authorized_keys"),
             session_home: Some(Path::new("/f/session-home")),
             refuse_keys_on: &listen[1..],
+            extra: "PermitOpen 127.0.0.1:22\n",
         });
         assert!(text.contains("ListenAddress 127.30.0.1:40001\nListenAddress 127.30.0.2:40002\n"));
         assert!(text.contains("AuthorizedKeysFile /f/authorized_keys\n"));
         assert!(!text.contains("Subsystem"));
+        assert!(text.contains("LogLevel INFO\nPermitOpen 127.0.0.1:22\nMatch "));
         assert!(
             text.ends_with(
                 "Match LocalAddress 127.30.0.2 LocalPort 40002\n    AuthorizedKeysFile none\n"

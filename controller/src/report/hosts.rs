@@ -36,7 +36,7 @@ pub fn write_table<const N: usize>(
     Ok(())
 }
 
-/// `--list-hosts`: each host with its user, address, port and transport, as a table or, with
+/// `--list-hosts`: each host with its user, address, port, transport and jump hosts, as a table or, with
 /// `json`, one object per line. `over_ssh`: the operation runs over SSH whatever the host's
 /// transport (an agent operation).
 pub fn write_host_list(
@@ -52,6 +52,8 @@ pub fn write_host_list(
         TransportChoice::Ssh => "ssh",
     };
     let agent_port = |host: &HostSpec| (transport(host) != "ssh").then_some(host.agent_port);
+    let jumps =
+        |host: &HostSpec| -> Vec<String> { host.jump.iter().map(|hop| hop.name.clone()).collect() };
     if json {
         for host in hosts {
             let record = serde_json::json!({
@@ -61,14 +63,16 @@ pub fn write_host_list(
                 "port": host.port,
                 "transport": transport(host),
                 "agent_port": agent_port(host),
+                "via": jumps(host),
             });
             writeln!(out, "{record}")?;
         }
         return Ok(());
     }
-    let rows: Vec<[String; 6]> = hosts
+    let rows: Vec<[String; 7]> = hosts
         .iter()
         .map(|host| {
+            let via = jumps(host);
             [
                 host.name.clone(),
                 host.user.clone(),
@@ -76,12 +80,25 @@ pub fn write_host_list(
                 host.port.to_string(),
                 transport(host).to_string(),
                 agent_port(host).map_or_else(|| "-".to_string(), |port| port.to_string()),
+                if via.is_empty() {
+                    "-".to_string()
+                } else {
+                    via.join(",")
+                },
             ]
         })
         .collect();
     write_table(
         out,
-        &["HOST", "USER", "ADDRESS", "PORT", "TRANSPORT", "AGENT_PORT"],
+        &[
+            "HOST",
+            "USER",
+            "ADDRESS",
+            "PORT",
+            "TRANSPORT",
+            "AGENT_PORT",
+            "VIA",
+        ],
         &rows,
     )
 }
@@ -102,28 +119,34 @@ mod tests {
             transport,
             agent_prefix: None,
             become_root: false,
+            jump: Vec::new(),
         }
     }
 
     #[test]
     fn hosts_are_listed_with_what_would_be_dialled() {
-        let hosts = [
-            spec("web01", TransportChoice::Auto),
-            spec("db1", TransportChoice::Ssh),
-        ];
+        let mut db1 = spec("db1", TransportChoice::Ssh);
+        db1.jump.push(crate::plan::JumpHost {
+            name: "bastion".to_string(),
+            address: "10.0.0.9".to_string(),
+            port: 22,
+            user: "ops".to_string(),
+            identity_files: Vec::new(),
+        });
+        let hosts = [spec("web01", TransportChoice::Auto), db1];
         let mut out = Vec::new();
         write_host_list(&mut out, &hosts, false, false).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HOST   USER  ADDRESS   PORT  TRANSPORT  AGENT_PORT\n\
-             web01  ops   10.0.0.5  2222  auto       7731\n\
-             db1    ops   10.0.0.3  2222  ssh        -\n"
+            "HOST   USER  ADDRESS   PORT  TRANSPORT  AGENT_PORT  VIA\n\
+             web01  ops   10.0.0.5  2222  auto       7731        -\n\
+             db1    ops   10.0.0.3  2222  ssh        -           bastion\n"
         );
         let mut out = Vec::new();
         write_host_list(&mut out, &hosts[..1], true, true).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\"address\":\"10.0.0.5\",\"agent_port\":null,\"host\":\"web01\",\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\"}\n"
+            "{\"address\":\"10.0.0.5\",\"agent_port\":null,\"host\":\"web01\",\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[]}\n"
         );
     }
 }

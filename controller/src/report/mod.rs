@@ -21,6 +21,7 @@ pub mod files;
 #[cfg(test)]
 mod fixture;
 mod gather;
+mod host_keys;
 mod hosts;
 mod json;
 mod progress;
@@ -33,6 +34,7 @@ use std::io::{self, Write};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use volley_common::outcome::HostReport;
 
+pub use host_keys::write_learned_host_keys;
 pub use hosts::{write_host_list, write_table};
 pub use rollout::{write_recorded, write_rollout};
 pub use summary::write_summary;
@@ -318,7 +320,14 @@ mod tests {
             },
             Event::Finished {
                 host: 2,
-                report: host_report("h03", Outcome::ConnectTimeout, b"", b""),
+                report: host_report(
+                    "h03",
+                    Outcome::ConnectTimeout {
+                        reason: String::new(),
+                    },
+                    b"",
+                    b"",
+                ),
             },
         ]
     }

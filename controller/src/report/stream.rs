@@ -392,7 +392,15 @@ mod tests {
 
         let coloured = render(
             true,
-            &[Step::Out(0, "up\n"), Step::Done(0, Outcome::ConnectTimeout)],
+            &[
+                Step::Out(0, "up\n"),
+                Step::Done(
+                    0,
+                    Outcome::ConnectTimeout {
+                        reason: String::new(),
+                    },
+                ),
+            ],
         );
         assert_eq!(
             String::from_utf8(coloured.out).unwrap(),
@@ -409,7 +417,12 @@ mod tests {
         let steps = [
             Step::Out(0, "up\n"),
             Step::Err(0, "warn\n"),
-            Step::Done(0, Outcome::ConnectTimeout),
+            Step::Done(
+                0,
+                Outcome::ConnectTimeout {
+                    reason: String::new(),
+                },
+            ),
         ];
         // A terminal on stdout, a file on stderr: no escape codes in the file.
         let style = Style {

@@ -6,6 +6,9 @@
 //! failure is classified where it happens, never by parsing a message; the established stream is
 //! handed to tonic once, and tonic can never silently reconnect and send a command again.
 //!
+//! Every connect-phase failure names the agent's address and the stage it reached (TCP, TLS
+//! handshake, the first answer), as recorded by [`super::stage`].
+//!
 //! The `Info` call proves the agent accepted our certificate: with TLS 1.3 a server's refusal of
 //! the client certificate arrives only after the client's handshake completed. Until it
 //! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH.
@@ -24,10 +27,11 @@ use volley_common::outcome::{Outcome, TransportKind};
 use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
+use super::stage::{Leg, Progress, Protocol, Stage};
 use super::{BoxFuture, Ended, Job, Transport};
 use crate::event::Stream;
 use crate::pki::ControllerCredentials;
-use crate::plan::HostSpec;
+use crate::plan::{HostSpec, dialled};
 
 /// Largest message accepted from an agent: output arrives in chunks far below this.
 const MAX_MESSAGE_BYTES: usize = 8 << 20;
@@ -124,7 +128,8 @@ impl AgentTransport {
     /// Runs the job through the agent and says whether a request may have reached it.
     pub async fn attempt(&self, job: &mut Job<'_>, connect_timeout: Duration) -> Attempt {
         let started = Instant::now();
-        let connect = tokio::time::timeout(connect_timeout, self.connect(job.host));
+        let progress = Progress::default();
+        let connect = tokio::time::timeout(connect_timeout, self.connect(job.host, &progress));
         let mut client = tokio::select! {
             result = connect => match result {
                 Ok(Ok(connected)) => {
@@ -136,7 +141,11 @@ impl AgentTransport {
                     connected.client
                 }
                 Ok(Err(outcome)) => return Attempt::NotReached(ended(outcome, None, None)),
-                Err(_) => return Attempt::NotReached(ended(Outcome::ConnectTimeout, None, None)),
+                Err(_) => {
+                    let reason = progress.stalled(connect_timeout);
+                    let outcome = Outcome::ConnectTimeout { reason };
+                    return Attempt::NotReached(ended(outcome, None, None));
+                }
             },
             () = job.cancel.cancelled() => return Attempt::NotReached(ended(Outcome::Cancelled, None, None)),
         };
@@ -149,9 +158,12 @@ impl AgentTransport {
     /// Connects and asks `Info`, within `timeout`: whether the agent serves, what it says about
     /// itself and the certificate it presents. Runs no command.
     pub async fn probe(&self, host: &HostSpec, timeout: Duration) -> Result<Served, Outcome> {
-        let connected = tokio::time::timeout(timeout, self.connect(host))
+        let progress = Progress::default();
+        let connected = tokio::time::timeout(timeout, self.connect(host, &progress))
             .await
-            .map_err(|_| Outcome::ConnectTimeout)??;
+            .map_err(|_| Outcome::ConnectTimeout {
+                reason: progress.stalled(timeout),
+            })??;
         let info = volley_common::exec::AgentInfo::try_from(connected.info).map_err(|error| {
             Outcome::TransportError {
                 reason: format!("bad Info from the agent: {error}"),
@@ -163,25 +175,33 @@ impl AgentTransport {
         })
     }
 
-    /// TCP, TLS, HTTP/2 and an `Info` call. Every failure is an outcome; none can have run the
+    /// TCP, TLS, HTTP/2 and an `Info` call, each stage recorded in `progress`. Every failure is
+    /// an outcome whose reason names the agent's address and the stage; none can have run the
     /// command.
-    async fn connect(&self, host: &HostSpec) -> Result<Connected, Outcome> {
+    async fn connect(&self, host: &HostSpec, progress: &Progress) -> Result<Connected, Outcome> {
+        let what = format!("agent {}", dialled(&host.address, host.agent_port));
+        let leg = Leg::new(Protocol::Tls, what.clone(), None);
+        progress.on(&leg);
         let tcp = super::dial(&host.address, host.agent_port)
             .await
             .map_err(|error| Outcome::Unreachable {
-                reason: super::ssh::connect_reason(&error),
+                reason: format!("{what}: {}", super::ssh::connect_reason(&error)),
             })?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.host.clone()).map_err(|_| Outcome::TlsRejected {
-            reason: format!("'{}' is not a name a certificate can carry", host.host),
+            reason: format!(
+                "{what}: '{}' is not a name a certificate can carry",
+                host.host
+            ),
         })?;
         let tls = self
             .tls
-            .connect(name, tcp)
+            .connect(name, leg.observe(tcp))
             .await
             .map_err(|error| Outcome::TlsRejected {
-                reason: error.to_string(),
+                reason: leg.failed(&error),
             })?;
+        leg.reach(Stage::Secured);
         let certificate = tls
             .get_ref()
             .1
@@ -207,7 +227,7 @@ impl AgentTransport {
         });
         let endpoint = Endpoint::try_from(format!("http://{}:{}", host.host, host.agent_port))
             .map_err(|error| Outcome::TransportError {
-                reason: format!("bad agent address: {error}"),
+                reason: format!("{what}: bad agent address: {error}"),
             })?
             .http2_keep_alive_interval(Duration::from_secs(15))
             .keep_alive_timeout(Duration::from_secs(20))
@@ -216,14 +236,14 @@ impl AgentTransport {
             .connect_with_connector(connector)
             .await
             .map_err(|error| Outcome::TransportError {
-                reason: format!("HTTP/2 setup failed: {}", chain(&error)),
+                reason: format!("{what}: HTTP/2 setup failed: {}", chain(&error)),
             })?;
         let mut client = AgentClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let info = match client.info(pb::InfoRequest {}).await {
             Ok(response) => response.into_inner(),
-            Err(status) => return Err(probe_failure(&status)),
+            Err(status) => return Err(probe_failure(&what, &status)),
         };
         Ok(Connected {
             client,
@@ -355,22 +375,25 @@ fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Du
 /// alert arrives after our side of the handshake completed), and in every case no command can
 /// have started, so it counts as a TLS rejection: the one classification that lets `auto` fall
 /// back. This is decided by where the failure happened, not by reading its message.
-fn probe_failure(status: &tonic::Status) -> Outcome {
+fn probe_failure(what: &str, status: &tonic::Status) -> Outcome {
     if let Some(reason) = tls_failure(status) {
         return Outcome::TlsRejected {
-            reason: format!("the agent refused our certificate: {reason}"),
+            reason: format!("{what}: the agent refused our certificate: {reason}"),
         };
     }
     if StdError::source(status).is_some() {
         return Outcome::TlsRejected {
             reason: format!(
-                "the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
+                "{what}: the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
                 chain(status)
             ),
         };
     }
     Outcome::TransportError {
-        reason: format!("the agent did not answer Info: {}", status.message()),
+        reason: format!(
+            "{what}: the agent did not answer Info: {}",
+            status.message()
+        ),
     }
 }
 

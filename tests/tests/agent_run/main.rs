@@ -10,11 +10,13 @@
 //! - `output`: 100 MiB of output keep the agent's memory bounded and are reported truncated.
 //! - `peers`: who the controller refuses and who refuses the controller; nothing runs then.
 //! - `hybrid`: agent hosts, SSH hosts and dead addresses in one run with `auto`.
+//! - `stages`: failure reasons name the agent's address and the stage that failed or stalled.
 
 mod hybrid;
 mod outcomes;
 mod output;
 mod peers;
+mod stages;
 mod stopping;
 
 pub use volley_tests::report::{
