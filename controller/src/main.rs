@@ -8,6 +8,7 @@
 //! - [`docs`]: shell completions and man pages, generated from the clap definitions;
 //! - [`install`]: `volley agent install|status|upgrade|renew|uninstall`, one more transport;
 //! - [`report`]: the stream, JSON and gather renderers, progress and the summary;
+//!   [`reader_watch`]: a run stops when the reader of its output goes away;
 //! - [`exit`]: the exit status as a function of the outcomes; [`limits`]: the file budget.
 //! - [`rollout`]: batches and the failure budget; [`connect_retry`]: `--retries`;
 //! - [`journal`]: the run journal, written as hosts finish; [`runs`]: `volley runs` and
@@ -38,6 +39,7 @@ mod journal;
 mod limits;
 mod pki;
 mod plan;
+mod reader_watch;
 mod report;
 mod rollout;
 mod run;

@@ -18,6 +18,7 @@ use crate::journal::Journal;
 use crate::journal::store::runs_dir;
 use crate::pki::Pki;
 use crate::plan::{self, Environment, RunPlan};
+use crate::reader_watch::ReaderWatch;
 use crate::report::{self, ReportOptions};
 use crate::transport::Transport;
 use crate::transport::agent::AgentTransport;
@@ -170,6 +171,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
 
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signals(cancel.clone()));
+    let readers = ReaderWatch::start(cancel.clone());
     let started = Instant::now();
     // Bounded: a slow terminal slows the reading of the connections instead of filling memory.
     // Events pass through the journal on their way to the reporters, so that a host is
@@ -178,9 +180,9 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     let (journalled, to_report) = mpsc::channel(1024);
     let journal = journal::tap(journal, received, journalled);
     let reporter = tokio::spawn({
-        let (hosts, cancel) = (hosts.clone(), cancel.clone());
+        let (hosts, cancel, gone) = (hosts.clone(), cancel.clone(), readers.gone());
         async move {
-            let reports = report::report(hosts, options, to_report).await;
+            let reports = report::report(hosts, options, to_report, gone).await;
             // Output that cannot be written (a closed pipe, a full disk) stops the run: the
             // remote commands are stopped rather than left to run unreported.
             if reports.is_err() {
@@ -193,8 +195,10 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     let journal = journal.await?;
     let reports = reporter.await?;
 
+    let reader_gone = readers.finish();
     let interrupted = cancel.is_cancelled();
     let status = match &reports {
+        _ if reader_gone => exit::BROKEN_PIPE,
         Ok(reports) => exit::status(reports.iter().flatten(), interrupted),
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
         Err(_) => exit::INTERNAL,
@@ -212,6 +216,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         );
     }
     let reports = match reports {
+        Ok(_) if reader_gone => return Ok(status),
         Ok(reports) => reports,
         // The reader went away (`| head -1`): the run was stopped and journalled, and there is
         // no one left to tell; volley ends quietly, as a tool killed by SIGPIPE would.

@@ -76,18 +76,24 @@ const FLUSH_AT: usize = 64 * 1024;
 /// gets `None`.
 ///
 /// A failed write (say, stdout is a closed pipe) ends the report early with that error; the
-/// receiver is then dropped, so the run's remaining events go nowhere.
+/// receiver is then dropped, so the run's remaining events go nowhere. `reader_gone` ends it the
+/// same way, as a broken pipe, when the reader went away while nothing was being written.
 pub async fn report(
     hosts: Vec<String>,
     options: ReportOptions,
     events: mpsc::Receiver<Event>,
+    reader_gone: tokio_util::sync::CancellationToken,
 ) -> io::Result<Vec<Option<HostReport>>> {
     // The handles are locked per write, not for the whole run: a lock held across `.await` would
     // make this future `!Send` and would block every other writer (logging on stderr) until the
     // run ends. Buffering here keeps the writes, and so the locks, to one per flush.
     let mut terminal = Terminal::new(io::stdout(), io::stderr());
     let progress = options.progress.then(|| Progress::new(hosts.len()));
-    consume(hosts, options, events, &mut terminal, progress).await
+    tokio::select! {
+        biased;
+        () = reader_gone.cancelled() => Err(io::ErrorKind::BrokenPipe.into()),
+        reports = consume(hosts, options, events, &mut terminal, progress) => reports,
+    }
 }
 
 /// The loop of [`report`], with the terminal passed in so that tests can capture it.
@@ -416,6 +422,7 @@ mod tests {
             prefix: true,
             out_dir: None,
         };
-        assert_send(&report(Vec::new(), options, receiver));
+        let stop = tokio_util::sync::CancellationToken::new();
+        assert_send(&report(Vec::new(), options, receiver, stop));
     }
 }

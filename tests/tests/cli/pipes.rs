@@ -124,3 +124,28 @@ fn runs_show_into_head_ends_quietly() {
         assert_eq!(run.head.lines().count(), 1, "{}", run.describe());
     }
 }
+
+#[test]
+fn a_run_that_prints_nothing_more_still_stops_when_the_reader_goes_away() {
+    let fleet = SshFleet::start(2);
+    let sleep = unique_sleep("600.");
+    let _sweep = SweepOnDrop(sleep.clone());
+    // One line, then ten minutes of silence: no write of volley's would meet the closed pipe.
+    let command = format!("echo first; {sleep}");
+    let run = into_head(
+        fleet
+            .volley()
+            .args(fleet.flags().args(["-g", "all", "--", command.as_str()])),
+        1,
+        false,
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(EXIT_BROKEN_PIPE),
+        "{}",
+        run.describe()
+    );
+    assert!(run.stderr.is_empty(), "{}", run.describe());
+    assert_none_left(&sleep, Duration::from_secs(10));
+}
