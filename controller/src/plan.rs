@@ -41,6 +41,8 @@ pub struct HostSpec {
     pub transport: TransportChoice,
     /// Prefixes every path `volley agent` writes on the host (inventory `agent_prefix`).
     pub agent_prefix: Option<PathBuf>,
+    /// Run the command (or the agent operation) as root through `sudo -n`.
+    pub become_root: bool,
 }
 
 /// A validated `volley run`.
@@ -326,6 +328,7 @@ fn host_spec(
         agent_port,
         transport,
         agent_prefix,
+        become_root: false,
     }
 }
 

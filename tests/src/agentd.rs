@@ -47,9 +47,9 @@ pub struct Agentd {
 }
 
 impl Agentd {
-    /// Starts `binary --config CONFIG` with stderr to `log` and HOME (where commands run) set to
-    /// `home`. Returns at once: call [`Agentd::wait_until_ready`], so that many agents can start
-    /// side by side.
+    /// Starts `binary --config CONFIG` with stderr to `log` and HOME set to `home` (the agent's
+    /// own; its commands run in their user's home, whatever the agent's is). Returns at once:
+    /// call [`Agentd::wait_until_ready`], so that many agents can start side by side.
     pub fn spawn(binary: &Path, config: &Path, listen: SocketAddrV4, home: &Path) -> Agentd {
         let log = config.with_extension("log");
         let log_file = std::fs::File::create(&log)

@@ -237,12 +237,6 @@ impl AgentFleet {
         &self.inventory
     }
 
-    /// HOME of the agent of host `name`, where its commands run: a relative path in a command
-    /// names a file here, which is how a test sees on which hosts a command ran.
-    pub fn agent_home(&self, name: &str) -> PathBuf {
-        self.dir().join("agent-home").join(&self.host(name).name)
-    }
-
     /// The fleet's scratch directory; files that tests write belong here.
     pub fn dir(&self) -> &Path {
         self.dir.path()

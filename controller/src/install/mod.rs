@@ -188,7 +188,7 @@ impl AgentOperation {
         let credentials = pki.controller_credentials()?;
         let identity = pki.controller_identity()?;
         let run_id = format!("{}-agent-{}", std::process::id(), request.action.name());
-        let agent = AgentTransport::new(&credentials, run_id, plan.max_output as u64)?;
+        let agent = AgentTransport::new(&credentials, run_id)?;
         let binary = match request.action {
             Action::Install | Action::Upgrade => {
                 let binary = match request.agent_binary {

@@ -116,6 +116,7 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
                 agent_port: 7731,
                 transport: TransportChoice::Ssh,
                 agent_prefix: None,
+                become_root: false,
             })
             .collect(),
         command: "true".to_string(),

@@ -9,6 +9,12 @@
 //! The `Info` call proves the agent accepted our certificate: with TLS 1.3 a server's refusal of
 //! the client certificate arrives only after the client's handshake completed. Until it
 //! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH.
+//!
+//! The command runs as the host's SSH user (`HostSpec::user`), in the login session sshd would
+//! give that user (the agent builds it), or as root for `--become`. The agent streams all the
+//! output: only the copy the controller keeps is capped, by the [`super::OutputSink`]. An agent
+//! that refuses the user (none such on the host, root not allowed) answers before anything
+//! runs, and the host is `auth_failed`, as sshd's refusal of that user would make it.
 
 use std::error::Error as StdError;
 use std::sync::{Arc, Mutex};
@@ -72,14 +78,12 @@ struct Connected {
 pub struct AgentTransport {
     tls: tokio_rustls::TlsConnector,
     run_id: String,
-    max_output: u64,
 }
 
 impl AgentTransport {
     pub fn new(
         credentials: &ControllerCredentials,
         run_id: String,
-        max_output: u64,
     ) -> Result<AgentTransport, AgentSetupError> {
         let bad = |what, origin, reason: String| AgentSetupError::Credentials {
             what,
@@ -117,7 +121,6 @@ impl AgentTransport {
         Ok(AgentTransport {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             run_id,
-            max_output,
         })
     }
 
@@ -232,13 +235,21 @@ impl AgentTransport {
             env: Default::default(),
             working_dir: None,
             timeout: job.limits.command_timeout,
-            max_output: Some(self.max_output),
+            // The live stream is never capped; the sink caps the copy it keeps.
+            max_output: None,
+            user: Some(job.host.user.clone()),
+            become_root: job.host.become_root,
         };
         let mut stream = match client.exec(pb::ExecRequest::from(spec)).await {
             Ok(response) => response.into_inner(),
             Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                 return Outcome::TransportError {
                     reason: format!("the agent is busy: {}", status.message()),
+                };
+            }
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                return Outcome::AuthFailed {
+                    reason: format!("the agent refused: {}", status.message()),
                 };
             }
             Err(status) => {
