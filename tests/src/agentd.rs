@@ -38,6 +38,10 @@ pub fn config_text(config: &AgentConfig) -> String {
     text
 }
 
+/// A variable every fixture agent has in its environment, as an install session might leave
+/// one: no command it runs may see it.
+pub const CANARY: &str = "VOLLEY_TEST_AGENT_CANARY";
+
 /// A running agent.
 #[derive(Debug)]
 pub struct Agentd {
@@ -58,6 +62,7 @@ impl Agentd {
             .arg("--config")
             .arg(config)
             .env("HOME", home)
+            .env(CANARY, "the agent's own environment leaked")
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -42,6 +42,7 @@ pub enum HostKind {
 pub struct FleetSpec {
     hosts: Vec<HostKind>,
     encrypted_client_key: bool,
+    login_environment: bool,
 }
 
 impl FleetSpec {
@@ -50,6 +51,7 @@ impl FleetSpec {
         FleetSpec {
             hosts: vec![HostKind::Normal; normal],
             encrypted_client_key: false,
+            login_environment: false,
         }
     }
 
@@ -63,6 +65,15 @@ impl FleetSpec {
     /// host authorizes, so a failure with it can only come from the encryption.
     pub fn with_encrypted_client_key(mut self) -> FleetSpec {
         self.encrypted_client_key = true;
+        self
+    }
+
+    /// Sessions get their user's own home and login environment, as on a real server, instead
+    /// of the fleet's clean HOME; and users other than root may log in with the fleet's key
+    /// (sshd reads authorized_keys as the user, so the file is made readable to all: it holds
+    /// public keys only).
+    pub fn with_login_environment(mut self) -> FleetSpec {
+        self.login_environment = true;
         self
     }
 }
@@ -135,6 +146,16 @@ impl SshFleet {
             authorized.push_str(&format!("{}\n", key.public()));
         }
         write(&authorized_keys, &authorized);
+        if spec.login_environment {
+            use std::os::unix::fs::PermissionsExt;
+            // Other users may pass through the fleet's directory (not list it) to reach the
+            // file; the private keys in it stay 0600.
+            for (path, mode) in [(&root, 0o711), (&authorized_keys, 0o644)] {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                    .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
+            }
+        }
+        let session_home = (!spec.login_environment).then_some(session_home.as_path());
 
         let mut block = AddressBlock::random();
         let mut hosts: Vec<Host> = spec
@@ -149,7 +170,7 @@ impl SshFleet {
             })
             .collect();
 
-        let servers = start_servers(&root, &mut hosts, &authorized_keys, &session_home);
+        let servers = start_servers(&root, &mut hosts, &authorized_keys, session_home);
 
         let known_hosts = root.join("known_hosts");
         write(&known_hosts, &known_hosts_text(&hosts, &other_host_key));
@@ -297,7 +318,7 @@ fn start_servers(
     root: &Path,
     hosts: &mut [Host],
     authorized_keys: &Path,
-    session_home: &Path,
+    session_home: Option<&Path>,
 ) -> Vec<Sshd> {
     let served: Vec<usize> = (0..hosts.len())
         .filter(|&i| hosts[i].kind != HostKind::Dead)

@@ -13,6 +13,7 @@
 //! - [`remote`]: per-host commands and the processes a run leaves on the hosts.
 //! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
 //! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
+//! - [`users`]: local users for tests that log in as someone else than root.
 //! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
 //!   is built from.
 //!
@@ -35,6 +36,7 @@ pub mod report;
 pub mod sshd;
 pub mod stalling;
 pub mod tools;
+pub mod users;
 pub mod volley;
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! One OpenSSH sshd process in the foreground, serving up to 16 loopback addresses.
 //!
 //! sshd runs with `-D -e`, so it stays our child and logs to stderr, which goes to a log file in
-//! the fleet's directory for failure messages. It is killed when dropped.
+//! the fleet's directory for failure messages. It starts with umask 022, as systemd starts it
+//! on a server, whatever the test runner's umask. It is killed when dropped.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -25,8 +26,9 @@ pub struct SshdConfig<'a> {
     pub host_key: &'a Path,
     pub authorized_keys: &'a Path,
     /// HOME of the sessions. A clean one keeps the login user's shell startup files (root's
-    /// .bashrc starts pyenv here) out of every command.
-    pub session_home: &'a Path,
+    /// .bashrc starts pyenv here) out of every command. `None`: sessions get the login user's
+    /// own home and environment, as on a real server.
+    pub session_home: Option<&'a Path>,
     /// Addresses on which no client key is accepted, whatever authorized_keys says.
     pub refuse_keys_on: &'a [SocketAddrV4],
 }
@@ -53,7 +55,10 @@ impl Sshd {
         let log = dir.join("sshd.log");
         let log_file = std::fs::File::create(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let child = Command::new(tools::sshd())
+        // `exec` keeps the pid: the child is sshd.
+        let child = Command::new("/bin/sh")
+            .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+            .arg(tools::sshd())
             .args(["-D", "-e", "-f"])
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -124,7 +129,9 @@ pub fn config_text(config: &SshdConfig) -> String {
         "AuthorizedKeysFile {}",
         config.authorized_keys.display()
     );
-    let _ = writeln!(text, "SetEnv HOME={}", config.session_home.display());
+    if let Some(home) = config.session_home {
+        let _ = writeln!(text, "SetEnv HOME={}", home.display());
+    }
     text.push_str(
         "PidFile none\n\
          StrictModes no\n\
@@ -170,12 +177,13 @@ mod tests {
             listen: &listen,
             host_key: Path::new("/f/host_key"),
             authorized_keys: Path::new("/f/authorized_keys"),
-            session_home: Path::new("/f/session-home"),
+            session_home: Some(Path::new("/f/session-home")),
             refuse_keys_on: &listen[1..],
         });
         assert!(text.contains("ListenAddress 127.30.0.1:40001\nListenAddress 127.30.0.2:40002\n"));
         assert!(text.contains("AuthorizedKeysFile /f/authorized_keys\n"));
         assert!(!text.contains("Subsystem"));
+        assert!(text.contains("SetEnv HOME=/f/session-home\n"));
         assert!(
             text.ends_with(
                 "Match LocalAddress 127.30.0.2 LocalPort 40002\n    AuthorizedKeysFile none\n"

@@ -7,14 +7,18 @@
 //! - `outcomes`: success, non-zero exit, signal and timeout through agents, and the JSON record.
 //! - `stopping`: SIGINT stops the commands on the agents; an agent that dies mid-command is a
 //!   transport error, and the command is not run again over SSH.
-//! - `output`: 100 MiB of output keep the agent's memory bounded and are reported truncated.
+//! - `output`: 100 MiB of output all reach the controller, keep the agent's memory bounded, and
+//!   are kept truncated in `--json`.
 //! - `peers`: who the controller refuses and who refuses the controller; nothing runs then.
 //! - `hybrid`: agent hosts, SSH hosts and dead addresses in one run with `auto`.
+//! - `semantics`: the same probe as the same user over SSH and through an agent prints the
+//!   same, 5 MB of live output included; a user the host lacks is `auth_failed` on both.
 
 mod hybrid;
 mod outcomes;
 mod output;
 mod peers;
+mod semantics;
 mod stopping;
 
 pub use volley_tests::report::{

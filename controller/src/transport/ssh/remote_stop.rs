@@ -4,7 +4,8 @@
 //! and SSH `signal` requests are refused for root logins (measured against OpenSSH 9.2). So the command runs inside a small POSIX-sh wrapper:
 //!
 //! - the command runs in its own session and process group (`setsid`), under the user's login
-//!   shell, with `/dev/null` as stdin;
+//!   shell with `-c` and the shell's base name as `$0`, exactly as sshd itself would run it, with
+//!   `/dev/null` as stdin;
 //! - a watcher holds a duplicate of the channel's stdin and blocks reading it. The controller never
 //!   sends data or EOF in normal use, so the watcher wakes only when the controller sends EOF or
 //!   the connection closes (volley stopped, killed, or the host timed out). It then sends TERM to
@@ -21,10 +22,11 @@ use crate::shell::quote;
 
 /// The wrapper script. `$1` is the operator's command.
 const WRAPPER: &str = r#"exec 3<&0 0</dev/null
+shell=${SHELL:-/bin/sh}
 if command -v setsid >/dev/null 2>&1; then
-  setsid "${SHELL:-/bin/sh}" -c "$1" 3<&- &
+  setsid "$shell" -c "$1" "${shell##*/}" 3<&- &
 else
-  "${SHELL:-/bin/sh}" -c "$1" 3<&- &
+  "$shell" -c "$1" "${shell##*/}" 3<&- &
 fi
 cmd=$!
 {
@@ -167,6 +169,12 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         let output = run("kill -TERM $$");
         assert_eq!(output.status.signal(), Some(15), "{output:?}");
+    }
+
+    #[test]
+    fn the_command_runs_in_the_login_shell_named_as_sshd_names_it() {
+        let output = run("echo $0");
+        assert_eq!(output.stdout, b"sh\n");
     }
 
     #[test]
