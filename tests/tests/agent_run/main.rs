@@ -11,9 +11,12 @@
 //!   are kept truncated in `--json`.
 //! - `peers`: who the controller refuses and who refuses the controller; nothing runs then.
 //! - `hybrid`: agent hosts, SSH hosts and dead addresses in one run with `auto`.
+//! - `hardening`: 1,200 idle connections against an agent started with 1,024 descriptors do
+//!   not keep a controller out; `volley pki issue` refuses controller identities.
 //! - `semantics`: the same probe as the same user over SSH and through an agent prints the
 //!   same, 5 MB of live output included; a user the host lacks is `auth_failed` on both.
 
+mod hardening;
 mod hybrid;
 mod outcomes;
 mod output;
