@@ -231,6 +231,7 @@ impl AgentOperation {
                 .connected_after
                 .map(|connected| started.elapsed().saturating_sub(connected)),
             transport: finish.transport,
+            fallback: None,
         }
     }
 

@@ -26,7 +26,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Channel, Endpoint};
 use volley_common::exec::{ExecEvent, ExecSpec, ExitStatus, Program};
-use volley_common::outcome::{Outcome, TransportKind};
+use volley_common::outcome::{FallbackReason, Outcome, TransportKind};
 use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
@@ -53,8 +53,9 @@ pub enum AgentSetupError {
 
 /// How far an attempt got, which decides whether SSH may take over.
 pub enum Attempt {
-    /// The agent never accepted us, so no command can have started.
-    NotReached(Ended),
+    /// The agent never accepted us, so no command can have started; with what that means for a
+    /// fallback, when the outcome allows one.
+    NotReached(Ended, Option<FallbackReason>),
     /// A request may have reached the agent: whatever happened, there is no second try.
     Ran(Ended),
 }
@@ -65,6 +66,23 @@ pub struct Served {
     pub info: volley_common::exec::AgentInfo,
     /// The agent's end-entity certificate as it came in the handshake (DER).
     pub certificate: Vec<u8>,
+}
+
+/// Why no connection to an agent was made: the host's outcome, and what it means for a fallback
+/// (set for the outcomes that allow one: no agent, no answer in time, TLS failed, and for TLS
+/// which side refused).
+struct NotConnected {
+    outcome: Outcome,
+    fallback: Option<FallbackReason>,
+}
+
+impl From<Outcome> for NotConnected {
+    fn from(outcome: Outcome) -> NotConnected {
+        NotConnected {
+            fallback: FallbackReason::of(&outcome),
+            outcome,
+        }
+    }
 }
 
 /// A connection that passed TLS and answered `Info`.
@@ -131,10 +149,14 @@ impl AgentTransport {
         let mut client = tokio::select! {
             result = connect => match result {
                 Ok(Ok(connected)) => connected.client,
-                Ok(Err(outcome)) => return Attempt::NotReached(ended(outcome, None, None)),
-                Err(_) => return Attempt::NotReached(ended(Outcome::ConnectTimeout, None, None)),
+                Ok(Err(failed)) => return Attempt::NotReached(ended(failed.outcome, None, None), failed.fallback),
+                Err(_) => {
+                    let outcome = Outcome::ConnectTimeout;
+                    let fallback = FallbackReason::of(&outcome);
+                    return Attempt::NotReached(ended(outcome, None, None), fallback);
+                }
             },
-            () = job.cancel.cancelled() => return Attempt::NotReached(ended(Outcome::Cancelled, None, None)),
+            () = job.cancel.cancelled() => return Attempt::NotReached(ended(Outcome::Cancelled, None, None), None),
         };
         let connected_after = Some(started.elapsed());
         let run_started = Instant::now();
@@ -147,7 +169,8 @@ impl AgentTransport {
     pub async fn probe(&self, host: &HostSpec, timeout: Duration) -> Result<Served, Outcome> {
         let connected = tokio::time::timeout(timeout, self.connect(host))
             .await
-            .map_err(|_| Outcome::ConnectTimeout)??;
+            .map_err(|_| Outcome::ConnectTimeout)?
+            .map_err(|failed| failed.outcome)?;
         let info = volley_common::exec::AgentInfo::try_from(connected.info).map_err(|error| {
             Outcome::TransportError {
                 reason: format!("bad Info from the agent: {error}"),
@@ -161,7 +184,7 @@ impl AgentTransport {
 
     /// TCP, TLS, HTTP/2 and an `Info` call. Every failure is an outcome; none can have run the
     /// command.
-    async fn connect(&self, host: &HostSpec) -> Result<Connected, Outcome> {
+    async fn connect(&self, host: &HostSpec) -> Result<Connected, NotConnected> {
         let tcp = super::dial(&host.address, host.agent_port)
             .await
             .map_err(|error| Outcome::Unreachable {
@@ -175,8 +198,11 @@ impl AgentTransport {
             .tls
             .connect(name, tcp)
             .await
-            .map_err(|error| Outcome::TlsRejected {
-                reason: error.to_string(),
+            .map_err(|error| NotConnected {
+                fallback: Some(handshake_refusal(&error)),
+                outcome: Outcome::TlsRejected {
+                    reason: error.to_string(),
+                },
             })?;
         let certificate = tls
             .get_ref()
@@ -320,7 +346,7 @@ impl Transport for AgentTransport {
         Box::pin(async move {
             let connect_timeout = job.limits.connect_timeout;
             match self.attempt(&mut job, connect_timeout).await {
-                Attempt::NotReached(ended) | Attempt::Ran(ended) => ended,
+                Attempt::NotReached(ended, _) | Attempt::Ran(ended) => ended,
             }
         })
     }
@@ -332,6 +358,20 @@ fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Du
         connected_after,
         ran_for,
         transport: TransportKind::Agent,
+        fallback: None,
+    }
+}
+
+/// Which side refused a failed TLS handshake: our check of the agent's certificate, or the
+/// agent, whose refusal arrives as an alert. Decided by the error's type, not its text.
+fn handshake_refusal(error: &std::io::Error) -> FallbackReason {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(_)) => FallbackReason::AgentCertificateRejected,
+        Some(rustls::Error::AlertReceived(_)) => FallbackReason::ControllerCertificateRefused,
+        _ => FallbackReason::TlsFailed,
     }
 }
 
@@ -341,23 +381,33 @@ fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Du
 /// alert arrives after our side of the handshake completed), and in every case no command can
 /// have started, so it counts as a TLS rejection: the one classification that lets `auto` fall
 /// back. This is decided by where the failure happened, not by reading its message.
-fn probe_failure(status: &tonic::Status) -> Outcome {
+fn probe_failure(status: &tonic::Status) -> NotConnected {
     if let Some(reason) = tls_failure(status) {
-        return Outcome::TlsRejected {
-            reason: format!("the agent refused our certificate: {reason}"),
+        return NotConnected {
+            outcome: Outcome::TlsRejected {
+                reason: format!("the agent refused our certificate: {reason}"),
+            },
+            fallback: Some(FallbackReason::ControllerCertificateRefused),
         };
     }
     if StdError::source(status).is_some() {
-        return Outcome::TlsRejected {
-            reason: format!(
-                "the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
-                chain(status)
-            ),
+        // HTTP/2 keeps only the text of the TLS alert, and sometimes the connection is just
+        // closed before the alert is read. Either way the agent, whose certificate verified under
+        // our CA and named the host, dropped us right after our side of the handshake: that is
+        // its refusal of our certificate.
+        return NotConnected {
+            outcome: Outcome::TlsRejected {
+                reason: format!(
+                    "the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
+                    chain(status)
+                ),
+            },
+            fallback: Some(FallbackReason::ControllerCertificateRefused),
         };
     }
-    Outcome::TransportError {
+    NotConnected::from(Outcome::TransportError {
         reason: format!("the agent did not answer Info: {}", status.message()),
-    }
+    })
 }
 
 /// The TLS error in an error's source chain, if the failure was TLS's.

@@ -122,6 +122,7 @@ impl SshTransport {
                     connected_after: None,
                     ran_for: None,
                     transport: TransportKind::Ssh,
+                    fallback: None,
                 };
             }
         };
@@ -137,6 +138,7 @@ impl SshTransport {
             connected_after,
             ran_for: Some(run_started.elapsed()),
             transport: TransportKind::Ssh,
+            fallback: None,
         }
     }
 
