@@ -183,6 +183,10 @@ fn start(args: &Args) -> Result<(), AgentError> {
     // idle memory small (one stack, one malloc arena).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Password database lookups (one per command, maybe from a directory server) run off
+        // the runtime thread; a few threads are plenty, and keep a burst from costing a stack
+        // each.
+        .max_blocking_threads(4)
         .build()
         .map_err(AgentError::Runtime)?;
     runtime.block_on(serve(config, tls, nofile))

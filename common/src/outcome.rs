@@ -24,7 +24,8 @@ pub enum Outcome {
     Unreachable { reason: String },
     /// The connection (TCP and handshake) did not complete within the connect timeout.
     ConnectTimeout,
-    /// The host rejected every credential offered, or no usable credential existed.
+    /// The host rejected every credential offered, or no usable credential existed; or the
+    /// host's agent refused the user (none such on the host, root not allowed), as sshd would.
     AuthFailed { reason: String },
     /// The host's key is not in known_hosts.
     HostKeyUnknown { fingerprint: String },

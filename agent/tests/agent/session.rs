@@ -1,13 +1,14 @@
 //! The session a command runs in: the user the request names, its login shell, home, groups,
-//! umask 022, a clean environment, the open-file limit the agent was started with; `become_root`;
-//! and the refusals, which run nothing. The agent runs as root here, as it does on a fleet.
+//! umask 022, a clean environment; `become_root`; and the refusals, which run nothing. The agent
+//! runs as root here, as it does on a fleet. The open-file limit is tested end to end in
+//! `tests/tests/agent_run/hardening.rs`.
 //! The same command over SSH and through an agent is compared end to end in
 //! `tests/tests/agent_run/semantics.rs`.
 
 use tonic::Code;
 use volley_common::exec::{ExitStatus, Program};
 
-use crate::fixture::{Agent, Options, request_as, run, shell};
+use crate::fixture::{Agent, Options, request_as, run};
 
 /// The agent switches users only as root; without root these tests cannot mean anything.
 fn require_root() {
@@ -173,31 +174,4 @@ async fn refused_sessions_run_nothing_and_say_why() {
     // Other users still run.
     let ran = run(&mut client, request_as(sh("id -un"), Some("nobody"), false)).await;
     assert_eq!(lines(&ran.stdout), ["nobody"]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_raises_its_open_file_limit_and_commands_get_the_original_back() {
-    // Started as a 1024-descriptor service would be, under the machine's higher hard limit.
-    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).expect("the open-file limit");
-    assert!(
-        hard > 1024,
-        "this test needs a hard open-file limit above 1024 to see it raised; it is {hard}"
-    );
-    let agent = Agent::start(Options {
-        before_start: "ulimit -S -n 1024",
-        ..Options::default()
-    });
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.pid()))
-        .expect("the agent's /proc limits");
-    let open_files: Vec<&str> = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))
-        .expect("a Max open files line")
-        .split_whitespace()
-        .collect();
-    let hard = hard.to_string();
-    assert_eq!(open_files[3..5], [hard.as_str(), hard.as_str()], "{limits}");
-    let mut client = agent.controller().await;
-    let ran = run(&mut client, shell("ulimit -n")).await;
-    assert_eq!(lines(&ran.stdout), ["1024"]);
 }

@@ -2,16 +2,15 @@
 //! descriptor limit, held 1,200 silent TCP connections, it ran out of descriptors and new
 //! controllers waited for the silent ones to time out. Now it raises its limit and caps the
 //! handshakes in progress, dropping the oldest: a controller gets its commands through within a
-//! short connect timeout while the 1,200 connections are still held open. Also: `volley pki
-//! issue` refuses a controller identity as an agent name.
+//! short connect timeout while the 1,200 connections are still held open, and its commands get
+//! the limit it was started with, not the raised one. Also: `volley pki issue` refuses a
+//! controller identity as an agent name.
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use volley_tests::pki::Pki;
 use volley_tests::report::EXIT_USAGE;
-use volley_tests::volley::{RUN_DEADLINE, volley_binary, volley_command};
-use volley_tests::{AgentFleet, AgentFleetSpec, RunningProcess};
+use volley_tests::{AgentFleet, AgentFleetSpec};
 
 use crate::{EXIT_SUCCESS, expect_outcome};
 
@@ -73,12 +72,16 @@ fn a_controller_gets_its_commands_through_while_idle_connections_hold_the_agent(
             CONNECT_TIMEOUT,
             "--json",
             "--",
-            "cat /etc/hostname /proc/self/status >/dev/null && echo ok",
+            "cat /etc/hostname /proc/self/status >/dev/null && ulimit -n",
         ]));
         output.assert_code(EXIT_SUCCESS);
         let records = output.records_by_host();
         let record = expect_outcome(&output, &records, "a01", "succeeded", "agent");
-        assert_eq!(record.stdout, "ok\n", "run {run}: {record:?}");
+        assert_eq!(
+            record.stdout,
+            format!("{AGENT_NOFILE}\n"),
+            "run {run}: {record:?}"
+        );
     }
     let log = agent.log();
     assert!(
@@ -91,24 +94,10 @@ fn a_controller_gets_its_commands_through_while_idle_connections_hold_the_agent(
 
 #[test]
 fn pki_issue_refuses_a_controller_identity_as_an_agent_name() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let home = dir.path().join("home");
-    std::fs::create_dir(&home).expect("a fresh directory");
-    let pki = Pki::init(
-        &volley_binary(),
-        &home,
-        &dir.path().join("pki"),
-        "ops-controller",
-    );
-    for name in ["ops-controller", "volley-controller", "Volley-Controller"] {
-        let output = RunningProcess::spawn(volley_command(&home).args([
-            "pki",
-            "issue",
-            "--pki",
-            pki.dir().to_str().expect("a UTF-8 path"),
-            name,
-        ]))
-        .finish(RUN_DEADLINE);
+    let fleet = AgentFleet::start(1);
+    let pki = fleet.pki().dir().to_str().expect("a UTF-8 path");
+    for name in ["volley-controller", "Volley-Controller"] {
+        let output = fleet.run(["pki", "issue", "--pki", pki, name]);
         output.assert_code(EXIT_USAGE);
         assert_eq!(
             output.stderr,
@@ -117,6 +106,6 @@ fn pki_issue_refuses_a_controller_identity_as_an_agent_name() {
                  it (agents would take the name for a controller's); give the host another name\n"
             )
         );
-        assert!(!pki.certificate(name).exists(), "{name} was issued");
+        assert!(!fleet.pki().certificate(name).exists(), "{name} was issued");
     }
 }
