@@ -228,6 +228,11 @@ pub struct SshArgs {
     /// [default: ~/.ssh/config; `none` reads nothing]
     #[arg(short = 'F', long, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
+
+    /// Become root on the hosts through `sudo -n` (never prompts): the command, or every step
+    /// of an agent operation, runs as root [default: the inventory's `become`]
+    #[arg(long = "become")]
+    pub become_root: bool,
 }
 
 #[derive(Debug, Args)]

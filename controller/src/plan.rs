@@ -318,6 +318,12 @@ fn host_spec(
         .clone()
         .or_else(|| group.agent_prefix.clone())
         .or_else(|| inventory.agent_prefix.clone());
+    let become_root = args.ssh.become_root
+        || host
+            .become_root
+            .or(group.become_root)
+            .or(inventory.become_root)
+            .unwrap_or(false);
     HostSpec {
         name: target.to_string(),
         address,
@@ -328,7 +334,7 @@ fn host_spec(
         agent_port,
         transport,
         agent_prefix,
-        become_root: false,
+        become_root,
     }
 }
 

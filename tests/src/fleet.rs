@@ -6,6 +6,7 @@
 //! meet every kind of failure at once.
 
 use std::net::SocketAddrV4;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -69,9 +70,7 @@ impl FleetSpec {
     }
 
     /// Sessions get their user's own home and login environment, as on a real server, instead
-    /// of the fleet's clean HOME; and users other than root may log in with the fleet's key
-    /// (sshd reads authorized_keys as the user, so the file is made readable to all: it holds
-    /// public keys only).
+    /// of the fleet's clean HOME.
     pub fn with_login_environment(mut self) -> FleetSpec {
         self.login_environment = true;
         self
@@ -121,6 +120,10 @@ impl SshFleet {
             .prefix("volley-fleet-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create the fleet's directory: {e}"));
+        // sshd reads authorized_keys as the user logging in, who is not root in the --become
+        // tests: others may pass through the directory (not list it); keys stay 0600.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .unwrap_or_else(|e| panic!("cannot chmod the fleet's directory: {e}"));
         let root = dir.path().to_path_buf();
         let make_dir = |name: &str| {
             let path = root.join(name);
@@ -146,15 +149,6 @@ impl SshFleet {
             authorized.push_str(&format!("{}\n", key.public()));
         }
         write(&authorized_keys, &authorized);
-        if spec.login_environment {
-            use std::os::unix::fs::PermissionsExt;
-            // Other users may pass through the fleet's directory (not list it) to reach the
-            // file; the private keys in it stay 0600.
-            for (path, mode) in [(&root, 0o711), (&authorized_keys, 0o644)] {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                    .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
-            }
-        }
         let session_home = (!spec.login_environment).then_some(session_home.as_path());
 
         let mut block = AddressBlock::random();

@@ -8,12 +8,15 @@
 //! - [`agents`]: [`AgentFleet`], N named agent hosts (some odd on purpose, see [`AgentKind`])
 //!   with a PKI made by `volley pki` ([`pki`]) and an inventory; [`agentd`]: one agent process.
 //! - [`hybrid`]: one inventory mixing agent hosts, SSH hosts and dead addresses.
+//! - [`systemd_fleet`]: [`SystemdFleet`], N hosts that are containers booted with systemd as
+//!   PID 1 ([`container`]), each with its own sshd on its own loopback address.
 //! - [`volley`]: the volley binary, run in a clean environment against a fleet.
 //! - [`report`]: reading what volley printed, `--json` records strictly.
 //! - [`remote`]: per-host commands and the processes a run leaves on the hosts.
 //! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
 //! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
-//! - [`users`]: local users for tests that log in as someone else than root.
+//! - [`users`]: non-root users with and without sudo rights, for `--become`, and a plain one
+//!   that the same command runs as over SSH and through an agent.
 //! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
 //!   is built from.
 //!
@@ -23,6 +26,7 @@
 
 pub mod agentd;
 pub mod agents;
+pub mod container;
 pub mod fleet;
 pub mod hybrid;
 pub mod inventory;
@@ -35,6 +39,7 @@ pub mod remote;
 pub mod report;
 pub mod sshd;
 pub mod stalling;
+pub mod systemd_fleet;
 pub mod tools;
 pub mod users;
 pub mod volley;
@@ -48,4 +53,5 @@ pub use process::{ProcessOutput, RunningProcess};
 pub use relay::DelayRelay;
 pub use report::HostRecord;
 pub use stalling::StallingPort;
+pub use systemd_fleet::SystemdFleet;
 pub use volley::RunFlags;

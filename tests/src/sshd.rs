@@ -26,8 +26,8 @@ pub struct SshdConfig<'a> {
     pub host_key: &'a Path,
     pub authorized_keys: &'a Path,
     /// HOME of the sessions. A clean one keeps the login user's shell startup files (root's
-    /// .bashrc starts pyenv here) out of every command. `None`: sessions get the login user's
-    /// own home and environment, as on a real server.
+    /// .bashrc starts pyenv here) out of every command; `None` leaves each user's own home and
+    /// login environment, as on a real server (a container's users have fresh homes).
     pub session_home: Option<&'a Path>,
     /// Addresses on which no client key is accepted, whatever authorized_keys says.
     pub refuse_keys_on: &'a [SocketAddrV4],
@@ -155,7 +155,8 @@ pub fn config_text(config: &SshdConfig) -> String {
     text
 }
 
-fn read_banner(socket: SocketAddrV4) -> std::io::Result<String> {
+/// The first line a server on `socket` sends: an SSH banner once sshd is ready.
+pub fn read_banner(socket: SocketAddrV4) -> std::io::Result<String> {
     let stream = TcpStream::connect_timeout(&SocketAddr::V4(socket), Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut banner = String::new();

@@ -1,5 +1,5 @@
-//! The external programs the fixture drives (sshd, ssh, ssh-keygen, pgrep, kill) and the local
-//! user that the fleet's sshd lets in.
+//! The external programs the fixture drives (sshd, ssh, ssh-keygen, pgrep, kill, sudo,
+//! systemd-nspawn, nsenter) and the local user that the fleet's sshd lets in.
 //!
 //! A missing program is a broken test environment, never a reason to skip a test: every lookup
 //! here panics with what to install.
@@ -42,6 +42,25 @@ pub fn kill() -> PathBuf {
     on_path("kill", "apt-get install -y procps")
 }
 
+/// systemd-nspawn, which boots the containers of the systemd tests (`tests/need-systemd.sh`
+/// installs it).
+pub fn systemd_nspawn() -> PathBuf {
+    on_path(
+        "systemd-nspawn",
+        "apt-get install -y systemd systemd-container (tests/need-systemd.sh does)",
+    )
+}
+
+/// nsenter, for looking inside a container.
+pub fn nsenter() -> PathBuf {
+    on_path("nsenter", "apt-get install -y util-linux")
+}
+
+/// sudo, for the `--become` tests (`tests/need-sudo.sh` installs it).
+pub fn sudo() -> PathBuf {
+    on_path("sudo", "apt-get install -y sudo (tests/need-sudo.sh does)")
+}
+
 /// The user the fleet logs in as: sshd started without root can only let its own user in, and
 /// as root (here and in CI) this is `root`.
 pub fn login_user() -> &'static str {
@@ -71,7 +90,8 @@ pub fn run_tool(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn on_path(program: &str, install: &str) -> PathBuf {
+/// `program` on PATH; panics with `install`, what to do, when it is not there.
+pub fn on_path(program: &str, install: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))

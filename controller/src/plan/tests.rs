@@ -14,6 +14,7 @@ user = "www"
 hosts = ["db1", "db2"]
 identity_file = "~/.ssh/db_key"
 agent_prefix = "/srv/db"
+become = true
 [groups.loop_a]
 hosts = ["@loop_b"]
 [groups.loop_b]
@@ -23,6 +24,8 @@ address = "10.0.0.2"
 port = 22
 user = "root"
 agent_prefix = "/srv/web02"
+[hosts.db2]
+become = false
 "#;
 
 const SSH_CONFIG: &str = "Host web03\n  HostName web03.internal\n  Port 2222\n  User admin\n";
@@ -224,6 +227,33 @@ fn agent_prefix_comes_from_the_host_then_its_group_then_the_top_level() {
         .map(|(name, prefix)| (name.to_string(), Some(PathBuf::from(prefix))))
         .collect();
     assert_eq!(prefixes, expected);
+}
+
+#[test]
+fn become_comes_from_the_flag_then_the_host_its_group_and_the_top_level() {
+    let become_root = |args: &[&str]| -> Vec<(String, bool)> {
+        plan(args)
+            .unwrap()
+            .hosts
+            .into_iter()
+            .map(|host| (host.name, host.become_root))
+            .collect()
+    };
+    let owned = |expected: &[(&str, bool)]| -> Vec<(String, bool)> {
+        expected
+            .iter()
+            .map(|(name, value)| (name.to_string(), *value))
+            .collect()
+    };
+    assert_eq!(
+        become_root(&["-w", "x", "-g", "db"]),
+        owned(&[("x", false), ("db1", true), ("db2", false)])
+    );
+    // The flag turns it on everywhere, a host's `become = false` included.
+    assert_eq!(
+        become_root(&["-w", "x", "-g", "db", "--become"]),
+        owned(&[("x", true), ("db1", true), ("db2", true)])
+    );
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! - `host_keys`: known_hosts checking and `--accept-new-host-keys`.
 //! - `targets`: choosing hosts (hosts files, exclusions, ssh config aliases) and input errors.
 //! - `rollout`: batches, the failure budget, connect retries, the run journal and `volley retry`.
+//! - `become`: `--become` and the inventory's `become`, as root through `sudo -n` or a reason.
 
+mod r#become;
 mod host_keys;
 mod outcomes;
 mod output;

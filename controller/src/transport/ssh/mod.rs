@@ -8,11 +8,14 @@
 //!
 //! [`Session`] (in `ssh/session.rs`) is the same connection for operations of several steps,
 //! such as installing an agent: plain commands in turn, with bytes sent to their stdin.
+//! [`sudo`] is `--become`: a check that sudo makes the user root, then everything through
+//! `sudo -n`.
 
 pub mod identity;
 pub mod known_hosts;
 pub mod remote_stop;
 mod session;
+pub mod sudo;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -115,7 +118,7 @@ impl SshTransport {
             .open(job.host, job.limits.connect_timeout, &job.cancel)
             .await
         {
-            Ok(session) => session.into_handle(),
+            Ok(session) => session,
             Err(outcome) => {
                 return Ended {
                     outcome,
@@ -126,6 +129,19 @@ impl SshTransport {
                 };
             }
         };
+        if sudo::needed(job.host)
+            && let Err(outcome) = self.become_root(&session, &job).await
+        {
+            session.close().await;
+            return Ended {
+                outcome,
+                connected_after: Some(started.elapsed()),
+                ran_for: None,
+                transport: TransportKind::Ssh,
+                fallback: None,
+            };
+        }
+        let session = session.into_handle();
         let connected_after = Some(started.elapsed());
         let run_started = Instant::now();
         let outcome = run_command(&session, job).await;
@@ -139,6 +155,29 @@ impl SshTransport {
             ran_for: Some(run_started.elapsed()),
             transport: TransportKind::Ssh,
             fallback: None,
+        }
+    }
+
+    /// `--become`: checks on the fresh session that sudo makes the user root, within the
+    /// connect timeout. A refusal is `auth_failed` with sudo's reason: the command never ran.
+    async fn become_root(&self, session: &Session, job: &Job<'_>) -> Result<(), Outcome> {
+        let check = tokio::time::timeout(
+            job.limits.connect_timeout,
+            sudo::check(session, &job.host.user),
+        );
+        tokio::select! {
+            result = check => match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(reason)) => Err(Outcome::AuthFailed { reason }),
+                Err(_) => Err(Outcome::AuthFailed {
+                    reason: format!(
+                        "sudo -n as {} did not answer within {}s (--become)",
+                        job.host.user,
+                        job.limits.connect_timeout.as_secs()
+                    ),
+                }),
+            },
+            () = job.cancel.cancelled() => Err(Outcome::Cancelled),
         }
     }
 
@@ -322,7 +361,8 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
             };
         }
     };
-    if let Err(error) = channel.exec(true, remote_stop::wrap(job.command)).await {
+    let command = remote_stop::wrap(job.command, sudo::needed(job.host));
+    if let Err(error) = channel.exec(true, command).await {
         return Outcome::TransportError {
             reason: format!("could not start the command: {error}"),
         };

@@ -18,8 +18,6 @@
 //!   `kill -9` from `exit 137`. The one ambiguity left: a command that itself exits with 129-159
 //!   is reported as killed by that signal, as shells report it too.
 
-use crate::shell::quote;
-
 /// The wrapper script. `$1` is the operator's command.
 const WRAPPER: &str = r#"exec 3<&0 0</dev/null
 shell=${SHELL:-/bin/sh}
@@ -54,14 +52,12 @@ fi
 exit "$rc"
 "#;
 
-/// The exec string sent to sshd: the remote user's shell runs the wrapper under `sh`, with the
-/// operator's command as its argument.
-pub fn wrap(command: &str) -> String {
-    format!(
-        "exec /bin/sh -c {} volley {}",
-        quote(WRAPPER),
-        quote(command)
-    )
+/// The exec string sent to sshd: the remote user's shell runs the wrapper under `sh` (as root
+/// through `sudo -n` when `sudo`, see [`super::sudo`]), with the operator's command as its
+/// argument. Under sudo the wrapper and its watcher are root's, so they can stop whatever the
+/// command started; `${SHELL}` is then root's shell, which sudo sets.
+pub fn wrap(command: &str, sudo: bool) -> String {
+    super::sudo::shell_line(WRAPPER, &["volley", command], sudo)
 }
 
 #[cfg(test)]
@@ -82,7 +78,7 @@ mod tests {
     fn spawn(command: &str) -> std::process::Child {
         Command::new("/bin/sh")
             .arg("-c")
-            .arg(wrap(command))
+            .arg(wrap(command, false))
             .env("SHELL", "/bin/sh")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
