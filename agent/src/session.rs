@@ -24,7 +24,8 @@
 //! Who may ask for what: any controller the agent admits may run commands as any user of the
 //! host, as an SSH key in that user's authorized_keys could. `become_root` (the controller's
 //! `--become`) runs the command in root's session instead, with `SUDO_USER`, `SUDO_UID` and
-//! `SUDO_GID` naming the user who asked, as sudo sets them. A command as root, asked either way,
+//! `SUDO_GID` naming the user who asked, as sudo sets them (and means nothing for root). The
+//! agent does not consult sudo: the user's sudoers rights do not bound an admitted controller. A command as root, asked either way,
 //! is refused when `session.allow_root` is false. A user that does not exist is refused. An
 //! agent that does not run as root can run commands only as its own user. Every refusal happens
 //! before anything runs.
@@ -162,8 +163,9 @@ fn build(
     agent: &AgentProcess,
 ) -> Result<Session, SessionError> {
     let (account, asked_by) = match root {
-        Some(root) => (root, Some(requested)),
-        None => (requested, None),
+        // Root asking to become root is root, as a root login ignores `--become` over SSH.
+        Some(root) if requested.uid != 0 => (root, Some(requested)),
+        _ => (requested, None),
     };
     decide(&account, config, agent)?;
     let shell = Path::new(account.login_shell());

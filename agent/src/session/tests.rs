@@ -126,6 +126,14 @@ fn become_root_runs_in_roots_session_and_says_who_asked() {
     assert_eq!(session.env["SUDO_USER"], "nobody");
     let nobody = lookup("nobody").expect("nobody exists");
     assert_eq!(session.env["SUDO_UID"], nobody.uid.to_string());
+    // Root becoming root is just root.
+    let root = resolve(
+        &spec(Some("root"), true),
+        &SessionConfig::default(),
+        &root_agent(),
+    )
+    .expect("root exists");
+    assert!(!root.env.contains_key("SUDO_USER"), "{:?}", root.env);
 }
 
 #[test]

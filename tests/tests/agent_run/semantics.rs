@@ -2,7 +2,8 @@
 //! (a real sshd giving its sessions the user's own login environment) and through an agent,
 //! prints the same thing, 5 MB of output included, on the live stream in full; `--json` keeps
 //! the capped copy and the true byte count on both. Also: a user the host does not have is
-//! `auth_failed` through the agent, as over SSH, and nothing runs.
+//! `auth_failed` through the agent, as over SSH, and nothing runs; `--become` through the agent
+//! runs the command in root's session, naming the user who asked.
 
 use std::collections::BTreeSet;
 
@@ -92,7 +93,7 @@ fn live_lines(machine: &Machine, transport: &str) -> Vec<String> {
 
 #[test]
 fn the_same_probe_prints_the_same_over_ssh_and_through_the_agent() {
-    let user = users::ensure(PROBE_USER);
+    let user = users::plain(PROBE_USER);
     let machine = machine(&user);
 
     let over_ssh = live_lines(&machine, "ssh");
@@ -178,7 +179,7 @@ fn the_same_probe_prints_the_same_over_ssh_and_through_the_agent() {
 
 #[test]
 fn json_keeps_the_capped_copy_and_counts_every_byte_on_both_transports() {
-    let user = users::ensure(PROBE_USER);
+    let user = users::plain(PROBE_USER);
     let machine = machine(&user);
     let mut bytes = Vec::new();
     for transport in ["ssh", "agent"] {
@@ -223,7 +224,7 @@ fn json_keeps_the_capped_copy_and_counts_every_byte_on_both_transports() {
 
 #[test]
 fn a_user_the_host_does_not_have_is_auth_failed_through_the_agent_and_runs_nothing() {
-    let probe_user = users::ensure(PROBE_USER);
+    let probe_user = users::plain(PROBE_USER);
     let machine = machine(&probe_user);
     let marker = machine.ssh.dir().join("ran");
     let command = format!("echo ran >> '{}'", marker.display());
@@ -259,5 +260,36 @@ fn a_user_the_host_does_not_have_is_auth_failed_through_the_agent_and_runs_nothi
     assert!(
         log.contains("exec refused") && !log.contains("exec started"),
         "{log}"
+    );
+}
+
+#[test]
+fn become_through_the_agent_runs_in_roots_session_and_names_who_asked() {
+    let user = users::plain(PROBE_USER);
+    let machine = machine(&user);
+    let output = machine.ssh.run(machine.flags.args([
+        "-g",
+        "all",
+        "--transport",
+        "agent",
+        "--become",
+        "--json",
+        "--",
+        "id -u; echo $USER $HOME $SUDO_USER; pwd",
+    ]));
+    output.assert_code(EXIT_SUCCESS);
+    let records = output.records_by_host();
+    let record = expect_outcome(&output, &records, &machine.name, "succeeded", "agent");
+    let root = users::lookup("root").expect("root");
+    let home = root.home.display();
+    assert_eq!(
+        record.stdout,
+        format!("0\nroot {home} {PROBE_USER}\n{home}\n")
+    );
+    let log = machine.agents.agent(&machine.name).log();
+    assert!(
+        log.contains(&format!("asked_as=Some(\"{PROBE_USER}\")"))
+            && log.contains("become_root=true"),
+        "the audit says who asked: {log}"
     );
 }
