@@ -311,7 +311,9 @@ mod tests {
             Outcome::Unreachable {
                 reason: "connection refused".to_string(),
             },
-            Outcome::ConnectTimeout,
+            Outcome::ConnectTimeout {
+                reason: "ssh 10.0.0.1:22: TCP connected, but no SSH banner within 10s".to_string(),
+            },
             Outcome::Skipped,
         ];
         for outcome in outcomes {
@@ -336,7 +338,12 @@ mod tests {
                 started: "2026-11-27T06:58:12.400Z".to_string(),
             }),
             Entry::Host(host("web1", Outcome::Succeeded)),
-            Entry::Host(host("web3", Outcome::ConnectTimeout)),
+            Entry::Host(host(
+                "web3",
+                Outcome::ConnectTimeout {
+                    reason: String::new(),
+                },
+            )),
         ]);
         // A line torn by a crash, and a host that is not in the header, are skipped.
         let text = format!("{text}{{\"type\":\"host\",\"host\":\"web2\",\"ba\n");
@@ -416,12 +423,26 @@ mod tests {
 
     #[test]
     fn an_entry_is_one_line_tagged_with_its_type() {
-        let text =
-            serde_json::to_string(&Entry::Host(host("web1", Outcome::ConnectTimeout))).unwrap();
+        let timeout = Outcome::ConnectTimeout {
+            reason: "no answer".to_string(),
+        };
+        let text = serde_json::to_string(&Entry::Host(host("web1", timeout))).unwrap();
         assert!(!text.contains('\n'));
         assert!(
-            text.starts_with(r#"{"type":"host","host":"web1","batch":1,"attempts":2,"transport":"ssh","outcome":{"kind":"connect_timeout"},"connect_ms":12,"run_ms":null,"total_ms":40,"#),
+            text.starts_with(r#"{"type":"host","host":"web1","batch":1,"attempts":2,"transport":"ssh","outcome":{"kind":"connect_timeout","reason":"no answer"},"connect_ms":12,"run_ms":null,"total_ms":40,"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_connect_timeout_recorded_without_a_reason_still_reads() {
+        let outcome: Outcome = serde_json::from_str(r#"{"kind":"connect_timeout"}"#).unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::ConnectTimeout {
+                reason: String::new()
+            }
+        );
+        assert_eq!(outcome.to_string(), "connect timed out");
     }
 }

@@ -22,8 +22,13 @@ pub enum Outcome {
     Signalled { signal: String },
     /// The host refused the connection, had no route, or its name did not resolve.
     Unreachable { reason: String },
-    /// The connection (TCP and handshake) did not complete within the connect timeout.
-    ConnectTimeout,
+    /// The connection (TCP and handshake) did not complete within the connect timeout. The
+    /// reason says what was dialled and where it stalled (empty in journals written before it
+    /// was recorded).
+    ConnectTimeout {
+        #[serde(default)]
+        reason: String,
+    },
     /// The host rejected every credential offered, or no usable credential existed; or the
     /// host's agent refused the user (none such on the host, root not allowed), as sshd would.
     AuthFailed { reason: String },
@@ -70,7 +75,7 @@ impl Outcome {
             | Outcome::Signalled { .. }
             | Outcome::StepFailed { .. } => OutcomeClass::CommandFailed,
             Outcome::Unreachable { .. }
-            | Outcome::ConnectTimeout
+            | Outcome::ConnectTimeout { .. }
             | Outcome::AuthFailed { .. }
             | Outcome::HostKeyUnknown { .. }
             | Outcome::HostKeyChanged { .. }
@@ -113,7 +118,7 @@ impl Outcome {
             Outcome::NonZeroExit { .. } => 1,
             Outcome::Signalled { .. } => 2,
             Outcome::Unreachable { .. } => 3,
-            Outcome::ConnectTimeout => 4,
+            Outcome::ConnectTimeout { .. } => 4,
             Outcome::AuthFailed { .. } => 5,
             Outcome::HostKeyUnknown { .. } => 6,
             Outcome::HostKeyChanged { .. } => 7,
@@ -138,7 +143,10 @@ impl fmt::Display for Outcome {
             Outcome::NonZeroExit { code } => write!(f, "exited with status {code}"),
             Outcome::Signalled { signal } => write!(f, "killed by signal {signal}"),
             Outcome::Unreachable { reason } => write!(f, "unreachable: {reason}"),
-            Outcome::ConnectTimeout => f.write_str("connect timed out"),
+            Outcome::ConnectTimeout { reason } if reason.is_empty() => {
+                f.write_str("connect timed out")
+            }
+            Outcome::ConnectTimeout { reason } => write!(f, "connect timed out: {reason}"),
             Outcome::AuthFailed { reason } => write!(f, "authentication failed: {reason}"),
             Outcome::HostKeyUnknown { fingerprint } => {
                 write!(
@@ -222,7 +230,7 @@ impl FallbackReason {
     pub fn of(outcome: &Outcome) -> Option<FallbackReason> {
         match outcome {
             Outcome::Unreachable { .. } => Some(FallbackReason::NoAgent),
-            Outcome::ConnectTimeout => Some(FallbackReason::AgentTimeout),
+            Outcome::ConnectTimeout { .. } => Some(FallbackReason::AgentTimeout),
             Outcome::TlsRejected { .. } => Some(FallbackReason::TlsFailed),
             _ => None,
         }
@@ -328,7 +336,7 @@ mod tests {
             Outcome::NonZeroExit { code: 1 },
             Outcome::Signalled { signal: text() },
             Outcome::Unreachable { reason: text() },
-            Outcome::ConnectTimeout,
+            Outcome::ConnectTimeout { reason: text() },
             Outcome::AuthFailed { reason: text() },
             Outcome::HostKeyUnknown {
                 fingerprint: text(),

@@ -116,25 +116,13 @@ impl SshFleet {
     }
 
     pub fn with_spec(spec: FleetSpec) -> SshFleet {
-        let dir = tempfile::Builder::new()
-            .prefix("volley-fleet-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("cannot create the fleet's directory: {e}"));
-        // sshd reads authorized_keys as the user logging in, who is not root in the --become
-        // tests: others may pass through the directory (not list it); keys stay 0600.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
-            .unwrap_or_else(|e| panic!("cannot chmod the fleet's directory: {e}"));
+        let FleetDirs {
+            dir,
+            keys,
+            client_home,
+            session_home,
+        } = FleetDirs::new("volley-fleet-");
         let root = dir.path().to_path_buf();
-        let make_dir = |name: &str| {
-            let path = root.join(name);
-            std::fs::create_dir_all(&path)
-                .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-            path
-        };
-        let keys = make_dir("keys");
-        let client_home = make_dir("client-home");
-        make_dir("client-home/.ssh");
-        let session_home = make_dir("session-home");
 
         let client_key = KeyPair::generate(&keys.join("client"), None);
         let wrong_key = KeyPair::generate(&keys.join("wrong"), None);
@@ -306,6 +294,44 @@ impl Drop for SshFleet {
     }
 }
 
+/// The directories of a fleet: its own temporary one, and in it `keys/`, the client's HOME (with
+/// an empty `.ssh/`) and the HOME of remote sessions.
+pub struct FleetDirs {
+    pub dir: TempDir,
+    pub keys: PathBuf,
+    pub client_home: PathBuf,
+    pub session_home: PathBuf,
+}
+
+impl FleetDirs {
+    pub fn new(prefix: &str) -> FleetDirs {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create the fleet's directory: {e}"));
+        // sshd reads authorized_keys as the user logging in, who is not root in the --become
+        // tests: others may pass through the directory (not list it); keys stay 0600.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .unwrap_or_else(|e| panic!("cannot chmod the fleet's directory: {e}"));
+        let make_dir = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(&path)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+            path
+        };
+        let keys = make_dir("keys");
+        let client_home = make_dir("client-home");
+        make_dir("client-home/.ssh");
+        let session_home = make_dir("session-home");
+        FleetDirs {
+            dir,
+            keys,
+            client_home,
+            session_home,
+        }
+    }
+}
+
 /// Starts one sshd per 16 served hosts, each with its own host key, and records on every host
 /// the key its server presents.
 fn start_servers(
@@ -340,6 +366,7 @@ fn start_servers(
                 authorized_keys,
                 session_home,
                 refuse_keys_on: &refuse,
+                extra: "",
             },
         ));
     }

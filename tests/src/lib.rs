@@ -15,6 +15,10 @@
 //! - [`remote`]: per-host commands and the processes a run leaves on the hosts.
 //! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
 //! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
+//! - [`listeners`]: odd listeners for connect-stage failures: a port that never answers, one
+//!   that writes fixed text (HTTP, a bare SSH banner) and then stays silent.
+//! - [`jump`]: [`JumpFleet`], hosts that only jump hosts can reach, in a [`netns`] namespace,
+//!   behind [`inetd`] gates.
 //! - [`users`]: non-root users with and without sudo rights, for `--become`, and a plain one
 //!   that the same command runs as over SSH and through an agent.
 //! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
@@ -29,9 +33,13 @@ pub mod agents;
 pub mod container;
 pub mod fleet;
 pub mod hybrid;
+pub mod inetd;
 pub mod inventory;
+pub mod jump;
 pub mod keys;
+pub mod listeners;
 pub mod loopback;
+pub mod netns;
 pub mod pki;
 pub mod process;
 pub mod relay;
@@ -49,6 +57,7 @@ mod sanity;
 
 pub use agents::{AgentFleet, AgentFleetSpec, AgentHost, AgentKind};
 pub use fleet::{FleetSpec, Host, HostKind, SshFleet};
+pub use jump::JumpFleet;
 pub use process::{ProcessOutput, RunningProcess};
 pub use relay::DelayRelay;
 pub use report::HostRecord;

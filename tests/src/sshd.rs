@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::Namespace;
 use crate::tools;
 
 /// sshd's limit on `ListenAddress` lines per process.
@@ -31,6 +32,8 @@ pub struct SshdConfig<'a> {
     pub session_home: Option<&'a Path>,
     /// Addresses on which no client key is accepted, whatever authorized_keys says.
     pub refuse_keys_on: &'a [SocketAddrV4],
+    /// More sshd_config lines (`KexAlgorithms ...`, `PermitOpen ...`), before the Match blocks.
+    pub extra: &'a str,
 }
 
 /// A running sshd, killed on drop.
@@ -45,6 +48,12 @@ impl Sshd {
     /// Writes `dir/sshd_config`, starts sshd with its log at `dir/sshd.log`, and returns once
     /// every listen address answers with an SSH banner.
     pub fn start(dir: &Path, config: &SshdConfig) -> Sshd {
+        Sshd::start_in(dir, config, None)
+    }
+
+    /// [`Sshd::start`] inside `namespace`, if one is given: it is then ready once its log says
+    /// it listens on every address (they cannot be reached from here to read a banner).
+    pub fn start_in(dir: &Path, config: &SshdConfig, namespace: Option<&Namespace>) -> Sshd {
         assert!(
             config.listen.len() <= MAX_LISTEN_ADDRESSES,
             "one sshd serves at most {MAX_LISTEN_ADDRESSES} addresses"
@@ -55,8 +64,13 @@ impl Sshd {
         let log = dir.join("sshd.log");
         let log_file = std::fs::File::create(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        // `exec` keeps the pid: the child is sshd.
-        let child = Command::new("/bin/sh")
+        // Through a shell for the umask; `exec` keeps the pid: the child is sshd.
+        let shell = Path::new("/bin/sh");
+        let mut command = match namespace {
+            Some(namespace) => namespace.command(shell),
+            None => Command::new(shell),
+        };
+        let child = command
             .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
             .arg(tools::sshd())
             .args(["-D", "-e", "-f"])
@@ -71,7 +85,10 @@ impl Sshd {
             log,
             listen: config.listen.to_vec(),
         };
-        sshd.wait_until_ready();
+        match namespace {
+            Some(_) => sshd.wait_until_logged_listening(),
+            None => sshd.wait_until_ready(),
+        }
         sshd
     }
 
@@ -106,6 +123,39 @@ impl Sshd {
                     ),
                 }
             }
+        }
+    }
+
+    fn wait_until_logged_listening(&mut self) {
+        let deadline = Instant::now() + READY_WITHIN;
+        let lines: Vec<String> = self
+            .listen
+            .iter()
+            .map(|socket| {
+                format!(
+                    "Server listening on {} port {}.",
+                    socket.ip(),
+                    socket.port()
+                )
+            })
+            .collect();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "sshd exited with {status} before it was ready; its log:\n{}",
+                    self.log()
+                );
+            }
+            let log = self.log();
+            if lines.iter().all(|line| log.contains(line.as_str())) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen on {:?} within {READY_WITHIN:?}; its log:\n{log}",
+                self.listen
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -144,6 +194,7 @@ pub fn config_text(config: &SshdConfig) -> String {
          MaxSessions 64\n\
          LogLevel INFO\n",
     );
+    text.push_str(config.extra);
     for socket in config.refuse_keys_on {
         let _ = writeln!(
             text,
@@ -180,11 +231,13 @@ mod tests {
             authorized_keys: Path::new("/f/authorized_keys"),
             session_home: Some(Path::new("/f/session-home")),
             refuse_keys_on: &listen[1..],
+            extra: "PermitOpen 127.0.0.1:22\n",
         });
         assert!(text.contains("ListenAddress 127.30.0.1:40001\nListenAddress 127.30.0.2:40002\n"));
         assert!(text.contains("AuthorizedKeysFile /f/authorized_keys\n"));
         assert!(!text.contains("Subsystem"));
         assert!(text.contains("SetEnv HOME=/f/session-home\n"));
+        assert!(text.contains("LogLevel INFO\nPermitOpen 127.0.0.1:22\nMatch "));
         assert!(
             text.ends_with(
                 "Match LocalAddress 127.30.0.2 LocalPort 40002\n    AuthorizedKeysFile none\n"

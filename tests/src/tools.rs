@@ -1,5 +1,5 @@
 //! The external programs the fixture drives (sshd, ssh, ssh-keygen, pgrep, kill, sudo,
-//! systemd-nspawn, nsenter) and the local user that the fleet's sshd lets in.
+//! systemd-nspawn, nsenter, unshare, ip) and the local user that the fleet's sshd lets in.
 //!
 //! A missing program is a broken test environment, never a reason to skip a test: every lookup
 //! here panics with what to install.
@@ -32,6 +32,13 @@ pub fn ssh_keygen() -> PathBuf {
 
 pub fn ssh() -> PathBuf {
     on_path("ssh", "apt-get install -y openssh-client")
+}
+
+pub fn ip() -> PathBuf {
+    on_path(
+        "ip",
+        "apt-get install -y iproute2 (tests/need-netns.sh does)",
+    )
 }
 
 pub fn pgrep() -> PathBuf {

@@ -165,6 +165,7 @@ mod tests {
             transport: TransportChoice::Auto,
             agent_prefix: None,
             become_root: false,
+            jump: Vec::new(),
         }
     }
 

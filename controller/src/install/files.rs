@@ -85,6 +85,7 @@ mod tests {
             transport: TransportChoice::Auto,
             agent_prefix: None,
             become_root: false,
+            jump: Vec::new(),
         }
     }
 

@@ -164,7 +164,12 @@ async fn the_journal_goes_on_when_the_reporters_are_gone() {
     drop(reported);
     let tap = tap(journal, received, forward);
     for (host, name) in ["h1", "h2"].iter().enumerate() {
-        let report = report(name, Outcome::ConnectTimeout);
+        let report = report(
+            name,
+            Outcome::ConnectTimeout {
+                reason: String::new(),
+            },
+        );
         events.send(Event::Finished { host, report }).await.unwrap();
     }
     drop(events);

@@ -132,7 +132,9 @@ mod tests {
                 r#""outcome":"unreachable","exit_code":null,"signal":null,"reason":"unreachable: no route to host""#,
             ),
             (
-                Outcome::ConnectTimeout,
+                Outcome::ConnectTimeout {
+                    reason: String::new(),
+                },
                 r#""outcome":"connect_timeout","exit_code":null,"signal":null,"reason":"connect timed out""#,
             ),
             (
@@ -189,7 +191,14 @@ mod tests {
 
     #[test]
     fn phases_that_never_began_are_null_and_truncation_is_reported() {
-        let mut report = host_report("h03", Outcome::ConnectTimeout, b"", b"");
+        let mut report = host_report(
+            "h03",
+            Outcome::ConnectTimeout {
+                reason: String::new(),
+            },
+            b"",
+            b"",
+        );
         report.timings = Timings {
             connect: None,
             run: None,

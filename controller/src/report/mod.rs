@@ -18,6 +18,7 @@ mod color;
 #[cfg(test)]
 mod fixture;
 mod gather;
+mod host_keys;
 mod json;
 mod progress;
 mod rollout;
@@ -29,6 +30,7 @@ use std::io::{self, Write};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use volley_common::outcome::HostReport;
 
+pub use host_keys::write_learned_host_keys;
 pub use rollout::{write_recorded, write_rollout};
 pub use summary::write_summary;
 
@@ -274,7 +276,14 @@ mod tests {
             },
             Event::Finished {
                 host: 2,
-                report: host_report("h03", Outcome::ConnectTimeout, b"", b""),
+                report: host_report(
+                    "h03",
+                    Outcome::ConnectTimeout {
+                        reason: String::new(),
+                    },
+                    b"",
+                    b"",
+                ),
             },
         ]
     }

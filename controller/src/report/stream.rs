@@ -404,7 +404,15 @@ mod tests {
 
         let coloured = render(
             true,
-            &[Step::Out(0, "up\n"), Step::Done(0, Outcome::ConnectTimeout)],
+            &[
+                Step::Out(0, "up\n"),
+                Step::Done(
+                    0,
+                    Outcome::ConnectTimeout {
+                        reason: String::new(),
+                    },
+                ),
+            ],
         );
         assert_eq!(
             String::from_utf8(coloured.out).unwrap(),

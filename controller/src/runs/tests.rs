@@ -381,6 +381,7 @@ fn a_retry_runs_on_exactly_its_hosts_or_not_at_all() {
         transport: volley_common::inventory::TransportChoice::Auto,
         agent_prefix: None,
         become_root: false,
+        jump: Vec::new(),
     };
     let mut hosts: Vec<HostSpec> = ["web1", "web2", "web3"].map(spec).to_vec();
     let wanted = ["web3".to_string(), "web1".to_string()];

@@ -91,7 +91,7 @@ impl Transport for Scripted {
             // Connect-phase failures never got a session, as a real transport reports them.
             let connected = !matches!(
                 outcome,
-                Outcome::Unreachable { .. } | Outcome::ConnectTimeout
+                Outcome::Unreachable { .. } | Outcome::ConnectTimeout { .. }
             );
             Ended {
                 outcome,
@@ -118,6 +118,7 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
                 transport: TransportChoice::Ssh,
                 agent_prefix: None,
                 become_root: false,
+                jump: Vec::new(),
             })
             .collect(),
         command: "true".to_string(),
@@ -306,7 +307,12 @@ async fn an_exceeded_budget_stops_the_rollout_and_skips_the_rest() {
 async fn failures_within_the_budget_do_not_stop_it() {
     let transport = Arc::new(Scripted::new(&[
         ("h1", vec![Outcome::NonZeroExit { code: 1 }]),
-        ("h4", vec![Outcome::ConnectTimeout]),
+        (
+            "h4",
+            vec![Outcome::ConnectTimeout {
+                reason: String::new(),
+            }],
+        ),
     ]));
     // 25% of 8 hosts allows two failures.
     let outcomes = run_with(
@@ -352,7 +358,13 @@ async fn connect_failures_are_retried_with_backoff_and_commands_are_not() {
     let transport = Arc::new(Scripted::new(&[
         (
             "h1",
-            vec![refused(), Outcome::ConnectTimeout, Outcome::Succeeded],
+            vec![
+                refused(),
+                Outcome::ConnectTimeout {
+                    reason: String::new(),
+                },
+                Outcome::Succeeded,
+            ],
         ),
         ("h2", vec![refused()]),
         ("h3", vec![Outcome::NonZeroExit { code: 1 }]),

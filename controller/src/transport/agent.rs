@@ -6,9 +6,13 @@
 //! failure is classified where it happens, never by parsing a message; the established stream is
 //! handed to tonic once, and tonic can never silently reconnect and send a command again.
 //!
+//! Every connect-phase failure names the agent's address and the stage it reached (TCP, TLS
+//! handshake, the first answer), as recorded by [`super::stage`].
+//!
 //! The `Info` call proves the agent accepted our certificate: with TLS 1.3 a server's refusal of
 //! the client certificate arrives only after the client's handshake completed. Until it
-//! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH.
+//! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH;
+//! where the attempt stopped also says why, for the host's [`volley_common::outcome::Fallback`].
 //!
 //! The command runs as the host's SSH user (`HostSpec::user`), in the login session sshd would
 //! give that user (the agent builds it), or as root for `--become`. The agent streams all the
@@ -30,10 +34,11 @@ use volley_common::outcome::{FallbackReason, Outcome, TransportKind};
 use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
+use super::stage::{Leg, Progress, Protocol, Stage};
 use super::{BoxFuture, Ended, Job, Transport};
 use crate::event::Stream;
 use crate::pki::ControllerCredentials;
-use crate::plan::HostSpec;
+use crate::plan::{HostSpec, dialled};
 
 /// Largest message accepted from an agent: output arrives in chunks far below this.
 const MAX_MESSAGE_BYTES: usize = 8 << 20;
@@ -145,13 +150,15 @@ impl AgentTransport {
     /// Runs the job through the agent and says whether a request may have reached it.
     pub async fn attempt(&self, job: &mut Job<'_>, connect_timeout: Duration) -> Attempt {
         let started = Instant::now();
-        let connect = tokio::time::timeout(connect_timeout, self.connect(job.host));
+        let progress = Progress::default();
+        let connect = tokio::time::timeout(connect_timeout, self.connect(job.host, &progress));
         let mut client = tokio::select! {
             result = connect => match result {
                 Ok(Ok(connected)) => connected.client,
                 Ok(Err(failed)) => return Attempt::NotReached(ended(failed.outcome, None, None), failed.fallback),
                 Err(_) => {
-                    let outcome = Outcome::ConnectTimeout;
+                    let reason = progress.stalled(connect_timeout);
+                    let outcome = Outcome::ConnectTimeout { reason };
                     let fallback = FallbackReason::of(&outcome);
                     return Attempt::NotReached(ended(outcome, None, None), fallback);
                 }
@@ -167,9 +174,12 @@ impl AgentTransport {
     /// Connects and asks `Info`, within `timeout`: whether the agent serves, what it says about
     /// itself and the certificate it presents. Runs no command.
     pub async fn probe(&self, host: &HostSpec, timeout: Duration) -> Result<Served, Outcome> {
-        let connected = tokio::time::timeout(timeout, self.connect(host))
+        let progress = Progress::default();
+        let connected = tokio::time::timeout(timeout, self.connect(host, &progress))
             .await
-            .map_err(|_| Outcome::ConnectTimeout)?
+            .map_err(|_| Outcome::ConnectTimeout {
+                reason: progress.stalled(timeout),
+            })?
             .map_err(|failed| failed.outcome)?;
         let info = volley_common::exec::AgentInfo::try_from(connected.info).map_err(|error| {
             Outcome::TransportError {
@@ -182,28 +192,40 @@ impl AgentTransport {
         })
     }
 
-    /// TCP, TLS, HTTP/2 and an `Info` call. Every failure is an outcome; none can have run the
+    /// TCP, TLS, HTTP/2 and an `Info` call, each stage recorded in `progress`. Every failure is
+    /// an outcome whose reason names the agent's address and the stage; none can have run the
     /// command.
-    async fn connect(&self, host: &HostSpec) -> Result<Connected, NotConnected> {
+    async fn connect(
+        &self,
+        host: &HostSpec,
+        progress: &Progress,
+    ) -> Result<Connected, NotConnected> {
+        let what = format!("agent {}", dialled(&host.address, host.agent_port));
+        let leg = Leg::new(Protocol::Tls, what.clone(), None);
+        progress.on(&leg);
         let tcp = super::dial(&host.address, host.agent_port)
             .await
             .map_err(|error| Outcome::Unreachable {
-                reason: super::ssh::connect_reason(&error),
+                reason: format!("{what}: {}", super::ssh::connect_reason(&error)),
             })?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.host.clone()).map_err(|_| Outcome::TlsRejected {
-            reason: format!("'{}' is not a name a certificate can carry", host.host),
+            reason: format!(
+                "{what}: '{}' is not a name a certificate can carry",
+                host.host
+            ),
         })?;
         let tls = self
             .tls
-            .connect(name, tcp)
+            .connect(name, leg.observe(tcp))
             .await
             .map_err(|error| NotConnected {
                 fallback: Some(handshake_refusal(&error)),
                 outcome: Outcome::TlsRejected {
-                    reason: error.to_string(),
+                    reason: leg.failed(&error),
                 },
             })?;
+        leg.reach(Stage::Secured);
         let certificate = tls
             .get_ref()
             .1
@@ -229,7 +251,7 @@ impl AgentTransport {
         });
         let endpoint = Endpoint::try_from(format!("http://{}:{}", host.host, host.agent_port))
             .map_err(|error| Outcome::TransportError {
-                reason: format!("bad agent address: {error}"),
+                reason: format!("{what}: bad agent address: {error}"),
             })?
             .http2_keep_alive_interval(Duration::from_secs(15))
             .keep_alive_timeout(Duration::from_secs(20))
@@ -238,14 +260,14 @@ impl AgentTransport {
             .connect_with_connector(connector)
             .await
             .map_err(|error| Outcome::TransportError {
-                reason: format!("HTTP/2 setup failed: {}", chain(&error)),
+                reason: format!("{what}: HTTP/2 setup failed: {}", chain(&error)),
             })?;
         let mut client = AgentClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let info = match client.info(pb::InfoRequest {}).await {
             Ok(response) => response.into_inner(),
-            Err(status) => return Err(probe_failure(&status)),
+            Err(status) => return Err(probe_failure(&what, &status)),
         };
         Ok(Connected {
             client,
@@ -381,32 +403,31 @@ fn handshake_refusal(error: &std::io::Error) -> FallbackReason {
 /// alert arrives after our side of the handshake completed), and in every case no command can
 /// have started, so it counts as a TLS rejection: the one classification that lets `auto` fall
 /// back. This is decided by where the failure happened, not by reading its message.
-fn probe_failure(status: &tonic::Status) -> NotConnected {
+fn probe_failure(what: &str, status: &tonic::Status) -> NotConnected {
+    // Either way below, the agent, whose certificate verified under our CA and named the host,
+    // refused us right after our side of the handshake: that is its refusal of our certificate.
+    // HTTP/2 keeps only the text of a TLS alert, and sometimes the connection is just closed
+    // before the alert is read, so the second case is that refusal too.
+    let refused = |reason: String| NotConnected {
+        outcome: Outcome::TlsRejected { reason },
+        fallback: Some(FallbackReason::ControllerCertificateRefused),
+    };
     if let Some(reason) = tls_failure(status) {
-        return NotConnected {
-            outcome: Outcome::TlsRejected {
-                reason: format!("the agent refused our certificate: {reason}"),
-            },
-            fallback: Some(FallbackReason::ControllerCertificateRefused),
-        };
+        return refused(format!(
+            "{what}: the agent refused our certificate: {reason}"
+        ));
     }
     if StdError::source(status).is_some() {
-        // HTTP/2 keeps only the text of the TLS alert, and sometimes the connection is just
-        // closed before the alert is read. Either way the agent, whose certificate verified under
-        // our CA and named the host, dropped us right after our side of the handshake: that is
-        // its refusal of our certificate.
-        return NotConnected {
-            outcome: Outcome::TlsRejected {
-                reason: format!(
-                    "the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
-                    chain(status)
-                ),
-            },
-            fallback: Some(FallbackReason::ControllerCertificateRefused),
-        };
+        return refused(format!(
+            "{what}: the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
+            chain(status)
+        ));
     }
     NotConnected::from(Outcome::TransportError {
-        reason: format!("the agent did not answer Info: {}", status.message()),
+        reason: format!(
+            "{what}: the agent did not answer Info: {}",
+            status.message()
+        ),
     })
 }
 

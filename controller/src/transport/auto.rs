@@ -69,7 +69,7 @@ impl AutoTransport {
 fn may_fall_back(outcome: &Outcome) -> bool {
     matches!(
         outcome,
-        Outcome::Unreachable { .. } | Outcome::ConnectTimeout | Outcome::TlsRejected { .. }
+        Outcome::Unreachable { .. } | Outcome::ConnectTimeout { .. } | Outcome::TlsRejected { .. }
     )
 }
 

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod auto;
 pub mod ssh;
+pub mod stage;
 
 use std::future::Future;
 use std::pin::Pin;

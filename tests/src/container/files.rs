@@ -117,6 +117,7 @@ fn sshd_config(sshd: SocketAddrV4) -> String {
         authorized_keys: &test.join("authorized_keys"),
         session_home: None,
         refuse_keys_on: &[],
+        extra: "",
     })
 }
 

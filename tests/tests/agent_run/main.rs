@@ -11,6 +11,7 @@
 //!   are kept truncated in `--json`.
 //! - `peers`: who the controller refuses and who refuses the controller; nothing runs then.
 //! - `hybrid`: agent hosts, SSH hosts and dead addresses in one run with `auto`.
+//! - `stages`: failure reasons name the agent's address and the stage that failed or stalled.
 //! - `hardening`: 1,200 idle connections against an agent started with 1,024 descriptors do
 //!   not keep a controller out; `volley pki issue` refuses controller identities.
 //! - `semantics`: the same probe as the same user over SSH and through an agent prints the
@@ -22,6 +23,7 @@ mod outcomes;
 mod output;
 mod peers;
 mod semantics;
+mod stages;
 mod stopping;
 
 pub use volley_tests::report::{
