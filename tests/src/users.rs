@@ -49,6 +49,9 @@ impl Sudo {
     }
 }
 
+/// `useradd`'s exit status when the name is taken.
+const USER_EXISTS: i32 = 9;
+
 /// Where the lock file lives: every test process of the machine agrees on it.
 const LOCK: &str = "/tmp/volley-tests-users.lock";
 
@@ -140,11 +143,18 @@ fn lock(why: &str) -> File {
 /// unlocks its account for key logins.
 fn add_user(user: &str, options: &[&str]) {
     if !exists(user) {
-        tools::run_tool(
-            Command::new(tools::on_path("useradd", "apt-get install -y passwd"))
-                .arg("--create-home")
-                .args(options)
-                .arg(user),
+        let mut useradd = Command::new(tools::on_path("useradd", "apt-get install -y passwd"));
+        useradd.arg("--create-home").args(options).arg(user);
+        let output = useradd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {useradd:?}: {e}"));
+        // Status 9: the name is taken. Someone outside our lock made the user meanwhile; it is
+        // used as it is.
+        assert!(
+            output.status.success() || output.status.code() == Some(USER_EXISTS),
+            "{useradd:?} failed with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
         );
     }
     // A new account is locked ("!"), and sshd without PAM refuses locked accounts; "*" has no
