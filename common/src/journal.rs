@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::outcome::{HostReport, Outcome, TransportKind};
+use crate::outcome::{Fallback, HostReport, Outcome, TransportKind};
 
 /// The version of the line format, in every header. Readers accept unknown fields, so adding a
 /// field does not change it.
@@ -115,6 +115,9 @@ pub struct HostEntry {
     pub stderr_bytes: u64,
     /// When the outcome was known, RFC 3339 UTC.
     pub finished: String,
+    /// Set when `auto` ran the host over SSH after its agent failed; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
 }
 
 impl HostEntry {
@@ -133,6 +136,7 @@ impl HostEntry {
             stdout_bytes: report.stdout.total_bytes,
             stderr_bytes: report.stderr.total_bytes,
             finished,
+            fallback: report.fallback.clone(),
         }
     }
 }
@@ -290,6 +294,7 @@ mod tests {
             },
             batch: 1,
             attempts: 2,
+            fallback: None,
         };
         HostEntry::new(&report, "2026-11-27T06:58:13.000Z".to_string())
     }
@@ -399,6 +404,27 @@ mod tests {
             Run::parse("not json\n"),
             Err(JournalError::BadHeader(_))
         ));
+    }
+
+    #[test]
+    fn a_fallback_is_journalled_and_read_back_and_absent_otherwise() {
+        let mut entry = host("web2", Outcome::Succeeded);
+        let plain = serde_json::to_string(&Entry::Host(entry.clone())).unwrap();
+        assert!(!plain.contains("fallback"), "{plain}");
+        entry.transport = TransportKind::Ssh;
+        entry.fallback = Some(Fallback {
+            reason: crate::outcome::FallbackReason::AgentCertificateRejected,
+            detail: "TLS rejected: invalid peer certificate: UnknownIssuer".to_string(),
+        });
+        let text = lines(&[
+            Entry::Header(Box::new(header())),
+            Entry::Host(entry.clone()),
+        ]);
+        assert!(
+            text.contains(r#""fallback":{"reason":"agent_certificate_rejected","detail":"TLS rejected: invalid peer certificate: UnknownIssuer"}"#),
+            "{text}"
+        );
+        assert_eq!(Run::parse(&text).unwrap().hosts[1], Some(entry));
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub enum Outcome {
         #[serde(default)]
         reason: String,
     },
-    /// The host rejected every credential offered, or no usable credential existed.
+    /// The host rejected every credential offered, or no usable credential existed; or the
+    /// host's agent refused the user (none such on the host, root not allowed), as sshd would.
     AuthFailed { reason: String },
     /// The host's key is not in known_hosts.
     HostKeyUnknown { fingerprint: String },
@@ -170,7 +171,7 @@ impl fmt::Display for Outcome {
 }
 
 /// The transport that ran (or tried to run) a host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
     Ssh,
@@ -184,6 +185,64 @@ impl fmt::Display for TransportKind {
             TransportKind::Agent => "agent",
         })
     }
+}
+
+/// Why `auto` ran a host over SSH although it tried the host's agent first. Each proves the
+/// command had not started on the agent, which is what allows the fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// Nothing answered on the agent port (refused, no route): the host has no agent.
+    NoAgent,
+    /// The agent port did not answer in time.
+    AgentTimeout,
+    /// The agent's certificate did not verify under the CA or did not name the host.
+    AgentCertificateRejected,
+    /// The agent refused the controller's certificate.
+    ControllerCertificateRefused,
+    /// The TLS handshake failed otherwise.
+    TlsFailed,
+}
+
+impl FallbackReason {
+    /// Every reason, in declaration order: the order summaries list them in.
+    pub const ALL: [FallbackReason; 5] = [
+        FallbackReason::NoAgent,
+        FallbackReason::AgentTimeout,
+        FallbackReason::AgentCertificateRejected,
+        FallbackReason::ControllerCertificateRefused,
+        FallbackReason::TlsFailed,
+    ];
+
+    /// The reason in the operator's words, for summaries and failure lines.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FallbackReason::NoAgent => "no agent answered",
+            FallbackReason::AgentTimeout => "the agent did not answer in time",
+            FallbackReason::AgentCertificateRejected => "agent certificate rejected",
+            FallbackReason::ControllerCertificateRefused => "the agent refused our certificate",
+            FallbackReason::TlsFailed => "the TLS handshake with the agent failed",
+        }
+    }
+
+    /// The reason for an agent attempt that ended with `outcome`, when that outcome allows a
+    /// fallback; the agent transport knows better for TLS failures and says so itself.
+    pub fn of(outcome: &Outcome) -> Option<FallbackReason> {
+        match outcome {
+            Outcome::Unreachable { .. } => Some(FallbackReason::NoAgent),
+            Outcome::ConnectTimeout { .. } => Some(FallbackReason::AgentTimeout),
+            Outcome::TlsRejected { .. } => Some(FallbackReason::TlsFailed),
+            _ => None,
+        }
+    }
+}
+
+/// A host that fell back from its agent to SSH: why, and the agent attempt's outcome in full.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fallback {
+    pub reason: FallbackReason,
+    /// How the agent attempt ended, as a sentence (`TLS rejected: invalid peer certificate...`).
+    pub detail: String,
 }
 
 /// Where the time of one host went. Phases that never began are `None`.
@@ -261,6 +320,8 @@ pub struct HostReport {
     /// Connection attempts made: 0 for a host that never started, more than 1 when a
     /// connect-phase failure was retried.
     pub attempts: u32,
+    /// Set when `auto` tried the host's agent and then ran it over SSH.
+    pub fallback: Option<Fallback>,
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ mod tests {
             connected_after: some(connected),
             ran_for: some(ran),
             transport: volley_common::outcome::TransportKind::Ssh,
+            fallback: None,
         }
     }
 

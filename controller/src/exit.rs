@@ -57,6 +57,7 @@ mod tests {
                 stderr: Captured::default(),
                 batch: 1,
                 attempts: 1,
+                fallback: None,
             })
             .collect();
         assert_eq!(

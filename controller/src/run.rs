@@ -317,7 +317,7 @@ fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
         .controller_credentials()
         .map_err(|e| UsageError(e.to_string()))?;
     let run_id = format!("{}-{}", std::process::id(), started_at());
-    let agent = AgentTransport::new(&credentials, run_id, plan.max_output as u64)
+    let agent = AgentTransport::new(&credentials, run_id)
         .map_err(|e| UsageError(format!("pki {}: {e}", plan.pki.display())))?;
     Ok(Some(agent))
 }

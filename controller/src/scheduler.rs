@@ -237,7 +237,7 @@ async fn run_host(
             biased;
             // Interrupted while waiting to retry: the host did not finish.
             () = cancel.cancelled() => {
-                break Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: ended.transport };
+                break Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: ended.transport, fallback: None };
             }
             () = tokio::time::sleep(wait) => {}
         }
@@ -257,6 +257,7 @@ async fn run_host(
         stderr,
         batch: turn.batch,
         attempts,
+        fallback: ended.fallback,
     };
     let _ = events.send(Event::Finished { host, report }).await;
     succeeded
@@ -273,6 +274,7 @@ fn report(plan: &RunPlan, turn: Turn, transport: &dyn Transport, outcome: Outcom
         stderr: Captured::default(),
         batch: turn.batch,
         attempts: 0,
+        fallback: None,
     }
 }
 

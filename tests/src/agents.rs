@@ -60,6 +60,7 @@ pub struct AgentFleetSpec {
     addresses: Vec<Ipv4Addr>,
     allowed_controllers: Vec<String>,
     binaries: Option<Binaries>,
+    open_file_limit: Option<u64>,
 }
 
 impl AgentFleetSpec {
@@ -70,6 +71,7 @@ impl AgentFleetSpec {
             addresses: Vec::new(),
             allowed_controllers: vec![CONTROLLER_IDENTITY.to_string()],
             binaries: None,
+            open_file_limit: None,
         }
     }
 
@@ -90,6 +92,12 @@ impl AgentFleetSpec {
     /// The controller identities the agents allow, instead of the fleet's own.
     pub fn allowing(mut self, identities: &[&str]) -> AgentFleetSpec {
         self.allowed_controllers = identities.iter().map(|name| name.to_string()).collect();
+        self
+    }
+
+    /// Agents start with this soft open-file limit, as a service manager may leave it.
+    pub fn with_open_file_limit(mut self, limit: u64) -> AgentFleetSpec {
+        self.open_file_limit = Some(limit);
         self
     }
 
@@ -171,7 +179,13 @@ impl AgentFleet {
                 });
                 write(&config, &text);
                 let home = make_dir(&root.join("agent-home").join(&host.name));
-                Agentd::spawn(&binaries.agent, &config, host.socket, &home)
+                Agentd::spawn_limited(
+                    &binaries.agent,
+                    &config,
+                    host.socket,
+                    &home,
+                    spec.open_file_limit,
+                )
             })
             .collect();
         let deadline =
@@ -235,12 +249,6 @@ impl AgentFleet {
     /// The inventory: group `all`, and per host its `address` and `agent_port`.
     pub fn inventory(&self) -> &Path {
         &self.inventory
-    }
-
-    /// HOME of the agent of host `name`, where its commands run: a relative path in a command
-    /// names a file here, which is how a test sees on which hosts a command ran.
-    pub fn agent_home(&self, name: &str) -> PathBuf {
-        self.dir().join("agent-home").join(&self.host(name).name)
     }
 
     /// The fleet's scratch directory; files that tests write belong here.

@@ -43,6 +43,7 @@ pub enum HostKind {
 pub struct FleetSpec {
     hosts: Vec<HostKind>,
     encrypted_client_key: bool,
+    login_environment: bool,
 }
 
 impl FleetSpec {
@@ -51,6 +52,7 @@ impl FleetSpec {
         FleetSpec {
             hosts: vec![HostKind::Normal; normal],
             encrypted_client_key: false,
+            login_environment: false,
         }
     }
 
@@ -64,6 +66,13 @@ impl FleetSpec {
     /// host authorizes, so a failure with it can only come from the encryption.
     pub fn with_encrypted_client_key(mut self) -> FleetSpec {
         self.encrypted_client_key = true;
+        self
+    }
+
+    /// Sessions get their user's own home and login environment, as on a real server, instead
+    /// of the fleet's clean HOME.
+    pub fn with_login_environment(mut self) -> FleetSpec {
+        self.login_environment = true;
         self
     }
 }
@@ -128,6 +137,7 @@ impl SshFleet {
             authorized.push_str(&format!("{}\n", key.public()));
         }
         write(&authorized_keys, &authorized);
+        let session_home = (!spec.login_environment).then_some(session_home.as_path());
 
         let mut block = AddressBlock::random();
         let mut hosts: Vec<Host> = spec
@@ -142,7 +152,7 @@ impl SshFleet {
             })
             .collect();
 
-        let servers = start_servers(&root, &mut hosts, &authorized_keys, &session_home);
+        let servers = start_servers(&root, &mut hosts, &authorized_keys, session_home);
 
         let known_hosts = root.join("known_hosts");
         write(&known_hosts, &known_hosts_text(&hosts, &other_host_key));
@@ -328,7 +338,7 @@ fn start_servers(
     root: &Path,
     hosts: &mut [Host],
     authorized_keys: &Path,
-    session_home: &Path,
+    session_home: Option<&Path>,
 ) -> Vec<Sshd> {
     let served: Vec<usize> = (0..hosts.len())
         .filter(|&i| hosts[i].kind != HostKind::Dead)
@@ -354,7 +364,7 @@ fn start_servers(
                 listen: &listen,
                 host_key: host_key.path(),
                 authorized_keys,
-                session_home: Some(session_home),
+                session_home,
                 refuse_keys_on: &refuse,
                 extra: "",
             },

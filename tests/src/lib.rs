@@ -20,7 +20,8 @@
 //!   that writes fixed text (HTTP, a bare SSH banner) and then stays silent.
 //! - [`jump`]: [`JumpFleet`], hosts that only jump hosts can reach, in a [`netns`] namespace,
 //!   behind [`inetd`] gates.
-//! - [`users`]: non-root users with and without sudo rights, for `--become`.
+//! - [`users`]: non-root users with and without sudo rights, for `--become`, and a plain one
+//!   that the same command runs as over SSH and through an agent.
 //! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
 //!   is built from.
 //!

@@ -1,7 +1,8 @@
 //! One OpenSSH sshd process in the foreground, serving up to 16 loopback addresses.
 //!
 //! sshd runs with `-D -e`, so it stays our child and logs to stderr, which goes to a log file in
-//! the fleet's directory for failure messages. It is killed when dropped.
+//! the fleet's directory for failure messages. It starts with umask 022, as systemd starts it
+//! on a server, whatever the test runner's umask. It is killed when dropped.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -26,8 +27,8 @@ pub struct SshdConfig<'a> {
     pub host_key: &'a Path,
     pub authorized_keys: &'a Path,
     /// HOME of the sessions. A clean one keeps the login user's shell startup files (root's
-    /// .bashrc starts pyenv here) out of every command; `None` leaves each user's own (a
-    /// container's users have fresh homes).
+    /// .bashrc starts pyenv here) out of every command; `None` leaves each user's own home and
+    /// login environment, as on a real server (a container's users have fresh homes).
     pub session_home: Option<&'a Path>,
     /// Addresses on which no client key is accepted, whatever authorized_keys says.
     pub refuse_keys_on: &'a [SocketAddrV4],
@@ -63,11 +64,15 @@ impl Sshd {
         let log = dir.join("sshd.log");
         let log_file = std::fs::File::create(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        // Through a shell for the umask; `exec` keeps the pid: the child is sshd.
+        let shell = Path::new("/bin/sh");
         let mut command = match namespace {
-            Some(namespace) => namespace.command(&tools::sshd()),
-            None => Command::new(tools::sshd()),
+            Some(namespace) => namespace.command(shell),
+            None => Command::new(shell),
         };
         let child = command
+            .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+            .arg(tools::sshd())
             .args(["-D", "-e", "-f"])
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -231,6 +236,7 @@ mod tests {
         assert!(text.contains("ListenAddress 127.30.0.1:40001\nListenAddress 127.30.0.2:40002\n"));
         assert!(text.contains("AuthorizedKeysFile /f/authorized_keys\n"));
         assert!(!text.contains("Subsystem"));
+        assert!(text.contains("SetEnv HOME=/f/session-home\n"));
         assert!(text.contains("LogLevel INFO\nPermitOpen 127.0.0.1:22\nMatch "));
         assert!(
             text.ends_with(

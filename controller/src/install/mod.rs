@@ -193,7 +193,7 @@ impl AgentOperation {
         let credentials = pki.controller_credentials()?;
         let identity = pki.controller_identity()?;
         let run_id = format!("{}-agent-{}", std::process::id(), request.action.name());
-        let agent = AgentTransport::new(&credentials, run_id, plan.max_output as u64)?;
+        let agent = AgentTransport::new(&credentials, run_id)?;
         let binary = match request.action {
             Action::Install | Action::Upgrade => {
                 let binary = match request.agent_binary {
@@ -236,6 +236,7 @@ impl AgentOperation {
                 .connected_after
                 .map(|connected| started.elapsed().saturating_sub(connected)),
             transport: finish.transport,
+            fallback: None,
         }
     }
 

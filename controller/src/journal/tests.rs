@@ -47,6 +47,7 @@ fn report(host: &str, outcome: Outcome) -> HostReport {
         stderr: Captured::default(),
         batch: 1,
         attempts: 1,
+        fallback: None,
     }
 }
 

@@ -342,7 +342,7 @@ mod tests {
     async fn stream_mode_writes_lines_and_failures() {
         let run = run(OutputMode::Stream, events()).await;
         assert_eq!(run.out, "h01: same\nh02: same\n");
-        assert_eq!(run.err, "h03: volley: connect timed out\n");
+        assert_eq!(run.err, "h03: volley: connect timed out (ssh)\n");
         let hosts: Vec<Option<&str>> = run
             .reports
             .iter()
@@ -390,7 +390,7 @@ mod tests {
             },
         ];
         let run = run(OutputMode::Stream, events).await;
-        assert_eq!(run.err, "host#7: stray\nghost: volley: cancelled\n");
+        assert_eq!(run.err, "host#7: stray\nghost: volley: cancelled (ssh)\n");
         assert!(run.reports.iter().all(Option::is_none));
     }
 

@@ -98,6 +98,7 @@ impl Transport for Scripted {
                 connected_after: connected.then_some(Duration::from_millis(10)),
                 ran_for: connected.then_some(Duration::from_millis(90)),
                 transport: TransportKind::Ssh,
+                fallback: None,
             }
         })
     }

@@ -11,7 +11,14 @@
 //!
 //! The `Info` call proves the agent accepted our certificate: with TLS 1.3 a server's refusal of
 //! the client certificate arrives only after the client's handshake completed. Until it
-//! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH.
+//! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH;
+//! where the attempt stopped also says why, for the host's [`volley_common::outcome::Fallback`].
+//!
+//! The command runs as the host's SSH user (`HostSpec::user`), in the login session sshd would
+//! give that user (the agent builds it), or as root for `--become`. The agent streams all the
+//! output: only the copy the controller keeps is capped, by the [`super::OutputSink`]. An agent
+//! that refuses the user (none such on the host, root not allowed) answers before anything
+//! runs, and the host is `auth_failed`, as sshd's refusal of that user would make it.
 
 use std::error::Error as StdError;
 use std::sync::{Arc, Mutex};
@@ -23,7 +30,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Channel, Endpoint};
 use volley_common::exec::{ExecEvent, ExecSpec, ExitStatus, Program};
-use volley_common::outcome::{Outcome, TransportKind};
+use volley_common::outcome::{FallbackReason, Outcome, TransportKind};
 use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
@@ -51,8 +58,9 @@ pub enum AgentSetupError {
 
 /// How far an attempt got, which decides whether SSH may take over.
 pub enum Attempt {
-    /// The agent never accepted us, so no command can have started.
-    NotReached(Ended),
+    /// The agent never accepted us, so no command can have started; with what that means for a
+    /// fallback, when the outcome allows one.
+    NotReached(Ended, Option<FallbackReason>),
     /// A request may have reached the agent: whatever happened, there is no second try.
     Ran(Ended),
 }
@@ -63,6 +71,23 @@ pub struct Served {
     pub info: volley_common::exec::AgentInfo,
     /// The agent's end-entity certificate as it came in the handshake (DER).
     pub certificate: Vec<u8>,
+}
+
+/// Why no connection to an agent was made: the host's outcome, and what it means for a fallback
+/// (set for the outcomes that allow one: no agent, no answer in time, TLS failed, and for TLS
+/// which side refused).
+struct NotConnected {
+    outcome: Outcome,
+    fallback: Option<FallbackReason>,
+}
+
+impl From<Outcome> for NotConnected {
+    fn from(outcome: Outcome) -> NotConnected {
+        NotConnected {
+            fallback: FallbackReason::of(&outcome),
+            outcome,
+        }
+    }
 }
 
 /// A connection that passed TLS and answered `Info`.
@@ -76,14 +101,12 @@ struct Connected {
 pub struct AgentTransport {
     tls: tokio_rustls::TlsConnector,
     run_id: String,
-    max_output: u64,
 }
 
 impl AgentTransport {
     pub fn new(
         credentials: &ControllerCredentials,
         run_id: String,
-        max_output: u64,
     ) -> Result<AgentTransport, AgentSetupError> {
         let bad = |what, origin, reason: String| AgentSetupError::Credentials {
             what,
@@ -121,7 +144,6 @@ impl AgentTransport {
         Ok(AgentTransport {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             run_id,
-            max_output,
         })
     }
 
@@ -136,18 +158,19 @@ impl AgentTransport {
                     // A request larger than the agent takes would be refused mid-way; say why
                     // before sending it. Nothing has started.
                     if let Some(outcome) = too_big_for(&connected.info, job.stdin) {
-                        return Attempt::NotReached(ended(outcome, None, None));
+                        return Attempt::NotReached(ended(outcome, None, None), None);
                     }
                     connected.client
                 }
-                Ok(Err(outcome)) => return Attempt::NotReached(ended(outcome, None, None)),
+                Ok(Err(failed)) => return Attempt::NotReached(ended(failed.outcome, None, None), failed.fallback),
                 Err(_) => {
                     let reason = progress.stalled(connect_timeout);
                     let outcome = Outcome::ConnectTimeout { reason };
-                    return Attempt::NotReached(ended(outcome, None, None));
+                    let fallback = FallbackReason::of(&outcome);
+                    return Attempt::NotReached(ended(outcome, None, None), fallback);
                 }
             },
-            () = job.cancel.cancelled() => return Attempt::NotReached(ended(Outcome::Cancelled, None, None)),
+            () = job.cancel.cancelled() => return Attempt::NotReached(ended(Outcome::Cancelled, None, None), None),
         };
         let connected_after = Some(started.elapsed());
         let run_started = Instant::now();
@@ -163,7 +186,8 @@ impl AgentTransport {
             .await
             .map_err(|_| Outcome::ConnectTimeout {
                 reason: progress.stalled(timeout),
-            })??;
+            })?
+            .map_err(|failed| failed.outcome)?;
         let info = volley_common::exec::AgentInfo::try_from(connected.info).map_err(|error| {
             Outcome::TransportError {
                 reason: format!("bad Info from the agent: {error}"),
@@ -178,7 +202,11 @@ impl AgentTransport {
     /// TCP, TLS, HTTP/2 and an `Info` call, each stage recorded in `progress`. Every failure is
     /// an outcome whose reason names the agent's address and the stage; none can have run the
     /// command.
-    async fn connect(&self, host: &HostSpec, progress: &Progress) -> Result<Connected, Outcome> {
+    async fn connect(
+        &self,
+        host: &HostSpec,
+        progress: &Progress,
+    ) -> Result<Connected, NotConnected> {
         let what = format!("agent {}", dialled(&host.address, host.agent_port));
         let leg = Leg::new(Protocol::Tls, what.clone(), None);
         progress.on(&leg);
@@ -198,8 +226,11 @@ impl AgentTransport {
             .tls
             .connect(name, leg.observe(tcp))
             .await
-            .map_err(|error| Outcome::TlsRejected {
-                reason: leg.failed(&error),
+            .map_err(|error| NotConnected {
+                fallback: Some(handshake_refusal(&error)),
+                outcome: Outcome::TlsRejected {
+                    reason: leg.failed(&error),
+                },
             })?;
         leg.reach(Stage::Secured);
         let certificate = tls
@@ -259,7 +290,10 @@ impl AgentTransport {
             env: Default::default(),
             working_dir: None,
             timeout: job.limits.command_timeout,
-            max_output: Some(self.max_output),
+            // The live stream is never capped; the sink caps the copy it keeps.
+            max_output: None,
+            user: Some(job.host.user.clone()),
+            become_root: job.host.become_root,
             stdin: job.stdin.map(|bytes| bytes.to_vec()).unwrap_or_default(),
         };
         let mut stream = match client.exec(pb::ExecRequest::from(spec)).await {
@@ -267,6 +301,11 @@ impl AgentTransport {
             Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                 return Outcome::TransportError {
                     reason: format!("the agent is busy: {}", status.message()),
+                };
+            }
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                return Outcome::AuthFailed {
+                    reason: format!("the agent refused: {}", status.message()),
                 };
             }
             Err(status) => {
@@ -337,7 +376,7 @@ impl Transport for AgentTransport {
         Box::pin(async move {
             let connect_timeout = job.limits.connect_timeout;
             match self.attempt(&mut job, connect_timeout).await {
-                Attempt::NotReached(ended) | Attempt::Ran(ended) => ended,
+                Attempt::NotReached(ended, _) | Attempt::Ran(ended) => ended,
             }
         })
     }
@@ -366,6 +405,20 @@ fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Du
         connected_after,
         ran_for,
         transport: TransportKind::Agent,
+        fallback: None,
+    }
+}
+
+/// Which side refused a failed TLS handshake: our check of the agent's certificate, or the
+/// agent, whose refusal arrives as an alert. Decided by the error's type, not its text.
+fn handshake_refusal(error: &std::io::Error) -> FallbackReason {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(_)) => FallbackReason::AgentCertificateRejected,
+        Some(rustls::Error::AlertReceived(_)) => FallbackReason::ControllerCertificateRefused,
+        _ => FallbackReason::TlsFailed,
     }
 }
 
@@ -375,26 +428,32 @@ fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Du
 /// alert arrives after our side of the handshake completed), and in every case no command can
 /// have started, so it counts as a TLS rejection: the one classification that lets `auto` fall
 /// back. This is decided by where the failure happened, not by reading its message.
-fn probe_failure(what: &str, status: &tonic::Status) -> Outcome {
+fn probe_failure(what: &str, status: &tonic::Status) -> NotConnected {
+    // Either way below, the agent, whose certificate verified under our CA and named the host,
+    // refused us right after our side of the handshake: that is its refusal of our certificate.
+    // HTTP/2 keeps only the text of a TLS alert, and sometimes the connection is just closed
+    // before the alert is read, so the second case is that refusal too.
+    let refused = |reason: String| NotConnected {
+        outcome: Outcome::TlsRejected { reason },
+        fallback: Some(FallbackReason::ControllerCertificateRefused),
+    };
     if let Some(reason) = tls_failure(status) {
-        return Outcome::TlsRejected {
-            reason: format!("{what}: the agent refused our certificate: {reason}"),
-        };
+        return refused(format!(
+            "{what}: the agent refused our certificate: {reason}"
+        ));
     }
     if StdError::source(status).is_some() {
-        return Outcome::TlsRejected {
-            reason: format!(
-                "{what}: the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
-                chain(status)
-            ),
-        };
+        return refused(format!(
+            "{what}: the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
+            chain(status)
+        ));
     }
-    Outcome::TransportError {
+    NotConnected::from(Outcome::TransportError {
         reason: format!(
             "{what}: the agent did not answer Info: {}",
             status.message()
         ),
-    }
+    })
 }
 
 /// The TLS error in an error's source chain, if the failure was TLS's.

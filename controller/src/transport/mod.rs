@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use volley_common::outcome::{Capture, Captured, Outcome, TransportKind};
+use volley_common::outcome::{Capture, Captured, Fallback, Outcome, TransportKind};
 
 use crate::event::{Event, Stream};
 use crate::plan::HostSpec;
@@ -92,6 +92,8 @@ pub struct Ended {
     pub ran_for: Option<Duration>,
     /// The transport that ended it (with `auto`, the agent or the SSH fallback).
     pub transport: TransportKind,
+    /// Set by `auto` when it ran the host over SSH after the agent attempt failed.
+    pub fallback: Option<Fallback>,
 }
 
 /// One command on one host.

@@ -95,6 +95,7 @@ impl SshTransport {
                     connected_after: None,
                     ran_for: None,
                     transport: TransportKind::Ssh,
+                    fallback: None,
                 };
             }
         };
@@ -107,6 +108,7 @@ impl SshTransport {
                 connected_after: Some(started.elapsed()),
                 ran_for: None,
                 transport: TransportKind::Ssh,
+                fallback: None,
             };
         }
         let connected_after = Some(started.elapsed());
@@ -119,6 +121,7 @@ impl SshTransport {
             connected_after,
             ran_for: Some(run_started.elapsed()),
             transport: TransportKind::Ssh,
+            fallback: None,
         }
     }
 

@@ -4,7 +4,8 @@
 //! and SSH `signal` requests are refused for root logins (measured against OpenSSH 9.2). So the command runs inside a small POSIX-sh wrapper:
 //!
 //! - the command runs in its own session and process group (`setsid`), under the user's login
-//!   shell, with `/dev/null` as stdin;
+//!   shell with `-c` and the shell's base name as `$0`, exactly as sshd itself would run it, with
+//!   `/dev/null` as stdin;
 //! - a watcher holds a duplicate of the channel's stdin and blocks reading it. The controller never
 //!   sends data or EOF in normal use, so the watcher wakes only when the controller sends EOF or
 //!   the connection closes (volley stopped, killed, or the host timed out). It then sends TERM to
@@ -38,10 +39,11 @@ if [ -n "${2-}" ]; then
   rm -f "$input"
   [ "$got" -eq "$2" ] || exit 125
 fi
+shell=${SHELL:-/bin/sh}
 if command -v setsid >/dev/null 2>&1; then
-  setsid "${SHELL:-/bin/sh}" -c "$1" <&4 3<&- 4<&- &
+  setsid "$shell" -c "$1" "${shell##*/}" <&4 3<&- 4<&- &
 else
-  "${SHELL:-/bin/sh}" -c "$1" <&4 3<&- 4<&- &
+  "$shell" -c "$1" "${shell##*/}" <&4 3<&- 4<&- &
 fi
 cmd=$!
 exec 4<&-
@@ -250,6 +252,12 @@ mod tests {
         let output = child.wait_with_output().expect("the wrapper finishes");
         assert!(output.stdout.is_empty(), "{output:?}");
         assert_eq!(output.status.code(), Some(125));
+    }
+
+    #[test]
+    fn the_command_runs_in_the_login_shell_named_as_sshd_names_it() {
+        let output = run("echo $0");
+        assert_eq!(output.stdout, b"sh\n");
     }
 
     #[test]
