@@ -117,6 +117,28 @@ fn list_hosts_shows_what_would_be_dialled_and_runs_nothing() {
     assert_eq!(record["transport"], "ssh");
     assert_eq!(record["agent_port"], serde_json::Value::Null);
 
+    // An agent operation lists the same hosts, reached over SSH whatever their transport.
+    let inventory = fleet.inventory().to_string_lossy().into_owned();
+    let output = fleet.run([
+        "agent",
+        "install",
+        "--inventory",
+        inventory.as_str(),
+        "-w",
+        "h01",
+        "--list-hosts",
+    ]);
+    output.assert_code(EXIT_SUCCESS);
+    let row: Vec<&str> = output
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.first(), Some(&"h01"), "{}", output.describe());
+    assert_eq!(row.get(4), Some(&"ssh"), "{}", output.describe());
+
     // Nothing ran, so nothing was journalled.
     let output = fleet.run(["runs"]);
     assert!(
