@@ -6,7 +6,7 @@
 //! Modules, one area each:
 //! - `files`: `--out-dir` files and host lists, `-N`, `--list-hosts`.
 //! - `pipes`: `volley ... | head -1` and `2>&1 | head` end quietly; the run is stopped and
-//!   journalled; the same for `volley runs show`.
+//!   journalled; the same for `volley runs` and `volley runs show`.
 //! - `retry`: overrides given to `volley retry`, journalled and kept by a retry of the retry;
 //!   no retry hint when only host keys or credentials failed.
 //! - `stdin`: `--hosts-file -`, and `--stdin` over SSH and agents, with a timeout still

@@ -149,3 +149,38 @@ fn a_run_that_prints_nothing_more_still_stops_when_the_reader_goes_away() {
     assert!(run.stderr.is_empty(), "{}", run.describe());
     assert_none_left(&sleep, Duration::from_secs(10));
 }
+
+#[test]
+fn runs_into_head_ends_quietly() {
+    let fleet = SshFleet::start(1);
+    let output = fleet.run(fleet.flags().args(["-w", "h01", "--", "true"]));
+    output.assert_code(0);
+    // `volley runs` lists one line per run: a real run's journal, copied under 2,000 ids, makes
+    // a list longer than a pipe holds.
+    let runs = fleet.runs_dir();
+    let original = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+        .expect("the run's journal");
+    let text = std::fs::read_to_string(&original).unwrap();
+    let id = original.file_stem().unwrap().to_string_lossy().into_owned();
+    for n in 0..2000 {
+        let copy = format!("20250101T{:06}Z-{:04x}", n, n % 0xffff);
+        std::fs::write(runs.join(format!("{copy}.jsonl")), text.replace(&id, &copy)).unwrap();
+    }
+    let run = into_head(
+        fleet.volley().args(["runs", "-n", "5000"]),
+        1,
+        false,
+        RUN_DEADLINE,
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(EXIT_BROKEN_PIPE),
+        "{}",
+        run.describe()
+    );
+    assert!(run.stderr.is_empty(), "{}", run.describe());
+    assert!(run.head.starts_with("RUN "), "{}", run.describe());
+}
