@@ -47,6 +47,8 @@ mod runs;
 mod scheduler;
 mod shell;
 mod ssh_config;
+#[cfg(test)]
+mod tidy;
 mod transport;
 
 use std::io::Write as _;
