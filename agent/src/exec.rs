@@ -1,14 +1,16 @@
-//! Running one command: the process in its own process group, its output kept and streamed to
-//! whoever follows the execution (see [`crate::execution`]), its end on exit, timeout, cancel or
-//! shutdown.
+//! Running one command: the process in its own process group and in its user's session (see
+//! [`crate::as_user`]), its output kept and streamed to whoever follows the execution (see
+//! [`crate::execution`]), its end on exit, timeout, cancel or shutdown.
 //!
-//! Backpressure: a follower's chunks go through a bounded channel to its gRPC response, so a
-//! controller that reads slowly makes the agent read the pipes slowly, and the command blocks on
-//! its writes, as it would on a terminal. That holds only up to the output cap: past it, the
-//! agent reads and counts without keeping or sending, so a chatty command is never blocked
-//! forever. Without a follower (the controller went away) the pipes are read at full speed.
-//! Memory per execution is one read buffer per stream, the channel's few chunks and the kept
-//! head of each stream (at most the cap).
+//! Output is streamed whole: the live stream is never capped, as over SSH; the controller caps
+//! only the copy it keeps, and the agent keeps the same head for a controller that attaches
+//! later. Backpressure: a follower's chunks go through a bounded channel to its gRPC response,
+//! so a controller that reads slowly makes the agent read the pipes slowly, and the command
+//! blocks on its writes, as it would on a terminal or an SSH channel. Without a follower (the
+//! controller went away) the pipes are read at full speed and only the kept head stays. Memory
+//! per execution is one read buffer per stream, the channel's few chunks and the kept head of
+//! each stream. A request may still ask for a cap (an older controller does): past it the agent
+//! reads and counts without sending, and flags the stream as truncated.
 //!
 //! Stopping (timeout, Cancel, shutdown) signals the whole process group: TERM, then KILL for
 //! whatever is left of the group after [`KILL_AFTER`], so background children (`sleep 300 &`)
@@ -18,19 +20,20 @@
 //! goes away stops nothing: the command runs to its end and its outcome is kept.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use volley_common::exec::{ExecSpec, ExitStatus, Exited, Program};
 
+use crate::as_user;
 use crate::execution::{Execution, Stream};
+use crate::session::Session;
 use crate::signals::signal_name;
 
 /// The largest output chunk sent in one event.
@@ -90,25 +93,14 @@ pub struct Running {
     started: Instant,
 }
 
-/// Starts `spec`'s command in a new process group, stdin from /dev/null, stdout and stderr
-/// piped. `working_dir` is used when the spec names none.
-pub fn start(spec: &ExecSpec, working_dir: &Path) -> Result<Running, ExecError> {
-    let mut command = match &spec.program {
-        Program::Shell(line) => {
-            let mut command = Command::new("/bin/sh");
-            command.arg("-c").arg(line);
-            command
-        }
-        Program::Argv(args) => {
-            let (program, rest) = args.split_first().ok_or_else(|| ExecError::Spawn {
-                program: "an empty argv".to_string(),
-                source: std::io::ErrorKind::InvalidInput.into(),
-            })?;
-            let mut command = Command::new(program);
-            command.args(rest);
-            command
-        }
-    };
+/// Starts `spec`'s command in `session` (see [`crate::as_user`]) in a new process group,
+/// stdout and stderr piped, stdin the request's bytes (see [`spawn`]). `nofile` is the open-file
+/// limit the command gets.
+pub fn start(
+    spec: &ExecSpec,
+    session: &Session,
+    nofile: Option<u64>,
+) -> Result<Running, ExecError> {
     if let Some(name) = spec
         .env
         .keys()
@@ -116,30 +108,39 @@ pub fn start(spec: &ExecSpec, working_dir: &Path) -> Result<Running, ExecError> 
     {
         return Err(ExecError::EnvName(name.clone()));
     }
-    let working_dir = spec.working_dir.as_deref().map_or(working_dir, Path::new);
-    // Checked here because a failed chdir in the child would read as the program's failure.
-    if !working_dir.is_dir() {
-        return Err(ExecError::WorkingDir(working_dir.display().to_string()));
-    }
-    // The agent's own sd_notify socket is not the command's business; a request may still set
-    // the variable explicitly, since the request's env is applied after.
-    command.env_remove("NOTIFY_SOCKET");
+    let command = as_user::command(session, &spec.program, spec.working_dir.as_deref(), nofile)?;
+    let program = match &spec.program {
+        Program::Shell(_) => session.account.login_shell().to_string(),
+        Program::Argv(args) => format!("{:?}", args.first().map_or("", String::as_str)),
+    };
+    spawn(command, program, spec.stdin.clone())
+}
+
+/// Spawns `command` in a new process group, stdout and stderr piped; `program` names it in
+/// errors. Its stdin is `input`, then end of file, fed by a task of its own so that a command
+/// that never reads it blocks nothing; /dev/null when `input` is empty.
+pub fn spawn(mut command: Command, program: String, input: Vec<u8>) -> Result<Running, ExecError> {
     command
-        .envs(&spec.env)
-        .current_dir(working_dir)
-        .stdin(Stdio::null())
+        .stdin(if input.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         // The group is killed explicitly; killing only the leader on drop would orphan the rest.
         .kill_on_drop(false);
-    let child = command.spawn().map_err(|source| ExecError::Spawn {
-        program: match &spec.program {
-            Program::Shell(_) => "/bin/sh".to_string(),
-            Program::Argv(args) => format!("{:?}", args.first().map_or("", String::as_str)),
-        },
-        source,
-    })?;
+    let mut child = command
+        .spawn()
+        .map_err(|source| ExecError::Spawn { program, source })?;
+    if let Some(mut pipe) = child.stdin.take() {
+        // A command that exits without reading everything closes the pipe: the write fails
+        // and the task ends, as `cat file | cmd` would. Dropping the pipe is the end of file.
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&input).await;
+        });
+    }
     let started = Instant::now();
     let pid = child.id().ok_or_else(|| ExecError::Spawn {
         program: "the command".to_string(),

@@ -36,8 +36,10 @@ pub struct Execution {
     pid: AtomicU32,
     /// Cancelled by a Cancel request; the supervisor then stops the process group.
     pub cancel: CancellationToken,
-    /// Bytes of each stream kept (and sent live).
-    cap: u64,
+    /// Bytes of each stream kept for a later follower.
+    keep: u64,
+    /// Bytes of each stream sent live, when the request asked for a cap; `None`: all.
+    live: Option<u64>,
     state: Mutex<State>,
 }
 
@@ -54,6 +56,9 @@ struct State {
 struct Kept {
     bytes: Vec<u8>,
     total: u64,
+    /// Bytes offered to the live stream (all of them, or up to the request's cap), whether a
+    /// follower was there to take them or not.
+    offered: u64,
     /// The kept bytes were let go to bound the agent's memory; a replay has none of them.
     dropped: bool,
 }
@@ -75,14 +80,16 @@ pub struct Counts {
 }
 
 impl Execution {
-    /// A new execution; its process is started next, and [`Execution::started`] tells its pid.
-    pub fn new(id: String, owner: String, cap: u64) -> Arc<Execution> {
+    /// A new execution that keeps `keep` bytes of each stream and sends `live` bytes of each
+    /// (`None`: all); its process is started next, and [`Execution::started`] tells its pid.
+    pub fn new(id: String, owner: String, keep: u64, live: Option<u64>) -> Arc<Execution> {
         Arc::new(Execution {
             id,
             owner,
             pid: AtomicU32::new(0),
             cancel: CancellationToken::new(),
-            cap,
+            keep,
+            live,
             state: Mutex::new(State::default()),
         })
     }
@@ -119,26 +126,31 @@ impl Execution {
         (replay, Some(receiver))
     }
 
-    /// A chunk the process wrote: keeps what fits under the cap and returns the follower to
-    /// send that part to, if there is one and anything was kept.
+    /// A chunk the process wrote: keeps what fits in the kept head and returns the follower to
+    /// send it to (up to the live cap, if the request set one), if there is one.
     pub fn output(
         &self,
         stream: Stream,
         chunk: &[u8],
     ) -> Option<(mpsc::Sender<ExecEvent>, ExecEvent)> {
+        let fits = |room: u64| chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
         let mut state = self.lock();
         let kept = match stream {
             Stream::Stdout => &mut state.stdout,
             Stream::Stderr => &mut state.stderr,
         };
         kept.total += chunk.len() as u64;
-        let room = self.cap.saturating_sub(kept.bytes.len() as u64);
-        let take = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-        if take == 0 {
+        let keep = fits(self.keep.saturating_sub(kept.bytes.len() as u64));
+        kept.bytes.extend_from_slice(&chunk[..keep]);
+        let send = fits(
+            self.live
+                .map_or(u64::MAX, |cap| cap.saturating_sub(kept.offered)),
+        );
+        kept.offered += send as u64;
+        if send == 0 {
             return None;
         }
-        kept.bytes.extend_from_slice(&chunk[..take]);
-        let data = chunk[..take].to_vec();
+        let data = chunk[..send].to_vec();
         let event = match stream {
             Stream::Stdout => ExecEvent::Stdout(data),
             Stream::Stderr => ExecEvent::Stderr(data),
@@ -158,14 +170,14 @@ impl Execution {
         }
     }
 
-    /// Bytes each stream carried, and whether more was carried than kept.
+    /// Bytes each stream carried, and whether the request's cap kept some from being sent.
     pub fn counts(&self) -> Counts {
         let state = self.lock();
         Counts {
             stdout_bytes: state.stdout.total,
             stderr_bytes: state.stderr.total,
-            stdout_truncated: state.stdout.total > state.stdout.bytes.len() as u64,
-            stderr_truncated: state.stderr.total > state.stderr.bytes.len() as u64,
+            stdout_truncated: state.stdout.total > state.stdout.offered,
+            stderr_truncated: state.stderr.total > state.stderr.offered,
         }
     }
 
@@ -226,7 +238,7 @@ mod tests {
 
     #[test]
     fn output_is_kept_up_to_the_cap_and_counted_past_it() {
-        let execution = started(Execution::new("x".into(), "c".into(), 5));
+        let execution = started(Execution::new("x".into(), "c".into(), 5, None));
         assert!(
             execution.output(Stream::Stdout, b"abc").is_none(),
             "no follower"
@@ -235,7 +247,8 @@ mod tests {
         execution.output(Stream::Stderr, b"e");
         let counts = execution.counts();
         assert_eq!((counts.stdout_bytes, counts.stderr_bytes), (8, 1));
-        assert!(counts.stdout_truncated && !counts.stderr_truncated);
+        // Nothing was held back from the live stream: it is not truncated.
+        assert!(!counts.stdout_truncated && !counts.stderr_truncated);
         let (replay, live) = execution.follow(0, 0);
         assert_eq!(
             replay,
@@ -250,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_follower_gets_the_replay_from_its_offsets_then_only_new_output() {
-        let execution = started(Execution::new("x".into(), "c".into(), 100));
+        let execution = started(Execution::new("x".into(), "c".into(), 100, None));
         execution.output(Stream::Stdout, b"hello ");
         let (replay, mut live) = execution.follow(3, 0);
         assert_eq!(replay[1..], [ExecEvent::Stdout(b"lo ".to_vec())]);
@@ -275,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_finished_execution_replays_its_end() {
-        let execution = started(Execution::new("x".into(), "c".into(), 100));
+        let execution = started(Execution::new("x".into(), "c".into(), 100, None));
         execution.output(Stream::Stdout, b"out");
         assert!(execution.finish(exited()).is_none(), "nobody followed");
         let (replay, live) = execution.follow(0, 0);
@@ -289,12 +302,21 @@ mod tests {
             2,
             "the outcome outlives the output: {replay:?}"
         );
+    }
+
+    #[test]
+    fn a_live_cap_asked_for_holds_back_the_rest_and_says_so() {
+        let execution = started(Execution::new("x".into(), "c".into(), 100, Some(4)));
+        let (_, _live) = execution.follow(0, 0);
+        let (_, event) = execution.output(Stream::Stdout, b"abcdef").unwrap();
+        assert_eq!(event, ExecEvent::Stdout(b"abcd".to_vec()));
+        assert!(execution.output(Stream::Stdout, b"gh").is_none());
         assert!(execution.counts().stdout_truncated);
     }
 
     #[test]
     fn a_gone_follower_is_detached_only_if_still_current() {
-        let execution = started(Execution::new("x".into(), "c".into(), 100));
+        let execution = started(Execution::new("x".into(), "c".into(), 100, None));
         let (_, first) = execution.follow(0, 0);
         let (first_sender, _) = execution.output(Stream::Stdout, b"a").unwrap();
         drop(first);

@@ -24,6 +24,8 @@ pub struct Retention {
     pub max_executions: usize,
     /// Output kept by finished executions, in all.
     pub max_bytes: u64,
+    /// The head of each stream an execution keeps, at most (a request may ask for less).
+    pub keep_output: u64,
 }
 
 impl Default for Retention {
@@ -32,6 +34,7 @@ impl Default for Retention {
             keep_for: Duration::from_secs(15 * 60),
             max_executions: 1000,
             max_bytes: 32 << 20,
+            keep_output: 1 << 20,
         }
     }
 }
@@ -68,6 +71,10 @@ impl Registry {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn retention(&self) -> Retention {
+        self.retention
     }
 
     /// Takes in a new execution; refused if its id is known, running or kept.
@@ -156,7 +163,7 @@ mod tests {
     use crate::execution::Stream;
 
     fn finished(registry: &Registry, id: &str, output: &[u8]) {
-        let execution = Execution::new(id.to_string(), "c".to_string(), 1 << 20);
+        let execution = Execution::new(id.to_string(), "c".to_string(), 1 << 20, None);
         execution.output(Stream::Stdout, output);
         registry.insert(execution.clone()).unwrap();
         execution.finish(Exited {
@@ -177,6 +184,7 @@ mod tests {
             keep_for: Duration::from_secs(keep_for_secs),
             max_executions,
             max_bytes,
+            keep_output: 1 << 20,
         }
     }
 
@@ -184,7 +192,7 @@ mod tests {
     fn an_id_runs_once() {
         let registry = Registry::new(Retention::default());
         finished(&registry, "a", b"");
-        let again = Execution::new("a".to_string(), "c".to_string(), 10);
+        let again = Execution::new("a".to_string(), "c".to_string(), 10, None);
         assert_eq!(registry.insert(again), Err(AlreadyExists("a".to_string())));
         assert!(registry.get("a").is_some());
         assert!(registry.get("b").is_none());
@@ -193,7 +201,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn finished_executions_are_forgotten_after_keep_for() {
         let registry = Registry::new(retention(60, 100, 1 << 20));
-        let running = Execution::new("running".to_string(), "c".to_string(), 10);
+        let running = Execution::new("running".to_string(), "c".to_string(), 10, None);
         registry.insert(running).unwrap();
         finished(&registry, "old", b"x");
         tokio::time::advance(Duration::from_secs(30)).await;

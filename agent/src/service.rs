@@ -2,19 +2,19 @@
 //! records.
 //!
 //! Every execution leaves two records under the tracing target `audit`: `exec started` (peer,
-//! execution id, command, pid) and `exec ended` (status, duration, bytes, truncation, how it
-//! ended). A request refused before anything ran leaves one `exec refused` record; `Attach` and
-//! `Cancel` leave `exec attached` and `exec cancel`. Commands and execution ids are recorded
-//! with Rust's debug quoting, so that a newline in them cannot forge a record.
-//! Environment values are not recorded (they may carry secrets), only their names.
+//! execution id, the user it runs as and who asked, command, pid) and `exec ended` (status,
+//! duration, bytes, truncation, how it ended). A request refused before anything ran leaves one
+//! `exec refused` record; `Attach` and `Cancel` leave `exec attached` and `exec cancel`.
+//! Commands and execution ids are recorded with Rust's debug quoting, so that a newline in them
+//! cannot forge a record. Environment values are not recorded (they may carry secrets), only
+//! their names.
 //!
 //! An execution outlives the stream that started it: it is registered by id
-//! ([`crate::registry`]) and runs to its end, its timeout, a `Cancel` or the agent's shutdown,
-//! whoever follows it. Only the controller identity that started an execution may attach to it
-//! or cancel it.
+//! ([`crate::registry`]) before its process starts, so that one id never runs twice, and runs to
+//! its end, its timeout, a `Cancel` or the agent's shutdown, whoever follows it. Only the
+//! controller identity that started an execution may attach to it or cancel it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,27 +29,31 @@ use tonic::{Request, Response, Status};
 use volley_common::exec::{AgentInfo, AttachSpec, ExecEvent, ExecSpec, ExitStatus, Program};
 use volley_proto::pb;
 
-use crate::config::Limits;
+use crate::config::{Limits, SessionConfig};
 use crate::exec::{self, Ending, ExecError, KILL_AFTER};
 use crate::execution::Execution;
 use crate::host::Host;
 use crate::registry::Registry;
+use crate::session::{self, AgentProcess, SessionError};
 use crate::tls::common_name;
+
+/// The tracing target of audit records.
+pub const AUDIT: &str = "audit";
 
 /// How long a finished execution's `Exited` may wait for a follower that does not read; after
 /// that the follower has to attach again (the outcome is kept) to learn it.
 const EXITED_DELIVERY: Duration = Duration::from_secs(30);
-
-/// The tracing target of audit records.
-pub const AUDIT: &str = "audit";
 
 /// What the service needs from the rest of the agent.
 #[derive(Debug)]
 pub struct ServiceContext {
     pub limits: Limits,
     pub host: Host,
-    /// Where commands run when the request names no directory: the agent user's home.
-    pub working_dir: PathBuf,
+    /// How commands are run: in the login session of the user the request names.
+    pub session: SessionConfig,
+    pub process: AgentProcess,
+    /// The open-file limit the agent was started with, which commands get back.
+    pub nofile: Option<u64>,
     /// Cancelled when the agent starts stopping: new executions are refused.
     pub stop: CancellationToken,
     /// Cancelled when the grace period is over: running executions are killed.
@@ -107,6 +111,17 @@ fn command(program: &Program) -> String {
     match program {
         Program::Shell(line) => format!("{line:?}"),
         Program::Argv(args) => format!("{args:?}"),
+    }
+}
+
+/// How a refused session reaches the controller: a denial (no such user, root refused) is
+/// `PERMISSION_DENIED`, which the controller reports as the host's `auth_failed`, as sshd's
+/// refusal would be; a lookup that failed is the host's trouble, `UNAVAILABLE`.
+fn session_refusal(error: &SessionError) -> Status {
+    if error.is_denial() {
+        Status::permission_denied(error.to_string())
+    } else {
+        Status::unavailable(error.to_string())
     }
 }
 
@@ -178,17 +193,19 @@ impl pb::agent_server::Agent for AgentService {
                 self.context.limits.max_concurrent_execs
             )))
         })?;
-        let limits = self.context.limits;
-        let output_cap = spec.max_output.map_or(limits.max_output_bytes, |wanted| {
-            wanted.min(limits.max_output_bytes)
+        // The id is taken before anything starts (the session lookup below waits), so that one
+        // id never runs twice; it is let go if the command cannot start.
+        let retention = self.context.registry.retention();
+        let keep = spec.keep_output.map_or(retention.keep_output, |wanted| {
+            wanted.min(retention.keep_output)
         });
-        let timeout = match (spec.timeout, limits.max_timeout) {
-            (Some(wanted), Some(cap)) => Some(wanted.min(cap)),
-            (wanted, cap) => wanted.or(cap),
-        };
-        // The id is taken before the process starts, so that one id never runs twice.
-        let execution =
-            Execution::new(spec.execution_id.clone(), peer.identity.clone(), output_cap);
+        // The live stream is never capped; a request may still ask for a cap.
+        let execution = Execution::new(
+            spec.execution_id.clone(),
+            peer.identity.clone(),
+            keep,
+            spec.max_output,
+        );
         self.context
             .registry
             .insert(execution.clone())
@@ -197,19 +214,38 @@ impl pb::agent_server::Agent for AgentService {
                     "{exists}; attach to it instead"
                 )))
             })?;
-        let running = exec::start(&spec, &self.context.working_dir).map_err(|error| {
+        let forget = |status: Status| {
             self.context.registry.remove(&spec.execution_id);
-            refuse(match error {
+            refuse(status)
+        };
+        let context = self.context.clone();
+        let asked = spec.clone();
+        let session = tokio::task::spawn_blocking(move || {
+            session::resolve(&asked, &context.session, &context.process)
+        })
+        .await
+        .map_err(|error| forget(Status::internal(format!("session lookup failed: {error}"))))?
+        .map_err(|error| forget(session_refusal(&error)))?;
+        let running = exec::start(&spec, &session, self.context.nofile).map_err(|error| {
+            forget(match error {
                 ExecError::EnvName(_) => Status::invalid_argument(error.to_string()),
                 _ => Status::failed_precondition(error.to_string()),
             })
         })?;
         execution.started(running.pid());
+        let limits = self.context.limits;
+        let timeout = match (spec.timeout, limits.max_timeout) {
+            (Some(wanted), Some(cap)) => Some(wanted.min(cap)),
+            (wanted, cap) => wanted.or(cap),
+        };
         tracing::info!(
             target: AUDIT,
             peer = %peer.identity,
             address = %peer.address(),
             ?execution_id,
+            user = %session.account.name,
+            asked_as = ?spec.user,
+            become_root = spec.become_root,
             command = %command(&spec.program),
             env = ?spec.env.keys().collect::<Vec<_>>(),
             working_dir = ?spec.working_dir,

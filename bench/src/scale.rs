@@ -175,6 +175,7 @@ impl Rig {
                 config,
                 listen: *socket,
                 home: make_dir(&root.join(format!("agent{index:02}-home"))),
+                nofile: None,
                 netns: None,
             }));
         }

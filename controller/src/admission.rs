@@ -36,7 +36,6 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use volley_common::outcome::Outcome;
 
 /// Where the adaptive limit starts.
 pub const INITIAL: usize = 8;
@@ -80,6 +79,14 @@ struct State {
     last_shrink: Option<Instant>,
 }
 
+/// Why an admitted connect phase gave no result of its own. The transport turns it into the
+/// host's outcome (`Cancelled`, or `ConnectTimeout` with the stage it had reached).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    Cancelled,
+    TimedOut,
+}
+
 /// How a handshake ended, as far as the limit cares.
 enum Sample {
     Completed(Duration),
@@ -115,29 +122,29 @@ impl Admission {
     }
 
     /// Runs one host's connect phase: waits for a permit (or `cancel`), then runs `connect`
-    /// within `timeout`, counted from admission, and learns from how long it took.
-    pub async fn connect<T>(
+    /// within `timeout`, counted from admission, and learns from how long it took. Its own
+    /// failures (refused, rejected) say nothing about load and are passed on as they are.
+    pub async fn connect<T, E>(
         &self,
         timeout: Duration,
         cancel: &CancellationToken,
-        connect: impl Future<Output = Result<T, Outcome>>,
-    ) -> Result<T, Outcome> {
+        connect: impl Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, E>, Cut> {
         let permit = tokio::select! {
             biased;
-            () = cancel.cancelled() => return Err(Outcome::Cancelled),
+            () = cancel.cancelled() => return Err(Cut::Cancelled),
             permit = self.permits.acquire() => permit.expect("the semaphore is never closed"),
         };
         let admitted = Instant::now();
         let result = tokio::select! {
             biased;
-            () = cancel.cancelled() => Err(None),
-            result = tokio::time::timeout(timeout, connect) => result.map_err(|_| Some(())),
+            () = cancel.cancelled() => Err(Cut::Cancelled),
+            result = tokio::time::timeout(timeout, connect) => result.map_err(|_| Cut::TimedOut),
         };
-        let (sample, result) = match result {
-            Ok(Ok(value)) => (Sample::Completed(admitted.elapsed()), Ok(value)),
-            Ok(Err(outcome)) => (Sample::Neutral, Err(outcome)),
-            Err(Some(())) => (Sample::TimedOut, Err(Outcome::ConnectTimeout)),
-            Err(None) => (Sample::Neutral, Err(Outcome::Cancelled)),
+        let sample = match &result {
+            Ok(Ok(_)) => Sample::Completed(admitted.elapsed()),
+            Err(Cut::TimedOut) => Sample::TimedOut,
+            Ok(Err(_)) | Err(Cut::Cancelled) => Sample::Neutral,
         };
         self.release(permit, sample);
         result

@@ -60,3 +60,16 @@ pub struct RunEnd {
     /// The budget was exceeded while hosts were still to start: they were skipped.
     pub stopped: bool,
 }
+
+/// A host key that `--accept-new-host-keys` recorded, for the operator to see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LearnedHostKey {
+    /// The host or jump host as the operator named it.
+    pub host: String,
+    /// The address and port it was recorded under, as dialled.
+    pub address: String,
+    /// `ED25519`, `ECDSA`, `RSA`, ...
+    pub key_type: String,
+    /// `SHA256:...`, as OpenSSH prints it.
+    pub fingerprint: String,
+}

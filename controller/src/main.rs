@@ -6,20 +6,34 @@
 //!   [`admission`]: how many of them may be in their connect phase at once;
 //! - [`transport`]: the trait; SSH (with known_hosts and identities), the agent, and `auto`;
 //! - [`pki`]: the private CA (`volley pki`); [`demo`]: a throwaway local fleet of agents;
+//! - [`docs`]: shell completions and man pages, generated from the clap definitions;
 //! - [`install`]: `volley agent install|status|upgrade|renew|uninstall`, one more transport;
 //! - [`report`]: the stream, JSON and gather renderers, progress and the summary;
+//!   [`reader_watch`]: a run stops when the reader of its output goes away;
 //! - [`exit`]: the exit status as a function of the outcomes; [`limits`]: the file budget.
 //! - [`rollout`]: batches and the failure budget; [`connect_retry`]: `--retries`;
 //! - [`journal`]: the run journal, written as hosts finish; [`runs`]: `volley runs` and
-//!   `volley retry`, which read it back; [`resume`]: `volley runs resume`.
+//!   `volley retry`, which read it back; [`resume`]: `volley runs resume`;
+//! - [`run`]: one run (`volley run`, `volley agent ...`, `volley retry`, `volley runs resume`)
+//!   from flags to exit status.
 //!
 //! `main` is the only place that maps errors to exit statuses and prints them.
 #![forbid(unsafe_code)]
+
+/// A line on stderr that never panics: `eprintln!` does when stderr is a closed pipe
+/// (`volley ... 2>&1 | head`), and a reader going away must not crash volley.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 mod admission;
 mod cli;
 mod connect_retry;
 mod demo;
+mod docs;
 mod entropy;
 mod event;
 mod exit;
@@ -28,87 +42,48 @@ mod journal;
 mod limits;
 mod pki;
 mod plan;
+mod reader_watch;
 mod report;
 mod resume;
 mod rollout;
+mod run;
 mod runs;
 mod scheduler;
 mod shell;
 mod ssh_config;
+#[cfg(test)]
+mod tidy;
 mod transport;
 
-use std::io::IsTerminal;
+use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
 
 use clap::Parser;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use volley_common::outcome::Outcome;
 
-use volley_common::inventory::TransportChoice;
-
-use crate::cli::{
-    Cli, ColorChoice, Command, PkiCommand, PkiDir, ResumeArgs, RetryArgs, RunArgs, RunsArgs,
-    RunsCommand, ShowArgs,
-};
-use crate::journal::Journal;
+use crate::cli::{Cli, Command, ManArgs, PkiCommand, PkiDir, RunsCommand, ShowArgs};
 use crate::journal::store::runs_dir;
 use crate::pki::Pki;
-use crate::plan::{Environment, RunPlan};
-use crate::report::ReportOptions;
-use crate::transport::Transport;
-use crate::transport::agent::AgentTransport;
-use crate::transport::auto::AutoTransport;
-use crate::transport::resume::ResumeTransport;
-use crate::transport::ssh::SshTransport;
-use crate::transport::ssh::identity::Identities;
-use crate::transport::ssh::known_hosts::KnownHosts;
+use crate::plan::Environment;
+use crate::run::{Operation, Origin};
 
 /// An error of the operator's input: printed as one line, exit status 64.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct UsageError(String);
+pub(crate) struct UsageError(pub(crate) String);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) {
-                let _ = error.print();
-                return ExitCode::SUCCESS;
-            }
-            // clap's own rendering spans several lines; the first says what is wrong.
-            let rendered = error.render().to_string();
-            let first = rendered
-                .lines()
-                .next()
-                .unwrap_or("bad arguments")
-                .trim_start_matches("error: ");
-            eprintln!("volley: {first} (see volley --help)");
-            return ExitCode::from(exit::USAGE);
-        }
+        Err(error) => return clap_exit(&error),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    start_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("volley: cannot start the async runtime: {error}");
+            say!("volley: cannot start the async runtime: {error}");
             return ExitCode::from(exit::INTERNAL);
         }
     };
@@ -116,25 +91,32 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(*args, Origin::command_line(Operation::Command)).await,
+            Command::Run(args) => run::run(*args, Origin::command_line(Operation::Command)).await,
             Command::Agent(command) => {
                 let (args, request) = install::plan_arguments(command);
-                run(args, Origin::command_line(Operation::Agent(request))).await
+                run::run(args, Origin::command_line(Operation::Agent(request))).await
             }
             Command::Pki(command) => pki_command(command).map(|()| exit::SUCCESS),
             Command::Demo(args) => demo::run(args).await,
-            Command::Runs(RunsArgs { show, limit }) => match show {
-                Some(RunsCommand::Resume(args)) => resume(args).await,
-                Some(RunsCommand::Show(show)) => runs(Some(&show), limit),
-                None => runs(None, limit),
+            Command::Runs(args) => match args.show {
+                Some(RunsCommand::Resume(resume)) => run::resume(resume).await,
+                Some(RunsCommand::Show(show)) => runs(Some(&show), args.limit),
+                None => runs(None, args.limit),
             },
-            Command::Retry(args) => retry(args).await,
+            Command::Retry(args) => run::retry(*args).await,
+            Command::Completions(args) => docs::completions(args.shell, &mut std::io::stdout())
+                .map(|()| exit::SUCCESS)
+                .map_err(Into::into),
+            Command::Man(args) => man(args),
         }
     });
     match result {
         Ok(status) => ExitCode::from(status),
+        // A reader that went away (`volley runs | head -1`) ends volley quietly, with the status
+        // a shell gives a tool killed by SIGPIPE.
+        Err(error) if is_broken_pipe(&error) => ExitCode::from(exit::BROKEN_PIPE),
         Err(error) => {
-            eprintln!("volley: {error}");
+            say!("volley: {error}");
             let status = if error.is::<UsageError>() {
                 exit::USAGE
             } else {
@@ -145,227 +127,84 @@ fn main() -> ExitCode {
     }
 }
 
-/// What a run does on each host.
-enum Operation {
-    /// `volley run`: the command, through the agent or SSH.
-    Command,
-    /// `volley agent ...`: install, check, upgrade, renew or remove the agent over SSH.
-    Agent(install::Request),
-    /// `volley runs resume`: collect a recorded run's agent executions.
-    Resume(Box<resume::Resume>),
-}
-
-/// Where a run's arguments came from: the command line, or a recorded run being retried.
-struct Origin {
-    operation: Operation,
-    /// The subcommand's arguments as given, for the journal.
-    arguments: Vec<String>,
-    /// For a retry: the run retried, and the hosts to run on.
-    retry: Option<(String, Vec<String>)>,
-}
-
-impl Origin {
-    fn command_line(operation: Operation) -> Origin {
-        // `volley run ARGS` or `volley agent ACTION ARGS`: everything after the subcommand.
-        let skip = 1 + subcommand(&operation).len().max(1);
-        Origin {
-            operation,
-            arguments: std::env::args_os()
-                .skip(skip)
-                .map(|arg| arg.to_string_lossy().into_owned())
-                .collect(),
-            retry: None,
+/// Help and version go to stdout (exit 0), as does the help that bare `volley` or a bare
+/// `volley agent` prints, as cargo does. Any other error is clap's whole message on stderr: what
+/// is wrong, the usage line, and the tips (the missing arguments, `-- COMMAND`); exit 64.
+fn clap_exit(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    use std::io::Write as _;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = write!(std::io::stdout(), "{}", error.render());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let _ = error.print();
+            ExitCode::from(exit::USAGE)
         }
     }
 }
 
-/// The subcommand a journal records when it is not `volley run`, so that `volley retry` runs
-/// the same operation again.
-fn subcommand(operation: &Operation) -> Vec<String> {
-    match operation {
-        Operation::Command | Operation::Resume(_) => Vec::new(),
-        Operation::Agent(request) => vec!["agent".to_string(), request.action.name().to_string()],
-    }
+/// Diagnostics (tracing) are off unless `VOLLEY_LOG` asks for them (`VOLLEY_LOG=debug`,
+/// `VOLLEY_LOG=volley=trace,russh=debug`): an operator's stderr carries volley's own lines only.
+/// They are coloured only on a terminal.
+fn start_logging() {
+    use std::io::IsTerminal;
+    let Some(filter) = std::env::var("VOLLEY_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return;
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(filter) => filter,
+        Err(error) => {
+            say!("volley: warning: VOLLEY_LOG '{filter}': {error}; logging at debug");
+            tracing_subscriber::EnvFilter::new("debug")
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
-async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
-    let Origin {
-        operation,
-        arguments,
-        retry,
-    } = origin;
-    let recorded_subcommand = subcommand(&operation);
-    let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
-    let env = Environment::from_process().map_err(|e| usage(&e))?;
-    let mut plan = RunPlan::new(&args, &env).map_err(|e| usage(&e))?;
-    if let Some((retry_of, hosts)) = &retry {
-        runs::keep_only(&mut plan.hosts, retry_of, hosts).map_err(|e| usage(&e))?;
-    }
-    if let Operation::Resume(resume) = &operation {
-        resume.narrow(&mut plan).map_err(|e| usage(&e))?;
-    }
-    let budget = limits::host_budget();
-    if plan.parallel > budget && plan.hosts.len() > budget {
-        eprintln!(
-            "volley: running at most {budget} hosts at once instead of {}: the open-file limit allows no more (raise `ulimit -n`)",
-            plan.parallel
-        );
-        plan.parallel = budget;
-    }
-    let known_hosts = KnownHosts::load(&plan.known_hosts).map_err(|e| usage(&e))?;
-    let identities = Identities::load(&plan).await.map_err(|e| usage(&e))?;
-    let ssh = SshTransport::new(
-        Arc::new(known_hosts),
-        plan.accept_new_host_keys,
-        Arc::new(identities),
-    );
-    let mut resuming = None;
-    let transport: Arc<dyn Transport> = match operation {
-        Operation::Command => Arc::new(AutoTransport {
-            agent: agent_transport(&plan)?,
-            ssh,
-        }),
-        Operation::Agent(request) => {
-            Arc::new(install::AgentOperation::new(request, &plan, ssh).map_err(|e| usage(&e))?)
-        }
-        Operation::Resume(resume) => {
-            let agent = agent_transport(&plan)?.ok_or_else(|| {
-                usage(&format!(
-                    "run {}: its commands ran on agents, and there is no PKI at {} to reach them",
-                    resume.run.header.id,
-                    plan.pki.display()
+/// Whether `error` is a write to a pipe whose reader is gone.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `volley man`: volley(1) on stdout, or every page into `--dir`.
+fn man(args: ManArgs) -> anyhow::Result<u8> {
+    match &args.dir {
+        None => docs::man_page(&mut std::io::stdout())?,
+        Some(dir) => {
+            let pages = docs::man_pages(dir).map_err(|error| {
+                UsageError(format!(
+                    "--dir {}: {}",
+                    dir.display(),
+                    plan::io_reason(&error)
                 ))
             })?;
-            let executions = resume.executions.clone();
-            resuming = Some(resume);
-            Arc::new(ResumeTransport { agent, executions })
+            writeln!(
+                std::io::stdout(),
+                "{} pages in {}",
+                pages.len(),
+                dir.display()
+            )?;
         }
-    };
-
-    let color = match plan.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-        }
-    };
-    let options = ReportOptions {
-        mode: plan.output,
-        color,
-        progress: std::io::stderr().is_terminal(),
-    };
-    let hosts: Vec<String> = plan.hosts.iter().map(|host| host.name.clone()).collect();
-    let batched = plan.rollout.is_batched();
-
-    // A run that cannot be recorded could not be retried or audited: it does not start.
-    let journal_dir = runs_dir(&env);
-    let mut header = journal::header(
-        &args,
-        &plan,
-        arguments,
-        retry.map(|(retry_of, _)| retry_of),
-        &env.local_user,
-    );
-    header.subcommand = recorded_subcommand;
-    let journal = match &resuming {
-        // A resume appends to the run's own journal.
-        Some(resume) => Journal::reopen(&resume.path, &resume.run, &resume.numbers())
-            .map_err(|error| usage(&error))?,
-        None => {
-            let journal = Journal::create(&journal_dir, header).map_err(|error| {
-                anyhow::anyhow!(
-                    "cannot record the run in {}: {}",
-                    journal_dir.display(),
-                    plan::io_reason(&error)
-                )
-            })?;
-            if let Err(error) = journal::store::prune(&journal_dir, &plan.journal, &journal.id) {
-                eprintln!(
-                    "volley: warning: cannot prune old runs in {}: {}",
-                    journal_dir.display(),
-                    plan::io_reason(&error)
-                );
-            }
-            journal
-        }
-    };
-    let (run_id, journal_path) = (journal.id.clone(), journal.path.clone());
-    plan.run_id = run_id.clone();
-    let plan = Arc::new(plan);
-
-    let cancel = CancellationToken::new();
-    tokio::spawn(stop_on_signals(cancel.clone()));
-    let started = Instant::now();
-    // Bounded: a slow terminal slows the reading of the connections instead of filling memory.
-    // Events pass through the journal on their way to the reporters, so that a host is
-    // journalled before it is reported.
-    let (events, received) = mpsc::channel(1024);
-    let (journalled, to_report) = mpsc::channel(1024);
-    let journal = journal::tap(journal, received, journalled);
-    let reporter = tokio::spawn({
-        let (hosts, cancel) = (hosts.clone(), cancel.clone());
-        async move {
-            let reports = report::report(hosts, options, to_report).await;
-            // Output that cannot be written (a closed pipe, a full disk) stops the run: the
-            // remote commands are stopped rather than left to run unreported.
-            if reports.is_err() {
-                cancel.cancel();
-            }
-            reports
-        }
-    });
-    let end = scheduler::run(plan, transport, events, cancel.clone()).await;
-    let journal = journal.await?;
-    let reports = reporter.await?;
-
-    let interrupted = cancel.is_cancelled();
-    let status = match &reports {
-        Ok(reports) => exit::status(reports.iter().flatten(), interrupted),
-        Err(_) => exit::INTERNAL,
-    };
-    // A resumed run's footer tells how the whole run now stands.
-    let run_status = match (&resuming, &reports) {
-        (Some(resume), Ok(reports)) => {
-            let settled = resume.settled();
-            let collected = reports.iter().flatten().map(|report| &report.outcome);
-            exit::status_of(settled.iter().chain(collected), interrupted)
-        }
-        _ => status,
-    };
-    let ending = journal::Ending {
-        interrupted,
-        stopped: end.stopped,
-        exit_status: run_status,
-    };
-    if let Err(error) = journal.finish(ending) {
-        eprintln!(
-            "volley: warning: the record of this run in {} is incomplete: {}",
-            journal_path.display(),
-            plan::io_reason(&error)
-        );
     }
-    let reports = reports.map_err(|error| anyhow::anyhow!("cannot write the output: {error}"))?;
-    let mut stderr = std::io::stderr().lock();
-    report::write_summary(
-        &mut stderr,
-        &hosts,
-        &reports,
-        started.elapsed(),
-        interrupted,
-        color,
-    )?;
-    let outcomes = || reports.iter().flatten().map(|report| &report.outcome);
-    let skipped = outcomes()
-        .filter(|outcome| **outcome == Outcome::Skipped)
-        .count();
-    report::write_rollout(&mut stderr, &end, batched, skipped)?;
-    let in_doubt = outcomes()
-        .filter(|outcome| matches!(outcome, Outcome::InDoubt { .. }))
-        .count();
-    let not_succeeded = hosts.len() - outcomes().filter(|o| o.is_success()).count();
-    report::write_recorded(&mut stderr, &run_id, not_succeeded - in_doubt)?;
-    report::write_in_doubt(&mut stderr, &run_id, in_doubt)?;
-    Ok(status)
+    Ok(exit::SUCCESS)
 }
 
 /// `volley runs` and `volley runs show`.
@@ -381,96 +220,14 @@ fn runs(show: Option<&ShowArgs>, limit: usize) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
-/// `volley retry RUN`: the recorded run's arguments, on its hosts that did not succeed.
-async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
-    let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
-    let retry = runs::retry(&runs_dir(&env), &args).map_err(runs_error)?;
-    if !retry.in_doubt.is_empty() {
-        eprintln!(
-            "volley: leaving out {} host(s) whose command may still be running on their agent: {}; `volley runs resume {}` collects them, `--only in_doubt` runs them again",
-            retry.in_doubt.len(),
-            volley_common::fold::fold(retry.in_doubt.iter().map(String::as_str)),
-            retry.retry_of
-        );
-    }
-    if retry.hosts.is_empty() {
-        let which = match &args.only {
-            Some(only) => format!("no host of run {} matches --only {only}", retry.retry_of),
-            None => format!(
-                "every host of run {} succeeded ({} of {})",
-                retry.retry_of, retry.of, retry.of
-            ),
-        };
-        eprintln!("volley: nothing to retry: {which}");
-        return Ok(exit::SUCCESS);
-    }
-    let origin = Origin {
-        operation: match retry.agent {
-            Some(request) => Operation::Agent(request),
-            None => Operation::Command,
-        },
-        arguments: retry.arguments,
-        retry: Some((retry.retry_of, retry.hosts)),
-    };
-    run(retry.args, origin).await
-}
-
-/// `volley runs resume RUN`: the run's agent executions that were not seen to end, collected.
-async fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
-    let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
-    let (args, resume) = resume::prepare(&runs_dir(&env), &args).map_err(runs_error)?;
-    let id = resume.run.header.id.clone();
-    if !resume.not_collectable.is_empty() {
-        eprintln!(
-            "volley: {} host(s) of run {id} have no outcome and nothing to collect (they never started, or ran over SSH, whose commands stop with volley): {}; `volley retry {id} --only not_finished` runs them",
-            resume.not_collectable.len(),
-            volley_common::fold::fold(resume.not_collectable.iter().map(String::as_str)),
-        );
-    }
-    if resume.hosts.is_empty() {
-        eprintln!("volley: nothing to resume: run {id} has no command left to collect");
-        return Ok(exit::SUCCESS);
-    }
-    let origin = Origin {
-        operation: Operation::Resume(Box::new(resume)),
-        arguments: Vec::new(),
-        retry: None,
-    };
-    run(args, origin).await
-}
-
 /// Errors about the operator's input (a run id, `--only`) exit 64; reading failures exit 70.
-fn runs_error(error: runs::RunsError) -> anyhow::Error {
+pub(crate) fn runs_error(error: runs::RunsError) -> anyhow::Error {
     use crate::journal::store::StoreError;
     match error {
         runs::RunsError::Io(error) => anyhow::Error::new(error),
         runs::RunsError::Store(StoreError::Unreadable { .. }) => anyhow::Error::new(error),
         error => UsageError(error.to_string()).into(),
     }
-}
-
-/// The agent transport, when some host may use it and the PKI exists. A host that must use its
-/// agent without a PKI is an input error; `auto` hosts then simply go over SSH.
-fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
-    let needed = plan
-        .hosts
-        .iter()
-        .any(|host| host.transport == TransportChoice::Agent);
-    let wanted = needed
-        || plan
-            .hosts
-            .iter()
-            .any(|host| host.transport == TransportChoice::Auto);
-    let pki = Pki::new(plan.pki.clone());
-    if !wanted || (!needed && !pki.has_controller_credentials()) {
-        return Ok(None);
-    }
-    let credentials = pki
-        .controller_credentials()
-        .map_err(|e| UsageError(e.to_string()))?;
-    let agent = AgentTransport::new(&credentials, plan.max_output as u64)
-        .map_err(|e| UsageError(format!("pki {}: {e}", plan.pki.display())))?;
-    Ok(Some(agent))
 }
 
 fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
@@ -486,12 +243,14 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
         } => {
             let pki = Pki::new(dir(pki_dir));
             let issued = pki.init(&identity).map_err(|e| UsageError(e.to_string()))?;
-            println!("CA: {}", pki.ca_certificate().display());
-            println!(
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "CA: {}", pki.ca_certificate().display())?;
+            writeln!(
+                out,
                 "controller certificate ({identity}): {}",
                 issued.certificate.display()
-            );
-            println!("controller key: {}", issued.key.display());
+            )?;
+            writeln!(out, "controller key: {}", issued.key.display())?;
         }
         PkiCommand::Issue {
             dir: pki_dir,
@@ -511,41 +270,14 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
                 let issued = pki
                     .issue_agent(&name, &addresses)
                     .map_err(|e| UsageError(e.to_string()))?;
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "{name}: {} {}",
                     issued.certificate.display(),
                     issued.key.display()
-                );
+                )?;
             }
         }
     }
     Ok(())
-}
-
-/// The first SIGINT or SIGTERM stops the run: no new host starts and running commands are
-/// stopped on their hosts. A second one exits at once.
-async fn stop_on_signals(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!(
-            "cannot listen for SIGINT/SIGTERM; an interrupt will kill volley without a summary"
-        );
-        return;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-    eprintln!(
-        "volley: interrupted: stopping the running commands (interrupt again to quit at once)"
-    );
-    cancel.cancel();
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-    std::process::exit(exit::INTERRUPTED.into());
 }

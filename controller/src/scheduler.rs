@@ -252,6 +252,7 @@ async fn run_host(
             execution_id: &execution_id,
             limits,
             output: &mut output,
+            stdin: plan.stdin.as_ref(),
             cancel: cancel.clone(),
             admission: &admission,
         };
@@ -265,7 +266,7 @@ async fn run_host(
             biased;
             // Interrupted while waiting to retry: the host did not finish.
             () = cancel.cancelled() => {
-                break Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: ended.transport };
+                break Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: ended.transport, fallback: None };
             }
             () = tokio::time::sleep(wait) => {}
         }
@@ -285,6 +286,7 @@ async fn run_host(
         stderr,
         batch: turn.batch,
         attempts,
+        fallback: ended.fallback,
     };
     let _ = events.send(Event::Finished { host, report }).await;
     succeeded
@@ -301,6 +303,7 @@ fn report(plan: &RunPlan, turn: Turn, transport: &dyn Transport, outcome: Outcom
         stderr: Captured::default(),
         batch: turn.batch,
         attempts: 0,
+        fallback: None,
     }
 }
 

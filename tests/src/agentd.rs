@@ -38,14 +38,21 @@ pub fn config_text(config: &AgentConfig) -> String {
     text
 }
 
+/// A variable every fixture agent has in its environment, as an install session might leave
+/// one: no command it runs may see it.
+pub const CANARY: &str = "VOLLEY_TEST_AGENT_CANARY";
+
 /// How to start an agent process, again if need be.
 #[derive(Clone, Debug)]
 pub struct AgentLaunch {
     pub binary: PathBuf,
     pub config: PathBuf,
     pub listen: SocketAddrV4,
-    /// HOME of the agent, where its commands run.
+    /// HOME of the agent process.
     pub home: PathBuf,
+    /// The soft open-file limit it starts with (as a service manager might leave it), under
+    /// the hard limit it inherits; `None` leaves it as it is.
+    pub nofile: Option<u64>,
     /// The network namespace it runs in (`ip netns exec`), if not this one.
     pub netns: Option<String>,
 }
@@ -60,20 +67,21 @@ pub struct Agentd {
 }
 
 impl Agentd {
-    /// Starts `binary --config CONFIG` with stderr to `log` and HOME (where commands run) set to
-    /// `home`. Returns at once: call [`Agentd::wait_until_ready`], so that many agents can start
-    /// side by side.
+    /// Starts `binary --config CONFIG` with stderr to `log` and HOME set to `home` (the agent's
+    /// own; its commands run in their user's home, whatever the agent's is). Returns at once:
+    /// call [`Agentd::wait_until_ready`], so that many agents can start side by side.
     pub fn spawn(binary: &Path, config: &Path, listen: SocketAddrV4, home: &Path) -> Agentd {
         Agentd::launch(AgentLaunch {
             binary: binary.to_path_buf(),
             config: config.to_path_buf(),
             listen,
             home: home.to_path_buf(),
+            nofile: None,
             netns: None,
         })
     }
 
-    /// [`Agentd::spawn`], as `launch` says; its log is appended to, so that a restarted agent's
+    /// [`Agentd::spawn`], as `launch` says. The log is appended to, so that a restarted agent's
     /// log follows the one before.
     pub fn launch(launch: AgentLaunch) -> Agentd {
         let log = launch.config.with_extension("log");
@@ -82,19 +90,25 @@ impl Agentd {
             .append(true)
             .open(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let mut command = match &launch.netns {
-            Some(netns) => {
-                let mut command = Command::new(crate::tools::ip());
-                command.args(["netns", "exec", netns]).arg(&launch.binary);
-                command
-            }
-            None => Command::new(&launch.binary),
-        };
-        // `ip netns exec` execs the agent in place: the child's pid is the agent's.
+        // The program line: `ip netns exec NS`, then a shell that lowers the limit, then the
+        // agent. Both `exec` in place, so the child's pid is the agent's.
+        let mut line: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(netns) = &launch.netns {
+            line.push(crate::tools::ip().into());
+            line.extend(["netns", "exec", netns.as_str()].map(Into::into));
+        }
+        if let Some(limit) = launch.nofile {
+            line.extend(["/bin/sh", "-c"].map(Into::into));
+            line.push(format!("ulimit -S -n {limit} && exec \"$0\" \"$@\"").into());
+        }
+        line.push(launch.binary.clone().into());
+        let mut command = Command::new(&line[0]);
         let child = command
+            .args(&line[1..])
             .arg("--config")
             .arg(&launch.config)
             .env("HOME", &launch.home)
+            .env(CANARY, "the agent's own environment leaked")
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

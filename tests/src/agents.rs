@@ -16,7 +16,7 @@ use tempfile::TempDir;
 use crate::agentd::{AgentConfig, AgentLaunch, Agentd, config_text};
 use crate::hybrid::{InventoryHost, inventory_text};
 use crate::loopback::{AddressBlock, free_port};
-use crate::netns::Netns;
+use crate::partition::Partition;
 use crate::pki::Pki;
 use crate::process::{ProcessOutput, RunningProcess, shorten};
 use crate::volley::{RUN_DEADLINE, volley_agent_binary, volley_binary, volley_command_at};
@@ -64,6 +64,7 @@ pub struct AgentFleetSpec {
     addresses: Vec<Ipv4Addr>,
     allowed_controllers: Vec<String>,
     binaries: Option<Binaries>,
+    open_file_limit: Option<u64>,
     /// The network namespace the agents run in, if not this one.
     netns: Option<String>,
 }
@@ -76,6 +77,7 @@ impl AgentFleetSpec {
             addresses: Vec::new(),
             allowed_controllers: vec![CONTROLLER_IDENTITY.to_string()],
             binaries: None,
+            open_file_limit: None,
             netns: None,
         }
     }
@@ -100,15 +102,21 @@ impl AgentFleetSpec {
         self
     }
 
-    /// Every agent runs inside `netns`, each on one of its addresses and on the agent's default
-    /// port (the namespace is the test's own: nothing else listens there).
-    pub fn in_namespace(mut self, netns: &Netns) -> AgentFleetSpec {
+    /// Every agent runs inside `partition`, each on one of its addresses and on the agent's
+    /// default port (the namespace is the test's own: nothing else listens there).
+    pub fn in_namespace(mut self, partition: &Partition) -> AgentFleetSpec {
         assert!(
-            netns.addresses().len() >= self.hosts.len(),
+            partition.addresses().len() >= self.hosts.len(),
             "the namespace has fewer addresses than the fleet has agents"
         );
-        self.addresses = netns.addresses();
-        self.netns = Some(netns.name().to_string());
+        self.addresses = partition.addresses();
+        self.netns = Some(partition.name().to_string());
+        self
+    }
+
+    /// Agents start with this soft open-file limit, as a service manager may leave it.
+    pub fn with_open_file_limit(mut self, limit: u64) -> AgentFleetSpec {
+        self.open_file_limit = Some(limit);
         self
     }
 
@@ -195,6 +203,7 @@ impl AgentFleet {
                     config,
                     listen: host.socket,
                     home,
+                    nofile: spec.open_file_limit,
                     netns: spec.netns.clone(),
                 })
             })
@@ -266,12 +275,6 @@ impl AgentFleet {
     /// The inventory: group `all`, and per host its `address` and `agent_port`.
     pub fn inventory(&self) -> &Path {
         &self.inventory
-    }
-
-    /// HOME of the agent of host `name`, where its commands run: a relative path in a command
-    /// names a file here, which is how a test sees on which hosts a command ran.
-    pub fn agent_home(&self, name: &str) -> PathBuf {
-        self.dir().join("agent-home").join(&self.host(name).name)
     }
 
     /// The fleet's scratch directory; files that tests write belong here.

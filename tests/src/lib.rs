@@ -8,12 +8,21 @@
 //! - [`agents`]: [`AgentFleet`], N named agent hosts (some odd on purpose, see [`AgentKind`])
 //!   with a PKI made by `volley pki` ([`pki`]) and an inventory; [`agentd`]: one agent process.
 //! - [`hybrid`]: one inventory mixing agent hosts, SSH hosts and dead addresses.
+//! - [`systemd_fleet`]: [`SystemdFleet`], N hosts that are containers booted with systemd as
+//!   PID 1 ([`container`]), each with its own sshd on its own loopback address.
 //! - [`volley`]: the volley binary, run in a clean environment against a fleet.
 //! - [`report`]: reading what volley printed, `--json` records strictly.
 //! - [`remote`]: per-host commands and the processes a run leaves on the hosts.
+//! - [`pipe`]: volley into a real pipe closed by its reader (`| head -1`), and on a pseudo-terminal.
 //! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
 //! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
-//! - [`netns`]: [`Netns`], a network namespace whose link to the hosts a test can cut.
+//! - [`partition`]: [`Partition`], hosts in a network namespace whose link a test can cut.
+//! - [`listeners`]: odd listeners for connect-stage failures: a port that never answers, one
+//!   that writes fixed text (HTTP, a bare SSH banner) and then stays silent.
+//! - [`jump`]: [`JumpFleet`], hosts that only jump hosts can reach, in a [`netns`] namespace,
+//!   behind [`inetd`] gates.
+//! - [`users`]: non-root users with and without sudo rights, for `--become`, and a plain one
+//!   that the same command runs as over SSH and through an agent.
 //! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
 //!   is built from.
 //!
@@ -23,12 +32,18 @@
 
 pub mod agentd;
 pub mod agents;
+pub mod container;
 pub mod fleet;
 pub mod hybrid;
+pub mod inetd;
 pub mod inventory;
+pub mod jump;
 pub mod keys;
+pub mod listeners;
 pub mod loopback;
 pub mod netns;
+pub mod partition;
+pub mod pipe;
 pub mod pki;
 pub mod process;
 pub mod relay;
@@ -36,7 +51,9 @@ pub mod remote;
 pub mod report;
 pub mod sshd;
 pub mod stalling;
+pub mod systemd_fleet;
 pub mod tools;
+pub mod users;
 pub mod volley;
 
 #[cfg(test)]
@@ -44,9 +61,11 @@ mod sanity;
 
 pub use agents::{AgentFleet, AgentFleetSpec, AgentHost, AgentKind};
 pub use fleet::{FleetSpec, Host, HostKind, SshFleet};
-pub use netns::Netns;
+pub use jump::JumpFleet;
+pub use partition::Partition;
 pub use process::{ProcessOutput, RunningProcess};
 pub use relay::DelayRelay;
 pub use report::HostRecord;
 pub use stalling::StallingPort;
+pub use systemd_fleet::SystemdFleet;
 pub use volley::RunFlags;

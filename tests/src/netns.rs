@@ -1,135 +1,136 @@
-//! [`Netns`]: a network namespace of the test's own, joined to this one by a veth pair, for
-//! hosts whose network a test can cut for real and restore.
+//! [`Namespace`]: a network namespace of the test's own, with only a loopback interface, for
+//! servers that must not be reachable from the machine's own network stack (hosts that only a
+//! jump host can reach). Processes enter it with `nsenter`; nothing in it can reach anything
+//! outside, and nothing outside can reach it except through what a test passes in explicitly.
 //!
-//! The namespace side of the pair carries the hosts' addresses; this side carries one address
-//! of the same /24, so the kernel routes the hosts' addresses over the pair. Cutting brings this
-//! side of the link down: its route goes, packets to the hosts go nowhere, and established
-//! connections stall exactly as on a real partition (nothing tells either end); restoring
-//! brings it up again and the route comes back. The addresses come from 198.18.0.0/15, the
-//! range set aside for network tests (RFC 2544), in a random /24 so that concurrent tests keep
-//! apart. Traffic never leaves the pair. Dropping a `Netns` deletes the namespace, which removes
-//! the pair with it. Needs root and `ip` (iproute2).
+//! The namespace is held by a `sleep` started with `unshare --net` (so it cannot outlive its
+//! test by more than [`HOLD_FOR`] even if the test is killed) and disappears when that and every
+//! process started in it have ended. It needs root, `unshare`/`nsenter` (util-linux) and `ip`
+//! (iproute2, which `tests/need-netns.sh` installs where it is missing).
 
-use std::net::Ipv4Addr;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::loopback::random_u64;
 use crate::tools;
 
-/// A namespace and the veth pair that joins it to this one.
-#[derive(Debug)]
-pub struct Netns {
-    name: String,
-    /// This side of the pair: the one a cut brings down.
-    link: String,
-    /// The /24 in use: 198.18.0.0/15 is 512 of them.
-    second: u8,
-    third: u8,
-    hosts: usize,
+/// How long the holder sleeps: far longer than any test, short enough not to linger for long.
+const HOLD_FOR: &str = "900";
+/// How long `unshare` gets to make the namespace.
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// A running network namespace; dropping it ends its holder.
+pub struct Namespace {
+    holder: Child,
 }
 
-impl Netns {
-    /// A namespace with `hosts` addresses, reachable from here.
-    pub fn create(hosts: usize) -> Netns {
+impl Namespace {
+    /// A new namespace with its loopback interface up (127.0.0.0/8 and ::1 inside it).
+    pub fn start() -> Namespace {
         assert!(
-            (1..=250).contains(&hosts),
-            "1 to 250 addresses per namespace"
+            tools::login_user() == "root",
+            "network namespaces need root; these tests run as root (as CI does)"
         );
-        let random = random_u64();
-        let tag = format!("{:06x}", random & 0xff_ffff);
-        let netns = Netns {
-            name: format!("volley-test-{tag}"),
-            link: format!("vt{tag}"),
-            second: 18 + (random >> 24) as u8 % 2,
-            third: (random >> 32) as u8,
-            hosts,
-        };
-        let inside = format!("vt{tag}n");
-        netns.ip(&["netns", "add", &netns.name]);
-        netns.ip(&[
-            "link",
-            "add",
-            &netns.link,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &inside,
-            "netns",
-            &netns.name,
-        ]);
-        let this_side = format!("{}/24", netns.gateway());
-        netns.ip(&["addr", "add", &this_side, "dev", &netns.link]);
-        netns.ip(&["link", "set", &netns.link, "up"]);
-        for index in 0..hosts {
-            let address = format!("{}/24", netns.address(index));
-            netns.ip_inside(&["addr", "add", &address, "dev", &inside]);
-        }
-        netns.ip_inside(&["link", "set", &inside, "up"]);
-        netns.ip_inside(&["link", "set", "lo", "up"]);
-        netns
-    }
-
-    /// The namespace's name, for `ip netns exec NAME ...`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The address of host `index` (from 0), inside the namespace.
-    pub fn address(&self, index: usize) -> Ipv4Addr {
-        assert!(
-            index < self.hosts,
-            "the namespace has {} addresses",
-            self.hosts
+        let holder = Command::new(tools::on_path("unshare", "apt-get install -y util-linux"))
+            .args(["--net", "--", "sleep", HOLD_FOR])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start unshare: {e}"));
+        let mut namespace = Namespace { holder };
+        namespace.wait_until_made();
+        tools::run_tool(
+            namespace
+                .command(&tools::ip())
+                .args(["link", "set", "lo", "up"]),
         );
-        Ipv4Addr::new(198, self.second, self.third, 2 + index as u8)
+        namespace
     }
 
-    pub fn addresses(&self) -> Vec<Ipv4Addr> {
-        (0..self.hosts).map(|index| self.address(index)).collect()
-    }
-
-    /// Cuts the hosts off: this side of the link goes down.
-    pub fn cut(&self) {
-        self.ip(&["link", "set", &self.link, "down"]);
-    }
-
-    /// Joins them again.
-    pub fn restore(&self) {
-        self.ip(&["link", "set", &self.link, "up"]);
-    }
-
-    /// `program` to be run inside the namespace.
+    /// `program` to be run inside the namespace (through `nsenter`); add its arguments.
     pub fn command(&self, program: &std::path::Path) -> Command {
-        let mut command = Command::new(tools::ip());
-        command.args(["netns", "exec", &self.name]).arg(program);
+        self.entry().command(program)
+    }
+
+    /// A way in that threads can keep: it stays valid while the namespace lives.
+    pub fn entry(&self) -> Entry {
+        Entry {
+            holder: self.holder.id(),
+        }
+    }
+
+    /// `unshare` makes the namespace and then runs `sleep` in it as the same process: the
+    /// namespace is ready once the process's namespace differs from ours.
+    fn wait_until_made(&mut self) {
+        let ours = std::fs::read_link("/proc/self/ns/net")
+            .unwrap_or_else(|e| panic!("cannot read our network namespace: {e}"));
+        let theirs = format!("/proc/{}/ns/net", self.holder.id());
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            if let Ok(Some(status)) = self.holder.try_wait() {
+                panic!("unshare --net exited with {status}: cannot make a network namespace");
+            }
+            if std::fs::read_link(&theirs).is_ok_and(|link| link != ours) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "unshare made no network namespace within {READY_WITHIN:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Enters a [`Namespace`] through its holder's pid.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    holder: u32,
+}
+
+impl Entry {
+    /// `program` to be run inside the namespace; add its arguments. `nsenter` enters the
+    /// network namespace and then runs `program` as the same process.
+    pub fn command(&self, program: &std::path::Path) -> Command {
+        let mut command = Command::new(tools::on_path("nsenter", "apt-get install -y util-linux"));
+        command
+            .arg("--target")
+            .arg(self.holder.to_string())
+            .arg("--net")
+            .arg("--")
+            .arg(program);
         command
     }
+}
 
-    fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::new(198, self.second, self.third, 1)
-    }
-
-    fn ip(&self, args: &[&str]) {
-        tools::run_tool(Command::new(tools::ip()).args(args));
-    }
-
-    fn ip_inside(&self, args: &[&str]) {
-        tools::run_tool(
-            Command::new(tools::ip())
-                .args(["-n", &self.name])
-                .args(args),
-        );
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let deleted = Command::new(tools::ip())
-            .args(["netns", "delete", &self.name])
-            .status();
-        if !matches!(deleted, Ok(status) if status.success()) {
-            eprintln!("could not delete the network namespace {}", self.name);
-        }
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn a_port_inside_is_not_reachable_outside() {
+        let namespace = Namespace::start();
+        // A listener inside answers inside: nc-free, with bash's /dev/tcp.
+        let outside = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = outside.local_addr().unwrap().port();
+        let probe = namespace
+            .command(std::path::Path::new("/bin/bash"))
+            .arg("-c")
+            .arg(format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))
+            .output()
+            .unwrap();
+        assert!(
+            !probe.status.success(),
+            "a port outside the namespace answered inside it"
+        );
     }
 }

@@ -51,7 +51,9 @@ fn defaults() {
             allowed_controllers: vec!["volley-controller".to_string()],
             audit_log: None,
             limits: Limits::default(),
+            session: SessionConfig::default(),
             retention: Retention::default(),
+            warnings: Vec::new(),
         }
     );
 }
@@ -68,15 +70,21 @@ fn every_key() {
         audit_log = "audit.log"
         [limits]
         max_concurrent_execs = 2
-        max_output_bytes = "64KiB"
         max_message_bytes = 262144
         max_concurrent_streams = 16
+        max_concurrent_handshakes = 8
         max_timeout = "0"
         shutdown_grace = "1.5s"
+        [session]
+        path = "/bin"
+        root_path = "/sbin:/bin"
+        allow_root = false
+        env = { LANG = "C.UTF-8" }
         [retention]
         keep_for = "2m"
         max_executions = 10
         max_bytes = "1MiB"
+        keep_output = "64KiB"
         "#,
     )
     .expect("valid");
@@ -90,20 +98,42 @@ fn every_key() {
         config.limits,
         Limits {
             max_concurrent_execs: 2,
-            max_output_bytes: 64 << 10,
             max_message_bytes: 262144,
             max_concurrent_streams: 16,
+            max_concurrent_handshakes: 8,
             max_timeout: None,
             shutdown_grace: Duration::from_millis(1500),
         }
     );
+    assert_eq!(
+        config.session,
+        SessionConfig {
+            path: "/bin".to_string(),
+            root_path: "/sbin:/bin".to_string(),
+            allow_root: false,
+            env: [("LANG".to_string(), "C.UTF-8".to_string())].into(),
+        }
+    );
+    assert!(config.warnings.is_empty());
     assert_eq!(
         config.retention,
         Retention {
             keep_for: Duration::from_secs(120),
             max_executions: 10,
             max_bytes: 1 << 20,
+            keep_output: 64 << 10,
         }
+    );
+}
+
+#[test]
+fn the_obsolete_output_limit_is_accepted_with_a_warning() {
+    let config = load("[limits]\nmax_output_bytes = \"1MiB\"").expect("still valid");
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].starts_with("limits.max_output_bytes is obsolete and ignored"),
+        "{:?}",
+        config.warnings
     );
 }
 
@@ -132,6 +162,18 @@ fn errors_name_the_file_and_the_key() {
     check_error(
         "[retention]\nkeep_for = \"a while\"",
         "config FILE: retention.keep_for: bad duration 'a while': expected a number (examples: 30s, 250ms, 1m30s)",
+    );
+    check_error(
+        "[limits]\nmax_concurrent_handshakes = 0",
+        "config FILE: limits.max_concurrent_handshakes: must be at least 1",
+    );
+    check_error(
+        "[session]\npath = \"\"",
+        "config FILE: session.path: must be a non-empty list of directories",
+    );
+    check_error(
+        "[session]\nenv = { \"A=B\" = \"x\" }",
+        "config FILE: session.env: \"A=B\": a variable name must be non-empty, without '=' or NUL, and its value without NUL",
     );
     check_error(
         "allowed_controllers = []",
@@ -165,4 +207,10 @@ fn missing_file() {
         error.to_string(),
         "config /nonexistent/agent.toml: file not found"
     );
+}
+
+#[test]
+fn the_shipped_example_is_valid_and_shows_the_defaults() {
+    let example = load(include_str!("../../../deploy/agent.toml")).expect("deploy/agent.toml");
+    assert_eq!(example, load("").expect("an empty file"));
 }

@@ -1,8 +1,13 @@
+//! Supervision of plain processes; starting one in its user's session goes through the agent's
+//! own binary (`as-user`), which the end-to-end tests in `agent/tests` run.
+
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use volley_common::exec::ExecEvent;
 
 use super::*;
+use crate::session::Account;
 
 fn spec(program: Program) -> ExecSpec {
     ExecSpec {
@@ -12,14 +17,44 @@ fn spec(program: Program) -> ExecSpec {
         working_dir: None,
         timeout: None,
         max_output: None,
+        user: None,
+        become_root: false,
+        keep_output: None,
+        stdin: Vec::new(),
     }
 }
 
-/// Runs `spec` to its end with a follower that drains events; returns them (`Exited`, which
-/// the service sends, included) and the report.
-async fn run(spec: &ExecSpec, cap: u64, timeout: Option<Duration>) -> (Vec<ExecEvent>, Report) {
-    let running = start(spec, Path::new("/")).expect("start");
-    let execution = Execution::new("test".to_string(), "c".to_string(), cap);
+fn session() -> Session {
+    Session {
+        account: Account {
+            name: "nobody".to_string(),
+            uid: 65534,
+            gid: 65534,
+            home: PathBuf::from("/"),
+            shell: "/bin/sh".to_string(),
+        },
+        switch_user: false,
+        env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
+    }
+}
+
+/// Runs `line` under `sh -c` to its end with a follower that drains events; returns them
+/// (`Exited`, which the service sends, included) and the report.
+async fn run(line: &str, cap: Option<u64>, timeout: Option<Duration>) -> (Vec<ExecEvent>, Report) {
+    run_with_input(line, Vec::new(), cap, timeout).await
+}
+
+/// [`run`] with `input` on the command's stdin.
+async fn run_with_input(
+    line: &str,
+    input: Vec<u8>,
+    cap: Option<u64>,
+    timeout: Option<Duration>,
+) -> (Vec<ExecEvent>, Report) {
+    let mut command = Command::new("/bin/sh");
+    command.arg("-c").arg(line);
+    let running = spawn(command, "/bin/sh".to_string(), input).expect("start");
+    let execution = Execution::new("test".to_string(), "c".to_string(), 1 << 20, cap);
     execution.started(running.pid());
     let (replay, live) = execution.follow(0, 0);
     let mut receiver = live.expect("a running execution has a live stream");
@@ -41,6 +76,13 @@ async fn run(spec: &ExecSpec, cap: u64, timeout: Option<Duration>) -> (Vec<ExecE
     (collector.await.expect("collector"), report)
 }
 
+/// Starts `line` under `sh -c`, not yet supervised.
+fn shell(line: &str) -> Running {
+    let mut command = Command::new("/bin/sh");
+    command.arg("-c").arg(line);
+    spawn(command, "/bin/sh".to_string(), Vec::new()).expect("start")
+}
+
 fn output(events: &[ExecEvent], stdout: bool) -> Vec<u8> {
     events
         .iter()
@@ -55,12 +97,7 @@ fn output(events: &[ExecEvent], stdout: bool) -> Vec<u8> {
 
 #[tokio::test]
 async fn streams_and_reports() {
-    let (events, report) = run(
-        &spec(Program::Shell("echo out; echo err >&2; exit 4".to_string())),
-        1 << 20,
-        None,
-    )
-    .await;
+    let (events, report) = run("echo out; echo err >&2; exit 4", None, None).await;
     assert!(matches!(events.first(), Some(ExecEvent::Started { .. })));
     assert_eq!(output(&events, true), b"out\n");
     assert_eq!(output(&events, false), b"err\n");
@@ -73,18 +110,16 @@ async fn streams_and_reports() {
 }
 
 #[tokio::test]
-async fn caps_output_and_counts_the_rest() {
-    let (events, report) = run(
-        &spec(Program::Argv(vec![
-            "head".to_string(),
-            "-c".to_string(),
-            "300000".to_string(),
-            "/dev/zero".to_string(),
-        ])),
-        100_000,
-        None,
-    )
-    .await;
+async fn streams_everything_without_a_cap() {
+    let (events, report) = run("head -c 3000000 /dev/zero", None, None).await;
+    assert_eq!(output(&events, true).len(), 3_000_000);
+    assert_eq!(report.exited.stdout_bytes, 3_000_000);
+    assert!(!report.exited.stdout_truncated);
+}
+
+#[tokio::test]
+async fn a_cap_asked_for_sends_that_much_and_counts_the_rest() {
+    let (events, report) = run("head -c 300000 /dev/zero", Some(100_000), None).await;
     assert_eq!(output(&events, true).len(), 100_000);
     assert_eq!(report.exited.stdout_bytes, 300_000);
     assert!(report.exited.stdout_truncated);
@@ -101,8 +136,8 @@ async fn caps_output_and_counts_the_rest() {
 #[tokio::test]
 async fn timeout_kills_the_group() {
     let (_, report) = run(
-        &spec(Program::Shell("sleep 30 & sleep 31".to_string())),
-        1 << 20,
+        "sleep 30 & sleep 31",
+        None,
         Some(Duration::from_millis(200)),
     )
     .await;
@@ -116,7 +151,8 @@ async fn timeout_kills_the_group() {
 fn a_missing_program_is_a_start_error() {
     let error = start(
         &spec(Program::Argv(vec!["/nonexistent/program".to_string()])),
-        Path::new("/"),
+        &session(),
+        None,
     )
     .expect_err("no such program");
     assert!(
@@ -132,31 +168,53 @@ fn a_bad_environment_name_is_a_start_error() {
     for name in ["", "A=B", "A\0"] {
         let mut bad = spec(Program::Shell("true".to_string()));
         bad.env.insert(name.to_string(), "value".to_string());
-        let error = start(&bad, Path::new("/")).expect_err("bad name");
+        let error = start(&bad, &session(), None).expect_err("bad name");
         assert!(matches!(error, ExecError::EnvName(_)), "{name:?}: {error}");
     }
 }
 
 #[tokio::test]
 async fn a_timeout_too_far_away_is_no_timeout() {
-    let (_, report) = run(
-        &spec(Program::Shell("exit 0".to_string())),
-        1 << 20,
-        Some(Duration::from_millis(u64::MAX)),
-    )
-    .await;
+    let (_, report) = run("exit 0", None, Some(Duration::from_millis(u64::MAX))).await;
     assert_eq!(report.ending, Ending::Finished);
     assert_eq!(report.exited.status, ExitStatus::Code(0));
 }
 
+#[test]
+fn a_working_directory_that_is_not_one_is_a_start_error() {
+    let mut elsewhere = spec(Program::Shell("true".to_string()));
+    elsewhere.working_dir = Some("/nonexistent".to_string());
+    let error = start(&elsewhere, &session(), None).expect_err("no such directory");
+    assert_eq!(
+        error.to_string(),
+        "working directory /nonexistent: not a directory"
+    );
+}
+
+#[tokio::test]
+async fn the_request_s_bytes_are_the_command_s_stdin_then_end_of_file() {
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    let (events, report) = run_with_input("cat; echo end", bytes.clone(), None, None).await;
+    assert_eq!(report.exited.status, ExitStatus::Code(0));
+    let mut expected = bytes;
+    expected.extend_from_slice(b"end\n");
+    assert_eq!(output(&events, true), expected);
+
+    // A command that reads none of a large input is not held up by it.
+    let timeout = Some(Duration::from_secs(30));
+    let (events, report) = run_with_input("echo ignored", vec![b'x'; 1 << 20], None, timeout).await;
+    assert_eq!(report.ending, Ending::Finished);
+    assert_eq!(output(&events, true), b"ignored\n");
+
+    // No input reads as /dev/null.
+    let (events, _) = run("cat; echo none", None, None).await;
+    assert_eq!(output(&events, true), b"none\n");
+}
+
 #[tokio::test]
 async fn a_cancel_kills_the_group_and_says_so() {
-    let running = start(
-        &spec(Program::Shell("sleep 30 & sleep 31".to_string())),
-        Path::new("/"),
-    )
-    .expect("start");
-    let execution = Execution::new("test".to_string(), "c".to_string(), 1024);
+    let running = shell("sleep 30 & sleep 31");
+    let execution = Execution::new("test".to_string(), "c".to_string(), 1024, None);
     execution.cancel.cancel();
     let report = running
         .supervise(execution, None, CancellationToken::new())
@@ -168,14 +226,8 @@ async fn a_cancel_kills_the_group_and_says_so() {
 
 #[tokio::test]
 async fn without_a_follower_the_command_runs_on_and_its_output_is_kept() {
-    let running = start(
-        &spec(Program::Shell(
-            "head -c 300000 /dev/zero; echo done >&2".to_string(),
-        )),
-        Path::new("/"),
-    )
-    .expect("start");
-    let execution = Execution::new("test".to_string(), "c".to_string(), 1000);
+    let running = shell("head -c 300000 /dev/zero; echo done >&2");
+    let execution = Execution::new("test".to_string(), "c".to_string(), 1000, None);
     // Followed, then the follower goes away: nothing is stopped.
     let (_, live) = execution.follow(0, 0);
     drop(live);

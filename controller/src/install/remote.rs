@@ -2,13 +2,14 @@
 //! [`Session`], and uploads that are checksum-verified and moved into place atomically.
 //!
 //! Every script starts with the layout's paths as shell variables and a few functions
-//! ([`PRELUDE`]), runs under `/bin/sh` whatever the login shell is, and fails with `set -e`
-//! semantics: a non-zero exit is the step's failure, its last line of stderr the reason.
+//! ([`PRELUDE`]), runs under `/bin/sh` whatever the login shell is (as root through `sudo -n`
+//! with `--become`), and fails with `set -e` semantics: a non-zero exit is the step's failure,
+//! its last line of stderr the reason.
 
 use bytes::Bytes;
 
 use crate::shell::quote;
-use crate::transport::ssh::{Exit, Session};
+use crate::transport::ssh::{Exit, Session, sudo};
 
 use super::layout::Layout;
 
@@ -54,6 +55,8 @@ impl StepError {
 pub struct Remote<'a> {
     pub session: &'a Session,
     pub layout: &'a Layout,
+    /// Every script runs through `sudo -n` (`--become`, checked before the first step).
+    pub sudo: bool,
 }
 
 impl Remote<'_> {
@@ -71,7 +74,7 @@ impl Remote<'_> {
         input: Bytes,
     ) -> Result<String, StepError> {
         let script = format!("set -eu\n{}{PRELUDE}{body}", self.layout.shell_variables());
-        let command = format!("exec /bin/sh -c {}", quote(&script));
+        let command = sudo::shell_line(&script, &[], self.sudo);
         let finished = self
             .session
             .run(&command, input)

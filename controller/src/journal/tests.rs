@@ -29,6 +29,7 @@ fn bare_header(hosts: &[&str]) -> Header {
         subcommand: Vec::new(),
 
         retry_of: None,
+        retry_overrides: Vec::new(),
     }
 }
 
@@ -46,6 +47,7 @@ fn report(host: &str, outcome: Outcome) -> HostReport {
         stderr: Captured::default(),
         batch: 1,
         attempts: 1,
+        fallback: None,
     }
 }
 
@@ -163,7 +165,12 @@ async fn the_journal_goes_on_when_the_reporters_are_gone() {
     drop(reported);
     let tap = tap(journal, received, forward);
     for (host, name) in ["h1", "h2"].iter().enumerate() {
-        let report = report(name, Outcome::ConnectTimeout);
+        let report = report(
+            name,
+            Outcome::ConnectTimeout {
+                reason: String::new(),
+            },
+        );
         events.send(Event::Finished { host, report }).await.unwrap();
     }
     drop(events);

@@ -14,6 +14,9 @@ user = "www"
 hosts = ["db1", "db2"]
 identity_file = "~/.ssh/db_key"
 agent_prefix = "/srv/db"
+become = true
+[groups.empty]
+hosts = []
 [groups.loop_a]
 hosts = ["@loop_b"]
 [groups.loop_b]
@@ -23,9 +26,17 @@ address = "10.0.0.2"
 port = 22
 user = "root"
 agent_prefix = "/srv/web02"
+[hosts.db2]
+become = false
 "#;
 
-const SSH_CONFIG: &str = "Host web03\n  HostName web03.internal\n  Port 2222\n  User admin\n";
+const SSH_CONFIG: &str = "Host web03\n  HostName web03.internal\n  Port 2222\n  User admin\n\
+                          Host bastion\n  HostName 10.9.9.9\n  Port 2202\n  User jumper\n\
+                          \x20 IdentityFile ~/.ssh/jump_key\n\
+                          Host inner\n  ProxyJump bastion\n\
+                          Host app*\n  ProxyJump inner\n\
+                          Host loop1\n  ProxyJump loop2\nHost loop2\n  ProxyJump loop1\n\
+                          Host refused\n  ProxyCommand nc %h %p\n";
 
 /// Builds a plan from `volley run ARGS -- true` against the inventory and ssh config above.
 fn plan(args: &[&str]) -> Result<RunPlan, String> {
@@ -82,6 +93,27 @@ fn targets_resolve_in_order_without_duplicates() {
 }
 
 #[test]
+fn the_same_host_named_twice_runs_once_under_its_first_name() {
+    // The local user is `me`, the inventory's `ops`, port 2200 at its top level.
+    check(&["-w", "x,ops@x:2200"], Ok(&["x"]));
+    check(&["-w", "ops@x:2200,X"], Ok(&["ops@x:2200"]));
+    // Another user or port is another login.
+    check(&["-w", "x,root@x,x:22"], Ok(&["x", "root@x", "x:22"]));
+    // web02's inventory entry dials 10.0.0.2:22 as root: naming that address is naming web02.
+    check(&["-w", "web02,root@10.0.0.2:22"], Ok(&["web02"]));
+    // Through a group and a pattern: db1 by name, then again through @db.
+    check(&["-g", "db", "-w", "db1"], Ok(&["db1", "db2"]));
+    // The same name is the same host, even if a later mention would log in otherwise (through
+    // @web, whose user is www): the first mention decides.
+    check(
+        &["-w", "db1", "-g", "web"],
+        Ok(&["db1", "web01", "web02", "web03", "web04", "db2"]),
+    );
+    let plan = plan(&["-w", "db1", "-g", "web"]).unwrap();
+    assert_eq!(plan.hosts[0].user, "ops");
+}
+
+#[test]
 fn exclusions_take_names_ranges_groups_and_globs() {
     check(
         &["-g", "web", "-x", "web02"],
@@ -111,7 +143,7 @@ fn input_errors_are_one_line_and_name_the_input() {
     );
     check(
         &["-g", "nope"],
-        Err("unknown group 'nope' (groups in HOME/inventory.toml: db, loop_a, loop_b, web)"),
+        Err("unknown group 'nope' (groups in HOME/inventory.toml: db, empty, loop_a, loop_b, web)"),
     );
     check(
         &["-g", "loop_a"],
@@ -119,7 +151,12 @@ fn input_errors_are_one_line_and_name_the_input() {
     );
     check(
         &["-w", "a", "-x", "a"],
-        Err("no targets left after --exclude"),
+        Err("no targets left: -x 'a' leaves out all 1 of them"),
+    );
+    check(&["-w", ""], Err("no targets: -w '' names no host"));
+    check(
+        &["-w", " ", "-g", "empty"],
+        Err("no targets: -w ' ', -g 'empty' name no host"),
     );
     check(
         &["--hosts-file", "/nonexistent/hosts"],
@@ -147,6 +184,11 @@ fn input_errors_are_one_line_and_name_the_input() {
             "many",
             "--max-handshakes: 'many' is not a number or `auto`",
         ),
+        (
+            "--connect-timeout",
+            "0s",
+            "--connect-timeout: must be more than 0",
+        ),
     ] {
         check(&["-w", "a", flag, value], Err(message));
     }
@@ -168,6 +210,85 @@ fn handshakes_are_adaptive_unless_a_number_is_given() {
     assert_eq!(
         limit(&["--max-handshakes", "64"]),
         HandshakeLimit::Fixed(64)
+    );
+}
+
+#[test]
+fn timeout_zero_means_no_timeout() {
+    assert_eq!(
+        plan(&["-w", "a", "--timeout", "0"])
+            .unwrap()
+            .command_timeout,
+        None
+    );
+    assert_eq!(
+        plan(&["-w", "a", "-t", "90s"]).unwrap().command_timeout,
+        Some(Duration::from_secs(90))
+    );
+}
+
+#[test]
+fn settings_from_the_inventory_or_the_environment_are_named_so_in_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let inventory = home.path().join("inventory.toml");
+    let check = |text: &str, variables: &[(&str, &str)], expected: &str| {
+        std::fs::write(&inventory, text).unwrap();
+        let argv = [
+            "volley",
+            "run",
+            "--inventory",
+            inventory.to_str().unwrap(),
+            "-w",
+            "a",
+            "--",
+            "true",
+        ];
+        let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!()
+        };
+        let env = Environment {
+            home: home.path().to_path_buf(),
+            local_user: "me".to_string(),
+            variables: variables
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+        };
+        let error = RunPlan::new(&run, &env).unwrap_err().to_string();
+        assert_eq!(
+            error.replace(&home.path().display().to_string(), "HOME"),
+            expected
+        );
+    };
+    check(
+        "timeout = \"soon\"\n",
+        &[],
+        "inventory HOME/inventory.toml: timeout: bad duration 'soon': expected a number (examples: 30s, 250ms, 1m30s)",
+    );
+    check(
+        "parallel = 0\n",
+        &[],
+        "inventory HOME/inventory.toml: parallel: must be at least 1",
+    );
+    check(
+        "max_handshakes = 0\n",
+        &[],
+        "inventory HOME/inventory.toml: max_handshakes: must be at least 1",
+    );
+    check(
+        "connect_timeout = \"0s\"\n",
+        &[],
+        "inventory HOME/inventory.toml: connect_timeout: must be more than 0",
+    );
+    check(
+        "",
+        &[("VOLLEY_MAX_OUTPUT", "lots")],
+        "VOLLEY_MAX_OUTPUT: bad size 'lots': expected a number (examples: 1MiB, 64KiB, 4096)",
+    );
+    check(
+        "journal_keep_runs = 0\n",
+        &[],
+        "inventory HOME/inventory.toml: journal_keep_runs: must be at least 1",
     );
 }
 
@@ -234,6 +355,94 @@ fn the_command_line_user_beats_the_inventory() {
 }
 
 #[test]
+fn ssh_options_sit_with_the_command_line() {
+    let options = ["-o", "User=opt", "-o", "Port=23", "-o", "HostName=%h.lan"];
+    let mut args = vec!["-w", "web02,web03,x@web01:24"];
+    args.extend(options);
+    let plan = plan(&args).unwrap();
+    let settings: Vec<(&str, u16, &str)> = plan
+        .hosts
+        .iter()
+        .map(|host| (host.address.as_str(), host.port, host.user.as_str()))
+        .collect();
+    // Over the inventory's host entry and the ssh config; under the pattern.
+    assert_eq!(
+        settings,
+        [
+            ("web02.lan", 23, "opt"),
+            ("web03.lan", 23, "opt"),
+            ("web01.lan", 24, "x")
+        ]
+    );
+    args.extend(["-l", "cli"]);
+    let plan = self::plan(&args).unwrap();
+    assert_eq!(plan.hosts[0].user, "cli");
+}
+
+/// `NAME=user@address:port` for each hop of the first host.
+fn route(args: &[&str]) -> Result<Vec<String>, String> {
+    let plan = plan(args)?;
+    Ok(plan.hosts[0]
+        .jump
+        .iter()
+        .map(|hop| {
+            format!(
+                "{}={}@{}",
+                hop.name,
+                hop.user,
+                dialled(&hop.address, hop.port)
+            )
+        })
+        .collect())
+}
+
+#[test]
+fn jump_hosts_come_from_dash_j_then_dash_o_then_the_ssh_config() {
+    let through_inner = ["bastion=jumper@10.9.9.9:2202", "inner=me@inner:22"];
+    // The ssh config: the first hop's own ProxyJump comes first; -l is not for hops.
+    assert_eq!(route(&["-w", "app1", "-l", "root"]).unwrap(), through_inner);
+    assert_eq!(route(&["-w", "app1", "-J", "none"]).unwrap(), [""; 0]);
+    assert_eq!(route(&["-w", "plain"]).unwrap(), [""; 0]);
+    assert_eq!(
+        route(&["-w", "app1", "-o", "ProxyJump=op@gw:2"]).unwrap(),
+        ["gw=op@gw:2"]
+    );
+    assert_eq!(
+        route(&["-w", "app1", "-J", "[::1]:3,bastion", "-o", "ProxyJump=gw"]).unwrap(),
+        ["::1=me@[::1]:3", "bastion=jumper@10.9.9.9:2202"]
+    );
+    let plan = plan(&["-w", "db9", "-J", "bastion"]).unwrap();
+    assert!(plan.hosts[0].jump[0].identity_files[0].ends_with(".ssh/jump_key"));
+}
+
+#[test]
+fn jump_host_errors_stop_the_plan() {
+    for (args, expected) in [
+        (
+            &["-w", "z", "-J", "loop1"][..],
+            "ProxyJump for z: the jump hosts loop: loop1 -> loop2 -> loop1",
+        ),
+        (
+            &["-w", "bastion", "-J", "bastion"],
+            "ProxyJump for bastion: the jump hosts loop through bastion (10.9.9.9:2202)",
+        ),
+        (&["-w", "z", "-J", "a,,b"], "-J: bad jump host '': no host"),
+        (
+            &["-w", "z", "-J", "refused"],
+            "ssh config HOME/.ssh/config:19: ProxyCommand applies to refused, but volley \
+             reaches hosts directly or through ProxyJump (-J) only",
+        ),
+        (
+            &["-w", "z", "-o", "ProxyCommand=nc %h %p"],
+            "-o 'ProxyCommand=nc %h %p': volley does not support ProxyCommand: volley reaches \
+             hosts directly or through ProxyJump (-J) only",
+        ),
+    ] {
+        assert_eq!(route(args).unwrap_err(), expected, "{args:?}");
+    }
+}
+
+#[test]
 fn agent_prefix_comes_from_the_host_then_its_group_then_the_top_level() {
     let plan = plan(&["-g", "db", "-w", "web02,x"]).unwrap();
     let prefixes: Vec<(String, Option<PathBuf>)> = plan
@@ -253,6 +462,33 @@ fn agent_prefix_comes_from_the_host_then_its_group_then_the_top_level() {
         .map(|(name, prefix)| (name.to_string(), Some(PathBuf::from(prefix))))
         .collect();
     assert_eq!(prefixes, expected);
+}
+
+#[test]
+fn become_comes_from_the_flag_then_the_host_its_group_and_the_top_level() {
+    let become_root = |args: &[&str]| -> Vec<(String, bool)> {
+        plan(args)
+            .unwrap()
+            .hosts
+            .into_iter()
+            .map(|host| (host.name, host.become_root))
+            .collect()
+    };
+    let owned = |expected: &[(&str, bool)]| -> Vec<(String, bool)> {
+        expected
+            .iter()
+            .map(|(name, value)| (name.to_string(), *value))
+            .collect()
+    };
+    assert_eq!(
+        become_root(&["-w", "x", "-g", "db"]),
+        owned(&[("x", false), ("db1", true), ("db2", false)])
+    );
+    // The flag turns it on everywhere, a host's `become = false` included.
+    assert_eq!(
+        become_root(&["-w", "x", "-g", "db", "--become"]),
+        owned(&[("x", true), ("db1", true), ("db2", true)])
+    );
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! Stream mode: every line of every host's output as it arrives, prefixed with the host name.
+//! Stream mode: every line of every host's output as it arrives, prefixed with the host name;
+//! then, for a host that did not succeed, `host: volley: <why> (<transport>)`, the transport
+//! being the one that ran it (and, after a fallback, why the agent was not used).
 //!
 //! Transports forward output in chunks cut anywhere, so each host's stdout and stderr are
 //! reassembled into lines here; a written line never mixes two hosts. What is written is the
@@ -94,28 +96,42 @@ fn strip_cr(line: &[u8], terminated: bool) -> &[u8] {
     }
 }
 
+/// How stream mode looks: the colours of each stream, and whether lines carry their host.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Style {
+    pub(crate) out: Paint,
+    pub(crate) err: Paint,
+    /// `HOST: ` before each output line; `-N` leaves it out, as `pdsh -N` does.
+    pub(crate) prefix: bool,
+}
+
 /// Renders stream mode: output lines as they complete, and a line for each failed host.
 pub(crate) struct StreamRenderer {
     hosts: Vec<String>,
-    /// `HOST: ` for each host number, coloured once up front.
-    prefixes: Vec<Vec<u8>>,
+    /// `HOST: ` for each host number, coloured once up front: for stdout, then for stderr.
+    prefixes: [Vec<Vec<u8>>; 2],
     /// Partial lines of the hosts that have output pending: stdout, then stderr.
     lines: HashMap<usize, [LineBuffer; 2]>,
-    paint: Paint,
+    style: Style,
 }
 
 impl StreamRenderer {
-    pub(crate) fn new(hosts: Vec<String>, paint: Paint) -> StreamRenderer {
-        let prefixes = hosts
-            .iter()
-            .enumerate()
-            .map(|(index, name)| format!("{}: ", paint.host(name, index)).into_bytes())
-            .collect();
+    pub(crate) fn new(hosts: Vec<String>, style: Style) -> StreamRenderer {
+        let prefixes = |paint: Paint| {
+            hosts
+                .iter()
+                .enumerate()
+                .map(|(index, name)| match style.prefix {
+                    true => format!("{}: ", paint.host(name, index)).into_bytes(),
+                    false => Vec::new(),
+                })
+                .collect()
+        };
         StreamRenderer {
+            prefixes: [prefixes(style.out), prefixes(style.err)],
             hosts,
-            prefixes,
             lines: HashMap::new(),
-            paint,
+            style,
         }
     }
 
@@ -128,11 +144,11 @@ impl StreamRenderer {
         out: &mut impl Write,
         err: &mut impl Write,
     ) -> io::Result<()> {
-        let prefix = prefix_of(&self.prefixes, host);
+        let (out_prefix, err_prefix) = self.prefixes_of(host);
         let buffers = self.lines.entry(host).or_default();
         match stream {
-            Stream::Stdout => buffers[0].push(data, |line| write_line(out, &prefix, line)),
-            Stream::Stderr => buffers[1].push(data, |line| write_line(err, &prefix, line)),
+            Stream::Stdout => buffers[0].push(data, |line| write_line(out, &out_prefix, line)),
+            Stream::Stderr => buffers[1].push(data, |line| write_line(err, &err_prefix, line)),
         }
     }
 
@@ -150,11 +166,15 @@ impl StreamRenderer {
         if report.outcome.is_success() || report.outcome == Outcome::Skipped {
             return Ok(());
         }
+        // The failure line names its host even with `-N`: it is about the host, not its output.
         let name = self.hosts.get(host).unwrap_or(&report.host);
-        let failure = self
-            .paint
-            .failure(format_args!("volley: {}", report.outcome));
-        writeln!(err, "{}: {failure}", self.paint.host(name, host))
+        let failure = match ran_over(report) {
+            Some(transport) => format!("volley: {} ({transport})", report.outcome),
+            None => format!("volley: {}", report.outcome),
+        };
+        let paint = self.style.err;
+        let failure = paint.failure(failure);
+        writeln!(err, "{}: {failure}", paint.host(name, host))
     }
 
     /// Writes the partial lines of hosts that never finished; the run should not leave any, but
@@ -177,18 +197,37 @@ impl StreamRenderer {
         let Some([mut stdout, mut stderr]) = self.lines.remove(&host) else {
             return Ok(());
         };
-        let prefix = prefix_of(&self.prefixes, host);
-        stdout.finish(|line| write_line(out, &prefix, line))?;
-        stderr.finish(|line| write_line(err, &prefix, line))
+        let (out_prefix, err_prefix) = self.prefixes_of(host);
+        stdout.finish(|line| write_line(out, &out_prefix, line))?;
+        stderr.finish(|line| write_line(err, &err_prefix, line))
+    }
+
+    /// The prefixes of a host number for stdout and stderr; a number outside the host list (a
+    /// bug upstream) still gets a name.
+    fn prefixes_of(&self, host: usize) -> (Vec<u8>, Vec<u8>) {
+        let of = |prefixes: &[Vec<u8>]| match prefixes.get(host) {
+            Some(prefix) => prefix.clone(),
+            None if self.style.prefix => format!("host#{host}: ").into_bytes(),
+            None => Vec::new(),
+        };
+        (of(&self.prefixes[0]), of(&self.prefixes[1]))
     }
 }
 
-/// The prefix of a host number; one outside the host list (a bug upstream) still gets a name.
-fn prefix_of(prefixes: &[Vec<u8>], host: usize) -> std::borrow::Cow<'_, [u8]> {
-    match prefixes.get(host) {
-        Some(prefix) => prefix.as_slice().into(),
-        None => format!("host#{host}: ").into_bytes().into(),
+/// The transport that ran the host, and why it was not the agent when `auto` fell back; `None`
+/// for a host that never started.
+pub(crate) fn ran_over(report: &HostReport) -> Option<String> {
+    if report.attempts == 0 {
+        return None;
     }
+    Some(match &report.fallback {
+        Some(fallback) => format!(
+            "{}, fell back from the agent: {}",
+            report.transport,
+            fallback.reason.describe()
+        ),
+        None => report.transport.to_string(),
+    })
 }
 
 fn write_line(out: &mut impl Write, prefix: &[u8], line: &[u8]) -> io::Result<()> {
@@ -201,6 +240,7 @@ fn write_line(out: &mut impl Write, prefix: &[u8], line: &[u8]) -> io::Result<()
 mod tests {
     use super::super::fixture::host_report;
     use super::*;
+    use volley_common::outcome::{Fallback, FallbackReason, TransportKind};
 
     /// Feeds the chunks to one buffer, then finishes it; returns the lines joined by `|`.
     fn lines_of(chunks: &[&[u8]]) -> String {
@@ -290,11 +330,25 @@ mod tests {
         Out(usize, &'a str),
         Err(usize, &'a str),
         Done(usize, Outcome),
+        /// Finished after `auto` fell back to SSH.
+        FellBack(usize, Outcome),
+        /// Finished without ever starting.
+        NeverStarted(usize, Outcome),
     }
 
     fn render(color: bool, steps: &[Step]) -> Rendered {
+        let paint = Paint { enabled: color };
+        let style = Style {
+            out: paint,
+            err: paint,
+            prefix: true,
+        };
+        render_with(style, steps)
+    }
+
+    fn render_with(style: Style, steps: &[Step]) -> Rendered {
         let hosts = vec!["h01".to_owned(), "h02".to_owned(), "h03".to_owned()];
-        let mut renderer = StreamRenderer::new(hosts.clone(), Paint { enabled: color });
+        let mut renderer = StreamRenderer::new(hosts.clone(), style);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         for step in steps {
             match step {
@@ -306,6 +360,20 @@ mod tests {
                 }
                 Step::Done(host, outcome) => {
                     let report = host_report(&hosts[*host], outcome.clone(), b"", b"");
+                    renderer.finished(*host, &report, &mut out, &mut err)
+                }
+                Step::FellBack(host, outcome) => {
+                    let mut report = host_report(&hosts[*host], outcome.clone(), b"", b"");
+                    report.fallback = Some(Fallback {
+                        reason: FallbackReason::ControllerCertificateRefused,
+                        detail: "TLS rejected: the agent refused our certificate".to_string(),
+                    });
+                    renderer.finished(*host, &report, &mut out, &mut err)
+                }
+                Step::NeverStarted(host, outcome) => {
+                    let mut report = host_report(&hosts[*host], outcome.clone(), b"", b"");
+                    report.attempts = 0;
+                    report.transport = TransportKind::Agent;
                     renderer.finished(*host, &report, &mut out, &mut err)
                 }
             }
@@ -358,14 +426,22 @@ mod tests {
         assert_eq!(
             String::from_utf8(plain.err).unwrap(),
             "h01: no such file\n\
-             h01: volley: exited with status 2\n\
-             h02: volley: unreachable: connection refused\n"
+             h01: volley: exited with status 2 (ssh)\n\
+             h02: volley: unreachable: connection refused (ssh)\n"
         );
         assert!(plain.out.is_empty());
 
         let coloured = render(
             true,
-            &[Step::Out(0, "up\n"), Step::Done(0, Outcome::ConnectTimeout)],
+            &[
+                Step::Out(0, "up\n"),
+                Step::Done(
+                    0,
+                    Outcome::ConnectTimeout {
+                        reason: String::new(),
+                    },
+                ),
+            ],
         );
         assert_eq!(
             String::from_utf8(coloured.out).unwrap(),
@@ -373,7 +449,63 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(coloured.err).unwrap(),
-            "\x1b[1;36mh01\x1b[0m: \x1b[31mvolley: connect timed out\x1b[0m\n"
+            "\x1b[1;36mh01\x1b[0m: \x1b[31mvolley: connect timed out (ssh)\x1b[0m\n"
+        );
+    }
+
+    #[test]
+    fn a_failure_line_says_when_the_agent_was_passed_over_and_a_host_that_never_ran_has_none() {
+        let rendered = render(
+            false,
+            &[
+                Step::FellBack(0, Outcome::NonZeroExit { code: 1 }),
+                Step::NeverStarted(1, Outcome::Cancelled),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(rendered.err).unwrap(),
+            "h01: volley: exited with status 1 (ssh, fell back from the agent: the agent refused our certificate)\n\
+             h02: volley: cancelled\n"
+        );
+    }
+
+    #[test]
+    fn each_stream_gets_its_own_colours_and_no_prefix_leaves_the_lines_bare() {
+        let steps = [
+            Step::Out(0, "up\n"),
+            Step::Err(0, "warn\n"),
+            Step::Done(
+                0,
+                Outcome::ConnectTimeout {
+                    reason: String::new(),
+                },
+            ),
+        ];
+        // A terminal on stdout, a file on stderr: no escape codes in the file.
+        let style = Style {
+            out: Paint { enabled: true },
+            err: Paint { enabled: false },
+            prefix: true,
+        };
+        let rendered = render_with(style, &steps);
+        assert_eq!(
+            String::from_utf8(rendered.out).unwrap(),
+            "\x1b[1;36mh01\x1b[0m: up\n"
+        );
+        assert_eq!(
+            String::from_utf8(rendered.err).unwrap(),
+            "h01: warn\nh01: volley: connect timed out (ssh)\n"
+        );
+        let bare = Style {
+            out: Paint { enabled: false },
+            err: Paint { enabled: false },
+            prefix: false,
+        };
+        let rendered = render_with(bare, &steps);
+        assert_eq!(String::from_utf8(rendered.out).unwrap(), "up\n");
+        assert_eq!(
+            String::from_utf8(rendered.err).unwrap(),
+            "warn\nh01: volley: connect timed out (ssh)\n"
         );
     }
 

@@ -7,10 +7,10 @@ use volley_common::journal::{
     BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, Options, StartedEntry, Targets,
     count_kinds,
 };
-use volley_common::outcome::{Outcome, TransportKind};
+use volley_common::outcome::{Fallback, FallbackReason, Outcome, TransportKind};
 
 use super::*;
-use crate::cli::{RetryArgs, ShowArgs};
+use crate::cli::{Cli, Command, RetryArgs, RetryOverrides, ShowArgs};
 
 const ROLLOUT: &str = "20261127T065812Z-3f9a";
 const KILLED: &str = "20261127T070000Z-0b1c";
@@ -48,6 +48,7 @@ fn header(id: &str, started: &str, hosts: &[&str], batches: Vec<usize>) -> Heade
         subcommand: Vec::new(),
 
         retry_of: None,
+        retry_overrides: Vec::new(),
     }
 }
 
@@ -64,7 +65,24 @@ fn host(host: &str, batch: usize, outcome: Outcome) -> Entry {
         stdout_bytes: 0,
         stderr_bytes: 0,
         finished: "2026-11-27T06:58:14.000Z".to_string(),
+        fallback: None,
     })
+}
+
+/// `host` through the agent, or over SSH after the agent's certificate was rejected.
+fn host_via(host_entry: Entry, fell_back: bool) -> Entry {
+    let Entry::Host(mut entry) = host_entry else {
+        unreachable!("a host entry")
+    };
+    entry.transport = TransportKind::Agent;
+    if fell_back {
+        entry.transport = TransportKind::Ssh;
+        entry.fallback = Some(Fallback {
+            reason: FallbackReason::AgentCertificateRejected,
+            detail: "TLS rejected: invalid peer certificate: UnknownIssuer".to_string(),
+        });
+    }
+    Entry::Host(entry)
 }
 
 fn write(dir: &Path, id: &str, entries: &[Entry]) {
@@ -75,14 +93,15 @@ fn write(dir: &Path, id: &str, entries: &[Entry]) {
     std::fs::write(dir.join(format!("{id}.jsonl")), text).unwrap();
 }
 
-/// A stopped rollout (web1 ok, web2 failed, web3 unreachable, web4-web6 skipped), then a killed
-/// run of which only web1 finished.
+/// A stopped rollout (web1 ok over SSH after its agent's certificate was rejected, web2 failed
+/// through its agent, web3 unreachable, web4-web6 skipped), then a killed run of which only web1
+/// finished.
 fn runs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let hosts = ["web1", "web2", "web3", "web4", "web5", "web6"];
     let outcomes = [
-        host("web1", 1, Outcome::Succeeded),
-        host("web2", 1, Outcome::NonZeroExit { code: 1 }),
+        host_via(host("web1", 1, Outcome::Succeeded), true),
+        host_via(host("web2", 1, Outcome::NonZeroExit { code: 1 }), false),
         host("web3", 2, refused()),
         host("web4", 2, Outcome::Skipped),
         host("web5", 3, Outcome::Skipped),
@@ -192,13 +211,13 @@ ended     2026-11-27T06:58:20.000Z, exit status 3, rollout stopped by the failur
 hosts     6: 1 succeeded, 1 non_zero_exit, 3 skipped, 1 unreachable
 batches   1 started of 3 (2, 2, 2)
 
-HOST  BATCH  OUTCOME        ATTEMPTS  TIME   DETAIL
-web1  1      succeeded      1         1.23s
-web2  1      non_zero_exit  1         1.23s  exited with status 1
-web3  2      unreachable    1         1.23s  unreachable: connection refused
-web4  2      skipped        0         -      skipped: the failure budget stopped the rollout before this host
-web5  3      skipped        0         -      skipped: the failure budget stopped the rollout before this host
-web6  3      skipped        0         -      skipped: the failure budget stopped the rollout before this host
+HOST  BATCH  OUTCOME        TRANSPORT  ATTEMPTS  TIME   DETAIL
+web1  1      succeeded      ssh        1         1.23s  fell back to SSH: agent certificate rejected (TLS rejected: invalid peer certificate: UnknownIssuer)
+web2  1      non_zero_exit  agent      1         1.23s  exited with status 1
+web3  2      unreachable    ssh        1         1.23s  unreachable: connection refused
+web4  2      skipped        -          0         -      skipped: the failure budget stopped the rollout before this host
+web5  3      skipped        -          0         -      skipped: the failure budget stopped the rollout before this host
+web6  3      skipped        -          0         -      skipped: the failure budget stopped the rollout before this host
 "
     );
 }
@@ -216,10 +235,10 @@ started   2026-11-27T07:00:00.000Z by ops
 ended     no end recorded: volley was killed, or the run is still going
 hosts     3: 1 succeeded, 2 not_finished
 
-HOST  BATCH  OUTCOME       ATTEMPTS  TIME   DETAIL
-web1  1      succeeded     1         1.23s
-web2  1      not_finished  -         -      no outcome recorded: the run ended before this host finished
-web3  1      not_finished  -         -      no outcome recorded: the run ended before this host finished
+HOST  BATCH  OUTCOME       TRANSPORT  ATTEMPTS  TIME   DETAIL
+web1  1      succeeded     ssh        1         1.23s
+web2  1      not_finished  -          -         -      no outcome recorded: the run ended before this host finished
+web3  1      not_finished  -          -         -      no outcome recorded: the run ended before this host finished
 "
     );
 }
@@ -252,8 +271,9 @@ fn retried(dir: &Path, run: &str, only: Option<&str>) -> Result<Vec<String>, Str
     let args = RetryArgs {
         run: run.to_string(),
         only: only.map(str::to_string),
+        overrides: RetryOverrides::default(),
     };
-    retry(dir, &args)
+    retry(dir, &args, Vec::new())
         .map(|retry| retry.hosts)
         .map_err(|e| e.to_string())
 }
@@ -295,7 +315,9 @@ fn a_retry_runs_the_recorded_arguments() {
         &RetryArgs {
             run: ROLLOUT.to_string(),
             only: None,
+            overrides: RetryOverrides::default(),
         },
+        vec![ROLLOUT.to_string()],
     )
     .unwrap();
     assert_eq!(retry.retry_of, ROLLOUT);
@@ -340,8 +362,9 @@ fn a_recorded_agent_operation_is_retried_as_that_operation() {
     let args = RetryArgs {
         run: ROLLOUT.to_string(),
         only: Some("step_failed".to_string()),
+        overrides: RetryOverrides::default(),
     };
-    let retry = retry(dir.path(), &args).unwrap();
+    let retry = retry(dir.path(), &args, Vec::new()).unwrap();
     assert_eq!(retry.hosts, ["web2"]);
     let agent = retry.agent.expect("an agent operation");
     assert_eq!(agent.action, crate::install::Action::Install);
@@ -363,6 +386,8 @@ fn a_retry_runs_on_exactly_its_hosts_or_not_at_all() {
         agent_port: 7731,
         transport: volley_common::inventory::TransportChoice::Auto,
         agent_prefix: None,
+        become_root: false,
+        jump: Vec::new(),
     };
     let mut hosts: Vec<HostSpec> = ["web1", "web2", "web3"].map(spec).to_vec();
     let wanted = ["web3".to_string(), "web1".to_string()];
@@ -418,8 +443,9 @@ fn a_retry_leaves_hosts_whose_command_may_still_run_unless_asked_by_name() {
         let args = RetryArgs {
             run: KILLED.to_string(),
             only: only.map(str::to_string),
+            overrides: RetryOverrides::default(),
         };
-        let retry = retry(dir.path(), &args).unwrap();
+        let retry = retry(dir.path(), &args, Vec::new()).unwrap();
         (retry.hosts, retry.in_doubt)
     };
     let names = |hosts: &[&str]| hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>();
@@ -444,12 +470,87 @@ fn show_says_which_hosts_resume_can_collect() {
     let text = show_text(dir.path(), KILLED, false, false);
     assert!(
         text.contains(&format!(
-            "web2  1      not_finished  -         -      no outcome recorded; its command was sent to its agent as {KILLED}/web2: `volley runs resume` collects it"
+            "web2  1      not_finished  -          -         -      no outcome recorded; its command was sent to its agent as {KILLED}/web2: `volley runs resume` collects it"
         )),
         "{text}"
     );
     assert!(
-        text.contains("web1  1      in_doubt      1         1.23s  in doubt: lost the agent"),
+        text.contains(
+            "web1  1      in_doubt      ssh        1         1.23s  in doubt: lost the agent"
+        ),
         "{text}"
     );
+}
+
+/// `volley retry ARGS` as clap parses it.
+fn retry_args(args: &[&str]) -> RetryArgs {
+    let argv = ["volley", "retry"].iter().chain(args).copied();
+    match Cli::try_parse_from(argv).unwrap().command {
+        Command::Retry(args) => *args,
+        _ => unreachable!("the arguments start with `retry`"),
+    }
+}
+
+fn words(args: &[&str]) -> Vec<String> {
+    args.iter().map(|arg| arg.to_string()).collect()
+}
+
+#[test]
+fn a_retry_s_flags_replace_the_recorded_ones_and_are_kept_for_its_retries() {
+    let dir = runs();
+    let given = [
+        ROLLOUT,
+        "-p",
+        "7",
+        "--timeout",
+        "10m",
+        "--json",
+        "--max-failures",
+        "1",
+    ];
+    let first = retry(dir.path(), &retry_args(&given), words(&given)).unwrap();
+    assert_eq!(first.args.limits.parallel, Some(7));
+    assert_eq!(first.args.limits.timeout.as_deref(), Some("10m"));
+    assert!(first.args.output.json);
+    // Not given: recorded.
+    assert_eq!(first.args.rollout.batch.as_deref(), Some("2"));
+    assert_eq!(first.overrides, [words(&given)]);
+    // The recorded arguments are kept as they were: the overrides travel beside them.
+    assert_eq!(first.arguments, runs_header_arguments());
+
+    // The retry of that retry: its journal names the first retry, whose overrides still hold
+    // where the second retry says nothing, and lose where it says otherwise.
+    let retried_id = "20261127T080000Z-aaaa";
+    let mut recorded = header(
+        retried_id,
+        "2026-11-27T08:00:00.000Z",
+        &["web2", "web3"],
+        vec![2],
+    );
+    recorded.retry_of = Some(ROLLOUT.to_string());
+    recorded.retry_overrides = first.overrides.clone();
+    write(
+        dir.path(),
+        retried_id,
+        &[
+            Entry::Header(Box::new(recorded)),
+            host("web2", 1, refused()),
+            host("web3", 1, Outcome::Succeeded),
+        ],
+    );
+    let given = [retried_id, "--gather", "--abort-on-failure", "--batch", "1"];
+    let second = retry(dir.path(), &retry_args(&given), words(&given)).unwrap();
+    assert_eq!(second.hosts, ["web2"]);
+    assert_eq!(second.args.limits.parallel, Some(7));
+    assert_eq!(second.args.limits.timeout.as_deref(), Some("10m"));
+    assert!(second.args.output.gather && !second.args.output.json);
+    assert!(second.args.rollout.abort_on_failure);
+    assert_eq!(second.args.rollout.max_failures, None);
+    assert_eq!(second.args.rollout.batch.as_deref(), Some("1"));
+    assert_eq!(second.overrides.len(), 2);
+    assert_eq!(second.overrides[1], words(&given));
+}
+
+fn runs_header_arguments() -> Vec<String> {
+    header(ROLLOUT, "", &[], Vec::new()).arguments
 }

@@ -90,7 +90,7 @@ impl Transport for Scripted {
                 self.peak_connecting.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(CONNECT).await;
                 self.connecting.fetch_sub(1, Ordering::SeqCst);
-                Ok(())
+                Ok::<(), ()>(())
             };
             let _ = job
                 .admission
@@ -109,13 +109,14 @@ impl Transport for Scripted {
             // Connect-phase failures never got a session, as a real transport reports them.
             let connected = !matches!(
                 outcome,
-                Outcome::Unreachable { .. } | Outcome::ConnectTimeout
+                Outcome::Unreachable { .. } | Outcome::ConnectTimeout { .. }
             );
             Ended {
                 outcome,
                 connected_after: connected.then_some(Duration::from_millis(10)),
                 ran_for: connected.then_some(Duration::from_millis(90)),
                 transport: TransportKind::Ssh,
+                fallback: None,
             }
         })
     }
@@ -135,6 +136,8 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
                 agent_port: 7731,
                 transport: TransportChoice::Ssh,
                 agent_prefix: None,
+                become_root: false,
+                jump: Vec::new(),
             })
             .collect(),
         command: "true".to_string(),
@@ -145,6 +148,10 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
         max_output: 1024,
         output: OutputMode::Json,
         color: ColorChoice::Never,
+        prefix: true,
+        out_dir: None,
+        list_hosts: false,
+        stdin: None,
         known_hosts: PathBuf::from("/dev/null"),
         accept_new_host_keys: false,
         identity_files: Vec::new(),
@@ -327,7 +334,12 @@ async fn an_exceeded_budget_stops_the_rollout_and_skips_the_rest() {
 async fn failures_within_the_budget_do_not_stop_it() {
     let transport = Arc::new(Scripted::new(&[
         ("h1", vec![Outcome::NonZeroExit { code: 1 }]),
-        ("h4", vec![Outcome::ConnectTimeout]),
+        (
+            "h4",
+            vec![Outcome::ConnectTimeout {
+                reason: String::new(),
+            }],
+        ),
     ]));
     // 25% of 8 hosts allows two failures.
     let outcomes = run_with(
@@ -373,7 +385,13 @@ async fn connect_failures_are_retried_with_backoff_and_commands_are_not() {
     let transport = Arc::new(Scripted::new(&[
         (
             "h1",
-            vec![refused(), Outcome::ConnectTimeout, Outcome::Succeeded],
+            vec![
+                refused(),
+                Outcome::ConnectTimeout {
+                    reason: String::new(),
+                },
+                Outcome::Succeeded,
+            ],
         ),
         ("h2", vec![refused()]),
         ("h3", vec![Outcome::NonZeroExit { code: 1 }]),

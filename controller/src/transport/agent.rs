@@ -6,9 +6,19 @@
 //! failure is classified where it happens, never by parsing a message; the established stream is
 //! handed to tonic once, and tonic can never silently reconnect and send a command again.
 //!
+//! Every connect-phase failure names the agent's address and the stage it reached (TCP, TLS
+//! handshake, the first answer), as recorded by [`super::stage`].
+//!
 //! The `Info` call proves the agent accepted our certificate: with TLS 1.3 a server's refusal of
 //! the client certificate arrives only after the client's handshake completed. Until it
-//! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH.
+//! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH;
+//! where the attempt stopped also says why, for the host's [`volley_common::outcome::Fallback`].
+//!
+//! The command runs as the host's SSH user (`HostSpec::user`), in the login session sshd would
+//! give that user (the agent builds it), or as root for `--become`. The agent streams all the
+//! output: only the copy the controller keeps is capped, by the [`super::OutputSink`]. An agent
+//! that refuses the user (none such on the host, root not allowed) answers before anything
+//! runs, and the host is `auth_failed`, as sshd's refusal of that user would make it.
 //!
 //! What happens once the command is sent (the execution id journalled first, following its
 //! events, attaching again after a lost connection, cancelling) is in [`follow`].
@@ -17,19 +27,22 @@ use std::error::Error as StdError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Channel, Endpoint};
-use volley_common::outcome::{Outcome, TransportKind};
+use volley_common::outcome::{FallbackReason, Outcome, TransportKind};
 use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
 mod follow;
 
+use super::stage::{Leg, Progress, Protocol, Stage};
 use super::{BoxFuture, Ended, Job, Transport};
+use crate::admission::Cut;
 use crate::pki::ControllerCredentials;
-use crate::plan::HostSpec;
+use crate::plan::{HostSpec, dialled};
 
 /// Largest message accepted from an agent: output arrives in chunks far below this.
 const MAX_MESSAGE_BYTES: usize = 8 << 20;
@@ -46,8 +59,9 @@ pub enum AgentSetupError {
 
 /// How far an attempt got, which decides whether SSH may take over.
 pub enum Attempt {
-    /// The agent never accepted us, so no command can have started.
-    NotReached(Ended),
+    /// The agent never accepted us, so no command can have started; with what that means for a
+    /// fallback, when the outcome allows one.
+    NotReached(Ended, Option<FallbackReason>),
     /// A request may have reached the agent: whatever happened, there is no second try.
     Ran(Ended),
 }
@@ -60,6 +74,23 @@ pub struct Served {
     pub certificate: Vec<u8>,
 }
 
+/// Why no connection to an agent was made: the host's outcome, and what it means for a fallback
+/// (set for the outcomes that allow one: no agent, no answer in time, TLS failed, and for TLS
+/// which side refused).
+struct NotConnected {
+    outcome: Outcome,
+    fallback: Option<FallbackReason>,
+}
+
+impl From<Outcome> for NotConnected {
+    fn from(outcome: Outcome) -> NotConnected {
+        NotConnected {
+            fallback: FallbackReason::of(&outcome),
+            outcome,
+        }
+    }
+}
+
 /// A connection that passed TLS and answered `Info`.
 struct Connected {
     client: AgentClient<Channel>,
@@ -70,6 +101,8 @@ struct Connected {
 /// The agent transport, shared by every host of a run.
 pub struct AgentTransport {
     tls: tokio_rustls::TlsConnector,
+    /// Bytes of each stream the controller keeps (`--max-output`): the agent keeps as much for
+    /// a later `Attach`.
     max_output: u64,
 }
 
@@ -120,14 +153,33 @@ impl AgentTransport {
     /// Runs the job through the agent and says whether a request may have reached it.
     pub async fn attempt(&self, job: &mut Job<'_>, connect_timeout: Duration) -> Attempt {
         let started = Instant::now();
-        let connect = self.connect(job.host);
-        let client = match job
+        let progress = Progress::default();
+        let connect = self.connect(job.host, &progress);
+        let connected = job
             .admission
             .connect(connect_timeout, &job.cancel, connect)
-            .await
-        {
-            Ok(connected) => connected.client,
-            Err(outcome) => return Attempt::NotReached(ended(outcome, None, None)),
+            .await;
+        let client = match connected {
+            Ok(Ok(connected)) => {
+                // A request larger than the agent takes would be refused mid-way; say why
+                // before sending it. Nothing has started.
+                if let Some(outcome) = too_big_for(&connected.info, job.stdin) {
+                    return Attempt::NotReached(ended(outcome, None, None), None);
+                }
+                connected.client
+            }
+            Ok(Err(failed)) => {
+                return Attempt::NotReached(ended(failed.outcome, None, None), failed.fallback);
+            }
+            Err(Cut::TimedOut) => {
+                let reason = progress.stalled(connect_timeout);
+                let outcome = Outcome::ConnectTimeout { reason };
+                let fallback = FallbackReason::of(&outcome);
+                return Attempt::NotReached(ended(outcome, None, None), fallback);
+            }
+            Err(Cut::Cancelled) => {
+                return Attempt::NotReached(ended(Outcome::Cancelled, None, None), None);
+            }
         };
         let connected_after = Some(started.elapsed());
         let run_started = Instant::now();
@@ -138,9 +190,13 @@ impl AgentTransport {
     /// Connects and asks `Info`, within `timeout`: whether the agent serves, what it says about
     /// itself and the certificate it presents. Runs no command.
     pub async fn probe(&self, host: &HostSpec, timeout: Duration) -> Result<Served, Outcome> {
-        let connected = tokio::time::timeout(timeout, self.connect(host))
+        let progress = Progress::default();
+        let connected = tokio::time::timeout(timeout, self.connect(host, &progress))
             .await
-            .map_err(|_| Outcome::ConnectTimeout)??;
+            .map_err(|_| Outcome::ConnectTimeout {
+                reason: progress.stalled(timeout),
+            })?
+            .map_err(|failed| failed.outcome)?;
         let info = volley_common::exec::AgentInfo::try_from(connected.info).map_err(|error| {
             Outcome::TransportError {
                 reason: format!("bad Info from the agent: {error}"),
@@ -152,25 +208,40 @@ impl AgentTransport {
         })
     }
 
-    /// TCP, TLS, HTTP/2 and an `Info` call. Every failure is an outcome; none can have run the
+    /// TCP, TLS, HTTP/2 and an `Info` call, each stage recorded in `progress`. Every failure is
+    /// an outcome whose reason names the agent's address and the stage; none can have run the
     /// command.
-    async fn connect(&self, host: &HostSpec) -> Result<Connected, Outcome> {
+    async fn connect(
+        &self,
+        host: &HostSpec,
+        progress: &Progress,
+    ) -> Result<Connected, NotConnected> {
+        let what = format!("agent {}", dialled(&host.address, host.agent_port));
+        let leg = Leg::new(Protocol::Tls, what.clone(), None);
+        progress.on(&leg);
         let tcp = super::dial(&host.address, host.agent_port)
             .await
             .map_err(|error| Outcome::Unreachable {
-                reason: super::ssh::connect_reason(&error),
+                reason: format!("{what}: {}", super::ssh::connect_reason(&error)),
             })?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.host.clone()).map_err(|_| Outcome::TlsRejected {
-            reason: format!("'{}' is not a name a certificate can carry", host.host),
+            reason: format!(
+                "{what}: '{}' is not a name a certificate can carry",
+                host.host
+            ),
         })?;
         let tls = self
             .tls
-            .connect(name, tcp)
+            .connect(name, leg.observe(tcp))
             .await
-            .map_err(|error| Outcome::TlsRejected {
-                reason: error.to_string(),
+            .map_err(|error| NotConnected {
+                fallback: Some(handshake_refusal(&error)),
+                outcome: Outcome::TlsRejected {
+                    reason: leg.failed(&error),
+                },
             })?;
+        leg.reach(Stage::Secured);
         let certificate = tls
             .get_ref()
             .1
@@ -196,7 +267,7 @@ impl AgentTransport {
         });
         let endpoint = Endpoint::try_from(format!("http://{}:{}", host.host, host.agent_port))
             .map_err(|error| Outcome::TransportError {
-                reason: format!("bad agent address: {error}"),
+                reason: format!("{what}: bad agent address: {error}"),
             })?
             .http2_keep_alive_interval(Duration::from_secs(15))
             .keep_alive_timeout(Duration::from_secs(20))
@@ -205,14 +276,14 @@ impl AgentTransport {
             .connect_with_connector(connector)
             .await
             .map_err(|error| Outcome::TransportError {
-                reason: format!("HTTP/2 setup failed: {}", chain(&error)),
+                reason: format!("{what}: HTTP/2 setup failed: {}", chain(&error)),
             })?;
         let mut client = AgentClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let info = match client.info(pb::InfoRequest {}).await {
             Ok(response) => response.into_inner(),
-            Err(status) => return Err(probe_failure(&status)),
+            Err(status) => return Err(probe_failure(&what, &status)),
         };
         Ok(Connected {
             client,
@@ -231,10 +302,27 @@ impl Transport for AgentTransport {
         Box::pin(async move {
             let connect_timeout = job.limits.connect_timeout;
             match self.attempt(&mut job, connect_timeout).await {
-                Attempt::NotReached(ended) | Attempt::Ran(ended) => ended,
+                Attempt::NotReached(ended, _) | Attempt::Ran(ended) => ended,
             }
         })
     }
+}
+
+/// Room left in a request for everything but the stdin bytes.
+const REQUEST_OVERHEAD: usize = 64 << 10;
+
+/// The outcome of a host whose agent cannot take `--stdin` in one request, if it cannot.
+fn too_big_for(info: &pb::AgentInfo, stdin: Option<&Bytes>) -> Option<Outcome> {
+    let stdin = stdin?.len();
+    let limit = info.limits.as_ref()?.max_message_bytes as usize;
+    let room = limit
+        .min(MAX_MESSAGE_BYTES)
+        .saturating_sub(REQUEST_OVERHEAD);
+    (stdin > room).then(|| Outcome::TransportError {
+        reason: format!(
+            "--stdin is {stdin} bytes, more than this agent takes in one request ({room}; its max_message_bytes is {limit}): raise it in the agent's config, or use --transport ssh"
+        ),
+    })
 }
 
 fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Duration>) -> Ended {
@@ -243,6 +331,20 @@ fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Du
         connected_after,
         ran_for,
         transport: TransportKind::Agent,
+        fallback: None,
+    }
+}
+
+/// Which side refused a failed TLS handshake: our check of the agent's certificate, or the
+/// agent, whose refusal arrives as an alert. Decided by the error's type, not its text.
+fn handshake_refusal(error: &std::io::Error) -> FallbackReason {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(_)) => FallbackReason::AgentCertificateRejected,
+        Some(rustls::Error::AlertReceived(_)) => FallbackReason::ControllerCertificateRefused,
+        _ => FallbackReason::TlsFailed,
     }
 }
 
@@ -252,23 +354,32 @@ fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Du
 /// alert arrives after our side of the handshake completed), and in every case no command can
 /// have started, so it counts as a TLS rejection: the one classification that lets `auto` fall
 /// back. This is decided by where the failure happened, not by reading its message.
-fn probe_failure(status: &tonic::Status) -> Outcome {
+fn probe_failure(what: &str, status: &tonic::Status) -> NotConnected {
+    // Either way below, the agent, whose certificate verified under our CA and named the host,
+    // refused us right after our side of the handshake: that is its refusal of our certificate.
+    // HTTP/2 keeps only the text of a TLS alert, and sometimes the connection is just closed
+    // before the alert is read, so the second case is that refusal too.
+    let refused = |reason: String| NotConnected {
+        outcome: Outcome::TlsRejected { reason },
+        fallback: Some(FallbackReason::ControllerCertificateRefused),
+    };
     if let Some(reason) = tls_failure(status) {
-        return Outcome::TlsRejected {
-            reason: format!("the agent refused our certificate: {reason}"),
-        };
+        return refused(format!(
+            "{what}: the agent refused our certificate: {reason}"
+        ));
     }
     if StdError::source(status).is_some() {
-        return Outcome::TlsRejected {
-            reason: format!(
-                "the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
-                chain(status)
-            ),
-        };
+        return refused(format!(
+            "{what}: the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
+            chain(status)
+        ));
     }
-    Outcome::TransportError {
-        reason: format!("the agent did not answer Info: {}", status.message()),
-    }
+    NotConnected::from(Outcome::TransportError {
+        reason: format!(
+            "{what}: the agent did not answer Info: {}",
+            status.message()
+        ),
+    })
 }
 
 /// The TLS error in an error's source chain, if the failure was TLS's.

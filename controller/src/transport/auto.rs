@@ -4,11 +4,15 @@
 //! no route, connect timeout) or the TLS handshake failed, that is when the command certainly did
 //! not start. Once a request may have reached the agent, whatever happens is that host's outcome:
 //! a command is never run twice. A host whose inventory entry names a transport uses only that.
+//!
+//! A host that fell back says so: its [`Ended::fallback`] names why (no agent, no answer in time,
+//! the agent's certificate rejected, ours refused) and the agent attempt's outcome, for the JSON
+//! record, the journal, the failure line and the summary.
 
 use std::time::Duration;
 
 use volley_common::inventory::TransportChoice;
-use volley_common::outcome::{Outcome, TransportKind};
+use volley_common::outcome::{Fallback, FallbackReason, Outcome, TransportKind};
 
 use super::agent::{AgentTransport, Attempt};
 use super::ssh::SshTransport;
@@ -35,17 +39,26 @@ impl AutoTransport {
                 connected_after: None,
                 ran_for: None,
                 transport: TransportKind::Agent,
+                fallback: None,
             },
             (TransportChoice::Agent, Some(agent)) => agent.run(job).await,
             (TransportChoice::Auto, Some(agent)) => {
                 let probe = job.limits.connect_timeout.min(AGENT_PROBE_TIMEOUT);
                 match agent.attempt(&mut job, probe).await {
                     Attempt::Ran(ended) => ended,
-                    Attempt::NotReached(ended) if may_fall_back(&ended.outcome) => {
-                        tracing::debug!(host = %job.host.name, "no agent ({}); using SSH", ended.outcome);
-                        self.ssh.run(job).await
+                    Attempt::NotReached(agent_ended, reason)
+                        if may_fall_back(&agent_ended.outcome) =>
+                    {
+                        tracing::debug!(host = %job.host.name, "no agent ({}); using SSH", agent_ended.outcome);
+                        let reason = reason.or_else(|| FallbackReason::of(&agent_ended.outcome));
+                        let mut ended = self.ssh.run(job).await;
+                        ended.fallback = reason.map(|reason| Fallback {
+                            reason,
+                            detail: agent_ended.outcome.to_string(),
+                        });
+                        ended
                     }
-                    Attempt::NotReached(ended) => ended,
+                    Attempt::NotReached(ended, _) => ended,
                 }
             }
         }
@@ -56,7 +69,7 @@ impl AutoTransport {
 fn may_fall_back(outcome: &Outcome) -> bool {
     matches!(
         outcome,
-        Outcome::Unreachable { .. } | Outcome::ConnectTimeout | Outcome::TlsRejected { .. }
+        Outcome::Unreachable { .. } | Outcome::ConnectTimeout { .. } | Outcome::TlsRejected { .. }
     )
 }
 

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod auto;
 pub mod resume;
 pub mod ssh;
+pub mod stage;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use volley_common::outcome::{Capture, Captured, Outcome, TransportKind};
+use volley_common::outcome::{Capture, Captured, Fallback, Outcome, TransportKind};
 
 use crate::admission::Admission;
 use crate::event::{Event, Stream};
@@ -117,6 +118,8 @@ pub struct Ended {
     pub ran_for: Option<Duration>,
     /// The transport that ended it (with `auto`, the agent or the SSH fallback).
     pub transport: TransportKind,
+    /// Set by `auto` when it ran the host over SSH after the agent attempt failed.
+    pub fallback: Option<Fallback>,
 }
 
 /// One command on one host.
@@ -127,6 +130,8 @@ pub struct Job<'a> {
     pub execution_id: &'a str,
     pub limits: RunLimits,
     pub output: &'a mut OutputSink,
+    /// What the command reads on its stdin, then end of file (`--stdin`); `None`: nothing.
+    pub stdin: Option<&'a Bytes>,
     /// Cancelled on interrupt: the transport stops the remote command and returns `Cancelled`.
     pub cancel: CancellationToken,
     /// The run's handshake admission: every connect phase goes through

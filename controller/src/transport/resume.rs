@@ -31,6 +31,7 @@ impl Transport for ResumeTransport {
                     connected_after: None,
                     ran_for: None,
                     transport: TransportKind::Agent,
+                    fallback: None,
                 },
             }
         })

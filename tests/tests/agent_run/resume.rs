@@ -1,34 +1,34 @@
 //! Executions that outlive the controller: `volley runs resume` after `kill -9` of volley, after
 //! the controller's network to the agents was cut (for real, in a network namespace) and
 //! restored, and with an agent that restarted and no longer knows the execution. Every command
-//! runs exactly once, which each agent's marker file shows.
+//! runs exactly once, which each agent's audit log shows.
 
 use std::time::Duration;
 
 use volley_tests::process::ProcessOutput;
 use volley_tests::remote::{SweepOnDrop, unique_sleep, wait_until_running};
 use volley_tests::volley::RUN_DEADLINE;
-use volley_tests::{AgentFleet, AgentFleetSpec, Netns, RunningProcess};
+use volley_tests::{AgentFleet, AgentFleetSpec, Partition, RunningProcess};
 
 use crate::{EXIT_IN_DOUBT, EXIT_SUCCESS, expect_outcome, reported_hosts};
 
 /// How long a started command gets to show up on the hosts.
 const RUNNING_WITHIN: Duration = Duration::from_secs(60);
 
-/// A command that leaves a line in the agent's HOME each time it runs, sleeps, then says so.
+/// A command that says it started, sleeps, then says it is done.
 fn counted(sleep: &str) -> String {
-    format!("echo ran >> ran-here; echo started; {sleep}; echo done")
+    format!("echo started; {sleep}; echo done")
 }
 
-/// How many times the command ran on each host of the fleet.
+/// How many commands each host's agent started, by its audit log (which a restarted agent
+/// appends to).
 fn runs_per_host(fleet: &AgentFleet) -> Vec<(String, usize)> {
     fleet
         .hosts()
         .iter()
         .map(|host| {
-            let marker = fleet.agent_home(&host.name).join("ran-here");
-            let runs = std::fs::read_to_string(&marker).map_or(0, |text| text.lines().count());
-            (host.name.clone(), runs)
+            let log = fleet.agent(&host.name).log();
+            (host.name.clone(), log.matches("exec started").count())
         })
         .collect()
 }
@@ -116,8 +116,8 @@ fn resume_after_kill_9_collects_every_host_and_runs_nothing_twice() {
 #[test]
 fn resume_after_the_network_was_cut_collects_what_ran_while_cut() {
     // Declared first, dropped last: the agents inside go before their namespace.
-    let netns = Netns::create(20);
-    let fleet = AgentFleet::with_spec(AgentFleetSpec::new(20).in_namespace(&netns));
+    let partition = Partition::create(20);
+    let fleet = AgentFleet::with_spec(AgentFleetSpec::new(20).in_namespace(&partition));
     let sleep = unique_sleep("5.");
     let _sweep = SweepOnDrop(sleep.clone());
     let mut run = fleet.spawn(fleet.run_args([
@@ -137,7 +137,7 @@ fn resume_after_the_network_was_cut_collects_what_ran_while_cut() {
         20,
         "the command did not start on all 20 agents"
     );
-    netns.cut();
+    partition.cut();
     // volley notices the silence (HTTP/2 keepalive), cannot attach again, and gives the hosts
     // up as in doubt; meanwhile the commands end on the agents, which keep their outcomes.
     let cut_off = run.finish(RUN_DEADLINE);
@@ -154,7 +154,7 @@ fn resume_after_the_network_was_cut_collects_what_ran_while_cut() {
         cut_off.describe()
     );
 
-    netns.restore();
+    partition.restore();
     let resumed = volley(&fleet, &["runs", "resume", "last", "--json"]);
     assert_all_collected(&fleet, &resumed);
     assert_each_ran_once(&fleet);

@@ -25,7 +25,9 @@ use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
 use super::{AgentTransport, ended};
+use crate::admission::Cut;
 use crate::event::Stream;
+use crate::transport::stage::Progress;
 use crate::transport::{Ended, Job};
 
 /// How long past the command timeout the controller waits for the agent to report the kill
@@ -57,7 +59,13 @@ impl AgentTransport {
             env: Default::default(),
             working_dir: None,
             timeout: job.limits.command_timeout,
-            max_output: Some(self.max_output),
+            // The live stream is never capped; the sink caps the copy it keeps, and the agent
+            // keeps the same head for a later `Attach`.
+            max_output: None,
+            user: Some(job.host.user.clone()),
+            become_root: job.host.become_root,
+            keep_output: Some(self.max_output),
+            stdin: job.stdin.map(|bytes| bytes.to_vec()).unwrap_or_default(),
         };
         // Before the request leaves: whatever happens next, the journal can find it again.
         job.output.journal_execution(&job.host.name, &id).await;
@@ -72,6 +80,11 @@ impl AgentTransport {
             Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                 return Outcome::TransportError {
                     reason: format!("the agent is busy: {}", status.message()),
+                };
+            }
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                return Outcome::AuthFailed {
+                    reason: format!("the agent refused: {}", status.message()),
                 };
             }
             Err(status) => {
@@ -145,15 +158,20 @@ impl AgentTransport {
         job: &mut Job<'_>,
         id: &str,
     ) -> Result<(AgentClient<Channel>, Streaming<pb::ExecEvent>), Attach> {
-        let connect = self.connect(job.host);
-        let connected = job
-            .admission
-            .connect(job.limits.connect_timeout, &job.cancel, connect)
-            .await;
+        let progress = Progress::default();
+        let timeout = job.limits.connect_timeout;
+        let connect = self.connect(job.host, &progress);
+        let connected = job.admission.connect(timeout, &job.cancel, connect).await;
         let mut client = match connected {
-            Ok(connected) => connected.client,
-            Err(Outcome::Cancelled) => return Err(Attach::Final(Outcome::Cancelled)),
-            Err(outcome) => return Err(Attach::Failed(outcome.to_string())),
+            Ok(Ok(connected)) => connected.client,
+            Ok(Err(failed)) => return Err(Attach::Failed(failed.outcome.to_string())),
+            Err(Cut::TimedOut) => {
+                let outcome = Outcome::ConnectTimeout {
+                    reason: progress.stalled(timeout),
+                };
+                return Err(Attach::Failed(outcome.to_string()));
+            }
+            Err(Cut::Cancelled) => return Err(Attach::Final(Outcome::Cancelled)),
         };
         let request = AttachSpec {
             execution_id: id.to_string(),

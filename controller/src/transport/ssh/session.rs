@@ -14,14 +14,15 @@ use russh::ChannelMsg;
 use russh::client::Handle;
 
 use super::HostKeyCheck;
+use super::connect::Connection;
 
 /// How much of each output stream a command may produce; the rest is counted and dropped. The
 /// steps print a few lines at most (a checksum, a certificate request).
 const MAX_OUTPUT: usize = 1 << 20;
 
-/// An authenticated connection to one host.
+/// An authenticated connection to one host (and the jump host connections it runs through).
 pub struct Session {
-    handle: Handle<HostKeyCheck>,
+    connection: Connection,
 }
 
 /// How a command ended.
@@ -63,12 +64,12 @@ pub enum SessionError {
 }
 
 impl Session {
-    pub(super) fn new(handle: Handle<HostKeyCheck>) -> Session {
-        Session { handle }
+    pub(super) fn new(connection: Connection) -> Session {
+        Session { connection }
     }
 
-    pub(super) fn into_handle(self) -> Handle<HostKeyCheck> {
-        self.handle
+    pub(super) fn handle(&self) -> &Handle<HostKeyCheck> {
+        &self.connection.handle
     }
 
     /// Runs `command` through the remote user's shell, writes `input` to its stdin followed by
@@ -76,7 +77,7 @@ impl Session {
     /// fine: its exit is what counts.
     pub async fn run(&self, command: &str, input: Bytes) -> Result<Finished, SessionError> {
         let channel = self
-            .handle
+            .handle()
             .channel_open_session()
             .await
             .map_err(|error| SessionError::Open(error.to_string()))?;
@@ -134,7 +135,7 @@ impl Session {
     /// Says goodbye; the connection closes when the session drops either way.
     pub async fn close(self) {
         let _ = self
-            .handle
+            .handle()
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
     }
