@@ -307,24 +307,39 @@ fn parse_listen(text: &str) -> Option<SocketAddr> {
         .or_else(|| Some(SocketAddr::new(text.parse::<IpAddr>().ok()?, DEFAULT_PORT)))
 }
 
-fn validate_retention(raw: RawRetention) -> Result<Retention, String> {
-    let default = Retention::default();
-    let size = |key: &str, value: Option<NumberOrText>, default: u64| match value {
+/// A size setting (`"1MiB"` or a number of bytes); errors name `key`, such as `limits.x`.
+fn size_setting(key: &str, value: Option<NumberOrText>, default: u64) -> Result<u64, String> {
+    match value {
         None => Ok(default),
         Some(NumberOrText::Number(bytes)) => Ok(bytes),
         Some(NumberOrText::Text(text)) => {
-            parse_size(&text).map_err(|error| format!("retention.{key}: {error}"))
+            parse_size(&text).map_err(|error| format!("{key}: {error}"))
         }
-    };
-    let keep_for = match raw.keep_for {
-        None => default.keep_for,
-        Some(NumberOrText::Number(seconds)) => Duration::from_secs(seconds),
-        Some(NumberOrText::Text(text)) => {
-            parse_duration(&text).map_err(|error| format!("retention.keep_for: {error}"))?
-        }
-    };
+    }
+}
+
+/// A duration setting (`"30s"` or a number of seconds); errors name `key`.
+fn duration_setting(
+    key: &str,
+    value: Option<NumberOrText>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, String> {
+    match value {
+        None => Ok(default),
+        Some(NumberOrText::Number(seconds)) => Ok(Some(Duration::from_secs(seconds))),
+        Some(NumberOrText::Text(text)) => parse_duration(&text)
+            .map(Some)
+            .map_err(|error| format!("{key}: {error}")),
+    }
+}
+
+fn validate_retention(raw: RawRetention) -> Result<Retention, String> {
+    let default = Retention::default();
+    let size =
+        |key: &str, value, default| size_setting(&format!("retention.{key}"), value, default);
     Ok(Retention {
-        keep_for,
+        keep_for: duration_setting("retention.keep_for", raw.keep_for, Some(default.keep_for))?
+            .unwrap_or_default(),
         max_executions: raw.max_executions.unwrap_or(default.max_executions),
         max_bytes: size("max_bytes", raw.max_bytes, default.max_bytes)?,
         keep_output: size("keep_output", raw.keep_output, default.keep_output)?,
@@ -333,20 +348,9 @@ fn validate_retention(raw: RawRetention) -> Result<Retention, String> {
 
 fn validate_limits(raw: RawLimits) -> Result<Limits, String> {
     let default = Limits::default();
-    let size = |key: &str, value: Option<NumberOrText>, default: u64| match value {
-        None => Ok(default),
-        Some(NumberOrText::Number(bytes)) => Ok(bytes),
-        Some(NumberOrText::Text(text)) => {
-            parse_size(&text).map_err(|error| format!("limits.{key}: {error}"))
-        }
-    };
-    let duration = |key: &str, value: Option<NumberOrText>, default: Option<Duration>| match value {
-        None => Ok(default),
-        Some(NumberOrText::Number(seconds)) => Ok(Some(Duration::from_secs(seconds))),
-        Some(NumberOrText::Text(text)) => parse_duration(&text)
-            .map(Some)
-            .map_err(|error| format!("limits.{key}: {error}")),
-    };
+    let size = |key: &str, value, default| size_setting(&format!("limits.{key}"), value, default);
+    let duration =
+        |key: &str, value, default| duration_setting(&format!("limits.{key}"), value, default);
     let at_least_one = |key: &str, value: Option<u32>, default: u32| match value {
         Some(0) => Err(format!("limits.{key}: must be at least 1")),
         value => Ok(value.unwrap_or(default)),

@@ -41,6 +41,24 @@ fn assert_each_ran_once(fleet: &AgentFleet) {
     );
 }
 
+/// `volley run` of [`counted`] through every agent of `fleet`, with `extra` flags, once the
+/// command runs on all of them.
+fn run_until_running(fleet: &AgentFleet, sleep: &str, extra: &[&str]) -> RunningProcess {
+    let mut args = vec!["-g", "all", "--transport", "agent", "--json"];
+    args.extend(extra);
+    let command = counted(sleep);
+    args.extend(["--", command.as_str()]);
+    let mut run = fleet.spawn(fleet.run_args(args));
+    let hosts = fleet.hosts().len();
+    let running = wait_until_running(sleep, hosts, RUNNING_WITHIN, || run.has_exited());
+    assert_eq!(
+        running.len(),
+        hosts,
+        "the command did not start on all {hosts} agents"
+    );
+    run
+}
+
 fn volley(fleet: &AgentFleet, args: &[&str]) -> ProcessOutput {
     RunningProcess::spawn(fleet.volley().args(args)).finish(RUN_DEADLINE)
 }
@@ -61,21 +79,7 @@ fn resume_after_kill_9_collects_every_host_and_runs_nothing_twice() {
     let fleet = AgentFleet::start(20);
     let sleep = unique_sleep("5.");
     let _sweep = SweepOnDrop(sleep.clone());
-    let mut run = fleet.spawn(fleet.run_args([
-        "-g",
-        "all",
-        "--transport",
-        "agent",
-        "--json",
-        "--",
-        &counted(&sleep),
-    ]));
-    let running = wait_until_running(&sleep, 20, RUNNING_WITHIN, || run.has_exited());
-    assert_eq!(
-        running.len(),
-        20,
-        "the command did not start on all 20 agents"
-    );
+    let mut run = run_until_running(&fleet, &sleep, &[]);
     let killed = run.kill_hard();
     assert_eq!(killed.stdout, "", "nothing finished before the kill");
 
@@ -120,23 +124,7 @@ fn resume_after_the_network_was_cut_collects_what_ran_while_cut() {
     let fleet = AgentFleet::with_spec(AgentFleetSpec::new(20).in_namespace(&partition));
     let sleep = unique_sleep("5.");
     let _sweep = SweepOnDrop(sleep.clone());
-    let mut run = fleet.spawn(fleet.run_args([
-        "-g",
-        "all",
-        "--transport",
-        "agent",
-        "--connect-timeout",
-        "2s",
-        "--json",
-        "--",
-        &counted(&sleep),
-    ]));
-    let running = wait_until_running(&sleep, 20, RUNNING_WITHIN, || run.has_exited());
-    assert_eq!(
-        running.len(),
-        20,
-        "the command did not start on all 20 agents"
-    );
+    let mut run = run_until_running(&fleet, &sleep, &["--connect-timeout", "2s"]);
     partition.cut();
     // volley notices the silence (HTTP/2 keepalive), cannot attach again, and gives the hosts
     // up as in doubt; meanwhile the commands end on the agents, which keep their outcomes.
@@ -166,17 +154,7 @@ fn a_host_whose_agent_forgot_the_execution_is_in_doubt_and_retried_only_by_name(
     let sleep = unique_sleep("3.");
     // The restarted agent orphans its command; nobody else stops it.
     let _sweep = SweepOnDrop(sleep.clone());
-    let mut run = fleet.spawn(fleet.run_args([
-        "-g",
-        "all",
-        "--transport",
-        "agent",
-        "--json",
-        "--",
-        &counted(&sleep),
-    ]));
-    let running = wait_until_running(&sleep, 2, RUNNING_WITHIN, || run.has_exited());
-    assert_eq!(running.len(), 2, "the command did not start on both agents");
+    let mut run = run_until_running(&fleet, &sleep, &[]);
     run.kill_hard();
     let forgetful = fleet.hosts()[0].name.clone();
     let other = fleet.hosts()[1].name.clone();
