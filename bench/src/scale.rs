@@ -1,8 +1,10 @@
 //! The scale rig: thousands of hosts through agents on one machine. A few `volley-agent`
-//! processes (10 by default) each serve many host names: every agent's certificate, issued by
-//! the rig's CA (made by `volley pki init`), names its share of the hosts (`h00001`, ...) and
-//! its own loopback address. The inventory gives every host its agent's address, so volley makes
-//! one TCP connection and one TLS handshake per host and checks each host's name against the
+//! processes (10 by default) each serve many hosts: they run in a network namespace of the
+//! rig's own that answers on every address of 198.19.0.0/16 ([`Partition::serving_range`]),
+//! each listening on `0.0.0.0` on a port of its own, so that every host has an address of its
+//! own (`h00001` at 198.19.0.1, ...), as in a real fleet. Every agent's certificate, issued by
+//! the rig's CA (made by `volley pki init`), names its share of the hosts. volley makes one TCP
+//! connection and one TLS handshake per host and checks each host's name against the
 //! certificate it is served, exactly as against a fleet of separate agents.
 //!
 //! It runs `true` on the first 500 hosts, then on all of them (with the default `-p`, then with
@@ -13,17 +15,15 @@
 //! and the agents' memory.
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose};
+use volley_tests::Partition;
 use volley_tests::agentd::{AgentConfig, AgentLaunch, Agentd, config_text};
 use volley_tests::agents::CONTROLLER_IDENTITY;
 use volley_tests::inventory::toml_string;
-use volley_tests::loopback::AddressBlock;
 use volley_tests::pki::Pki;
 use volley_tests::volley::volley_command_at;
 
@@ -46,6 +46,9 @@ const HOLD_SECONDS: u64 = 15;
 
 /// Descriptors the rig needs beyond one per host (volley's own, the agents' pipes).
 const FD_MARGIN: u64 = 1024;
+
+/// The first agent's port; the others follow.
+const AGENT_PORT: u16 = 7731;
 
 pub fn run_benchmark(options: &ScaleOptions) {
     check_fd_limit(options.hosts as u64 + FD_MARGIN);
@@ -111,9 +114,11 @@ pub fn run_benchmark(options: &ScaleOptions) {
     );
 }
 
-/// The agents, the PKI and the inventory of the rig; the agents are killed on drop.
+/// The agents, the PKI and the inventory of the rig; the agents are killed on drop, then their
+/// namespace goes.
 struct Rig {
     agents: Vec<Agentd>,
+    _partition: Partition,
     inventory: PathBuf,
     pki: PathBuf,
     client_home: PathBuf,
@@ -134,30 +139,29 @@ impl Rig {
         let pki_dir = root.join("pki");
         Pki::init(&options.volley, &client_home, &pki_dir, CONTROLLER_IDENTITY);
         let issuer = issuer(&pki_dir);
-        let mut block = AddressBlock::random();
-        let sockets: Vec<SocketAddrV4> = (0..options.agents)
-            .map(|_| block.next_free_socket())
-            .collect();
+        let partition = Partition::serving_range();
+        let port = |agent: usize| AGENT_PORT + u16::try_from(agent).expect("a port");
         let names: Vec<String> = (1..=options.hosts).map(|n| format!("h{n:05}")).collect();
         // Host n is served by agent n % agents, so that any run of consecutive hosts spreads
         // over every agent.
         let served_by = |host: usize| host % options.agents;
         let mut agents = Vec::new();
-        for (index, socket) in sockets.iter().enumerate() {
+        for index in 0..options.agents {
             let hosts: Vec<&str> = names
                 .iter()
                 .enumerate()
                 .filter(|(host, _)| served_by(*host) == index)
                 .map(|(_, name)| name.as_str())
                 .collect();
-            let (certificate, key) = issue(&issuer, &format!("agent{index:02}"), &hosts, socket);
+            let (certificate, key) = issue(&issuer, &format!("agent{index:02}"), &hosts);
             let certificate_path = root.join(format!("agent{index:02}.pem"));
             let key_path = root.join(format!("agent{index:02}.key"));
             write(&certificate_path, &certificate, 0o644);
             write(&key_path, &key, 0o600);
             let config = root.join(format!("agent{index:02}.toml"));
+            // Every address of the namespace, on the agent's own port.
             let mut text = config_text(&AgentConfig {
-                listen: *socket,
+                listen: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port(index)),
                 certificate: &certificate_path,
                 key: &key_path,
                 ca: &pki_dir.join("ca.pem"),
@@ -173,10 +177,11 @@ impl Rig {
             agents.push(Agentd::launch(AgentLaunch {
                 binary: options.agent.clone(),
                 config,
-                listen: *socket,
+                // Where readiness is checked: the address of one of its hosts.
+                listen: SocketAddrV4::new(partition.address(index), port(index)),
                 home: make_dir(&root.join(format!("agent{index:02}-home"))),
                 nofile: None,
-                netns: None,
+                netns: Some(partition.name().to_string()),
             }));
         }
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -194,17 +199,17 @@ impl Rig {
         );
         text.push_str("]\n");
         for (host, name) in names.iter().enumerate() {
-            let socket = sockets[served_by(host)];
             let _ = write!(
                 text,
                 "\n[hosts.{name}]\naddress = \"{}\"\nagent_port = {}\n",
-                socket.ip(),
-                socket.port()
+                partition.address(host),
+                port(served_by(host))
             );
         }
         write(&inventory, &text, 0o644);
         Rig {
             agents,
+            _partition: partition,
             inventory,
             pki: pki_dir,
             client_home,
@@ -324,19 +329,11 @@ fn issuer(pki: &Path) -> Issuer<'static, KeyPair> {
 }
 
 /// An agent certificate as `volley pki issue` makes one (serverAuth only), naming every host
-/// the agent serves and its address; its key as PEM.
-fn issue(
-    issuer: &Issuer<'static, KeyPair>,
-    common_name: &str,
-    hosts: &[&str],
-    socket: &SocketAddrV4,
-) -> (String, String) {
+/// the agent serves; its key as PEM.
+fn issue(issuer: &Issuer<'static, KeyPair>, common_name: &str, hosts: &[&str]) -> (String, String) {
     let mut params =
         CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
             .unwrap_or_else(|e| fail(&format!("bad host names: {e}")));
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress(IpAddr::V4(*socket.ip())));
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
