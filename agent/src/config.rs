@@ -8,6 +8,8 @@
 //! ca = "/etc/volley/ca.pem"
 //! allowed_controllers = ["volley-controller"]   # client certificate Common Names
 //! # audit_log = "/var/log/volley/audit.log"     # absent: audit records go to stderr
+//! push_roots = ["/etc", "/srv", "/opt", "/usr/local"]   # where push and fetch may touch files;
+//!                                                       # [] disables them
 //! [limits]
 //! max_concurrent_execs = 64
 //! max_output_bytes = 1048576         # or "1MiB": per stream sent to the controller
@@ -15,6 +17,7 @@
 //! max_concurrent_streams = 128       # HTTP/2 streams per connection
 //! max_timeout = "1h"                 # cap on any execution; "0": none
 //! shutdown_grace = "30s"             # on SIGTERM, how long running executions may go on
+//! max_file_bytes = 1073741824        # or "1GiB": the largest file a push writes or a fetch reads
 //! ```
 //!
 //! Every key is optional; the values above are the defaults. Relative paths are relative to the
@@ -30,6 +33,8 @@ use serde::Deserialize;
 use volley_common::duration::parse_duration;
 use volley_common::exec::AgentLimits;
 use volley_common::size::parse_size;
+
+use crate::roots::PushRoots;
 
 /// The agent's port when `listen` gives none.
 pub const DEFAULT_PORT: u16 = 7731;
@@ -50,6 +55,9 @@ pub struct AgentConfig {
     pub allowed_controllers: Vec<String>,
     /// Where audit records go; `None` sends them to stderr (the journal under systemd).
     pub audit_log: Option<PathBuf>,
+    /// The directories under which pushes and fetches may touch files (absolute; empty
+    /// disables them).
+    pub push_roots: PushRoots,
     pub limits: Limits,
 }
 
@@ -64,6 +72,8 @@ pub struct Limits {
     /// Cap on every execution's run time; `None`: no cap.
     pub max_timeout: Option<Duration>,
     pub shutdown_grace: Duration,
+    /// The largest file a push may write or a fetch may read.
+    pub max_file_bytes: u64,
 }
 
 impl Default for Limits {
@@ -75,6 +85,7 @@ impl Default for Limits {
             max_concurrent_streams: 128,
             max_timeout: Some(Duration::from_secs(3600)),
             shutdown_grace: Duration::from_secs(30),
+            max_file_bytes: 1 << 30,
         }
     }
 }
@@ -117,6 +128,7 @@ struct RawConfig {
     ca: Option<PathBuf>,
     allowed_controllers: Option<Vec<String>>,
     audit_log: Option<PathBuf>,
+    push_roots: Option<Vec<PathBuf>>,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -130,6 +142,7 @@ struct RawLimits {
     max_concurrent_streams: Option<u32>,
     max_timeout: Option<NumberOrText>,
     shutdown_grace: Option<NumberOrText>,
+    max_file_bytes: Option<NumberOrText>,
 }
 
 impl AgentConfig {
@@ -180,6 +193,12 @@ impl AgentConfig {
             ca: file(raw.ca, "/etc/volley/ca.pem"),
             allowed_controllers,
             audit_log: raw.audit_log.map(|log| base.join(log)),
+            push_roots: match raw.push_roots {
+                Some(roots) => {
+                    PushRoots::new(roots.into_iter().map(|root| base.join(root)).collect())?
+                }
+                None => PushRoots::defaults(),
+            },
             limits: validate_limits(raw.limits)?,
         })
     }
@@ -287,6 +306,7 @@ fn validate_limits(raw: RawLimits) -> Result<Limits, String> {
         )?,
         max_timeout,
         shutdown_grace,
+        max_file_bytes: size("max_file_bytes", raw.max_file_bytes, default.max_file_bytes)?,
     })
 }
 

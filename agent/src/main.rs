@@ -20,23 +20,27 @@
 //!
 //! Layout: [`config`] the file, [`tls`] the server configuration and the controller check,
 //! [`listener`] accepts and handshakes, [`service`] the gRPC methods and the audit,
-//! [`exec`] one command's life, [`shutdown`] the stop sequence, [`notify`] sd_notify,
+//! [`exec`] one command's life, [`transfer`] `Stat`/`Push`/`Fetch` over [`files`] under the
+//! [`roots`], [`shutdown`] the stop sequence, [`notify`] sd_notify,
 //! [`logging`] where logs and audit records go, [`host`] and [`signals`] small facts,
 //! [`reload`] SIGHUP, [`keygen`] the key and certificate request made at install.
 #![forbid(unsafe_code)]
 
 mod config;
 mod exec;
+mod files;
 mod host;
 mod keygen;
 mod listener;
 mod logging;
 mod notify;
 mod reload;
+mod roots;
 mod service;
 mod shutdown;
 mod signals;
 mod tls;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -194,6 +198,7 @@ async fn serve(config: AgentConfig, tls: Arc<ServerConfig>) -> Result<(), AgentE
         stop: stop.clone(),
         kill: kill.clone(),
         executions: executions.clone(),
+        push_roots: config.push_roots.clone(),
     });
     let message_bytes = limits.max_message_bytes as usize;
     let incoming = listener::incoming(listener, tls, stop.clone());

@@ -50,6 +50,7 @@ fn defaults() {
             ca: PathBuf::from("/etc/volley/ca.pem"),
             allowed_controllers: vec!["volley-controller".to_string()],
             audit_log: None,
+            push_roots: PushRoots::defaults(),
             limits: Limits::default(),
         }
     );
@@ -65,6 +66,7 @@ fn every_key() {
         ca = "ca.pem"
         allowed_controllers = ["ops", "ci"]
         audit_log = "audit.log"
+        push_roots = ["/srv/www", "files"]
         [limits]
         max_concurrent_execs = 2
         max_output_bytes = "64KiB"
@@ -72,6 +74,7 @@ fn every_key() {
         max_concurrent_streams = 16
         max_timeout = "0"
         shutdown_grace = "1.5s"
+        max_file_bytes = "10MiB"
         "#,
     )
     .expect("valid");
@@ -81,6 +84,12 @@ fn every_key() {
     assert_eq!(config.ca, PathBuf::from("DIR/ca.pem"));
     assert_eq!(config.allowed_controllers, ["ops", "ci"]);
     assert_eq!(config.audit_log, Some(PathBuf::from("DIR/audit.log")));
+    // A relative root is relative to the file's directory, like every other path.
+    let roots = config.push_roots.list();
+    assert!(
+        roots.starts_with("/srv/www, /") && roots.ends_with("/files"),
+        "{roots}"
+    );
     assert_eq!(
         config.limits,
         Limits {
@@ -90,6 +99,7 @@ fn every_key() {
             max_concurrent_streams: 16,
             max_timeout: None,
             shutdown_grace: Duration::from_millis(1500),
+            max_file_bytes: 10 << 20,
         }
     );
 }
@@ -115,6 +125,10 @@ fn errors_name_the_file_and_the_key() {
     check_error(
         "[limits]\nmax_message_bytes = 1000",
         "config FILE: limits.max_message_bytes: must be between 131072 and 4294967295 bytes",
+    );
+    check_error(
+        "push_roots = [\"/srv/../root\"]",
+        "config FILE: push_roots: '/srv/../root' is not an absolute path of plain names",
     );
     check_error(
         "allowed_controllers = []",
