@@ -185,20 +185,20 @@ impl AgentConfig {
                     .to_string(),
             );
         }
+        let key = file(raw.key, "/etc/volley/agent.key");
+        let push_roots = match raw.push_roots {
+            Some(roots) => PushRoots::new(roots.into_iter().map(|root| base.join(root)).collect())?,
+            None => PushRoots::defaults(),
+        };
         Ok(AgentConfig {
             path: path.to_path_buf(),
             listen,
             certificate: file(raw.certificate, "/etc/volley/agent.pem"),
-            key: file(raw.key, "/etc/volley/agent.key"),
+            push_roots: push_roots.protecting(vec![key.clone()]),
+            key,
             ca: file(raw.ca, "/etc/volley/ca.pem"),
             allowed_controllers,
             audit_log: raw.audit_log.map(|log| base.join(log)),
-            push_roots: match raw.push_roots {
-                Some(roots) => {
-                    PushRoots::new(roots.into_iter().map(|root| base.join(root)).collect())?
-                }
-                None => PushRoots::defaults(),
-            },
             limits: validate_limits(raw.limits)?,
         })
     }

@@ -201,6 +201,7 @@ pub fn prepare(
         });
     }
     let resolved = roots.resolve(&spec.path)?;
+    roots.check_not_protected(&spec.path, &resolved.path())?;
     check_missing_directories(spec, &resolved)?;
     let owner = owner_ids(&spec.owner)?;
     let target = resolved.path();

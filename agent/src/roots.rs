@@ -29,12 +29,18 @@ pub enum Refusal {
     Outside { path: String, roots: String },
     #[error("{path}: {reason}")]
     Unreadable { path: String, reason: String },
+    #[error(
+        "{path} is the agent's private key, which never leaves its host and only `volley agent` replaces"
+    )]
+    Protected { path: String },
 }
 
-/// The configured roots, absolute and normal (checked when the configuration is read).
+/// The configured roots, absolute and normal (checked when the configuration is read), and
+/// the files under them that pushes and fetches never touch (the agent's private key).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushRoots {
     roots: Vec<PathBuf>,
+    protected: Vec<PathBuf>,
 }
 
 /// A path that passed the check: where it really is.
@@ -73,13 +79,40 @@ impl PushRoots {
                 ));
             }
         }
-        Ok(PushRoots { roots })
+        Ok(PushRoots {
+            roots,
+            protected: Vec::new(),
+        })
     }
 
     pub fn defaults() -> PushRoots {
         PushRoots {
             roots: DEFAULT_ROOTS.iter().map(PathBuf::from).collect(),
+            protected: Vec::new(),
         }
+    }
+
+    /// These files are never written or read, whatever the roots say.
+    pub fn protecting(mut self, files: Vec<PathBuf>) -> PushRoots {
+        self.protected = files;
+        self
+    }
+
+    /// Refuses `target` (a resolved path) if it is a protected file.
+    pub fn check_not_protected(&self, path: &str, target: &Path) -> Result<(), Refusal> {
+        let target = target
+            .canonicalize()
+            .unwrap_or_else(|_| target.to_path_buf());
+        let protected = self
+            .protected
+            .iter()
+            .any(|file| file.canonicalize().is_ok_and(|file| file == target));
+        if protected {
+            return Err(Refusal::Protected {
+                path: path.to_string(),
+            });
+        }
+        Ok(())
     }
 
     pub fn list(&self) -> String {
@@ -167,6 +200,7 @@ impl PushRoots {
                 roots: self.list(),
             });
         }
+        self.check_not_protected(path, &target)?;
         Ok(target)
     }
 }
@@ -274,6 +308,24 @@ mod tests {
         assert!(matches!(
             tree.roots.resolve_target(&tree.path("root/secret")),
             Err(Refusal::Outside { .. })
+        ));
+    }
+
+    #[test]
+    fn protected_files_are_refused_even_through_a_link() {
+        let tree = tree();
+        let key = tree.dir.path().join("root/sub/agent.key");
+        std::fs::write(&key, "secret").unwrap();
+        symlink(&key, tree.dir.path().join("root/key-link")).unwrap();
+        let roots = tree.roots.clone().protecting(vec![key.clone()]);
+        assert!(matches!(
+            roots.resolve_target(&tree.path("root/key-link")),
+            Err(Refusal::Protected { .. })
+        ));
+        let resolved = roots.resolve(&tree.path("root/in/agent.key")).unwrap();
+        assert!(matches!(
+            roots.check_not_protected("x", &resolved.path()),
+            Err(Refusal::Protected { .. })
         ));
     }
 

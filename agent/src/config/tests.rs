@@ -50,7 +50,8 @@ fn defaults() {
             ca: PathBuf::from("/etc/volley/ca.pem"),
             allowed_controllers: vec!["volley-controller".to_string()],
             audit_log: None,
-            push_roots: PushRoots::defaults(),
+            push_roots: PushRoots::defaults()
+                .protecting(vec![PathBuf::from("/etc/volley/agent.key")]),
             limits: Limits::default(),
         }
     );

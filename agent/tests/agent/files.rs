@@ -234,3 +234,27 @@ async fn an_upload_that_breaks_off_leaves_the_old_file_and_no_temporary_one() {
     assert!(cleaned, "left behind: {:?}\n{}", names(&files), agent.log());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_own_key_is_neither_fetched_nor_overwritten() {
+    // The whole agent directory is a root here, its key included.
+    let agent = Agent::start(Options {
+        extra: "push_roots = [\".\"]",
+        ..Options::default()
+    });
+    let key = agent.path("agent.key");
+    let before = std::fs::read(&key).unwrap();
+    let mut client = agent.controller().await;
+    let fetched = client
+        .fetch(pb::FetchRequest {
+            execution_id: "test-fetch".to_string(),
+            path: key.display().to_string(),
+        })
+        .await
+        .expect_err("the key is refused");
+    assert_eq!(fetched.code(), Code::PermissionDenied, "{fetched:?}");
+    assert!(fetched.message().contains("private key"), "{fetched:?}");
+    let status = push(&agent, spec(&key, b"x"), b"x").await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+}
