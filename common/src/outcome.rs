@@ -253,6 +253,10 @@ pub struct HostReport {
     /// Connection attempts made: 0 for a host that never started, more than 1 when a
     /// connect-phase failure was retried.
     pub attempts: u32,
+    /// For `volley push`: the remote files the host's run replaced or created (empty when
+    /// nothing differed), also when it failed afterwards. `None` for other runs, and for a host
+    /// whose push never got to compare.
+    pub changed: Option<Vec<String>>,
 }
 
 #[cfg(test)]

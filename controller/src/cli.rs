@@ -1,11 +1,15 @@
 //! The command line as clap parses it: raw flags, before any validation.
 //!
 //! Turning these into a validated [`crate::plan::RunPlan`] is the job of `plan`; nothing here
-//! reads files or touches the network.
+//! reads files or touches the network. `volley push` and `volley fetch` are in [`transfer`].
+
+mod transfer;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use self::transfer::{FetchArgs, PushArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +39,11 @@ pub enum Command {
     /// Install, check, upgrade, renew or remove volley-agent on hosts, over SSH
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Copy files and directories to every target host, atomically and verified there; with
+    /// --then, run a command where something changed
+    Push(Box<PushArgs>),
+    /// Bring files back from every target host into DIR/HOST/PATH
+    Fetch(Box<FetchArgs>),
 }
 
 #[derive(Debug, Subcommand)]

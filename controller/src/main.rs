@@ -6,6 +6,8 @@
 //! - [`transport`]: the trait; SSH (with known_hosts and identities), the agent, and `auto`;
 //! - [`pki`]: the private CA (`volley pki`); [`demo`]: a throwaway local fleet of agents;
 //! - [`install`]: `volley agent install|status|upgrade|renew|uninstall`, one more transport;
+//! - [`transfer`]: `volley push` and `volley fetch`, two more ([`upload`]: the atomic upload
+//!   over SSH that install shares);
 //! - [`report`]: the stream, JSON and gather renderers, progress and the summary;
 //! - [`exit`]: the exit status as a function of the outcomes; [`limits`]: the file budget.
 //! - [`rollout`]: batches and the failure budget; [`connect_retry`]: `--retries`;
@@ -32,7 +34,9 @@ mod runs;
 mod scheduler;
 mod shell;
 mod ssh_config;
+mod transfer;
 mod transport;
+mod upload;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -116,6 +120,14 @@ fn main() -> ExitCode {
                 let (args, request) = install::plan_arguments(command);
                 run(args, Origin::command_line(Operation::Agent(request))).await
             }
+            Command::Push(args) => {
+                let (args, request) = transfer::plan_push(*args);
+                run(args, Origin::command_line(Operation::Transfer(request))).await
+            }
+            Command::Fetch(args) => {
+                let (args, request) = transfer::plan_fetch(*args);
+                run(args, Origin::command_line(Operation::Transfer(request))).await
+            }
             Command::Pki(command) => pki_command(command).map(|()| exit::SUCCESS),
             Command::Demo(args) => demo::run(args).await,
             Command::Runs(args) => runs(args),
@@ -142,6 +154,8 @@ enum Operation {
     Command,
     /// `volley agent ...`: install, check, upgrade, renew or remove the agent over SSH.
     Agent(install::Request),
+    /// `volley push` or `volley fetch`: files to or from the hosts, through the agent or SSH.
+    Transfer(transfer::Request),
 }
 
 /// Where a run's arguments came from: the command line, or a recorded run being retried.
@@ -174,6 +188,7 @@ fn subcommand(operation: &Operation) -> Vec<String> {
     match operation {
         Operation::Command => Vec::new(),
         Operation::Agent(request) => vec!["agent".to_string(), request.action.name().to_string()],
+        Operation::Transfer(request) => vec![request.name().to_string()],
     }
 }
 
@@ -212,6 +227,11 @@ async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         }),
         Operation::Agent(request) => {
             Arc::new(install::AgentOperation::new(request, &plan, ssh).map_err(|e| usage(&e))?)
+        }
+        Operation::Transfer(request) => {
+            let stamp = journal::clock::now().compact;
+            transfer::operation(request, ssh, agent_transport(&plan)?, &stamp)
+                .map_err(|e| usage(&e))?
         }
     };
 
@@ -348,9 +368,10 @@ async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
         return Ok(exit::SUCCESS);
     }
     let origin = Origin {
-        operation: match retry.agent {
-            Some(request) => Operation::Agent(request),
-            None => Operation::Command,
+        operation: match (retry.agent, retry.transfer) {
+            (Some(request), _) => Operation::Agent(request),
+            (None, Some(request)) => Operation::Transfer(request),
+            (None, None) => Operation::Command,
         },
         arguments: retry.arguments,
         retry: Some((retry.retry_of, retry.hosts)),

@@ -290,6 +290,8 @@ pub struct Retry {
     pub args: RunArgs,
     /// For a recorded `volley agent ...` run: the agent operation to run again.
     pub agent: Option<crate::install::Request>,
+    /// For a recorded `volley push` or `volley fetch`: the transfer to run again.
+    pub transfer: Option<crate::transfer::Request>,
     pub arguments: Vec<String>,
     pub retry_of: String,
     /// The hosts that did not succeed (and match `--only`), in the original's order.
@@ -332,16 +334,24 @@ pub fn retry(dir: &Path, args: &RetryArgs) -> Result<Retry, RunsError> {
             .unwrap_or_default()
             .to_string(),
     })?;
-    let (mut run_args, agent) = match parsed.command {
-        Command::Run(run_args) => (*run_args, None),
+    let (mut run_args, agent, transfer) = match parsed.command {
+        Command::Run(run_args) => (*run_args, None, None),
         Command::Agent(command) => {
             let (run_args, request) = crate::install::plan_arguments(command);
-            (run_args, Some(request))
+            (run_args, Some(request), None)
+        }
+        Command::Push(args) => {
+            let (run_args, request) = crate::transfer::plan_push(*args);
+            (run_args, None, Some(request))
+        }
+        Command::Fetch(args) => {
+            let (run_args, request) = crate::transfer::plan_fetch(*args);
+            (run_args, None, Some(request))
         }
         _ => {
             return Err(RunsError::Arguments {
                 run: id,
-                reason: "not the arguments of `volley run` or `volley agent`".to_string(),
+                reason: "not the arguments of `volley run`, `agent`, `push` or `fetch`".to_string(),
             });
         }
     };
@@ -352,6 +362,7 @@ pub fn retry(dir: &Path, args: &RetryArgs) -> Result<Retry, RunsError> {
     Ok(Retry {
         args: run_args,
         agent,
+        transfer,
         arguments: run.header.arguments.clone(),
         retry_of: id,
         hosts,

@@ -241,7 +241,7 @@ async fn run_host(
             () = tokio::time::sleep(wait) => {}
         }
     };
-    let (stdout, stderr) = output.finish();
+    let (stdout, stderr, changed) = output.finish();
     let succeeded = ended.outcome.is_success();
     let report = HostReport {
         host: plan.hosts[host].name.clone(),
@@ -256,6 +256,7 @@ async fn run_host(
         stderr,
         batch: turn.batch,
         attempts,
+        changed,
     };
     let _ = events.send(Event::Finished { host, report }).await;
     succeeded
@@ -272,6 +273,7 @@ fn report(plan: &RunPlan, turn: Turn, transport: &dyn Transport, outcome: Outcom
         stderr: Captured::default(),
         batch: turn.batch,
         attempts: 0,
+        changed: None,
     }
 }
 

@@ -13,6 +13,8 @@
 //! - [`remote`]: per-host commands and the processes a run leaves on the hosts.
 //! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
 //! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
+//! - [`isolation`]: hosts that each have their own files (a private mount namespace per
+//!   server), for `volley push` and `volley fetch`.
 //! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
 //!   is built from.
 //!
@@ -25,6 +27,7 @@ pub mod agents;
 pub mod fleet;
 pub mod hybrid;
 pub mod inventory;
+pub mod isolation;
 pub mod keys;
 pub mod loopback;
 pub mod pki;

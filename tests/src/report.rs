@@ -81,6 +81,8 @@ pub struct HostRecord {
     pub batch: u64,
     /// Connection attempts; 0 for a host that never started.
     pub attempts: u64,
+    /// `volley push` only (the key is absent otherwise): the remote files changed.
+    pub changed: Option<Vec<String>>,
 }
 
 /// The outcome kinds volley reports.
@@ -173,11 +175,24 @@ pub fn parse_record(line: &str) -> Result<HostRecord, String> {
         stderr_truncated: fields.required("stderr_truncated", Value::as_bool)?,
         batch: fields.required("batch", Value::as_u64)?,
         attempts: fields.required("attempts", Value::as_u64)?,
+        changed: match object.get("changed") {
+            None => None,
+            Some(_) => Some(fields.required("changed", strings)?),
+        },
     };
     if !OUTCOME_KINDS.contains(&record.outcome.as_str()) {
         return Err(format!("unknown outcome {:?}", record.outcome));
     }
     Ok(record)
+}
+
+/// An array of strings.
+fn strings(value: &Value) -> Option<Vec<String>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|item| item.as_str().map(str::to_string))
+        .collect()
 }
 
 /// A duration in milliseconds: any non-negative JSON number.
@@ -261,6 +276,15 @@ mod tests {
             Err(r#"key "attempts" is missing"#),
         );
         check("[1]", Err("not a JSON object"));
+        let pushed = SUCCEEDED.replace(r#""attempts":1"#, r#""attempts":1,"changed":["/etc/a"]"#);
+        assert_eq!(
+            parse_record(&pushed).map(|r| r.changed),
+            Ok(Some(vec!["/etc/a".to_string()]))
+        );
+        check(
+            &SUCCEEDED.replace(r#""attempts":1"#, r#""attempts":1,"changed":[1]"#),
+            Err(r#"key "changed" has the wrong type: [1]"#),
+        );
     }
 
     #[test]

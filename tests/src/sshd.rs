@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::isolation::Isolation;
 use crate::tools;
 
 /// sshd's limit on `ListenAddress` lines per process.
@@ -43,6 +44,15 @@ impl Sshd {
     /// Writes `dir/sshd_config`, starts sshd with its log at `dir/sshd.log`, and returns once
     /// every listen address answers with an SSH banner.
     pub fn start(dir: &Path, config: &SshdConfig) -> Sshd {
+        Sshd::start_with(dir, config, Command::new(tools::sshd()))
+    }
+
+    /// As [`Sshd::start`], in a mount namespace of its own (see [`Isolation`]).
+    pub fn start_isolated(dir: &Path, config: &SshdConfig, isolation: &Isolation) -> Sshd {
+        Sshd::start_with(dir, config, isolation.command(&tools::sshd()))
+    }
+
+    fn start_with(dir: &Path, config: &SshdConfig, mut command: Command) -> Sshd {
         assert!(
             config.listen.len() <= MAX_LISTEN_ADDRESSES,
             "one sshd serves at most {MAX_LISTEN_ADDRESSES} addresses"
@@ -53,7 +63,7 @@ impl Sshd {
         let log = dir.join("sshd.log");
         let log_file = std::fs::File::create(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let child = Command::new(tools::sshd())
+        let child = command
             .args(["-D", "-e", "-f"])
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -77,6 +87,14 @@ impl Sshd {
 
     pub fn log_path(&self) -> &Path {
         &self.log
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn serves(&self, socket: SocketAddrV4) -> bool {
+        self.listen.contains(&socket)
     }
 
     fn wait_until_ready(&mut self) {

@@ -1,5 +1,5 @@
-//! The external programs the fixture drives (sshd, ssh, ssh-keygen, pgrep, kill) and the local
-//! user that the fleet's sshd lets in.
+//! The external programs the fixture drives (sshd, ssh, ssh-keygen, pgrep, kill, unshare,
+//! nsenter) and the local user that the fleet's sshd lets in.
 //!
 //! A missing program is a broken test environment, never a reason to skip a test: every lookup
 //! here panics with what to install.
@@ -40,6 +40,14 @@ pub fn pgrep() -> PathBuf {
 
 pub fn kill() -> PathBuf {
     on_path("kill", "apt-get install -y procps")
+}
+
+pub fn unshare() -> PathBuf {
+    on_path("unshare", "apt-get install -y util-linux")
+}
+
+pub fn nsenter() -> PathBuf {
+    on_path("nsenter", "apt-get install -y util-linux")
 }
 
 /// The user the fleet logs in as: sshd started without root can only let its own user in, and

@@ -89,8 +89,18 @@ pub struct RunFlags {
 impl RunFlags {
     /// `run --inventory I --known-hosts K -i KEY -l USER [--pki DIR]`, then `extra`.
     pub fn args<S: Into<OsString>>(&self, extra: impl IntoIterator<Item = S>) -> Vec<OsString> {
+        self.args_of("run", extra)
+    }
+
+    /// As [`RunFlags::args`], for another subcommand that takes the same flags (`push`,
+    /// `fetch`).
+    pub fn args_of<S: Into<OsString>>(
+        &self,
+        subcommand: &str,
+        extra: impl IntoIterator<Item = S>,
+    ) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
-            "run".into(),
+            subcommand.into(),
             "--inventory".into(),
             self.inventory.clone().into(),
             "--known-hosts".into(),

@@ -46,6 +46,7 @@ fn report(host: &str, outcome: Outcome) -> HostReport {
         stderr: Captured::default(),
         batch: 1,
         attempts: 1,
+        changed: None,
     }
 }
 

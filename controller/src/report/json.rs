@@ -32,6 +32,9 @@ struct Record<'a> {
     /// Connection attempts: more than 1 when `--retries` retried a connect-phase failure, 0
     /// for a host that never started (skipped, or cancelled before its turn).
     attempts: u32,
+    /// `volley push` only: the remote files replaced or created on the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<&'a [String]>,
 }
 
 impl<'a> Record<'a> {
@@ -64,6 +67,7 @@ impl<'a> Record<'a> {
             stderr_truncated: report.stderr.truncated(),
             batch: report.batch,
             attempts: report.attempts,
+            changed: report.changed.as_deref(),
         }
     }
 }

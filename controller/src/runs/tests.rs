@@ -62,6 +62,7 @@ fn host(host: &str, batch: usize, outcome: Outcome) -> Entry {
         total_ms: 1234,
         stdout_bytes: 0,
         stderr_bytes: 0,
+        changed: None,
         finished: "2026-11-27T06:58:14.000Z".to_string(),
     })
 }

@@ -45,14 +45,6 @@ pub enum AgentSetupError {
     },
 }
 
-/// How far an attempt got, which decides whether SSH may take over.
-pub enum Attempt {
-    /// The agent never accepted us, so no command can have started.
-    NotReached(Ended),
-    /// A request may have reached the agent: whatever happened, there is no second try.
-    Ran(Ended),
-}
-
 /// What an agent said about itself, and the certificate it served, for `volley agent`.
 #[derive(Debug)]
 pub struct Served {
@@ -61,11 +53,17 @@ pub struct Served {
     pub certificate: Vec<u8>,
 }
 
-/// A connection that passed TLS and answered `Info`.
-struct Connected {
-    client: AgentClient<Channel>,
+/// A connection that passed TLS and answered `Info`: no command can have run yet.
+pub struct Connected {
+    pub client: AgentClient<Channel>,
     info: pb::AgentInfo,
     certificate: Vec<u8>,
+}
+
+/// An agent reached within the connect timeout, and how long that took.
+pub struct Reached {
+    pub connected: Connected,
+    pub after: Duration,
 }
 
 /// The agent transport, shared by every host of a run.
@@ -121,22 +119,37 @@ impl AgentTransport {
         })
     }
 
-    /// Runs the job through the agent and says whether a request may have reached it.
-    pub async fn attempt(&self, job: &mut Job<'_>, connect_timeout: Duration) -> Attempt {
+    /// Connects within `timeout` (TCP, TLS, `Info`), or says why not; an interrupt ends the
+    /// wait. Nothing can have run on the host when this fails.
+    pub async fn reach(
+        &self,
+        host: &HostSpec,
+        timeout: Duration,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<Reached, Outcome> {
         let started = Instant::now();
-        let connect = tokio::time::timeout(connect_timeout, self.connect(job.host));
-        let mut client = tokio::select! {
+        let connect = tokio::time::timeout(timeout, self.connect(host));
+        tokio::select! {
             result = connect => match result {
-                Ok(Ok(connected)) => connected.client,
-                Ok(Err(outcome)) => return Attempt::NotReached(ended(outcome, None, None)),
-                Err(_) => return Attempt::NotReached(ended(Outcome::ConnectTimeout, None, None)),
+                Ok(Ok(connected)) => Ok(Reached { connected, after: started.elapsed() }),
+                Ok(Err(outcome)) => Err(outcome),
+                Err(_) => Err(Outcome::ConnectTimeout),
             },
-            () = job.cancel.cancelled() => return Attempt::NotReached(ended(Outcome::Cancelled, None, None)),
-        };
-        let connected_after = Some(started.elapsed());
+            () = cancel.cancelled() => Err(Outcome::Cancelled),
+        }
+    }
+
+    /// Runs the job's command on an agent already reached.
+    pub async fn run_reached(&self, reached: Reached, job: &mut Job<'_>) -> Ended {
+        let mut client = reached.connected.client;
         let run_started = Instant::now();
         let outcome = self.exec(&mut client, job).await;
-        Attempt::Ran(ended(outcome, connected_after, Some(run_started.elapsed())))
+        ended(outcome, Some(reached.after), Some(run_started.elapsed()))
+    }
+
+    /// The id an agent records for this run's work on `host`.
+    pub fn execution_id(&self, host: &HostSpec) -> String {
+        format!("{}/{}", self.run_id, host.name)
     }
 
     /// Connects and asks `Info`, within `timeout`: whether the agent serves, what it says about
@@ -225,9 +238,11 @@ impl AgentTransport {
         })
     }
 
-    async fn exec(&self, client: &mut AgentClient<Channel>, job: &mut Job<'_>) -> Outcome {
+    /// Runs the job's command through `client` and streams its output; the outcome is the
+    /// command's, or why the stream ended without one.
+    pub async fn exec(&self, client: &mut AgentClient<Channel>, job: &mut Job<'_>) -> Outcome {
         let spec = ExecSpec {
-            execution_id: format!("{}/{}", self.run_id, job.host.name),
+            execution_id: self.execution_id(job.host),
             program: Program::Shell(job.command.to_string()),
             env: Default::default(),
             working_dir: None,
@@ -308,8 +323,9 @@ impl Transport for AgentTransport {
     fn run<'a>(&'a self, mut job: Job<'a>) -> BoxFuture<'a, Ended> {
         Box::pin(async move {
             let connect_timeout = job.limits.connect_timeout;
-            match self.attempt(&mut job, connect_timeout).await {
-                Attempt::NotReached(ended) | Attempt::Ran(ended) => ended,
+            match self.reach(job.host, connect_timeout, &job.cancel).await {
+                Ok(reached) => self.run_reached(reached, &mut job).await,
+                Err(outcome) => ended(outcome, None, None),
             }
         })
     }

@@ -4,15 +4,20 @@
 //! no route, connect timeout) or the TLS handshake failed, that is when the command certainly did
 //! not start. Once a request may have reached the agent, whatever happens is that host's outcome:
 //! a command is never run twice. A host whose inventory entry names a transport uses only that.
+//!
+//! The choice is [`route`], which `volley push` and `volley fetch` use too: they reach a host
+//! the same way, then do their own work over the agent connection or the SSH session.
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use volley_common::inventory::TransportChoice;
 use volley_common::outcome::{Outcome, TransportKind};
 
-use super::agent::{AgentTransport, Attempt};
+use super::agent::{AgentTransport, Reached};
 use super::ssh::SshTransport;
 use super::{BoxFuture, Ended, Job, Transport};
+use crate::plan::HostSpec;
 
 /// How long `auto` waits for an agent before trying SSH: a host without an agent behind a
 /// firewall that drops packets should not cost the whole connect timeout twice.
@@ -24,30 +29,70 @@ pub struct AutoTransport {
     pub ssh: SshTransport,
 }
 
+/// Where a host's work goes.
+pub enum Route {
+    /// Through this agent, already reached.
+    Agent(Box<Reached>),
+    /// Over SSH: the host uses SSH, or its agent certainly started nothing.
+    Ssh,
+    /// Nowhere: the host's outcome (its agent could not be used and SSH may not take over).
+    Ended(Ended),
+}
+
+/// Picks the transport of one host by its inventory choice and the fallback rule, reaching its
+/// agent when that is the way.
+pub async fn route(
+    agent: Option<&AgentTransport>,
+    host: &HostSpec,
+    connect_timeout: Duration,
+    cancel: &CancellationToken,
+) -> Route {
+    let not_reached = |outcome| {
+        Route::Ended(Ended {
+            outcome,
+            connected_after: None,
+            ran_for: None,
+            transport: TransportKind::Agent,
+        })
+    };
+    match (host.transport, agent) {
+        (TransportChoice::Ssh, _) | (TransportChoice::Auto, None) => Route::Ssh,
+        (TransportChoice::Agent, None) => not_reached(Outcome::TransportError {
+            reason: "no PKI for the agent transport".to_string(),
+        }),
+        (TransportChoice::Agent, Some(agent)) => {
+            match agent.reach(host, connect_timeout, cancel).await {
+                Ok(reached) => Route::Agent(Box::new(reached)),
+                Err(outcome) => not_reached(outcome),
+            }
+        }
+        (TransportChoice::Auto, Some(agent)) => {
+            let probe = connect_timeout.min(AGENT_PROBE_TIMEOUT);
+            match agent.reach(host, probe, cancel).await {
+                Ok(reached) => Route::Agent(Box::new(reached)),
+                Err(outcome) if may_fall_back(&outcome) => {
+                    tracing::debug!(host = %host.name, "no agent ({outcome}); using SSH");
+                    Route::Ssh
+                }
+                Err(outcome) => not_reached(outcome),
+            }
+        }
+    }
+}
+
 impl AutoTransport {
     async fn run_host(&self, mut job: Job<'_>) -> Ended {
-        match (job.host.transport, &self.agent) {
-            (TransportChoice::Ssh, _) | (TransportChoice::Auto, None) => self.ssh.run(job).await,
-            (TransportChoice::Agent, None) => Ended {
-                outcome: Outcome::TransportError {
-                    reason: "no PKI for the agent transport".to_string(),
-                },
-                connected_after: None,
-                ran_for: None,
-                transport: TransportKind::Agent,
-            },
-            (TransportChoice::Agent, Some(agent)) => agent.run(job).await,
-            (TransportChoice::Auto, Some(agent)) => {
-                let probe = job.limits.connect_timeout.min(AGENT_PROBE_TIMEOUT);
-                match agent.attempt(&mut job, probe).await {
-                    Attempt::Ran(ended) => ended,
-                    Attempt::NotReached(ended) if may_fall_back(&ended.outcome) => {
-                        tracing::debug!(host = %job.host.name, "no agent ({}); using SSH", ended.outcome);
-                        self.ssh.run(job).await
-                    }
-                    Attempt::NotReached(ended) => ended,
-                }
-            }
+        let route = route(
+            self.agent.as_ref(),
+            job.host,
+            job.limits.connect_timeout,
+            &job.cancel,
+        )
+        .await;
+        match (route, &self.agent) {
+            (Route::Agent(reached), Some(agent)) => agent.run_reached(*reached, &mut job).await,
+            (Route::Ended(ended), _) => ended,
+            _ => self.ssh.run(job).await,
         }
     }
 }

@@ -30,7 +30,7 @@ use super::{BoxFuture, Ended, Job, Transport};
 use crate::event::Stream;
 use crate::plan::HostSpec;
 
-pub use session::{Exit, Session};
+pub use session::{Exit, Finished, Session, SessionError};
 
 /// SSH settings shared by every host of a run.
 pub struct SshTransport {
@@ -373,7 +373,7 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
     })
 }
 
-pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

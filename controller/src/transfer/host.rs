@@ -1,0 +1,154 @@
+//! A host reached for `volley push` or `volley fetch`, over either transport: the way there
+//! (the `auto` fallback rule, [`route`]), the primitives both operations use ([`Files`]), and
+//! the timings and transport of the host's [`Ended`].
+//!
+//! `--timeout` (default 10 minutes) bounds the whole host once it is reached, `--then`
+//! included; an interrupt stops it where it is.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWrite;
+use tonic::transport::Channel;
+use volley_common::outcome::{Outcome, TransportKind};
+use volley_common::transfer::{FetchSpec, FileState, PushSpec, StatQuery};
+use volley_proto::pb::agent_client::AgentClient;
+
+use super::local::LocalFile;
+use super::{agent, ssh};
+use crate::transport::agent::AgentTransport;
+use crate::transport::auto::{Route, route};
+use crate::transport::ssh::{Session, SshTransport};
+use crate::transport::{Ended, Job};
+
+/// A host's whole operation may take this long unless `--timeout` says otherwise.
+pub const DEFAULT_LIMIT: Duration = Duration::from_secs(600);
+
+/// A reached host.
+pub enum Files<'a> {
+    Ssh(&'a Session),
+    Agent {
+        client: AgentClient<Channel>,
+        agent: &'a AgentTransport,
+    },
+}
+
+impl Files<'_> {
+    pub async fn stat(&mut self, queries: &[StatQuery]) -> Result<Vec<FileState>, String> {
+        match self {
+            Files::Ssh(session) => ssh::stat(session, queries).await,
+            Files::Agent { client, .. } => agent::stat(client, queries).await,
+        }
+    }
+
+    /// Writes one file atomically; returns the backup kept, if any.
+    pub async fn put(
+        &mut self,
+        file: &LocalFile,
+        spec: &PushSpec,
+    ) -> Result<Option<String>, String> {
+        match self {
+            Files::Ssh(session) => ssh::put(session, file, spec).await,
+            Files::Agent { client, .. } => agent::put(client, file, spec).await,
+        }
+    }
+
+    /// Streams a remote file into `out`. Over SSH the checksum is the one `stat` read; over the
+    /// agent it is what the agent computed as it sent, returned here.
+    pub async fn fetch(
+        &mut self,
+        spec: FetchSpec,
+        out: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<Option<String>, String> {
+        match self {
+            Files::Ssh(session) => ssh::fetch(session, &spec.path, out).await.map(|()| None),
+            Files::Agent { client, .. } => agent::fetch(client, spec, out).await.map(Some),
+        }
+    }
+
+    /// Runs the job's command, as `volley run` would over this transport.
+    pub async fn run(&mut self, mut job: Job<'_>) -> Outcome {
+        match self {
+            Files::Ssh(session) => session.run_job(job).await,
+            Files::Agent { client, agent } => agent.exec(client, &mut job).await,
+        }
+    }
+
+    /// The id an agent records for this run's work on the host (none over SSH).
+    pub fn execution_id(&self, job: &Job<'_>) -> String {
+        match self {
+            Files::Agent { agent, .. } => agent.execution_id(job.host),
+            Files::Ssh(_) => String::new(),
+        }
+    }
+}
+
+/// What push and fetch do on a reached host.
+pub trait HostWork: Sync {
+    fn on_host(
+        &self,
+        files: &mut Files<'_>,
+        job: &mut Job<'_>,
+        deadline: tokio::time::Instant,
+    ) -> impl Future<Output = Outcome> + Send;
+}
+
+/// Reaches the job's host and runs `work` there; the host's [`Ended`].
+pub async fn run_host(
+    work: &impl HostWork,
+    ssh: &SshTransport,
+    agent: Option<&AgentTransport>,
+    mut job: Job<'_>,
+) -> Ended {
+    let started = Instant::now();
+    let limit = job.limits.command_timeout.unwrap_or(DEFAULT_LIMIT);
+    let routed = route(agent, job.host, job.limits.connect_timeout, &job.cancel).await;
+    let (outcome, connected_after, transport) = match (routed, agent) {
+        (Route::Ended(ended), _) => return ended,
+        (Route::Agent(reached), Some(agent)) => {
+            let deadline = tokio::time::Instant::now() + limit;
+            let mut files = Files::Agent {
+                client: reached.connected.client,
+                agent,
+            };
+            let outcome = work.on_host(&mut files, &mut job, deadline).await;
+            (outcome, reached.after, TransportKind::Agent)
+        }
+        _ => {
+            let connect = job.limits.connect_timeout;
+            let session = match ssh.open(job.host, connect, &job.cancel).await {
+                Ok(session) => session,
+                Err(outcome) => {
+                    return Ended {
+                        outcome,
+                        connected_after: None,
+                        ran_for: None,
+                        transport: TransportKind::Ssh,
+                    };
+                }
+            };
+            let connected_after = started.elapsed();
+            let deadline = tokio::time::Instant::now() + limit;
+            let outcome = work
+                .on_host(&mut Files::Ssh(&session), &mut job, deadline)
+                .await;
+            session.close().await;
+            (outcome, connected_after, TransportKind::Ssh)
+        }
+    };
+    Ended {
+        outcome,
+        connected_after: Some(connected_after),
+        ran_for: Some(started.elapsed().saturating_sub(connected_after)),
+        transport,
+    }
+}
+
+/// A reason that names the file, once.
+pub fn prefixed(path: &str, reason: String) -> String {
+    if reason.contains(path) {
+        reason
+    } else {
+        format!("{path}: {reason}")
+    }
+}
