@@ -370,7 +370,9 @@ async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
     let origin = Origin {
         operation: match (retry.agent, retry.transfer) {
             (Some(request), _) => Operation::Agent(request),
-            (None, Some(request)) => Operation::Transfer(request),
+            (None, Some(request)) => {
+                Operation::Transfer(request.owing_then(retry.then_owed, &retry.retry_of))
+            }
             (None, None) => Operation::Command,
         },
         arguments: retry.arguments,

@@ -204,11 +204,7 @@ fn host_row(host: &str, entry: Option<&HostEntry>, batch: Option<&usize>) -> [St
             } else {
                 format!("{:.2}s", entry.total_ms as f64 / 1000.0)
             },
-            if entry.outcome.is_success() {
-                String::new()
-            } else {
-                entry.outcome.to_string()
-            },
+            detail(entry),
         ],
         None => [
             host.to_string(),
@@ -218,6 +214,22 @@ fn host_row(host: &str, entry: Option<&HostEntry>, batch: Option<&usize>) -> [St
             "-".to_string(),
             "no outcome recorded: the run ended before this host finished".to_string(),
         ],
+    }
+}
+
+/// Why a host did not succeed; for a push, also what it changed.
+fn detail(entry: &HostEntry) -> String {
+    let changed = entry.changed.as_ref().map(|changed| match &changed[..] {
+        [] => "unchanged".to_string(),
+        [one] => format!("changed {one}"),
+        [first, rest @ ..] => format!("changed {first} and {} more", rest.len()),
+    });
+    match (entry.outcome.is_success(), changed) {
+        (true, changed) => changed.unwrap_or_default(),
+        (false, Some(changed)) if changed != "unchanged" => {
+            format!("{}; {changed}", entry.outcome)
+        }
+        (false, _) => entry.outcome.to_string(),
     }
 }
 
@@ -296,6 +308,8 @@ pub struct Retry {
     pub retry_of: String,
     /// The hosts that did not succeed (and match `--only`), in the original's order.
     pub hosts: Vec<String>,
+    /// For a push: the hosts among them whose `--then` is owed (see [`then_owed`]).
+    pub then_owed: Vec<String>,
     /// How many hosts the original run had.
     pub of: usize,
 }
@@ -315,6 +329,17 @@ pub fn retry(dir: &Path, args: &RetryArgs) -> Result<Retry, RunsError> {
         .filter(|(_, entry)| selected(entry.as_ref(), words.as_deref()))
         .map(|(host, _)| host.clone())
         .collect();
+    let then_owed = if run.header.subcommand == ["push"] {
+        run.header
+            .hosts
+            .iter()
+            .zip(&run.hosts)
+            .filter(|(host, entry)| hosts.contains(host) && then_owed(entry.as_ref()))
+            .map(|(host, _)| host.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let id = run.header.id.clone();
     // `volley run ARGS`, or the subcommand the journal names (`volley agent install ARGS`).
     let subcommand = if run.header.subcommand.is_empty() {
@@ -366,6 +391,7 @@ pub fn retry(dir: &Path, args: &RetryArgs) -> Result<Retry, RunsError> {
         arguments: run.header.arguments.clone(),
         retry_of: id,
         hosts,
+        then_owed,
         of: run.header.hosts.len(),
     })
 }
@@ -409,6 +435,27 @@ fn selected(entry: Option<&HostEntry>, words: Option<&[String]>) -> bool {
         "interrupted" => class == OutcomeClass::Interrupted,
         word => word == kind,
     })
+}
+
+/// Whether a pushed host's `--then` must run on a retry even if its files are then unchanged:
+/// the retried run wrote files there without `--then` succeeding after them (it failed, or a
+/// later file failed first), or `--then` itself failed there (in a push, only `--then` exits
+/// non-zero or is killed by a signal), or volley was killed before the host finished (it may
+/// have been written). Without this, a retry would find the files in place and skip the
+/// reload the first run never completed.
+fn then_owed(entry: Option<&HostEntry>) -> bool {
+    let Some(entry) = entry else {
+        return true;
+    };
+    let wrote = entry
+        .changed
+        .as_ref()
+        .is_some_and(|changed| !changed.is_empty());
+    let then_failed = matches!(
+        entry.outcome,
+        Outcome::NonZeroExit { .. } | Outcome::Signalled { .. }
+    );
+    !entry.outcome.is_success() && (wrote || then_failed)
 }
 
 /// Narrows a retry's planned hosts to the hosts to retry, keeping the plan's order. Every one of

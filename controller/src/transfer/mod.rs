@@ -50,6 +50,15 @@ pub struct PushRequest {
     owner: Option<String>,
     backup: bool,
     then: Option<String>,
+    /// On a retry: hosts where `--then` runs even if nothing changes, and the run that owes it.
+    then_owed: ThenOwed,
+}
+
+/// Hosts whose `--then` a retried push never completed (see `runs::then_owed`).
+#[derive(Clone, Debug, Default)]
+pub struct ThenOwed {
+    pub hosts: std::collections::HashSet<String>,
+    pub by: String,
 }
 
 #[derive(Debug)]
@@ -65,6 +74,18 @@ impl Request {
             Request::Push(_) => "push",
             Request::Fetch(_) => "fetch",
         }
+    }
+
+    /// For a retry of a push: `--then` runs on `hosts` even where nothing changes, since run
+    /// `by` wrote their files without completing it.
+    pub fn owing_then(mut self, hosts: Vec<String>, by: &str) -> Request {
+        if let Request::Push(push) = &mut self {
+            push.then_owed = ThenOwed {
+                hosts: hosts.into_iter().collect(),
+                by: by.to_string(),
+            };
+        }
+        self
     }
 }
 
@@ -113,6 +134,7 @@ pub fn plan_push(args: PushArgs) -> (RunArgs, Request) {
         owner,
         backup,
         then,
+        then_owed: ThenOwed::default(),
     };
     (run, Request::Push(request))
 }
@@ -205,6 +227,7 @@ pub fn operation(
                 files,
                 flags,
                 then: request.then,
+                then_owed: request.then_owed,
             }))
         }
         Request::Fetch(request) => {

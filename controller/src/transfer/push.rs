@@ -24,6 +24,7 @@ pub struct PushOperation {
     pub files: Vec<LocalFile>,
     pub flags: Flags,
     pub then: Option<String>,
+    pub then_owed: super::ThenOwed,
 }
 
 /// Why a host's push stopped before its end.
@@ -64,10 +65,21 @@ impl HostWork for PushOperation {
                 Stop::Outcome(outcome) => outcome,
             };
         }
-        let line = format!("{}\n", decide::line(&written, &unchanged));
-        job.output.write(Stream::Stdout, Bytes::from(line)).await;
+        let owed = self.then.is_some()
+            && written.is_empty()
+            && self.then_owed.hosts.contains(&job.host.name);
+        let mut line = decide::line(&written, &unchanged);
+        if owed {
+            line.push_str(&format!(
+                "; --then runs again: it did not complete after run {} wrote here",
+                self.then_owed.by
+            ));
+        }
+        job.output
+            .write(Stream::Stdout, Bytes::from(format!("{line}\n")))
+            .await;
         match &self.then {
-            Some(then) if !written.is_empty() => {
+            Some(then) if !written.is_empty() || owed => {
                 let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let then_job = Job {
                     host: job.host,

@@ -89,15 +89,23 @@ fn only_hosts_where_a_file_differs_are_written_and_run_then() {
     }
 }
 
-/// A failing `--then` is its host's failure, after the file is in place.
+/// A failing `--then` is its host's failure, after the file is in place; `volley retry` runs
+/// it again there although the file is then unchanged, since it never completed.
 #[test]
-fn a_failing_then_fails_its_host_and_mode_owner_and_backup_are_applied() {
+fn a_failing_then_fails_its_host_and_a_retry_runs_it_again() {
     let deployment = Deployment::start(1, 1);
     let conf = deployment.remote("site.conf");
+    let runs = deployment.remote("then-runs");
+    let ready = deployment.remote("ready");
     for host in deployment.hosts() {
         deployment.files(&host).write(&conf, "old\n");
     }
     let local = deployment.local("site.conf", "new\n");
+    let then = format!(
+        "echo ran >> {}; test -e {} || {{ echo checking >&2; exit 3; }}",
+        runs.display(),
+        ready.display()
+    );
     let output = deployment.volley(
         "push",
         [
@@ -110,7 +118,7 @@ fn a_failing_then_fails_its_host_and_mode_owner_and_backup_are_applied() {
             "root:daemon".into(),
             "--backup".into(),
             "--then".into(),
-            "echo checking >&2; exit 3".into(),
+            then.into(),
             local.into_os_string(),
             conf.clone().into_os_string(),
         ],
@@ -131,7 +139,6 @@ fn a_failing_then_fails_its_host_and_mode_owner_and_backup_are_applied() {
             "{host}: root:daemon"
         );
         let names = files.names(&deployment.remote(""));
-        assert_eq!(names.len(), 2, "{host}: {names:?}");
         let backup = names
             .iter()
             .find(|name| name.ends_with('~'))
@@ -148,6 +155,27 @@ fn a_failing_then_fails_its_host_and_mode_owner_and_backup_are_applied() {
                 .contains(&format!("backup {}", kept.display())),
             "{host}: {record:?}"
         );
+        assert_eq!(record.changed, Some(vec![conf.display().to_string()]));
+        files.write(&ready, "");
+    }
+
+    let mut retry = deployment.ssh.volley();
+    retry.args(["retry", "last"]);
+    let retried = volley_tests::RunningProcess::spawn(&mut retry).finish(crate::RUN_DEADLINE);
+    retried.assert_code(0);
+    let records = retried.records_by_host();
+    for host in deployment.hosts() {
+        let record = record(&retried, &records, &host, "succeeded");
+        assert!(
+            record.stdout.starts_with(&format!(
+                "unchanged: {}; --then runs again: it did not complete after run",
+                conf.display()
+            )),
+            "{host}: {record:?}"
+        );
+        assert_eq!(record.changed, Some(vec![]), "{host}");
+        let files = deployment.files(&host);
+        assert_eq!(text(&files, &runs).as_deref(), Some("ran\nran\n"), "{host}");
     }
 }
 
