@@ -8,6 +8,7 @@
 #
 #   bench/push.sh                        # 1 MiB to 500 + 500 hosts, 3 rounds
 #   bench/push.sh --hosts 100 --size 10485760 --rounds 5
+#   bench/push.sh --transport agent      # agents only (no sshd fleet to start)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/need-sshd.sh

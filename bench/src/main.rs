@@ -51,6 +51,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Mode, String> {
     let mut without_rtt = true;
     let mut agents = false;
     let mut pushes = false;
+    let mut transports = vec!["agent", "ssh"];
     let mut size: usize = 1 << 20;
     let mut rounds = 3;
     let mut args = args
@@ -77,6 +78,13 @@ fn parse_args(args: Vec<OsString>) -> Result<Mode, String> {
             "--agents" => agents = true,
             "--push" => pushes = true,
             "--size" => size = number("--size", value("--size")?)?,
+            "--transport" => {
+                transports = match value("--transport")?.as_str() {
+                    "agent" => vec!["agent"],
+                    "ssh" => vec!["ssh"],
+                    _ => return Err("--transport takes agent or ssh".to_string()),
+                }
+            }
             other => {
                 return Err(format!(
                     "unknown argument '{other}' (see bench/ssh.sh, bench/agents.sh and bench/push.sh)"
@@ -99,6 +107,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Mode, String> {
             hosts,
             rounds,
             size,
+            transports,
         }));
     }
     if !agents {

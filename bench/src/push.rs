@@ -30,6 +30,8 @@ pub struct PushOptions {
     pub hosts: usize,
     pub rounds: usize,
     pub size: usize,
+    /// `agent`, `ssh`, or both.
+    pub transports: Vec<&'static str>,
 }
 
 /// Every host at once, limits that never bind.
@@ -167,18 +169,23 @@ pub fn run(options: &PushOptions) {
         mount_point: mount_point.path().to_path_buf(),
         size: format!("{}k", (options.size * 3).div_ceil(1024) + 1024),
     };
-    println!("starting {n} isolated sshd hosts (one sshd and one tmpfs each)...");
+    let on = |transport| options.transports.contains(&transport);
+    let ssh_hosts = if on("ssh") { n } else { 0 };
+    let agent_hosts = if on("agent") { n } else { 0 };
+    println!("starting {ssh_hosts} isolated sshd hosts (one sshd and one tmpfs each)...");
     let started = Instant::now();
-    let ssh = SshFleet::with_spec(FleetSpec::new(n).isolated(isolation.clone()));
+    let ssh = SshFleet::with_spec(FleetSpec::new(ssh_hosts).isolated(isolation.clone()));
     println!("  ready in {:.1}s", started.elapsed().as_secs_f64());
-    println!("starting {n} isolated agents (one tmpfs each)...");
+    println!("starting {agent_hosts} isolated agents (one tmpfs each)...");
     let started = Instant::now();
-    let agents = AgentFleet::with_spec(AgentFleetSpec::new(n).isolated(isolation).with_binaries(
-        Binaries {
-            volley: options.volley.clone(),
-            agent: options.agent.clone(),
-        },
-    ));
+    let agents = AgentFleet::with_spec(
+        AgentFleetSpec::new(agent_hosts)
+            .isolated(isolation)
+            .with_binaries(Binaries {
+                volley: options.volley.clone(),
+                agent: options.agent.clone(),
+            }),
+    );
     println!("  ready in {:.1}s\n", started.elapsed().as_secs_f64());
     let mut entries: Vec<InventoryHost> = ssh.hosts().iter().map(InventoryHost::ssh).collect();
     entries.extend(agents.hosts().iter().map(InventoryHost::agent));
@@ -194,7 +201,7 @@ pub fn run(options: &PushOptions) {
     };
 
     let mut rows: Vec<(String, Option<(Cost, Duration)>)> = Vec::new();
-    for transport in ["agent", "ssh"] {
+    for &transport in &options.transports {
         let case = format!("push over {transport}");
         let pushed = bench.time(&case, transport, || bench.push(transport));
         rows.push((format!("push, {transport}"), Some(pushed)));
@@ -203,7 +210,7 @@ pub fn run(options: &PushOptions) {
         rows.push((format!("push unchanged, {transport}"), Some(again)));
     }
     let stdin = has_stdin(&options.volley);
-    for transport in ["agent", "ssh"] {
+    for &transport in &options.transports {
         let case = format!("run --stdin 'cat >', {transport}");
         let cost = stdin.then(|| bench.time(&case, transport, || bench.cat(transport)));
         rows.push((case, cost));
