@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Checks deploy/volley-agent.service with `systemd-analyze verify`, as CI does.
+# Checks deploy/volley-agent.service with `systemd-analyze verify`, as CI does, and that the
+# exposure the unit states in its header is the one `systemd-analyze security` measures.
 #
 # The unit runs /usr/local/bin/volley-agent, which a build machine does not have, and verify
 # refuses a unit whose binary is missing; so a copy whose ExecStart names the binary built in
@@ -38,4 +39,14 @@ if [ -n "$messages" ]; then
   echo "$messages" >&2
   exit 1
 fi
-echo "verify-unit: deploy/volley-agent.service is valid"
+stated="$(sed -n 's/^# Exposure under `systemd-analyze security`: \([0-9.]*\) .*/\1/p' \
+  deploy/volley-agent.service)"
+analysis="$(systemd-analyze security --offline=yes "$dir/volley-agent.service" 2>&1)"
+measured="$(printf '%s\n' "$analysis" |
+  sed -n 's/.*Overall exposure level for volley-agent.service: \([0-9.]*\).*/\1/p')"
+if [ -z "$measured" ] || [ "$measured" != "$stated" ]; then
+  echo "$analysis" >&2
+  echo "verify-unit: systemd-analyze security measures exposure ${measured:-none}; the unit states ${stated:-none}" >&2
+  exit 1
+fi
+echo "verify-unit: deploy/volley-agent.service is valid; systemd-analyze security exposure $measured"

@@ -12,19 +12,27 @@
 //!                                                       # [] disables them
 //! [limits]
 //! max_concurrent_execs = 64
-//! max_output_bytes = 1048576         # or "1MiB": per stream sent to the controller
 //! max_message_bytes = 4194304        # gRPC message limit, both directions; at least 128 KiB
 //! max_concurrent_streams = 128       # HTTP/2 streams per connection
+//! max_concurrent_handshakes = 128    # TLS handshakes in progress; a new one drops the oldest
 //! max_timeout = "1h"                 # cap on any execution; "0": none
 //! shutdown_grace = "30s"             # on SIGTERM, how long running executions may go on
 //! max_file_bytes = 1073741824        # or "1GiB": the largest file a push writes or a fetch reads
+//! [session]                          # see session.rs: commands run as sshd would run them
+//! path = "/usr/local/bin:/usr/bin:/bin:/usr/games"                         # PATH of users
+//! root_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   # PATH of root
+//! allow_root = true                  # false: refuse to run commands as root
+//! env = {}                           # more variables for every command: { LANG = "C.UTF-8" }
 //! ```
 //!
-//! Every key is optional; the values above are the defaults. Relative paths are relative to the
+//! Every key is optional; the values above are the defaults (the two PATHs are those of
+//! Debian's sshd). `limits.max_output_bytes`, from older agents, is still accepted and ignored
+//! with a warning: the agent no longer caps output. Relative paths are relative to the
 //! directory of the configuration file, so a test or a demo fleet can keep everything in one
 //! folder. Unknown keys are errors: a misspelt limit must not silently fall back to its default.
 //! Errors name the file and the key, on one line.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,16 +67,44 @@ pub struct AgentConfig {
     /// disables them).
     pub push_roots: PushRoots,
     pub limits: Limits,
+    pub session: SessionConfig,
+    /// What the file says that is accepted but deserves a word in the log (obsolete keys).
+    pub warnings: Vec<String>,
+}
+
+/// How commands are run: in the login session sshd would give the requested user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// PATH of every user but root (sshd's compiled-in default path).
+    pub path: String,
+    /// PATH of root (sshd's superuser path).
+    pub root_path: String,
+    /// Whether a command may run as root (the user root, any uid 0, or `--become`).
+    pub allow_root: bool,
+    /// Variables every command gets on top of its login environment, such as those PAM's
+    /// pam_env adds to SSH sessions on the host.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            path: "/usr/local/bin:/usr/bin:/bin:/usr/games".to_string(),
+            root_path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            allow_root: true,
+            env: BTreeMap::new(),
+        }
+    }
 }
 
 /// What the agent enforces on its clients and on the commands it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max_concurrent_execs: u32,
-    /// Bytes of each output stream sent to the controller; the rest is read and counted.
-    pub max_output_bytes: u64,
     pub max_message_bytes: u32,
     pub max_concurrent_streams: u32,
+    /// TLS handshakes in progress at once; a new connection past it drops the oldest one.
+    pub max_concurrent_handshakes: u32,
     /// Cap on every execution's run time; `None`: no cap.
     pub max_timeout: Option<Duration>,
     pub shutdown_grace: Duration,
@@ -80,9 +116,9 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_concurrent_execs: 64,
-            max_output_bytes: 1 << 20,
             max_message_bytes: 4 << 20,
             max_concurrent_streams: 128,
+            max_concurrent_handshakes: 128,
             max_timeout: Some(Duration::from_secs(3600)),
             shutdown_grace: Duration::from_secs(30),
             max_file_bytes: 1 << 30,
@@ -95,7 +131,6 @@ impl Limits {
     pub fn agent_limits(&self) -> AgentLimits {
         AgentLimits {
             max_concurrent_execs: self.max_concurrent_execs,
-            max_output_bytes: self.max_output_bytes,
             max_message_bytes: self.max_message_bytes,
             max_concurrent_streams: self.max_concurrent_streams,
             max_timeout: self.max_timeout,
@@ -131,15 +166,28 @@ struct RawConfig {
     push_roots: Option<Vec<PathBuf>>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    session: RawSession,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    path: Option<String>,
+    root_path: Option<String>,
+    allow_root: Option<bool>,
+    env: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_concurrent_execs: Option<u32>,
+    /// Obsolete: accepted so that an upgraded agent starts with its old file, and ignored.
     max_output_bytes: Option<NumberOrText>,
     max_message_bytes: Option<NumberOrText>,
     max_concurrent_streams: Option<u32>,
+    max_concurrent_handshakes: Option<u32>,
     max_timeout: Option<NumberOrText>,
     shutdown_grace: Option<NumberOrText>,
     max_file_bytes: Option<NumberOrText>,
@@ -190,6 +238,14 @@ impl AgentConfig {
             Some(roots) => PushRoots::new(roots.into_iter().map(|root| base.join(root)).collect())?,
             None => PushRoots::defaults(),
         };
+        let mut warnings = Vec::new();
+        if raw.limits.max_output_bytes.is_some() {
+            warnings.push(
+                "limits.max_output_bytes is obsolete and ignored: the agent streams all output, \
+                 and the controller caps what it keeps (--max-output)"
+                    .to_string(),
+            );
+        }
         Ok(AgentConfig {
             path: path.to_path_buf(),
             listen,
@@ -200,6 +256,8 @@ impl AgentConfig {
             allowed_controllers,
             audit_log: raw.audit_log.map(|log| base.join(log)),
             limits: validate_limits(raw.limits)?,
+            session: validate_session(raw.session)?,
+            warnings,
         })
     }
 }
@@ -287,16 +345,15 @@ fn validate_limits(raw: RawLimits) -> Result<Limits, String> {
         Some(default.shutdown_grace),
     )?
     .unwrap_or_default();
+    if let Some(obsolete) = raw.max_output_bytes {
+        // Still checked: a value that does not parse is a typo worth knowing about.
+        size("max_output_bytes", Some(obsolete), 0)?;
+    }
     Ok(Limits {
         max_concurrent_execs: at_least_one(
             "max_concurrent_execs",
             raw.max_concurrent_execs,
             default.max_concurrent_execs,
-        )?,
-        max_output_bytes: size(
-            "max_output_bytes",
-            raw.max_output_bytes,
-            default.max_output_bytes,
         )?,
         max_message_bytes: u32::try_from(max_message_bytes).unwrap_or(u32::MAX),
         max_concurrent_streams: at_least_one(
@@ -304,9 +361,40 @@ fn validate_limits(raw: RawLimits) -> Result<Limits, String> {
             raw.max_concurrent_streams,
             default.max_concurrent_streams,
         )?,
+        max_concurrent_handshakes: at_least_one(
+            "max_concurrent_handshakes",
+            raw.max_concurrent_handshakes,
+            default.max_concurrent_handshakes,
+        )?,
         max_timeout,
         shutdown_grace,
         max_file_bytes: size("max_file_bytes", raw.max_file_bytes, default.max_file_bytes)?,
+    })
+}
+
+fn validate_session(raw: RawSession) -> Result<SessionConfig, String> {
+    let default = SessionConfig::default();
+    let path = |key: &str, value: Option<String>, default: String| match value {
+        Some(path) if path.is_empty() || path.contains('\0') => Err(format!(
+            "session.{key}: must be a non-empty list of directories"
+        )),
+        value => Ok(value.unwrap_or(default)),
+    };
+    let env = raw.env.unwrap_or_default();
+    if let Some((name, _)) = env
+        .iter()
+        .find(|(name, value)| name.is_empty() || name.contains(['=', '\0']) || value.contains('\0'))
+    {
+        return Err(format!(
+            "session.env: {name:?}: a variable name must be non-empty, without '=' or NUL, \
+             and its value without NUL"
+        ));
+    }
+    Ok(SessionConfig {
+        path: path("path", raw.path, default.path)?,
+        root_path: path("root_path", raw.root_path, default.root_path)?,
+        allow_root: raw.allow_root.unwrap_or(default.allow_root),
+        env,
     })
 }
 

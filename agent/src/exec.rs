@@ -1,11 +1,14 @@
-//! Running one command: the process in its own process group, its output streamed as events
-//! with backpressure up to the output cap, its end on exit, timeout, cancel or shutdown.
+//! Running one command: the process in its own process group and in its user's session (see
+//! [`crate::as_user`]), its output streamed as events with backpressure, its end on exit,
+//! timeout, cancel or shutdown.
 //!
-//! Backpressure: chunks go through a bounded channel to the gRPC response, so a controller that
-//! reads slowly makes the agent read the pipes slowly, and the command blocks on its writes,
-//! as it would on a terminal. That holds only up to the output cap: past it, the agent reads and
-//! counts without sending, so a chatty command is never blocked forever. Memory per execution
-//! is one read buffer per stream plus the channel's few chunks, whatever the command prints.
+//! Output is streamed whole: the live stream is never capped, as over SSH; the controller caps
+//! only the copy it keeps. Backpressure: chunks go through a bounded channel to the gRPC
+//! response, so a controller that reads slowly makes the agent read the pipes slowly, and the
+//! command blocks on its writes, as it would on a terminal or an SSH channel. Memory per
+//! execution is one read buffer per stream plus the channel's few chunks, whatever the command
+//! prints. A request may still ask for a cap (an older controller does): past it the agent
+//! reads and counts without sending, and flags the stream as truncated.
 //!
 //! Stopping (timeout, dropped stream, shutdown) signals the whole process group: TERM, then KILL
 //! for whatever is left of the group after [`KILL_AFTER`], so background children
@@ -14,7 +17,6 @@
 //! started with its output redirected away from the pipes lives on, as it would under SSH.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,6 +29,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use volley_common::exec::{ExecEvent, ExecSpec, ExitStatus, Exited, Program};
 
+use crate::as_user;
+use crate::session::Session;
 use crate::signals::signal_name;
 
 /// The largest output chunk sent in one event.
@@ -86,25 +90,14 @@ pub struct Running {
     started: Instant,
 }
 
-/// Starts `spec`'s command in a new process group, stdin from /dev/null, stdout and stderr
-/// piped. `working_dir` is used when the spec names none.
-pub fn start(spec: &ExecSpec, working_dir: &Path) -> Result<Running, ExecError> {
-    let mut command = match &spec.program {
-        Program::Shell(line) => {
-            let mut command = Command::new("/bin/sh");
-            command.arg("-c").arg(line);
-            command
-        }
-        Program::Argv(args) => {
-            let (program, rest) = args.split_first().ok_or_else(|| ExecError::Spawn {
-                program: "an empty argv".to_string(),
-                source: std::io::ErrorKind::InvalidInput.into(),
-            })?;
-            let mut command = Command::new(program);
-            command.args(rest);
-            command
-        }
-    };
+/// Starts `spec`'s command in `session` (see [`crate::as_user`]) in a new process group,
+/// stdin from /dev/null, stdout and stderr piped. `nofile` is the open-file limit the command
+/// gets.
+pub fn start(
+    spec: &ExecSpec,
+    session: &Session,
+    nofile: Option<u64>,
+) -> Result<Running, ExecError> {
     if let Some(name) = spec
         .env
         .keys()
@@ -112,30 +105,27 @@ pub fn start(spec: &ExecSpec, working_dir: &Path) -> Result<Running, ExecError> 
     {
         return Err(ExecError::EnvName(name.clone()));
     }
-    let working_dir = spec.working_dir.as_deref().map_or(working_dir, Path::new);
-    // Checked here because a failed chdir in the child would read as the program's failure.
-    if !working_dir.is_dir() {
-        return Err(ExecError::WorkingDir(working_dir.display().to_string()));
-    }
-    // The agent's own sd_notify socket is not the command's business; a request may still set
-    // the variable explicitly, since the request's env is applied after.
-    command.env_remove("NOTIFY_SOCKET");
+    let command = as_user::command(session, &spec.program, spec.working_dir.as_deref(), nofile)?;
+    let program = match &spec.program {
+        Program::Shell(_) => session.account.login_shell().to_string(),
+        Program::Argv(args) => format!("{:?}", args.first().map_or("", String::as_str)),
+    };
+    spawn(command, program)
+}
+
+/// Spawns `command` in a new process group, stdin from /dev/null, stdout and stderr piped;
+/// `program` names it in errors.
+pub fn spawn(mut command: Command, program: String) -> Result<Running, ExecError> {
     command
-        .envs(&spec.env)
-        .current_dir(working_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         // The group is killed explicitly; killing only the leader on drop would orphan the rest.
         .kill_on_drop(false);
-    let child = command.spawn().map_err(|source| ExecError::Spawn {
-        program: match &spec.program {
-            Program::Shell(_) => "/bin/sh".to_string(),
-            Program::Argv(args) => format!("{:?}", args.first().map_or("", String::as_str)),
-        },
-        source,
-    })?;
+    let child = command
+        .spawn()
+        .map_err(|source| ExecError::Spawn { program, source })?;
     let started = Instant::now();
     let pid = child.id().ok_or_else(|| ExecError::Spawn {
         program: "the command".to_string(),
@@ -170,12 +160,12 @@ impl Running {
         self.pid
     }
 
-    /// Streams the command's events into `events` until it ends; `output_cap` bytes of each
-    /// stream are sent. Ends early on `timeout`, when `events`' receiver is dropped, or when
+    /// Streams the command's events into `events` until it ends; all of each stream is sent, or
+    /// `output_cap` bytes of it when the request asked for a cap. Ends early on `timeout`, when `events`' receiver is dropped, or when
     /// `kill` is cancelled, killing the group each time.
     pub async fn supervise(
         mut self,
-        output_cap: u64,
+        output_cap: Option<u64>,
         timeout: Option<Duration>,
         events: mpsc::Sender<ExecEvent>,
         kill: CancellationToken,
@@ -275,10 +265,11 @@ async fn send_exited(
     }
 }
 
-/// Reads one pipe to its end in chunks, sending up to `cap` bytes and counting all of them.
+/// Reads one pipe to its end in chunks, sending all of them or up to `cap` bytes, and counting
+/// all of them.
 async fn pump<R: AsyncRead + Unpin>(
     pipe: Option<R>,
-    cap: u64,
+    cap: Option<u64>,
     count: &StreamCount,
     events: &mpsc::Sender<ExecEvent>,
     event: fn(Vec<u8>) -> ExecEvent,
@@ -295,7 +286,9 @@ async fn pump<R: AsyncRead + Unpin>(
             }
         };
         count.bytes.fetch_add(read as u64, Ordering::Relaxed);
-        let room = cap.saturating_sub(count.sent.load(Ordering::Relaxed));
+        let room = cap.map_or(u64::MAX, |cap| {
+            cap.saturating_sub(count.sent.load(Ordering::Relaxed))
+        });
         let send = read.min(usize::try_from(room).unwrap_or(usize::MAX));
         if send > 0 {
             if events.send(event(buffer[..send].to_vec())).await.is_err() {

@@ -1,7 +1,5 @@
 //! What the agent says about the machine it runs on, read once at start.
 
-use std::path::PathBuf;
-
 /// The host's name and operating system, as `Info` reports them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Host {
@@ -24,13 +22,4 @@ impl Host {
             ),
         }
     }
-}
-
-/// Where a command runs when the request names no directory: `$HOME` of the agent's user, as
-/// an SSH session would start there, or `/` when the agent has no home (a system service).
-pub fn default_working_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .filter(|home| home.is_absolute() && home.is_dir())
-        .unwrap_or_else(|| PathBuf::from("/"))
 }

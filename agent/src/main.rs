@@ -6,6 +6,11 @@
 //! volley-agent keygen --key FILE --name NAME [--address IP]...   (see keygen.rs)
 //! ```
 //!
+//! (`volley-agent as-user`, hidden, is the agent's own step before each command: as_user.rs.)
+//!
+//! At start the soft open-file limit is raised to the hard limit, so that idle or slow peers
+//! cannot starve the agent of descriptors; commands get the limit the agent was started with.
+//!
 //! SIGHUP reloads the certificate, key and CA (see reload.rs); SIGTERM and SIGINT stop.
 //!
 //! Exit statuses of the daemon (`keygen` exits 1 on any error):
@@ -23,9 +28,11 @@
 //! [`exec`] one command's life, [`transfer`] `Stat`/`Push`/`Fetch` over [`files`] under the
 //! [`roots`], [`shutdown`] the stop sequence, [`notify`] sd_notify,
 //! [`logging`] where logs and audit records go, [`host`] and [`signals`] small facts,
-//! [`reload`] SIGHUP, [`keygen`] the key and certificate request made at install.
+//! [`reload`] SIGHUP, [`keygen`] the key and certificate request made at install,
+//! [`session`] the login session a command gets, [`as_user`] the step that enters it.
 #![forbid(unsafe_code)]
 
+mod as_user;
 mod config;
 mod exec;
 mod files;
@@ -37,6 +44,7 @@ mod notify;
 mod reload;
 mod roots;
 mod service;
+mod session;
 mod shutdown;
 mod signals;
 mod tls;
@@ -58,6 +66,7 @@ use volley_proto::pb::agent_server::AgentServer;
 
 use crate::config::AgentConfig;
 use crate::service::{AgentService, ServiceContext};
+use crate::session::AgentProcess;
 use crate::shutdown::StopSignals;
 
 const EX_USAGE: u8 = 64;
@@ -92,6 +101,9 @@ struct Args {
 enum Subcommand {
     /// Write a new private key (0600) and print a certificate signing request for it
     Keygen(keygen::KeygenArgs),
+    /// Run a command in its user's session (the agent's own step; see as_user.rs)
+    #[command(name = as_user::SUBCOMMAND, hide = true)]
+    AsUser(as_user::AsUserArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +150,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Some(Subcommand::AsUser(as_user)) = &args.command {
+        return as_user::run(as_user);
+    }
     if let Some(Subcommand::Keygen(keygen)) = &args.command {
         return match keygen::keygen(keygen) {
             Ok(request) => {
@@ -164,16 +179,46 @@ fn start(args: &Args) -> Result<(), AgentError> {
     let config = AgentConfig::load(&args.config)?;
     let tls = tls::server_config(&config)?;
     logging::init(config.audit_log.as_deref())?;
+    for warning in &config.warnings {
+        tracing::warn!("config {}: {warning}", config.path.display());
+    }
+    let nofile = raise_open_file_limit();
     // One thread: the agent mostly waits on sockets and pipes, and a single thread keeps its
     // idle memory small (one stack, one malloc arena).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Password database lookups (one per command, maybe from a directory server) run off
+        // the runtime thread; a few threads are plenty, and keep a burst from costing a stack
+        // each.
+        .max_blocking_threads(4)
         .build()
         .map_err(AgentError::Runtime)?;
-    runtime.block_on(serve(config, tls))
+    runtime.block_on(serve(config, tls, nofile))
 }
 
-async fn serve(config: AgentConfig, tls: Arc<ServerConfig>) -> Result<(), AgentError> {
+/// Raises the soft RLIMIT_NOFILE to the hard limit, so that a flood of idle connections or a
+/// busy fleet cannot exhaust the agent's descriptors; returns the soft limit it was started
+/// with, which commands get back.
+fn raise_open_file_limit() -> Option<u64> {
+    let (soft, hard) = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok(limits) => limits,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit");
+            return None;
+        }
+    };
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(raised) => tracing::info!(from = soft, to = raised, hard, "open-file limit"),
+        Err(error) => tracing::warn!(%error, soft, hard, "cannot raise the open-file limit"),
+    }
+    Some(soft)
+}
+
+async fn serve(
+    config: AgentConfig,
+    tls: Arc<ServerConfig>,
+    nofile: Option<u64>,
+) -> Result<(), AgentError> {
     let mut signals = StopSignals::install().map_err(AgentError::Signals)?;
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(AgentError::Signals)?;
@@ -194,14 +239,21 @@ async fn serve(config: AgentConfig, tls: Arc<ServerConfig>) -> Result<(), AgentE
     let service = AgentService::new(ServiceContext {
         limits,
         host: host::Host::current(),
-        working_dir: host::default_working_dir(),
+        session: config.session.clone(),
+        process: AgentProcess::current(),
+        nofile,
         stop: stop.clone(),
         kill: kill.clone(),
         executions: executions.clone(),
         push_roots: config.push_roots.clone(),
     });
     let message_bytes = limits.max_message_bytes as usize;
-    let incoming = listener::incoming(listener, tls, stop.clone());
+    let incoming = listener::incoming(
+        listener,
+        tls,
+        limits.max_concurrent_handshakes as usize,
+        stop.clone(),
+    );
     let server = Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

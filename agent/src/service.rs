@@ -2,14 +2,13 @@
 //! `Push` and `Fetch` (files under `push_roots`) are in [`crate::transfer`].
 //!
 //! Every execution leaves two records under the tracing target `audit`: `exec started` (peer,
-//! execution id, command, pid) and `exec ended` (status, duration, bytes, truncation, how it
-//! ended). A request refused before anything ran leaves one `exec refused` record. Commands and
+//! execution id, the user it runs as and who asked, command, pid) and `exec ended` (status,
+//! duration, bytes, truncation, how it ended). A request refused before anything ran leaves one `exec refused` record. Commands and
 //! execution ids are recorded with Rust's debug quoting, so that a newline in them cannot forge
 //! a record.
 //! Environment values are not recorded (they may carry secrets), only their names.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -23,10 +22,11 @@ use tonic::{Request, Response, Status};
 use volley_common::exec::{AgentInfo, ExecSpec, ExitStatus, Program};
 use volley_proto::pb;
 
-use crate::config::Limits;
+use crate::config::{Limits, SessionConfig};
 use crate::exec::{self, EVENT_QUEUE, Ending, ExecError};
 use crate::host::Host;
 use crate::roots::PushRoots;
+use crate::session::{self, AgentProcess, SessionError};
 use crate::tls::common_name;
 use crate::transfer::{self, FetchStream};
 
@@ -38,8 +38,11 @@ pub const AUDIT: &str = "audit";
 pub struct ServiceContext {
     pub limits: Limits,
     pub host: Host,
-    /// Where commands run when the request names no directory: the agent user's home.
-    pub working_dir: PathBuf,
+    /// How commands are run: in the login session of the user the request names.
+    pub session: SessionConfig,
+    pub process: AgentProcess,
+    /// The open-file limit the agent was started with, which commands get back.
+    pub nofile: Option<u64>,
     /// Cancelled when the agent starts stopping: new executions are refused.
     pub stop: CancellationToken,
     /// Cancelled when the grace period is over: running executions are killed.
@@ -100,6 +103,17 @@ fn command(program: &Program) -> String {
     }
 }
 
+/// How a refused session reaches the controller: a denial (no such user, root refused) is
+/// `PERMISSION_DENIED`, which the controller reports as the host's `auth_failed`, as sshd's
+/// refusal would be; a lookup that failed is the host's trouble, `UNAVAILABLE`.
+fn session_refusal(error: &SessionError) -> Status {
+    if error.is_denial() {
+        Status::permission_denied(error.to_string())
+    } else {
+        Status::unavailable(error.to_string())
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ExecEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -157,16 +171,23 @@ impl pb::agent_server::Agent for AgentService {
                 self.context.limits.max_concurrent_execs
             )))
         })?;
-        let running = exec::start(&spec, &self.context.working_dir).map_err(|error| {
+        let context = self.context.clone();
+        let asked = spec.clone();
+        let session = tokio::task::spawn_blocking(move || {
+            session::resolve(&asked, &context.session, &context.process)
+        })
+        .await
+        .map_err(|error| refuse(Status::internal(format!("session lookup failed: {error}"))))?
+        .map_err(|error| refuse(session_refusal(&error)))?;
+        let running = exec::start(&spec, &session, self.context.nofile).map_err(|error| {
             refuse(match error {
                 ExecError::EnvName(_) => Status::invalid_argument(error.to_string()),
                 _ => Status::failed_precondition(error.to_string()),
             })
         })?;
         let limits = self.context.limits;
-        let output_cap = spec.max_output.map_or(limits.max_output_bytes, |wanted| {
-            wanted.min(limits.max_output_bytes)
-        });
+        // The live stream is never capped; a request may still ask for a cap.
+        let output_cap = spec.max_output;
         let timeout = match (spec.timeout, limits.max_timeout) {
             (Some(wanted), Some(cap)) => Some(wanted.min(cap)),
             (wanted, cap) => wanted.or(cap),
@@ -176,6 +197,9 @@ impl pb::agent_server::Agent for AgentService {
             peer = %peer.identity,
             address = %peer.address(),
             ?execution_id,
+            user = %session.account.name,
+            asked_as = ?spec.user,
+            become_root = spec.become_root,
             command = %command(&spec.program),
             env = ?spec.env.keys().collect::<Vec<_>>(),
             working_dir = ?spec.working_dir,

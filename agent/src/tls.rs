@@ -2,9 +2,10 @@
 //! certificate and CA files, and the client verifier that admits only allowed controllers.
 //!
 //! A client is admitted when its certificate chains to the CA for client authentication
-//! (webpki: validity dates, signatures, EKU clientAuth when the certificate lists EKUs) AND the
+//! (webpki: validity dates, signatures, EKU clientAuth when the certificate lists EKUs) AND it
+//! carries the clientAuth EKU (webpki alone admits a certificate without the extension) AND the
 //! end-entity certificate's Subject Common Name is one of `allowed_controllers`. Another agent's
-//! certificate (EKU serverAuth only, CN = its host name) fails both checks. Everything happens
+//! certificate (EKU serverAuth only, CN = its host name) fails all three. Everything happens
 //! during the handshake, so a rejected peer never reaches a gRPC handler.
 
 use std::fmt;
@@ -148,11 +149,24 @@ pub fn common_name(der: &[u8]) -> Option<String> {
     names.next().is_none().then_some(name)
 }
 
+/// Whether a DER certificate lists the clientAuth extended key usage. `volley pki` gives it to
+/// controller certificates only; a certificate without any EKU extension does not have it.
+pub fn has_client_auth(der: &[u8]) -> bool {
+    x509_parser::parse_x509_certificate(der).is_ok_and(|(_, certificate)| {
+        matches!(certificate.extended_key_usage(), Ok(Some(usage)) if usage.value.client_auth)
+    })
+}
+
 /// Why a certificate that chains to the CA is still refused.
 #[derive(Debug, thiserror::Error)]
-#[error("client certificate {} is not an allowed controller", describe(.common_name))]
-struct NotAllowed {
-    common_name: Option<String>,
+enum NotAllowed {
+    #[error("client certificate {} is not an allowed controller", describe(.common_name))]
+    Identity { common_name: Option<String> },
+    #[error(
+        "client certificate {} lacks the clientAuth extended key usage: it is no controller certificate",
+        describe(.common_name)
+    )]
+    Usage { common_name: Option<String> },
 }
 
 fn describe(common_name: &Option<String>) -> String {
@@ -198,13 +212,19 @@ impl ClientCertVerifier for ControllerVerifier {
         self.inner
             .verify_client_cert(end_entity, intermediates, now)?;
         let common_name = common_name(end_entity);
+        let refused = |reason: NotAllowed| {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(reason)),
+            )))
+        };
+        if !has_client_auth(end_entity) {
+            return refused(NotAllowed::Usage { common_name });
+        }
         match &common_name {
             Some(name) if self.allowed.iter().any(|allowed| allowed == name) => {
                 Ok(ClientCertVerified::assertion())
             }
-            _ => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(NotAllowed { common_name })),
-            ))),
+            _ => refused(NotAllowed::Identity { common_name }),
         }
     }
 

@@ -5,7 +5,9 @@
 //! cannot forge a record: `stat` (peer, how many paths); `push started` / `push ended` (peer,
 //! execution id, path, size, SHA-256, mode, owner; then the backup or the failure) and `push
 //! refused`; `fetch started` / `fetch ended` and `fetch refused`. A push or a fetch holds one
-//! of the agent's execution slots (`max_concurrent_execs`) while it runs.
+//! of the agent's execution slots (`max_concurrent_execs`) while it runs. The agent reads and
+//! writes files as its own user (root), whatever user the controller runs commands as; an agent
+//! configured to do nothing as root (`session.allow_root = false`) refuses all three.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,6 +38,18 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// Files are read and written by the agent's user (root): an agent that may run nothing as
+/// root (`session.allow_root = false`) does no file work either.
+fn allowed(context: &ServiceContext) -> Result<(), Status> {
+    if context.session.allow_root {
+        return Ok(());
+    }
+    Err(Status::permission_denied(
+        "this agent does nothing as root (session.allow_root = false), and it reads and writes \
+         files as root",
+    ))
+}
+
 fn slot(slots: &Arc<Semaphore>, context: &ServiceContext) -> Result<OwnedSemaphorePermit, Status> {
     if context.stop.is_cancelled() {
         return Err(Status::unavailable("the agent is stopping"));
@@ -53,6 +67,7 @@ pub async fn stat(
     request: Request<pb::StatRequest>,
 ) -> Result<Response<pb::StatResponse>, Status> {
     let peer = Peer::of(&request)?;
+    allowed(context)?;
     let queries: Vec<StatQuery> = request
         .into_inner()
         .queries
@@ -91,6 +106,7 @@ pub async fn push(
     };
     let spec = PushSpec::try_from(header)
         .map_err(|error| refuse("", Status::invalid_argument(error.to_string())))?;
+    allowed(context).map_err(|status| refuse(&spec.path, status))?;
     let _slot = slot(slots, context).map_err(|status| refuse(&spec.path, status))?;
     let (roots, limit, checked) = (
         context.push_roots.clone(),
@@ -219,6 +235,7 @@ pub async fn fetch(
         tracing::warn!(target: AUDIT, peer = %peer.identity, address = %peer.address(), path = ?spec.path, reason = %status.message(), "fetch refused");
         status
     };
+    allowed(context).map_err(refuse)?;
     let slot = slot(slots, context).map_err(refuse)?;
     let (roots, limit, path) = (
         context.push_roots.clone(),

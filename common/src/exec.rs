@@ -10,7 +10,7 @@ use std::time::Duration;
 /// The program of an execution.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Program {
-    /// A command line for `/bin/sh -c`.
+    /// A command line for the user's login shell with `-c`, as `ssh host CMD` runs it.
     Shell(String),
     /// A program and its arguments, run without a shell.
     Argv(Vec<String>),
@@ -22,11 +22,17 @@ pub struct ExecSpec {
     /// Chosen by the controller, recorded in the agent's audit log.
     pub execution_id: String,
     pub program: Program,
+    /// Variables added to the user's login environment.
     pub env: BTreeMap<String, String>,
+    /// `None`: the user's home directory.
     pub working_dir: Option<String>,
     pub timeout: Option<Duration>,
-    /// Bytes of each stream the controller wants sent; `None` takes the agent's limit.
+    /// Bytes of each stream the controller wants sent; `None`: all of them.
     pub max_output: Option<u64>,
+    /// The user the command runs as, in that user's login session; `None`: the agent's own user.
+    pub user: Option<String>,
+    /// Run as root instead of `user` (`--become`).
+    pub become_root: bool,
 }
 
 /// How an execution's process ended.
@@ -63,7 +69,6 @@ pub enum ExecEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AgentLimits {
     pub max_concurrent_execs: u32,
-    pub max_output_bytes: u64,
     pub max_message_bytes: u32,
     pub max_concurrent_streams: u32,
     pub max_timeout: Option<Duration>,

@@ -23,6 +23,7 @@ pub const SETTINGS: &[&str] = &[
     "transport",
     "agent_port",
     "agent_prefix",
+    "become",
     "pki",
     "journal_keep_runs",
     "journal_max_bytes",
@@ -48,6 +49,9 @@ pub struct Inventory {
     pub agent_port: Option<u16>,
     /// A directory that prefixes every path `volley agent install` writes on a host.
     pub agent_prefix: Option<PathBuf>,
+    /// Run commands and agent operations as root through `sudo -n` (`become` in the file).
+    #[serde(rename = "become")]
+    pub become_root: Option<bool>,
     /// The PKI directory the agent transport takes its certificates from.
     pub pki: Option<PathBuf>,
     /// How many run journals to keep; older ones are pruned when a run starts.
@@ -72,6 +76,8 @@ pub struct Group {
     pub transport: Option<TransportChoice>,
     pub agent_port: Option<u16>,
     pub agent_prefix: Option<PathBuf>,
+    #[serde(rename = "become")]
+    pub become_root: Option<bool>,
 }
 
 impl Group {
@@ -84,6 +90,7 @@ impl Group {
             transport: self.transport,
             agent_port: self.agent_port,
             agent_prefix: self.agent_prefix.clone(),
+            become_root: self.become_root,
         }
     }
 }
@@ -103,6 +110,10 @@ pub struct HostSettings {
     /// becomes `PREFIX/usr/local/bin/volley-agent`), so that test hosts sharing one machine do
     /// not share files. An absolute path of plain characters (letters, digits, `/._-`).
     pub agent_prefix: Option<PathBuf>,
+    /// `become = true`: the SSH user becomes root through `sudo -n` for commands and agent
+    /// operations, as Ansible's `become` does.
+    #[serde(rename = "become")]
+    pub become_root: Option<bool>,
 }
 
 /// Which transport runs a host.
@@ -299,6 +310,21 @@ mod tests {
         .unwrap();
         assert_eq!(inventory.parallel, Some(7));
         assert_eq!(inventory.user.as_deref(), Some("ops"));
+    }
+
+    #[test]
+    fn become_is_read_at_every_level_and_overridden() {
+        let inventory = load(
+            "become = false\n[groups.web]\nhosts = [\"w1\"]\nbecome = true\n\
+             [hosts.w1]\nbecome = false\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(inventory.become_root, Some(false));
+        assert_eq!(inventory.groups["web"].settings().become_root, Some(true));
+        assert_eq!(inventory.hosts["w1"].become_root, Some(false));
+        let inventory = load("", &[("VOLLEY_BECOME", "true")]).unwrap();
+        assert_eq!(inventory.become_root, Some(true));
     }
 
     #[test]

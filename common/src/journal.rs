@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::outcome::{HostReport, Outcome, TransportKind};
+use crate::outcome::{Fallback, HostReport, Outcome, TransportKind};
 
 /// The version of the line format, in every header. Readers accept unknown fields, so adding a
 /// field does not change it.
@@ -114,6 +114,9 @@ pub struct HostEntry {
     pub changed: Option<Vec<String>>,
     /// When the outcome was known, RFC 3339 UTC.
     pub finished: String,
+    /// Set when `auto` ran the host over SSH after its agent failed; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
 }
 
 impl HostEntry {
@@ -133,6 +136,7 @@ impl HostEntry {
             stderr_bytes: report.stderr.total_bytes,
             changed: report.changed.clone(),
             finished,
+            fallback: report.fallback.clone(),
         }
     }
 }
@@ -289,6 +293,7 @@ mod tests {
             },
             batch: 1,
             attempts: 2,
+            fallback: None,
             changed: None,
         };
         HostEntry::new(&report, "2026-11-27T06:58:13.000Z".to_string())
@@ -312,7 +317,9 @@ mod tests {
             Outcome::Unreachable {
                 reason: "connection refused".to_string(),
             },
-            Outcome::ConnectTimeout,
+            Outcome::ConnectTimeout {
+                reason: "ssh 10.0.0.1:22: TCP connected, but no SSH banner within 10s".to_string(),
+            },
             Outcome::Skipped,
         ];
         for outcome in outcomes {
@@ -337,7 +344,12 @@ mod tests {
                 started: "2026-11-27T06:58:12.400Z".to_string(),
             }),
             Entry::Host(host("web1", Outcome::Succeeded)),
-            Entry::Host(host("web3", Outcome::ConnectTimeout)),
+            Entry::Host(host(
+                "web3",
+                Outcome::ConnectTimeout {
+                    reason: String::new(),
+                },
+            )),
         ]);
         // A line torn by a crash, and a host that is not in the header, are skipped.
         let text = format!("{text}{{\"type\":\"host\",\"host\":\"web2\",\"ba\n");
@@ -395,13 +407,48 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_one_line_tagged_with_its_type() {
-        let text =
-            serde_json::to_string(&Entry::Host(host("web1", Outcome::ConnectTimeout))).unwrap();
-        assert!(!text.contains('\n'));
+    fn a_fallback_is_journalled_and_read_back_and_absent_otherwise() {
+        let mut entry = host("web2", Outcome::Succeeded);
+        let plain = serde_json::to_string(&Entry::Host(entry.clone())).unwrap();
+        assert!(!plain.contains("fallback"), "{plain}");
+        entry.transport = TransportKind::Ssh;
+        entry.fallback = Some(Fallback {
+            reason: crate::outcome::FallbackReason::AgentCertificateRejected,
+            detail: "TLS rejected: invalid peer certificate: UnknownIssuer".to_string(),
+        });
+        let text = lines(&[
+            Entry::Header(Box::new(header())),
+            Entry::Host(entry.clone()),
+        ]);
         assert!(
-            text.starts_with(r#"{"type":"host","host":"web1","batch":1,"attempts":2,"transport":"ssh","outcome":{"kind":"connect_timeout"},"connect_ms":12,"run_ms":null,"total_ms":40,"#),
+            text.contains(r#""fallback":{"reason":"agent_certificate_rejected","detail":"TLS rejected: invalid peer certificate: UnknownIssuer"}"#),
             "{text}"
         );
+        assert_eq!(Run::parse(&text).unwrap().hosts[1], Some(entry));
+    }
+
+    #[test]
+    fn an_entry_is_one_line_tagged_with_its_type() {
+        let timeout = Outcome::ConnectTimeout {
+            reason: "no answer".to_string(),
+        };
+        let text = serde_json::to_string(&Entry::Host(host("web1", timeout))).unwrap();
+        assert!(!text.contains('\n'));
+        assert!(
+            text.starts_with(r#"{"type":"host","host":"web1","batch":1,"attempts":2,"transport":"ssh","outcome":{"kind":"connect_timeout","reason":"no answer"},"connect_ms":12,"run_ms":null,"total_ms":40,"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_connect_timeout_recorded_without_a_reason_still_reads() {
+        let outcome: Outcome = serde_json::from_str(r#"{"kind":"connect_timeout"}"#).unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::ConnectTimeout {
+                reason: String::new()
+            }
+        );
+        assert_eq!(outcome.to_string(), "connect timed out");
     }
 }

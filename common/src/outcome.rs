@@ -22,9 +22,15 @@ pub enum Outcome {
     Signalled { signal: String },
     /// The host refused the connection, had no route, or its name did not resolve.
     Unreachable { reason: String },
-    /// The connection (TCP and handshake) did not complete within the connect timeout.
-    ConnectTimeout,
-    /// The host rejected every credential offered, or no usable credential existed.
+    /// The connection (TCP and handshake) did not complete within the connect timeout. The
+    /// reason says what was dialled and where it stalled (empty in journals written before it
+    /// was recorded).
+    ConnectTimeout {
+        #[serde(default)]
+        reason: String,
+    },
+    /// The host rejected every credential offered, or no usable credential existed; or the
+    /// host's agent refused the user (none such on the host, root not allowed), as sshd would.
     AuthFailed { reason: String },
     /// The host's key is not in known_hosts.
     HostKeyUnknown { fingerprint: String },
@@ -69,7 +75,7 @@ impl Outcome {
             | Outcome::Signalled { .. }
             | Outcome::StepFailed { .. } => OutcomeClass::CommandFailed,
             Outcome::Unreachable { .. }
-            | Outcome::ConnectTimeout
+            | Outcome::ConnectTimeout { .. }
             | Outcome::AuthFailed { .. }
             | Outcome::HostKeyUnknown { .. }
             | Outcome::HostKeyChanged { .. }
@@ -112,7 +118,7 @@ impl Outcome {
             Outcome::NonZeroExit { .. } => 1,
             Outcome::Signalled { .. } => 2,
             Outcome::Unreachable { .. } => 3,
-            Outcome::ConnectTimeout => 4,
+            Outcome::ConnectTimeout { .. } => 4,
             Outcome::AuthFailed { .. } => 5,
             Outcome::HostKeyUnknown { .. } => 6,
             Outcome::HostKeyChanged { .. } => 7,
@@ -137,7 +143,10 @@ impl fmt::Display for Outcome {
             Outcome::NonZeroExit { code } => write!(f, "exited with status {code}"),
             Outcome::Signalled { signal } => write!(f, "killed by signal {signal}"),
             Outcome::Unreachable { reason } => write!(f, "unreachable: {reason}"),
-            Outcome::ConnectTimeout => f.write_str("connect timed out"),
+            Outcome::ConnectTimeout { reason } if reason.is_empty() => {
+                f.write_str("connect timed out")
+            }
+            Outcome::ConnectTimeout { reason } => write!(f, "connect timed out: {reason}"),
             Outcome::AuthFailed { reason } => write!(f, "authentication failed: {reason}"),
             Outcome::HostKeyUnknown { fingerprint } => {
                 write!(
@@ -162,7 +171,7 @@ impl fmt::Display for Outcome {
 }
 
 /// The transport that ran (or tried to run) a host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransportKind {
     Ssh,
@@ -176,6 +185,64 @@ impl fmt::Display for TransportKind {
             TransportKind::Agent => "agent",
         })
     }
+}
+
+/// Why `auto` ran a host over SSH although it tried the host's agent first. Each proves the
+/// command had not started on the agent, which is what allows the fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackReason {
+    /// Nothing answered on the agent port (refused, no route): the host has no agent.
+    NoAgent,
+    /// The agent port did not answer in time.
+    AgentTimeout,
+    /// The agent's certificate did not verify under the CA or did not name the host.
+    AgentCertificateRejected,
+    /// The agent refused the controller's certificate.
+    ControllerCertificateRefused,
+    /// The TLS handshake failed otherwise.
+    TlsFailed,
+}
+
+impl FallbackReason {
+    /// Every reason, in declaration order: the order summaries list them in.
+    pub const ALL: [FallbackReason; 5] = [
+        FallbackReason::NoAgent,
+        FallbackReason::AgentTimeout,
+        FallbackReason::AgentCertificateRejected,
+        FallbackReason::ControllerCertificateRefused,
+        FallbackReason::TlsFailed,
+    ];
+
+    /// The reason in the operator's words, for summaries and failure lines.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FallbackReason::NoAgent => "no agent answered",
+            FallbackReason::AgentTimeout => "the agent did not answer in time",
+            FallbackReason::AgentCertificateRejected => "agent certificate rejected",
+            FallbackReason::ControllerCertificateRefused => "the agent refused our certificate",
+            FallbackReason::TlsFailed => "the TLS handshake with the agent failed",
+        }
+    }
+
+    /// The reason for an agent attempt that ended with `outcome`, when that outcome allows a
+    /// fallback; the agent transport knows better for TLS failures and says so itself.
+    pub fn of(outcome: &Outcome) -> Option<FallbackReason> {
+        match outcome {
+            Outcome::Unreachable { .. } => Some(FallbackReason::NoAgent),
+            Outcome::ConnectTimeout { .. } => Some(FallbackReason::AgentTimeout),
+            Outcome::TlsRejected { .. } => Some(FallbackReason::TlsFailed),
+            _ => None,
+        }
+    }
+}
+
+/// A host that fell back from its agent to SSH: why, and the agent attempt's outcome in full.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Fallback {
+    pub reason: FallbackReason,
+    /// How the agent attempt ended, as a sentence (`TLS rejected: invalid peer certificate...`).
+    pub detail: String,
 }
 
 /// Where the time of one host went. Phases that never began are `None`.
@@ -253,6 +320,8 @@ pub struct HostReport {
     /// Connection attempts made: 0 for a host that never started, more than 1 when a
     /// connect-phase failure was retried.
     pub attempts: u32,
+    /// Set when `auto` tried the host's agent and then ran it over SSH.
+    pub fallback: Option<Fallback>,
     /// For `volley push`: the remote files the host's run replaced or created (empty when
     /// nothing differed), also when it failed afterwards. `None` for other runs, and for a host
     /// whose push never got to compare.
@@ -271,7 +340,7 @@ mod tests {
             Outcome::NonZeroExit { code: 1 },
             Outcome::Signalled { signal: text() },
             Outcome::Unreachable { reason: text() },
-            Outcome::ConnectTimeout,
+            Outcome::ConnectTimeout { reason: text() },
             Outcome::AuthFailed { reason: text() },
             Outcome::HostKeyUnknown {
                 fingerprint: text(),

@@ -233,10 +233,26 @@ pub struct SshArgs {
     #[arg(long)]
     pub accept_new_host_keys: bool,
 
-    /// OpenSSH client config to read Host, HostName, User, Port and IdentityFile from
-    /// [default: ~/.ssh/config; `none` reads nothing]
+    /// OpenSSH client config (Host, Match, Include, HostName, User, Port, IdentityFile,
+    /// ProxyJump; what Volley cannot honour is refused) [default: ~/.ssh/config; `none` reads
+    /// nothing]
     #[arg(short = 'F', long, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
+
+    /// Reach the hosts through these jump hosts, in order: `[user@]host[:port],...` (ssh -J);
+    /// `none` ignores ProxyJump from the ssh config
+    #[arg(short = 'J', long = "jump", value_name = "HOPS")]
+    pub jump: Option<String>,
+
+    /// An ssh config option for every host, as `ssh -o` takes it (repeatable): HostName, User,
+    /// Port, IdentityFile or ProxyJump
+    #[arg(short = 'o', long = "ssh-option", value_name = "KEY=VALUE")]
+    pub ssh_options: Vec<String>,
+
+    /// Become root on the hosts through `sudo -n` (never prompts): the command, or every step
+    /// of an agent operation, runs as root [default: the inventory's `become`]
+    #[arg(long = "become")]
+    pub become_root: bool,
 }
 
 #[derive(Debug, Args)]

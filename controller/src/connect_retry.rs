@@ -23,7 +23,7 @@ pub fn may_retry(ended: &Ended) -> bool {
     never_connected
         && matches!(
             ended.outcome,
-            Outcome::Unreachable { .. } | Outcome::ConnectTimeout
+            Outcome::Unreachable { .. } | Outcome::ConnectTimeout { .. }
         )
 }
 
@@ -51,6 +51,7 @@ mod tests {
             connected_after: some(connected),
             ran_for: some(ran),
             transport: volley_common::outcome::TransportKind::Ssh,
+            fallback: None,
         }
     }
 
@@ -61,10 +62,28 @@ mod tests {
         };
         let cases = [
             (ended(refused.clone(), false, false), true),
-            (ended(Outcome::ConnectTimeout, false, false), true),
+            (
+                ended(
+                    Outcome::ConnectTimeout {
+                        reason: String::new(),
+                    },
+                    false,
+                    false,
+                ),
+                true,
+            ),
             // A transport that got a session and still said unreachable is not believed.
             (ended(refused, true, false), false),
-            (ended(Outcome::ConnectTimeout, true, true), false),
+            (
+                ended(
+                    Outcome::ConnectTimeout {
+                        reason: String::new(),
+                    },
+                    true,
+                    true,
+                ),
+                false,
+            ),
             (ended(Outcome::NonZeroExit { code: 1 }, true, true), false),
             (ended(Outcome::CommandTimeout, true, true), false),
             (

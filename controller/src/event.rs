@@ -22,10 +22,11 @@ pub enum Event {
         stream: Stream,
         data: Bytes,
     },
-    /// The host's final record. No event for this host follows.
+    /// The host's final record. No event for this host follows. Boxed: one per host, and far
+    /// larger than the output chunks that make up most events.
     Finished {
         host: usize,
-        report: volley_common::outcome::HostReport,
+        report: Box<volley_common::outcome::HostReport>,
     },
     /// A batch of a rollout starts: its hosts are next. Sent only when the run is batched.
     BatchStarted {
@@ -48,4 +49,17 @@ pub struct RunEnd {
     pub allowed_failures: Option<usize>,
     /// The budget was exceeded while hosts were still to start: they were skipped.
     pub stopped: bool,
+}
+
+/// A host key that `--accept-new-host-keys` recorded, for the operator to see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LearnedHostKey {
+    /// The host or jump host as the operator named it.
+    pub host: String,
+    /// The address and port it was recorded under, as dialled.
+    pub address: String,
+    /// `ED25519`, `ECDSA`, `RSA`, ...
+    pub key_type: String,
+    /// `SHA256:...`, as OpenSSH prints it.
+    pub fingerprint: String,
 }

@@ -54,6 +54,7 @@ mod tests {
                 stderr: Captured::default(),
                 batch: 1,
                 attempts: 1,
+                fallback: None,
                 changed: None,
             })
             .collect();

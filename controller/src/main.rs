@@ -213,10 +213,10 @@ async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         );
         plan.parallel = budget;
     }
-    let known_hosts = KnownHosts::load(&plan.known_hosts).map_err(|e| usage(&e))?;
+    let known_hosts = Arc::new(KnownHosts::load(&plan.known_hosts).map_err(|e| usage(&e))?);
     let identities = Identities::load(&plan).await.map_err(|e| usage(&e))?;
     let ssh = SshTransport::new(
-        Arc::new(known_hosts),
+        known_hosts.clone(),
         plan.accept_new_host_keys,
         Arc::new(identities),
     );
@@ -321,6 +321,7 @@ async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     }
     let reports = reports.map_err(|error| anyhow::anyhow!("cannot write the output: {error}"))?;
     let mut stderr = std::io::stderr().lock();
+    report::write_learned_host_keys(&mut stderr, &known_hosts.learned())?;
     report::write_summary(
         &mut stderr,
         &hosts,
@@ -411,7 +412,7 @@ fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
         .controller_credentials()
         .map_err(|e| UsageError(e.to_string()))?;
     let run_id = format!("{}-{}", std::process::id(), started_at());
-    let agent = AgentTransport::new(&credentials, run_id, plan.max_output as u64)
+    let agent = AgentTransport::new(&credentials, run_id)
         .map_err(|e| UsageError(format!("pki {}: {e}", plan.pki.display())))?;
     Ok(Some(agent))
 }

@@ -42,6 +42,11 @@ pub enum PkiError {
     KeyMode { path: PathBuf, mode: u32 },
     #[error("bad certificate name '{name}': {reason}")]
     Name { name: String, reason: String },
+    #[error(
+        "'{name}' is a controller identity: an agent certificate must not carry it (agents would \
+         take the name for a controller's); give the host another name"
+    )]
+    ControllerName { name: String },
     #[error("bad certificate request: {0}")]
     Request(String),
     #[error("certificate generation failed: {0}")]
@@ -143,7 +148,7 @@ impl Pki {
         name: &str,
         addresses: &[IpAddr],
     ) -> Result<(String, String), PkiError> {
-        let params = agent_params(name, addresses)?;
+        let params = self.agent_params(name, addresses)?;
         let issuer = self.issuer()?;
         let key = KeyPair::generate()?;
         let certificate = params.signed_by(&key, &issuer)?;
@@ -162,7 +167,7 @@ impl Pki {
     ) -> Result<String, PkiError> {
         let request = CertificateSigningRequestParams::from_pem(request)
             .map_err(|e| PkiError::Request(e.to_string()))?;
-        let params = agent_params(name, addresses)?;
+        let params = self.agent_params(name, addresses)?;
         let issuer = self.issuer()?;
         Ok(params.signed_by(&request.public_key, &issuer)?.pem())
     }
@@ -200,6 +205,27 @@ impl Pki {
             certificate: read(&self.dir.join("controller.pem"))?,
             key: read_private(&self.dir.join("controller.key"))?,
         })
+    }
+
+    /// An agent certificate's parameters, refusing a name that is a controller identity: the
+    /// PKI's own controller's, or the default one agents allow.
+    fn agent_params(
+        &self,
+        name: &str,
+        addresses: &[IpAddr],
+    ) -> Result<CertificateParams, PkiError> {
+        let own = self.controller_identity().ok();
+        let controllers = [Some(DEFAULT_IDENTITY), own.as_deref()];
+        if controllers
+            .into_iter()
+            .flatten()
+            .any(|identity| identity.eq_ignore_ascii_case(name))
+        {
+            return Err(PkiError::ControllerName {
+                name: name.to_string(),
+            });
+        }
+        agent_params(name, addresses)
     }
 
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {

@@ -15,7 +15,12 @@ use volley_common::target::{Pattern, Target, glob_match, parse_list};
 
 use crate::cli::{ColorChoice, RunArgs, TransportFlag};
 use crate::rollout::RolloutPlan;
-use crate::ssh_config::{SshConfig, SshConfigError};
+use crate::ssh_config::SshConfigError;
+
+mod ssh;
+
+use self::ssh::SshSources;
+pub use self::ssh::{JumpHost, dialled};
 
 pub const DEFAULT_PARALLEL: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +46,11 @@ pub struct HostSpec {
     pub transport: TransportChoice,
     /// Prefixes every path `volley agent` writes on the host (inventory `agent_prefix`).
     pub agent_prefix: Option<PathBuf>,
+    /// Run the command (or the agent operation) as root through `sudo -n`.
+    pub become_root: bool,
+    /// The jump hosts SSH goes through, first hop first (`-J`, `ProxyJump`); empty to dial the
+    /// host directly.
+    pub jump: Vec<JumpHost>,
 }
 
 /// A validated `volley run`.
@@ -121,19 +131,7 @@ impl RunPlan {
             args.targets.inventory.is_some(),
             env.variables.clone(),
         )?;
-        let ssh_config = match &args.ssh.ssh_config {
-            Some(path) if path == Path::new("none") => SshConfig::empty(),
-            Some(path) => {
-                if !path.exists() {
-                    return Err(PlanError::Input(format!(
-                        "ssh config {}: file not found",
-                        path.display()
-                    )));
-                }
-                SshConfig::load(path, &env.home)?
-            }
-            None => SshConfig::load(&env.home.join(".ssh/config"), &env.home)?,
-        };
+        let ssh = SshSources::load(&args.ssh, env)?;
 
         let targets = Resolver {
             inventory: &inventory,
@@ -142,8 +140,8 @@ impl RunPlan {
         .resolve(args)?;
         let hosts = targets
             .into_iter()
-            .map(|(target, group)| host_spec(target, group, args, &inventory, &ssh_config, env))
-            .collect();
+            .map(|(target, group)| host_spec(target, group, args, &inventory, &ssh, env))
+            .collect::<Result<_, _>>()?;
 
         let duration = |flag: &str, value: &str| {
             parse_duration(value).map_err(|e| PlanError::Input(format!("{flag}: {e}")))
@@ -250,31 +248,33 @@ impl RunPlan {
 }
 
 /// Decides one host's settings. The most specific source wins: the pattern itself, then the
-/// command line, the inventory's host entry, the group it came through, ~/.ssh/config, and last
-/// the inventory's top-level defaults.
+/// command line (`-l`, `-o`, `-J`), the inventory's host entry, the group it came through,
+/// ~/.ssh/config, and last the inventory's top-level defaults.
 fn host_spec(
     target: Target,
     group: Option<&str>,
     args: &RunArgs,
     inventory: &Inventory,
-    ssh_config: &SshConfig,
+    sources: &SshSources,
     env: &Environment,
-) -> HostSpec {
+) -> Result<HostSpec, PlanError> {
     let none = HostSettings::default();
     let host = inventory.hosts.get(&target.host).unwrap_or(&none);
     let group = group
         .and_then(|name| inventory.groups.get(name))
         .map(|group| group.settings());
     let group = group.as_ref().unwrap_or(&none);
-    let ssh = ssh_config.lookup(&target.host, &env.local_user);
+    let options = sources.options.lookup(&target.host, &env.local_user)?;
+    let ssh = sources.config.lookup(&target.host, &env.local_user)?;
 
-    let address = host
-        .address
-        .clone()
+    let address = options
+        .hostname
+        .or_else(|| host.address.clone())
         .or(ssh.hostname)
         .unwrap_or_else(|| target.host.clone());
     let port = target
         .port
+        .or(options.port)
         .or(host.port)
         .or(group.port)
         .or(ssh.port)
@@ -284,18 +284,32 @@ fn host_spec(
         .user
         .clone()
         .or_else(|| args.ssh.user.clone())
+        .or(options.user)
         .or_else(|| host.user.clone())
         .or_else(|| group.user.clone())
         .or(ssh.user)
         .or_else(|| inventory.user.clone())
         .unwrap_or_else(|| env.local_user.clone());
-    let identity_files = host
-        .identity_file
-        .iter()
-        .chain(group.identity_file.iter())
-        .map(|file| expand_home(file, &env.home))
+    let identity_files = options
+        .identity_files
+        .into_iter()
+        .chain(
+            host.identity_file
+                .iter()
+                .chain(group.identity_file.iter())
+                .map(|file| expand_home(file, &env.home)),
+        )
         .chain(ssh.identity_files)
         .collect();
+    let hops = sources
+        .jump
+        .clone()
+        .or(options.proxy_jump)
+        .or(ssh.proxy_jump)
+        .unwrap_or_default();
+    let name = target.to_string();
+    let jump = ssh::route(&name, &hops, &sources.config, env)?;
+    ssh::check_loops(&name, &address, port, &jump)?;
     let transport = match args.transport {
         Some(TransportFlag::Auto) => TransportChoice::Auto,
         Some(TransportFlag::Agent) => TransportChoice::Agent,
@@ -316,8 +330,14 @@ fn host_spec(
         .clone()
         .or_else(|| group.agent_prefix.clone())
         .or_else(|| inventory.agent_prefix.clone());
-    HostSpec {
-        name: target.to_string(),
+    let become_root = args.ssh.become_root
+        || host
+            .become_root
+            .or(group.become_root)
+            .or(inventory.become_root)
+            .unwrap_or(false);
+    Ok(HostSpec {
+        name,
         address,
         port,
         user,
@@ -326,7 +346,9 @@ fn host_spec(
         agent_port,
         transport,
         agent_prefix,
-    }
+        become_root,
+        jump,
+    })
 }
 
 /// The name of the user running volley, from /etc/passwd, for environments (cron, CI, containers)

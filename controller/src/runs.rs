@@ -176,7 +176,7 @@ fn write_run(out: &mut impl Write, run: &Run) -> io::Result<()> {
     for (number, size) in header.batches.iter().enumerate() {
         batch_of.extend(std::iter::repeat_n(number + 1, *size));
     }
-    let rows: Vec<[String; 6]> = header
+    let rows: Vec<[String; 7]> = header
         .hosts
         .iter()
         .zip(&run.hosts)
@@ -185,51 +185,74 @@ fn write_run(out: &mut impl Write, run: &Run) -> io::Result<()> {
         .collect();
     write_table(
         out,
-        &["HOST", "BATCH", "OUTCOME", "ATTEMPTS", "TIME", "DETAIL"],
+        &[
+            "HOST",
+            "BATCH",
+            "OUTCOME",
+            "TRANSPORT",
+            "ATTEMPTS",
+            "TIME",
+            "DETAIL",
+        ],
         &rows,
     )
 }
 
-fn host_row(host: &str, entry: Option<&HostEntry>, batch: Option<&usize>) -> [String; 6] {
+fn host_row(host: &str, entry: Option<&HostEntry>, batch: Option<&usize>) -> [String; 7] {
     let batch = batch.map_or_else(|| "-".to_string(), ToString::to_string);
-    match entry {
-        Some(entry) => [
-            host.to_string(),
-            entry.batch.to_string(),
-            entry.outcome.kind().to_string(),
-            entry.attempts.to_string(),
-            // A host that never started has no time to show.
-            if entry.attempts == 0 {
-                "-".to_string()
-            } else {
-                format!("{:.2}s", entry.total_ms as f64 / 1000.0)
-            },
-            detail(entry),
-        ],
-        None => [
+    let Some(entry) = entry else {
+        return [
             host.to_string(),
             batch,
             NOT_FINISHED.to_string(),
             "-".to_string(),
             "-".to_string(),
+            "-".to_string(),
             "no outcome recorded: the run ended before this host finished".to_string(),
-        ],
+        ];
+    };
+    // A host that never started has no transport and no time to show.
+    let started = entry.attempts > 0;
+    let mut detail = Vec::new();
+    if !entry.outcome.is_success() {
+        detail.push(entry.outcome.to_string());
     }
+    if let Some(changed) = changed(entry) {
+        detail.push(changed);
+    }
+    if let Some(fallback) = &entry.fallback {
+        detail.push(format!(
+            "fell back to SSH: {} ({})",
+            fallback.reason.describe(),
+            fallback.detail
+        ));
+    }
+    [
+        host.to_string(),
+        entry.batch.to_string(),
+        entry.outcome.kind().to_string(),
+        if started {
+            entry.transport.to_string()
+        } else {
+            "-".to_string()
+        },
+        entry.attempts.to_string(),
+        if started {
+            format!("{:.2}s", entry.total_ms as f64 / 1000.0)
+        } else {
+            "-".to_string()
+        },
+        detail.join("; "),
+    ]
 }
 
-/// Why a host did not succeed; for a push, also what it changed.
-fn detail(entry: &HostEntry) -> String {
-    let changed = entry.changed.as_ref().map(|changed| match &changed[..] {
-        [] => "unchanged".to_string(),
-        [one] => format!("changed {one}"),
-        [first, rest @ ..] => format!("changed {first} and {} more", rest.len()),
-    });
-    match (entry.outcome.is_success(), changed) {
-        (true, changed) => changed.unwrap_or_default(),
-        (false, Some(changed)) if changed != "unchanged" => {
-            format!("{}; {changed}", entry.outcome)
-        }
-        (false, _) => entry.outcome.to_string(),
+/// For a push: what the host's run changed (`unchanged` only for a host that succeeded).
+fn changed(entry: &HostEntry) -> Option<String> {
+    match &entry.changed.as_ref()?[..] {
+        [] if entry.outcome.is_success() => Some("unchanged".to_string()),
+        [] => None,
+        [one] => Some(format!("changed {one}")),
+        [first, rest @ ..] => Some(format!("changed {first} and {} more", rest.len())),
     }
 }
 

@@ -137,7 +137,12 @@ pub async fn run(
             transport.as_ref(),
             never_started.clone(),
         );
-        let _ = events.send(Event::Finished { host, report }).await;
+        let _ = events
+            .send(Event::Finished {
+                host,
+                report: Box::new(report),
+            })
+            .await;
     }
     running.wait_all().await;
     end.failures = running.failures;
@@ -194,7 +199,13 @@ impl Running<'_> {
                     reason: format!("internal error: {error}"),
                 };
                 let report = report(self.plan, turn, self.transport, outcome);
-                let _ = self.events.send(Event::Finished { host, report }).await;
+                let _ = self
+                    .events
+                    .send(Event::Finished {
+                        host,
+                        report: Box::new(report),
+                    })
+                    .await;
             }
         }
     }
@@ -236,7 +247,7 @@ async fn run_host(
             biased;
             // Interrupted while waiting to retry: the host did not finish.
             () = cancel.cancelled() => {
-                break Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: ended.transport };
+                break Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: ended.transport, fallback: None };
             }
             () = tokio::time::sleep(wait) => {}
         }
@@ -256,9 +267,15 @@ async fn run_host(
         stderr,
         batch: turn.batch,
         attempts,
+        fallback: ended.fallback,
         changed,
     };
-    let _ = events.send(Event::Finished { host, report }).await;
+    let _ = events
+        .send(Event::Finished {
+            host,
+            report: Box::new(report),
+        })
+        .await;
     succeeded
 }
 
@@ -273,6 +290,7 @@ fn report(plan: &RunPlan, turn: Turn, transport: &dyn Transport, outcome: Outcom
         stderr: Captured::default(),
         batch: turn.batch,
         attempts: 0,
+        fallback: None,
         changed: None,
     }
 }

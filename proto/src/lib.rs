@@ -58,6 +58,8 @@ impl From<ExecSpec> for pb::ExecRequest {
             working_dir: spec.working_dir.unwrap_or_default(),
             timeout_ms: spec.timeout.map_or(0, millis),
             max_output_bytes: spec.max_output.unwrap_or(0),
+            user: spec.user.unwrap_or_default(),
+            become_root: spec.become_root,
         }
     }
 }
@@ -94,6 +96,8 @@ impl TryFrom<pb::ExecRequest> for ExecSpec {
             working_dir: (!request.working_dir.is_empty()).then_some(request.working_dir),
             timeout: optional_millis(request.timeout_ms),
             max_output: (request.max_output_bytes > 0).then_some(request.max_output_bytes),
+            user: (!request.user.is_empty()).then_some(request.user),
+            become_root: request.become_root,
         })
     }
 }
@@ -179,7 +183,8 @@ impl From<AgentInfo> for pb::AgentInfo {
             uptime_seconds: info.uptime.as_secs(),
             limits: Some(pb::Limits {
                 max_concurrent_execs: info.limits.max_concurrent_execs,
-                max_output_bytes: info.limits.max_output_bytes,
+                // Output is never capped by the agent any more; the field stays for old peers.
+                max_output_bytes: 0,
                 max_message_bytes: info.limits.max_message_bytes,
                 max_concurrent_streams: info.limits.max_concurrent_streams,
                 max_timeout_ms: info.limits.max_timeout.map_or(0, millis),
@@ -203,7 +208,6 @@ impl TryFrom<pb::AgentInfo> for AgentInfo {
             uptime: Duration::from_secs(info.uptime_seconds),
             limits: AgentLimits {
                 max_concurrent_execs: limits.max_concurrent_execs,
-                max_output_bytes: limits.max_output_bytes,
                 max_message_bytes: limits.max_message_bytes,
                 max_concurrent_streams: limits.max_concurrent_streams,
                 max_timeout: optional_millis(limits.max_timeout_ms),

@@ -35,10 +35,30 @@ fn requests_round_trip() {
         working_dir: Some("/tmp".to_string()),
         timeout: Some(Duration::from_secs(5)),
         max_output: Some(1024),
+        user: Some("deploy".to_string()),
+        become_root: true,
     };
     assert_eq!(
         ExecSpec::try_from(pb::ExecRequest::from(spec.clone())),
         Ok(spec)
+    );
+}
+
+#[test]
+fn empty_fields_read_as_absent() {
+    let request = pb::ExecRequest {
+        program: Some(pb::exec_request::Program::Shell("true".to_string())),
+        ..Default::default()
+    };
+    let spec = ExecSpec::try_from(request).unwrap();
+    assert_eq!(
+        (
+            spec.user,
+            spec.working_dir,
+            spec.max_output,
+            spec.become_root
+        ),
+        (None, None, None, false)
     );
 }
 

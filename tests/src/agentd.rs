@@ -45,6 +45,10 @@ pub fn config_text(config: &AgentConfig) -> String {
     text
 }
 
+/// A variable every fixture agent has in its environment, as an install session might leave
+/// one: no command it runs may see it.
+pub const CANARY: &str = "VOLLEY_TEST_AGENT_CANARY";
+
 /// A running agent.
 #[derive(Debug)]
 pub struct Agentd {
@@ -54,11 +58,35 @@ pub struct Agentd {
 }
 
 impl Agentd {
-    /// Starts `binary --config CONFIG` with stderr to `log` and HOME (where commands run) set to
-    /// `home`. Returns at once: call [`Agentd::wait_until_ready`], so that many agents can start
-    /// side by side.
+    /// Starts `binary --config CONFIG` with stderr to `log` and HOME set to `home` (the agent's
+    /// own; its commands run in their user's home, whatever the agent's is). Returns at once:
+    /// call [`Agentd::wait_until_ready`], so that many agents can start side by side.
     pub fn spawn(binary: &Path, config: &Path, listen: SocketAddrV4, home: &Path) -> Agentd {
-        Agentd::spawn_with(Command::new(binary), binary, config, listen, home)
+        Agentd::spawn_limited(binary, config, listen, home, None)
+    }
+
+    /// [`Agentd::spawn`], with the soft open-file limit the agent starts with set to `nofile`
+    /// (as a service manager might leave it), under the hard limit it inherits.
+    pub fn spawn_limited(
+        binary: &Path,
+        config: &Path,
+        listen: SocketAddrV4,
+        home: &Path,
+        nofile: Option<u64>,
+    ) -> Agentd {
+        let command = match nofile {
+            None => Command::new(binary),
+            Some(limit) => {
+                // `exec` keeps the pid: the child is the agent.
+                let mut shell = Command::new("/bin/sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -S -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                shell
+            }
+        };
+        Agentd::spawn_with(command, binary, config, listen, home)
     }
 
     /// As [`Agentd::spawn`], in a mount namespace of its own (see [`Isolation`]).
@@ -86,6 +114,7 @@ impl Agentd {
             .arg("--config")
             .arg(config)
             .env("HOME", home)
+            .env(CANARY, "the agent's own environment leaked")
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

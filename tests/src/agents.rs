@@ -62,6 +62,7 @@ pub struct AgentFleetSpec {
     allowed_controllers: Vec<String>,
     binaries: Option<Binaries>,
     isolation: Option<Isolation>,
+    open_file_limit: Option<u64>,
 }
 
 impl AgentFleetSpec {
@@ -73,6 +74,7 @@ impl AgentFleetSpec {
             allowed_controllers: vec![CONTROLLER_IDENTITY.to_string()],
             binaries: None,
             isolation: None,
+            open_file_limit: None,
         }
     }
 
@@ -100,6 +102,12 @@ impl AgentFleetSpec {
     /// The controller identities the agents allow, instead of the fleet's own.
     pub fn allowing(mut self, identities: &[&str]) -> AgentFleetSpec {
         self.allowed_controllers = identities.iter().map(|name| name.to_string()).collect();
+        self
+    }
+
+    /// Agents start with this soft open-file limit, as a service manager may leave it.
+    pub fn with_open_file_limit(mut self, limit: u64) -> AgentFleetSpec {
+        self.open_file_limit = Some(limit);
         self
     }
 
@@ -195,7 +203,13 @@ impl AgentFleet {
                         &home,
                         isolation,
                     ),
-                    None => Agentd::spawn(&binaries.agent, &config, host.socket, &home),
+                    None => Agentd::spawn_limited(
+                        &binaries.agent,
+                        &config,
+                        host.socket,
+                        &home,
+                        spec.open_file_limit,
+                    ),
                 }
             })
             .collect();
@@ -268,12 +282,6 @@ impl AgentFleet {
     /// The inventory: group `all`, and per host its `address` and `agent_port`.
     pub fn inventory(&self) -> &Path {
         &self.inventory
-    }
-
-    /// HOME of the agent of host `name`, where its commands run: a relative path in a command
-    /// names a file here, which is how a test sees on which hosts a command ran.
-    pub fn agent_home(&self, name: &str) -> PathBuf {
-        self.dir().join("agent-home").join(&self.host(name).name)
     }
 
     /// The fleet's scratch directory; files that tests write belong here.

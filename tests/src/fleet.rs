@@ -6,6 +6,7 @@
 //! meet every kind of failure at once.
 
 use std::net::SocketAddrV4;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -43,6 +44,7 @@ pub enum HostKind {
 pub struct FleetSpec {
     hosts: Vec<HostKind>,
     encrypted_client_key: bool,
+    login_environment: bool,
     isolation: Option<Isolation>,
 }
 
@@ -52,15 +54,9 @@ impl FleetSpec {
         FleetSpec {
             hosts: vec![HostKind::Normal; normal],
             encrypted_client_key: false,
+            login_environment: false,
             isolation: None,
         }
-    }
-
-    /// One sshd per host, each in a mount namespace of its own with its own tmpfs at the
-    /// isolation's mount point: the hosts have their own files there.
-    pub fn isolated(mut self, isolation: Isolation) -> FleetSpec {
-        self.isolation = Some(isolation);
-        self
     }
 
     /// One more host of `kind`, after the ones already given.
@@ -73,6 +69,20 @@ impl FleetSpec {
     /// host authorizes, so a failure with it can only come from the encryption.
     pub fn with_encrypted_client_key(mut self) -> FleetSpec {
         self.encrypted_client_key = true;
+        self
+    }
+
+    /// Sessions get their user's own home and login environment, as on a real server, instead
+    /// of the fleet's clean HOME.
+    pub fn with_login_environment(mut self) -> FleetSpec {
+        self.login_environment = true;
+        self
+    }
+
+    /// One sshd per host, each in a mount namespace of its own with its own tmpfs at the
+    /// isolation's mount point: the hosts have their own files there.
+    pub fn isolated(mut self, isolation: Isolation) -> FleetSpec {
+        self.isolation = Some(isolation);
         self
     }
 }
@@ -116,21 +126,13 @@ impl SshFleet {
     }
 
     pub fn with_spec(spec: FleetSpec) -> SshFleet {
-        let dir = tempfile::Builder::new()
-            .prefix("volley-fleet-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("cannot create the fleet's directory: {e}"));
+        let FleetDirs {
+            dir,
+            keys,
+            client_home,
+            session_home,
+        } = FleetDirs::new("volley-fleet-");
         let root = dir.path().to_path_buf();
-        let make_dir = |name: &str| {
-            let path = root.join(name);
-            std::fs::create_dir_all(&path)
-                .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-            path
-        };
-        let keys = make_dir("keys");
-        let client_home = make_dir("client-home");
-        make_dir("client-home/.ssh");
-        let session_home = make_dir("session-home");
 
         let client_key = KeyPair::generate(&keys.join("client"), None);
         let wrong_key = KeyPair::generate(&keys.join("wrong"), None);
@@ -145,6 +147,7 @@ impl SshFleet {
             authorized.push_str(&format!("{}\n", key.public()));
         }
         write(&authorized_keys, &authorized);
+        let session_home = (!spec.login_environment).then_some(session_home.as_path());
 
         let mut block = AddressBlock::random();
         let mut hosts: Vec<Host> = spec
@@ -163,7 +166,7 @@ impl SshFleet {
             &root,
             &mut hosts,
             &authorized_keys,
-            &session_home,
+            session_home,
             spec.isolation.as_ref(),
         );
 
@@ -319,13 +322,51 @@ impl Drop for SshFleet {
     }
 }
 
+/// The directories of a fleet: its own temporary one, and in it `keys/`, the client's HOME (with
+/// an empty `.ssh/`) and the HOME of remote sessions.
+pub struct FleetDirs {
+    pub dir: TempDir,
+    pub keys: PathBuf,
+    pub client_home: PathBuf,
+    pub session_home: PathBuf,
+}
+
+impl FleetDirs {
+    pub fn new(prefix: &str) -> FleetDirs {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create the fleet's directory: {e}"));
+        // sshd reads authorized_keys as the user logging in, who is not root in the --become
+        // tests: others may pass through the directory (not list it); keys stay 0600.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .unwrap_or_else(|e| panic!("cannot chmod the fleet's directory: {e}"));
+        let make_dir = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(&path)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+            path
+        };
+        let keys = make_dir("keys");
+        let client_home = make_dir("client-home");
+        make_dir("client-home/.ssh");
+        let session_home = make_dir("session-home");
+        FleetDirs {
+            dir,
+            keys,
+            client_home,
+            session_home,
+        }
+    }
+}
+
 /// Starts one sshd per 16 served hosts (one per host when isolated), each with its own host
 /// key, and records on every host the key its server presents.
 fn start_servers(
     root: &Path,
     hosts: &mut [Host],
     authorized_keys: &Path,
-    session_home: &Path,
+    session_home: Option<&Path>,
     isolation: Option<&Isolation>,
 ) -> Vec<Sshd> {
     let served: Vec<usize> = (0..hosts.len())
@@ -357,6 +398,7 @@ fn start_servers(
             authorized_keys,
             session_home,
             refuse_keys_on: &refuse,
+            extra: "",
         };
         servers.push(match isolation {
             Some(isolation) => Sshd::start_isolated(&server_dir, &config, isolation),

@@ -28,6 +28,17 @@ pub fn inventory_toml(hosts: &[Host], wrong_identity: &Path) -> String {
     text
 }
 
+/// `inventory` with `settings` (TOML lines such as `become = true\n`) added to the table of
+/// `host`; panics if the inventory has no such table.
+pub fn with_host_settings(inventory: &str, host: &str, settings: &str) -> String {
+    let header = format!("[hosts.{host}]\n");
+    assert!(
+        inventory.contains(&header),
+        "the inventory has no [hosts.{host}]:\n{inventory}"
+    );
+    inventory.replace(&header, &format!("{header}{settings}"))
+}
+
 /// A TOML basic string. Paths come from tempfile, but quoting properly costs nothing.
 pub fn toml_string(value: &str) -> String {
     let mut quoted = String::with_capacity(value.len() + 2);
@@ -72,6 +83,15 @@ mod tests {
              [groups.all]\nhosts = [\"h01\", \"h02\"]\n\n\
              [hosts.h01]\naddress = \"127.40.1.1\"\nport = 40001\n\n\
              [hosts.h02]\naddress = \"127.40.1.2\"\nport = 40002\nidentity_file = \"/keys/wrong\"\n"
+        );
+    }
+
+    #[test]
+    fn settings_go_into_the_hosts_own_table() {
+        let text = "[hosts.h01]\nport = 1\n\n[hosts.h010]\nport = 2\n";
+        assert_eq!(
+            with_host_settings(text, "h01", "become = true\n"),
+            "[hosts.h01]\nbecome = true\nport = 1\n\n[hosts.h010]\nport = 2\n"
         );
     }
 

@@ -43,6 +43,20 @@ impl KeyPair {
         &self.public
     }
 
+    /// The SHA256 fingerprint, as `ssh-keygen -l` prints it: `SHA256:...`.
+    pub fn fingerprint(&self) -> String {
+        let listing = tools::run_tool(
+            Command::new(tools::ssh_keygen())
+                .arg("-lf")
+                .arg(self.private.with_extension("pub")),
+        );
+        listing
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no fingerprint in {listing:?}"))
+            .to_string()
+    }
+
     /// The base64 blob alone, for comparing with what a tool wrote.
     pub fn blob(&self) -> &str {
         self.public.split_once(' ').map_or("", |(_, blob)| blob)
@@ -83,6 +97,8 @@ mod tests {
         );
         assert_eq!(first.public().split(' ').count(), 2);
         assert_ne!(first.blob(), second.blob());
+        assert!(first.fingerprint().starts_with("SHA256:"));
+        assert_ne!(first.fingerprint(), second.fingerprint());
         let socket = "127.20.30.4:40022".parse().unwrap();
         assert_eq!(
             known_hosts_line(socket, &first),

@@ -8,6 +8,8 @@
 //! - [`agents`]: [`AgentFleet`], N named agent hosts (some odd on purpose, see [`AgentKind`])
 //!   with a PKI made by `volley pki` ([`pki`]) and an inventory; [`agentd`]: one agent process.
 //! - [`hybrid`]: one inventory mixing agent hosts, SSH hosts and dead addresses.
+//! - [`systemd_fleet`]: [`SystemdFleet`], N hosts that are containers booted with systemd as
+//!   PID 1 ([`container`]), each with its own sshd on its own loopback address.
 //! - [`volley`]: the volley binary, run in a clean environment against a fleet.
 //! - [`report`]: reading what volley printed, `--json` records strictly.
 //! - [`remote`]: per-host commands and the processes a run leaves on the hosts.
@@ -15,6 +17,12 @@
 //! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
 //! - [`isolation`]: hosts that each have their own files (a private mount namespace per
 //!   server), for `volley push` and `volley fetch`.
+//! - [`listeners`]: odd listeners for connect-stage failures: a port that never answers, one
+//!   that writes fixed text (HTTP, a bare SSH banner) and then stays silent.
+//! - [`jump`]: [`JumpFleet`], hosts that only jump hosts can reach, in a [`netns`] namespace,
+//!   behind [`inetd`] gates.
+//! - [`users`]: non-root users with and without sudo rights, for `--become`, and a plain one
+//!   that the same command runs as over SSH and through an agent.
 //! - [`sshd`], [`keys`], [`inventory`], [`loopback`], [`process`], [`tools`]: the parts the fleet
 //!   is built from.
 //!
@@ -24,12 +32,17 @@
 
 pub mod agentd;
 pub mod agents;
+pub mod container;
 pub mod fleet;
 pub mod hybrid;
+pub mod inetd;
 pub mod inventory;
 pub mod isolation;
+pub mod jump;
 pub mod keys;
+pub mod listeners;
 pub mod loopback;
+pub mod netns;
 pub mod pki;
 pub mod process;
 pub mod relay;
@@ -37,7 +50,9 @@ pub mod remote;
 pub mod report;
 pub mod sshd;
 pub mod stalling;
+pub mod systemd_fleet;
 pub mod tools;
+pub mod users;
 pub mod volley;
 
 #[cfg(test)]
@@ -45,8 +60,10 @@ mod sanity;
 
 pub use agents::{AgentFleet, AgentFleetSpec, AgentHost, AgentKind};
 pub use fleet::{FleetSpec, Host, HostKind, SshFleet};
+pub use jump::JumpFleet;
 pub use process::{ProcessOutput, RunningProcess};
 pub use relay::DelayRelay;
 pub use report::HostRecord;
 pub use stalling::StallingPort;
+pub use systemd_fleet::SystemdFleet;
 pub use volley::RunFlags;

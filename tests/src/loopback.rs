@@ -45,6 +45,22 @@ impl AddressBlock {
     }
 }
 
+/// A non-blocking listener on a fresh loopback address and a port the kernel picked, for
+/// fixtures whose accepting thread polls for a stop request.
+pub fn fresh_listener() -> (TcpListener, SocketAddrV4) {
+    let address = AddressBlock::random().next_address();
+    let listener = TcpListener::bind((address, 0))
+        .unwrap_or_else(|e| panic!("cannot listen on {address}: {e}"));
+    let socket = match listener.local_addr() {
+        Ok(std::net::SocketAddr::V4(socket)) => socket,
+        other => panic!("unexpected local address {other:?}"),
+    };
+    listener
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("cannot make the listener non-blocking: {e}"));
+    (listener, socket)
+}
+
 /// Asks the kernel for a port that is free on `address`, then lets it go again, so that the
 /// caller can hand it to a server that takes a fixed `address:port` (sshd does).
 pub fn free_port(address: Ipv4Addr) -> u16 {

@@ -81,9 +81,30 @@ pub struct HostRecord {
     pub batch: u64,
     /// Connection attempts; 0 for a host that never started.
     pub attempts: u64,
+    /// Why `auto` ran the host over SSH after trying its agent, when it did.
+    pub fallback: Option<FallbackRecord>,
     /// `volley push` only (the key is absent otherwise): the remote files changed.
     pub changed: Option<Vec<String>>,
 }
+
+/// The `fallback` object of a `--json` record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FallbackRecord {
+    /// `no_agent`, `agent_timeout`, `agent_certificate_rejected`,
+    /// `controller_certificate_refused` or `tls_failed`.
+    pub reason: String,
+    /// How the agent attempt ended.
+    pub detail: String,
+}
+
+/// The fallback reasons volley reports.
+pub const FALLBACK_REASONS: &[&str] = &[
+    "no_agent",
+    "agent_timeout",
+    "agent_certificate_rejected",
+    "controller_certificate_refused",
+    "tls_failed",
+];
 
 /// The outcome kinds volley reports.
 pub const OUTCOME_KINDS: &[&str] = &[
@@ -175,6 +196,7 @@ pub fn parse_record(line: &str) -> Result<HostRecord, String> {
         stderr_truncated: fields.required("stderr_truncated", Value::as_bool)?,
         batch: fields.required("batch", Value::as_u64)?,
         attempts: fields.required("attempts", Value::as_u64)?,
+        fallback: fields.optional("fallback", fallback)?,
         changed: match object.get("changed") {
             None => None,
             Some(_) => Some(fields.required("changed", strings)?),
@@ -183,7 +205,21 @@ pub fn parse_record(line: &str) -> Result<HostRecord, String> {
     if !OUTCOME_KINDS.contains(&record.outcome.as_str()) {
         return Err(format!("unknown outcome {:?}", record.outcome));
     }
+    if let Some(fallback) = &record.fallback
+        && !FALLBACK_REASONS.contains(&fallback.reason.as_str())
+    {
+        return Err(format!("unknown fallback reason {:?}", fallback.reason));
+    }
     Ok(record)
+}
+
+/// A `fallback` object: exactly a string `reason` and a string `detail`.
+fn fallback(value: &Value) -> Option<FallbackRecord> {
+    let object = value.as_object().filter(|object| object.len() == 2)?;
+    Some(FallbackRecord {
+        reason: object.get("reason")?.as_str()?.to_string(),
+        detail: object.get("detail")?.as_str()?.to_string(),
+    })
 }
 
 /// An array of strings.
@@ -234,7 +270,7 @@ impl Fields<'_> {
 mod tests {
     use super::*;
 
-    const SUCCEEDED: &str = r#"{"host":"h01","transport":"ssh","outcome":"succeeded","exit_code":0,"signal":null,"reason":null,"connect_ms":12,"run_ms":3,"total_ms":15,"stdout":"hi\n","stderr":"","stdout_bytes":3,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"batch":1,"attempts":1}"#;
+    const SUCCEEDED: &str = r#"{"host":"h01","transport":"ssh","outcome":"succeeded","exit_code":0,"signal":null,"reason":null,"connect_ms":12,"run_ms":3,"total_ms":15,"stdout":"hi\n","stderr":"","stdout_bytes":3,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"batch":1,"attempts":1,"fallback":null}"#;
 
     fn check(line: &str, expected: Result<(&str, Option<i64>), &str>) {
         let actual = parse_record(line).map(|r| (r.outcome, r.exit_code));
@@ -274,6 +310,28 @@ mod tests {
         check(
             &SUCCEEDED.replace(r#","attempts":1"#, ""),
             Err(r#"key "attempts" is missing"#),
+        );
+        check(
+            &SUCCEEDED.replace(r#","fallback":null"#, ""),
+            Err(r#"key "fallback" is missing"#),
+        );
+        check(
+            &SUCCEEDED.replace(
+                r#""fallback":null"#,
+                r#""fallback":{"reason":"no_agent","detail":"unreachable: connection refused"}"#,
+            ),
+            Ok(("succeeded", Some(0))),
+        );
+        check(
+            &SUCCEEDED.replace(r#""fallback":null"#, r#""fallback":{"reason":"no_agent"}"#),
+            Err(r#"key "fallback" has the wrong type: {"reason":"no_agent"}"#),
+        );
+        check(
+            &SUCCEEDED.replace(
+                r#""fallback":null"#,
+                r#""fallback":{"reason":"bored","detail":"x"}"#,
+            ),
+            Err(r#"unknown fallback reason "bored""#),
         );
         check("[1]", Err("not a JSON object"));
         let pushed = SUCCEEDED.replace(r#""attempts":1"#, r#""attempts":1,"changed":["/etc/a"]"#);

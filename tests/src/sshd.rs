@@ -1,7 +1,8 @@
 //! One OpenSSH sshd process in the foreground, serving up to 16 loopback addresses.
 //!
 //! sshd runs with `-D -e`, so it stays our child and logs to stderr, which goes to a log file in
-//! the fleet's directory for failure messages. It is killed when dropped.
+//! the fleet's directory for failure messages. It starts with umask 022, as systemd starts it
+//! on a server, whatever the test runner's umask. It is killed when dropped.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -11,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::isolation::Isolation;
+use crate::netns::Namespace;
 use crate::tools;
 
 /// sshd's limit on `ListenAddress` lines per process.
@@ -26,10 +28,13 @@ pub struct SshdConfig<'a> {
     pub host_key: &'a Path,
     pub authorized_keys: &'a Path,
     /// HOME of the sessions. A clean one keeps the login user's shell startup files (root's
-    /// .bashrc starts pyenv here) out of every command.
-    pub session_home: &'a Path,
+    /// .bashrc starts pyenv here) out of every command; `None` leaves each user's own home and
+    /// login environment, as on a real server (a container's users have fresh homes).
+    pub session_home: Option<&'a Path>,
     /// Addresses on which no client key is accepted, whatever authorized_keys says.
     pub refuse_keys_on: &'a [SocketAddrV4],
+    /// More sshd_config lines (`KexAlgorithms ...`, `PermitOpen ...`), before the Match blocks.
+    pub extra: &'a str,
 }
 
 /// A running sshd, killed on drop.
@@ -44,15 +49,26 @@ impl Sshd {
     /// Writes `dir/sshd_config`, starts sshd with its log at `dir/sshd.log`, and returns once
     /// every listen address answers with an SSH banner.
     pub fn start(dir: &Path, config: &SshdConfig) -> Sshd {
-        Sshd::start_with(dir, config, Command::new(tools::sshd()))
+        Sshd::start_in(dir, config, None)
+    }
+
+    /// [`Sshd::start`] inside `namespace`, if one is given: it is then ready once its log says
+    /// it listens on every address (they cannot be reached from here to read a banner).
+    pub fn start_in(dir: &Path, config: &SshdConfig, namespace: Option<&Namespace>) -> Sshd {
+        Sshd::launch(dir, config, namespace, None)
     }
 
     /// As [`Sshd::start`], in a mount namespace of its own (see [`Isolation`]).
     pub fn start_isolated(dir: &Path, config: &SshdConfig, isolation: &Isolation) -> Sshd {
-        Sshd::start_with(dir, config, isolation.command(&tools::sshd()))
+        Sshd::launch(dir, config, None, Some(isolation))
     }
 
-    fn start_with(dir: &Path, config: &SshdConfig, mut command: Command) -> Sshd {
+    fn launch(
+        dir: &Path,
+        config: &SshdConfig,
+        namespace: Option<&Namespace>,
+        isolation: Option<&Isolation>,
+    ) -> Sshd {
         assert!(
             config.listen.len() <= MAX_LISTEN_ADDRESSES,
             "one sshd serves at most {MAX_LISTEN_ADDRESSES} addresses"
@@ -63,7 +79,16 @@ impl Sshd {
         let log = dir.join("sshd.log");
         let log_file = std::fs::File::create(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        // Through a shell for the umask; `exec` keeps the pid: the child is sshd.
+        let shell = Path::new("/bin/sh");
+        let mut command = match (namespace, isolation) {
+            (Some(namespace), _) => namespace.command(shell),
+            (None, Some(isolation)) => isolation.command(shell),
+            (None, None) => Command::new(shell),
+        };
         let child = command
+            .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+            .arg(tools::sshd())
             .args(["-D", "-e", "-f"])
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -76,7 +101,10 @@ impl Sshd {
             log,
             listen: config.listen.to_vec(),
         };
-        sshd.wait_until_ready();
+        match namespace {
+            Some(_) => sshd.wait_until_logged_listening(),
+            None => sshd.wait_until_ready(),
+        }
         sshd
     }
 
@@ -121,6 +149,39 @@ impl Sshd {
             }
         }
     }
+
+    fn wait_until_logged_listening(&mut self) {
+        let deadline = Instant::now() + READY_WITHIN;
+        let lines: Vec<String> = self
+            .listen
+            .iter()
+            .map(|socket| {
+                format!(
+                    "Server listening on {} port {}.",
+                    socket.ip(),
+                    socket.port()
+                )
+            })
+            .collect();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "sshd exited with {status} before it was ready; its log:\n{}",
+                    self.log()
+                );
+            }
+            let log = self.log();
+            if lines.iter().all(|line| log.contains(line.as_str())) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen on {:?} within {READY_WITHIN:?}; its log:\n{log}",
+                self.listen
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Sshd {
@@ -142,7 +203,9 @@ pub fn config_text(config: &SshdConfig) -> String {
         "AuthorizedKeysFile {}",
         config.authorized_keys.display()
     );
-    let _ = writeln!(text, "SetEnv HOME={}", config.session_home.display());
+    if let Some(home) = config.session_home {
+        let _ = writeln!(text, "SetEnv HOME={}", home.display());
+    }
     text.push_str(
         "PidFile none\n\
          StrictModes no\n\
@@ -155,6 +218,7 @@ pub fn config_text(config: &SshdConfig) -> String {
          MaxSessions 64\n\
          LogLevel INFO\n",
     );
+    text.push_str(config.extra);
     for socket in config.refuse_keys_on {
         let _ = writeln!(
             text,
@@ -166,7 +230,8 @@ pub fn config_text(config: &SshdConfig) -> String {
     text
 }
 
-fn read_banner(socket: SocketAddrV4) -> std::io::Result<String> {
+/// The first line a server on `socket` sends: an SSH banner once sshd is ready.
+pub fn read_banner(socket: SocketAddrV4) -> std::io::Result<String> {
     let stream = TcpStream::connect_timeout(&SocketAddr::V4(socket), Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut banner = String::new();
@@ -188,12 +253,15 @@ mod tests {
             listen: &listen,
             host_key: Path::new("/f/host_key"),
             authorized_keys: Path::new("/f/authorized_keys"),
-            session_home: Path::new("/f/session-home"),
+            session_home: Some(Path::new("/f/session-home")),
             refuse_keys_on: &listen[1..],
+            extra: "PermitOpen 127.0.0.1:22\n",
         });
         assert!(text.contains("ListenAddress 127.30.0.1:40001\nListenAddress 127.30.0.2:40002\n"));
         assert!(text.contains("AuthorizedKeysFile /f/authorized_keys\n"));
         assert!(!text.contains("Subsystem"));
+        assert!(text.contains("SetEnv HOME=/f/session-home\n"));
+        assert!(text.contains("LogLevel INFO\nPermitOpen 127.0.0.1:22\nMatch "));
         assert!(
             text.ends_with(
                 "Match LocalAddress 127.30.0.2 LocalPort 40002\n    AuthorizedKeysFile none\n"

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::loopback::AddressBlock;
+use crate::loopback::fresh_listener;
 
 /// How often the accepting thread looks for a stop request.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -27,16 +27,7 @@ impl StallingPort {
     /// Listens on a fresh loopback address; the first `stall` connections get silence, later
     /// ones are relayed to `target`.
     pub fn start(stall: usize, target: SocketAddrV4) -> StallingPort {
-        let address = AddressBlock::random().next_address();
-        let listener = TcpListener::bind((address, 0))
-            .unwrap_or_else(|e| panic!("cannot listen on {address}: {e}"));
-        let socket = match listener.local_addr() {
-            Ok(std::net::SocketAddr::V4(socket)) => socket,
-            other => panic!("unexpected local address {other:?}"),
-        };
-        listener
-            .set_nonblocking(true)
-            .unwrap_or_else(|e| panic!("cannot make the listener non-blocking: {e}"));
+        let (listener, socket) = fresh_listener();
         let accepted = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {

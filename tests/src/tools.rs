@@ -1,5 +1,5 @@
-//! The external programs the fixture drives (sshd, ssh, ssh-keygen, pgrep, kill, unshare,
-//! nsenter) and the local user that the fleet's sshd lets in.
+//! The external programs the fixture drives (sshd, ssh, ssh-keygen, pgrep, kill, sudo,
+//! systemd-nspawn, nsenter, unshare, ip) and the local user that the fleet's sshd lets in.
 //!
 //! A missing program is a broken test environment, never a reason to skip a test: every lookup
 //! here panics with what to install.
@@ -34,6 +34,13 @@ pub fn ssh() -> PathBuf {
     on_path("ssh", "apt-get install -y openssh-client")
 }
 
+pub fn ip() -> PathBuf {
+    on_path(
+        "ip",
+        "apt-get install -y iproute2 (tests/need-netns.sh does)",
+    )
+}
+
 pub fn pgrep() -> PathBuf {
     on_path("pgrep", "apt-get install -y procps")
 }
@@ -46,8 +53,23 @@ pub fn unshare() -> PathBuf {
     on_path("unshare", "apt-get install -y util-linux")
 }
 
+/// systemd-nspawn, which boots the containers of the systemd tests (`tests/need-systemd.sh`
+/// installs it).
+pub fn systemd_nspawn() -> PathBuf {
+    on_path(
+        "systemd-nspawn",
+        "apt-get install -y systemd systemd-container (tests/need-systemd.sh does)",
+    )
+}
+
+/// nsenter, for looking inside a container or an isolated host's mount namespace.
 pub fn nsenter() -> PathBuf {
     on_path("nsenter", "apt-get install -y util-linux")
+}
+
+/// sudo, for the `--become` tests (`tests/need-sudo.sh` installs it).
+pub fn sudo() -> PathBuf {
+    on_path("sudo", "apt-get install -y sudo (tests/need-sudo.sh does)")
 }
 
 /// The user the fleet logs in as: sshd started without root can only let its own user in, and
@@ -79,7 +101,8 @@ pub fn run_tool(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn on_path(program: &str, install: &str) -> PathBuf {
+/// `program` on PATH; panics with `install`, what to do, when it is not there.
+pub fn on_path(program: &str, install: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))

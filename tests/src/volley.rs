@@ -99,22 +99,27 @@ impl RunFlags {
         subcommand: &str,
         extra: impl IntoIterator<Item = S>,
     ) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec![
-            subcommand.into(),
+        let mut args: Vec<OsString> = vec![subcommand.into()];
+        args.extend(self.connection());
+        args.extend(["-l".into(), self.user.clone().into()]);
+        if let Some(pki) = &self.pki {
+            args.extend(["--pki".into(), pki.clone().into()]);
+        }
+        args.extend(extra.into_iter().map(Into::into));
+        args
+    }
+
+    /// `--inventory I --known-hosts K -i KEY`, for any subcommand; the user then comes from
+    /// the inventory unless the caller adds `-l`.
+    pub fn connection(&self) -> Vec<OsString> {
+        vec![
             "--inventory".into(),
             self.inventory.clone().into(),
             "--known-hosts".into(),
             self.known_hosts.clone().into(),
             "-i".into(),
             self.identity.clone().into(),
-            "-l".into(),
-            self.user.clone().into(),
-        ];
-        if let Some(pki) = &self.pki {
-            args.extend(["--pki".into(), pki.clone().into()]);
-        }
-        args.extend(extra.into_iter().map(Into::into));
-        args
+        ]
     }
 }
 

@@ -53,6 +53,8 @@ fn defaults() {
             push_roots: PushRoots::defaults()
                 .protecting(vec![PathBuf::from("/etc/volley/agent.key")]),
             limits: Limits::default(),
+            session: SessionConfig::default(),
+            warnings: Vec::new(),
         }
     );
 }
@@ -70,12 +72,17 @@ fn every_key() {
         push_roots = ["/srv/www", "files"]
         [limits]
         max_concurrent_execs = 2
-        max_output_bytes = "64KiB"
         max_message_bytes = 262144
         max_concurrent_streams = 16
+        max_concurrent_handshakes = 8
         max_timeout = "0"
         shutdown_grace = "1.5s"
         max_file_bytes = "10MiB"
+        [session]
+        path = "/bin"
+        root_path = "/sbin:/bin"
+        allow_root = false
+        env = { LANG = "C.UTF-8" }
         "#,
     )
     .expect("valid");
@@ -95,13 +102,34 @@ fn every_key() {
         config.limits,
         Limits {
             max_concurrent_execs: 2,
-            max_output_bytes: 64 << 10,
             max_message_bytes: 262144,
             max_concurrent_streams: 16,
+            max_concurrent_handshakes: 8,
             max_timeout: None,
             shutdown_grace: Duration::from_millis(1500),
             max_file_bytes: 10 << 20,
         }
+    );
+    assert_eq!(
+        config.session,
+        SessionConfig {
+            path: "/bin".to_string(),
+            root_path: "/sbin:/bin".to_string(),
+            allow_root: false,
+            env: [("LANG".to_string(), "C.UTF-8".to_string())].into(),
+        }
+    );
+    assert!(config.warnings.is_empty());
+}
+
+#[test]
+fn the_obsolete_output_limit_is_accepted_with_a_warning() {
+    let config = load("[limits]\nmax_output_bytes = \"1MiB\"").expect("still valid");
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].starts_with("limits.max_output_bytes is obsolete and ignored"),
+        "{:?}",
+        config.warnings
     );
 }
 
@@ -130,6 +158,18 @@ fn errors_name_the_file_and_the_key() {
     check_error(
         "push_roots = [\"/srv/../root\"]",
         "config FILE: push_roots: '/srv/../root' is not an absolute path of plain names",
+    );
+    check_error(
+        "[limits]\nmax_concurrent_handshakes = 0",
+        "config FILE: limits.max_concurrent_handshakes: must be at least 1",
+    );
+    check_error(
+        "[session]\npath = \"\"",
+        "config FILE: session.path: must be a non-empty list of directories",
+    );
+    check_error(
+        "[session]\nenv = { \"A=B\" = \"x\" }",
+        "config FILE: session.env: \"A=B\": a variable name must be non-empty, without '=' or NUL, and its value without NUL",
     );
     check_error(
         "allowed_controllers = []",
@@ -163,4 +203,10 @@ fn missing_file() {
         error.to_string(),
         "config /nonexistent/agent.toml: file not found"
     );
+}
+
+#[test]
+fn the_shipped_example_is_valid_and_shows_the_defaults() {
+    let example = load(include_str!("../../../deploy/agent.toml")).expect("deploy/agent.toml");
+    assert_eq!(example, load("").expect("an empty file"));
 }

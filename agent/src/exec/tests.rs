@@ -1,6 +1,11 @@
+//! Supervision of plain processes; starting one in its user's session goes through the agent's
+//! own binary (`as-user`), which the end-to-end tests in `agent/tests` run.
+
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use super::*;
+use crate::session::Account;
 
 fn spec(program: Program) -> ExecSpec {
     ExecSpec {
@@ -10,12 +15,31 @@ fn spec(program: Program) -> ExecSpec {
         working_dir: None,
         timeout: None,
         max_output: None,
+        user: None,
+        become_root: false,
     }
 }
 
-/// Runs `spec` to its end with a reader that drains events; returns them and the report.
-async fn run(spec: &ExecSpec, cap: u64, timeout: Option<Duration>) -> (Vec<ExecEvent>, Report) {
-    let running = start(spec, Path::new("/")).expect("start");
+fn session() -> Session {
+    Session {
+        account: Account {
+            name: "nobody".to_string(),
+            uid: 65534,
+            gid: 65534,
+            home: PathBuf::from("/"),
+            shell: "/bin/sh".to_string(),
+        },
+        switch_user: false,
+        env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
+    }
+}
+
+/// Runs `line` under `sh -c` to its end with a reader that drains events; returns them and
+/// the report.
+async fn run(line: &str, cap: Option<u64>, timeout: Option<Duration>) -> (Vec<ExecEvent>, Report) {
+    let mut command = Command::new("/bin/sh");
+    command.arg("-c").arg(line);
+    let running = spawn(command, "/bin/sh".to_string()).expect("start");
     let (events, mut receiver) = mpsc::channel(EVENT_QUEUE);
     let collector = tokio::spawn(async move {
         let mut all = Vec::new();
@@ -44,12 +68,7 @@ fn output(events: &[ExecEvent], stdout: bool) -> Vec<u8> {
 
 #[tokio::test]
 async fn streams_and_reports() {
-    let (events, report) = run(
-        &spec(Program::Shell("echo out; echo err >&2; exit 4".to_string())),
-        1 << 20,
-        None,
-    )
-    .await;
+    let (events, report) = run("echo out; echo err >&2; exit 4", None, None).await;
     assert!(matches!(events.first(), Some(ExecEvent::Started { .. })));
     assert_eq!(output(&events, true), b"out\n");
     assert_eq!(output(&events, false), b"err\n");
@@ -62,18 +81,16 @@ async fn streams_and_reports() {
 }
 
 #[tokio::test]
-async fn caps_output_and_counts_the_rest() {
-    let (events, report) = run(
-        &spec(Program::Argv(vec![
-            "head".to_string(),
-            "-c".to_string(),
-            "300000".to_string(),
-            "/dev/zero".to_string(),
-        ])),
-        100_000,
-        None,
-    )
-    .await;
+async fn streams_everything_without_a_cap() {
+    let (events, report) = run("head -c 3000000 /dev/zero", None, None).await;
+    assert_eq!(output(&events, true).len(), 3_000_000);
+    assert_eq!(report.exited.stdout_bytes, 3_000_000);
+    assert!(!report.exited.stdout_truncated);
+}
+
+#[tokio::test]
+async fn a_cap_asked_for_sends_that_much_and_counts_the_rest() {
+    let (events, report) = run("head -c 300000 /dev/zero", Some(100_000), None).await;
     assert_eq!(output(&events, true).len(), 100_000);
     assert_eq!(report.exited.stdout_bytes, 300_000);
     assert!(report.exited.stdout_truncated);
@@ -90,8 +107,8 @@ async fn caps_output_and_counts_the_rest() {
 #[tokio::test]
 async fn timeout_kills_the_group() {
     let (_, report) = run(
-        &spec(Program::Shell("sleep 30 & sleep 31".to_string())),
-        1 << 20,
+        "sleep 30 & sleep 31",
+        None,
         Some(Duration::from_millis(200)),
     )
     .await;
@@ -105,7 +122,8 @@ async fn timeout_kills_the_group() {
 fn a_missing_program_is_a_start_error() {
     let error = start(
         &spec(Program::Argv(vec!["/nonexistent/program".to_string()])),
-        Path::new("/"),
+        &session(),
+        None,
     )
     .expect_err("no such program");
     assert!(
@@ -121,19 +139,25 @@ fn a_bad_environment_name_is_a_start_error() {
     for name in ["", "A=B", "A\0"] {
         let mut bad = spec(Program::Shell("true".to_string()));
         bad.env.insert(name.to_string(), "value".to_string());
-        let error = start(&bad, Path::new("/")).expect_err("bad name");
+        let error = start(&bad, &session(), None).expect_err("bad name");
         assert!(matches!(error, ExecError::EnvName(_)), "{name:?}: {error}");
     }
 }
 
 #[tokio::test]
 async fn a_timeout_too_far_away_is_no_timeout() {
-    let (_, report) = run(
-        &spec(Program::Shell("exit 0".to_string())),
-        1 << 20,
-        Some(Duration::from_millis(u64::MAX)),
-    )
-    .await;
+    let (_, report) = run("exit 0", None, Some(Duration::from_millis(u64::MAX))).await;
     assert_eq!(report.ending, Ending::Finished);
     assert_eq!(report.exited.status, ExitStatus::Code(0));
+}
+
+#[test]
+fn a_working_directory_that_is_not_one_is_a_start_error() {
+    let mut elsewhere = spec(Program::Shell("true".to_string()));
+    elsewhere.working_dir = Some("/nonexistent".to_string());
+    let error = start(&elsewhere, &session(), None).expect_err("no such directory");
+    assert_eq!(
+        error.to_string(),
+        "working directory /nonexistent: not a directory"
+    );
 }

@@ -258,3 +258,29 @@ async fn the_agents_own_key_is_neither_fetched_nor_overwritten() {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert_eq!(std::fs::read(&key).unwrap(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_does_nothing_as_root_refuses_file_work() {
+    let agent = Agent::start(Options {
+        extra: "push_roots = [\"files\"]\n[session]\nallow_root = false",
+        ..Options::default()
+    });
+    std::fs::create_dir(agent.path("files")).unwrap();
+    let path = agent.path("files/f");
+    let status = push(&agent, spec(&path, b"x"), b"x").await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("allow_root"), "{status:?}");
+    let mut client = agent.controller().await;
+    let query = StatQuery {
+        path: path.display().to_string(),
+        size: None,
+    };
+    let stat = client
+        .stat(pb::StatRequest {
+            queries: vec![query.into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stat.code(), Code::PermissionDenied, "{stat:?}");
+    assert!(names(&agent.path("files")).is_empty());
+}

@@ -45,6 +45,9 @@ pub struct Options {
     pub ca_file: &'static str,
     /// `NOTIFY_SOCKET` as an abstract name instead of a path.
     pub abstract_notify: bool,
+    /// Shell commands run before the agent is exec'd in their place, such as `umask 077` or
+    /// `ulimit -S -n 1024`; empty: the agent is started directly.
+    pub before_start: &'static str,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
             key_mode: 0o600,
             ca_file: "ca.pem",
             abstract_notify: false,
+            before_start: "",
         }
     }
 }
@@ -106,7 +110,19 @@ pub fn spawn(options: &Options) -> (Authority, tempfile::TempDir, Child, UnixDat
         .set_read_timeout(Some(PATIENCE))
         .expect("notify timeout");
     let log = std::fs::File::create(dir.path().join("agent.log")).expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_volley-agent"))
+    let binary = env!("CARGO_BIN_EXE_volley-agent");
+    let mut command = if options.before_start.is_empty() {
+        Command::new(binary)
+    } else {
+        // `exec` keeps the pid: the child is the agent either way.
+        let mut shell = Command::new("/bin/sh");
+        shell
+            .arg("-c")
+            .arg(format!("{} && exec \"$0\" \"$@\"", options.before_start))
+            .arg(binary);
+        shell
+    };
+    let child = command
         .arg("--config")
         .arg(dir.path().join("agent.toml"))
         .env("NOTIFY_SOCKET", notify_name)
@@ -290,7 +306,17 @@ pub fn request(program: Program) -> pb::ExecRequest {
         working_dir: None,
         timeout: None,
         max_output: None,
+        user: None,
+        become_root: false,
     })
+}
+
+/// An `Exec` request for `program` as `user` (`None`: the agent's own user).
+pub fn request_as(program: Program, user: Option<&str>, become_root: bool) -> pb::ExecRequest {
+    let mut request = request(program);
+    request.user = user.unwrap_or_default().to_string();
+    request.become_root = become_root;
+    request
 }
 
 /// Everything one execution sent.

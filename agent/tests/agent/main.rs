@@ -6,6 +6,8 @@
 //! - [`peers`]: who may connect: every refused client gets an error and runs nothing.
 //! - [`lifecycle`]: start-up checks, sd_notify, SIGTERM, memory, the audit log.
 //! - [`reload`]: SIGHUP serves a new certificate without a restart.
+//! - [`session`]: the user, shell, home, groups, umask and environment a command gets,
+//!   `become_root`, and the refusals.
 //! - the `keygen` subcommand is tested beside its code (`src/keygen.rs`).
 
 mod exec;
@@ -15,3 +17,4 @@ mod lifecycle;
 mod peers;
 mod pki;
 mod reload;
+mod session;

@@ -89,3 +89,15 @@ async fn another_agents_certificate_is_refused() {
     let itself = agent.ca.agent(AGENT_NAME);
     assert_refused(&agent, Some(&itself), "own-name").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_name_without_the_client_auth_usage_is_refused() {
+    let agent = Agent::start(Options::default());
+    let no_usage = agent.ca.controller_without_usage(CONTROLLER);
+    assert_refused(&agent, Some(&no_usage), "no-client-auth").await;
+    let log = agent.log();
+    assert!(
+        log.contains("lacks the clientAuth extended key usage"),
+        "the refusal says why: {log}"
+    );
+}

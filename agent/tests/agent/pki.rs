@@ -59,6 +59,13 @@ impl Authority {
         self.issue(params, identity)
     }
 
+    /// A certificate with a controller's name but no extended key usage at all, which webpki
+    /// alone would admit for client authentication.
+    pub fn controller_without_usage(&self, identity: &str) -> Credentials {
+        let params = CertificateParams::new(Vec::<String>::new()).expect("parameters");
+        self.issue(params, identity)
+    }
+
     /// A controller certificate whose validity ended years ago.
     pub fn expired_controller(&self, identity: &str) -> Credentials {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("parameters");

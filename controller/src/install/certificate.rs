@@ -164,6 +164,8 @@ mod tests {
             agent_port: 7731,
             transport: TransportChoice::Auto,
             agent_prefix: None,
+            become_root: false,
+            jump: Vec::new(),
         }
     }
 

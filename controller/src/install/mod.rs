@@ -16,10 +16,14 @@
 //! - [`supervisor`]: systemd, or the fallback (detached, pid file) where there is none;
 //! - [`verify`]: done only when the agent answers over mTLS as expected.
 //!
+//! With `--become` (or the inventory's `become`) a non-root SSH user becomes root through
+//! `sudo -n` for every script and upload; sudo is checked once first, and a host where it asks
+//! for a password or refuses fails the step `become` with sudo's reason.
+//!
 //! The result of a host is its outcome: `succeeded` with one line on stdout, which starts with
 //! `unchanged` when nothing had to change and `changed:` (and what) otherwise; or `step_failed`
-//! naming the step (probe, binary, ca, certificate, config, unit, service, verify, remove,
-//! status) and why. Hosts that SSH cannot reach get the SSH outcome.
+//! naming the step (become, probe, binary, ca, certificate, config, unit, service, verify,
+//! remove, status) and why. Hosts that SSH cannot reach get the SSH outcome.
 
 mod certificate;
 mod files;
@@ -44,7 +48,7 @@ use crate::event::Stream;
 use crate::pki::{Pki, PkiError};
 use crate::plan::{HostSpec, RunPlan};
 use crate::transport::agent::{AgentSetupError, AgentTransport};
-use crate::transport::ssh::SshTransport;
+use crate::transport::ssh::{SshTransport, sudo};
 use crate::transport::{BoxFuture, Ended, Job, Transport};
 
 use self::layout::Layout;
@@ -188,7 +192,7 @@ impl AgentOperation {
         let credentials = pki.controller_credentials()?;
         let identity = pki.controller_identity()?;
         let run_id = format!("{}-agent-{}", std::process::id(), request.action.name());
-        let agent = AgentTransport::new(&credentials, run_id, plan.max_output as u64)?;
+        let agent = AgentTransport::new(&credentials, run_id)?;
         let binary = match request.action {
             Action::Install | Action::Upgrade => {
                 let binary = match request.agent_binary {
@@ -231,6 +235,7 @@ impl AgentOperation {
                 .connected_after
                 .map(|connected| started.elapsed().saturating_sub(connected)),
             transport: finish.transport,
+            fallback: None,
         }
     }
 
@@ -270,6 +275,7 @@ impl AgentOperation {
             let remote = Remote {
                 session: &session,
                 layout: &layout,
+                sudo: sudo::needed(host),
             };
             self.steps(host, remote, not_answering).await
         };
@@ -298,13 +304,22 @@ impl AgentOperation {
         remote: Remote<'_>,
         not_answering: Option<Outcome>,
     ) -> Result<String, HostFailure> {
+        if remote.sudo {
+            sudo::check(remote.session, &host.user)
+                .await
+                .map_err(|reason| StepError::new("become", reason))?;
+        }
         let output = remote.script("probe", &probe::script()).await?;
         let found = probe::parse(&output).map_err(|reason| StepError::new("probe", reason))?;
         // Status only reads; everything else writes root's files.
         if self.action != Action::Status && !found.root {
             return Err(StepError::new(
                 "probe",
-                "the SSH user is not root; volley agent installs as root (sudo is not supported)",
+                format!(
+                    "the SSH user {} is not root: log in as root, or give --become \
+                     (or `become = true` in the inventory) to go through sudo -n",
+                    host.user
+                ),
             )
             .into());
         }
@@ -325,7 +340,13 @@ impl AgentOperation {
             Action::Upgrade => steps::install(&work, Mode::Upgrade, binary()?).await?,
             Action::Renew => lifecycle::renew(&work).await?,
             Action::Uninstall => lifecycle::uninstall(&work).await?,
-            Action::Status => return Err(status::over_ssh(&work.found, not_answering.as_ref())),
+            Action::Status => {
+                return Err(status::over_ssh(
+                    &work.found,
+                    not_answering.as_ref(),
+                    &host.user,
+                ));
+            }
         };
         Ok(line)
     }

@@ -3,13 +3,13 @@
 //! script shared with `volley push`, in [`crate::upload`]).
 //!
 //! Every script starts with the layout's paths as shell variables and a few functions
-//! ([`PRELUDE`]), runs under `/bin/sh` whatever the login shell is, and fails with `set -e`
-//! semantics: a non-zero exit is the step's failure, its last line of stderr the reason.
+//! ([`PRELUDE`]), runs under `/bin/sh` whatever the login shell is (as root through `sudo -n`
+//! with `--become`), and fails with `set -e` semantics: a non-zero exit is the step's failure,
+//! its last line of stderr the reason.
 
 use bytes::Bytes;
 
-use crate::shell::quote;
-use crate::transport::ssh::{Exit, Session};
+use crate::transport::ssh::{Exit, Session, sudo};
 pub use crate::upload::sha256_hex;
 use crate::upload::{self, Directories, Upload};
 
@@ -57,6 +57,8 @@ impl StepError {
 pub struct Remote<'a> {
     pub session: &'a Session,
     pub layout: &'a Layout,
+    /// Every script runs through `sudo -n` (`--become`, checked before the first step).
+    pub sudo: bool,
 }
 
 impl Remote<'_> {
@@ -74,7 +76,7 @@ impl Remote<'_> {
         input: Bytes,
     ) -> Result<String, StepError> {
         let script = format!("set -eu\n{}{PRELUDE}{body}", self.layout.shell_variables());
-        let command = format!("exec /bin/sh -c {}", quote(&script));
+        let command = sudo::shell_line(&script, &[], self.sudo);
         let finished = self
             .session
             .run(&command, input)

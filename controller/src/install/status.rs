@@ -30,11 +30,17 @@ pub fn answered(served: &Served) -> String {
 }
 
 /// `status` of an agent that did not answer: what SSH finds on the host, and a failure that
-/// says why the agent is not serving.
-pub fn over_ssh(found: &Found, not_answering: Option<&Outcome>) -> HostFailure {
+/// says why the agent is not serving. `user` is the SSH user, for saying that a non-root user
+/// may not see root's files.
+pub fn over_ssh(found: &Found, not_answering: Option<&Outcome>, user: &str) -> HostFailure {
     if !found.installed() {
+        let reason = if found.root {
+            "no agent is installed".to_string()
+        } else {
+            format!("no agent is installed that {user} can see (not root: give --become)")
+        };
         return HostFailure {
-            error: StepError::new("status", "no agent is installed"),
+            error: StepError::new("status", reason),
             line: Some("version=none reachable=no installed=no".to_string()),
         };
     }

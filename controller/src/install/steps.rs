@@ -153,7 +153,7 @@ pub async fn install(
         format!("changed: {}", changed.join(", "))
     };
     Ok(format!(
-        "{verdict}; agent {} answers on {} under the {}",
+        "{verdict}; agent {} answers on {} under {}",
         served.info.version,
         files::listen_address(work.host),
         work.supervisor.name()

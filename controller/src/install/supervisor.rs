@@ -20,6 +20,12 @@ pub enum Supervisor {
     Fallback,
 }
 
+/// Prints the last line the agent's own processes wrote to the journal (systemd's messages
+/// about the unit left out).
+fn journal_tail() -> String {
+    format!("journalctl _SYSTEMD_UNIT={UNIT_NAME} -n 1 --no-pager -o cat 2>/dev/null")
+}
+
 /// Stops the fallback's agent, if it runs, and forgets its pid file.
 const FALLBACK_STOP: &str = r#"if pid=$(agent_pid); then
   kill -TERM "$pid" 2>/dev/null || true
@@ -54,10 +60,11 @@ impl Supervisor {
         }
     }
 
+    /// How a result line names it: `... answers on ADDRESS under systemd`.
     pub fn name(self) -> &'static str {
         match self {
             Supervisor::Systemd => "systemd",
-            Supervisor::Fallback => "fallback supervisor",
+            Supervisor::Fallback => "the fallback supervisor",
         }
     }
 
@@ -72,9 +79,14 @@ impl Supervisor {
                 } else {
                     "\"$UNIT\"".to_string()
                 };
+                // systemctl's own message ends with "See systemctl status": the reason says
+                // instead how the start ended and what the agent said last.
                 format!(
                     "systemctl daemon-reload\nsystemctl enable --quiet {unit}\n\
-                     systemctl restart {UNIT_NAME}\n"
+                     if ! systemctl restart {UNIT_NAME}; then\n  \
+                     echo \"systemctl restart failed ($(systemctl show -p Result --value \
+                     {UNIT_NAME})); the agent's log ends: $({log})\" >&2\n  exit 1\nfi\n",
+                    log = journal_tail(),
                 )
             }
             Supervisor::Fallback => format!("{FALLBACK_STOP}{FALLBACK_START}"),
@@ -116,9 +128,7 @@ kill -HUP "$pid"
     /// Prints the agent's last log line, for a failure's reason.
     pub fn last_log_line(self) -> String {
         match self {
-            Supervisor::Systemd => {
-                format!("journalctl -u {UNIT_NAME} -n 1 --no-pager -o cat 2>/dev/null || true\n")
-            }
+            Supervisor::Systemd => format!("{} || true\n", journal_tail()),
             Supervisor::Fallback => "tail -n 1 \"$LOG\" 2>/dev/null || true\n".to_string(),
         }
     }
@@ -149,11 +159,19 @@ mod tests {
     #[test]
     fn systemd_enables_by_name_or_by_path_and_reloads_with_the_unit() {
         let plain = Supervisor::Systemd.restart(&Layout::new(None));
-        assert_eq!(
-            plain,
-            "systemctl daemon-reload\nsystemctl enable --quiet volley-agent.service\n\
-             systemctl restart volley-agent.service\n"
+        assert!(
+            plain.starts_with(
+                "systemctl daemon-reload\nsystemctl enable --quiet volley-agent.service\n\
+                 if ! systemctl restart volley-agent.service; then\n"
+            ),
+            "{plain}"
         );
+        assert!(
+            plain.contains("$(journalctl _SYSTEMD_UNIT=volley-agent.service -n 1"),
+            "{plain}"
+        );
+        let syntax = Command::new("/bin/sh").args(["-n", "-c", &plain]).output();
+        assert!(syntax.expect("/bin/sh runs").status.success(), "{plain}");
         // A prefixed unit is outside systemd's search path: enabling it by path links it.
         let prefixed = Supervisor::Systemd.restart(&Layout::new(Some(std::path::Path::new("/p"))));
         assert!(

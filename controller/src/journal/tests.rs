@@ -46,6 +46,7 @@ fn report(host: &str, outcome: Outcome) -> HostReport {
         stderr: Captured::default(),
         batch: 1,
         attempts: 1,
+        fallback: None,
         changed: None,
     }
 }
@@ -120,11 +121,11 @@ async fn hosts_are_journalled_before_they_are_reported() {
         },
         Event::Finished {
             host: 0,
-            report: report("h1", Outcome::Succeeded),
+            report: Box::new(report("h1", Outcome::Succeeded)),
         },
         Event::Finished {
             host: 2,
-            report: report("h3", Outcome::NonZeroExit { code: 2 }),
+            report: Box::new(report("h3", Outcome::NonZeroExit { code: 2 })),
         },
     ];
     let expected: Vec<String> = sent.iter().map(|event| format!("{event:?}")).collect();
@@ -164,8 +165,19 @@ async fn the_journal_goes_on_when_the_reporters_are_gone() {
     drop(reported);
     let tap = tap(journal, received, forward);
     for (host, name) in ["h1", "h2"].iter().enumerate() {
-        let report = report(name, Outcome::ConnectTimeout);
-        events.send(Event::Finished { host, report }).await.unwrap();
+        let report = report(
+            name,
+            Outcome::ConnectTimeout {
+                reason: String::new(),
+            },
+        );
+        events
+            .send(Event::Finished {
+                host,
+                report: Box::new(report),
+            })
+            .await
+            .unwrap();
     }
     drop(events);
     let journal = tap.await.unwrap();

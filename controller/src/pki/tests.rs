@@ -108,6 +108,47 @@ fn bad_names_are_refused() {
 }
 
 #[test]
+fn controller_identities_are_refused_as_agent_names() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    pki.init("ops-controller").unwrap();
+    let key = KeyPair::generate().unwrap();
+    let request = CertificateParams::new(vec!["web01".to_string()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    for name in ["ops-controller", "OPS-Controller", "volley-controller"] {
+        let expected = format!(
+            "'{name}' is a controller identity: an agent certificate must not carry it (agents would take the name for a controller's); give the host another name"
+        );
+        let issued = pki.issue_agent(name, &[]).unwrap_err();
+        assert_eq!(issued.to_string(), expected);
+        let signed = pki.sign_agent_request(&request, name, &[]).unwrap_err();
+        assert_eq!(signed.to_string(), expected);
+        assert!(!pki.dir.join("agents").join(format!("{name}.pem")).exists());
+    }
+    pki.issue_agent("web01", &[]).unwrap();
+}
+
+#[test]
+fn controller_certificates_carry_client_auth_and_agents_server_auth_only() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    let controller = pki.init(DEFAULT_IDENTITY).unwrap();
+    let agent = pki.issue_agent("web01", &[]).unwrap();
+    let usage = |path: &Path| {
+        let der = der(&fs::read_to_string(path).unwrap());
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let usage = parsed.extended_key_usage().unwrap().unwrap().value.clone();
+        (usage.client_auth, usage.server_auth)
+    };
+    assert_eq!(usage(&controller.certificate), (true, false));
+    assert_eq!(usage(&agent.certificate), (false, true));
+}
+
+#[test]
 fn a_request_gets_our_names_and_usage_not_its_own() {
     let home = tempfile::tempdir().unwrap();
     let pki = Pki::new(home.path().join("pki"));

@@ -14,6 +14,7 @@ user = "www"
 hosts = ["db1", "db2"]
 identity_file = "~/.ssh/db_key"
 agent_prefix = "/srv/db"
+become = true
 [groups.loop_a]
 hosts = ["@loop_b"]
 [groups.loop_b]
@@ -23,9 +24,17 @@ address = "10.0.0.2"
 port = 22
 user = "root"
 agent_prefix = "/srv/web02"
+[hosts.db2]
+become = false
 "#;
 
-const SSH_CONFIG: &str = "Host web03\n  HostName web03.internal\n  Port 2222\n  User admin\n";
+const SSH_CONFIG: &str = "Host web03\n  HostName web03.internal\n  Port 2222\n  User admin\n\
+                          Host bastion\n  HostName 10.9.9.9\n  Port 2202\n  User jumper\n\
+                          \x20 IdentityFile ~/.ssh/jump_key\n\
+                          Host inner\n  ProxyJump bastion\n\
+                          Host app*\n  ProxyJump inner\n\
+                          Host loop1\n  ProxyJump loop2\nHost loop2\n  ProxyJump loop1\n\
+                          Host refused\n  ProxyCommand nc %h %p\n";
 
 /// Builds a plan from `volley run ARGS -- true` against the inventory and ssh config above.
 fn plan(args: &[&str]) -> Result<RunPlan, String> {
@@ -205,6 +214,94 @@ fn the_command_line_user_beats_the_inventory() {
 }
 
 #[test]
+fn ssh_options_sit_with_the_command_line() {
+    let options = ["-o", "User=opt", "-o", "Port=23", "-o", "HostName=%h.lan"];
+    let mut args = vec!["-w", "web02,web03,x@web01:24"];
+    args.extend(options);
+    let plan = plan(&args).unwrap();
+    let settings: Vec<(&str, u16, &str)> = plan
+        .hosts
+        .iter()
+        .map(|host| (host.address.as_str(), host.port, host.user.as_str()))
+        .collect();
+    // Over the inventory's host entry and the ssh config; under the pattern.
+    assert_eq!(
+        settings,
+        [
+            ("web02.lan", 23, "opt"),
+            ("web03.lan", 23, "opt"),
+            ("web01.lan", 24, "x")
+        ]
+    );
+    args.extend(["-l", "cli"]);
+    let plan = self::plan(&args).unwrap();
+    assert_eq!(plan.hosts[0].user, "cli");
+}
+
+/// `NAME=user@address:port` for each hop of the first host.
+fn route(args: &[&str]) -> Result<Vec<String>, String> {
+    let plan = plan(args)?;
+    Ok(plan.hosts[0]
+        .jump
+        .iter()
+        .map(|hop| {
+            format!(
+                "{}={}@{}",
+                hop.name,
+                hop.user,
+                dialled(&hop.address, hop.port)
+            )
+        })
+        .collect())
+}
+
+#[test]
+fn jump_hosts_come_from_dash_j_then_dash_o_then_the_ssh_config() {
+    let through_inner = ["bastion=jumper@10.9.9.9:2202", "inner=me@inner:22"];
+    // The ssh config: the first hop's own ProxyJump comes first; -l is not for hops.
+    assert_eq!(route(&["-w", "app1", "-l", "root"]).unwrap(), through_inner);
+    assert_eq!(route(&["-w", "app1", "-J", "none"]).unwrap(), [""; 0]);
+    assert_eq!(route(&["-w", "plain"]).unwrap(), [""; 0]);
+    assert_eq!(
+        route(&["-w", "app1", "-o", "ProxyJump=op@gw:2"]).unwrap(),
+        ["gw=op@gw:2"]
+    );
+    assert_eq!(
+        route(&["-w", "app1", "-J", "[::1]:3,bastion", "-o", "ProxyJump=gw"]).unwrap(),
+        ["::1=me@[::1]:3", "bastion=jumper@10.9.9.9:2202"]
+    );
+    let plan = plan(&["-w", "db9", "-J", "bastion"]).unwrap();
+    assert!(plan.hosts[0].jump[0].identity_files[0].ends_with(".ssh/jump_key"));
+}
+
+#[test]
+fn jump_host_errors_stop_the_plan() {
+    for (args, expected) in [
+        (
+            &["-w", "z", "-J", "loop1"][..],
+            "ProxyJump for z: the jump hosts loop: loop1 -> loop2 -> loop1",
+        ),
+        (
+            &["-w", "bastion", "-J", "bastion"],
+            "ProxyJump for bastion: the jump hosts loop through bastion (10.9.9.9:2202)",
+        ),
+        (&["-w", "z", "-J", "a,,b"], "-J: bad jump host '': no host"),
+        (
+            &["-w", "z", "-J", "refused"],
+            "ssh config HOME/.ssh/config:19: ProxyCommand applies to refused, but volley \
+             reaches hosts directly or through ProxyJump (-J) only",
+        ),
+        (
+            &["-w", "z", "-o", "ProxyCommand=nc %h %p"],
+            "-o 'ProxyCommand=nc %h %p': volley does not support ProxyCommand: volley reaches \
+             hosts directly or through ProxyJump (-J) only",
+        ),
+    ] {
+        assert_eq!(route(args).unwrap_err(), expected, "{args:?}");
+    }
+}
+
+#[test]
 fn agent_prefix_comes_from_the_host_then_its_group_then_the_top_level() {
     let plan = plan(&["-g", "db", "-w", "web02,x"]).unwrap();
     let prefixes: Vec<(String, Option<PathBuf>)> = plan
@@ -224,6 +321,33 @@ fn agent_prefix_comes_from_the_host_then_its_group_then_the_top_level() {
         .map(|(name, prefix)| (name.to_string(), Some(PathBuf::from(prefix))))
         .collect();
     assert_eq!(prefixes, expected);
+}
+
+#[test]
+fn become_comes_from_the_flag_then_the_host_its_group_and_the_top_level() {
+    let become_root = |args: &[&str]| -> Vec<(String, bool)> {
+        plan(args)
+            .unwrap()
+            .hosts
+            .into_iter()
+            .map(|host| (host.name, host.become_root))
+            .collect()
+    };
+    let owned = |expected: &[(&str, bool)]| -> Vec<(String, bool)> {
+        expected
+            .iter()
+            .map(|(name, value)| (name.to_string(), *value))
+            .collect()
+    };
+    assert_eq!(
+        become_root(&["-w", "x", "-g", "db"]),
+        owned(&[("x", false), ("db1", true), ("db2", false)])
+    );
+    // The flag turns it on everywhere, a host's `become = false` included.
+    assert_eq!(
+        become_root(&["-w", "x", "-g", "db", "--become"]),
+        owned(&[("x", true), ("db1", true), ("db2", true)])
+    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub(crate) fn host_report(
         stderr: captured(stderr),
         batch: 1,
         attempts: 1,
+        fallback: None,
         changed: None,
     }
 }

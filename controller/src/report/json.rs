@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use serde::Serialize;
-use volley_common::outcome::{HostReport, Outcome, TransportKind};
+use volley_common::outcome::{Fallback, HostReport, Outcome, TransportKind};
 
 /// One host's line. Field order is the key order of the output.
 #[derive(Serialize)]
@@ -32,6 +32,9 @@ struct Record<'a> {
     /// Connection attempts: more than 1 when `--retries` retried a connect-phase failure, 0
     /// for a host that never started (skipped, or cancelled before its turn).
     attempts: u32,
+    /// `null`, or why `auto` ran the host over SSH after trying its agent:
+    /// `{"reason": "agent_certificate_rejected", "detail": "TLS rejected: ..."}`.
+    fallback: Option<&'a Fallback>,
     /// `volley push` only: the remote files replaced or created on the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     changed: Option<&'a [String]>,
@@ -67,6 +70,7 @@ impl<'a> Record<'a> {
             stderr_truncated: report.stderr.truncated(),
             batch: report.batch,
             attempts: report.attempts,
+            fallback: report.fallback.as_ref(),
             changed: report.changed.as_deref(),
         }
     }
@@ -106,7 +110,7 @@ mod tests {
         check(
             &report,
             &format!(
-                r#"{{"host":"h01","transport":"ssh","outcome":"succeeded","exit_code":0,"signal":null,"reason":null,{TIMES},"stdout":"up 3 days\n","stderr":"","stdout_bytes":10,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"batch":1,"attempts":1}}"#
+                r#"{{"host":"h01","transport":"ssh","outcome":"succeeded","exit_code":0,"signal":null,"reason":null,{TIMES},"stdout":"up 3 days\n","stderr":"","stdout_bytes":10,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"batch":1,"attempts":1,"fallback":null}}"#
             ),
         );
     }
@@ -132,7 +136,9 @@ mod tests {
                 r#""outcome":"unreachable","exit_code":null,"signal":null,"reason":"unreachable: no route to host""#,
             ),
             (
-                Outcome::ConnectTimeout,
+                Outcome::ConnectTimeout {
+                    reason: String::new(),
+                },
                 r#""outcome":"connect_timeout","exit_code":null,"signal":null,"reason":"connect timed out""#,
             ),
             (
@@ -181,7 +187,7 @@ mod tests {
             check(
                 &report,
                 &format!(
-                    r#"{{"host":"h02","transport":"ssh",{fields},{TIMES},"stdout":"","stderr":"boom\n","stdout_bytes":0,"stderr_bytes":5,"stdout_truncated":false,"stderr_truncated":false,"batch":1,"attempts":1}}"#
+                    r#"{{"host":"h02","transport":"ssh",{fields},{TIMES},"stdout":"","stderr":"boom\n","stdout_bytes":0,"stderr_bytes":5,"stdout_truncated":false,"stderr_truncated":false,"batch":1,"attempts":1,"fallback":null}}"#
                 ),
             );
         }
@@ -189,7 +195,14 @@ mod tests {
 
     #[test]
     fn phases_that_never_began_are_null_and_truncation_is_reported() {
-        let mut report = host_report("h03", Outcome::ConnectTimeout, b"", b"");
+        let mut report = host_report(
+            "h03",
+            Outcome::ConnectTimeout {
+                reason: String::new(),
+            },
+            b"",
+            b"",
+        );
         report.timings = Timings {
             connect: None,
             run: None,
@@ -199,7 +212,22 @@ mod tests {
         report.stdout.total_bytes = 1_000_000;
         check(
             &report,
-            r#"{"host":"h03","transport":"ssh","outcome":"connect_timeout","exit_code":null,"signal":null,"reason":"connect timed out","connect_ms":null,"run_ms":null,"total_ms":10000.0,"stdout":"abc�","stderr":"","stdout_bytes":1000000,"stderr_bytes":0,"stdout_truncated":true,"stderr_truncated":false,"batch":1,"attempts":1}"#,
+            r#"{"host":"h03","transport":"ssh","outcome":"connect_timeout","exit_code":null,"signal":null,"reason":"connect timed out","connect_ms":null,"run_ms":null,"total_ms":10000.0,"stdout":"abc�","stderr":"","stdout_bytes":1000000,"stderr_bytes":0,"stdout_truncated":true,"stderr_truncated":false,"batch":1,"attempts":1,"fallback":null}"#,
+        );
+    }
+
+    #[test]
+    fn a_host_that_fell_back_says_why() {
+        let mut report = host_report("h04", Outcome::Succeeded, b"ok\n", b"");
+        report.fallback = Some(Fallback {
+            reason: volley_common::outcome::FallbackReason::AgentCertificateRejected,
+            detail: "TLS rejected: invalid peer certificate: UnknownIssuer".to_string(),
+        });
+        check(
+            &report,
+            &format!(
+                r#"{{"host":"h04","transport":"ssh","outcome":"succeeded","exit_code":0,"signal":null,"reason":null,{TIMES},"stdout":"ok\n","stderr":"","stdout_bytes":3,"stderr_bytes":0,"stdout_truncated":false,"stderr_truncated":false,"batch":1,"attempts":1,"fallback":{{"reason":"agent_certificate_rejected","detail":"TLS rejected: invalid peer certificate: UnknownIssuer"}}}}"#
+            ),
         );
     }
 

@@ -18,6 +18,7 @@ mod color;
 #[cfg(test)]
 mod fixture;
 mod gather;
+mod host_keys;
 mod json;
 mod progress;
 mod rollout;
@@ -29,6 +30,7 @@ use std::io::{self, Write};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use volley_common::outcome::HostReport;
 
+pub use host_keys::write_learned_host_keys;
 pub use rollout::{write_recorded, write_rollout};
 pub use summary::write_summary;
 
@@ -136,7 +138,7 @@ async fn consume<O: Write, E: Write>(
                     progress.finished(host, report.outcome.is_success());
                 }
                 if let Some(slot) = reports.get_mut(host) {
-                    *slot = Some(report);
+                    *slot = Some(*report);
                 }
             }
         }
@@ -266,15 +268,22 @@ mod tests {
             output(1, Stream::Stdout, "me"),
             Event::Finished {
                 host: 1,
-                report: host_report("h02", Outcome::Succeeded, b"same\n", b""),
+                report: Box::new(host_report("h02", Outcome::Succeeded, b"same\n", b"")),
             },
             Event::Finished {
                 host: 0,
-                report: host_report("h01", Outcome::Succeeded, b"same\n", b""),
+                report: Box::new(host_report("h01", Outcome::Succeeded, b"same\n", b"")),
             },
             Event::Finished {
                 host: 2,
-                report: host_report("h03", Outcome::ConnectTimeout, b"", b""),
+                report: Box::new(host_report(
+                    "h03",
+                    Outcome::ConnectTimeout {
+                        reason: String::new(),
+                    },
+                    b"",
+                    b"",
+                )),
             },
         ]
     }
@@ -283,7 +292,7 @@ mod tests {
     async fn stream_mode_writes_lines_and_failures() {
         let run = run(OutputMode::Stream, events()).await;
         assert_eq!(run.out, "h01: same\nh02: same\n");
-        assert_eq!(run.err, "h03: volley: connect timed out\n");
+        assert_eq!(run.err, "h03: volley: connect timed out (ssh)\n");
         let hosts: Vec<Option<&str>> = run
             .reports
             .iter()
@@ -327,11 +336,11 @@ mod tests {
             },
             Event::Finished {
                 host: 7,
-                report: host_report("ghost", Outcome::Cancelled, b"", b""),
+                report: Box::new(host_report("ghost", Outcome::Cancelled, b"", b"")),
             },
         ];
         let run = run(OutputMode::Stream, events).await;
-        assert_eq!(run.err, "host#7: stray\nghost: volley: cancelled\n");
+        assert_eq!(run.err, "host#7: stray\nghost: volley: cancelled (ssh)\n");
         assert!(run.reports.iter().all(Option::is_none));
     }
 

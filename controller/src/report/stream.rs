@@ -1,4 +1,6 @@
-//! Stream mode: every line of every host's output as it arrives, prefixed with the host name.
+//! Stream mode: every line of every host's output as it arrives, prefixed with the host name;
+//! then, for a host that did not succeed, `host: volley: <why> (<transport>)`, the transport
+//! being the one that ran it (and, after a fallback, why the agent was not used).
 //!
 //! Transports forward output in chunks cut anywhere, so each host's stdout and stderr are
 //! reassembled into lines here; a written line never mixes two hosts. What is written is the
@@ -151,9 +153,11 @@ impl StreamRenderer {
             return Ok(());
         }
         let name = self.hosts.get(host).unwrap_or(&report.host);
-        let failure = self
-            .paint
-            .failure(format_args!("volley: {}", report.outcome));
+        let failure = match ran_over(report) {
+            Some(transport) => format!("volley: {} ({transport})", report.outcome),
+            None => format!("volley: {}", report.outcome),
+        };
+        let failure = self.paint.failure(failure);
         writeln!(err, "{}: {failure}", self.paint.host(name, host))
     }
 
@@ -183,6 +187,22 @@ impl StreamRenderer {
     }
 }
 
+/// The transport that ran the host, and why it was not the agent when `auto` fell back; `None`
+/// for a host that never started.
+pub(crate) fn ran_over(report: &HostReport) -> Option<String> {
+    if report.attempts == 0 {
+        return None;
+    }
+    Some(match &report.fallback {
+        Some(fallback) => format!(
+            "{}, fell back from the agent: {}",
+            report.transport,
+            fallback.reason.describe()
+        ),
+        None => report.transport.to_string(),
+    })
+}
+
 /// The prefix of a host number; one outside the host list (a bug upstream) still gets a name.
 fn prefix_of(prefixes: &[Vec<u8>], host: usize) -> std::borrow::Cow<'_, [u8]> {
     match prefixes.get(host) {
@@ -201,6 +221,7 @@ fn write_line(out: &mut impl Write, prefix: &[u8], line: &[u8]) -> io::Result<()
 mod tests {
     use super::super::fixture::host_report;
     use super::*;
+    use volley_common::outcome::{Fallback, FallbackReason, TransportKind};
 
     /// Feeds the chunks to one buffer, then finishes it; returns the lines joined by `|`.
     fn lines_of(chunks: &[&[u8]]) -> String {
@@ -290,6 +311,10 @@ mod tests {
         Out(usize, &'a str),
         Err(usize, &'a str),
         Done(usize, Outcome),
+        /// Finished after `auto` fell back to SSH.
+        FellBack(usize, Outcome),
+        /// Finished without ever starting.
+        NeverStarted(usize, Outcome),
     }
 
     fn render(color: bool, steps: &[Step]) -> Rendered {
@@ -306,6 +331,20 @@ mod tests {
                 }
                 Step::Done(host, outcome) => {
                     let report = host_report(&hosts[*host], outcome.clone(), b"", b"");
+                    renderer.finished(*host, &report, &mut out, &mut err)
+                }
+                Step::FellBack(host, outcome) => {
+                    let mut report = host_report(&hosts[*host], outcome.clone(), b"", b"");
+                    report.fallback = Some(Fallback {
+                        reason: FallbackReason::ControllerCertificateRefused,
+                        detail: "TLS rejected: the agent refused our certificate".to_string(),
+                    });
+                    renderer.finished(*host, &report, &mut out, &mut err)
+                }
+                Step::NeverStarted(host, outcome) => {
+                    let mut report = host_report(&hosts[*host], outcome.clone(), b"", b"");
+                    report.attempts = 0;
+                    report.transport = TransportKind::Agent;
                     renderer.finished(*host, &report, &mut out, &mut err)
                 }
             }
@@ -358,14 +397,22 @@ mod tests {
         assert_eq!(
             String::from_utf8(plain.err).unwrap(),
             "h01: no such file\n\
-             h01: volley: exited with status 2\n\
-             h02: volley: unreachable: connection refused\n"
+             h01: volley: exited with status 2 (ssh)\n\
+             h02: volley: unreachable: connection refused (ssh)\n"
         );
         assert!(plain.out.is_empty());
 
         let coloured = render(
             true,
-            &[Step::Out(0, "up\n"), Step::Done(0, Outcome::ConnectTimeout)],
+            &[
+                Step::Out(0, "up\n"),
+                Step::Done(
+                    0,
+                    Outcome::ConnectTimeout {
+                        reason: String::new(),
+                    },
+                ),
+            ],
         );
         assert_eq!(
             String::from_utf8(coloured.out).unwrap(),
@@ -373,7 +420,23 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(coloured.err).unwrap(),
-            "\x1b[1;36mh01\x1b[0m: \x1b[31mvolley: connect timed out\x1b[0m\n"
+            "\x1b[1;36mh01\x1b[0m: \x1b[31mvolley: connect timed out (ssh)\x1b[0m\n"
+        );
+    }
+
+    #[test]
+    fn a_failure_line_says_when_the_agent_was_passed_over_and_a_host_that_never_ran_has_none() {
+        let rendered = render(
+            false,
+            &[
+                Step::FellBack(0, Outcome::NonZeroExit { code: 1 }),
+                Step::NeverStarted(1, Outcome::Cancelled),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(rendered.err).unwrap(),
+            "h01: volley: exited with status 1 (ssh, fell back from the agent: the agent refused our certificate)\n\
+             h02: volley: cancelled\n"
         );
     }
 

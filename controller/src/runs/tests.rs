@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use volley_common::journal::{
     BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, Options, Targets, count_kinds,
 };
-use volley_common::outcome::{Outcome, TransportKind};
+use volley_common::outcome::{Fallback, FallbackReason, Outcome, TransportKind};
 
 use super::*;
 use crate::cli::{RetryArgs, ShowArgs};
@@ -64,7 +64,24 @@ fn host(host: &str, batch: usize, outcome: Outcome) -> Entry {
         stderr_bytes: 0,
         changed: None,
         finished: "2026-11-27T06:58:14.000Z".to_string(),
+        fallback: None,
     })
+}
+
+/// `host` through the agent, or over SSH after the agent's certificate was rejected.
+fn host_via(host_entry: Entry, fell_back: bool) -> Entry {
+    let Entry::Host(mut entry) = host_entry else {
+        unreachable!("a host entry")
+    };
+    entry.transport = TransportKind::Agent;
+    if fell_back {
+        entry.transport = TransportKind::Ssh;
+        entry.fallback = Some(Fallback {
+            reason: FallbackReason::AgentCertificateRejected,
+            detail: "TLS rejected: invalid peer certificate: UnknownIssuer".to_string(),
+        });
+    }
+    Entry::Host(entry)
 }
 
 fn write(dir: &Path, id: &str, entries: &[Entry]) {
@@ -75,14 +92,15 @@ fn write(dir: &Path, id: &str, entries: &[Entry]) {
     std::fs::write(dir.join(format!("{id}.jsonl")), text).unwrap();
 }
 
-/// A stopped rollout (web1 ok, web2 failed, web3 unreachable, web4-web6 skipped), then a killed
-/// run of which only web1 finished.
+/// A stopped rollout (web1 ok over SSH after its agent's certificate was rejected, web2 failed
+/// through its agent, web3 unreachable, web4-web6 skipped), then a killed run of which only web1
+/// finished.
 fn runs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let hosts = ["web1", "web2", "web3", "web4", "web5", "web6"];
     let outcomes = [
-        host("web1", 1, Outcome::Succeeded),
-        host("web2", 1, Outcome::NonZeroExit { code: 1 }),
+        host_via(host("web1", 1, Outcome::Succeeded), true),
+        host_via(host("web2", 1, Outcome::NonZeroExit { code: 1 }), false),
         host("web3", 2, refused()),
         host("web4", 2, Outcome::Skipped),
         host("web5", 3, Outcome::Skipped),
@@ -192,13 +210,13 @@ ended     2026-11-27T06:58:20.000Z, exit status 3, rollout stopped by the failur
 hosts     6: 1 succeeded, 1 non_zero_exit, 3 skipped, 1 unreachable
 batches   1 started of 3 (2, 2, 2)
 
-HOST  BATCH  OUTCOME        ATTEMPTS  TIME   DETAIL
-web1  1      succeeded      1         1.23s
-web2  1      non_zero_exit  1         1.23s  exited with status 1
-web3  2      unreachable    1         1.23s  unreachable: connection refused
-web4  2      skipped        0         -      skipped: the failure budget stopped the rollout before this host
-web5  3      skipped        0         -      skipped: the failure budget stopped the rollout before this host
-web6  3      skipped        0         -      skipped: the failure budget stopped the rollout before this host
+HOST  BATCH  OUTCOME        TRANSPORT  ATTEMPTS  TIME   DETAIL
+web1  1      succeeded      ssh        1         1.23s  fell back to SSH: agent certificate rejected (TLS rejected: invalid peer certificate: UnknownIssuer)
+web2  1      non_zero_exit  agent      1         1.23s  exited with status 1
+web3  2      unreachable    ssh        1         1.23s  unreachable: connection refused
+web4  2      skipped        -          0         -      skipped: the failure budget stopped the rollout before this host
+web5  3      skipped        -          0         -      skipped: the failure budget stopped the rollout before this host
+web6  3      skipped        -          0         -      skipped: the failure budget stopped the rollout before this host
 "
     );
 }
@@ -216,10 +234,10 @@ started   2026-11-27T07:00:00.000Z by ops
 ended     no end recorded: volley was killed, or the run is still going
 hosts     3: 1 succeeded, 2 not_finished
 
-HOST  BATCH  OUTCOME       ATTEMPTS  TIME   DETAIL
-web1  1      succeeded     1         1.23s
-web2  1      not_finished  -         -      no outcome recorded: the run ended before this host finished
-web3  1      not_finished  -         -      no outcome recorded: the run ended before this host finished
+HOST  BATCH  OUTCOME       TRANSPORT  ATTEMPTS  TIME   DETAIL
+web1  1      succeeded     ssh        1         1.23s
+web2  1      not_finished  -          -         -      no outcome recorded: the run ended before this host finished
+web3  1      not_finished  -          -         -      no outcome recorded: the run ended before this host finished
 "
     );
 }
@@ -413,7 +431,7 @@ fn a_push_host_shows_what_it_changed() {
             unreachable!("host() makes host entries")
         };
         entry.changed = changed.map(|paths| paths.iter().map(|p| p.to_string()).collect());
-        detail(&entry)
+        host_row("web1", Some(&entry), Some(&1))[6].clone()
     };
     assert_eq!(entry(Outcome::Succeeded, None), "");
     assert_eq!(entry(Outcome::Succeeded, Some(&[])), "unchanged");
@@ -445,6 +463,8 @@ fn a_retry_runs_on_exactly_its_hosts_or_not_at_all() {
         agent_port: 7731,
         transport: volley_common::inventory::TransportChoice::Auto,
         agent_prefix: None,
+        become_root: false,
+        jump: Vec::new(),
     };
     let mut hosts: Vec<HostSpec> = ["web1", "web2", "web3"].map(spec).to_vec();
     let wanted = ["web3".to_string(), "web1".to_string()];

@@ -91,13 +91,14 @@ impl Transport for Scripted {
             // Connect-phase failures never got a session, as a real transport reports them.
             let connected = !matches!(
                 outcome,
-                Outcome::Unreachable { .. } | Outcome::ConnectTimeout
+                Outcome::Unreachable { .. } | Outcome::ConnectTimeout { .. }
             );
             Ended {
                 outcome,
                 connected_after: connected.then_some(Duration::from_millis(10)),
                 ran_for: connected.then_some(Duration::from_millis(90)),
                 transport: TransportKind::Ssh,
+                fallback: None,
             }
         })
     }
@@ -116,6 +117,8 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
                 agent_port: 7731,
                 transport: TransportChoice::Ssh,
                 agent_prefix: None,
+                become_root: false,
+                jump: Vec::new(),
             })
             .collect(),
         command: "true".to_string(),
@@ -165,7 +168,7 @@ async fn run_with(plan: RunPlan, transport: Arc<Scripted>, cancel: CancellationT
             match event {
                 Event::Finished { host, report } => {
                     assert!(finished[host].is_none(), "host {host} finished twice");
-                    finished[host] = Some(report);
+                    finished[host] = Some(*report);
                 }
                 Event::BatchStarted { batch, hosts, .. } => batches.push((batch, hosts)),
                 Event::Started { .. } | Event::Output { .. } => {}
@@ -304,7 +307,12 @@ async fn an_exceeded_budget_stops_the_rollout_and_skips_the_rest() {
 async fn failures_within_the_budget_do_not_stop_it() {
     let transport = Arc::new(Scripted::new(&[
         ("h1", vec![Outcome::NonZeroExit { code: 1 }]),
-        ("h4", vec![Outcome::ConnectTimeout]),
+        (
+            "h4",
+            vec![Outcome::ConnectTimeout {
+                reason: String::new(),
+            }],
+        ),
     ]));
     // 25% of 8 hosts allows two failures.
     let outcomes = run_with(
@@ -350,7 +358,13 @@ async fn connect_failures_are_retried_with_backoff_and_commands_are_not() {
     let transport = Arc::new(Scripted::new(&[
         (
             "h1",
-            vec![refused(), Outcome::ConnectTimeout, Outcome::Succeeded],
+            vec![
+                refused(),
+                Outcome::ConnectTimeout {
+                    reason: String::new(),
+                },
+                Outcome::Succeeded,
+            ],
         ),
         ("h2", vec![refused()]),
         ("h3", vec![Outcome::NonZeroExit { code: 1 }]),

@@ -16,13 +16,27 @@ fn describe(config: &SshHostConfig) -> String {
     parts.extend(config.port.iter().map(|value| format!("port={value}")));
     let ids = config.identity_files.iter();
     parts.extend(ids.map(|path| format!("id={}", path.display())));
+    if let Some(hops) = &config.proxy_jump {
+        let hops: Vec<String> = hops
+            .iter()
+            .map(|hop| {
+                let user = hop
+                    .user
+                    .as_ref()
+                    .map_or(String::new(), |user| format!("{user}@"));
+                let port = hop.port.map_or(String::new(), |port| format!(":{port}"));
+                format!("{user}{}{port}", hop.host)
+            })
+            .collect();
+        parts.push(format!("jump={}", hops.join(",")));
+    }
     parts.join(" ")
 }
 
 #[track_caller]
 fn check(text: &str, host: &str, expected: &str) {
     let config = SshConfig::parse(text, Path::new(ORIGIN), Path::new(HOME)).unwrap();
-    let actual = describe(&config.lookup(host, "op"));
+    let actual = describe(&config.lookup(host, "op").unwrap());
     assert_eq!(actual, expected, "{host} in {text:?}");
 }
 
@@ -81,16 +95,35 @@ fn lookups() {
         "user=u",
     );
     check("User a#b", "h", "user=a#b");
-    // Match blocks never apply, except `Match all`.
+    // Match blocks: `all`, `host` (HostName so far), `originalhost`, `localuser`.
     check(
         "Match host web1\n User m\nHost *\n User u",
         "web1",
-        "user=u",
+        "user=m",
+    );
+    check("Match host db1\n User m\nHost *\n User u", "web1", "user=u");
+    check(
+        "Host web1\n HostName web1.internal\nMatch host *.internal\n User i",
+        "web1",
+        "hostname=web1.internal user=i",
     );
     check(
-        "Match exec true\n User x\nMatch all\n User y",
+        "Host web1\n HostName %h.internal\nMatch host web1.internal\n User i",
         "web1",
-        "user=y",
+        "hostname=web1.internal user=i",
+    );
+    check(
+        "Host web1\n HostName web1.internal\nMatch originalhost web1 !localuser root\n Port 2",
+        "web1",
+        "hostname=web1.internal port=2",
+    );
+    // A Match Volley cannot evaluate does not matter when what it can evaluate rules it out, or
+    // when its block only holds what Volley ignores.
+    check("Match exec true host db*\n User x", "web1", "");
+    check(
+        "Match exec true\n ServerAliveInterval 5\nHost *\n User u",
+        "web1",
+        "user=u",
     );
     let text = "Host db\n User d\nMatch all\n Port 2200";
     check(text, "db", "user=d port=2200");
@@ -108,12 +141,21 @@ fn lookups() {
         "hostname=web1.internal",
     );
     check("HostName a%%b", "h", "hostname=a%b");
-    // Keywords we do not use, with or without values.
+    // Keywords Volley ignores, with or without values, and unknown ones listed in
+    // IgnoreUnknown (which must come first).
     check(
-        "Host *\n ForwardAgent yes\n ProxyJump b\n Compression\n NewThing x\n User u",
+        "IgnoreUnknown New*,Other\nHost *\n ForwardAgent yes\n Compression\n NewThing x\n User u",
         "h",
         "user=u",
     );
+    // Refused directives with the values that leave OpenSSH's default in place.
+    check(
+        "Host *\n Ciphers +aes128-cbc\n AddressFamily any\n ProxyCommand none\n User u",
+        "h",
+        "user=u jump=",
+    );
+    // Only the first value of a refused directive counts.
+    check("Host *\n Ciphers +x\n Ciphers aes256-ctr", "h", "");
 }
 
 #[test]
@@ -200,8 +242,14 @@ fn includes() {
         ("conf.d/web", "Host web1\n User inc\n Port 2201"),
     ]);
     let config = load_from(&home).unwrap();
-    assert_eq!(describe(&config.lookup("web1", "op")), "user=inc port=2201");
-    assert_eq!(describe(&config.lookup("db1", "op")), "user=fallback");
+    assert_eq!(
+        describe(&config.lookup("web1", "op").unwrap()),
+        "user=inc port=2201"
+    );
+    assert_eq!(
+        describe(&config.lookup("db1", "op").unwrap()),
+        "user=fallback"
+    );
 
     // Included inside a block: the file's lines are under that block's condition, its Host
     // lines cannot reach beyond it, and the block goes on after the Include.
@@ -218,24 +266,41 @@ fn includes() {
     let config = load_from(&home).unwrap();
     let id = home.path().join(".ssh/id_w1");
     let expected = format!("user=inner port=2202 id={}", id.display());
-    assert_eq!(describe(&config.lookup("web1", "op")), expected);
+    assert_eq!(describe(&config.lookup("web1", "op").unwrap()), expected);
     assert_eq!(
-        describe(&config.lookup("web2", "op")),
+        describe(&config.lookup("web2", "op").unwrap()),
         "user=inner port=2202"
     );
-    assert_eq!(describe(&config.lookup("db", "op")), "port=2203");
+    assert_eq!(describe(&config.lookup("db", "op").unwrap()), "port=2203");
 
-    // Included from a Match block: never applies. Wildcard Includes are skipped.
+    // Included from a Match block, it applies when the Match does. Globs are expanded and
+    // sorted, as OpenSSH's glob(3) does.
     let home = home_with(&[
         (
             "config",
-            "Match exec x\n Include extra\nHost *\n Include conf.d/*\n Port 1",
+            "Match originalhost db*\n Include extra\nHost *\n Include conf.d/*.conf\n Port 1",
         ),
-        ("extra", "User never"),
-        ("conf.d/a", "User never"),
+        ("extra", "User db"),
+        ("conf.d/b.conf", "User b\n IdentityFile id_b"),
+        ("conf.d/a.conf", "IdentityFile id_a"),
+        ("conf.d/a.conf.bak", "User never"),
     ]);
     let config = load_from(&home).unwrap();
-    assert_eq!(describe(&config.lookup("web1", "op")), "port=1");
+    let ids = |names: &[&str]| -> String {
+        let ids: Vec<String> = names
+            .iter()
+            .map(|name| format!("id={}", home.path().join(".ssh").join(name).display()))
+            .collect();
+        ids.join(" ")
+    };
+    assert_eq!(
+        describe(&config.lookup("web1", "op").unwrap()),
+        format!("user=b port=1 {}", ids(&["id_a", "id_b"]))
+    );
+    assert_eq!(
+        describe(&config.lookup("db1", "op").unwrap()),
+        format!("user=db port=1 {}", ids(&["id_a", "id_b"]))
+    );
 }
 
 #[test]
@@ -261,9 +326,12 @@ fn include_errors() {
 fn missing_file_is_empty_and_unreadable_is_an_error() {
     let home = home_with(&[]);
     let config = load_from(&home).unwrap();
-    assert_eq!(config.lookup("web1", "op"), SshHostConfig::default());
     assert_eq!(
-        SshConfig::empty().lookup("web1", "op"),
+        config.lookup("web1", "op").unwrap(),
+        SshHostConfig::default()
+    );
+    assert_eq!(
+        SshConfig::empty().lookup("web1", "op").unwrap(),
         SshHostConfig::default()
     );
 
@@ -271,4 +339,138 @@ fn missing_file_is_empty_and_unreadable_is_an_error() {
     let message = error.to_string();
     let prefix = format!("ssh config {}: cannot read: ", home.path().display());
     assert!(message.starts_with(&prefix), "{message}");
+}
+
+#[track_caller]
+fn check_error(text: &str, host: &str, expected: &str) {
+    let config = SshConfig::parse(text, Path::new(ORIGIN), Path::new(HOME)).unwrap();
+    let error = config.lookup(host, "op").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!("ssh config {ORIGIN}:{expected}"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn what_volley_cannot_honour_is_refused_where_it_applies() {
+    let proxy = "ProxyCommand applies to web1, but volley reaches hosts directly or through \
+                 ProxyJump (-J) only";
+    check_error(
+        "Host web*\n ProxyCommand nc %h %p",
+        "web1",
+        &format!("2: {proxy}"),
+    );
+    // Not where it does not apply.
+    check(
+        "Host db*\n ProxyCommand nc %h %p\nHost *\n User u",
+        "web1",
+        "user=u",
+    );
+    check_error(
+        "Host *\n User u\n HostKeyAlias other",
+        "web1",
+        "3: HostKeyAlias applies to web1, but volley checks one known_hosts file, by the \
+         address dialled (--known-hosts)",
+    );
+    check_error(
+        "Host *\n CertificateFile ~/.ssh/id-cert.pub",
+        "web1",
+        "2: CertificateFile applies to web1, but volley authenticates with plain keys: \
+         IdentityFile, -i and the agent at SSH_AUTH_SOCK",
+    );
+    check_error(
+        "Host *\n KexAlgorithms curve25519-sha256",
+        "web1",
+        "2: KexAlgorithms applies to web1, but volley negotiates its own algorithms; only \
+         additions (+...) are accepted",
+    );
+    check_error(
+        "Host *\n UserKnownHostsFile /dev/null",
+        "web1",
+        "2: UserKnownHostsFile applies to web1, but volley checks one known_hosts file, by the \
+         address dialled (--known-hosts)",
+    );
+    // ProxyCommand and ProxyJump share a slot: the first one wins, the other has no effect.
+    check(
+        "Host *\n ProxyJump b\n ProxyCommand nc %h %p",
+        "web1",
+        "jump=b",
+    );
+    check_error(
+        "Host *\n ProxyCommand nc %h %p\n ProxyJump b",
+        "web1",
+        &format!("2: {proxy}"),
+    );
+    check("Host *\n ProxyCommand none\n ProxyJump b", "web1", "jump=");
+    // An unknown keyword is refused as OpenSSH refuses it, unless IgnoreUnknown came first.
+    check_error(
+        "Host *\n Bogus yes",
+        "web1",
+        "2: unknown directive Bogus applies to web1 (list it in IgnoreUnknown to have it skipped)",
+    );
+    check_error(
+        "Host *\n Bogus yes\n IgnoreUnknown Bogus",
+        "web1",
+        "2: unknown directive Bogus applies to web1 (list it in IgnoreUnknown to have it skipped)",
+    );
+    // A Match Volley cannot evaluate, in front of settings that matter.
+    check_error(
+        "Host *\n User u\nMatch exec \"test -f /x\"\n User x",
+        "web1",
+        "3: this Match block may apply to web1, but volley cannot evaluate 'exec' (only all, \
+         host, originalhost and localuser)",
+    );
+    check_error(
+        "Match host web1 !final\n Port 2",
+        "web1",
+        "1: this Match block may apply to web1, but volley cannot evaluate '!final' (only all, \
+         host, originalhost and localuser)",
+    );
+}
+
+#[test]
+fn proxy_jump() {
+    check("Host web*\n ProxyJump bastion", "web1", "jump=bastion");
+    check(
+        "Host web*\n ProxyJump op@b1:2222,ssh://b2",
+        "web1",
+        "jump=op@b1:2222,b2",
+    );
+    // The first value obtained wins, `none` included.
+    check(
+        "Host web1\n ProxyJump none\nHost *\n ProxyJump bastion",
+        "web1",
+        "jump=",
+    );
+    // %h (HostName), %n (as written), %p, %r.
+    check(
+        "Host *\n HostName %h.lan\n User u\n Port 2\n ProxyJump %r@gw-%n:%p,j-%h",
+        "web1",
+        "hostname=web1.lan user=u port=2 jump=u@gw-web1:2,j-web1.lan",
+    );
+    for (text, expected) in [
+        (
+            "Host *\n ProxyJump a,,b",
+            "2: ProxyJump bad jump host '': no host",
+        ),
+        (
+            "ProxyJump %d",
+            "1: ProxyJump '%d': token %d is not supported",
+        ),
+        ("ProxyJump a b", "1: ProxyJump takes one value"),
+    ] {
+        let error = SshConfig::parse(text, Path::new(ORIGIN), Path::new(HOME)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("ssh config {ORIGIN}:{expected}"),
+            "{text:?}"
+        );
+    }
+    // A value whose tokens expand into nonsense is caught at lookup.
+    check_error(
+        "Host *\n ProxyJump %h:x",
+        "web1",
+        "2: ProxyJump bad jump host 'web1:x': bad port 'x'",
+    );
 }

@@ -3,7 +3,10 @@
 //! the timings and transport of the host's [`Ended`].
 //!
 //! `--timeout` (default 10 minutes) bounds the whole host once it is reached, `--then`
-//! included; an interrupt stops it where it is.
+//! included; an interrupt stops it where it is. With `--become`, everything over SSH runs
+//! through `sudo -n`, checked once per host as `volley run` checks it; through the agent,
+//! files are always read and written by the agent's user (root), and `--then` runs as
+//! `volley run` would run it there.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -18,7 +21,7 @@ use super::local::LocalFile;
 use super::{agent, ssh};
 use crate::transport::agent::AgentTransport;
 use crate::transport::auto::{Route, route};
-use crate::transport::ssh::{Session, SshTransport};
+use crate::transport::ssh::{Session, SshTransport, sudo};
 use crate::transport::{Ended, Job};
 
 /// A host's whole operation may take this long unless `--timeout` says otherwise.
@@ -26,7 +29,11 @@ pub const DEFAULT_LIMIT: Duration = Duration::from_secs(600);
 
 /// A reached host.
 pub enum Files<'a> {
-    Ssh(&'a Session),
+    Ssh {
+        session: &'a Session,
+        /// Through `sudo -n` (`--become`).
+        sudo: bool,
+    },
     Agent {
         client: AgentClient<Channel>,
         agent: &'a AgentTransport,
@@ -36,7 +43,7 @@ pub enum Files<'a> {
 impl Files<'_> {
     pub async fn stat(&mut self, queries: &[StatQuery]) -> Result<Vec<FileState>, String> {
         match self {
-            Files::Ssh(session) => ssh::stat(session, queries).await,
+            Files::Ssh { session, sudo } => ssh::stat(session, *sudo, queries).await,
             Files::Agent { client, .. } => agent::stat(client, queries).await,
         }
     }
@@ -48,7 +55,7 @@ impl Files<'_> {
         spec: &PushSpec,
     ) -> Result<Option<String>, String> {
         match self {
-            Files::Ssh(session) => ssh::put(session, file, spec).await,
+            Files::Ssh { session, sudo } => ssh::put(session, *sudo, file, spec).await,
             Files::Agent { client, .. } => agent::put(client, file, spec).await,
         }
     }
@@ -61,7 +68,9 @@ impl Files<'_> {
         out: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<Option<String>, String> {
         match self {
-            Files::Ssh(session) => ssh::fetch(session, &spec.path, out).await.map(|()| None),
+            Files::Ssh { session, sudo } => ssh::fetch(session, *sudo, &spec.path, out)
+                .await
+                .map(|()| None),
             Files::Agent { client, .. } => agent::fetch(client, spec, out).await.map(Some),
         }
     }
@@ -69,7 +78,7 @@ impl Files<'_> {
     /// Runs the job's command, as `volley run` would over this transport.
     pub async fn run(&mut self, mut job: Job<'_>) -> Outcome {
         match self {
-            Files::Ssh(session) => session.run_job(job).await,
+            Files::Ssh { session, .. } => session.run_job(job).await,
             Files::Agent { client, agent } => agent.exec(client, &mut job).await,
         }
     }
@@ -78,7 +87,7 @@ impl Files<'_> {
     pub fn execution_id(&self, job: &Job<'_>) -> String {
         match self {
             Files::Agent { agent, .. } => agent.execution_id(job.host),
-            Files::Ssh(_) => String::new(),
+            Files::Ssh { .. } => String::new(),
         }
     }
 }
@@ -114,34 +123,57 @@ pub async fn run_host(
             let outcome = work.on_host(&mut files, &mut job, deadline).await;
             (outcome, reached.after, TransportKind::Agent)
         }
-        _ => {
-            let connect = job.limits.connect_timeout;
-            let session = match ssh.open(job.host, connect, &job.cancel).await {
-                Ok(session) => session,
-                Err(outcome) => {
-                    return Ended {
-                        outcome,
-                        connected_after: None,
-                        ran_for: None,
-                        transport: TransportKind::Ssh,
-                    };
-                }
-            };
-            let connected_after = started.elapsed();
-            let deadline = tokio::time::Instant::now() + limit;
-            let outcome = work
-                .on_host(&mut Files::Ssh(&session), &mut job, deadline)
-                .await;
-            session.close().await;
-            (outcome, connected_after, TransportKind::Ssh)
+        (Route::Ssh(fallback), _) => {
+            let mut ended = over_ssh(work, ssh, job, started).await;
+            ended.fallback = fallback;
+            return ended;
         }
+        // `route` reaches an agent only through `agent`.
+        (Route::Agent(_), None) => return over_ssh(work, ssh, job, started).await,
     };
     Ended {
         outcome,
         connected_after: Some(connected_after),
         ran_for: Some(started.elapsed().saturating_sub(connected_after)),
         transport,
+        fallback: None,
     }
+}
+
+/// The host over SSH: connect, `--become`'s check, the work, goodbye.
+async fn over_ssh(
+    work: &impl HostWork,
+    ssh: &SshTransport,
+    mut job: Job<'_>,
+    started: Instant,
+) -> Ended {
+    let ended = |outcome, connected_after: Option<Duration>| Ended {
+        outcome,
+        connected_after,
+        ran_for: connected_after.map(|after| started.elapsed().saturating_sub(after)),
+        transport: TransportKind::Ssh,
+        fallback: None,
+    };
+    let connect = job.limits.connect_timeout;
+    let session = match ssh.open(job.host, connect, &job.cancel).await {
+        Ok(session) => session,
+        Err(outcome) => return ended(outcome, None),
+    };
+    let sudo = sudo::needed(job.host);
+    if sudo && let Err(outcome) = ssh.become_root(&session, &job).await {
+        session.close().await;
+        return ended(outcome, Some(started.elapsed()));
+    }
+    let connected_after = started.elapsed();
+    let limit = job.limits.command_timeout.unwrap_or(DEFAULT_LIMIT);
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut files = Files::Ssh {
+        session: &session,
+        sudo,
+    };
+    let outcome = work.on_host(&mut files, &mut job, deadline).await;
+    session.close().await;
+    ended(outcome, Some(connected_after))
 }
 
 /// A reason that names the file, once.

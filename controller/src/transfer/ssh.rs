@@ -7,8 +7,7 @@ use tokio::io::AsyncWrite;
 use volley_common::transfer::{FileFacts, FileState, PushSpec, StatQuery};
 
 use super::local::LocalFile;
-use crate::shell::quote;
-use crate::transport::ssh::{Exit, Finished, Session, SessionError};
+use crate::transport::ssh::{Exit, Finished, Session, SessionError, sudo};
 use crate::upload::{self, Directories, Upload};
 
 /// Paths looked at by one probe: the whole command is one argument of the remote shell, which
@@ -34,20 +33,20 @@ while [ $# -gt 1 ]; do
 done
 "#;
 
-/// Runs a script under `/bin/sh` whatever the login shell; a failure is the last line of its
-/// stderr.
+/// Runs a script under `/bin/sh` whatever the login shell, through `sudo -n` with `sudo`
+/// (`--become`); a failure is the last line of its stderr.
 async fn sh(
     session: &Session,
+    sudo: bool,
     script: &str,
     args: &[String],
     input: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
     stdout: Option<&mut (dyn AsyncWrite + Unpin + Send)>,
 ) -> Result<Finished, String> {
-    let mut command = format!("exec /bin/sh -c {} sh", quote(script));
-    for arg in args {
-        command.push(' ');
-        command.push_str(&quote(arg));
-    }
+    let args: Vec<&str> = std::iter::once("sh")
+        .chain(args.iter().map(String::as_str))
+        .collect();
+    let command = sudo::shell_line(script, &args, sudo);
     let finished = session
         .run_streaming(&command, input, stdout)
         .await
@@ -66,7 +65,11 @@ async fn sh(
 }
 
 /// What each queried path holds.
-pub async fn stat(session: &Session, queries: &[StatQuery]) -> Result<Vec<FileState>, String> {
+pub async fn stat(
+    session: &Session,
+    sudo: bool,
+    queries: &[StatQuery],
+) -> Result<Vec<FileState>, String> {
     let mut states = Vec::with_capacity(queries.len());
     for batch in queries.chunks(PROBE_BATCH) {
         let args: Vec<String> = batch
@@ -76,7 +79,7 @@ pub async fn stat(session: &Session, queries: &[StatQuery]) -> Result<Vec<FileSt
                 [size, query.path.clone()]
             })
             .collect();
-        let finished = sh(session, PROBE, &args, &mut tokio::io::empty(), None).await?;
+        let finished = sh(session, sudo, PROBE, &args, &mut tokio::io::empty(), None).await?;
         let text = String::from_utf8_lossy(&finished.stdout);
         let lines: Vec<&str> = text.lines().collect();
         if lines.len() != batch.len() {
@@ -120,6 +123,7 @@ fn parse(line: &str) -> Option<FileState> {
 /// Writes one file by the atomic upload; returns the backup it kept, if any.
 pub async fn put(
     session: &Session,
+    sudo: bool,
     file: &LocalFile,
     spec: &PushSpec,
 ) -> Result<Option<String>, String> {
@@ -140,7 +144,7 @@ pub async fn put(
         .open()
         .await
         .map_err(|error| format!("{}: {}", file.local.display(), error))?;
-    let finished = sh(session, &script, &[], &mut content, None).await?;
+    let finished = sh(session, sudo, &script, &[], &mut content, None).await?;
     let stdout = String::from_utf8_lossy(&finished.stdout);
     Ok(stdout
         .lines()
@@ -148,14 +152,16 @@ pub async fn put(
         .map(str::to_string))
 }
 
-/// Streams a remote file into `out`; returns the bytes written.
+/// Streams a remote file into `out`.
 pub async fn fetch(
     session: &Session,
+    sudo: bool,
     path: &str,
     out: &mut (dyn AsyncWrite + Unpin + Send),
 ) -> Result<(), String> {
     sh(
         session,
+        sudo,
         "exec cat -- \"$1\"",
         &[path.to_string()],
         &mut tokio::io::empty(),

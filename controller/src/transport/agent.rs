@@ -6,9 +6,19 @@
 //! failure is classified where it happens, never by parsing a message; the established stream is
 //! handed to tonic once, and tonic can never silently reconnect and send a command again.
 //!
+//! Every connect-phase failure names the agent's address and the stage it reached (TCP, TLS
+//! handshake, the first answer), as recorded by [`super::stage`].
+//!
 //! The `Info` call proves the agent accepted our certificate: with TLS 1.3 a server's refusal of
 //! the client certificate arrives only after the client's handshake completed. Until it
-//! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH.
+//! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH;
+//! where the attempt stopped also says why, for the host's [`volley_common::outcome::Fallback`].
+//!
+//! The command runs as the host's SSH user (`HostSpec::user`), in the login session sshd would
+//! give that user (the agent builds it), or as root for `--become`. The agent streams all the
+//! output: only the copy the controller keeps is capped, by the [`super::OutputSink`]. An agent
+//! that refuses the user (none such on the host, root not allowed) answers before anything
+//! runs, and the host is `auth_failed`, as sshd's refusal of that user would make it.
 
 use std::error::Error as StdError;
 use std::sync::{Arc, Mutex};
@@ -20,14 +30,15 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::transport::{Channel, Endpoint};
 use volley_common::exec::{ExecEvent, ExecSpec, ExitStatus, Program};
-use volley_common::outcome::{Outcome, TransportKind};
+use volley_common::outcome::{FallbackReason, Outcome, TransportKind};
 use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
+use super::stage::{Leg, Progress, Protocol, Stage};
 use super::{BoxFuture, Ended, Job, Transport};
 use crate::event::Stream;
 use crate::pki::ControllerCredentials;
-use crate::plan::HostSpec;
+use crate::plan::{HostSpec, dialled};
 
 /// Largest message accepted from an agent: output arrives in chunks far below this.
 const MAX_MESSAGE_BYTES: usize = 8 << 20;
@@ -53,6 +64,23 @@ pub struct Served {
     pub certificate: Vec<u8>,
 }
 
+/// Why no connection to an agent was made: the host's outcome, and what it means for a fallback
+/// (set for the outcomes that allow one: no agent, no answer in time, TLS failed, and for TLS
+/// which side refused). Nothing can have run on the host.
+pub struct NotConnected {
+    pub outcome: Outcome,
+    pub fallback: Option<FallbackReason>,
+}
+
+impl From<Outcome> for NotConnected {
+    fn from(outcome: Outcome) -> NotConnected {
+        NotConnected {
+            fallback: FallbackReason::of(&outcome),
+            outcome,
+        }
+    }
+}
+
 /// A connection that passed TLS and answered `Info`: no command can have run yet.
 pub struct Connected {
     pub client: AgentClient<Channel>,
@@ -70,14 +98,12 @@ pub struct Reached {
 pub struct AgentTransport {
     tls: tokio_rustls::TlsConnector,
     run_id: String,
-    max_output: u64,
 }
 
 impl AgentTransport {
     pub fn new(
         credentials: &ControllerCredentials,
         run_id: String,
-        max_output: u64,
     ) -> Result<AgentTransport, AgentSetupError> {
         let bad = |what, origin, reason: String| AgentSetupError::Credentials {
             what,
@@ -115,7 +141,6 @@ impl AgentTransport {
         Ok(AgentTransport {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             run_id,
-            max_output,
         })
     }
 
@@ -126,16 +151,22 @@ impl AgentTransport {
         host: &HostSpec,
         timeout: Duration,
         cancel: &tokio_util::sync::CancellationToken,
-    ) -> Result<Reached, Outcome> {
+    ) -> Result<Reached, NotConnected> {
         let started = Instant::now();
-        let connect = tokio::time::timeout(timeout, self.connect(host));
+        let progress = Progress::default();
+        let connect = tokio::time::timeout(timeout, self.connect(host, &progress));
         tokio::select! {
             result = connect => match result {
                 Ok(Ok(connected)) => Ok(Reached { connected, after: started.elapsed() }),
-                Ok(Err(outcome)) => Err(outcome),
-                Err(_) => Err(Outcome::ConnectTimeout),
+                Ok(Err(failed)) => Err(failed),
+                Err(_) => Err(NotConnected::from(Outcome::ConnectTimeout {
+                    reason: progress.stalled(timeout),
+                })),
             },
-            () = cancel.cancelled() => Err(Outcome::Cancelled),
+            () = cancel.cancelled() => Err(NotConnected {
+                outcome: Outcome::Cancelled,
+                fallback: None,
+            }),
         }
     }
 
@@ -155,9 +186,13 @@ impl AgentTransport {
     /// Connects and asks `Info`, within `timeout`: whether the agent serves, what it says about
     /// itself and the certificate it presents. Runs no command.
     pub async fn probe(&self, host: &HostSpec, timeout: Duration) -> Result<Served, Outcome> {
-        let connected = tokio::time::timeout(timeout, self.connect(host))
+        let progress = Progress::default();
+        let connected = tokio::time::timeout(timeout, self.connect(host, &progress))
             .await
-            .map_err(|_| Outcome::ConnectTimeout)??;
+            .map_err(|_| Outcome::ConnectTimeout {
+                reason: progress.stalled(timeout),
+            })?
+            .map_err(|failed| failed.outcome)?;
         let info = volley_common::exec::AgentInfo::try_from(connected.info).map_err(|error| {
             Outcome::TransportError {
                 reason: format!("bad Info from the agent: {error}"),
@@ -169,25 +204,40 @@ impl AgentTransport {
         })
     }
 
-    /// TCP, TLS, HTTP/2 and an `Info` call. Every failure is an outcome; none can have run the
+    /// TCP, TLS, HTTP/2 and an `Info` call, each stage recorded in `progress`. Every failure is
+    /// an outcome whose reason names the agent's address and the stage; none can have run the
     /// command.
-    async fn connect(&self, host: &HostSpec) -> Result<Connected, Outcome> {
+    async fn connect(
+        &self,
+        host: &HostSpec,
+        progress: &Progress,
+    ) -> Result<Connected, NotConnected> {
+        let what = format!("agent {}", dialled(&host.address, host.agent_port));
+        let leg = Leg::new(Protocol::Tls, what.clone(), None);
+        progress.on(&leg);
         let tcp = super::dial(&host.address, host.agent_port)
             .await
             .map_err(|error| Outcome::Unreachable {
-                reason: super::ssh::connect_reason(&error),
+                reason: format!("{what}: {}", super::ssh::connect_reason(&error)),
             })?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(host.host.clone()).map_err(|_| Outcome::TlsRejected {
-            reason: format!("'{}' is not a name a certificate can carry", host.host),
+            reason: format!(
+                "{what}: '{}' is not a name a certificate can carry",
+                host.host
+            ),
         })?;
         let tls = self
             .tls
-            .connect(name, tcp)
+            .connect(name, leg.observe(tcp))
             .await
-            .map_err(|error| Outcome::TlsRejected {
-                reason: error.to_string(),
+            .map_err(|error| NotConnected {
+                fallback: Some(handshake_refusal(&error)),
+                outcome: Outcome::TlsRejected {
+                    reason: leg.failed(&error),
+                },
             })?;
+        leg.reach(Stage::Secured);
         let certificate = tls
             .get_ref()
             .1
@@ -213,7 +263,7 @@ impl AgentTransport {
         });
         let endpoint = Endpoint::try_from(format!("http://{}:{}", host.host, host.agent_port))
             .map_err(|error| Outcome::TransportError {
-                reason: format!("bad agent address: {error}"),
+                reason: format!("{what}: bad agent address: {error}"),
             })?
             .http2_keep_alive_interval(Duration::from_secs(15))
             .keep_alive_timeout(Duration::from_secs(20))
@@ -222,14 +272,14 @@ impl AgentTransport {
             .connect_with_connector(connector)
             .await
             .map_err(|error| Outcome::TransportError {
-                reason: format!("HTTP/2 setup failed: {}", chain(&error)),
+                reason: format!("{what}: HTTP/2 setup failed: {}", chain(&error)),
             })?;
         let mut client = AgentClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let info = match client.info(pb::InfoRequest {}).await {
             Ok(response) => response.into_inner(),
-            Err(status) => return Err(probe_failure(&status)),
+            Err(status) => return Err(probe_failure(&what, &status)),
         };
         Ok(Connected {
             client,
@@ -247,13 +297,21 @@ impl AgentTransport {
             env: Default::default(),
             working_dir: None,
             timeout: job.limits.command_timeout,
-            max_output: Some(self.max_output),
+            // The live stream is never capped; the sink caps the copy it keeps.
+            max_output: None,
+            user: Some(job.host.user.clone()),
+            become_root: job.host.become_root,
         };
         let mut stream = match client.exec(pb::ExecRequest::from(spec)).await {
             Ok(response) => response.into_inner(),
             Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                 return Outcome::TransportError {
                     reason: format!("the agent is busy: {}", status.message()),
+                };
+            }
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                return Outcome::AuthFailed {
+                    reason: format!("the agent refused: {}", status.message()),
                 };
             }
             Err(status) => {
@@ -325,7 +383,7 @@ impl Transport for AgentTransport {
             let connect_timeout = job.limits.connect_timeout;
             match self.reach(job.host, connect_timeout, &job.cancel).await {
                 Ok(reached) => self.run_reached(reached, &mut job).await,
-                Err(outcome) => ended(outcome, None, None),
+                Err(failed) => ended(failed.outcome, None, None),
             }
         })
     }
@@ -337,6 +395,20 @@ fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Du
         connected_after,
         ran_for,
         transport: TransportKind::Agent,
+        fallback: None,
+    }
+}
+
+/// Which side refused a failed TLS handshake: our check of the agent's certificate, or the
+/// agent, whose refusal arrives as an alert. Decided by the error's type, not its text.
+fn handshake_refusal(error: &std::io::Error) -> FallbackReason {
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(_)) => FallbackReason::AgentCertificateRejected,
+        Some(rustls::Error::AlertReceived(_)) => FallbackReason::ControllerCertificateRefused,
+        _ => FallbackReason::TlsFailed,
     }
 }
 
@@ -346,23 +418,32 @@ fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Du
 /// alert arrives after our side of the handshake completed), and in every case no command can
 /// have started, so it counts as a TLS rejection: the one classification that lets `auto` fall
 /// back. This is decided by where the failure happened, not by reading its message.
-fn probe_failure(status: &tonic::Status) -> Outcome {
+fn probe_failure(what: &str, status: &tonic::Status) -> NotConnected {
+    // Either way below, the agent, whose certificate verified under our CA and named the host,
+    // refused us right after our side of the handshake: that is its refusal of our certificate.
+    // HTTP/2 keeps only the text of a TLS alert, and sometimes the connection is just closed
+    // before the alert is read, so the second case is that refusal too.
+    let refused = |reason: String| NotConnected {
+        outcome: Outcome::TlsRejected { reason },
+        fallback: Some(FallbackReason::ControllerCertificateRefused),
+    };
     if let Some(reason) = tls_failure(status) {
-        return Outcome::TlsRejected {
-            reason: format!("the agent refused our certificate: {reason}"),
-        };
+        return refused(format!(
+            "{what}: the agent refused our certificate: {reason}"
+        ));
     }
     if StdError::source(status).is_some() {
-        return Outcome::TlsRejected {
-            reason: format!(
-                "the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
-                chain(status)
-            ),
-        };
+        return refused(format!(
+            "{what}: the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
+            chain(status)
+        ));
     }
-    Outcome::TransportError {
-        reason: format!("the agent did not answer Info: {}", status.message()),
-    }
+    NotConnected::from(Outcome::TransportError {
+        reason: format!(
+            "{what}: the agent did not answer Info: {}",
+            status.message()
+        ),
+    })
 }
 
 /// The TLS error in an error's source chain, if the failure was TLS's.

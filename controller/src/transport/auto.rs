@@ -5,6 +5,10 @@
 //! not start. Once a request may have reached the agent, whatever happens is that host's outcome:
 //! a command is never run twice. A host whose inventory entry names a transport uses only that.
 //!
+//! A host that fell back says so: its [`Ended::fallback`] names why (no agent, no answer in time,
+//! the agent's certificate rejected, ours refused) and the agent attempt's outcome, for the JSON
+//! record, the journal, the failure line and the summary.
+//!
 //! The choice is [`route`], which `volley push` and `volley fetch` use too: they reach a host
 //! the same way, then do their own work over the agent connection or the SSH session.
 
@@ -12,7 +16,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use volley_common::inventory::TransportChoice;
-use volley_common::outcome::{Outcome, TransportKind};
+use volley_common::outcome::{Fallback, FallbackReason, Outcome, TransportKind};
 
 use super::agent::{AgentTransport, Reached};
 use super::ssh::SshTransport;
@@ -33,8 +37,9 @@ pub struct AutoTransport {
 pub enum Route {
     /// Through this agent, already reached.
     Agent(Box<Reached>),
-    /// Over SSH: the host uses SSH, or its agent certainly started nothing.
-    Ssh,
+    /// Over SSH: the host uses SSH, or its agent certainly started nothing (then why, for the
+    /// host's [`Ended::fallback`]).
+    Ssh(Option<Fallback>),
     /// Nowhere: the host's outcome (its agent could not be used and SSH may not take over).
     Ended(Ended),
 }
@@ -53,28 +58,35 @@ pub async fn route(
             connected_after: None,
             ran_for: None,
             transport: TransportKind::Agent,
+            fallback: None,
         })
     };
     match (host.transport, agent) {
-        (TransportChoice::Ssh, _) | (TransportChoice::Auto, None) => Route::Ssh,
+        (TransportChoice::Ssh, _) | (TransportChoice::Auto, None) => Route::Ssh(None),
         (TransportChoice::Agent, None) => not_reached(Outcome::TransportError {
             reason: "no PKI for the agent transport".to_string(),
         }),
         (TransportChoice::Agent, Some(agent)) => {
             match agent.reach(host, connect_timeout, cancel).await {
                 Ok(reached) => Route::Agent(Box::new(reached)),
-                Err(outcome) => not_reached(outcome),
+                Err(failed) => not_reached(failed.outcome),
             }
         }
         (TransportChoice::Auto, Some(agent)) => {
             let probe = connect_timeout.min(AGENT_PROBE_TIMEOUT);
             match agent.reach(host, probe, cancel).await {
                 Ok(reached) => Route::Agent(Box::new(reached)),
-                Err(outcome) if may_fall_back(&outcome) => {
-                    tracing::debug!(host = %host.name, "no agent ({outcome}); using SSH");
-                    Route::Ssh
+                Err(failed) if may_fall_back(&failed.outcome) => {
+                    tracing::debug!(host = %host.name, "no agent ({}); using SSH", failed.outcome);
+                    let reason = failed
+                        .fallback
+                        .or_else(|| FallbackReason::of(&failed.outcome));
+                    Route::Ssh(reason.map(|reason| Fallback {
+                        reason,
+                        detail: failed.outcome.to_string(),
+                    }))
                 }
-                Err(outcome) => not_reached(outcome),
+                Err(failed) => not_reached(failed.outcome),
             }
         }
     }
@@ -82,17 +94,23 @@ pub async fn route(
 
 impl AutoTransport {
     async fn run_host(&self, mut job: Job<'_>) -> Ended {
-        let route = route(
+        let routed = route(
             self.agent.as_ref(),
             job.host,
             job.limits.connect_timeout,
             &job.cancel,
         )
         .await;
-        match (route, &self.agent) {
+        match (routed, &self.agent) {
             (Route::Agent(reached), Some(agent)) => agent.run_reached(*reached, &mut job).await,
             (Route::Ended(ended), _) => ended,
-            _ => self.ssh.run(job).await,
+            (Route::Ssh(fallback), _) => {
+                let mut ended = self.ssh.run(job).await;
+                ended.fallback = fallback;
+                ended
+            }
+            // `route` reaches an agent only through `self.agent`.
+            (Route::Agent(_), None) => self.ssh.run(job).await,
         }
     }
 }
@@ -101,7 +119,7 @@ impl AutoTransport {
 fn may_fall_back(outcome: &Outcome) -> bool {
     matches!(
         outcome,
-        Outcome::Unreachable { .. } | Outcome::ConnectTimeout | Outcome::TlsRejected { .. }
+        Outcome::Unreachable { .. } | Outcome::ConnectTimeout { .. } | Outcome::TlsRejected { .. }
     )
 }
 

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod auto;
 pub mod ssh;
+pub mod stage;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use volley_common::outcome::{Capture, Captured, Outcome, TransportKind};
+use volley_common::outcome::{Capture, Captured, Fallback, Outcome, TransportKind};
 
 use crate::event::{Event, Stream};
 use crate::plan::HostSpec;
@@ -101,6 +102,8 @@ pub struct Ended {
     pub ran_for: Option<Duration>,
     /// The transport that ended it (with `auto`, the agent or the SSH fallback).
     pub transport: TransportKind,
+    /// Set by `auto` when it ran the host over SSH after the agent attempt failed.
+    pub fallback: Option<Fallback>,
 }
 
 /// One command on one host.

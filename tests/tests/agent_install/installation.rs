@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use volley_tests::inventory::with_host_settings;
 use volley_tests::loopback::free_port;
 use volley_tests::remote::{SweepOnDrop, processes};
 use volley_tests::{HostRecord, ProcessOutput, SshFleet};
@@ -36,11 +37,11 @@ impl Installation {
                 std::fs::write(&prefix, "not a directory\n").expect("write the broken prefix");
             }
             let port = free_port(*host.socket.ip());
-            let header = format!("[hosts.{}]\n", host.name);
-            text = text.replace(
-                &header,
+            text = with_host_settings(
+                &text,
+                &host.name,
                 &format!(
-                    "{header}agent_port = {port}\nagent_prefix = \"{}\"\n",
+                    "agent_port = {port}\nagent_prefix = \"{}\"\n",
                     prefix.display()
                 ),
             );
@@ -73,8 +74,13 @@ impl Installation {
 
     /// `volley agent ACTION` on the fleet's hosts with `--json`, then `extra`.
     pub fn agent(&self, action: &str, extra: &[&str]) -> ProcessOutput {
+        self.agent_as(&self.fleet.flags().user, action, extra)
+    }
+
+    /// [`Installation::agent`], logged in as `user`.
+    pub fn agent_as(&self, user: &str, action: &str, extra: &[&str]) -> ProcessOutput {
         let mut args: Vec<OsString> = vec!["agent".into(), action.into()];
-        args.extend(self.connection_args());
+        args.extend(self.connection_args(user));
         args.push("--json".into());
         args.extend(extra.iter().map(OsString::from));
         self.volley(args)
@@ -83,25 +89,19 @@ impl Installation {
     /// `volley run --json -g all` with `extra` before the command.
     pub fn run(&self, extra: &[&str], command: &str) -> ProcessOutput {
         let mut args: Vec<OsString> = vec!["run".into()];
-        args.extend(self.connection_args());
+        args.extend(self.connection_args(&self.fleet.flags().user));
         args.extend(["--json", "-g", "all"].map(OsString::from));
         args.extend(extra.iter().map(OsString::from));
         args.extend(["--".into(), command.into()]);
         self.volley(args)
     }
 
-    fn connection_args(&self) -> Vec<OsString> {
-        let flags = self.fleet.flags();
-        vec![
-            "--inventory".into(),
-            self.inventory.clone().into(),
-            "--known-hosts".into(),
-            flags.known_hosts.into(),
-            "-i".into(),
-            flags.identity.into(),
-            "-l".into(),
-            flags.user.into(),
-        ]
+    fn connection_args(&self, user: &str) -> Vec<OsString> {
+        let mut flags = self.fleet.flags();
+        flags.inventory = self.inventory.clone();
+        let mut args = flags.connection();
+        args.extend(["-l".into(), user.into()]);
+        args
     }
 
     pub fn prefix(&self, host: &str) -> &Path {

@@ -9,9 +9,11 @@
 //! - `lifecycle`: one fleet through install, run, a second install, status, renew, a failed
 //!   upgrade, uninstall, with the private keys looked for everywhere along the way;
 //! - `rollout`: an install in batches under a failure budget, in the journal, and retried.
+//! - `become`: a non-root SSH user, with and without `--become`, and where sudo wants a password.
 //!
-//! They log in as root (the install requires it), as CI does.
+//! They log in as root, as CI does, except `become`, whose users are made by the fixture.
 
+mod r#become;
 mod inputs;
 mod installation;
 mod lifecycle;

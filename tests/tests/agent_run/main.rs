@@ -7,14 +7,23 @@
 //! - `outcomes`: success, non-zero exit, signal and timeout through agents, and the JSON record.
 //! - `stopping`: SIGINT stops the commands on the agents; an agent that dies mid-command is a
 //!   transport error, and the command is not run again over SSH.
-//! - `output`: 100 MiB of output keep the agent's memory bounded and are reported truncated.
+//! - `output`: 100 MiB of output all reach the controller, keep the agent's memory bounded, and
+//!   are kept truncated in `--json`.
 //! - `peers`: who the controller refuses and who refuses the controller; nothing runs then.
 //! - `hybrid`: agent hosts, SSH hosts and dead addresses in one run with `auto`.
+//! - `stages`: failure reasons name the agent's address and the stage that failed or stalled.
+//! - `hardening`: 1,200 idle connections against an agent started with 1,024 descriptors do
+//!   not keep a controller out; `volley pki issue` refuses controller identities.
+//! - `semantics`: the same probe as the same user over SSH and through an agent prints the
+//!   same, 5 MB of live output included; a user the host lacks is `auth_failed` on both.
 
+mod hardening;
 mod hybrid;
 mod outcomes;
 mod output;
 mod peers;
+mod semantics;
+mod stages;
 mod stopping;
 
 pub use volley_tests::report::{

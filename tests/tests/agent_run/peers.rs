@@ -1,13 +1,13 @@
 //! Who is refused, through the controller: an agent whose certificate names another host, a
 //! controller of another PKI, a controller certificate from another CA, a controller identity
-//! the agents do not allow. Each refusal is `tls_rejected`, and the command, `touch ran` in the
-//! agent's HOME, leaves no file there and no audit record of an execution. Also: an agent
-//! refuses to start with a key that others can read.
+//! the agents do not allow. Each refusal is `tls_rejected`, and the command, which appends a
+//! line to a file of the fleet's, leaves no line there and no audit record of an execution.
+//! Also: an agent refuses to start with a key that others can read.
 
 use std::ffi::OsString;
 use std::net::{SocketAddrV4, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use volley_tests::agentd::{AgentConfig, Agentd, config_text};
@@ -19,11 +19,14 @@ use volley_tests::{AgentFleet, AgentFleetSpec, AgentKind, ProcessOutput};
 
 use crate::{EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
 
-/// The command of every test here: it leaves `ran` in the HOME of the agent that runs it.
-const TOUCH: &str = "touch ran";
+/// The file every command here appends a line to, one per host that runs it.
+fn marker(fleet: &AgentFleet) -> PathBuf {
+    fleet.dir().join("ran")
+}
 
 /// `volley run` on the fleet's inventory with the PKI at `pki`, forcing the agent transport.
 fn run_with_pki(fleet: &AgentFleet, pki: &Path) -> ProcessOutput {
+    let command = format!("echo ran >> '{}'", marker(fleet).display());
     let args: Vec<OsString> = vec![
         "run".into(),
         "--inventory".into(),
@@ -36,22 +39,24 @@ fn run_with_pki(fleet: &AgentFleet, pki: &Path) -> ProcessOutput {
         "agent".into(),
         "--json".into(),
         "--".into(),
-        TOUCH.into(),
+        command.into(),
     ];
     fleet.run(args)
 }
 
-/// Whether the command ran on `host`: the file it makes, and the agent's audit record.
+/// Whether the command ran on `host`, by its agent's audit record; and the lines in the marker
+/// file must agree with the audit records of all the agents, so the file proves it too.
 fn ran_on(fleet: &AgentFleet, host: &str) -> bool {
-    let touched = fleet.agent_home(host).join("ran").exists();
-    let audited = fleet.agent(host).log().contains("exec started");
+    let audited = |agent: &Agentd| agent.log().contains("exec started");
+    let lines = std::fs::read_to_string(marker(fleet)).map_or(0, |text| text.lines().count());
+    let audits = fleet.agents().iter().filter(|agent| audited(agent)).count();
     assert_eq!(
-        touched,
-        audited,
-        "{host}: the file and the audit log disagree\n{}",
-        fleet.agent(host).log()
+        lines,
+        audits,
+        "the marker file and the agents' audit logs disagree\n{}",
+        fleet.logs()
     );
-    touched
+    audited(fleet.agent(host))
 }
 
 /// Every host of `fleet` is refused with `tls_rejected` and runs nothing.
@@ -89,7 +94,7 @@ fn a_controller_of_another_pki_is_refused_and_runs_nothing() {
     );
     assert_all_refused(&fleet, &run_with_pki(&fleet, other.dir()));
 
-    // The same run with the fleet's own PKI does leave the file: its absence above meant
+    // The same run with the fleet's own PKI does leave its lines: their absence above meant
     // something.
     run_with_pki(&fleet, fleet.pki().dir()).assert_code(EXIT_SUCCESS);
     assert!(ran_on(&fleet, "a01") && ran_on(&fleet, "a02"));

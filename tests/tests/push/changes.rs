@@ -214,3 +214,41 @@ fn a_directory_tree_is_pushed_and_compared_file_by_file() {
         assert_eq!(text(&deployment.files(&host), &b).as_deref(), Some("b\n"));
     }
 }
+
+/// A non-root SSH user cannot replace root's file; with `--become` every step goes through
+/// `sudo -n` and the file is root's, as `volley run --become` would have written it.
+#[test]
+fn become_pushes_as_root_over_ssh() {
+    let deployment = Deployment::start(1, 0);
+    let user = volley_tests::users::ensure(volley_tests::users::Sudo::Passwordless);
+    let conf = deployment.remote("root.conf");
+    let files = deployment.files("h01");
+    files.write(&conf, "old\n");
+    let local = deployment.local("root.conf", "new\n");
+    let push = |extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = ["-w", "h01", "--json"].map(Into::into).to_vec();
+        args.extend(extra.iter().map(Into::into));
+        args.extend([
+            local.clone().into_os_string(),
+            conf.clone().into_os_string(),
+        ]);
+        let command = deployment.args_as(user, "push", args);
+        volley_tests::RunningProcess::spawn(deployment.ssh.volley().args(command))
+            .finish(crate::RUN_DEADLINE)
+    };
+    let refused = push(&[]);
+    refused.assert_code(1);
+    let records = refused.records_by_host();
+    let failed = record(&refused, &records, "h01", "step_failed");
+    let reason = failed.reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("Permission denied"), "{reason}");
+    assert_eq!(text(&files, &conf).as_deref(), Some("old\n"));
+
+    let output = push(&["--become"]);
+    output.assert_code(0);
+    let records = output.records_by_host();
+    record(&output, &records, "h01", "succeeded");
+    assert_eq!(text(&files, &conf).as_deref(), Some("new\n"));
+    let metadata = std::fs::metadata(files.path(&conf)).unwrap();
+    assert_eq!((metadata.uid(), metadata.gid()), (0, 0), "still root's");
+}

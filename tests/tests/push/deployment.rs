@@ -92,9 +92,20 @@ impl Deployment {
         subcommand: &str,
         extra: impl IntoIterator<Item = S>,
     ) -> Vec<OsString> {
+        self.args_as(self.ssh.user(), subcommand, extra)
+    }
+
+    /// As [`Deployment::args`], logging in as `user`.
+    pub fn args_as<S: Into<OsString>>(
+        &self,
+        user: &str,
+        subcommand: &str,
+        extra: impl IntoIterator<Item = S>,
+    ) -> Vec<OsString> {
         let flags = volley_tests::RunFlags {
             inventory: self.inventory.clone(),
             pki: Some(self.agents.pki().dir().to_path_buf()),
+            user: user.to_string(),
             ..self.ssh.flags()
         };
         flags.args_of(subcommand, extra)

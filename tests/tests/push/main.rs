@@ -6,7 +6,8 @@
 //!
 //! - `deployment`: the fixture: isolated SSH hosts and agents in one inventory;
 //! - `changes`: unchanged and changed hosts, `--then` exactly where something changed, the
-//!   journal's record of what changed, `--mode`, `--owner`, `--backup`, directories;
+//!   journal's record of what changed, `--mode`, `--owner`, `--backup`, directories, a retry
+//!   that owes `--then`, `--become` over SSH;
 //! - `failures`: a full disk and a read-only destination fail their host and leave the old
 //!   file; a path outside the agent's `push_roots` is refused; retry after a fix;
 //! - `streaming`: a 100 MiB file with bounded memory; `kill -9` of volley mid-push leaves no

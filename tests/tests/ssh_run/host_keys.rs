@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use volley_tests::keys::known_hosts_pattern;
-use volley_tests::{FleetSpec, Host, HostKind, RunningProcess, SshFleet};
+use volley_tests::{FleetSpec, Host, HostKind, ProcessOutput, RunningProcess, SshFleet};
 
 use crate::{EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
 
@@ -52,6 +52,31 @@ fn assert_one_line_per_host(lines: &[String], hosts: &[&Host]) {
     }
 }
 
+/// Checks that volley listed on stderr exactly the keys of `hosts` as newly recorded, one line
+/// each with the host's name, address and fingerprint.
+fn assert_listed_as_recorded(output: &ProcessOutput, hosts: &[&Host]) {
+    let mut listed: Vec<&str> = output
+        .stderr
+        .lines()
+        .filter(|line| line.contains("recorded new host key"))
+        .collect();
+    listed.sort();
+    let mut expected: Vec<String> = hosts
+        .iter()
+        .map(|host| {
+            let key = host.host_key.as_ref().expect("a served host has a key");
+            format!(
+                "volley: recorded new host key for {} ({}): ED25519 {}",
+                host.name,
+                host.socket,
+                key.fingerprint()
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected, "{}", output.describe());
+}
+
 #[test]
 fn accept_new_host_keys_records_thirty_hosts_at_once() {
     let fleet = SshFleet::start(30);
@@ -76,6 +101,7 @@ fn accept_new_host_keys_records_thirty_hosts_at_once() {
     }
     let hosts: Vec<&Host> = fleet.hosts().iter().collect();
     assert_one_line_per_host(&read_lines(&known_hosts), &hosts);
+    assert_listed_as_recorded(&output, &hosts);
 
     // OpenSSH itself accepts the file.
     let mut checks: Vec<(&Host, RunningProcess)> = fleet
@@ -101,9 +127,17 @@ fn accept_new_host_keys_records_thirty_hosts_at_once() {
         );
     }
 
-    let output = fleet.run(flags.args(["-g", "all", "--json", "--", "true"]));
+    let output = fleet.run(flags.args([
+        "-g",
+        "all",
+        "--accept-new-host-keys",
+        "--json",
+        "--",
+        "true",
+    ]));
     output.assert_code(EXIT_SUCCESS);
     assert_eq!(output.records_by_host().len(), 30);
+    assert_listed_as_recorded(&output, &[]);
 }
 
 #[test]
@@ -147,6 +181,7 @@ fn accept_new_host_keys_still_refuses_a_changed_key() {
         .cloned()
         .collect();
     assert_one_line_per_host(&added, &[fleet.only(HostKind::UnknownKey)]);
+    assert_listed_as_recorded(&output, &[fleet.only(HostKind::UnknownKey)]);
 }
 
 #[test]

@@ -7,13 +7,19 @@
 //! - `output`: the `HOST: line` stream, stdout versus stderr, big output, `--gather`.
 //! - `stopping`: command timeouts and SIGINT stop the remote commands.
 //! - `host_keys`: known_hosts checking and `--accept-new-host-keys`.
+//! - `jump`: hosts only jump hosts can reach, through `ProxyJump` and `-J`.
+//! - `stages`: failure reasons name what was dialled and the stage that failed or stalled.
 //! - `targets`: choosing hosts (hosts files, exclusions, ssh config aliases) and input errors.
 //! - `rollout`: batches, the failure budget, connect retries, the run journal and `volley retry`.
+//! - `become`: `--become` and the inventory's `become`, as root through `sudo -n` or a reason.
 
+mod r#become;
 mod host_keys;
+mod jump;
 mod outcomes;
 mod output;
 mod rollout;
+mod stages;
 mod stopping;
 mod targets;
 

@@ -163,3 +163,59 @@ fn ssh_config_alias_reaches_its_host() {
         record.stdout
     );
 }
+
+#[test]
+fn ssh_config_volley_cannot_honour_stops_the_run_before_any_connection() {
+    let fleet = SshFleet::start(2);
+    let config = fleet.client_home().join(".ssh/config");
+    let included = fleet.client_home().join(".ssh/conf.d/lab.conf");
+    std::fs::create_dir_all(included.parent().unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        "Include conf.d/*.conf\nHost h02\n    User nobody\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &included,
+        "# lab hosts\nHost h01 lab*\n    ProxyCommand nc %h %p\n",
+    )
+    .unwrap();
+    let refusals = [
+        (
+            fleet.flags().args(["-w", "h01,h02", "--", "echo ran"]),
+            format!(
+                "volley: ssh config {}:3: ProxyCommand applies to h01, but volley reaches hosts \
+                 directly or through ProxyJump (-J) only",
+                included.display()
+            ),
+        ),
+        (
+            fleet.flags().args([
+                "-w",
+                "h02",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "--",
+                "echo ran",
+            ]),
+            "volley: -o 'StrictHostKeyChecking=no': StrictHostKeyChecking has no effect in \
+             volley: volley always checks host keys strictly (see --accept-new-host-keys)"
+                .to_string(),
+        ),
+    ];
+    for (args, expected) in refusals {
+        let output = fleet.run(args);
+        output.assert_code(EXIT_USAGE);
+        let lines: Vec<&str> = output.stderr.lines().collect();
+        assert_eq!(lines, [expected.as_str()], "{}", output.describe());
+        assert_eq!(output.stdout, "");
+    }
+    assert!(
+        !fleet.sshd_logs().contains("Accepted publickey"),
+        "a host was logged in to\n{}",
+        fleet.sshd_logs()
+    );
+    // A block that applies to no targeted host is no obstacle (-l beats the config's user).
+    let output = fleet.run(fleet.flags().args(["-w", "h02", "--json", "--", "true"]));
+    output.assert_code(EXIT_SUCCESS);
+}

@@ -71,11 +71,13 @@ impl Identities {
             global.push(path.clone());
             files.insert(path.clone(), file);
         }
-        for host in &plan.hosts {
-            for path in &host.identity_files {
-                if !files.contains_key(path) {
-                    files.insert(path.clone(), read_identity(path));
-                }
+        let own_files = plan.hosts.iter().flat_map(|host| {
+            let hops = host.jump.iter().flat_map(|hop| &hop.identity_files);
+            host.identity_files.iter().chain(hops)
+        });
+        for path in own_files {
+            if !files.contains_key(path) {
+                files.insert(path.clone(), read_identity(path));
             }
         }
         Ok(Identities {

@@ -26,6 +26,8 @@ use russh::keys::ssh_key::public::KeyData;
 use russh::keys::{Algorithm, HashAlg, PublicKey};
 use sha1::Sha1;
 
+use crate::event::LearnedHostKey;
+
 /// What `known_hosts` says about the key a host presented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -74,6 +76,8 @@ pub struct KnownHosts {
     scan_cache: Mutex<HashMap<String, Arc<[usize]>>>,
     /// Lines that were neither comments nor usable entries, kept for tests and the debug log.
     skipped: usize,
+    /// The keys this run appended, in order, for the operator to see.
+    learned: Mutex<Vec<LearnedHostKey>>,
 }
 
 #[derive(Default)]
@@ -167,6 +171,7 @@ impl KnownHosts {
             append: Mutex::new(()),
             scan_cache: Mutex::default(),
             skipped,
+            learned: Mutex::default(),
         }
     }
 
@@ -224,13 +229,20 @@ impl KnownHosts {
     }
 
     /// Records a new key: appends `host keytype base64` (or `[host]:port ...`) to the file,
-    /// creating it (mode 0600, missing directories 0700) if needed, and remembers it. A key that
-    /// is already known is not written again; a revoked key stays revoked.
+    /// creating it (mode 0600, missing directories 0700) if needed, and remembers it, with
+    /// `host_name` (the host as the operator named it) for [`KnownHosts::learned`]. A key that is already
+    /// known is not written again; a revoked key stays revoked.
     ///
     /// Many hosts of one run may learn at once: appends are serialised by a mutex, and each line
     /// goes out in a single `write_all` on an `O_APPEND` descriptor, under an advisory lock, so
     /// that other processes appending to the same file do not interleave with it.
-    pub fn learn(&self, host: &str, port: u16, key: &PublicKey) -> Result<(), KnownHostsError> {
+    pub fn learn(
+        &self,
+        host_name: &str,
+        host: &str,
+        port: u16,
+        key: &PublicKey,
+    ) -> Result<(), KnownHostsError> {
         if !is_plain_host(host) {
             return Err(KnownHostsError::BadHost {
                 path: self.path.clone(),
@@ -266,7 +278,25 @@ impl KnownHosts {
         };
         entries.next_line += 1;
         entries.push(entry);
+        drop(entries);
+        self.learned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(LearnedHostKey {
+                host: host_name.to_string(),
+                address: crate::plan::dialled(host, port),
+                key_type: key_type(&algorithm).to_string(),
+                fingerprint: fingerprint(key),
+            });
         Ok(())
+    }
+
+    /// The keys recorded so far by this run, in the order they were written.
+    pub fn learned(&self) -> Vec<LearnedHostKey> {
+        self.learned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn append_line(&self, line: &str) -> Result<(), KnownHostsError> {
@@ -344,6 +374,19 @@ impl fmt::Debug for KnownHosts {
             .field("entries", &entries.all.len())
             .field("skipped", &self.skipped)
             .finish()
+    }
+}
+
+/// A key type as OpenSSH names it next to a fingerprint: `ED25519`, `ECDSA`, `RSA`.
+fn key_type(algorithm: &Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::Ed25519 => "ED25519",
+        Algorithm::Ecdsa { .. } => "ECDSA",
+        Algorithm::Rsa { .. } => "RSA",
+        Algorithm::Dsa => "DSA",
+        Algorithm::SkEd25519 => "ED25519-SK",
+        Algorithm::SkEcdsaSha2NistP256 => "ECDSA-SK",
+        _ => "KEY",
     }
 }
 

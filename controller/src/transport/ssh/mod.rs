@@ -1,46 +1,48 @@
 //! The SSH transport: a native russh client, one connection per host, all on one tokio runtime.
 //!
-//! Per host: TCP connect, key exchange with the host key checked against known_hosts, public-key
-//! authentication (the host's own identity files, the global ones, then the agent's keys), one
-//! session channel running the command inside the [`remote_stop`] wrapper.
-//! To stop a command (timeout, interrupt) the client sends EOF and drops the connection; the
-//! wrapper then kills the command's process group on the host.
+//! Per host (`connect.rs`): TCP connect, or a `direct-tcpip` channel through the host's jump
+//! hosts (whose connections the run shares, `jump.rs`); key exchange with the host key checked
+//! against known_hosts (`host_key.rs`); public-key authentication (the host's own identity
+//! files, the global ones, then the agent's keys). Then one session channel runs the command
+//! inside the [`remote_stop`] wrapper. To stop a command (timeout, interrupt) the client sends
+//! EOF and drops the connection; the wrapper then kills the command's process group on the host.
 //!
 //! [`Session`] (in `ssh/session.rs`) is the same connection for operations of several steps,
 //! such as installing an agent: plain commands in turn, with bytes sent to their stdin.
+//! [`sudo`] is `--become`: a check that sudo makes the user root, then everything through
+//! `sudo -n`.
 
+mod connect;
+mod host_key;
 pub mod identity;
+mod jump;
 pub mod known_hosts;
 pub mod remote_stop;
 mod session;
+pub mod sudo;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use russh::ChannelMsg;
-use russh::client::{self, AuthResult, Handle};
-use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::client::Handle;
 use tokio_util::sync::CancellationToken;
 use volley_common::outcome::{Outcome, TransportKind};
 
-use self::identity::{Identities, IdentityFile};
-use self::known_hosts::{KnownHosts, Verdict, fingerprint};
+use self::connect::Shared;
+use self::host_key::HostKeyCheck;
+use self::identity::Identities;
+use self::known_hosts::KnownHosts;
+use super::stage::Progress;
 use super::{BoxFuture, Ended, Job, Transport};
 use crate::event::Stream;
 use crate::plan::HostSpec;
 
 pub use session::{Exit, Finished, Session, SessionError};
 
-/// SSH settings shared by every host of a run.
+/// SSH settings and connections shared by every host of a run.
 pub struct SshTransport {
-    known_hosts: Arc<KnownHosts>,
-    accept_new_host_keys: bool,
-    identities: Arc<Identities>,
-    /// Client configs keyed by the host key algorithms known_hosts records for a host, so that a
-    /// host known by its ECDSA key is asked for that key first (as OpenSSH does). Fleets use a
-    /// handful of key types, so this holds a handful of configs.
-    configs: Mutex<HashMap<Vec<Algorithm>, Arc<client::Config>>>,
+    shared: Arc<Shared>,
 }
 
 impl SshTransport {
@@ -50,60 +52,31 @@ impl SshTransport {
         identities: Arc<Identities>,
     ) -> SshTransport {
         SshTransport {
-            known_hosts,
-            accept_new_host_keys,
-            identities,
-            configs: Mutex::new(HashMap::new()),
+            shared: Arc::new(Shared::new(known_hosts, accept_new_host_keys, identities)),
         }
     }
 
-    fn config_for(&self, host: &HostSpec) -> Arc<client::Config> {
-        let known = self.known_hosts.algorithms(&host.address, host.port);
-        let mut configs = self
-            .configs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        configs
-            .entry(known.clone())
-            .or_insert_with(|| {
-                let mut preferred = russh::Preferred::default();
-                let mut keys = known;
-                keys.extend(
-                    preferred
-                        .key
-                        .iter()
-                        .filter(|algorithm| !keys.contains(algorithm))
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                );
-                preferred.key = keys.into();
-                Arc::new(client::Config {
-                    preferred,
-                    nodelay: true,
-                    // A host that stops answering mid-command is noticed within about a minute
-                    // instead of hanging the run forever.
-                    keepalive_interval: Some(Duration::from_secs(15)),
-                    keepalive_max: 4,
-                    ..Default::default()
-                })
-            })
-            .clone()
-    }
-
-    /// Connects and authenticates within `connect_timeout`, for callers that run several
-    /// commands on one connection ([`Session`]). Every failure is the host's outcome.
+    /// Connects and authenticates within `connect_timeout`, through the host's jump hosts if it
+    /// has any. Every failure is the host's outcome, whose reason says what was dialled and
+    /// where it stopped.
     pub async fn open(
         &self,
         host: &HostSpec,
         connect_timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<Session, Outcome> {
-        let connect = tokio::time::timeout(connect_timeout, self.connect(host));
+        let progress = Progress::default();
+        let connect = tokio::time::timeout(
+            connect_timeout,
+            self.shared.connect(host, connect_timeout, &progress),
+        );
         tokio::select! {
             result = connect => match result {
-                Ok(Ok(handle)) => Ok(Session::new(handle)),
+                Ok(Ok(connection)) => Ok(Session::new(connection)),
                 Ok(Err(outcome)) => Err(outcome),
-                Err(_) => Err(Outcome::ConnectTimeout),
+                Err(_) => Err(Outcome::ConnectTimeout {
+                    reason: progress.stalled(connect_timeout),
+                }),
             },
             () = cancel.cancelled() => Err(Outcome::Cancelled),
         }
@@ -115,186 +88,67 @@ impl SshTransport {
             .open(job.host, job.limits.connect_timeout, &job.cancel)
             .await
         {
-            Ok(session) => session.into_handle(),
+            Ok(session) => session,
             Err(outcome) => {
                 return Ended {
                     outcome,
                     connected_after: None,
                     ran_for: None,
                     transport: TransportKind::Ssh,
+                    fallback: None,
                 };
             }
         };
+        if sudo::needed(job.host)
+            && let Err(outcome) = self.become_root(&session, &job).await
+        {
+            session.close().await;
+            return Ended {
+                outcome,
+                connected_after: Some(started.elapsed()),
+                ran_for: None,
+                transport: TransportKind::Ssh,
+                fallback: None,
+            };
+        }
         let connected_after = Some(started.elapsed());
         let run_started = Instant::now();
-        let outcome = run_command(&session, job).await;
-        // A polite goodbye; the connection closes when the handle drops either way.
-        let _ = session
-            .disconnect(russh::Disconnect::ByApplication, "", "en")
-            .await;
+        let outcome = run_command(session.handle(), job).await;
+        // A polite goodbye; the connection closes when the session drops either way.
+        session.close().await;
         Ended {
             outcome,
             connected_after,
             ran_for: Some(run_started.elapsed()),
             transport: TransportKind::Ssh,
+            fallback: None,
         }
     }
 
-    /// TCP, key exchange, host key check and authentication. Every failure is an outcome.
-    async fn connect(&self, host: &HostSpec) -> Result<Handle<HostKeyCheck>, Outcome> {
-        let stream = super::dial(&host.address, host.port)
-            .await
-            .map_err(|error| Outcome::Unreachable {
-                reason: connect_reason(&error),
-            })?;
-        let verdict = Arc::new(Mutex::new(None));
-        let handler = HostKeyCheck {
-            known_hosts: self.known_hosts.clone(),
-            accept_new: self.accept_new_host_keys,
-            address: host.address.clone(),
-            port: host.port,
-            problem: verdict.clone(),
-        };
-        let handshake = client::connect_stream(self.config_for(host), stream, handler).await;
-        let mut session = match handshake {
-            Ok(session) => session,
-            Err(error) => {
-                let problem = verdict
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .take();
-                return Err(problem.unwrap_or_else(|| Outcome::TransportError {
-                    reason: format!("SSH handshake failed: {error}"),
-                }));
-            }
-        };
-        self.authenticate(&mut session, host).await?;
-        Ok(session)
-    }
-
-    async fn authenticate(
+    /// `--become`: checks on the fresh session that sudo makes the user root, within the
+    /// connect timeout. A refusal is `auth_failed` with sudo's reason: the command never ran.
+    pub(crate) async fn become_root(
         &self,
-        session: &mut Handle<HostKeyCheck>,
-        host: &HostSpec,
+        session: &Session,
+        job: &Job<'_>,
     ) -> Result<(), Outcome> {
-        let transport_error = |error: russh::Error| Outcome::TransportError {
-            reason: format!("during authentication: {error}"),
-        };
-        let mut offered: Vec<PublicKey> = Vec::new();
-        let mut skipped: Vec<String> = Vec::new();
-        let mut rsa_hash = None;
-        for (path, file) in self.identities.files_for(&host.identity_files) {
-            let key = match file {
-                IdentityFile::Key(key) => key,
-                IdentityFile::Encrypted => {
-                    skipped.push(format!("{} is encrypted", path.display()));
-                    continue;
-                }
-                IdentityFile::Unusable(reason) => {
-                    skipped.push(format!("{}: {reason}", path.display()));
-                    continue;
-                }
-            };
-            if offered.contains(key.public_key()) {
-                continue;
-            }
-            offered.push(key.public_key().clone());
-            let hash = if key.algorithm().is_rsa() {
-                if rsa_hash.is_none() {
-                    rsa_hash = Some(
-                        session
-                            .best_supported_rsa_hash()
-                            .await
-                            .map_err(transport_error)?
-                            .flatten(),
-                    );
-                }
-                rsa_hash.flatten()
-            } else {
-                None
-            };
-            let result = session
-                .authenticate_publickey(&host.user, PrivateKeyWithHashAlg::new(key.clone(), hash))
-                .await
-                .map_err(transport_error)?;
-            if auth_done(result)? {
-                return Ok(());
-            }
-        }
-        if let Some(agent) = self.identities.agent() {
-            for key in &agent.keys {
-                if offered.contains(key) {
-                    continue;
-                }
-                offered.push(key.clone());
-                let hash = if key.algorithm().is_rsa() {
-                    session
-                        .best_supported_rsa_hash()
-                        .await
-                        .map_err(transport_error)?
-                        .flatten()
-                } else {
-                    None
-                };
-                let mut client = agent.client.lock().await;
-                let result = session
-                    .authenticate_publickey_with(&host.user, key.clone(), hash, &mut *client)
-                    .await
-                    .map_err(|error| Outcome::AuthFailed {
-                        reason: format!("ssh-agent failed to sign: {error}"),
-                    })?;
-                drop(client);
-                if auth_done(result)? {
-                    return Ok(());
-                }
-            }
-        } else if skipped
-            .iter()
-            .any(|reason| reason.ends_with("is encrypted"))
-        {
-            skipped.push(
-                "no ssh-agent is running (SSH_AUTH_SOCK is not set) to use encrypted keys"
-                    .to_string(),
-            );
-        }
-        let mut reason = if offered.is_empty() {
-            "no usable identity".to_string()
-        } else {
-            format!(
-                "{}@{} rejected {} key(s)",
-                host.user,
-                host.name,
-                offered.len()
-            )
-        };
-        if !skipped.is_empty() {
-            reason = format!("{reason}; {}", skipped.join("; "));
-        }
-        Err(Outcome::AuthFailed { reason })
-    }
-}
-
-/// Whether authentication is complete; a server that no longer offers public-key
-/// authentication ends the attempt.
-fn auth_done(result: AuthResult) -> Result<bool, Outcome> {
-    match result {
-        AuthResult::Success => Ok(true),
-        AuthResult::Failure {
-            remaining_methods,
-            partial_success,
-        } => {
-            if partial_success {
-                return Err(Outcome::AuthFailed {
-                    reason: "the server asks for a second factor, which volley cannot give"
-                        .to_string(),
-                });
-            }
-            if !remaining_methods.contains(&russh::MethodKind::PublicKey) {
-                return Err(Outcome::AuthFailed {
-                    reason: "the server does not accept public keys".to_string(),
-                });
-            }
-            Ok(false)
+        let check = tokio::time::timeout(
+            job.limits.connect_timeout,
+            sudo::check(session, &job.host.user),
+        );
+        tokio::select! {
+            result = check => match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(reason)) => Err(Outcome::AuthFailed { reason }),
+                Err(_) => Err(Outcome::AuthFailed {
+                    reason: format!(
+                        "sudo -n as {} did not answer within {}s (--become)",
+                        job.host.user,
+                        job.limits.connect_timeout.as_secs()
+                    ),
+                }),
+            },
+            () = job.cancel.cancelled() => Err(Outcome::Cancelled),
         }
     }
 }
@@ -320,7 +174,10 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
             };
         }
     };
-    if let Err(error) = channel.exec(true, remote_stop::wrap(job.command)).await {
+    if let Err(error) = channel
+        .exec(true, remote_stop::wrap(job.command, sudo::needed(job.host)))
+        .await
+    {
         return Outcome::TransportError {
             reason: format!("could not start the command: {error}"),
         };
@@ -388,72 +245,5 @@ pub(super) fn connect_reason(error: &std::io::Error) -> String {
         ErrorKind::NetworkUnreachable => "network unreachable".to_string(),
         ErrorKind::TimedOut => "connection timed out".to_string(),
         _ => error.to_string(),
-    }
-}
-
-/// The russh handler: checks the host key against known_hosts and records why it refused one,
-/// so that the refusal becomes the right outcome instead of a generic handshake error.
-pub struct HostKeyCheck {
-    known_hosts: Arc<KnownHosts>,
-    accept_new: bool,
-    address: String,
-    port: u16,
-    problem: Arc<Mutex<Option<Outcome>>>,
-}
-
-impl HostKeyCheck {
-    fn refuse(&self, outcome: Outcome) -> Result<bool, russh::Error> {
-        *self
-            .problem
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(outcome);
-        Ok(false)
-    }
-}
-
-impl client::Handler for HostKeyCheck {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        server_key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let key = match server_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key,
-            PublicKeyOrCertificate::Certificate(_) => {
-                return self.refuse(Outcome::TransportError {
-                    reason: "the host offered a host certificate, which volley does not accept"
-                        .to_string(),
-                });
-            }
-        };
-        match self.known_hosts.check(&self.address, self.port, key) {
-            Verdict::Known => Ok(true),
-            Verdict::Unknown if self.accept_new => {
-                match self.known_hosts.learn(&self.address, self.port, key) {
-                    Ok(()) => Ok(true),
-                    Err(error) => self.refuse(Outcome::TransportError {
-                        reason: format!("could not record the new host key: {error}"),
-                    }),
-                }
-            }
-            Verdict::Unknown => self.refuse(Outcome::HostKeyUnknown {
-                fingerprint: fingerprint(key),
-            }),
-            Verdict::Changed { line } => self.refuse(Outcome::HostKeyChanged {
-                fingerprint: format!(
-                    "{}, {}:{line} holds another",
-                    fingerprint(key),
-                    self.known_hosts.path().display()
-                ),
-            }),
-            Verdict::Revoked { line } => self.refuse(Outcome::HostKeyChanged {
-                fingerprint: format!(
-                    "{} is revoked at {}:{line}",
-                    fingerprint(key),
-                    self.known_hosts.path().display()
-                ),
-            }),
-        }
     }
 }

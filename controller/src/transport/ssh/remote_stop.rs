@@ -4,7 +4,8 @@
 //! and SSH `signal` requests are refused for root logins (measured against OpenSSH 9.2). So the command runs inside a small POSIX-sh wrapper:
 //!
 //! - the command runs in its own session and process group (`setsid`), under the user's login
-//!   shell, with `/dev/null` as stdin;
+//!   shell with `-c` and the shell's base name as `$0`, exactly as sshd itself would run it, with
+//!   `/dev/null` as stdin;
 //! - a watcher holds a duplicate of the channel's stdin and blocks reading it. The controller never
 //!   sends data or EOF in normal use, so the watcher wakes only when the controller sends EOF or
 //!   the connection closes (volley stopped, killed, or the host timed out). It then sends TERM to
@@ -17,14 +18,13 @@
 //!   `kill -9` from `exit 137`. The one ambiguity left: a command that itself exits with 129-159
 //!   is reported as killed by that signal, as shells report it too.
 
-use crate::shell::quote;
-
 /// The wrapper script. `$1` is the operator's command.
 const WRAPPER: &str = r#"exec 3<&0 0</dev/null
+shell=${SHELL:-/bin/sh}
 if command -v setsid >/dev/null 2>&1; then
-  setsid "${SHELL:-/bin/sh}" -c "$1" 3<&- &
+  setsid "$shell" -c "$1" "${shell##*/}" 3<&- &
 else
-  "${SHELL:-/bin/sh}" -c "$1" 3<&- &
+  "$shell" -c "$1" "${shell##*/}" 3<&- &
 fi
 cmd=$!
 {
@@ -52,14 +52,12 @@ fi
 exit "$rc"
 "#;
 
-/// The exec string sent to sshd: the remote user's shell runs the wrapper under `sh`, with the
-/// operator's command as its argument.
-pub fn wrap(command: &str) -> String {
-    format!(
-        "exec /bin/sh -c {} volley {}",
-        quote(WRAPPER),
-        quote(command)
-    )
+/// The exec string sent to sshd: the remote user's shell runs the wrapper under `sh` (as root
+/// through `sudo -n` when `sudo`, see [`super::sudo`]), with the operator's command as its
+/// argument. Under sudo the wrapper and its watcher are root's, so they can stop whatever the
+/// command started; `${SHELL}` is then root's shell, which sudo sets.
+pub fn wrap(command: &str, sudo: bool) -> String {
+    super::sudo::shell_line(WRAPPER, &["volley", command], sudo)
 }
 
 #[cfg(test)]
@@ -80,7 +78,7 @@ mod tests {
     fn spawn(command: &str) -> std::process::Child {
         Command::new("/bin/sh")
             .arg("-c")
-            .arg(wrap(command))
+            .arg(wrap(command, false))
             .env("SHELL", "/bin/sh")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -167,6 +165,12 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         let output = run("kill -TERM $$");
         assert_eq!(output.status.signal(), Some(15), "{output:?}");
+    }
+
+    #[test]
+    fn the_command_runs_in_the_login_shell_named_as_sshd_names_it() {
+        let output = run("echo $0");
+        assert_eq!(output.stdout, b"sh\n");
     }
 
     #[test]

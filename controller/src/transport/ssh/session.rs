@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use volley_common::outcome::Outcome;
 
 use super::HostKeyCheck;
+use super::connect::Connection;
 use crate::transport::Job;
 
 /// Bytes read from a command's input at a time.
@@ -30,9 +31,9 @@ const INPUT_CHUNK: usize = 64 << 10;
 /// steps print a few lines at most (a checksum, a certificate request).
 const MAX_OUTPUT: usize = 1 << 20;
 
-/// An authenticated connection to one host.
+/// An authenticated connection to one host (and the jump host connections it runs through).
 pub struct Session {
-    handle: Handle<HostKeyCheck>,
+    connection: Connection,
 }
 
 /// How a command ended.
@@ -78,12 +79,12 @@ pub enum SessionError {
 }
 
 impl Session {
-    pub(super) fn new(handle: Handle<HostKeyCheck>) -> Session {
-        Session { handle }
+    pub(super) fn new(connection: Connection) -> Session {
+        Session { connection }
     }
 
-    pub(super) fn into_handle(self) -> Handle<HostKeyCheck> {
-        self.handle
+    pub(super) fn handle(&self) -> &Handle<HostKeyCheck> {
+        &self.connection.handle
     }
 
     /// Runs `command` through the remote user's shell, writes `input` to its stdin followed by
@@ -104,7 +105,7 @@ impl Session {
         mut stdout: Option<&mut (dyn AsyncWrite + Unpin + Send)>,
     ) -> Result<Finished, SessionError> {
         let channel = self
-            .handle
+            .handle()
             .channel_open_session()
             .await
             .map_err(|error| SessionError::Open(error.to_string()))?;
@@ -198,13 +199,13 @@ impl Session {
     /// inside the remote-stop wrapper, output streamed to the job's sink, stopped on the host
     /// at the job's timeout or cancel.
     pub async fn run_job(&self, job: Job<'_>) -> Outcome {
-        super::run_command(&self.handle, job).await
+        super::run_command(self.handle(), job).await
     }
 
     /// Says goodbye; the connection closes when the session drops either way.
     pub async fn close(self) {
         let _ = self
-            .handle
+            .handle()
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
     }

@@ -310,10 +310,27 @@ fn learn_then_check_and_reload() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("known_hosts");
     let known = KnownHosts::load(&path).unwrap();
-    known.learn("Web1", 22, &key(A)).unwrap();
-    known.learn("web2", 2222, &key(R)).unwrap();
-    // Learning a known key again writes nothing.
-    known.learn("web1", 22, &key(A)).unwrap();
+    known.learn("Web1", "Web1", 22, &key(A)).unwrap();
+    known.learn("app2", "web2", 2222, &key(R)).unwrap();
+    // Learning a known key again writes nothing, and lists nothing.
+    known.learn("web1", "web1", 22, &key(A)).unwrap();
+    let learned: Vec<String> = known
+        .learned()
+        .iter()
+        .map(|key| {
+            format!(
+                "{} {} {} {}",
+                key.host, key.address, key.key_type, key.fingerprint
+            )
+        })
+        .collect();
+    assert_eq!(
+        learned,
+        [
+            format!("Web1 Web1:22 ED25519 {}", fingerprint(&key(A))),
+            format!("app2 web2:2222 RSA {}", fingerprint(&key(R))),
+        ]
+    );
     assert_eq!(known.check("web1", 22, &key(A)), Verdict::Known);
     assert_eq!(known.check("web2", 2222, &key(R)), Verdict::Known);
     assert_eq!(
@@ -335,7 +352,7 @@ fn learning_a_revoked_key_leaves_it_revoked() {
     let path = dir.path().join("known_hosts");
     fs::write(&path, format!("@revoked * {A}\n")).unwrap();
     let known = KnownHosts::load(&path).unwrap();
-    known.learn("web1", 22, &key(A)).unwrap();
+    known.learn("web1", "web1", 22, &key(A)).unwrap();
     assert_eq!(
         known.check("web1", 22, &key(A)),
         Verdict::Revoked { line: 1 }
@@ -348,7 +365,7 @@ fn learn_creates_private_file_and_directories() {
     let path = dir.path().join("a/b/known_hosts");
     KnownHosts::load(&path)
         .unwrap()
-        .learn("web1", 22, &key(A))
+        .learn("web1", "web1", 22, &key(A))
         .unwrap();
     let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), 0o600);
@@ -362,7 +379,7 @@ fn learn_after_a_last_line_without_newline() {
     let path = dir.path().join("known_hosts");
     fs::write(&path, format!("# keys\nweb1 {A}")).unwrap();
     let known = KnownHosts::load(&path).unwrap();
-    known.learn("web2", 22, &key(B)).unwrap();
+    known.learn("web2", "web2", 22, &key(B)).unwrap();
     assert_eq!(
         fs::read_to_string(&path).unwrap(),
         format!("# keys\nweb1 {A}\nweb2 {B}\n")
@@ -387,7 +404,7 @@ fn learn_refuses_names_that_would_change_the_file() {
     for host in [
         "", "a b", "a,b", "*.x", "h?", "!h", "#h", "@h", "|1|x", "[h]:22", "a\nb",
     ] {
-        let error = known.learn(host, 22, &key(A)).unwrap_err();
+        let error = known.learn(host, host, 22, &key(A)).unwrap_err();
         assert!(
             matches!(error, KnownHostsError::BadHost { .. }),
             "{host:?}: {error:?}"
@@ -409,7 +426,12 @@ fn many_threads_learning_at_once_write_whole_lines() {
             let (known, start) = (known.clone(), start.clone());
             std::thread::spawn(move || {
                 start.wait();
-                known.learn(&format!("host{n}"), 22, &numbered_key(n))
+                known.learn(
+                    &format!("host{n}"),
+                    &format!("host{n}"),
+                    22,
+                    &numbered_key(n),
+                )
             })
         })
         .collect();

@@ -1,0 +1,395 @@
+//! Connecting to one host over SSH, in stages: the jump hosts' connections (shared, see
+//! [`super::jump`]), then TCP (or a `direct-tcpip` channel through the last jump host), the
+//! banner and key exchange with the host key checked, and authentication. Each stage is
+//! recorded in a [`Leg`], so a failure or a timeout says what was dialled and where it stopped.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use russh::client::{self, AuthResult, Handle};
+use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKey};
+use russh::{ChannelOpenFailure, MethodKind};
+use tokio::io::{AsyncRead, AsyncWrite};
+use volley_common::outcome::Outcome;
+
+use super::host_key::{self, HostKeyCheck};
+use super::identity::{Identities, IdentityFile};
+use super::jump::JumpPool;
+use super::known_hosts::KnownHosts;
+use crate::plan::{HostSpec, JumpHost, dialled};
+use crate::transport::stage::{Leg, Observed, Progress, Protocol, Stage};
+
+/// What every SSH connection of a run shares, jump host connections included.
+pub struct Shared {
+    pub known_hosts: Arc<KnownHosts>,
+    pub accept_new_host_keys: bool,
+    pub identities: Arc<Identities>,
+    /// Client configs keyed by the host key algorithms known_hosts records for a host, so that a
+    /// host known by its ECDSA key is asked for that key first (as OpenSSH does). Fleets use a
+    /// handful of key types, so this holds a handful of configs.
+    configs: Mutex<HashMap<Vec<Algorithm>, Arc<client::Config>>>,
+    pub jumps: JumpPool,
+}
+
+/// An authenticated connection, and the jump host's connection it runs through, which it keeps
+/// open.
+pub struct Connection {
+    pub handle: Handle<HostKeyCheck>,
+    _through: Option<Arc<Connection>>,
+}
+
+/// One end of a leg: a target or a jump host.
+pub struct Endpoint<'a> {
+    pub name: &'a str,
+    pub address: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub identity_files: &'a [PathBuf],
+    /// What the leg is called in reasons.
+    pub what: String,
+}
+
+impl<'a> Endpoint<'a> {
+    pub fn target(host: &'a HostSpec) -> Endpoint<'a> {
+        Endpoint {
+            name: &host.name,
+            address: &host.address,
+            port: host.port,
+            user: &host.user,
+            identity_files: &host.identity_files,
+            what: format!(
+                "ssh {}{}",
+                dialled(&host.address, host.port),
+                via(&host.jump)
+            ),
+        }
+    }
+
+    /// The last hop of `route`, reached through the ones before it.
+    pub fn jump_host(route: &'a [JumpHost]) -> Option<Endpoint<'a>> {
+        let (hop, before) = route.split_last()?;
+        Some(Endpoint {
+            name: &hop.name,
+            address: &hop.address,
+            port: hop.port,
+            user: &hop.user,
+            identity_files: &hop.identity_files,
+            what: format!(
+                "ssh jump host {} ({}){}",
+                hop.name,
+                dialled(&hop.address, hop.port),
+                via(before)
+            ),
+        })
+    }
+}
+
+/// ` via a,b` for a route through jump hosts `a` and `b`.
+fn via(route: &[JumpHost]) -> String {
+    if route.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = route.iter().map(|hop| hop.name.as_str()).collect();
+    format!(" via {}", names.join(","))
+}
+
+impl Shared {
+    pub fn new(
+        known_hosts: Arc<KnownHosts>,
+        accept_new_host_keys: bool,
+        identities: Arc<Identities>,
+    ) -> Shared {
+        Shared {
+            known_hosts,
+            accept_new_host_keys,
+            identities,
+            configs: Mutex::new(HashMap::new()),
+            jumps: JumpPool::default(),
+        }
+    }
+
+    /// Connects to `host`, through its jump hosts if it has any. `timeout` bounds the jump host
+    /// connections made for it (the caller bounds the whole); `progress` says where it is.
+    pub async fn connect(
+        self: &Arc<Self>,
+        host: &HostSpec,
+        timeout: Duration,
+        progress: &Progress,
+    ) -> Result<Connection, Outcome> {
+        let through = match host.jump.is_empty() {
+            true => None,
+            false => Some(self.jumps.get(self, &host.jump, timeout, progress).await?),
+        };
+        let via = host.jump.last().map(|hop| hop.name.as_str());
+        self.connect_leg(&Endpoint::target(host), through, via, progress)
+            .await
+    }
+
+    /// One leg: TCP, or a channel through `through` (the jump host `via`); then the banner, key
+    /// exchange and host key check; then authentication.
+    pub async fn connect_leg(
+        &self,
+        endpoint: &Endpoint<'_>,
+        through: Option<Arc<Connection>>,
+        via: Option<&str>,
+        progress: &Progress,
+    ) -> Result<Connection, Outcome> {
+        let leg = Leg::new(
+            Protocol::Ssh,
+            endpoint.what.clone(),
+            via.map(str::to_string),
+        );
+        progress.on(&leg);
+        let handle = match &through {
+            None => {
+                let tcp = crate::transport::dial(endpoint.address, endpoint.port)
+                    .await
+                    .map_err(|error| Outcome::Unreachable {
+                        reason: format!("{}: {}", leg.what(), super::connect_reason(&error)),
+                    })?;
+                let _ = tcp.set_nodelay(true);
+                self.handshake(leg.observe(tcp), endpoint, &leg).await?
+            }
+            Some(connection) => {
+                let channel = connection
+                    .handle
+                    .channel_open_direct_tcpip(
+                        endpoint.address,
+                        endpoint.port.into(),
+                        "127.0.0.1",
+                        0,
+                    )
+                    .await
+                    .map_err(|error| channel_failure(&leg, via.unwrap_or_default(), error))?;
+                self.handshake(leg.observe(channel.into_stream()), endpoint, &leg)
+                    .await?
+            }
+        };
+        Ok(Connection {
+            handle,
+            _through: through,
+        })
+    }
+
+    async fn handshake<S>(
+        &self,
+        stream: Observed<S>,
+        endpoint: &Endpoint<'_>,
+        leg: &Leg,
+    ) -> Result<Handle<HostKeyCheck>, Outcome>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let problem = Arc::new(Mutex::new(None));
+        let handler = HostKeyCheck {
+            known_hosts: self.known_hosts.clone(),
+            accept_new: self.accept_new_host_keys,
+            name: endpoint.name.to_string(),
+            what: leg.what().to_string(),
+            address: endpoint.address.to_string(),
+            port: endpoint.port,
+            problem: problem.clone(),
+        };
+        let config = self.config_for(endpoint.address, endpoint.port);
+        let mut handle = match client::connect_stream(config, stream, handler).await {
+            Ok(handle) => handle,
+            Err(error) => {
+                return Err(host_key::refusal(&problem).unwrap_or_else(|| {
+                    Outcome::TransportError {
+                        reason: leg.failed(&error),
+                    }
+                }));
+            }
+        };
+        leg.reach(Stage::Secured);
+        self.authenticate(&mut handle, endpoint, leg).await?;
+        Ok(handle)
+    }
+
+    fn config_for(&self, address: &str, port: u16) -> Arc<client::Config> {
+        let known = self.known_hosts.algorithms(address, port);
+        let mut configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
+        configs
+            .entry(known.clone())
+            .or_insert_with(|| {
+                let mut preferred = russh::Preferred::default();
+                let mut keys = known;
+                keys.extend(
+                    preferred
+                        .key
+                        .iter()
+                        .filter(|algorithm| !keys.contains(algorithm))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
+                preferred.key = keys.into();
+                Arc::new(client::Config {
+                    preferred,
+                    nodelay: true,
+                    // A host that stops answering mid-command is noticed within about a minute
+                    // instead of hanging the run forever.
+                    keepalive_interval: Some(Duration::from_secs(15)),
+                    keepalive_max: 4,
+                    ..Default::default()
+                })
+            })
+            .clone()
+    }
+
+    /// Public-key authentication: the endpoint's own identity files, the global ones, then the
+    /// agent's keys, each key offered once.
+    async fn authenticate(
+        &self,
+        session: &mut Handle<HostKeyCheck>,
+        endpoint: &Endpoint<'_>,
+        leg: &Leg,
+    ) -> Result<(), Outcome> {
+        let what = leg.what();
+        let user = endpoint.user;
+        let transport_error = |error: russh::Error| Outcome::TransportError {
+            reason: format!("{what}: during authentication as {user}: {error}"),
+        };
+        let mut offered: Vec<PublicKey> = Vec::new();
+        let mut skipped: Vec<String> = Vec::new();
+        let mut rsa_hash = None;
+        for (path, file) in self.identities.files_for(endpoint.identity_files) {
+            let key = match file {
+                IdentityFile::Key(key) => key,
+                IdentityFile::Encrypted => {
+                    skipped.push(format!("{} is encrypted", path.display()));
+                    continue;
+                }
+                IdentityFile::Unusable(reason) => {
+                    skipped.push(format!("{}: {reason}", path.display()));
+                    continue;
+                }
+            };
+            if offered.contains(key.public_key()) {
+                continue;
+            }
+            offered.push(key.public_key().clone());
+            let hash = if key.algorithm().is_rsa() {
+                if rsa_hash.is_none() {
+                    rsa_hash = Some(
+                        session
+                            .best_supported_rsa_hash()
+                            .await
+                            .map_err(transport_error)?
+                            .flatten(),
+                    );
+                }
+                rsa_hash.flatten()
+            } else {
+                None
+            };
+            let result = session
+                .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), hash))
+                .await
+                .map_err(transport_error)?;
+            if auth_done(result, what)? {
+                return Ok(());
+            }
+        }
+        if let Some(agent) = self.identities.agent() {
+            for key in &agent.keys {
+                if offered.contains(key) {
+                    continue;
+                }
+                offered.push(key.clone());
+                let hash = if key.algorithm().is_rsa() {
+                    session
+                        .best_supported_rsa_hash()
+                        .await
+                        .map_err(transport_error)?
+                        .flatten()
+                } else {
+                    None
+                };
+                let mut client = agent.client.lock().await;
+                let result = session
+                    .authenticate_publickey_with(user, key.clone(), hash, &mut *client)
+                    .await
+                    .map_err(|error| Outcome::AuthFailed {
+                        reason: format!("{what}: ssh-agent failed to sign: {error}"),
+                    })?;
+                drop(client);
+                if auth_done(result, what)? {
+                    return Ok(());
+                }
+            }
+        } else if skipped
+            .iter()
+            .any(|reason| reason.ends_with("is encrypted"))
+        {
+            skipped.push(
+                "no ssh-agent is running (SSH_AUTH_SOCK is not set) to use encrypted keys"
+                    .to_string(),
+            );
+        }
+        let mut reason = match offered.len() {
+            0 => format!("{what}: no usable identity for user {user}"),
+            1 => format!("{what}: the server refused user {user} with the one key offered"),
+            n => format!("{what}: the server refused user {user} with each of {n} keys"),
+        };
+        if !skipped.is_empty() {
+            reason = format!("{reason}; {}", skipped.join("; "));
+        }
+        Err(Outcome::AuthFailed { reason })
+    }
+}
+
+/// Whether authentication is complete; a server that no longer offers public-key
+/// authentication ends the attempt.
+fn auth_done(result: AuthResult, what: &str) -> Result<bool, Outcome> {
+    match result {
+        AuthResult::Success => Ok(true),
+        AuthResult::Failure {
+            remaining_methods,
+            partial_success,
+        } => {
+            if partial_success {
+                return Err(Outcome::AuthFailed {
+                    reason: format!(
+                        "{what}: the server asks for a second factor, which volley cannot give"
+                    ),
+                });
+            }
+            if !remaining_methods.contains(&MethodKind::PublicKey) {
+                return Err(Outcome::AuthFailed {
+                    reason: format!("{what}: the server does not accept public keys"),
+                });
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// A jump host that could not open the forwarded channel: the host behind it was not reached.
+fn channel_failure(leg: &Leg, hop: &str, error: russh::Error) -> Outcome {
+    let what = leg.what();
+    let why = match error {
+        russh::Error::ChannelOpenFailure(failure) => match failure {
+            ChannelOpenFailure::ConnectFailed => "could not connect to it".to_string(),
+            ChannelOpenFailure::AdministrativelyProhibited => {
+                "refuses to forward there (its sshd's AllowTcpForwarding or PermitOpen)".to_string()
+            }
+            ChannelOpenFailure::ResourceShortage => "is short of resources".to_string(),
+            ChannelOpenFailure::UnknownChannelType => {
+                "does not forward TCP connections".to_string()
+            }
+            ChannelOpenFailure::Other { code, reason } => {
+                format!("refused to forward there ({code}: {reason})")
+            }
+        },
+        error => {
+            return Outcome::TransportError {
+                reason: format!("{what}: the connection to jump host {hop} failed: {error}"),
+            };
+        }
+    };
+    Outcome::Unreachable {
+        reason: format!("{what}: jump host {hop} {why}"),
+    }
+}
