@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use self::transfer::{FetchArgs, PushArgs};
+pub use self::transfer::{FetchArgs, PushArgs, TransferArgs};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,5 +1,5 @@
-//! The flags of `volley push` and `volley fetch`: the targets, SSH, transport, limits, output
-//! and rollout flags of `volley run`, and their own.
+//! The flags of `volley push` and `volley fetch`: those of `volley run` that say which hosts and
+//! how to reach them ([`TransferArgs`]), and their own.
 
 use std::path::PathBuf;
 
@@ -7,8 +7,10 @@ use clap::Args;
 
 use super::{LimitArgs, OutputArgs, PkiDir, RolloutArgs, SshArgs, TargetArgs, TransportFlag};
 
+/// What a push or a fetch shares with `volley run`: targets, SSH, transport, limits, output and
+/// rollout.
 #[derive(Debug, Args)]
-pub struct PushArgs {
+pub struct TransferArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
 
@@ -31,6 +33,12 @@ pub struct PushArgs {
 
     #[command(flatten)]
     pub rollout: RolloutArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub common: TransferArgs,
 
     /// Permission bits of the written files, in octal (0644) [default: those of the file
     /// replaced, else of the local file]
@@ -46,8 +54,8 @@ pub struct PushArgs {
     #[arg(long)]
     pub backup: bool,
 
-    /// Run this command (by the remote user's shell, as `volley run` does) on each host where
-    /// a file changed, once every file is in place; its failure is the host's failure
+    /// Run this command (as `volley run` runs one) on each host where a file changed, once
+    /// every file is in place; its failure is the host's failure
     #[arg(long, value_name = "COMMAND")]
     pub then: Option<String>,
 
@@ -64,27 +72,7 @@ pub struct PushArgs {
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     #[command(flatten)]
-    pub targets: TargetArgs,
-
-    #[command(flatten)]
-    pub ssh: SshArgs,
-
-    /// Which transport reaches the hosts: `auto` uses the agent where one answers and SSH where
-    /// none can be reached [default: auto, or the inventory's `transport`]
-    #[arg(long, value_enum, value_name = "TRANSPORT")]
-    pub transport: Option<TransportFlag>,
-
-    #[command(flatten)]
-    pub pki: PkiDir,
-
-    #[command(flatten)]
-    pub limits: LimitArgs,
-
-    #[command(flatten)]
-    pub output: OutputArgs,
-
-    #[command(flatten)]
-    pub rollout: RolloutArgs,
+    pub common: TransferArgs,
 
     /// Remote files to bring back (absolute paths)
     #[arg(required = true, num_args = 1.., value_name = "REMOTE")]

@@ -9,19 +9,16 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use volley_common::outcome::{Outcome, TransportKind};
+use volley_common::outcome::Outcome;
 use volley_common::transfer::{FetchSpec, FileState, StatQuery};
 
 use super::host::{self, Files, HostWork};
 use crate::event::Stream;
-use crate::transport::agent::AgentTransport;
-use crate::transport::ssh::{SshTransport, sleep_until};
-use crate::transport::{BoxFuture, Ended, Job, Transport};
+use crate::transport::Job;
+use crate::transport::ssh::sleep_until;
 
 /// One fetch, shared by every host of the run.
 pub struct FetchOperation {
-    pub ssh: SshTransport,
-    pub agent: Option<AgentTransport>,
     /// Absolute, normalised.
     pub remotes: Vec<String>,
     pub dir: PathBuf,
@@ -194,19 +191,5 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Hashing<W> {
         context: &mut Context<'_>,
     ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(context)
-    }
-}
-
-impl Transport for FetchOperation {
-    fn kind(&self) -> TransportKind {
-        if self.agent.is_some() {
-            TransportKind::Agent
-        } else {
-            TransportKind::Ssh
-        }
-    }
-
-    fn run<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Ended> {
-        Box::pin(host::run_host(self, &self.ssh, self.agent.as_ref(), job))
     }
 }

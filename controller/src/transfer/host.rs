@@ -22,7 +22,7 @@ use super::{agent, ssh};
 use crate::transport::agent::AgentTransport;
 use crate::transport::auto::{Route, route};
 use crate::transport::ssh::{Session, SshTransport, sudo};
-use crate::transport::{Ended, Job};
+use crate::transport::{BoxFuture, Ended, Job, Transport};
 
 /// A host's whole operation may take this long unless `--timeout` says otherwise.
 pub const DEFAULT_LIMIT: Duration = Duration::from_secs(600);
@@ -89,6 +89,24 @@ impl Files<'_> {
             Files::Agent { agent, .. } => agent.execution_id(job.host),
             Files::Ssh { .. } => String::new(),
         }
+    }
+}
+
+/// A push or a fetch as a [`Transport`]: its work on each host, and the transports that reach
+/// the hosts.
+pub struct FileOperation<W> {
+    pub work: W,
+    pub ssh: SshTransport,
+    pub agent: Option<AgentTransport>,
+}
+
+impl<W: HostWork + Send> Transport for FileOperation<W> {
+    fn kind(&self) -> TransportKind {
+        crate::transport::auto::kind(self.agent.as_ref())
+    }
+
+    fn run<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Ended> {
+        Box::pin(run_host(&self.work, &self.ssh, self.agent.as_ref(), job))
     }
 }
 

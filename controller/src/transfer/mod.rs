@@ -27,13 +27,14 @@ mod ssh;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::cli::{FetchArgs, PushArgs, RunArgs};
+use crate::cli::{FetchArgs, PushArgs, RunArgs, TransferArgs};
 use crate::shell::quote;
 use crate::transport::Transport;
 use crate::transport::agent::AgentTransport;
 use crate::transport::ssh::SshTransport;
 
 use self::decide::Flags;
+use self::host::FileOperation;
 
 /// What the operator asked for, beside the run settings.
 #[derive(Debug)]
@@ -89,10 +90,10 @@ impl Request {
     }
 }
 
-/// Splits `volley push ...` into the `volley run` arguments that plan its hosts and the
-/// request. The run's "command" describes the push, for the records.
-pub fn plan_push(args: PushArgs) -> (RunArgs, Request) {
-    let PushArgs {
+/// The `volley run` arguments that plan a push's or fetch's hosts, with `command` describing
+/// it for the records.
+fn run_args(common: TransferArgs, command: String) -> RunArgs {
+    let TransferArgs {
         targets,
         ssh,
         transport,
@@ -100,6 +101,25 @@ pub fn plan_push(args: PushArgs) -> (RunArgs, Request) {
         limits,
         output,
         rollout,
+    } = common;
+    RunArgs {
+        targets,
+        ssh,
+        transport,
+        pki,
+        limits,
+        max_output: None,
+        output,
+        rollout,
+        command: vec![command],
+    }
+}
+
+/// Splits `volley push ...` into the `volley run` arguments that plan its hosts and the
+/// request.
+pub fn plan_push(args: PushArgs) -> (RunArgs, Request) {
+    let PushArgs {
+        common,
         mode,
         owner,
         backup,
@@ -116,17 +136,6 @@ pub fn plan_push(args: PushArgs) -> (RunArgs, Request) {
     if let Some(then) = &then {
         command.push_str(&format!(" --then {}", quote(then)));
     }
-    let run = RunArgs {
-        targets,
-        ssh,
-        transport,
-        pki,
-        limits,
-        max_output: None,
-        output,
-        rollout,
-        command: vec![command],
-    };
     let request = PushRequest {
         locals,
         remote,
@@ -136,36 +145,23 @@ pub fn plan_push(args: PushArgs) -> (RunArgs, Request) {
         then,
         then_owed: ThenOwed::default(),
     };
-    (run, Request::Push(request))
+    (run_args(common, command), Request::Push(request))
 }
 
 /// As [`plan_push`], for `volley fetch`.
 pub fn plan_fetch(args: FetchArgs) -> (RunArgs, Request) {
     let FetchArgs {
-        targets,
-        ssh,
-        transport,
-        pki,
-        limits,
-        output,
-        rollout,
+        common,
         remotes,
         local_dir: dir,
     } = args;
     let mut words = remotes.clone();
     words.push(dir.display().to_string());
-    let run = RunArgs {
-        targets,
-        ssh,
-        transport,
-        pki,
-        limits,
-        max_output: None,
-        output,
-        rollout,
-        command: vec![format!("volley fetch {}", quoted(&words))],
-    };
-    (run, Request::Fetch(FetchRequest { remotes, dir }))
+    let command = format!("volley fetch {}", quoted(&words));
+    (
+        run_args(common, command),
+        Request::Fetch(FetchRequest { remotes, dir }),
+    )
 }
 
 /// Words quoted only where a shell would need it, for a readable record.
@@ -221,14 +217,13 @@ pub fn operation(
             {
                 return Err(InputError("--then: the command is empty".to_string()));
             }
-            Ok(Arc::new(push::PushOperation {
-                ssh,
-                agent,
+            let work = push::PushOperation {
                 files,
                 flags,
                 then: request.then,
                 then_owed: request.then_owed,
-            }))
+            };
+            Ok(Arc::new(FileOperation { work, ssh, agent }))
         }
         Request::Fetch(request) => {
             let remotes = request
@@ -247,12 +242,11 @@ pub fn operation(
                     crate::plan::io_reason(&error)
                 ))
             })?;
-            Ok(Arc::new(fetch::FetchOperation {
-                ssh,
-                agent,
+            let work = fetch::FetchOperation {
                 remotes,
                 dir: request.dir,
-            }))
+            };
+            Ok(Arc::new(FileOperation { work, ssh, agent }))
         }
     }
 }

@@ -6,21 +6,18 @@
 //! replaced before a failure is still recorded as changed.
 
 use bytes::Bytes;
-use volley_common::outcome::{Outcome, TransportKind};
+use volley_common::outcome::Outcome;
 use volley_common::transfer::{PushSpec, StatQuery};
 
 use super::decide::{self, Decision, Flags, Written};
 use super::host::{self, Files, HostWork};
 use super::local::LocalFile;
 use crate::event::Stream;
-use crate::transport::agent::AgentTransport;
-use crate::transport::ssh::{SshTransport, sleep_until};
-use crate::transport::{BoxFuture, Ended, Job, RunLimits, Transport};
+use crate::transport::ssh::sleep_until;
+use crate::transport::{Job, RunLimits};
 
 /// One push, shared by every host of the run.
 pub struct PushOperation {
-    pub ssh: SshTransport,
-    pub agent: Option<AgentTransport>,
     pub files: Vec<LocalFile>,
     pub flags: Flags,
     pub then: Option<String>,
@@ -154,19 +151,5 @@ impl PushOperation {
             });
         }
         Ok(())
-    }
-}
-
-impl Transport for PushOperation {
-    fn kind(&self) -> TransportKind {
-        if self.agent.is_some() {
-            TransportKind::Agent
-        } else {
-            TransportKind::Ssh
-        }
-    }
-
-    fn run<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Ended> {
-        Box::pin(host::run_host(self, &self.ssh, self.agent.as_ref(), job))
     }
 }

@@ -123,13 +123,18 @@ fn may_fall_back(outcome: &Outcome) -> bool {
     )
 }
 
+/// The transport reported for hosts that never started: the agent where there is a PKI.
+pub fn kind(agent: Option<&AgentTransport>) -> TransportKind {
+    if agent.is_some() {
+        TransportKind::Agent
+    } else {
+        TransportKind::Ssh
+    }
+}
+
 impl Transport for AutoTransport {
     fn kind(&self) -> TransportKind {
-        if self.agent.is_some() {
-            TransportKind::Agent
-        } else {
-            TransportKind::Ssh
-        }
+        kind(self.agent.as_ref())
     }
 
     fn run<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Ended> {
