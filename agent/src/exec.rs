@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -91,8 +91,8 @@ pub struct Running {
 }
 
 /// Starts `spec`'s command in `session` (see [`crate::as_user`]) in a new process group,
-/// stdin from /dev/null, stdout and stderr piped. `nofile` is the open-file limit the command
-/// gets.
+/// stdout and stderr piped, stdin the request's bytes (see [`spawn`]). `nofile` is the open-file
+/// limit the command gets.
 pub fn start(
     spec: &ExecSpec,
     session: &Session,
@@ -110,22 +110,34 @@ pub fn start(
         Program::Shell(_) => session.account.login_shell().to_string(),
         Program::Argv(args) => format!("{:?}", args.first().map_or("", String::as_str)),
     };
-    spawn(command, program)
+    spawn(command, program, spec.stdin.clone())
 }
 
-/// Spawns `command` in a new process group, stdin from /dev/null, stdout and stderr piped;
-/// `program` names it in errors.
-pub fn spawn(mut command: Command, program: String) -> Result<Running, ExecError> {
+/// Spawns `command` in a new process group, stdout and stderr piped; `program` names it in
+/// errors. Its stdin is `input`, then end of file, fed by a task of its own so that a command
+/// that never reads it blocks nothing; /dev/null when `input` is empty.
+pub fn spawn(mut command: Command, program: String, input: Vec<u8>) -> Result<Running, ExecError> {
     command
-        .stdin(Stdio::null())
+        .stdin(if input.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         // The group is killed explicitly; killing only the leader on drop would orphan the rest.
         .kill_on_drop(false);
-    let child = command
+    let mut child = command
         .spawn()
         .map_err(|source| ExecError::Spawn { program, source })?;
+    if let Some(mut pipe) = child.stdin.take() {
+        // A command that exits without reading everything closes the pipe: the write fails
+        // and the task ends, as `cat file | cmd` would. Dropping the pipe is the end of file.
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&input).await;
+        });
+    }
     let started = Instant::now();
     let pid = child.id().ok_or_else(|| ExecError::Spawn {
         program: "the command".to_string(),

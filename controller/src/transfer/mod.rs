@@ -111,6 +111,7 @@ fn run_args(common: TransferArgs, command: String) -> RunArgs {
         max_output: None,
         output,
         rollout,
+        stdin: None,
         command: vec![command],
     }
 }

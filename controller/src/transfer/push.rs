@@ -86,6 +86,7 @@ impl HostWork for PushOperation {
                         command_timeout: Some(remaining),
                     },
                     output: &mut *job.output,
+                    stdin: None,
                     cancel: job.cancel.clone(),
                 };
                 files.run(then_job).await

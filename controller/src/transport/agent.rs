@@ -170,8 +170,13 @@ impl AgentTransport {
         }
     }
 
-    /// Runs the job's command on an agent already reached.
+    /// Runs the job's command on an agent already reached. A `--stdin` larger than the agent
+    /// takes in one request is refused here, before anything is sent (and SSH does not take
+    /// over: it is the input's problem, not the agent's).
     pub async fn run_reached(&self, reached: Reached, job: &mut Job<'_>) -> Ended {
+        if let Some(outcome) = too_big_for(&reached.connected.info, job.stdin) {
+            return ended(outcome, None, None);
+        }
         let mut client = reached.connected.client;
         let run_started = Instant::now();
         let outcome = self.exec(&mut client, job).await;
@@ -301,6 +306,7 @@ impl AgentTransport {
             max_output: None,
             user: Some(job.host.user.clone()),
             become_root: job.host.become_root,
+            stdin: job.stdin.map(|bytes| bytes.to_vec()).unwrap_or_default(),
         };
         let mut stream = match client.exec(pb::ExecRequest::from(spec)).await {
             Ok(response) => response.into_inner(),
@@ -387,6 +393,23 @@ impl Transport for AgentTransport {
             }
         })
     }
+}
+
+/// Room left in a request for everything but the stdin bytes.
+const REQUEST_OVERHEAD: usize = 64 << 10;
+
+/// The outcome of a host whose agent cannot take `--stdin` in one request, if it cannot.
+fn too_big_for(info: &pb::AgentInfo, stdin: Option<&Bytes>) -> Option<Outcome> {
+    let stdin = stdin?.len();
+    let limit = info.limits.as_ref()?.max_message_bytes as usize;
+    let room = limit
+        .min(MAX_MESSAGE_BYTES)
+        .saturating_sub(REQUEST_OVERHEAD);
+    (stdin > room).then(|| Outcome::TransportError {
+        reason: format!(
+            "--stdin is {stdin} bytes, more than this agent takes in one request ({room}; its max_message_bytes is {limit}): raise it in the agent's config, or use --transport ssh"
+        ),
+    })
 }
 
 fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Duration>) -> Ended {
