@@ -75,7 +75,8 @@ tmp=$(mktemp "$dir/.$name.volley-XXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
 trap 'exit 1' HUP INT TERM PIPE
 cat > "$tmp"
-got=$(sha256sum < "$tmp" | cut -c1-64)
+got=$(sha256sum < "$tmp")
+got=${got%% *}
 "#,
     );
     script.push_str(&format!(

@@ -145,3 +145,49 @@ fn a_path_outside_push_roots_is_refused() {
     }
     assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
 }
+
+/// Batches and the failure budget apply to a push as to a command: the canary's failure stops
+/// the rollout, the other hosts are skipped and keep their file, and the journal says so.
+#[test]
+fn a_failing_canary_stops_a_batched_push() {
+    let deployment = Deployment::start(2, 1);
+    let dir = deployment.remote("app");
+    let conf = deployment.remote("app/app.conf");
+    for host in deployment.hosts() {
+        deployment.files(&host).write(&conf, "old");
+    }
+    deployment.files("h01").make_read_only(&dir);
+    let local = deployment.local("app.conf", "new");
+    let output = deployment.volley(
+        "push",
+        [
+            "-g".into(),
+            "all".into(),
+            "--json".into(),
+            "--batch".into(),
+            "1".into(),
+            "--abort-on-failure".into(),
+            "--then".into(),
+            "echo reloaded".into(),
+            local.into_os_string(),
+            conf.clone().into_os_string(),
+        ],
+    );
+    output.assert_code(3);
+    let records = output.records_by_host();
+    let canary = volley_tests::report::expect_outcome(&output, &records, "h01", "step_failed");
+    assert_eq!(canary.batch, 1);
+    for host in ["h02", "a01"] {
+        let skipped = volley_tests::report::expect_outcome(&output, &records, host, "skipped");
+        assert_eq!(
+            (skipped.attempts, skipped.changed.as_ref()),
+            (0, None),
+            "{host}"
+        );
+        let files = deployment.files(host);
+        assert_eq!(text(&files, &conf).as_deref(), Some("old"), "{host}");
+    }
+    let journal = deployment.journal();
+    assert_eq!(journal["h02"]["outcome"]["kind"], "skipped");
+    assert_eq!(journal["h01"]["changed"], serde_json::json!([]));
+}

@@ -9,7 +9,8 @@
 //!   journal's record of what changed, `--mode`, `--owner`, `--backup`, directories, a retry
 //!   that owes `--then`, `--become` over SSH;
 //! - `failures`: a full disk and a read-only destination fail their host and leave the old
-//!   file; a path outside the agent's `push_roots` is refused; retry after a fix;
+//!   file; a path outside the agent's `push_roots` is refused; retry after a fix; a failing
+//!   canary stops a batched push under the failure budget;
 //! - `streaming`: a 100 MiB file with bounded memory; `kill -9` of volley mid-push leaves no
 //!   partial file, over both transports;
 //! - `fetch`: files come back into DIR/HOST/PATH;
