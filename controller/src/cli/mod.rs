@@ -226,7 +226,7 @@ pub struct LimitArgs {
     pub connect_timeout: Option<String>,
 
     /// Time allowed on one host once connected; a command is then stopped there [default: none
-    /// for `volley run`, 10m for `volley agent` operations]
+    /// for `volley run`, 10m for `volley agent` operations, `push` and `fetch`]
     #[arg(short = 't', long, value_name = "DURATION")]
     pub timeout: Option<String>,
 }

@@ -88,3 +88,34 @@ fn bad_input_is_one_line_and_exit_64_before_any_host() {
         "a run was journalled"
     );
 }
+
+/// `--list-hosts` says where a push would go and sends nothing: the paths are not even read.
+#[test]
+fn list_hosts_shows_the_targets_and_pushes_nothing() {
+    let deployment = crate::deployment::Deployment::start(1, 1);
+    let output = deployment.volley(
+        "push",
+        [
+            "-g",
+            "all",
+            "--list-hosts",
+            "/nonexistent/app.conf",
+            "/srv/app.conf",
+        ],
+    );
+    output.assert_code(0);
+    for host in deployment.hosts() {
+        assert!(
+            output.stdout.lines().any(|line| line.starts_with(&host)),
+            "{host} is not listed:\n{}",
+            output.describe()
+        );
+    }
+    assert!(!deployment.ssh.runs_dir().exists(), "a run was journalled");
+    let fetch = deployment.volley(
+        "fetch",
+        ["-g", "all", "--list-hosts", "/srv/app.conf", "out"],
+    );
+    fetch.assert_code(0);
+    assert_eq!(fetch.stdout, output.stdout);
+}
