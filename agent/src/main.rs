@@ -26,8 +26,9 @@
 //! Layout: [`config`] the file, [`tls`] the server configuration and the controller check,
 //! [`listener`] accepts and handshakes, [`service`] the gRPC methods and the audit,
 //! [`exec`] one command's process, [`execution`] its kept output and its follower,
-//! [`registry`] executions by id and how long finished ones are kept,
-//! [`shutdown`] the stop sequence, [`notify`] sd_notify,
+//! [`registry`] executions by id and how long finished ones are kept, [`transfer`]
+//! `Stat`/`Push`/`Fetch` over [`files`] under the [`roots`], [`shutdown`] the stop sequence,
+//! [`notify`] sd_notify,
 //! [`logging`] where logs and audit records go, [`host`] and [`signals`] small facts,
 //! [`reload`] SIGHUP, [`keygen`] the key and certificate request made at install,
 //! [`session`] the login session a command gets, [`as_user`] the step that enters it.
@@ -37,6 +38,7 @@ mod as_user;
 mod config;
 mod exec;
 mod execution;
+mod files;
 mod host;
 mod keygen;
 mod listener;
@@ -44,11 +46,13 @@ mod logging;
 mod notify;
 mod registry;
 mod reload;
+mod roots;
 mod service;
 mod session;
 mod shutdown;
 mod signals;
 mod tls;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -253,6 +257,7 @@ async fn serve(
         kill: kill.clone(),
         executions: executions.clone(),
         registry,
+        push_roots: config.push_roots.clone(),
     });
     let message_bytes = limits.max_message_bytes as usize;
     let incoming = listener::incoming(

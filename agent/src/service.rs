@@ -1,5 +1,5 @@
 //! The gRPC service: `Exec`, `Attach`, `Cancel` and `Info`, the execution limit, and the audit
-//! records.
+//! records. `Stat`, `Push` and `Fetch` (files under `push_roots`) are in [`crate::transfer`].
 //!
 //! Every execution leaves two records under the tracing target `audit`: `exec started` (peer,
 //! execution id, the user it runs as and who asked, command, pid) and `exec ended` (status,
@@ -34,8 +34,10 @@ use crate::exec::{self, Ending, ExecError, KILL_AFTER};
 use crate::execution::Execution;
 use crate::host::Host;
 use crate::registry::Registry;
+use crate::roots::PushRoots;
 use crate::session::{self, AgentProcess, SessionError};
 use crate::tls::common_name;
+use crate::transfer::{self, FetchStream};
 
 /// The tracing target of audit records.
 pub const AUDIT: &str = "audit";
@@ -62,6 +64,8 @@ pub struct ServiceContext {
     pub executions: TaskTracker,
     /// Executions by id, running and finished.
     pub registry: Arc<Registry>,
+    /// Where pushes and fetches may touch files.
+    pub push_roots: PushRoots,
 }
 
 #[derive(Debug)]
@@ -83,13 +87,13 @@ impl AgentService {
 }
 
 /// Who is asking: the client certificate's Common Name and the connection's address.
-struct Peer {
-    identity: String,
+pub(crate) struct Peer {
+    pub(crate) identity: String,
     address: Option<SocketAddr>,
 }
 
 impl Peer {
-    fn of<T>(request: &Request<T>) -> Result<Peer, Status> {
+    pub(crate) fn of<T>(request: &Request<T>) -> Result<Peer, Status> {
         // The TLS verifier already admitted only allowed controllers; this is the same name,
         // read again for the audit record. No certificate here would mean a bypassed verifier.
         let identity = request
@@ -102,7 +106,7 @@ impl Peer {
         })
     }
 
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         self.address.map_or_else(String::new, |a| a.to_string())
     }
 }
@@ -158,6 +162,28 @@ impl AgentService {
 impl pb::agent_server::Agent for AgentService {
     type ExecStream = EventStream;
     type AttachStream = EventStream;
+    type FetchStream = FetchStream;
+
+    async fn stat(
+        &self,
+        request: Request<pb::StatRequest>,
+    ) -> Result<Response<pb::StatResponse>, Status> {
+        transfer::stat(&self.context, request).await
+    }
+
+    async fn push(
+        &self,
+        request: Request<tonic::Streaming<pb::PushRequest>>,
+    ) -> Result<Response<pb::PushResult>, Status> {
+        transfer::push(&self.context, &self.slots, request).await
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<FetchStream>, Status> {
+        transfer::fetch(&self.context, &self.slots, request).await
+    }
 
     async fn exec(
         &self,

@@ -6,6 +6,8 @@
 //!   time (bench/ssh.sh).
 //! - [`agents`] (`--agents`): the same N hosts through agents and through SSH, side by side,
 //!   and the agents' idle memory (bench/agents.sh).
+//! - [`push`] (`--push`): one file to N isolated SSH hosts and N isolated agents with `volley
+//!   push`, and the same bytes by `volley run --stdin FILE -- 'cat > PATH'` (bench/push.sh).
 //! - [`admission`] (`--admission`): every handshake at once versus adaptive admission, on a
 //!   plain and on a CPU-limited sshd fleet ([`cgroup`]) (bench/admission.sh).
 //! - [`scale`] (`--scale`): 10,000 hosts through a few agents that each serve many host names
@@ -16,6 +18,7 @@ mod admission;
 mod agents;
 mod cgroup;
 mod cost;
+mod push;
 mod scale;
 mod ssh;
 
@@ -25,6 +28,7 @@ use std::time::Duration;
 
 use crate::admission::AdmissionOptions;
 use crate::agents::AgentOptions;
+use crate::push::PushOptions;
 use crate::scale::ScaleOptions;
 use crate::ssh::SshOptions;
 
@@ -33,6 +37,7 @@ enum Mode {
     Agents(AgentOptions),
     Admission(AdmissionOptions),
     Scale(ScaleOptions),
+    Push(PushOptions),
 }
 
 fn main() {
@@ -41,6 +46,7 @@ fn main() {
         Ok(Mode::Agents(options)) => agents::run(&options),
         Ok(Mode::Admission(options)) => admission::run_benchmark(&options),
         Ok(Mode::Scale(options)) => scale::run_benchmark(&options),
+        Ok(Mode::Push(options)) => push::run(&options),
         Err(message) => {
             eprintln!("volley-bench: {message}");
             std::process::exit(64);
@@ -64,6 +70,9 @@ fn parse_args(args: Vec<OsString>) -> Result<Mode, String> {
     let mut held = 2000;
     let mut connect_timeout = Duration::from_secs(5);
     let mut sshd_cpus = 0.5;
+    let mut pushes = false;
+    let mut transports = vec!["agent", "ssh"];
+    let mut size: usize = 1 << 20;
     let mut rounds = 3;
     let mut args = args
         .into_iter()
@@ -106,6 +115,15 @@ fn parse_args(args: Vec<OsString>) -> Result<Mode, String> {
                     .filter(|cpus| (0.1..=64.0).contains(cpus))
                     .ok_or("--sshd-cpus takes a number of CPUs from 0.1 to 64")?;
             }
+            "--push" => pushes = true,
+            "--size" => size = number("--size", value("--size")?)?,
+            "--transport" => {
+                transports = match value("--transport")?.as_str() {
+                    "agent" => vec!["agent"],
+                    "ssh" => vec!["ssh"],
+                    _ => return Err("--transport takes agent or ssh".to_string()),
+                }
+            }
             other => {
                 return Err(format!(
                     "unknown argument '{other}' (see the scripts in bench/)"
@@ -133,9 +151,27 @@ fn parse_args(args: Vec<OsString>) -> Result<Mode, String> {
             held,
         }));
     }
-    let hosts = hosts.unwrap_or(if agents || admission { 500 } else { 200 });
+    let hosts = hosts.unwrap_or(if agents || admission || pushes {
+        500
+    } else {
+        200
+    });
     if hosts == 0 || hosts > 4000 {
         return Err("--hosts must be between 1 and 4000".to_string());
+    }
+    if pushes {
+        if rounds == 0 || size == 0 {
+            return Err("--rounds and --size must be at least 1".to_string());
+        }
+        let agent = agent.unwrap_or_else(|| volley.with_file_name("volley-agent"));
+        return Ok(Mode::Push(PushOptions {
+            volley,
+            agent,
+            hosts,
+            rounds,
+            size,
+            transports,
+        }));
     }
     if admission {
         return Ok(Mode::Admission(AdmissionOptions {

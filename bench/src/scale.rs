@@ -166,6 +166,7 @@ impl Rig {
                 key: &key_path,
                 ca: &pki_dir.join("ca.pem"),
                 allowed_controllers: &[CONTROLLER_IDENTITY.to_string()],
+                push_roots: None,
             });
             // Every host of the agent may run at once.
             let _ = write!(
@@ -182,6 +183,7 @@ impl Rig {
                 home: make_dir(&root.join(format!("agent{index:02}-home"))),
                 nofile: None,
                 netns: Some(partition.name().to_string()),
+                isolation: None,
             }));
         }
         let deadline = Instant::now() + Duration::from_secs(60);

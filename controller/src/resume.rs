@@ -59,7 +59,7 @@ pub fn prepare(dir: &Path, args: &ResumeArgs) -> Result<(RunArgs, Resume), RunsE
             not_collectable.push(host.clone());
         }
     }
-    let (args_of_run, _) = recorded_arguments(&run)?;
+    let args_of_run = recorded_arguments(&run)?.args;
     let output = if args.json {
         Some(OutputMode::Json)
     } else if args.gather {

@@ -1,5 +1,5 @@
-//! `volley run`, `volley agent ...`, `volley retry` and `volley runs resume`: one run from its
-//! flags to its exit status.
+//! `volley run`, `volley agent ...`, `volley push`, `volley fetch`, `volley retry` and `volley
+//! runs resume`: one run from its flags to its exit status.
 //!
 //! The pipeline: flags -> [`RunPlan`] -> the scheduler through one [`Transport`] -> events through
 //! the journal tap -> the reporters -> the summary. `main` dispatches here; this module owns the
@@ -28,7 +28,9 @@ use crate::transport::resume::ResumeTransport;
 use crate::transport::ssh::SshTransport;
 use crate::transport::ssh::identity::Identities;
 use crate::transport::ssh::known_hosts::KnownHosts;
-use crate::{UsageError, exit, install, journal, limits, resume, runs, runs_error, scheduler};
+use crate::{
+    UsageError, exit, install, journal, limits, resume, runs, runs_error, scheduler, transfer,
+};
 
 /// What a run does on each host.
 pub(crate) enum Operation {
@@ -38,6 +40,8 @@ pub(crate) enum Operation {
     Agent(install::Request),
     /// `volley runs resume`: collect a recorded run's agent executions.
     Resume(Box<resume::Resume>),
+    /// `volley push` or `volley fetch`: files to or from the hosts, through the agent or SSH.
+    Transfer(transfer::Request),
 }
 
 /// Where a run's arguments came from: the command line, or a recorded run being retried.
@@ -77,6 +81,7 @@ pub(crate) fn subcommand(operation: &Operation) -> Vec<String> {
     match operation {
         Operation::Command | Operation::Resume(_) => Vec::new(),
         Operation::Agent(request) => vec!["agent".to_string(), request.action.name().to_string()],
+        Operation::Transfer(request) => vec![request.name().to_string()],
     }
 }
 
@@ -111,7 +116,9 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
             ))
         })?;
     }
-    let budget = limits::host_budget(plan.out_dir.is_some());
+    // A push also holds the file it reads for each host (`--out-dir`'s two files are more).
+    let files = plan.out_dir.is_some() || matches!(operation, Operation::Transfer(_));
+    let budget = limits::host_budget(files);
     if plan.parallel > budget && plan.hosts.len() > budget {
         say!(
             "volley: running at most {budget} hosts at once instead of {}: the open-file limit allows no more (raise `ulimit -n`)",
@@ -149,6 +156,11 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
             let executions = resume.executions.clone();
             resuming = Some(resume);
             Arc::new(ResumeTransport { agent, executions })
+        }
+        Operation::Transfer(request) => {
+            let stamp = journal::clock::now().compact;
+            transfer::operation(request, ssh, agent_transport(&plan)?, &stamp)
+                .map_err(|e| usage(&e))?
         }
     };
 
@@ -336,9 +348,12 @@ pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
         .into());
     }
     let origin = Origin {
-        operation: match retry.agent {
-            Some(request) => Operation::Agent(request),
-            None => Operation::Command,
+        operation: match (retry.agent, retry.transfer) {
+            (Some(request), _) => Operation::Agent(request),
+            (None, Some(request)) => {
+                Operation::Transfer(request.owing_then(retry.then_owed, &retry.retry_of))
+            }
+            (None, None) => Operation::Command,
         },
         arguments: retry.arguments,
         retry: Some(RetryOf {

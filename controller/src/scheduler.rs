@@ -144,7 +144,12 @@ pub async fn run(
             transport.as_ref(),
             never_started.clone(),
         );
-        let _ = events.send(Event::Finished { host, report }).await;
+        let _ = events
+            .send(Event::Finished {
+                host,
+                report: Box::new(report),
+            })
+            .await;
     }
     running.wait_all().await;
     tracing::debug!(
@@ -205,7 +210,13 @@ impl Running<'_> {
                     reason: format!("internal error: {error}"),
                 };
                 let report = report(self.plan, turn, self.transport, outcome);
-                let _ = self.events.send(Event::Finished { host, report }).await;
+                let _ = self
+                    .events
+                    .send(Event::Finished {
+                        host,
+                        report: Box::new(report),
+                    })
+                    .await;
             }
         }
     }
@@ -271,7 +282,7 @@ async fn run_host(
             () = tokio::time::sleep(wait) => {}
         }
     };
-    let (stdout, stderr) = output.finish();
+    let (stdout, stderr, changed) = output.finish();
     let succeeded = ended.outcome.is_success();
     let report = HostReport {
         host: plan.hosts[host].name.clone(),
@@ -287,8 +298,14 @@ async fn run_host(
         batch: turn.batch,
         attempts,
         fallback: ended.fallback,
+        changed,
     };
-    let _ = events.send(Event::Finished { host, report }).await;
+    let _ = events
+        .send(Event::Finished {
+            host,
+            report: Box::new(report),
+        })
+        .await;
     succeeded
 }
 
@@ -304,6 +321,7 @@ fn report(plan: &RunPlan, turn: Turn, transport: &dyn Transport, outcome: Outcom
         batch: turn.batch,
         attempts: 0,
         fallback: None,
+        changed: None,
     }
 }
 

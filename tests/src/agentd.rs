@@ -8,6 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::inventory::toml_string;
+use crate::isolation::Isolation;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -19,6 +20,9 @@ pub struct AgentConfig<'a> {
     pub key: &'a Path,
     pub ca: &'a Path,
     pub allowed_controllers: &'a [String],
+    /// The one directory under which pushes and fetches may touch files; `None` keeps the
+    /// agent's default (the real /etc, /srv...: only for agents that are never pushed to).
+    pub push_roots: Option<&'a Path>,
 }
 
 /// The configuration file's text; every other setting keeps the agent's default.
@@ -35,6 +39,9 @@ pub fn config_text(config: &AgentConfig) -> String {
     let _ = writeln!(text, "key = {}", path(config.key));
     let _ = writeln!(text, "ca = {}", path(config.ca));
     let _ = writeln!(text, "allowed_controllers = [{}]", controllers.join(", "));
+    if let Some(root) = config.push_roots {
+        let _ = writeln!(text, "push_roots = [{}]", path(root));
+    }
     text
 }
 
@@ -55,6 +62,23 @@ pub struct AgentLaunch {
     pub nofile: Option<u64>,
     /// The network namespace it runs in (`ip netns exec`), if not this one.
     pub netns: Option<String>,
+    /// A mount namespace of its own (see [`Isolation`]), if any.
+    pub isolation: Option<Isolation>,
+}
+
+impl AgentLaunch {
+    /// The agent `binary` with `config`, listening on `listen`, HOME `home`; nothing else.
+    pub fn new(binary: &Path, config: &Path, listen: SocketAddrV4, home: &Path) -> AgentLaunch {
+        AgentLaunch {
+            binary: binary.to_path_buf(),
+            config: config.to_path_buf(),
+            listen,
+            home: home.to_path_buf(),
+            nofile: None,
+            netns: None,
+            isolation: None,
+        }
+    }
 }
 
 /// A running agent.
@@ -71,17 +95,39 @@ impl Agentd {
     /// own; its commands run in their user's home, whatever the agent's is). Returns at once:
     /// call [`Agentd::wait_until_ready`], so that many agents can start side by side.
     pub fn spawn(binary: &Path, config: &Path, listen: SocketAddrV4, home: &Path) -> Agentd {
+        Agentd::launch(AgentLaunch::new(binary, config, listen, home))
+    }
+
+    /// [`Agentd::spawn`], with the soft open-file limit the agent starts with set to `nofile`
+    /// (as a service manager might leave it), under the hard limit it inherits.
+    pub fn spawn_limited(
+        binary: &Path,
+        config: &Path,
+        listen: SocketAddrV4,
+        home: &Path,
+        nofile: Option<u64>,
+    ) -> Agentd {
         Agentd::launch(AgentLaunch {
-            binary: binary.to_path_buf(),
-            config: config.to_path_buf(),
-            listen,
-            home: home.to_path_buf(),
-            nofile: None,
-            netns: None,
+            nofile,
+            ..AgentLaunch::new(binary, config, listen, home)
         })
     }
 
-    /// [`Agentd::spawn`], as `launch` says. The log is appended to, so that a restarted agent's
+    /// As [`Agentd::spawn`], in a mount namespace of its own (see [`Isolation`]).
+    pub fn spawn_isolated(
+        binary: &Path,
+        config: &Path,
+        listen: SocketAddrV4,
+        home: &Path,
+        isolation: &Isolation,
+    ) -> Agentd {
+        Agentd::launch(AgentLaunch {
+            isolation: Some(isolation.clone()),
+            ..AgentLaunch::new(binary, config, listen, home)
+        })
+    }
+
+    /// Starts the agent as `launch` says. The log is appended to, so that a restarted agent's
     /// log follows the one before.
     pub fn launch(launch: AgentLaunch) -> Agentd {
         let log = launch.config.with_extension("log");
@@ -91,7 +137,8 @@ impl Agentd {
             .open(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
         // The program line: `ip netns exec NS`, then a shell that lowers the limit, then the
-        // agent. Both `exec` in place, so the child's pid is the agent's.
+        // agent, or the isolation's wrapper around it. Each `exec`s in place, so the child's pid
+        // is the agent's.
         let mut line: Vec<std::ffi::OsString> = Vec::new();
         if let Some(netns) = &launch.netns {
             line.push(crate::tools::ip().into());
@@ -101,10 +148,23 @@ impl Agentd {
             line.extend(["/bin/sh", "-c"].map(Into::into));
             line.push(format!("ulimit -S -n {limit} && exec \"$0\" \"$@\"").into());
         }
-        line.push(launch.binary.clone().into());
-        let mut command = Command::new(&line[0]);
+        let mut command = match &launch.isolation {
+            Some(isolation) => {
+                let wrapped = isolation.command(&launch.binary);
+                line.push(wrapped.get_program().to_owned());
+                line.extend(wrapped.get_args().map(ToOwned::to_owned));
+                let mut command = Command::new(&line[0]);
+                command.args(&line[1..]);
+                command
+            }
+            None => {
+                line.push(launch.binary.clone().into());
+                let mut command = Command::new(&line[0]);
+                command.args(&line[1..]);
+                command
+            }
+        };
         let child = command
-            .args(&line[1..])
             .arg("--config")
             .arg(&launch.config)
             .env("HOME", &launch.home)
@@ -236,6 +296,7 @@ mod tests {
             key: Path::new("/pki/agents/a01.key"),
             ca: Path::new("/pki/ca.pem"),
             allowed_controllers: &controllers,
+            push_roots: Some(Path::new("/srv/test")),
         });
         assert_eq!(
             text,
@@ -244,7 +305,8 @@ mod tests {
              certificate = \"/pki/agents/a01.pem\"\n\
              key = \"/pki/agents/a01.key\"\n\
              ca = \"/pki/ca.pem\"\n\
-             allowed_controllers = [\"volley-controller\", \"other\"]\n"
+             allowed_controllers = [\"volley-controller\", \"other\"]\n\
+             push_roots = [\"/srv/test\"]\n"
         );
     }
 }

@@ -50,6 +50,8 @@ fn defaults() {
             ca: PathBuf::from("/etc/volley/ca.pem"),
             allowed_controllers: vec!["volley-controller".to_string()],
             audit_log: None,
+            push_roots: PushRoots::defaults()
+                .protecting(vec![PathBuf::from("/etc/volley/agent.key")]),
             limits: Limits::default(),
             session: SessionConfig::default(),
             retention: Retention::default(),
@@ -68,6 +70,7 @@ fn every_key() {
         ca = "ca.pem"
         allowed_controllers = ["ops", "ci"]
         audit_log = "audit.log"
+        push_roots = ["/srv/www", "files"]
         [limits]
         max_concurrent_execs = 2
         max_message_bytes = 262144
@@ -75,6 +78,7 @@ fn every_key() {
         max_concurrent_handshakes = 8
         max_timeout = "0"
         shutdown_grace = "1.5s"
+        max_file_bytes = "10MiB"
         [session]
         path = "/bin"
         root_path = "/sbin:/bin"
@@ -94,6 +98,12 @@ fn every_key() {
     assert_eq!(config.ca, PathBuf::from("DIR/ca.pem"));
     assert_eq!(config.allowed_controllers, ["ops", "ci"]);
     assert_eq!(config.audit_log, Some(PathBuf::from("DIR/audit.log")));
+    // A relative root is relative to the file's directory, like every other path.
+    let roots = config.push_roots.list();
+    assert!(
+        roots.starts_with("/srv/www, /") && roots.ends_with("/files"),
+        "{roots}"
+    );
     assert_eq!(
         config.limits,
         Limits {
@@ -103,6 +113,7 @@ fn every_key() {
             max_concurrent_handshakes: 8,
             max_timeout: None,
             shutdown_grace: Duration::from_millis(1500),
+            max_file_bytes: 10 << 20,
         }
     );
     assert_eq!(
@@ -162,6 +173,10 @@ fn errors_name_the_file_and_the_key() {
     check_error(
         "[retention]\nkeep_for = \"a while\"",
         "config FILE: retention.keep_for: bad duration 'a while': expected a number (examples: 30s, 250ms, 1m30s)",
+    );
+    check_error(
+        "push_roots = [\"/srv/../root\"]",
+        "config FILE: push_roots: '/srv/../root' is not an absolute path of plain names",
     );
     check_error(
         "[limits]\nmax_concurrent_handshakes = 0",

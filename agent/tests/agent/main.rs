@@ -4,6 +4,7 @@
 //! - [`exec`]: running commands: output, exit, signals, timeouts, limits, `Info`.
 //! - [`attach`]: executions outlive their stream: `Attach` and `Cancel` by id, one run per id,
 //!   retention of finished executions.
+//! - [`files`]: `Stat`, `Push` and `Fetch` under `push_roots`: refusals, limits, atomicity.
 //! - [`peers`]: who may connect: every refused client gets an error and runs nothing.
 //! - [`lifecycle`]: start-up checks, sd_notify, SIGTERM, memory, the audit log.
 //! - [`reload`]: SIGHUP serves a new certificate without a restart.
@@ -13,6 +14,7 @@
 
 mod attach;
 mod exec;
+mod files;
 mod fixture;
 mod lifecycle;
 mod peers;

@@ -40,7 +40,7 @@ mod follow;
 
 use super::stage::{Leg, Progress, Protocol, Stage};
 use super::{BoxFuture, Ended, Job, Transport};
-use crate::admission::Cut;
+use crate::admission::{Admission, Cut};
 use crate::pki::ControllerCredentials;
 use crate::plan::{HostSpec, dialled};
 
@@ -57,15 +57,6 @@ pub enum AgentSetupError {
     },
 }
 
-/// How far an attempt got, which decides whether SSH may take over.
-pub enum Attempt {
-    /// The agent never accepted us, so no command can have started; with what that means for a
-    /// fallback, when the outcome allows one.
-    NotReached(Ended, Option<FallbackReason>),
-    /// A request may have reached the agent: whatever happened, there is no second try.
-    Ran(Ended),
-}
-
 /// What an agent said about itself, and the certificate it served, for `volley agent`.
 #[derive(Debug)]
 pub struct Served {
@@ -76,10 +67,10 @@ pub struct Served {
 
 /// Why no connection to an agent was made: the host's outcome, and what it means for a fallback
 /// (set for the outcomes that allow one: no agent, no answer in time, TLS failed, and for TLS
-/// which side refused).
-struct NotConnected {
-    outcome: Outcome,
-    fallback: Option<FallbackReason>,
+/// which side refused). Nothing can have run on the host.
+pub struct NotConnected {
+    pub outcome: Outcome,
+    pub fallback: Option<FallbackReason>,
 }
 
 impl From<Outcome> for NotConnected {
@@ -91,11 +82,17 @@ impl From<Outcome> for NotConnected {
     }
 }
 
-/// A connection that passed TLS and answered `Info`.
-struct Connected {
-    client: AgentClient<Channel>,
+/// A connection that passed TLS and answered `Info`: no command can have run yet.
+pub struct Connected {
+    pub client: AgentClient<Channel>,
     info: pb::AgentInfo,
     certificate: Vec<u8>,
+}
+
+/// An agent reached within the connect timeout, and how long that took.
+pub struct Reached {
+    pub connected: Connected,
+    pub after: Duration,
 }
 
 /// The agent transport, shared by every host of a run.
@@ -150,41 +147,45 @@ impl AgentTransport {
         })
     }
 
-    /// Runs the job through the agent and says whether a request may have reached it.
-    pub async fn attempt(&self, job: &mut Job<'_>, connect_timeout: Duration) -> Attempt {
+    /// Connects (TCP, TLS, `Info`) once `admission` lets it, within `timeout` from then, or
+    /// says why not; an interrupt ends the wait. Nothing can have run on the host when this
+    /// fails.
+    pub async fn reach(
+        &self,
+        host: &HostSpec,
+        timeout: Duration,
+        cancel: &tokio_util::sync::CancellationToken,
+        admission: &Admission,
+    ) -> Result<Reached, NotConnected> {
         let started = Instant::now();
         let progress = Progress::default();
-        let connect = self.connect(job.host, &progress);
-        let connected = job
-            .admission
-            .connect(connect_timeout, &job.cancel, connect)
-            .await;
-        let client = match connected {
-            Ok(Ok(connected)) => {
-                // A request larger than the agent takes would be refused mid-way; say why
-                // before sending it. Nothing has started.
-                if let Some(outcome) = too_big_for(&connected.info, job.stdin) {
-                    return Attempt::NotReached(ended(outcome, None, None), None);
-                }
-                connected.client
-            }
-            Ok(Err(failed)) => {
-                return Attempt::NotReached(ended(failed.outcome, None, None), failed.fallback);
-            }
-            Err(Cut::TimedOut) => {
-                let reason = progress.stalled(connect_timeout);
-                let outcome = Outcome::ConnectTimeout { reason };
-                let fallback = FallbackReason::of(&outcome);
-                return Attempt::NotReached(ended(outcome, None, None), fallback);
-            }
-            Err(Cut::Cancelled) => {
-                return Attempt::NotReached(ended(Outcome::Cancelled, None, None), None);
-            }
-        };
-        let connected_after = Some(started.elapsed());
+        let connect = self.connect(host, &progress);
+        match admission.connect(timeout, cancel, connect).await {
+            Ok(Ok(connected)) => Ok(Reached {
+                connected,
+                after: started.elapsed(),
+            }),
+            Ok(Err(failed)) => Err(failed),
+            Err(Cut::TimedOut) => Err(NotConnected::from(Outcome::ConnectTimeout {
+                reason: progress.stalled(timeout),
+            })),
+            Err(Cut::Cancelled) => Err(NotConnected {
+                outcome: Outcome::Cancelled,
+                fallback: None,
+            }),
+        }
+    }
+
+    /// Runs the job's command on an agent already reached. A `--stdin` larger than the agent
+    /// takes in one request is refused here, before anything is sent (and SSH does not take
+    /// over: it is the input's problem, not the agent's).
+    pub async fn run_reached(&self, reached: Reached, job: &mut Job<'_>) -> Ended {
+        if let Some(outcome) = too_big_for(&reached.connected.info, job.stdin) {
+            return ended(outcome, None, None);
+        }
         let run_started = Instant::now();
-        let outcome = self.exec(client, job).await;
-        Attempt::Ran(ended(outcome, connected_after, Some(run_started.elapsed())))
+        let outcome = self.exec(reached.connected.client, job).await;
+        ended(outcome, Some(reached.after), Some(run_started.elapsed()))
     }
 
     /// Connects and asks `Info`, within `timeout`: whether the agent serves, what it says about
@@ -301,8 +302,12 @@ impl Transport for AgentTransport {
     fn run<'a>(&'a self, mut job: Job<'a>) -> BoxFuture<'a, Ended> {
         Box::pin(async move {
             let connect_timeout = job.limits.connect_timeout;
-            match self.attempt(&mut job, connect_timeout).await {
-                Attempt::NotReached(ended, _) | Attempt::Ran(ended) => ended,
+            match self
+                .reach(job.host, connect_timeout, &job.cancel, job.admission)
+                .await
+            {
+                Ok(reached) => self.run_reached(reached, &mut job).await,
+                Err(failed) => ended(failed.outcome, None, None),
             }
         })
     }

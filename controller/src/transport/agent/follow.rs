@@ -50,7 +50,7 @@ enum Followed {
 
 impl AgentTransport {
     /// Journals the execution, sends the command and follows it to its end.
-    pub(super) async fn exec(&self, client: AgentClient<Channel>, job: &mut Job<'_>) -> Outcome {
+    pub async fn exec(&self, client: AgentClient<Channel>, job: &mut Job<'_>) -> Outcome {
         let mut client = client;
         let id = job.execution_id.to_string();
         let spec = ExecSpec {
