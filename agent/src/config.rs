@@ -8,6 +8,7 @@
 //! ca = "/etc/volley/ca.pem"
 //! allowed_controllers = ["volley-controller"]   # client certificate Common Names
 //! # audit_log = "/var/log/volley/audit.log"     # absent: audit records go to stderr
+//! executor = "auto"                  # auto, direct or systemd: see executor/mod.rs
 //! [limits]
 //! max_concurrent_execs = 64
 //! max_message_bytes = 4194304        # gRPC message limit, both directions; at least 128 KiB
@@ -39,6 +40,8 @@ use volley_common::duration::parse_duration;
 use volley_common::exec::AgentLimits;
 use volley_common::size::parse_size;
 
+use crate::executor::ExecutorChoice;
+
 /// The agent's port when `listen` gives none.
 pub const DEFAULT_PORT: u16 = 7731;
 
@@ -58,6 +61,8 @@ pub struct AgentConfig {
     pub allowed_controllers: Vec<String>,
     /// Where audit records go; `None` sends them to stderr (the journal under systemd).
     pub audit_log: Option<PathBuf>,
+    /// How commands are started and stopped.
+    pub executor: ExecutorChoice,
     pub limits: Limits,
     pub session: SessionConfig,
     /// What the file says that is accepted but deserves a word in the log (obsolete keys).
@@ -152,6 +157,7 @@ struct RawConfig {
     ca: Option<PathBuf>,
     allowed_controllers: Option<Vec<String>>,
     audit_log: Option<PathBuf>,
+    executor: Option<String>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -220,6 +226,12 @@ impl AgentConfig {
                     .to_string(),
             );
         }
+        let executor = match raw.executor.as_deref() {
+            None => ExecutorChoice::default(),
+            Some(text) => ExecutorChoice::parse(text).ok_or_else(|| {
+                format!("executor: '{text}' is none of \"auto\", \"direct\", \"systemd\"")
+            })?,
+        };
         let mut warnings = Vec::new();
         if raw.limits.max_output_bytes.is_some() {
             warnings.push(
@@ -236,6 +248,7 @@ impl AgentConfig {
             ca: file(raw.ca, "/etc/volley/ca.pem"),
             allowed_controllers,
             audit_log: raw.audit_log.map(|log| base.join(log)),
+            executor,
             limits: validate_limits(raw.limits)?,
             session: validate_session(raw.session)?,
             warnings,

@@ -1,7 +1,8 @@
 //! The gRPC service: `Exec` and `Info`, the execution limit, and the audit records.
 //!
 //! Every execution leaves two records under the tracing target `audit`: `exec started` (peer,
-//! execution id, the user it runs as and who asked, command, pid) and `exec ended` (status,
+//! execution id, the user it runs as and who asked, command, pid, and under systemd the unit it
+//! runs as) and `exec ended` (status,
 //! duration, bytes, truncation, how it ended). A request refused before anything ran leaves one `exec refused` record. Commands and
 //! execution ids are recorded with Rust's debug quoting, so that a newline in them cannot forge
 //! a record.
@@ -23,6 +24,7 @@ use volley_proto::pb;
 
 use crate::config::{Limits, SessionConfig};
 use crate::exec::{self, EVENT_QUEUE, Ending, ExecError};
+use crate::executor::Executor;
 use crate::host::Host;
 use crate::session::{self, AgentProcess, SessionError};
 use crate::tls::common_name;
@@ -38,7 +40,9 @@ pub struct ServiceContext {
     /// How commands are run: in the login session of the user the request names.
     pub session: SessionConfig,
     pub process: AgentProcess,
-    /// The open-file limit the agent was started with, which commands get back.
+    /// How commands are started and stopped (see [`crate::executor`]).
+    pub executor: Arc<Executor>,
+    /// The open-file limit the agent was started with, which directly-run commands get back.
     pub nofile: Option<u64>,
     /// Cancelled when the agent starts stopping: new executions are refused.
     pub stop: CancellationToken,
@@ -152,12 +156,16 @@ impl pb::agent_server::Agent for AgentService {
         .await
         .map_err(|error| refuse(Status::internal(format!("session lookup failed: {error}"))))?
         .map_err(|error| refuse(session_refusal(&error)))?;
-        let running = exec::start(&spec, &session, self.context.nofile).map_err(|error| {
-            refuse(match error {
-                ExecError::EnvName(_) => Status::invalid_argument(error.to_string()),
-                _ => Status::failed_precondition(error.to_string()),
-            })
-        })?;
+        let running = exec::start(&spec, &session, &self.context.executor, self.context.nofile)
+            .await
+            .map_err(|error| {
+                refuse(match error {
+                    ExecError::EnvName(_) | ExecError::EnvValue(_) => {
+                        Status::invalid_argument(error.to_string())
+                    }
+                    _ => Status::failed_precondition(error.to_string()),
+                })
+            })?;
         let limits = self.context.limits;
         // The live stream is never capped; a request may still ask for a cap.
         let output_cap = spec.max_output;
@@ -178,6 +186,7 @@ impl pb::agent_server::Agent for AgentService {
             working_dir = ?spec.working_dir,
             timeout_ms = timeout.map(|t| t.as_millis() as u64),
             pid = running.pid(),
+            unit = running.unit(),
             "exec started"
         );
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);

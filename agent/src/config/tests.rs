@@ -50,6 +50,7 @@ fn defaults() {
             ca: PathBuf::from("/etc/volley/ca.pem"),
             allowed_controllers: vec!["volley-controller".to_string()],
             audit_log: None,
+            executor: ExecutorChoice::Auto,
             limits: Limits::default(),
             session: SessionConfig::default(),
             warnings: Vec::new(),
@@ -67,6 +68,7 @@ fn every_key() {
         ca = "ca.pem"
         allowed_controllers = ["ops", "ci"]
         audit_log = "audit.log"
+        executor = "direct"
         [limits]
         max_concurrent_execs = 2
         max_message_bytes = 262144
@@ -88,6 +90,11 @@ fn every_key() {
     assert_eq!(config.ca, PathBuf::from("DIR/ca.pem"));
     assert_eq!(config.allowed_controllers, ["ops", "ci"]);
     assert_eq!(config.audit_log, Some(PathBuf::from("DIR/audit.log")));
+    assert_eq!(config.executor, ExecutorChoice::Direct);
+    assert_eq!(
+        load("executor = \"systemd\"").map(|config| config.executor),
+        Ok(ExecutorChoice::Systemd)
+    );
     assert_eq!(
         config.limits,
         Limits {
@@ -155,6 +162,10 @@ fn errors_name_the_file_and_the_key() {
     check_error(
         "[session]\nenv = { \"A=B\" = \"x\" }",
         "config FILE: session.env: \"A=B\": a variable name must be non-empty, without '=' or NUL, and its value without NUL",
+    );
+    check_error(
+        "executor = \"podman\"",
+        "config FILE: executor: 'podman' is none of \"auto\", \"direct\", \"systemd\"",
     );
     check_error(
         "allowed_controllers = []",
