@@ -58,6 +58,9 @@ const START_WITHIN: Duration = Duration::from_secs(30);
 /// How often a unit's state is read when no signal came.
 const POLL: Duration = Duration::from_secs(1);
 
+/// How often it is read when systemd's signals cannot be had.
+const POLL_UNSIGNALLED: Duration = Duration::from_millis(100);
+
 /// How often a stopped unit is checked for survivors between TERM and KILL.
 const CGROUP_POLL: Duration = Duration::from_millis(50);
 
@@ -147,7 +150,15 @@ impl Systemd {
         let path = bus::object_path(&name);
         let bus_failed = |error: zbus::Error| failed(error.to_string());
         let mut jobs = self.bus.job_removals().await.map_err(bus_failed)?;
-        let changes = self.bus.changes(&path).await.map_err(bus_failed)?;
+        // systemd's word that the unit changed; without it (the bus may refuse one more match
+        // rule), its state is read more often.
+        let changes = match self.bus.changes(&path).await {
+            Ok(changes) => Some(changes),
+            Err(error) => {
+                tracing::warn!(unit = %name, %error, "no change signals; polling the unit");
+                None
+            }
+        };
         let exec_start: Vec<(String, Vec<String>, bool)> = vec![(self.binary.clone(), argv, false)];
         let job = {
             let properties = vec![
@@ -182,7 +193,10 @@ impl Systemd {
         let job = match job {
             Ok(Ok(job)) => job,
             Ok(Err(error)) => return Err(bus_failed(error)),
-            Err(_) => return Err(failed(format!("no answer within {START_WITHIN:?}"))),
+            Err(_) => {
+                abandon(&self.bus, &name, &path).await;
+                return Err(failed(format!("no answer within {START_WITHIN:?}")));
+            }
         };
         // The job's result says nothing more: a command that fails at once fails its start job
         // too. Its end is read like any other.
@@ -194,23 +208,33 @@ impl Systemd {
             }
             self.bus.main_pid(&path).await
         };
-        let pid = match tokio::time::timeout(START_WITHIN, running).await {
-            Ok(Ok(pid)) => pid,
-            Ok(Err(error)) => return Err(bus_failed(error)),
-            Err(_) => return Err(failed(format!("it did not start within {START_WITHIN:?}"))),
+        let started = match tokio::time::timeout(START_WITHIN, running).await {
+            Ok(Ok(pid)) => Receiver::from_owned_fd(OwnedFd::from(stdout_reader))
+                .and_then(|stdout| {
+                    let stderr = Receiver::from_owned_fd(OwnedFd::from(stderr_reader))?;
+                    let stdin = Sender::from_owned_fd(OwnedFd::from(stdin_writer))?;
+                    Ok((pid, stdout, stderr, stdin))
+                })
+                .map_err(|error| failed(format!("cannot use its pipes: {error}"))),
+            Ok(Err(error)) => Err(bus_failed(error)),
+            Err(_) => Err(failed(format!("it did not start within {START_WITHIN:?}"))),
         };
-        let output = |fd: io::PipeReader| {
-            Receiver::from_owned_fd(OwnedFd::from(fd))
-                .map_err(|error| failed(format!("cannot read its output: {error}")))
+        let (pid, stdout, stderr, mut stdin) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                abandon(&self.bus, &name, &path).await;
+                return Err(error);
+            }
         };
-        let (stdout, stderr) = (output(stdout_reader)?, output(stderr_reader)?);
-        let header = as_user::env_header(&call.env);
-        let mut stdin = Sender::from_owned_fd(OwnedFd::from(stdin_writer))
-            .map_err(|error| failed(format!("cannot write its stdin: {error}")))?;
         // The helper reads the header first thing; a helper that died cannot, and its end
         // says why.
-        if let Err(error) = tokio::time::timeout(START_WITHIN, stdin.write_all(&header)).await {
-            tracing::warn!(unit = %name, %error, "cannot hand the command its environment");
+        let header = as_user::env_header(&call.env);
+        match tokio::time::timeout(START_WITHIN, stdin.write_all(&header)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(unit = %name, %error, "cannot hand the command its environment");
+            }
+            Err(_) => tracing::warn!(unit = %name, "the command did not read its environment"),
         }
         drop(stdin);
         let (done, ended) = oneshot::channel();
@@ -319,15 +343,22 @@ impl Unit {
     }
 }
 
-/// Reads how the unit at `path` ended, when it changes and every [`POLL`], and sends it; then
-/// lets systemd forget the unit.
+/// Kills what a start that went wrong may have left running, and lets systemd forget it.
+async fn abandon(bus: &Bus, unit: &str, path: &str) {
+    signal(bus, unit, Signal::KILL).await;
+    let _ = bus.unref(path).await;
+}
+
+/// Reads how the unit at `path` ended, when it changes and every [`POLL`] (every
+/// [`POLL_UNSIGNALLED`] without `changes`), and sends it; then lets systemd forget the unit.
 async fn watch(
     bus: Bus,
     path: String,
-    mut changes: MessageStream,
+    mut changes: Option<MessageStream>,
     done: oneshot::Sender<Result<ExitStatus, String>>,
 ) {
-    let mut signals = true;
+    let mut signals = changes.is_some();
+    let poll = if signals { POLL } else { POLL_UNSIGNALLED };
     let ended = loop {
         match bus.main_exit(&path).await {
             Ok(Some(MainExit::Code(code))) => break Ok(ExitStatus::Code(code)),
@@ -340,9 +371,15 @@ async fn watch(
             }
             Err(error) => tracing::warn!(%path, %error, "cannot read the command's state"),
         }
+        let change = async {
+            match changes.as_mut() {
+                Some(changes) => changes.next().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            change = changes.next(), if signals => signals = change.is_some(),
-            () = tokio::time::sleep(POLL) => {}
+            more = change, if signals => signals = more,
+            () = tokio::time::sleep(poll) => {}
         }
     };
     if let Err(error) = bus.unref(&path).await {
