@@ -1,7 +1,7 @@
 //! The systemd executor on the hosts that the lifecycle test installed: every command is a
 //! transient unit of PID 1, outside the hardened agent's sandbox, and gets what it gets over
 //! SSH and through a directly-run agent (`tests/tests/agent_run/`): the same session, output
-//! streamed whole with stdout and stderr apart, exit codes, signals by name, timeouts and
+//! streamed whole with backpressure and stdout and stderr apart, exit codes, signals by name, timeouts and
 //! cancels that stop everything the command started (`setsid` children too, which a process
 //! group loses), the agent's shutdown grace, the audit records, and an agent that dies leaves
 //! nothing running once systemd has restarted it.
@@ -32,6 +32,11 @@ const HEADER_COMMAND: &str = "echo $0 $HOME; umask; pwd; id; ulimit -n; env | so
 
 /// The variables only an SSH connection has: they may be, and are, the only difference.
 const SSH_ONLY: &[&str] = &["SSH_CLIENT", "SSH_CONNECTION"];
+
+/// Output for the streaming test, and a generous bound on the agent's peak RSS: an idle agent
+/// takes a few MiB, and one that held the output would pass 100.
+const HUNDRED_MIB: u64 = 100 << 20;
+const AGENT_PEAK_KIB: u64 = 64 << 10;
 
 /// The agent's capability bounding set in the unit: CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER.
 const AGENT_CAPABILITIES: &str = "000000000000000b";
@@ -210,6 +215,36 @@ pub fn exit_codes_signals_and_streams_are_reported_as_on_the_direct_path(systemd
             .lines()
             .any(|line| line.contains("exec ended") && line.contains("signal=\"SEGV\"")),
         "{audit}"
+    );
+}
+
+pub fn a_hundred_mebibytes_stream_through_with_backpressure(systemd: &Systemd) {
+    let c01 = systemd.container("c01");
+    let output = systemd.run_on(
+        "c01",
+        &["--transport", "agent", "--max-output", "1MiB"],
+        &format!("yes | head -c {HUNDRED_MIB}"),
+    );
+    output.assert_code(SUCCEEDED);
+    let records = output.records_by_host();
+    let record = expect_outcome_via(&output, &records, "c01", "succeeded", "agent");
+    assert_eq!(
+        (record.stdout_bytes, record.stdout_truncated),
+        (HUNDRED_MIB, true)
+    );
+    assert!(record.stdout.starts_with("y\ny\n"));
+    // The agent read the unit's pipe no faster than the controller took the output: its peak
+    // memory stayed far below what it streamed.
+    let agent = show(c01, "MainPID")["MainPID"].clone();
+    let peak: u64 = c01
+        .check(&format!(
+            "sed -n 's/^VmHWM:[^0-9]*\\([0-9]*\\) kB$/\\1/p' /proc/{agent}/status"
+        ))
+        .parse()
+        .expect("a size in KiB");
+    assert!(
+        peak < AGENT_PEAK_KIB,
+        "the agent's peak RSS reached {peak} KiB for 100 MiB of output (bound {AGENT_PEAK_KIB} KiB)"
     );
 }
 

@@ -153,6 +153,7 @@ fn agents_are_installed_restarted_renewed_rolled_back_and_removed_under_systemd(
     executor::commands_run_outside_the_agents_sandbox(&systemd);
     executor::the_same_probe_prints_the_same_over_ssh_and_through_the_agent(&systemd);
     executor::exit_codes_signals_and_streams_are_reported_as_on_the_direct_path(&systemd);
+    executor::a_hundred_mebibytes_stream_through_with_backpressure(&systemd);
     executor::a_timeout_and_a_cancel_stop_the_whole_unit(&systemd);
     executor::stopping_the_agent_gives_commands_the_grace_period_then_stops_them(&systemd);
 
