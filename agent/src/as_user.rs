@@ -18,7 +18,8 @@
 //! stdin (`--env-from-stdin`): a unit's properties, its environment included, can be read by
 //! every local user over D-Bus, and a request's variables may hold secrets. The header is
 //! `volley-env LENGTH\n` and LENGTH bytes of `NAME=VALUE\0` entries; the helper reads exactly
-//! that much, so the rest of stdin is the command's.
+//! that much, so the rest of stdin is the command's; without input (`--null-stdin`) the command
+//! gets /dev/null instead, as the direct executor and sshd give it.
 //!
 //! When a step fails the command does not run: the helper says why on stderr, which the
 //! controller shows as the command's, and exits 126, or 127 when the program is missing, as a
@@ -45,6 +46,10 @@ pub const SUBCOMMAND: &str = "as-user";
 
 /// The flag that makes the helper read its environment from stdin.
 pub const ENV_FROM_STDIN: &str = "--env-from-stdin";
+
+/// The flag that gives the command /dev/null as stdin once the environment is read: the
+/// request brought no input, and a command then reads /dev/null, as over SSH.
+pub const NULL_STDIN: &str = "--null-stdin";
 
 /// What the environment header on stdin starts with.
 const ENV_HEADER: &[u8] = b"volley-env ";
@@ -79,6 +84,9 @@ pub struct AsUserArgs {
     /// Read the command's whole environment from a header on stdin (see the module's comment).
     #[arg(long)]
     env_from_stdin: bool,
+    /// Then give the command /dev/null as stdin.
+    #[arg(long, requires = "env_from_stdin")]
+    null_stdin: bool,
     /// PROGRAM ARGV0 [ARGS...]
     #[arg(last = true, num_args = 2.., required = true)]
     command: Vec<OsString>,
@@ -243,6 +251,13 @@ pub fn run(args: &AsUserArgs) -> ExitCode {
     } else {
         None
     };
+    if args.null_stdin {
+        let null = std::fs::File::open("/dev/null")
+            .and_then(|null| nix::unistd::dup2_stdin(null).map_err(std::io::Error::from));
+        if let Err(error) = null {
+            return fail(CANNOT_RUN, format!("cannot give stdin /dev/null: {error}"));
+        }
+    }
     if let Err(message) = become_user(args) {
         return fail(CANNOT_RUN, message);
     }

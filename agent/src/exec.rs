@@ -87,9 +87,9 @@ pub struct Running {
     started: Instant,
 }
 
-/// Starts `spec`'s command in `session` (see [`crate::as_user`]) with `executor`, stdin empty,
-/// stdout and stderr piped. `nofile` is the open-file limit the command gets from a direct
-/// executor.
+/// Starts `spec`'s command in `session` (see [`crate::as_user`]) with `executor`, stdout and
+/// stderr piped, stdin the request's bytes. `nofile` is the open-file limit the command gets
+/// from a direct executor.
 pub async fn start(
     spec: &ExecSpec,
     session: &Session,
@@ -114,19 +114,25 @@ pub async fn start(
         nofile.filter(|_| direct),
         direct,
     )?;
-    let process = executor.start(call, &spec.execution_id).await?;
+    let process = executor
+        .start(call, &spec.execution_id, spec.stdin.clone())
+        .await?;
     Ok(Running {
         process,
         started: Instant::now(),
     })
 }
 
-/// Spawns `command` as the direct executor would, in a new process group, stdin from
-/// /dev/null, stdout and stderr piped; `program` names it in errors. For tests of supervision.
+/// Spawns `command` as the direct executor would, in a new process group, stdout and stderr
+/// piped, `input` on its stdin; `program` names it in errors. For tests of supervision.
 #[cfg(test)]
-pub fn spawn(command: tokio::process::Command, program: String) -> Result<Running, ExecError> {
+pub fn spawn(
+    command: tokio::process::Command,
+    program: String,
+    input: Vec<u8>,
+) -> Result<Running, ExecError> {
     Ok(Running {
-        process: crate::executor::direct::spawn(command, program)?,
+        process: crate::executor::direct::spawn(command, program, input)?,
         started: Instant::now(),
     })
 }

@@ -33,6 +33,8 @@ pub struct ExecSpec {
     pub user: Option<String>,
     /// Run as root instead of `user` (`--become`).
     pub become_root: bool,
+    /// The command's standard input, then end of file; empty reads as /dev/null does.
+    pub stdin: Vec<u8>,
 }
 
 /// How an execution's process ended.

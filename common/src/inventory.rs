@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod strict;
+
 /// The run settings that `VOLLEY_<NAME>` environment variables override.
 pub const SETTINGS: &[&str] = &[
     "user",
@@ -33,30 +35,43 @@ pub const SETTINGS: &[&str] = &[
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Inventory {
+    #[serde(default, deserialize_with = "strict::string")]
     pub user: Option<String>,
+    #[serde(default, deserialize_with = "strict::number")]
     pub port: Option<u16>,
+    #[serde(default, deserialize_with = "strict::number")]
     pub parallel: Option<usize>,
     /// A duration such as `10s`.
+    #[serde(default, deserialize_with = "strict::string")]
     pub connect_timeout: Option<String>,
     /// A duration such as `5m`.
+    #[serde(default, deserialize_with = "strict::string")]
     pub timeout: Option<String>,
     /// A size such as `1MiB`.
+    #[serde(default, deserialize_with = "strict::string")]
     pub max_output: Option<String>,
+    #[serde(default, deserialize_with = "strict::path")]
     pub known_hosts: Option<PathBuf>,
+    #[serde(default, deserialize_with = "strict::path")]
     pub identity_file: Option<PathBuf>,
     /// `auto` (the agent where one answers, SSH elsewhere), `agent` or `ssh`.
     pub transport: Option<TransportChoice>,
+    #[serde(default, deserialize_with = "strict::number")]
     pub agent_port: Option<u16>,
     /// A directory that prefixes every path `volley agent install` writes on a host.
+    #[serde(default, deserialize_with = "strict::path")]
     pub agent_prefix: Option<PathBuf>,
     /// Run commands and agent operations as root through `sudo -n` (`become` in the file).
     #[serde(rename = "become")]
     pub become_root: Option<bool>,
     /// The PKI directory the agent transport takes its certificates from.
+    #[serde(default, deserialize_with = "strict::path")]
     pub pki: Option<PathBuf>,
     /// How many run journals to keep; older ones are pruned when a run starts.
+    #[serde(default, deserialize_with = "strict::number")]
     pub journal_keep_runs: Option<usize>,
     /// A size such as `100MiB`: the run journals' total size, beyond which the oldest go.
+    #[serde(default, deserialize_with = "strict::string")]
     pub journal_max_bytes: Option<String>,
     #[serde(default)]
     pub groups: BTreeMap<String, Group>,
@@ -69,12 +84,18 @@ pub struct Inventory {
 #[serde(deny_unknown_fields)]
 pub struct Group {
     /// Target patterns, `@other` groups included.
+    #[serde(deserialize_with = "strict::strings")]
     pub hosts: Vec<String>,
+    #[serde(default, deserialize_with = "strict::number")]
     pub port: Option<u16>,
+    #[serde(default, deserialize_with = "strict::string")]
     pub user: Option<String>,
+    #[serde(default, deserialize_with = "strict::path")]
     pub identity_file: Option<PathBuf>,
     pub transport: Option<TransportChoice>,
+    #[serde(default, deserialize_with = "strict::number")]
     pub agent_port: Option<u16>,
+    #[serde(default, deserialize_with = "strict::path")]
     pub agent_prefix: Option<PathBuf>,
     #[serde(rename = "become")]
     pub become_root: Option<bool>,
@@ -100,15 +121,21 @@ impl Group {
 #[serde(deny_unknown_fields)]
 pub struct HostSettings {
     /// The address (or DNS name) to dial instead of the host's name.
+    #[serde(default, deserialize_with = "strict::string")]
     pub address: Option<String>,
+    #[serde(default, deserialize_with = "strict::number")]
     pub port: Option<u16>,
+    #[serde(default, deserialize_with = "strict::string")]
     pub user: Option<String>,
+    #[serde(default, deserialize_with = "strict::path")]
     pub identity_file: Option<PathBuf>,
     pub transport: Option<TransportChoice>,
+    #[serde(default, deserialize_with = "strict::number")]
     pub agent_port: Option<u16>,
     /// Prefixes every path the agent install writes on the host (`/usr/local/bin/volley-agent`
     /// becomes `PREFIX/usr/local/bin/volley-agent`), so that test hosts sharing one machine do
     /// not share files. An absolute path of plain characters (letters, digits, `/._-`).
+    #[serde(default, deserialize_with = "strict::path")]
     pub agent_prefix: Option<PathBuf>,
     /// `become = true`: the SSH user becomes root through `sudo -n` for commands and agent
     /// operations, as Ansible's `become` does.
@@ -355,6 +382,25 @@ mod tests {
         check("[hosts.a]\nport = 0\n", "hosts.a.port: 0 is not a port");
         check("[groups.web]\nhosts = []\naddress = \"x\"\n", "address");
         check("user = \n", "");
+        // Wrong types are refused, not converted.
+        check(
+            "user = 5\n",
+            "invalid type: integer `5`, expected a string (in quotes) for key `user`",
+        );
+        check(
+            "port = \"22\"\n",
+            "expected a whole number (without quotes) for key `port`",
+        );
+        check("[hosts.a]\naddress = 10\n", "for key `hosts.a.address`");
+        check(
+            "[groups.g]\nhosts = [\"a\", 5]\n",
+            "for key `groups.g.hosts",
+        );
+        check("parallel = 1.5\n", "for key `parallel`");
+        check(
+            "agent_port = 70000\n",
+            "70000 is out of range for key `agent_port`",
+        );
         check(
             "agent_prefix = \"rel/dir\"\n",
             "agent_prefix: 'rel/dir' is not an absolute path",

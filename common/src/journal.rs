@@ -58,6 +58,11 @@ pub struct Header {
     pub subcommand: Vec<String>,
     /// The run this one retries, if it is a retry.
     pub retry_of: Option<String>,
+    /// For a retry: the arguments of each `volley retry` in the chain back to the original run
+    /// (after `retry`), oldest first. Their flags override the recorded `arguments`, later
+    /// ones winning, so that a retry of a retry runs with every override given on the way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_overrides: Vec<Vec<String>>,
 }
 
 /// The targets of a run, as given on the command line.
@@ -268,6 +273,7 @@ mod tests {
             subcommand: Vec::new(),
 
             retry_of: None,
+            retry_overrides: Vec::new(),
         }
     }
 

@@ -53,7 +53,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     let pki = Pki::new(dir.path().join("pki"));
     pki.init(DEFAULT_IDENTITY)?;
 
-    eprintln!(
+    say!(
         "volley demo: starting {} agents on loopback addresses (PKI and configs in {})",
         args.hosts,
         dir.path().display()
@@ -98,7 +98,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         DEFAULT_COMMAND.to_string()
     };
     let run = |extra: &[&str], command: &str| -> anyhow::Result<u8> {
-        eprintln!("\n$ volley run -g demo {} -- {command}", extra.join(" "));
+        say!("\n$ volley run -g demo {} -- {command}", extra.join(" "));
         let status = Command::new(&volley)
             // The demo's runs are journalled with the rest of the throwaway fleet, not among
             // the operator's own runs.
@@ -125,7 +125,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         status = status.max(run(&["--gather"], GATHERED_COMMAND)?);
     }
     drop(agents);
-    eprintln!(
+    say!(
         "\nvolley demo: stopped the agents and removed {}",
         dir.path().display()
     );

@@ -15,6 +15,9 @@ pub const USAGE: u8 = 64;
 pub const INTERNAL: u8 = 70;
 /// Interrupted (SIGINT or SIGTERM), as shells report 128 + SIGINT.
 pub const INTERRUPTED: u8 = 130;
+/// The reader of stdout or stderr went away (`volley ... | head -1`): 128 + SIGPIPE, what a
+/// shell reports for a tool that a closed pipe killed. Volley stops quietly instead of dying.
+pub const BROKEN_PIPE: u8 = 141;
 
 /// The status of a finished run: an interrupt wins, then a stopped rollout, then hosts not
 /// reached, then failed commands.

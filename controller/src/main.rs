@@ -5,19 +5,32 @@
 //! - [`scheduler`]: every host through one [`transport::Transport`], `parallel` at a time;
 //! - [`transport`]: the trait; SSH (with known_hosts and identities), the agent, and `auto`;
 //! - [`pki`]: the private CA (`volley pki`); [`demo`]: a throwaway local fleet of agents;
+//! - [`docs`]: shell completions and man pages, generated from the clap definitions;
 //! - [`install`]: `volley agent install|status|upgrade|renew|uninstall`, one more transport;
 //! - [`report`]: the stream, JSON and gather renderers, progress and the summary;
+//!   [`reader_watch`]: a run stops when the reader of its output goes away;
 //! - [`exit`]: the exit status as a function of the outcomes; [`limits`]: the file budget.
 //! - [`rollout`]: batches and the failure budget; [`connect_retry`]: `--retries`;
 //! - [`journal`]: the run journal, written as hosts finish; [`runs`]: `volley runs` and
-//!   `volley retry`, which read it back.
+//!   `volley retry`, which read it back;
+//! - [`run`]: one run (`volley run`, `volley agent ...`, `volley retry`) from flags to exit status.
 //!
 //! `main` is the only place that maps errors to exit statuses and prints them.
 #![forbid(unsafe_code)]
 
+/// A line on stderr that never panics: `eprintln!` does when stderr is a closed pipe
+/// (`volley ... 2>&1 | head`), and a reader going away must not crash volley.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod connect_retry;
 mod demo;
+mod docs;
 mod entropy;
 mod event;
 mod exit;
@@ -26,84 +39,47 @@ mod journal;
 mod limits;
 mod pki;
 mod plan;
+mod reader_watch;
 mod report;
 mod rollout;
+mod run;
 mod runs;
 mod scheduler;
 mod shell;
 mod ssh_config;
+#[cfg(test)]
+mod tidy;
 mod transport;
 
-use std::io::IsTerminal;
+use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
 
 use clap::Parser;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use volley_common::outcome::Outcome;
 
-use volley_common::inventory::TransportChoice;
-
-use crate::cli::{
-    Cli, ColorChoice, Command, PkiCommand, PkiDir, RetryArgs, RunArgs, RunsArgs, RunsCommand,
-};
-use crate::journal::Journal;
+use crate::cli::{Cli, Command, ManArgs, PkiCommand, PkiDir, RunsArgs, RunsCommand};
 use crate::journal::store::runs_dir;
 use crate::pki::Pki;
-use crate::plan::{Environment, RunPlan};
-use crate::report::ReportOptions;
-use crate::transport::Transport;
-use crate::transport::agent::AgentTransport;
-use crate::transport::auto::AutoTransport;
-use crate::transport::ssh::SshTransport;
-use crate::transport::ssh::identity::Identities;
-use crate::transport::ssh::known_hosts::KnownHosts;
+use crate::plan::Environment;
+use crate::run::{Operation, Origin};
 
 /// An error of the operator's input: printed as one line, exit status 64.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct UsageError(String);
+pub(crate) struct UsageError(pub(crate) String);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) {
-                let _ = error.print();
-                return ExitCode::SUCCESS;
-            }
-            // clap's own rendering spans several lines; the first says what is wrong.
-            let rendered = error.render().to_string();
-            let first = rendered
-                .lines()
-                .next()
-                .unwrap_or("bad arguments")
-                .trim_start_matches("error: ");
-            eprintln!("volley: {first} (see volley --help)");
-            return ExitCode::from(exit::USAGE);
-        }
+        Err(error) => return clap_exit(&error),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    start_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("volley: cannot start the async runtime: {error}");
+            say!("volley: cannot start the async runtime: {error}");
             return ExitCode::from(exit::INTERNAL);
         }
     };
@@ -111,21 +87,28 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(*args, Origin::command_line(Operation::Command)).await,
+            Command::Run(args) => run::run(*args, Origin::command_line(Operation::Command)).await,
             Command::Agent(command) => {
                 let (args, request) = install::plan_arguments(command);
-                run(args, Origin::command_line(Operation::Agent(request))).await
+                run::run(args, Origin::command_line(Operation::Agent(request))).await
             }
             Command::Pki(command) => pki_command(command).map(|()| exit::SUCCESS),
             Command::Demo(args) => demo::run(args).await,
             Command::Runs(args) => runs(args),
-            Command::Retry(args) => retry(args).await,
+            Command::Retry(args) => run::retry(*args).await,
+            Command::Completions(args) => docs::completions(args.shell, &mut std::io::stdout())
+                .map(|()| exit::SUCCESS)
+                .map_err(Into::into),
+            Command::Man(args) => man(args),
         }
     });
     match result {
         Ok(status) => ExitCode::from(status),
+        // A reader that went away (`volley runs | head -1`) ends volley quietly, with the status
+        // a shell gives a tool killed by SIGPIPE.
+        Err(error) if is_broken_pipe(&error) => ExitCode::from(exit::BROKEN_PIPE),
         Err(error) => {
-            eprintln!("volley: {error}");
+            say!("volley: {error}");
             let status = if error.is::<UsageError>() {
                 exit::USAGE
             } else {
@@ -136,188 +119,84 @@ fn main() -> ExitCode {
     }
 }
 
-/// What a run does on each host.
-enum Operation {
-    /// `volley run`: the command, through the agent or SSH.
-    Command,
-    /// `volley agent ...`: install, check, upgrade, renew or remove the agent over SSH.
-    Agent(install::Request),
-}
-
-/// Where a run's arguments came from: the command line, or a recorded run being retried.
-struct Origin {
-    operation: Operation,
-    /// The subcommand's arguments as given, for the journal.
-    arguments: Vec<String>,
-    /// For a retry: the run retried, and the hosts to run on.
-    retry: Option<(String, Vec<String>)>,
-}
-
-impl Origin {
-    fn command_line(operation: Operation) -> Origin {
-        // `volley run ARGS` or `volley agent ACTION ARGS`: everything after the subcommand.
-        let skip = 1 + subcommand(&operation).len().max(1);
-        Origin {
-            operation,
-            arguments: std::env::args_os()
-                .skip(skip)
-                .map(|arg| arg.to_string_lossy().into_owned())
-                .collect(),
-            retry: None,
+/// Help and version go to stdout (exit 0), as does the help that bare `volley` or a bare
+/// `volley agent` prints, as cargo does. Any other error is clap's whole message on stderr: what
+/// is wrong, the usage line, and the tips (the missing arguments, `-- COMMAND`); exit 64.
+fn clap_exit(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    use std::io::Write as _;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = write!(std::io::stdout(), "{}", error.render());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let _ = error.print();
+            ExitCode::from(exit::USAGE)
         }
     }
 }
 
-/// The subcommand a journal records when it is not `volley run`, so that `volley retry` runs
-/// the same operation again.
-fn subcommand(operation: &Operation) -> Vec<String> {
-    match operation {
-        Operation::Command => Vec::new(),
-        Operation::Agent(request) => vec!["agent".to_string(), request.action.name().to_string()],
-    }
+/// Diagnostics (tracing) are off unless `VOLLEY_LOG` asks for them (`VOLLEY_LOG=debug`,
+/// `VOLLEY_LOG=volley=trace,russh=debug`): an operator's stderr carries volley's own lines only.
+/// They are coloured only on a terminal.
+fn start_logging() {
+    use std::io::IsTerminal;
+    let Some(filter) = std::env::var("VOLLEY_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return;
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(filter) => filter,
+        Err(error) => {
+            say!("volley: warning: VOLLEY_LOG '{filter}': {error}; logging at debug");
+            tracing_subscriber::EnvFilter::new("debug")
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
-async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
-    let Origin {
-        operation,
-        arguments,
-        retry,
-    } = origin;
-    let recorded_subcommand = subcommand(&operation);
-    let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
-    let env = Environment::from_process().map_err(|e| usage(&e))?;
-    let mut plan = RunPlan::new(&args, &env).map_err(|e| usage(&e))?;
-    if let Some((retry_of, hosts)) = &retry {
-        runs::keep_only(&mut plan.hosts, retry_of, hosts).map_err(|e| usage(&e))?;
-    }
-    let budget = limits::host_budget();
-    if plan.parallel > budget && plan.hosts.len() > budget {
-        eprintln!(
-            "volley: running at most {budget} hosts at once instead of {}: the open-file limit allows no more (raise `ulimit -n`)",
-            plan.parallel
-        );
-        plan.parallel = budget;
-    }
-    let known_hosts = Arc::new(KnownHosts::load(&plan.known_hosts).map_err(|e| usage(&e))?);
-    let identities = Identities::load(&plan).await.map_err(|e| usage(&e))?;
-    let ssh = SshTransport::new(
-        known_hosts.clone(),
-        plan.accept_new_host_keys,
-        Arc::new(identities),
-    );
-    let transport: Arc<dyn Transport> = match operation {
-        Operation::Command => Arc::new(AutoTransport {
-            agent: agent_transport(&plan)?,
-            ssh,
-        }),
-        Operation::Agent(request) => {
-            Arc::new(install::AgentOperation::new(request, &plan, ssh).map_err(|e| usage(&e))?)
+/// Whether `error` is a write to a pipe whose reader is gone.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `volley man`: volley(1) on stdout, or every page into `--dir`.
+fn man(args: ManArgs) -> anyhow::Result<u8> {
+    match &args.dir {
+        None => docs::man_page(&mut std::io::stdout())?,
+        Some(dir) => {
+            let pages = docs::man_pages(dir).map_err(|error| {
+                UsageError(format!(
+                    "--dir {}: {}",
+                    dir.display(),
+                    plan::io_reason(&error)
+                ))
+            })?;
+            writeln!(
+                std::io::stdout(),
+                "{} pages in {}",
+                pages.len(),
+                dir.display()
+            )?;
         }
-    };
-
-    let color = match plan.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-        }
-    };
-    let options = ReportOptions {
-        mode: plan.output,
-        color,
-        progress: std::io::stderr().is_terminal(),
-    };
-    let hosts: Vec<String> = plan.hosts.iter().map(|host| host.name.clone()).collect();
-    let batched = plan.rollout.is_batched();
-
-    // A run that cannot be recorded could not be retried or audited: it does not start.
-    let journal_dir = runs_dir(&env);
-    let mut header = journal::header(
-        &args,
-        &plan,
-        arguments,
-        retry.map(|(retry_of, _)| retry_of),
-        &env.local_user,
-    );
-    header.subcommand = recorded_subcommand;
-    let journal = Journal::create(&journal_dir, header).map_err(|error| {
-        anyhow::anyhow!(
-            "cannot record the run in {}: {}",
-            journal_dir.display(),
-            plan::io_reason(&error)
-        )
-    })?;
-    if let Err(error) = journal::store::prune(&journal_dir, &plan.journal, &journal.id) {
-        eprintln!(
-            "volley: warning: cannot prune old runs in {}: {}",
-            journal_dir.display(),
-            plan::io_reason(&error)
-        );
     }
-    let (run_id, journal_path) = (journal.id.clone(), journal.path.clone());
-    let plan = Arc::new(plan);
-
-    let cancel = CancellationToken::new();
-    tokio::spawn(stop_on_signals(cancel.clone()));
-    let started = Instant::now();
-    // Bounded: a slow terminal slows the reading of the connections instead of filling memory.
-    // Events pass through the journal on their way to the reporters, so that a host is
-    // journalled before it is reported.
-    let (events, received) = mpsc::channel(1024);
-    let (journalled, to_report) = mpsc::channel(1024);
-    let journal = journal::tap(journal, received, journalled);
-    let reporter = tokio::spawn({
-        let (hosts, cancel) = (hosts.clone(), cancel.clone());
-        async move {
-            let reports = report::report(hosts, options, to_report).await;
-            // Output that cannot be written (a closed pipe, a full disk) stops the run: the
-            // remote commands are stopped rather than left to run unreported.
-            if reports.is_err() {
-                cancel.cancel();
-            }
-            reports
-        }
-    });
-    let end = scheduler::run(plan, transport, events, cancel.clone()).await;
-    let journal = journal.await?;
-    let reports = reporter.await?;
-
-    let interrupted = cancel.is_cancelled();
-    let status = match &reports {
-        Ok(reports) => exit::status(reports.iter().flatten(), interrupted),
-        Err(_) => exit::INTERNAL,
-    };
-    let ending = journal::Ending {
-        interrupted,
-        stopped: end.stopped,
-        exit_status: status,
-    };
-    if let Err(error) = journal.finish(ending) {
-        eprintln!(
-            "volley: warning: the record of this run in {} is incomplete: {}",
-            journal_path.display(),
-            plan::io_reason(&error)
-        );
-    }
-    let reports = reports.map_err(|error| anyhow::anyhow!("cannot write the output: {error}"))?;
-    let mut stderr = std::io::stderr().lock();
-    report::write_learned_host_keys(&mut stderr, &known_hosts.learned())?;
-    report::write_summary(
-        &mut stderr,
-        &hosts,
-        &reports,
-        started.elapsed(),
-        interrupted,
-        color,
-    )?;
-    let outcomes = || reports.iter().flatten().map(|report| &report.outcome);
-    let skipped = outcomes()
-        .filter(|outcome| **outcome == Outcome::Skipped)
-        .count();
-    report::write_rollout(&mut stderr, &end, batched, skipped)?;
-    let not_succeeded = hosts.len() - outcomes().filter(|o| o.is_success()).count();
-    report::write_recorded(&mut stderr, &run_id, not_succeeded)?;
-    Ok(status)
+    Ok(exit::SUCCESS)
 }
 
 /// `volley runs` and `volley runs show`.
@@ -333,71 +212,14 @@ fn runs(args: RunsArgs) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
-/// `volley retry RUN`: the recorded run's arguments, on its hosts that did not succeed.
-async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
-    let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
-    let retry = runs::retry(&runs_dir(&env), &args).map_err(runs_error)?;
-    if retry.hosts.is_empty() {
-        let which = match &args.only {
-            Some(only) => format!("no host of run {} matches --only {only}", retry.retry_of),
-            None => format!(
-                "every host of run {} succeeded ({} of {})",
-                retry.retry_of, retry.of, retry.of
-            ),
-        };
-        eprintln!("volley: nothing to retry: {which}");
-        return Ok(exit::SUCCESS);
-    }
-    let origin = Origin {
-        operation: match retry.agent {
-            Some(request) => Operation::Agent(request),
-            None => Operation::Command,
-        },
-        arguments: retry.arguments,
-        retry: Some((retry.retry_of, retry.hosts)),
-    };
-    run(retry.args, origin).await
-}
-
 /// Errors about the operator's input (a run id, `--only`) exit 64; reading failures exit 70.
-fn runs_error(error: runs::RunsError) -> anyhow::Error {
+pub(crate) fn runs_error(error: runs::RunsError) -> anyhow::Error {
     use crate::journal::store::StoreError;
     match error {
         runs::RunsError::Io(error) => anyhow::Error::new(error),
         runs::RunsError::Store(StoreError::Unreadable { .. }) => anyhow::Error::new(error),
         error => UsageError(error.to_string()).into(),
     }
-}
-
-/// The agent transport, when some host may use it and the PKI exists. A host that must use its
-/// agent without a PKI is an input error; `auto` hosts then simply go over SSH.
-fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
-    let needed = plan
-        .hosts
-        .iter()
-        .any(|host| host.transport == TransportChoice::Agent);
-    let wanted = needed
-        || plan
-            .hosts
-            .iter()
-            .any(|host| host.transport == TransportChoice::Auto);
-    let pki = Pki::new(plan.pki.clone());
-    if !wanted || (!needed && !pki.has_controller_credentials()) {
-        return Ok(None);
-    }
-    let credentials = pki
-        .controller_credentials()
-        .map_err(|e| UsageError(e.to_string()))?;
-    let run_id = format!("{}-{}", std::process::id(), started_at());
-    let agent = AgentTransport::new(&credentials, run_id)
-        .map_err(|e| UsageError(format!("pki {}: {e}", plan.pki.display())))?;
-    Ok(Some(agent))
-}
-
-fn started_at() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }
 
 fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
@@ -413,12 +235,14 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
         } => {
             let pki = Pki::new(dir(pki_dir));
             let issued = pki.init(&identity).map_err(|e| UsageError(e.to_string()))?;
-            println!("CA: {}", pki.ca_certificate().display());
-            println!(
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "CA: {}", pki.ca_certificate().display())?;
+            writeln!(
+                out,
                 "controller certificate ({identity}): {}",
                 issued.certificate.display()
-            );
-            println!("controller key: {}", issued.key.display());
+            )?;
+            writeln!(out, "controller key: {}", issued.key.display())?;
         }
         PkiCommand::Issue {
             dir: pki_dir,
@@ -438,41 +262,14 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
                 let issued = pki
                     .issue_agent(&name, &addresses)
                     .map_err(|e| UsageError(e.to_string()))?;
-                println!(
+                writeln!(
+                    std::io::stdout(),
                     "{name}: {} {}",
                     issued.certificate.display(),
                     issued.key.display()
-                );
+                )?;
             }
         }
     }
     Ok(())
-}
-
-/// The first SIGINT or SIGTERM stops the run: no new host starts and running commands are
-/// stopped on their hosts. A second one exits at once.
-async fn stop_on_signals(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!(
-            "cannot listen for SIGINT/SIGTERM; an interrupt will kill volley without a summary"
-        );
-        return;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-    eprintln!(
-        "volley: interrupted: stopping the running commands (interrupt again to quit at once)"
-    );
-    cancel.cancel();
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-    std::process::exit(exit::INTERRUPTED.into());
 }

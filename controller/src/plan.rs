@@ -11,7 +11,7 @@ use std::time::Duration;
 use volley_common::duration::parse_duration;
 use volley_common::inventory::{HostSettings, Inventory, InventoryError, TransportChoice};
 use volley_common::size::parse_size;
-use volley_common::target::{Pattern, Target, glob_match, parse_list};
+use volley_common::target::Target;
 
 use crate::cli::{ColorChoice, RunArgs, TransportFlag};
 use crate::rollout::RolloutPlan;
@@ -22,10 +22,14 @@ mod ssh;
 use self::ssh::SshSources;
 pub use self::ssh::{JumpHost, dialled};
 
+use self::targets::{Resolver, is_stdin, read_stdin};
+
 pub const DEFAULT_PARALLEL: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_OUTPUT: u64 = 1 << 20;
 pub const DEFAULT_AGENT_PORT: u16 = 7731;
+/// The most `--stdin` may send: it is held in memory once and sent whole to every host.
+pub const MAX_STDIN: u64 = 64 << 20;
 /// Identity files tried when none is named, in OpenSSH's order.
 const DEFAULT_IDENTITIES: &[&str] = &[".ssh/id_ed25519", ".ssh/id_ecdsa", ".ssh/id_rsa"];
 
@@ -53,6 +57,20 @@ pub struct HostSpec {
     pub jump: Vec<JumpHost>,
 }
 
+impl HostSpec {
+    /// What makes two targets the same host: user, address (names compare without case), port,
+    /// and the jump hosts on the way (the same private address behind two bastions can be two
+    /// machines).
+    pub fn login(&self) -> (String, String, u16, Vec<JumpHost>) {
+        (
+            self.user.clone(),
+            self.address.to_ascii_lowercase(),
+            self.port,
+            self.jump.clone(),
+        )
+    }
+}
+
 /// A validated `volley run`.
 #[derive(Debug)]
 pub struct RunPlan {
@@ -64,6 +82,14 @@ pub struct RunPlan {
     pub max_output: usize,
     pub output: OutputMode,
     pub color: ColorChoice,
+    /// `HOST: ` before each streamed line.
+    pub prefix: bool,
+    /// `--out-dir`: where each host's output is also written.
+    pub out_dir: Option<PathBuf>,
+    /// `--list-hosts`: show the resolved hosts, run nothing.
+    pub list_hosts: bool,
+    /// `--stdin`: the bytes every host's command reads, then end of file.
+    pub stdin: Option<bytes::Bytes>,
     pub known_hosts: PathBuf,
     pub accept_new_host_keys: bool,
     /// Identity files for every host; `explicit` when the operator named them (a missing one is
@@ -133,56 +159,101 @@ impl RunPlan {
         )?;
         let ssh = SshSources::load(&args.ssh, env)?;
 
+        let from_stdin = args
+            .targets
+            .hosts_file
+            .iter()
+            .filter(|file| is_stdin(file))
+            .count()
+            + usize::from(args.stdin.as_deref().is_some_and(is_stdin));
+        if from_stdin > 1 {
+            return Err(PlanError::Input(
+                "volley's stdin can be read once: give `-` to one --hosts-file or --stdin only"
+                    .to_string(),
+            ));
+        }
         let targets = Resolver {
             inventory: &inventory,
             inventory_path: &inventory_path,
         }
         .resolve(args)?;
+        // The same host named twice runs once, with the settings of its first mention: the same
+        // name (`web01` in a group and on the command line), or the same login at the same
+        // address and port once the inventory and ssh config are applied (`web01,root@web01:22`).
+        // Names stay unique: the journal, reports and retries know hosts by name.
+        let (mut names, mut logins) = (HashSet::new(), HashSet::new());
         let hosts = targets
             .into_iter()
             .map(|(target, group)| host_spec(target, group, args, &inventory, &ssh, env))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<HostSpec>, _>>()?
+            .into_iter()
+            .filter(|host| {
+                let new_name = names.insert(host.name.clone());
+                let new_login = logins.insert(host.login());
+                new_name && new_login
+            })
+            .collect();
 
+        // A setting comes from its flag, else its VOLLEY_ variable, else the inventory: an
+        // error names the one it came from.
+        let source = Sources {
+            env,
+            inventory: &inventory_path,
+        };
         let duration = |flag: &str, value: &str| {
             parse_duration(value).map_err(|e| PlanError::Input(format!("{flag}: {e}")))
         };
-        let connect_timeout = match args
-            .limits
-            .connect_timeout
-            .as_ref()
-            .or(inventory.connect_timeout.as_ref())
-        {
-            Some(value) => duration("--connect-timeout", value)?,
+        let connect_timeout = match source.pick(
+            "--connect-timeout",
+            args.limits.connect_timeout.as_ref(),
+            "connect_timeout",
+            inventory.connect_timeout.as_ref(),
+        ) {
+            Some((name, value)) => {
+                let timeout = duration(&name, value)?;
+                if timeout.is_zero() {
+                    return Err(PlanError::Input(format!("{name}: must be more than 0")));
+                }
+                timeout
+            }
             None => DEFAULT_CONNECT_TIMEOUT,
         };
-        let command_timeout = match args.limits.timeout.as_ref().or(inventory.timeout.as_ref()) {
-            Some(value) => Some(duration("--timeout", value)?),
+        // `--timeout 0` is no timeout, so that the command line can lift an inventory's.
+        let command_timeout = match source.pick(
+            "--timeout",
+            args.limits.timeout.as_ref(),
+            "timeout",
+            inventory.timeout.as_ref(),
+        ) {
+            Some((name, value)) => Some(duration(&name, value)?).filter(|t| !t.is_zero()),
             None => None,
         };
-        let max_output = match args.max_output.as_ref().or(inventory.max_output.as_ref()) {
-            Some(value) => {
-                parse_size(value).map_err(|e| PlanError::Input(format!("--max-output: {e}")))?
+        let max_output = match source.pick(
+            "--max-output",
+            args.max_output.as_ref(),
+            "max_output",
+            inventory.max_output.as_ref(),
+        ) {
+            Some((name, value)) => {
+                parse_size(value).map_err(|e| PlanError::Input(format!("{name}: {e}")))?
             }
             None => DEFAULT_MAX_OUTPUT,
         };
-        let parallel = args
-            .limits
-            .parallel
-            .or(inventory.parallel)
-            .unwrap_or(DEFAULT_PARALLEL);
-        if parallel == 0 {
-            return Err(PlanError::Input(
-                "--parallel: must be at least 1".to_string(),
-            ));
-        }
-        if connect_timeout.is_zero() {
-            return Err(PlanError::Input(
-                "--connect-timeout: must be more than 0".to_string(),
-            ));
-        }
+        let parallel = match source.pick(
+            "--parallel",
+            args.limits.parallel.as_ref(),
+            "parallel",
+            inventory.parallel.as_ref(),
+        ) {
+            Some((name, 0)) => {
+                return Err(PlanError::Input(format!("{name}: must be at least 1")));
+            }
+            Some((_, parallel)) => *parallel,
+            None => DEFAULT_PARALLEL,
+        };
 
         let command = args.command.join(" ");
-        if command.trim().is_empty() {
+        if command.trim().is_empty() && !args.output.list_hosts {
             return Err(PlanError::Input("the command is empty".to_string()));
         }
         let (identity_files, identity_files_explicit) = if !args.ssh.identity.is_empty() {
@@ -224,7 +295,14 @@ impl RunPlan {
             } else {
                 OutputMode::Stream
             },
-            color: args.output.color,
+            color: args.output.color.unwrap_or(ColorChoice::Auto),
+            prefix: !args.output.no_prefix,
+            out_dir: args.output.out_dir.clone(),
+            list_hosts: args.output.list_hosts,
+            stdin: match &args.stdin {
+                Some(source) => Some(read_stdin(source)?),
+                None => None,
+            },
             known_hosts,
             accept_new_host_keys: args.ssh.accept_new_host_keys,
             identity_files,
@@ -242,8 +320,42 @@ impl RunPlan {
                 .unwrap_or_else(|| env.home.join(".config/volley/pki")),
             rollout: RolloutPlan::from_args(&args.rollout)
                 .map_err(|e| PlanError::Input(e.to_string()))?,
-            journal: JournalLimits::from_inventory(&inventory).map_err(PlanError::Input)?,
+            journal: JournalLimits::from_inventory(&inventory).map_err(|problem| {
+                PlanError::Input(format!("inventory {}: {problem}", inventory_path.display()))
+            })?,
         })
+    }
+}
+
+/// Where run settings come from, to name the right one in an error.
+struct Sources<'a> {
+    env: &'a Environment,
+    inventory: &'a Path,
+}
+
+impl Sources<'_> {
+    /// The flag's value if given, else the inventory's (which `VOLLEY_<KEY>` overrides), each
+    /// with the name an error should give: `--timeout`, `VOLLEY_TIMEOUT`, or `inventory FILE:
+    /// timeout`.
+    fn pick<'v, T>(
+        &self,
+        flag: &str,
+        given: Option<&'v T>,
+        key: &str,
+        inventory: Option<&'v T>,
+    ) -> Option<(String, &'v T)> {
+        if let Some(value) = given {
+            return Some((flag.to_string(), value));
+        }
+        let value = inventory?;
+        let variable = format!("VOLLEY_{}", key.to_ascii_uppercase());
+        if self.env.variables.iter().any(|(name, _)| *name == variable) {
+            return Some((variable, value));
+        }
+        Some((
+            format!("inventory {}: {key}", self.inventory.display()),
+            value,
+        ))
     }
 }
 
@@ -371,153 +483,6 @@ fn expand_home(path: &Path, home: &Path) -> PathBuf {
     }
 }
 
-/// Expands patterns, groups and hosts files into the ordered, de-duplicated target list.
-struct Resolver<'a> {
-    inventory: &'a Inventory,
-    inventory_path: &'a Path,
-}
-
-impl<'a> Resolver<'a> {
-    /// Returns each target with the inventory group it was first reached through.
-    fn resolve(&self, args: &RunArgs) -> Result<Vec<(Target, Option<&'a str>)>, PlanError> {
-        let mut lists: Vec<String> = args.targets.targets.clone();
-        lists.extend(
-            args.targets
-                .groups
-                .iter()
-                .map(|group| format!("@{}", group.trim())),
-        );
-        for file in &args.targets.hosts_file {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                PlanError::Input(format!("hosts file {}: {}", file.display(), io_reason(&e)))
-            })?;
-            lists.extend(
-                text.lines()
-                    .map(|line| line.split('#').next().unwrap_or("").trim())
-                    .filter(|line| !line.is_empty())
-                    .map(str::to_string),
-            );
-        }
-        if lists.is_empty() {
-            return Err(PlanError::Input(
-                "no targets: give -w PATTERNS, -g GROUP or --hosts-file FILE".to_string(),
-            ));
-        }
-
-        let mut targets = Vec::new();
-        for list in &lists {
-            for pattern in parse_list(list).map_err(|e| PlanError::Input(e.to_string()))? {
-                self.push(pattern, None, &mut Vec::new(), &mut targets)?;
-            }
-        }
-
-        let exclude = Exclusions::new(self, &args.targets.exclude)?;
-        let mut seen = HashSet::new();
-        targets.retain(|(target, _)| !exclude.matches(&target.host) && seen.insert(target.clone()));
-        if targets.is_empty() {
-            return Err(PlanError::Input(
-                "no targets left after --exclude".to_string(),
-            ));
-        }
-        Ok(targets)
-    }
-
-    fn push(
-        &self,
-        pattern: Pattern,
-        group: Option<&'a str>,
-        trail: &mut Vec<String>,
-        out: &mut Vec<(Target, Option<&'a str>)>,
-    ) -> Result<(), PlanError> {
-        match pattern {
-            Pattern::Hosts(hosts) => out.extend(hosts.into_iter().map(|target| (target, group))),
-            Pattern::Group(name) => {
-                let (key, members) = self.group(&name)?;
-                if trail.contains(&name) {
-                    trail.push(name);
-                    return Err(PlanError::Input(format!(
-                        "inventory {}: groups include each other: {}",
-                        self.inventory_path.display(),
-                        trail.join(" -> ")
-                    )));
-                }
-                trail.push(name);
-                for list in members {
-                    let patterns = parse_list(list).map_err(|e| {
-                        PlanError::Input(format!(
-                            "inventory {}: groups.{key}.hosts: {e}",
-                            self.inventory_path.display()
-                        ))
-                    })?;
-                    for pattern in patterns {
-                        self.push(pattern, Some(group.unwrap_or(key)), trail, out)?;
-                    }
-                }
-                trail.pop();
-            }
-        }
-        Ok(())
-    }
-
-    fn group(&self, name: &str) -> Result<(&'a str, &'a [String]), PlanError> {
-        match self.inventory.groups.get_key_value(name) {
-            Some((key, group)) => Ok((key, &group.hosts)),
-            None => {
-                let known: Vec<&str> = self.inventory.groups.keys().map(String::as_str).collect();
-                let known = if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                };
-                Err(PlanError::Input(format!(
-                    "unknown group '{name}' (groups in {}: {known})",
-                    self.inventory_path.display()
-                )))
-            }
-        }
-    }
-}
-
-/// The hosts that `-x` leaves out: exact names (ranges and groups expanded) and globs.
-struct Exclusions {
-    names: HashSet<String>,
-    globs: Vec<String>,
-}
-
-impl Exclusions {
-    fn new(resolver: &Resolver<'_>, lists: &[String]) -> Result<Exclusions, PlanError> {
-        let mut exclusions = Exclusions {
-            names: HashSet::new(),
-            globs: Vec::new(),
-        };
-        for list in lists {
-            // A glob is taken whole; the rest goes through the same expansion as targets.
-            let (globs, patterns): (Vec<&str>, Vec<&str>) = list
-                .split(',')
-                .map(str::trim)
-                .filter(|element| !element.is_empty())
-                .partition(|element| element.contains(['*', '?']) && !element.contains('['));
-            exclusions
-                .globs
-                .extend(globs.iter().map(|glob| glob.to_string()));
-            let mut targets = Vec::new();
-            for pattern in
-                parse_list(&patterns.join(",")).map_err(|e| PlanError::Input(e.to_string()))?
-            {
-                resolver.push(pattern, None, &mut Vec::new(), &mut targets)?;
-            }
-            exclusions
-                .names
-                .extend(targets.into_iter().map(|(target, _)| target.host));
-        }
-        Ok(exclusions)
-    }
-
-    fn matches(&self, host: &str) -> bool {
-        self.names.contains(host) || self.globs.iter().any(|glob| glob_match(glob, host))
-    }
-}
-
 pub fn io_reason(error: &std::io::Error) -> String {
     match error.kind() {
         std::io::ErrorKind::NotFound => "file not found".to_string(),
@@ -577,5 +542,6 @@ impl JournalLimits {
     }
 }
 
+mod targets;
 #[cfg(test)]
 mod tests;

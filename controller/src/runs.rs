@@ -13,9 +13,10 @@ use volley_common::fold::fold;
 use volley_common::journal::{HostEntry, NOT_FINISHED, Run};
 use volley_common::outcome::{Outcome, OutcomeClass};
 
-use crate::cli::{Cli, Command, RetryArgs, RunArgs, ShowArgs};
+use crate::cli::{Cli, Command, RetryArgs, RetryOverrides, RunArgs, ShowArgs};
 use crate::journal::store::{self, StoreError};
 use crate::plan::HostSpec;
+use crate::report::write_table;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunsError {
@@ -243,36 +244,6 @@ fn host_row(host: &str, entry: Option<&HostEntry>, batch: Option<&usize>) -> [St
     ]
 }
 
-/// Left-aligned columns, two spaces apart; the last column is not padded.
-fn write_table<const N: usize>(
-    out: &mut impl Write,
-    titles: &[&str; N],
-    rows: &[[String; N]],
-) -> io::Result<()> {
-    let mut widths = titles.map(str::len);
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut text = String::new();
-        for (column, cell) in cells.iter().enumerate() {
-            if column + 1 == N {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<width$}  ", width = widths[column]));
-            }
-        }
-        text.trim_end().to_string()
-    };
-    writeln!(out, "{}", line(titles.to_vec()))?;
-    for row in rows {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
-    }
-    Ok(())
-}
-
 /// `3 succeeded, 2 unreachable`: successes first, then the other kinds by name.
 fn counts_text(counts: &BTreeMap<String, usize>) -> String {
     let succeeded = counts.get("succeeded").copied().unwrap_or(0);
@@ -318,10 +289,13 @@ pub struct Retry {
     pub hosts: Vec<String>,
     /// How many hosts the original run had.
     pub of: usize,
+    /// The arguments of every `volley retry` from the original run to this one, for the journal.
+    pub overrides: Vec<Vec<String>>,
 }
 
-/// Prepares `volley retry RUN [--only CLASSES]`.
-pub fn retry(dir: &Path, args: &RetryArgs) -> Result<Retry, RunsError> {
+/// Prepares `volley retry RUN [--only CLASSES] [OVERRIDES]`; `given` are its arguments as given
+/// (after `retry`), recorded so that a retry of this retry keeps its overrides.
+pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, RunsError> {
     let run = store::load(&store::find(dir, &args.run)?)?;
     let words: Option<Vec<String>> = match &args.only {
         Some(given) => Some(parse_only(given)?),
@@ -371,6 +345,13 @@ pub fn retry(dir: &Path, args: &RetryArgs) -> Result<Retry, RunsError> {
     if let Some(inventory) = &run.header.targets.inventory {
         run_args.targets.inventory = Some(inventory.into());
     }
+    // The overrides of the retries that led here, then this one's.
+    let mut overrides = run.header.retry_overrides.clone();
+    for layer in &overrides {
+        recorded_overrides(&id, layer)?.apply_to(&mut run_args);
+    }
+    args.overrides.apply_to(&mut run_args);
+    overrides.push(given);
     Ok(Retry {
         args: run_args,
         agent,
@@ -378,7 +359,92 @@ pub fn retry(dir: &Path, args: &RetryArgs) -> Result<Retry, RunsError> {
         retry_of: id,
         hosts,
         of: run.header.hosts.len(),
+        overrides,
     })
+}
+
+/// The overrides of a recorded `volley retry`, parsed again.
+fn recorded_overrides(run: &str, layer: &[String]) -> Result<RetryOverrides, RunsError> {
+    let argv = ["volley", "retry"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(layer.iter().cloned());
+    let unparsable = |reason: String| RunsError::Arguments {
+        run: run.to_string(),
+        reason,
+    };
+    match Cli::try_parse_from(argv) {
+        Ok(Cli {
+            command: Command::Retry(args),
+        }) => Ok(args.overrides),
+        Ok(_) => Err(unparsable(
+            "a recorded retry is not `volley retry`".to_string(),
+        )),
+        Err(error) => Err(unparsable(
+            error
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        )),
+    }
+}
+
+impl RetryOverrides {
+    /// Replaces the recorded settings with those given to the retry. A flag not given keeps
+    /// the recorded value; the output mode and the failure budget are each replaced whole.
+    pub fn apply_to(&self, run: &mut RunArgs) {
+        let replace = |to: &mut Option<String>, from: &Option<String>| {
+            if from.is_some() {
+                to.clone_from(from);
+            }
+        };
+        if let Some(parallel) = self.limits.parallel {
+            run.limits.parallel = Some(parallel);
+        }
+        replace(
+            &mut run.limits.connect_timeout,
+            &self.limits.connect_timeout,
+        );
+        replace(&mut run.limits.timeout, &self.limits.timeout);
+        replace(&mut run.rollout.batch, &self.rollout.batch);
+        replace(&mut run.rollout.batch_delay, &self.rollout.batch_delay);
+        if self.rollout.max_failures.is_some() {
+            run.rollout
+                .max_failures
+                .clone_from(&self.rollout.max_failures);
+            run.rollout.abort_on_failure = false;
+        }
+        if self.rollout.abort_on_failure {
+            run.rollout.abort_on_failure = true;
+            run.rollout.max_failures = None;
+        }
+        if let Some(retries) = self.rollout.retries {
+            run.rollout.retries = Some(retries);
+        }
+        let output = &self.output;
+        if output.json || output.gather {
+            run.output.json = output.json;
+            run.output.gather = output.gather;
+        }
+        run.output.no_prefix |= output.no_prefix;
+        run.output.list_hosts |= output.list_hosts;
+        if output.out_dir.is_some() {
+            run.output.out_dir.clone_from(&output.out_dir);
+        }
+        if output.color.is_some() {
+            run.output.color = output.color;
+        }
+        replace(&mut run.max_output, &self.max_output);
+        run.ssh.accept_new_host_keys |= self.accept_new_host_keys;
+        if !self.identity.is_empty() {
+            run.ssh.identity.clone_from(&self.identity);
+        }
+        if self.known_hosts.is_some() {
+            run.ssh.known_hosts.clone_from(&self.known_hosts);
+        }
+    }
 }
 
 /// The words of `--only`, each an outcome kind or a class.

@@ -224,6 +224,7 @@ async fn run_host(
             command: &plan.command,
             limits,
             output: &mut output,
+            stdin: plan.stdin.as_ref(),
             cancel: cancel.clone(),
         };
         let ended = transport.run(job).await;

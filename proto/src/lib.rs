@@ -57,6 +57,7 @@ impl From<ExecSpec> for pb::ExecRequest {
             max_output_bytes: spec.max_output.unwrap_or(0),
             user: spec.user.unwrap_or_default(),
             become_root: spec.become_root,
+            stdin: spec.stdin,
         }
     }
 }
@@ -95,6 +96,7 @@ impl TryFrom<pb::ExecRequest> for ExecSpec {
             max_output: (request.max_output_bytes > 0).then_some(request.max_output_bytes),
             user: (!request.user.is_empty()).then_some(request.user),
             become_root: request.become_root,
+            stdin: request.stdin,
         })
     }
 }

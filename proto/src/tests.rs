@@ -37,6 +37,7 @@ fn requests_round_trip() {
         max_output: Some(1024),
         user: Some("deploy".to_string()),
         become_root: true,
+        stdin: b"input\0bytes".to_vec(),
     };
     assert_eq!(
         ExecSpec::try_from(pb::ExecRequest::from(spec.clone())),

@@ -13,6 +13,7 @@
 //! - [`volley`]: the volley binary, run in a clean environment against a fleet.
 //! - [`report`]: reading what volley printed, `--json` records strictly.
 //! - [`remote`]: per-host commands and the processes a run leaves on the hosts.
+//! - [`pipe`]: volley into a real pipe closed by its reader (`| head -1`), and on a pseudo-terminal.
 //! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
 //! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
 //! - [`listeners`]: odd listeners for connect-stage failures: a port that never answers, one
@@ -40,6 +41,7 @@ pub mod keys;
 pub mod listeners;
 pub mod loopback;
 pub mod netns;
+pub mod pipe;
 pub mod pki;
 pub mod process;
 pub mod relay;

@@ -53,7 +53,7 @@ impl ProcessOutput {
     }
 }
 
-/// A running child with stdin closed and both output streams captured.
+/// A running child with stdin closed (or given) and both output streams captured.
 #[derive(Debug)]
 pub struct RunningProcess {
     child: Child,
@@ -65,8 +65,13 @@ pub struct RunningProcess {
 
 impl RunningProcess {
     pub fn spawn(command: &mut Command) -> RunningProcess {
+        RunningProcess::spawn_with_stdin(command, Stdio::null())
+    }
+
+    /// [`RunningProcess::spawn`] with `stdin` as the child's stdin (a file, say).
+    pub fn spawn_with_stdin(command: &mut Command, stdin: impl Into<Stdio>) -> RunningProcess {
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -20,6 +20,7 @@ fn spec(program: Program) -> ExecSpec {
         max_output: None,
         user: None,
         become_root: false,
+        stdin: Vec::new(),
     }
 }
 
@@ -40,9 +41,19 @@ fn session() -> Session {
 /// Runs `line` under `sh -c` to its end with a reader that drains events; returns them and
 /// the report.
 async fn run(line: &str, cap: Option<u64>, timeout: Option<Duration>) -> (Vec<ExecEvent>, Report) {
+    run_with_input(line, Vec::new(), cap, timeout).await
+}
+
+/// [`run`] with `input` on the command's stdin.
+async fn run_with_input(
+    line: &str,
+    input: Vec<u8>,
+    cap: Option<u64>,
+    timeout: Option<Duration>,
+) -> (Vec<ExecEvent>, Report) {
     let mut command = Command::new("/bin/sh");
     command.arg("-c").arg(line);
-    let running = spawn(command, "/bin/sh".to_string()).expect("start");
+    let running = spawn(command, "/bin/sh".to_string(), input).expect("start");
     let (events, mut receiver) = mpsc::channel(EVENT_QUEUE);
     let collector = tokio::spawn(async move {
         let mut all = Vec::new();
@@ -189,4 +200,24 @@ async fn a_working_directory_that_is_not_one_is_a_start_error() {
         error.to_string(),
         "working directory /nonexistent: not a directory"
     );
+}
+
+#[tokio::test]
+async fn the_request_s_bytes_are_the_command_s_stdin_then_end_of_file() {
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    let (events, report) = run_with_input("cat; echo end", bytes.clone(), None, None).await;
+    assert_eq!(report.exited.status, ExitStatus::Code(0));
+    let mut expected = bytes;
+    expected.extend_from_slice(b"end\n");
+    assert_eq!(output(&events, true), expected);
+
+    // A command that reads none of a large input is not held up by it.
+    let timeout = Some(Duration::from_secs(30));
+    let (events, report) = run_with_input("echo ignored", vec![b'x'; 1 << 20], None, timeout).await;
+    assert_eq!(report.ending, Ending::Finished);
+    assert_eq!(output(&events, true), b"ignored\n");
+
+    // No input reads as /dev/null.
+    let (events, _) = run("cat; echo none", None, None).await;
+    assert_eq!(output(&events, true), b"none\n");
 }

@@ -11,6 +11,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
 use rustix::process::{Pid, Signal};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe::Receiver;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -31,11 +32,16 @@ pub struct Group {
     group: Option<Pid>,
 }
 
-/// Spawns `command` in a new process group, stdin from /dev/null, stdout and stderr piped;
-/// `program` names it in errors.
-pub fn spawn(mut command: Command, program: String) -> Result<Process, ExecError> {
+/// Spawns `command` in a new process group, stdout and stderr piped; `program` names it in
+/// errors. Its stdin is `input`, then end of file, fed by a task of its own so that a command
+/// that never reads it blocks nothing; /dev/null when `input` is empty.
+pub fn spawn(mut command: Command, program: String, input: Vec<u8>) -> Result<Process, ExecError> {
     command
-        .stdin(Stdio::null())
+        .stdin(if input.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -44,6 +50,13 @@ pub fn spawn(mut command: Command, program: String) -> Result<Process, ExecError
     let mut child = command
         .spawn()
         .map_err(|source| ExecError::Spawn { program, source })?;
+    if let Some(mut pipe) = child.stdin.take() {
+        // A command that exits without reading everything closes the pipe: the write fails
+        // and the task ends, as `cat file | cmd` would. Dropping the pipe is the end of file.
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&input).await;
+        });
+    }
     let reaped = || ExecError::Spawn {
         program: "the command".to_string(),
         source: io::Error::other("it was reaped before it was supervised"),

@@ -62,7 +62,7 @@ pub enum ExecutorError {
     )]
     Bus {
         choice: &'static str,
-        source: zbus::Error,
+        source: systemd::ConnectError,
     },
 }
 
@@ -117,14 +117,20 @@ impl Executor {
         matches!(self, Executor::Direct)
     }
 
-    /// Starts the helper `call` for the execution `execution_id`.
-    pub async fn start(&self, call: HelperCall, execution_id: &str) -> Result<Process, ExecError> {
+    /// Starts the helper `call` for the execution `execution_id`, with `input` on the
+    /// command's stdin.
+    pub async fn start(
+        &self,
+        call: HelperCall,
+        execution_id: &str,
+        input: Vec<u8>,
+    ) -> Result<Process, ExecError> {
         match self {
             Executor::Direct => {
                 let program = call.program.clone();
-                direct::spawn(direct_command(call), program)
+                direct::spawn(direct_command(call), program, input)
             }
-            Executor::Systemd(systemd) => systemd.start(call, execution_id).await,
+            Executor::Systemd(systemd) => systemd.start(call, execution_id, input).await,
         }
     }
 

@@ -7,7 +7,8 @@
 //! get), umask and environment, which the helper then replaces with the session's. Its stdin,
 //! stdout and stderr are pipes the agent made and passed to systemd, so output is streamed with
 //! backpressure as a child's would be; stdin carries the session's environment first (see
-//! [`crate::as_user`]).
+//! [`crate::as_user`]), then the request's bytes and end of file, or /dev/null when there are
+//! none.
 //!
 //! - `Type=exec`: the start job ends once the helper runs. Its words are passed with every `$`
 //!   doubled, which systemd turns back into one instead of expanding variables.
@@ -80,6 +81,11 @@ pub fn is_our_manager() -> bool {
         && rustix::process::getppid().is_some_and(|parent| parent.as_raw_nonzero().get() == 1)
 }
 
+/// Why the agent cannot talk to systemd.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ConnectError(#[from] zbus::Error);
+
 /// The executor's link to systemd.
 #[derive(Debug)]
 pub struct Systemd {
@@ -91,7 +97,7 @@ pub struct Systemd {
 }
 
 impl Systemd {
-    pub async fn connect() -> zbus::Result<Systemd> {
+    pub async fn connect() -> Result<Systemd, ConnectError> {
         Ok(Systemd {
             bus: Bus::connect().await?,
             binary: format!("/proc/{}/exe", std::process::id()),
@@ -118,14 +124,23 @@ impl Systemd {
         format!("{PREFIX}{id}-{}-{number}.service", std::process::id())
     }
 
-    /// Starts `call` as a transient service and waits until the helper runs.
-    pub async fn start(&self, call: HelperCall, execution_id: &str) -> Result<Process, ExecError> {
+    /// Starts `call` as a transient service and waits until the helper runs; `input` goes to
+    /// the command's stdin.
+    pub async fn start(
+        &self,
+        call: HelperCall,
+        execution_id: &str,
+        input: Vec<u8>,
+    ) -> Result<Process, ExecError> {
         let name = self.unit_name(execution_id);
         let failed = |reason: String| ExecError::Unit {
             unit: name.clone(),
             reason,
         };
-        let call = call.with_flag(as_user::ENV_FROM_STDIN);
+        let mut call = call.with_flag(as_user::ENV_FROM_STDIN);
+        if input.is_empty() {
+            call = call.with_flag(as_user::NULL_STDIN);
+        }
         let mut argv = vec!["volley-agent".to_string()];
         for arg in call.args {
             let arg = arg.into_string().map_err(|arg| {
@@ -226,17 +241,18 @@ impl Systemd {
                 return Err(error);
             }
         };
-        // The helper reads the header first thing; a helper that died cannot, and its end
-        // says why.
-        let header = as_user::env_header(&call.env);
-        match tokio::time::timeout(START_WITHIN, stdin.write_all(&header)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(unit = %name, %error, "cannot hand the command its environment");
+        // The helper reads the header first thing, and the command the input after it: a task of
+        // its own feeds them, so that a command that never reads its stdin blocks nothing. A
+        // command that exits first closes the pipe, and the write ends, as `cat file | cmd`
+        // would. Dropping the pipe is the end of file.
+        let mut stdin_bytes = as_user::env_header(&call.env);
+        stdin_bytes.extend_from_slice(&input);
+        let unit = name.clone();
+        tokio::spawn(async move {
+            if let Err(error) = stdin.write_all(&stdin_bytes).await {
+                tracing::debug!(%unit, %error, "the command's stdin was closed early");
             }
-            Err(_) => tracing::warn!(unit = %name, "the command did not read its environment"),
-        }
-        drop(stdin);
+        });
         let (done, ended) = oneshot::channel();
         tokio::spawn(watch(self.bus.clone(), path, changes, done));
         Ok(Process {

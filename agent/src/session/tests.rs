@@ -10,6 +10,7 @@ fn spec(user: Option<&str>, become_root: bool) -> ExecSpec {
         max_output: None,
         user: user.map(str::to_string),
         become_root,
+        stdin: Vec::new(),
     }
 }
 

@@ -308,6 +308,7 @@ pub fn request(program: Program) -> pb::ExecRequest {
         max_output: None,
         user: None,
         become_root: false,
+        stdin: Vec::new(),
     })
 }
 

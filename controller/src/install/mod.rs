@@ -119,6 +119,7 @@ pub fn plan_arguments(command: AgentCommand) -> (RunArgs, Request) {
         max_output: None,
         output,
         rollout,
+        stdin: None,
         command: vec![format!("volley agent {}", action.name())],
     };
     (

@@ -212,6 +212,7 @@ pub fn header(
         arguments,
         subcommand: Vec::new(),
         retry_of,
+        retry_overrides: Vec::new(),
     }
 }
 

@@ -29,6 +29,7 @@ fn bare_header(hosts: &[&str]) -> Header {
         subcommand: Vec::new(),
 
         retry_of: None,
+        retry_overrides: Vec::new(),
     }
 }
 

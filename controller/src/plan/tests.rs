@@ -15,6 +15,8 @@ hosts = ["db1", "db2"]
 identity_file = "~/.ssh/db_key"
 agent_prefix = "/srv/db"
 become = true
+[groups.empty]
+hosts = []
 [groups.loop_a]
 hosts = ["@loop_b"]
 [groups.loop_b]
@@ -91,6 +93,27 @@ fn targets_resolve_in_order_without_duplicates() {
 }
 
 #[test]
+fn the_same_host_named_twice_runs_once_under_its_first_name() {
+    // The local user is `me`, the inventory's `ops`, port 2200 at its top level.
+    check(&["-w", "x,ops@x:2200"], Ok(&["x"]));
+    check(&["-w", "ops@x:2200,X"], Ok(&["ops@x:2200"]));
+    // Another user or port is another login.
+    check(&["-w", "x,root@x,x:22"], Ok(&["x", "root@x", "x:22"]));
+    // web02's inventory entry dials 10.0.0.2:22 as root: naming that address is naming web02.
+    check(&["-w", "web02,root@10.0.0.2:22"], Ok(&["web02"]));
+    // Through a group and a pattern: db1 by name, then again through @db.
+    check(&["-g", "db", "-w", "db1"], Ok(&["db1", "db2"]));
+    // The same name is the same host, even if a later mention would log in otherwise (through
+    // @web, whose user is www): the first mention decides.
+    check(
+        &["-w", "db1", "-g", "web"],
+        Ok(&["db1", "web01", "web02", "web03", "web04", "db2"]),
+    );
+    let plan = plan(&["-w", "db1", "-g", "web"]).unwrap();
+    assert_eq!(plan.hosts[0].user, "ops");
+}
+
+#[test]
 fn exclusions_take_names_ranges_groups_and_globs() {
     check(
         &["-g", "web", "-x", "web02"],
@@ -120,7 +143,7 @@ fn input_errors_are_one_line_and_name_the_input() {
     );
     check(
         &["-g", "nope"],
-        Err("unknown group 'nope' (groups in HOME/inventory.toml: db, loop_a, loop_b, web)"),
+        Err("unknown group 'nope' (groups in HOME/inventory.toml: db, empty, loop_a, loop_b, web)"),
     );
     check(
         &["-g", "loop_a"],
@@ -128,7 +151,12 @@ fn input_errors_are_one_line_and_name_the_input() {
     );
     check(
         &["-w", "a", "-x", "a"],
-        Err("no targets left after --exclude"),
+        Err("no targets left: -x 'a' leaves out all 1 of them"),
+    );
+    check(&["-w", ""], Err("no targets: -w '' names no host"));
+    check(
+        &["-w", " ", "-g", "empty"],
+        Err("no targets: -w ' ', -g 'empty' name no host"),
     );
     check(
         &["--hosts-file", "/nonexistent/hosts"],
@@ -146,9 +174,88 @@ fn input_errors_are_one_line_and_name_the_input() {
             "--max-output: bad size 'lots': expected a number (examples: 1MiB, 64KiB, 4096)",
         ),
         ("--parallel", "0", "--parallel: must be at least 1"),
+        (
+            "--connect-timeout",
+            "0s",
+            "--connect-timeout: must be more than 0",
+        ),
     ] {
         check(&["-w", "a", flag, value], Err(message));
     }
+}
+
+#[test]
+fn timeout_zero_means_no_timeout() {
+    assert_eq!(
+        plan(&["-w", "a", "--timeout", "0"])
+            .unwrap()
+            .command_timeout,
+        None
+    );
+    assert_eq!(
+        plan(&["-w", "a", "-t", "90s"]).unwrap().command_timeout,
+        Some(Duration::from_secs(90))
+    );
+}
+
+#[test]
+fn settings_from_the_inventory_or_the_environment_are_named_so_in_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let inventory = home.path().join("inventory.toml");
+    let check = |text: &str, variables: &[(&str, &str)], expected: &str| {
+        std::fs::write(&inventory, text).unwrap();
+        let argv = [
+            "volley",
+            "run",
+            "--inventory",
+            inventory.to_str().unwrap(),
+            "-w",
+            "a",
+            "--",
+            "true",
+        ];
+        let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!()
+        };
+        let env = Environment {
+            home: home.path().to_path_buf(),
+            local_user: "me".to_string(),
+            variables: variables
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+        };
+        let error = RunPlan::new(&run, &env).unwrap_err().to_string();
+        assert_eq!(
+            error.replace(&home.path().display().to_string(), "HOME"),
+            expected
+        );
+    };
+    check(
+        "timeout = \"soon\"\n",
+        &[],
+        "inventory HOME/inventory.toml: timeout: bad duration 'soon': expected a number (examples: 30s, 250ms, 1m30s)",
+    );
+    check(
+        "parallel = 0\n",
+        &[],
+        "inventory HOME/inventory.toml: parallel: must be at least 1",
+    );
+    check(
+        "connect_timeout = \"0s\"\n",
+        &[],
+        "inventory HOME/inventory.toml: connect_timeout: must be more than 0",
+    );
+    check(
+        "",
+        &[("VOLLEY_MAX_OUTPUT", "lots")],
+        "VOLLEY_MAX_OUTPUT: bad size 'lots': expected a number (examples: 1MiB, 64KiB, 4096)",
+    );
+    check(
+        "journal_keep_runs = 0\n",
+        &[],
+        "inventory HOME/inventory.toml: journal_keep_runs: must be at least 1",
+    );
 }
 
 #[test]

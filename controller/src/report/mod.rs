@@ -11,14 +11,18 @@
 //! - [`gather`]: identical results grouped under folded host lists, at the end.
 //! - [`summary`]: the closing counts per outcome kind, on stderr in every mode.
 //! - [`rollout`]: the batch lines, how far a rollout went, where the run is recorded.
+//! - [`hosts`]: plain tables, and `--list-hosts`.
+//! - [`files`]: `--out-dir`, each host's output in files, and the succeeded/failed lists.
 //! - [`progress`]: the optional progress bar on stderr.
 //! - [`color`]: ANSI colours, applied only when the caller asks.
 
 mod color;
+pub mod files;
 #[cfg(test)]
 mod fixture;
 mod gather;
 mod host_keys;
+mod hosts;
 mod json;
 mod progress;
 mod rollout;
@@ -31,6 +35,7 @@ use tokio::sync::mpsc::{self, error::TryRecvError};
 use volley_common::outcome::HostReport;
 
 pub use host_keys::write_learned_host_keys;
+pub use hosts::{write_host_list, write_table};
 pub use rollout::{write_recorded, write_rollout};
 pub use summary::write_summary;
 
@@ -40,13 +45,26 @@ use self::stream::StreamRenderer;
 use crate::event::Event;
 use crate::plan::OutputMode;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReportOptions {
     pub mode: OutputMode,
-    /// Colour host names and outcomes (already resolved from `--color` and the terminal).
-    pub color: bool,
+    /// Whether to colour what goes to each stream (already resolved from `--color` and whether
+    /// that stream is a terminal).
+    pub colors: Colors,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Put `HOST: ` before each streamed line (`-N` turns it off).
+    pub prefix: bool,
+    /// `--out-dir`: also write each host's output to files there (made by [`files::prepare`]).
+    pub out_dir: Option<std::path::PathBuf>,
+}
+
+/// Colour, decided per stream: stdout may be a terminal while stderr goes to a file, and the
+/// file must not get escape codes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Colors {
+    pub stdout: bool,
+    pub stderr: bool,
 }
 
 /// Output is written once this much is buffered even while events keep coming, so memory stays
@@ -58,18 +76,24 @@ const FLUSH_AT: usize = 64 * 1024;
 /// gets `None`.
 ///
 /// A failed write (say, stdout is a closed pipe) ends the report early with that error; the
-/// receiver is then dropped, so the run's remaining events go nowhere.
+/// receiver is then dropped, so the run's remaining events go nowhere. `reader_gone` ends it the
+/// same way, as a broken pipe, when the reader went away while nothing was being written.
 pub async fn report(
     hosts: Vec<String>,
     options: ReportOptions,
     events: mpsc::Receiver<Event>,
+    reader_gone: tokio_util::sync::CancellationToken,
 ) -> io::Result<Vec<Option<HostReport>>> {
     // The handles are locked per write, not for the whole run: a lock held across `.await` would
     // make this future `!Send` and would block every other writer (logging on stderr) until the
     // run ends. Buffering here keeps the writes, and so the locks, to one per flush.
     let mut terminal = Terminal::new(io::stdout(), io::stderr());
     let progress = options.progress.then(|| Progress::new(hosts.len()));
-    consume(hosts, options, events, &mut terminal, progress).await
+    tokio::select! {
+        biased;
+        () = reader_gone.cancelled() => Err(io::ErrorKind::BrokenPipe.into()),
+        reports = consume(hosts, options, events, &mut terminal, progress) => reports,
+    }
 }
 
 /// The loop of [`report`], with the terminal passed in so that tests can capture it.
@@ -81,13 +105,25 @@ async fn consume<O: Write, E: Write>(
     mut progress: Option<Progress>,
 ) -> io::Result<Vec<Option<HostReport>>> {
     let paint = Paint {
-        enabled: options.color,
+        enabled: options.colors.stdout,
     };
     let mut reports: Vec<Option<HostReport>> = vec![None; hosts.len()];
-    // The stream renderer takes the names; batch lines need them in every mode.
+    let mut files = options
+        .out_dir
+        .clone()
+        .map(|dir| files::OutDir::new(dir, &hosts));
+    // The stream renderer takes the names; batch lines and the host lists need them.
     let names = hosts.clone();
-    let mut stream =
-        (options.mode == OutputMode::Stream).then(|| StreamRenderer::new(hosts, paint));
+    let mut stream = (options.mode == OutputMode::Stream).then(|| {
+        let style = stream::Style {
+            out: paint,
+            err: Paint {
+                enabled: options.colors.stderr,
+            },
+            prefix: options.prefix,
+        };
+        StreamRenderer::new(hosts, style)
+    });
     loop {
         let event = match events.try_recv() {
             Ok(event) => event,
@@ -107,12 +143,18 @@ async fn consume<O: Write, E: Write>(
                 if let Some(progress) = progress.as_mut() {
                     progress.started(host);
                 }
+                if let Some(files) = files.as_mut() {
+                    files.started(host)?;
+                }
             }
             Event::Output {
                 host,
                 stream: which,
                 data,
             } => {
+                if let Some(files) = files.as_mut() {
+                    files.output(host, which, &data)?;
+                }
                 if let Some(stream) = stream.as_mut() {
                     stream.output(host, which, &data, &mut terminal.out, &mut terminal.err)?;
                 }
@@ -125,6 +167,9 @@ async fn consume<O: Write, E: Write>(
                 rollout::write_batch_started(&mut terminal.err, &names, batch, batches, range)?;
             }
             Event::Finished { host, report } => {
+                if let Some(files) = files.as_mut() {
+                    files.finished(host);
+                }
                 match options.mode {
                     OutputMode::Stream => {
                         if let Some(stream) = stream.as_mut() {
@@ -155,6 +200,9 @@ async fn consume<O: Write, E: Write>(
     if options.mode == OutputMode::Gather {
         gather::write_groups(&mut terminal.out, &reports, paint)?;
         terminal.flush(None)?;
+    }
+    if let Some(files) = files.as_mut() {
+        files.write_lists(&names, &reports)?;
     }
     Ok(reports)
 }
@@ -234,8 +282,10 @@ mod tests {
         let (sender, receiver) = mpsc::channel(4);
         let options = ReportOptions {
             mode,
-            color: false,
+            colors: Colors::default(),
             progress: false,
+            prefix: true,
+            out_dir: None,
         };
         let producer = tokio::spawn(async move {
             for event in events {
@@ -367,9 +417,12 @@ mod tests {
         let (_sender, receiver) = mpsc::channel(1);
         let options = ReportOptions {
             mode: OutputMode::Stream,
-            color: false,
+            colors: Colors::default(),
             progress: false,
+            prefix: true,
+            out_dir: None,
         };
-        assert_send(&report(Vec::new(), options, receiver));
+        let stop = tokio_util::sync::CancellationToken::new();
+        assert_send(&report(Vec::new(), options, receiver, stop));
     }
 }

@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use std::ops::Range;
 
 use volley_common::fold::fold;
+use volley_common::outcome::Outcome;
 
 use crate::event::RunEnd;
 
@@ -56,15 +57,43 @@ pub fn write_rollout(
     writeln!(out, "volley: {}", parts.join("; "))
 }
 
-/// Where the run is recorded, and how to retry the hosts that did not succeed, if any.
-pub fn write_recorded(out: &mut impl Write, id: &str, not_succeeded: usize) -> io::Result<()> {
-    if not_succeeded == 0 {
+/// Where the run is recorded, and how to retry the hosts that did not succeed, if any. `failed`
+/// are the outcomes of those hosts (`None`: no outcome). The retry is not offered when every one
+/// of them was refused for its host key or its credentials: a plain retry would meet the same
+/// refusal.
+pub fn write_recorded<'a>(
+    out: &mut impl Write,
+    id: &str,
+    failed: impl IntoIterator<Item = Option<&'a Outcome>>,
+) -> io::Result<()> {
+    let failed: Vec<Option<&Outcome>> = failed.into_iter().collect();
+    if failed.is_empty() {
         return Ok(());
+    }
+    if failed
+        .iter()
+        .all(|outcome| outcome.is_some_and(fails_again))
+    {
+        return writeln!(
+            out,
+            "volley: run {id}: no retry offered: the {} that did not succeed were refused for host keys or credentials, which a retry would meet again",
+            count(failed.len())
+        );
     }
     writeln!(
         out,
         "volley: run {id}: `volley retry {id}` runs it again on the {} that did not succeed",
-        count(not_succeeded)
+        count(failed.len())
+    )
+}
+
+/// Outcomes that retrying without a change (of known_hosts, keys, or flags) cannot mend.
+fn fails_again(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::AuthFailed { .. }
+            | Outcome::HostKeyUnknown { .. }
+            | Outcome::HostKeyChanged { .. }
     )
 }
 
@@ -146,13 +175,30 @@ mod tests {
     }
 
     #[test]
-    fn the_retry_hint_appears_only_after_failures() {
-        let mut out = Vec::new();
-        write_recorded(&mut out, "20261127T065812Z-3f9a", 0).unwrap();
-        write_recorded(&mut out, "20261127T065812Z-3f9a", 3).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "volley: run 20261127T065812Z-3f9a: `volley retry 20261127T065812Z-3f9a` runs it again on the 3 hosts that did not succeed\n"
+    fn the_retry_hint_appears_only_after_failures_a_retry_may_mend() {
+        let id = "20261127T065812Z-3f9a";
+        let refused = Outcome::Unreachable {
+            reason: "connection refused".into(),
+        };
+        let unknown = Outcome::HostKeyUnknown {
+            fingerprint: "SHA256:x".into(),
+        };
+        let rejected = Outcome::AuthFailed {
+            reason: "rejected".into(),
+        };
+        let check = |failed: &[Option<&Outcome>], expected: &str| {
+            let mut out = Vec::new();
+            write_recorded(&mut out, id, failed.iter().copied()).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{failed:?}");
+        };
+        check(&[], "");
+        check(
+            &[Some(&refused), Some(&unknown), None],
+            "volley: run 20261127T065812Z-3f9a: `volley retry 20261127T065812Z-3f9a` runs it again on the 3 hosts that did not succeed\n",
+        );
+        check(
+            &[Some(&unknown), Some(&rejected)],
+            "volley: run 20261127T065812Z-3f9a: no retry offered: the 2 hosts that did not succeed were refused for host keys or credentials, which a retry would meet again\n",
         );
     }
 }

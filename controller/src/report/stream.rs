@@ -96,28 +96,42 @@ fn strip_cr(line: &[u8], terminated: bool) -> &[u8] {
     }
 }
 
+/// How stream mode looks: the colours of each stream, and whether lines carry their host.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Style {
+    pub(crate) out: Paint,
+    pub(crate) err: Paint,
+    /// `HOST: ` before each output line; `-N` leaves it out, as `pdsh -N` does.
+    pub(crate) prefix: bool,
+}
+
 /// Renders stream mode: output lines as they complete, and a line for each failed host.
 pub(crate) struct StreamRenderer {
     hosts: Vec<String>,
-    /// `HOST: ` for each host number, coloured once up front.
-    prefixes: Vec<Vec<u8>>,
+    /// `HOST: ` for each host number, coloured once up front: for stdout, then for stderr.
+    prefixes: [Vec<Vec<u8>>; 2],
     /// Partial lines of the hosts that have output pending: stdout, then stderr.
     lines: HashMap<usize, [LineBuffer; 2]>,
-    paint: Paint,
+    style: Style,
 }
 
 impl StreamRenderer {
-    pub(crate) fn new(hosts: Vec<String>, paint: Paint) -> StreamRenderer {
-        let prefixes = hosts
-            .iter()
-            .enumerate()
-            .map(|(index, name)| format!("{}: ", paint.host(name, index)).into_bytes())
-            .collect();
+    pub(crate) fn new(hosts: Vec<String>, style: Style) -> StreamRenderer {
+        let prefixes = |paint: Paint| {
+            hosts
+                .iter()
+                .enumerate()
+                .map(|(index, name)| match style.prefix {
+                    true => format!("{}: ", paint.host(name, index)).into_bytes(),
+                    false => Vec::new(),
+                })
+                .collect()
+        };
         StreamRenderer {
+            prefixes: [prefixes(style.out), prefixes(style.err)],
             hosts,
-            prefixes,
             lines: HashMap::new(),
-            paint,
+            style,
         }
     }
 
@@ -130,11 +144,11 @@ impl StreamRenderer {
         out: &mut impl Write,
         err: &mut impl Write,
     ) -> io::Result<()> {
-        let prefix = prefix_of(&self.prefixes, host);
+        let (out_prefix, err_prefix) = self.prefixes_of(host);
         let buffers = self.lines.entry(host).or_default();
         match stream {
-            Stream::Stdout => buffers[0].push(data, |line| write_line(out, &prefix, line)),
-            Stream::Stderr => buffers[1].push(data, |line| write_line(err, &prefix, line)),
+            Stream::Stdout => buffers[0].push(data, |line| write_line(out, &out_prefix, line)),
+            Stream::Stderr => buffers[1].push(data, |line| write_line(err, &err_prefix, line)),
         }
     }
 
@@ -152,13 +166,15 @@ impl StreamRenderer {
         if report.outcome.is_success() || report.outcome == Outcome::Skipped {
             return Ok(());
         }
+        // The failure line names its host even with `-N`: it is about the host, not its output.
         let name = self.hosts.get(host).unwrap_or(&report.host);
         let failure = match ran_over(report) {
             Some(transport) => format!("volley: {} ({transport})", report.outcome),
             None => format!("volley: {}", report.outcome),
         };
-        let failure = self.paint.failure(failure);
-        writeln!(err, "{}: {failure}", self.paint.host(name, host))
+        let paint = self.style.err;
+        let failure = paint.failure(failure);
+        writeln!(err, "{}: {failure}", paint.host(name, host))
     }
 
     /// Writes the partial lines of hosts that never finished; the run should not leave any, but
@@ -181,9 +197,20 @@ impl StreamRenderer {
         let Some([mut stdout, mut stderr]) = self.lines.remove(&host) else {
             return Ok(());
         };
-        let prefix = prefix_of(&self.prefixes, host);
-        stdout.finish(|line| write_line(out, &prefix, line))?;
-        stderr.finish(|line| write_line(err, &prefix, line))
+        let (out_prefix, err_prefix) = self.prefixes_of(host);
+        stdout.finish(|line| write_line(out, &out_prefix, line))?;
+        stderr.finish(|line| write_line(err, &err_prefix, line))
+    }
+
+    /// The prefixes of a host number for stdout and stderr; a number outside the host list (a
+    /// bug upstream) still gets a name.
+    fn prefixes_of(&self, host: usize) -> (Vec<u8>, Vec<u8>) {
+        let of = |prefixes: &[Vec<u8>]| match prefixes.get(host) {
+            Some(prefix) => prefix.clone(),
+            None if self.style.prefix => format!("host#{host}: ").into_bytes(),
+            None => Vec::new(),
+        };
+        (of(&self.prefixes[0]), of(&self.prefixes[1]))
     }
 }
 
@@ -201,14 +228,6 @@ pub(crate) fn ran_over(report: &HostReport) -> Option<String> {
         ),
         None => report.transport.to_string(),
     })
-}
-
-/// The prefix of a host number; one outside the host list (a bug upstream) still gets a name.
-fn prefix_of(prefixes: &[Vec<u8>], host: usize) -> std::borrow::Cow<'_, [u8]> {
-    match prefixes.get(host) {
-        Some(prefix) => prefix.as_slice().into(),
-        None => format!("host#{host}: ").into_bytes().into(),
-    }
 }
 
 fn write_line(out: &mut impl Write, prefix: &[u8], line: &[u8]) -> io::Result<()> {
@@ -318,8 +337,18 @@ mod tests {
     }
 
     fn render(color: bool, steps: &[Step]) -> Rendered {
+        let paint = Paint { enabled: color };
+        let style = Style {
+            out: paint,
+            err: paint,
+            prefix: true,
+        };
+        render_with(style, steps)
+    }
+
+    fn render_with(style: Style, steps: &[Step]) -> Rendered {
         let hosts = vec!["h01".to_owned(), "h02".to_owned(), "h03".to_owned()];
-        let mut renderer = StreamRenderer::new(hosts.clone(), Paint { enabled: color });
+        let mut renderer = StreamRenderer::new(hosts.clone(), style);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         for step in steps {
             match step {
@@ -437,6 +466,46 @@ mod tests {
             String::from_utf8(rendered.err).unwrap(),
             "h01: volley: exited with status 1 (ssh, fell back from the agent: the agent refused our certificate)\n\
              h02: volley: cancelled\n"
+        );
+    }
+
+    #[test]
+    fn each_stream_gets_its_own_colours_and_no_prefix_leaves_the_lines_bare() {
+        let steps = [
+            Step::Out(0, "up\n"),
+            Step::Err(0, "warn\n"),
+            Step::Done(
+                0,
+                Outcome::ConnectTimeout {
+                    reason: String::new(),
+                },
+            ),
+        ];
+        // A terminal on stdout, a file on stderr: no escape codes in the file.
+        let style = Style {
+            out: Paint { enabled: true },
+            err: Paint { enabled: false },
+            prefix: true,
+        };
+        let rendered = render_with(style, &steps);
+        assert_eq!(
+            String::from_utf8(rendered.out).unwrap(),
+            "\x1b[1;36mh01\x1b[0m: up\n"
+        );
+        assert_eq!(
+            String::from_utf8(rendered.err).unwrap(),
+            "h01: warn\nh01: volley: connect timed out (ssh)\n"
+        );
+        let bare = Style {
+            out: Paint { enabled: false },
+            err: Paint { enabled: false },
+            prefix: false,
+        };
+        let rendered = render_with(bare, &steps);
+        assert_eq!(String::from_utf8(rendered.out).unwrap(), "up\n");
+        assert_eq!(
+            String::from_utf8(rendered.err).unwrap(),
+            "warn\nh01: volley: connect timed out (ssh)\n"
         );
     }
 

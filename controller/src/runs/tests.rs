@@ -9,7 +9,7 @@ use volley_common::journal::{
 use volley_common::outcome::{Fallback, FallbackReason, Outcome, TransportKind};
 
 use super::*;
-use crate::cli::{RetryArgs, ShowArgs};
+use crate::cli::{Cli, Command, RetryArgs, RetryOverrides, ShowArgs};
 
 const ROLLOUT: &str = "20261127T065812Z-3f9a";
 const KILLED: &str = "20261127T070000Z-0b1c";
@@ -47,6 +47,7 @@ fn header(id: &str, started: &str, hosts: &[&str], batches: Vec<usize>) -> Heade
         subcommand: Vec::new(),
 
         retry_of: None,
+        retry_overrides: Vec::new(),
     }
 }
 
@@ -269,8 +270,9 @@ fn retried(dir: &Path, run: &str, only: Option<&str>) -> Result<Vec<String>, Str
     let args = RetryArgs {
         run: run.to_string(),
         only: only.map(str::to_string),
+        overrides: RetryOverrides::default(),
     };
-    retry(dir, &args)
+    retry(dir, &args, Vec::new())
         .map(|retry| retry.hosts)
         .map_err(|e| e.to_string())
 }
@@ -312,7 +314,9 @@ fn a_retry_runs_the_recorded_arguments() {
         &RetryArgs {
             run: ROLLOUT.to_string(),
             only: None,
+            overrides: RetryOverrides::default(),
         },
+        vec![ROLLOUT.to_string()],
     )
     .unwrap();
     assert_eq!(retry.retry_of, ROLLOUT);
@@ -357,8 +361,9 @@ fn a_recorded_agent_operation_is_retried_as_that_operation() {
     let args = RetryArgs {
         run: ROLLOUT.to_string(),
         only: Some("step_failed".to_string()),
+        overrides: RetryOverrides::default(),
     };
-    let retry = retry(dir.path(), &args).unwrap();
+    let retry = retry(dir.path(), &args, Vec::new()).unwrap();
     assert_eq!(retry.hosts, ["web2"]);
     let agent = retry.agent.expect("an agent operation");
     assert_eq!(agent.action, crate::install::Action::Install);
@@ -396,4 +401,77 @@ fn a_retry_runs_on_exactly_its_hosts_or_not_at_all() {
             .to_string(),
         "run 20261127T065812Z-3f9a: no longer among the targets of its arguments: web[7-8] (did the inventory change?)"
     );
+}
+
+/// `volley retry ARGS` as clap parses it.
+fn retry_args(args: &[&str]) -> RetryArgs {
+    let argv = ["volley", "retry"].iter().chain(args).copied();
+    match Cli::try_parse_from(argv).unwrap().command {
+        Command::Retry(args) => *args,
+        _ => unreachable!("the arguments start with `retry`"),
+    }
+}
+
+fn words(args: &[&str]) -> Vec<String> {
+    args.iter().map(|arg| arg.to_string()).collect()
+}
+
+#[test]
+fn a_retry_s_flags_replace_the_recorded_ones_and_are_kept_for_its_retries() {
+    let dir = runs();
+    let given = [
+        ROLLOUT,
+        "-p",
+        "7",
+        "--timeout",
+        "10m",
+        "--json",
+        "--max-failures",
+        "1",
+    ];
+    let first = retry(dir.path(), &retry_args(&given), words(&given)).unwrap();
+    assert_eq!(first.args.limits.parallel, Some(7));
+    assert_eq!(first.args.limits.timeout.as_deref(), Some("10m"));
+    assert!(first.args.output.json);
+    // Not given: recorded.
+    assert_eq!(first.args.rollout.batch.as_deref(), Some("2"));
+    assert_eq!(first.overrides, [words(&given)]);
+    // The recorded arguments are kept as they were: the overrides travel beside them.
+    assert_eq!(first.arguments, runs_header_arguments());
+
+    // The retry of that retry: its journal names the first retry, whose overrides still hold
+    // where the second retry says nothing, and lose where it says otherwise.
+    let retried_id = "20261127T080000Z-aaaa";
+    let mut recorded = header(
+        retried_id,
+        "2026-11-27T08:00:00.000Z",
+        &["web2", "web3"],
+        vec![2],
+    );
+    recorded.retry_of = Some(ROLLOUT.to_string());
+    recorded.retry_overrides = first.overrides.clone();
+    write(
+        dir.path(),
+        retried_id,
+        &[
+            Entry::Header(Box::new(recorded)),
+            host("web2", 1, refused()),
+            host("web3", 1, Outcome::Succeeded),
+        ],
+    );
+    let given = [retried_id, "--gather", "--abort-on-failure", "--batch", "1"];
+    let second = retry(dir.path(), &retry_args(&given), words(&given)).unwrap();
+    assert_eq!(second.hosts, ["web2"]);
+    assert_eq!(second.args.limits.parallel, Some(7));
+    assert_eq!(second.args.limits.timeout.as_deref(), Some("10m"));
+    assert!(second.args.output.gather && !second.args.output.json);
+    assert!(second.args.rollout.abort_on_failure);
+    assert_eq!(second.args.rollout.max_failures, None);
+    assert_eq!(second.args.rollout.batch.as_deref(), Some("1"));
+    assert_eq!(second.overrides.len(), 2);
+    assert_eq!(second.overrides[1], words(&given));
+}
+
+fn runs_header_arguments() -> Vec<String> {
+    header(ROLLOUT, "", &[], Vec::new()).arguments
 }

@@ -154,7 +154,14 @@ impl AgentTransport {
         let connect = tokio::time::timeout(connect_timeout, self.connect(job.host, &progress));
         let mut client = tokio::select! {
             result = connect => match result {
-                Ok(Ok(connected)) => connected.client,
+                Ok(Ok(connected)) => {
+                    // A request larger than the agent takes would be refused mid-way; say why
+                    // before sending it. Nothing has started.
+                    if let Some(outcome) = too_big_for(&connected.info, job.stdin) {
+                        return Attempt::NotReached(ended(outcome, None, None), None);
+                    }
+                    connected.client
+                }
                 Ok(Err(failed)) => return Attempt::NotReached(ended(failed.outcome, None, None), failed.fallback),
                 Err(_) => {
                     let reason = progress.stalled(connect_timeout);
@@ -287,6 +294,7 @@ impl AgentTransport {
             max_output: None,
             user: Some(job.host.user.clone()),
             become_root: job.host.become_root,
+            stdin: job.stdin.map(|bytes| bytes.to_vec()).unwrap_or_default(),
         };
         let mut stream = match client.exec(pb::ExecRequest::from(spec)).await {
             Ok(response) => response.into_inner(),
@@ -372,6 +380,23 @@ impl Transport for AgentTransport {
             }
         })
     }
+}
+
+/// Room left in a request for everything but the stdin bytes.
+const REQUEST_OVERHEAD: usize = 64 << 10;
+
+/// The outcome of a host whose agent cannot take `--stdin` in one request, if it cannot.
+fn too_big_for(info: &pb::AgentInfo, stdin: Option<&Bytes>) -> Option<Outcome> {
+    let stdin = stdin?.len();
+    let limit = info.limits.as_ref()?.max_message_bytes as usize;
+    let room = limit
+        .min(MAX_MESSAGE_BYTES)
+        .saturating_sub(REQUEST_OVERHEAD);
+    (stdin > room).then(|| Outcome::TransportError {
+        reason: format!(
+            "--stdin is {stdin} bytes, more than this agent takes in one request ({room}; its max_message_bytes is {limit}): raise it in the agent's config, or use --transport ssh"
+        ),
+    })
 }
 
 fn ended(outcome: Outcome, connected_after: Option<Duration>, ran_for: Option<Duration>) -> Ended {

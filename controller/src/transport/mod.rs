@@ -102,6 +102,8 @@ pub struct Job<'a> {
     pub command: &'a str,
     pub limits: RunLimits,
     pub output: &'a mut OutputSink,
+    /// What the command reads on its stdin, then end of file (`--stdin`); `None`: nothing.
+    pub stdin: Option<&'a Bytes>,
     /// Cancelled on interrupt: the transport stops the remote command and returns `Cancelled`.
     pub cancel: CancellationToken,
 }

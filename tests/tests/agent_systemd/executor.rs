@@ -171,10 +171,11 @@ pub fn the_same_probe_prints_the_same_over_ssh_and_through_the_agent(systemd: &S
 }
 
 pub fn exit_codes_signals_and_streams_are_reported_as_on_the_direct_path(systemd: &Systemd) {
-    // stdin is empty: nothing of what the agent hands the helper reaches the command.
+    // Without input, stdin is /dev/null, as over SSH: nothing of what the agent hands the
+    // helper reaches the command.
     let output = systemd.run(
         &["--transport", "agent"],
-        "wc -c; echo out; echo err >&2; exit 3",
+        "readlink /proc/self/fd/0; wc -c; echo out; echo err >&2; exit 3",
     );
     output.assert_code(SOME_FAILED);
     let records = output.records_by_host();
@@ -186,9 +187,31 @@ pub fn exit_codes_signals_and_streams_are_reported_as_on_the_direct_path(systemd
                 record.stdout.as_str(),
                 record.stderr.as_str()
             ),
-            (Some(3), "0\nout\n", "err\n"),
+            (Some(3), "/dev/null\n0\nout\n", "err\n"),
             "{host}: {record:?}"
         );
+    }
+    // With `--stdin`, exactly its bytes, then end of file.
+    let input = systemd.fleet.dir().join("input");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    std::fs::write(&input, &bytes).expect("write the input");
+    let input = input.display().to_string();
+    let output = systemd.run(
+        &["--transport", "agent", "--stdin", &input],
+        "cksum; echo end",
+    );
+    output.assert_code(SUCCEEDED);
+    let records = output.records_by_host();
+    // The same program on this machine, on the file itself.
+    let local = std::process::Command::new("cksum")
+        .stdin(std::fs::File::open(&input).expect("the input"))
+        .output()
+        .expect("cksum runs here");
+    let expected = String::from_utf8_lossy(&local.stdout).into_owned();
+    assert!(expected.ends_with(" 300000\n"), "{expected}");
+    for host in HOSTS {
+        let record = expect_outcome_via(&output, &records, host, "succeeded", "agent");
+        assert_eq!(record.stdout, format!("{expected}end\n"), "{host}");
     }
     let output = systemd.run(&["--transport", "agent"], "kill -SEGV $$");
     output.assert_code(SOME_FAILED);

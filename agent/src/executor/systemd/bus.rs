@@ -1,5 +1,4 @@
-//! The D-Bus calls the systemd executor makes to PID 1, and the names they use. Only this file
-//! knows zbus.
+//! The D-Bus calls the systemd executor makes to PID 1, and the names they use.
 //!
 //! The agent talks to systemd over the system bus, as root, as `systemd-run` does. systemd's
 //! private socket (`/run/systemd/private`) would spare the bus daemon, but systemd names itself

@@ -23,6 +23,7 @@ fn journal(dir: &Path, id: &str, started: &str, padding: usize) {
         subcommand: Vec::new(),
 
         retry_of: None,
+        retry_overrides: Vec::new(),
     };
     let line = serde_json::to_string(&Entry::Header(Box::new(header))).unwrap() + "\n";
     std::fs::write(dir.join(format!("{id}.jsonl")), line).unwrap();

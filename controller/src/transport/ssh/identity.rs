@@ -40,6 +40,8 @@ pub struct Identities {
     /// Files offered to every host, after the host's own.
     global: Vec<PathBuf>,
     agent: Option<Agent>,
+    /// Why the ssh-agent named by `SSH_AUTH_SOCK` could not be used, for the operator.
+    pub agent_problem: Option<String>,
 }
 
 /// A connected ssh-agent. Signing goes through one connection, taken in turn: a signature is a
@@ -80,10 +82,15 @@ impl Identities {
                 files.insert(path.clone(), read_identity(path));
             }
         }
+        let (agent, agent_problem) = match connect_agent().await {
+            Ok(agent) => (agent, None),
+            Err(problem) => (None, Some(problem)),
+        };
         Ok(Identities {
             files,
             global,
-            agent: connect_agent().await,
+            agent,
+            agent_problem,
         })
     }
 
@@ -121,15 +128,14 @@ fn read_identity(path: &Path) -> IdentityFile {
 }
 
 /// Connects to the agent named by `SSH_AUTH_SOCK`, if any, and lists its keys. An agent that
-/// cannot be reached is treated as absent: identity files may still do.
-async fn connect_agent() -> Option<Agent> {
-    std::env::var_os("SSH_AUTH_SOCK")?;
+/// cannot be reached is treated as absent (identity files may still do); the error says why.
+async fn connect_agent() -> Result<Option<Agent>, String> {
+    if std::env::var_os("SSH_AUTH_SOCK").is_none() {
+        return Ok(None);
+    }
     let mut client = match AgentClient::connect_env().await {
         Ok(client) => client,
-        Err(error) => {
-            tracing::warn!("ssh-agent not usable: {error}");
-            return None;
-        }
+        Err(error) => return Err(format!("ssh-agent (SSH_AUTH_SOCK) not usable: {error}")),
     };
     let keys = match client.request_identities().await {
         Ok(identities) => identities
@@ -140,12 +146,13 @@ async fn connect_agent() -> Option<Agent> {
             })
             .collect(),
         Err(error) => {
-            tracing::warn!("ssh-agent did not list its keys: {error}");
-            return None;
+            return Err(format!(
+                "ssh-agent (SSH_AUTH_SOCK) did not list its keys: {error}"
+            ));
         }
     };
-    Some(Agent {
+    Ok(Some(Agent {
         keys,
         client: Mutex::new(client),
-    })
+    }))
 }

@@ -170,10 +170,9 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
             };
         }
     };
-    if let Err(error) = channel
-        .exec(true, remote_stop::wrap(job.command, sudo::needed(job.host)))
-        .await
-    {
+    let stdin_bytes = job.stdin.map(|bytes| bytes.len());
+    let command = remote_stop::wrap(job.command, sudo::needed(job.host), stdin_bytes);
+    if let Err(error) = channel.exec(true, command).await {
         return Outcome::TransportError {
             reason: format!("could not start the command: {error}"),
         };
@@ -182,19 +181,30 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
         .limits
         .command_timeout
         .map(|timeout| tokio::time::Instant::now() + timeout);
+    if let Some(bytes) = job.stdin {
+        // The wrapper takes exactly these bytes before the command starts; no EOF follows,
+        // since EOF is the wrapper's "stop". The timeout counts from here, input included.
+        tokio::select! {
+            sent = channel.data(&bytes[..]) => if let Err(error) = sent {
+                return Outcome::TransportError {
+                    reason: format!("could not send the command's stdin: {error}"),
+                };
+            },
+            outcome = must_stop(deadline, &job.cancel) => {
+                let _ = channel.eof().await;
+                return outcome;
+            }
+        }
+    }
     let mut exit: Option<Outcome> = None;
     loop {
         let message = tokio::select! {
             message = channel.wait() => message,
-            () = sleep_until(deadline) => {
+            outcome = must_stop(deadline, &job.cancel) => {
                 // EOF wakes the wrapper's watcher, which kills the command's process group; the
                 // connection is dropped right after, which wakes it too if EOF got lost.
                 let _ = channel.eof().await;
-                return Outcome::CommandTimeout;
-            }
-            () = job.cancel.cancelled() => {
-                let _ = channel.eof().await;
-                return Outcome::Cancelled;
+                return outcome;
             }
         };
         match message {
@@ -224,6 +234,14 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
     exit.unwrap_or(Outcome::TransportError {
         reason: "the connection closed before the command reported its exit".to_string(),
     })
+}
+
+/// Resolves when the command must be stopped: its timeout, or the run's interrupt.
+async fn must_stop(deadline: Option<tokio::time::Instant>, cancel: &CancellationToken) -> Outcome {
+    tokio::select! {
+        () = sleep_until(deadline) => Outcome::CommandTimeout,
+        () = cancel.cancelled() => Outcome::Cancelled,
+    }
 }
 
 pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -13,20 +13,40 @@
 //!   the wrapper's own clean-up cannot cut the grace period short;
 //! - when the command ends by itself, the wrapper stops the watcher, so background jobs that the
 //!   command left on purpose survive, as they would under plain `ssh`;
+//! - with `--stdin`, the controller sends exactly N bytes first, and `$2` says N. The wrapper
+//!   copies the first N bytes of the channel (`head -c`) into a private temporary file, opens it
+//!   as the command's stdin and removes it before the command starts; only then does the watcher
+//!   start reading the channel, so no stdin byte is taken for "stop", and EOF still means stop.
+//!   A file rather than a pipe: a command that never reads its input must not block the copy,
+//!   or the watcher behind it would never see a stop. Fewer than N bytes means the controller
+//!   stopped (or lost) the run during the transfer: the command is not started;
 //! - a death by signal reaches the wrapper as status 128+N; the wrapper re-raises that signal on
 //!   itself (with core dumps off), so sshd reports `exit-signal` and the controller can tell
 //!   `kill -9` from `exit 137`. The one ambiguity left: a command that itself exits with 129-159
 //!   is reported as killed by that signal, as shells report it too.
 
-/// The wrapper script. `$1` is the operator's command.
-const WRAPPER: &str = r#"exec 3<&0 0</dev/null
+/// The wrapper script. `$1` is the operator's command; `$2`, if given, the number of bytes of
+/// stdin the controller sends for it before anything else.
+const WRAPPER: &str = r#"exec 3<&0 0</dev/null 4</dev/null
+if [ -n "${2-}" ]; then
+  mask=$(umask)
+  umask 077
+  input=$(mktemp "${TMPDIR:-/tmp}/volley-stdin.XXXXXX") || exit 125
+  umask "$mask"
+  head -c "$2" <&3 >"$input"
+  got=$(wc -c <"$input")
+  exec 4<"$input"
+  rm -f "$input"
+  [ "$got" -eq "$2" ] || exit 125
+fi
 shell=${SHELL:-/bin/sh}
 if command -v setsid >/dev/null 2>&1; then
-  setsid "$shell" -c "$1" "${shell##*/}" 3<&- &
+  setsid "$shell" -c "$1" "${shell##*/}" <&4 3<&- 4<&- &
 else
-  "$shell" -c "$1" "${shell##*/}" 3<&- &
+  "$shell" -c "$1" "${shell##*/}" <&4 3<&- 4<&- &
 fi
 cmd=$!
+exec 4<&-
 {
   while read -r _; do :; done
   trap '' TERM
@@ -54,10 +74,14 @@ exit "$rc"
 
 /// The exec string sent to sshd: the remote user's shell runs the wrapper under `sh` (as root
 /// through `sudo -n` when `sudo`, see [`super::sudo`]), with the operator's command as its
-/// argument. Under sudo the wrapper and its watcher are root's, so they can stop whatever the
-/// command started; `${SHELL}` is then root's shell, which sudo sets.
-pub fn wrap(command: &str, sudo: bool) -> String {
-    super::sudo::shell_line(WRAPPER, &["volley", command], sudo)
+/// argument, and the length of its stdin when there is one. Under sudo the wrapper and its
+/// watcher are root's, so they can stop whatever the command started; `${SHELL}` is then root's
+/// shell, which sudo sets.
+pub fn wrap(command: &str, sudo: bool, stdin_bytes: Option<usize>) -> String {
+    let length = stdin_bytes.map(|bytes| bytes.to_string());
+    let mut args = vec!["volley", command];
+    args.extend(length.as_deref());
+    super::sudo::shell_line(WRAPPER, &args, sudo)
 }
 
 #[cfg(test)]
@@ -76,9 +100,13 @@ mod tests {
     }
 
     fn spawn(command: &str) -> std::process::Child {
+        spawn_with(command, None)
+    }
+
+    fn spawn_with(command: &str, stdin_bytes: Option<usize>) -> std::process::Child {
         Command::new("/bin/sh")
             .arg("-c")
-            .arg(wrap(command, false))
+            .arg(wrap(command, false, stdin_bytes))
             .env("SHELL", "/bin/sh")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -165,6 +193,65 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         let output = run("kill -TERM $$");
         assert_eq!(output.status.signal(), Some(15), "{output:?}");
+    }
+
+    #[test]
+    fn the_command_reads_exactly_the_announced_bytes_and_eof_still_stops_it() {
+        use std::io::Write;
+        let input: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let result = dir.path().join("result");
+        // The command reads its input to the end, reports, then waits to be stopped.
+        let command = format!(
+            "cksum > {0}.tmp; wc -c >> {0}.tmp; mv {0}.tmp {0}; sleep 7344.25",
+            result.display()
+        );
+        let mut child = spawn_with(&command, Some(input.len()));
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&input).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !result.exists() || !running("^sleep 7344.25") {
+            assert!(
+                Instant::now() < deadline,
+                "the command never got to its sleep"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The channel stays open after the input: the command runs on until EOF, the stop.
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the wrapper ended by itself"
+        );
+        drop(stdin);
+        child.wait_with_output().expect("the wrapper finishes");
+        assert!(
+            gone_within("^sleep 7344.25", Duration::from_secs(10)),
+            "not stopped"
+        );
+        let expected = {
+            let mut cksum = Command::new("cksum")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            cksum.stdin.take().unwrap().write_all(&input).unwrap();
+            cksum.wait_with_output().unwrap().stdout
+        };
+        // cksum consumed everything, so `wc -c` saw the end of file at once.
+        assert_eq!(
+            std::fs::read_to_string(&result).unwrap(),
+            format!("{}0\n", String::from_utf8_lossy(&expected))
+        );
+    }
+
+    #[test]
+    fn input_cut_short_by_a_stop_does_not_start_the_command() {
+        use std::io::Write;
+        let mut child = spawn_with("echo started", Some(1000));
+        child.stdin.take().unwrap().write_all(b"only some").unwrap();
+        let output = child.wait_with_output().expect("the wrapper finishes");
+        assert!(output.stdout.is_empty(), "{output:?}");
+        assert_eq!(output.status.code(), Some(125));
     }
 
     #[test]

@@ -7,11 +7,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod examples;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "volley",
     version,
-    about = "Run one command on many servers at once"
+    about = "Run one command on many servers at once",
+    after_help = examples::VOLLEY
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -21,35 +24,65 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command on every target host and report one outcome per host
+    #[command(after_help = examples::RUN)]
     Run(Box<RunArgs>),
     /// Manage the private CA that agents and the controller trust
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::PKI)]
     Pki(PkiCommand),
     /// Start a throwaway local fleet of agents, run a command on it, and clean up
+    #[command(after_help = examples::DEMO)]
     Demo(DemoArgs),
     /// List recent runs, or show one run's outcomes (`runs show last`)
+    #[command(after_help = examples::RUNS)]
     Runs(RunsArgs),
     /// Run a recorded run's command again, with the same flags, on the hosts that did not
     /// succeed
-    Retry(RetryArgs),
+    #[command(after_help = examples::RETRY)]
+    Retry(Box<RetryArgs>),
     /// Install, check, upgrade, renew or remove volley-agent on hosts, over SSH
-    #[command(subcommand)]
+    #[command(subcommand, after_help = examples::AGENT)]
     Agent(AgentCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Print volley's man page, generated from these flags, or write one page per subcommand
+    #[command(after_help = examples::MAN)]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write volley.1 and a page for each subcommand (volley-run.1, volley-agent-install.1, ...)
+    /// into this directory instead of printing volley.1
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Install the agent (binary, key made on the host, certificate, config, service), then
     /// verify it answers over mTLS; hosts already up to date report "unchanged"
+    #[command(after_help = examples::AGENT_INSTALL)]
     Install(Box<AgentInstallArgs>),
     /// Per host: the agent's version, whether it answers, its certificate's expiry
+    #[command(after_help = examples::AGENT_STATUS)]
     Status(Box<AgentArgs>),
     /// Replace the agent binary: atomic swap, restart, verify; the old one is put back if the
     /// new one does not come up
+    #[command(after_help = examples::AGENT_UPGRADE)]
     Upgrade(Box<AgentInstallArgs>),
     /// Give agents a new key (made on the host) and certificate, served without a restart
+    #[command(after_help = examples::AGENT_RENEW)]
     Renew(Box<AgentArgs>),
     /// Stop and disable the agent and remove everything the install put on the host
+    #[command(after_help = examples::AGENT_UNINSTALL)]
     Uninstall(Box<AgentArgs>),
 }
 
@@ -89,6 +122,7 @@ pub struct AgentArgs {
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
     /// Create the CA and the controller's client certificate
+    #[command(after_help = examples::PKI_INIT)]
     Init {
         #[command(flatten)]
         dir: PkiDir,
@@ -97,6 +131,7 @@ pub enum PkiCommand {
         identity: String,
     },
     /// Issue agent certificates: NAME, or NAME=ADDRESS to add the host's address
+    #[command(after_help = examples::PKI_ISSUE)]
     Issue {
         #[command(flatten)]
         dir: PkiDir,
@@ -153,14 +188,23 @@ pub struct RunArgs {
     #[command(flatten)]
     pub rollout: RolloutArgs,
 
+    /// Send these bytes (a file, or `-` for volley's own stdin) to the command's stdin on every
+    /// host, then end of file [default: no input]
+    #[arg(long, value_name = "FILE|-")]
+    pub stdin: Option<PathBuf>,
+
     /// The command, run by the remote user's shell
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        required_unless_present = "list_hosts",
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
 /// How many hosts at once, and how long each may take: the same flags for `volley run` and every
 /// `volley agent` operation.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct LimitArgs {
     /// How many hosts run at once [default: 512, or the inventory's `parallel`]
     #[arg(short = 'p', long, value_name = "N")]
@@ -196,8 +240,9 @@ pub struct TargetArgs {
     #[arg(short = 'x', long = "exclude", value_name = "PATTERNS")]
     pub exclude: Vec<String>,
 
-    /// Read targets from a file, one pattern per line; `#` starts a comment
-    #[arg(long, value_name = "FILE")]
+    /// Read targets from a file (`-`: volley's stdin), one pattern per line; `#` starts a
+    /// comment
+    #[arg(long, value_name = "FILE|-")]
     pub hosts_file: Vec<PathBuf>,
 
     /// The inventory file [default: ~/.config/volley/inventory.toml]
@@ -246,7 +291,7 @@ pub struct SshArgs {
     pub become_root: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct OutputArgs {
     /// Write one JSON object per host outcome (JSON Lines) to stdout instead of the output stream
     #[arg(long, conflicts_with = "gather")]
@@ -256,9 +301,23 @@ pub struct OutputArgs {
     #[arg(short = 'b', long)]
     pub gather: bool,
 
-    /// Colour host names
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
-    pub color: ColorChoice,
+    /// Stream output lines without the `HOST: ` prefix (failure lines still name their host)
+    #[arg(short = 'N', long)]
+    pub no_prefix: bool,
+
+    /// Also write each host's whole output to DIR/HOST.stdout and DIR/HOST.stderr, and the
+    /// hosts that succeeded and failed to DIR/succeeded and DIR/failed (made if missing, 0700)
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+
+    /// Print the hosts the targets resolve to (user, address, port, transport) and run nothing
+    #[arg(long)]
+    pub list_hosts: bool,
+
+    /// Colour host names and outcomes: `auto` colours each of stdout and stderr only when it is
+    /// a terminal and NO_COLOR is not set [default: auto]
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub color: Option<ColorChoice>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -275,7 +334,7 @@ pub enum ColorChoice {
     Never,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct RolloutArgs {
     /// Run the hosts in batches, each after the previous one finished: a number of hosts (25),
     /// a percentage of the targets (10%), or a list whose last size repeats (1,10%,50%)
@@ -316,6 +375,7 @@ pub struct RunsArgs {
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
     /// Show the outcome of every host of a run
+    #[command(after_help = examples::RUNS_SHOW)]
     Show(ShowArgs),
 }
 
@@ -346,4 +406,41 @@ pub struct RetryArgs {
     /// (cancelled or not finished)
     #[arg(long, value_name = "CLASSES")]
     pub only: Option<String>,
+
+    #[command(flatten)]
+    pub overrides: RetryOverrides,
 }
+
+/// What a retry may change of the recorded run: a flag given here replaces the recorded one
+/// (`--json` and `--gather` replace the output mode, `--max-failures` and `--abort-on-failure`
+/// each other); the targets and the command stay as recorded.
+#[derive(Debug, Default, Args)]
+pub struct RetryOverrides {
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Output kept in memory per host and stream, for --gather and --json
+    #[arg(long, value_name = "BYTES")]
+    pub max_output: Option<String>,
+
+    /// Record the keys of hosts not yet in known_hosts (changed keys are still refused)
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+
+    /// Identity files to authenticate with, instead of the recorded ones (repeatable)
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+
+    /// known_hosts file that host keys are checked against, instead of the recorded one
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+//! Targets: patterns, groups and hosts files expanded into the ordered target list, with
+//! `--exclude` applied; and the files volley reads from its own stdin (`--hosts-file -`,
+//! `--stdin -`).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use volley_common::inventory::Inventory;
+use volley_common::target::{Pattern, Target, glob_match, parse_list};
+
+use super::{MAX_STDIN, PlanError, io_reason};
+use crate::cli::RunArgs;
+
+/// Expands patterns, groups and hosts files into the ordered, de-duplicated target list.
+pub(super) struct Resolver<'a> {
+    pub(super) inventory: &'a Inventory,
+    pub(super) inventory_path: &'a Path,
+}
+
+impl<'a> Resolver<'a> {
+    /// Returns each target with the inventory group it was first reached through.
+    pub(super) fn resolve(
+        &self,
+        args: &RunArgs,
+    ) -> Result<Vec<(Target, Option<&'a str>)>, PlanError> {
+        // What the operator gave, to name it when it resolves to nothing.
+        let mut given: Vec<String> = Vec::new();
+        let mut lists: Vec<String> = Vec::new();
+        for list in &args.targets.targets {
+            given.push(format!("-w '{list}'"));
+            lists.push(list.clone());
+        }
+        for group in &args.targets.groups {
+            given.push(format!("-g '{}'", group.trim()));
+            lists.push(format!("@{}", group.trim()));
+        }
+        for file in &args.targets.hosts_file {
+            let read = if is_stdin(file) {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(file)
+            };
+            let text = read.map_err(|e| {
+                PlanError::Input(format!("hosts file {}: {}", file.display(), io_reason(&e)))
+            })?;
+            given.push(format!("hosts file {}", file.display()));
+            lists.extend(
+                text.lines()
+                    .map(|line| line.split('#').next().unwrap_or("").trim())
+                    .filter(|line| !line.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        if given.is_empty() {
+            return Err(PlanError::Input(
+                "no targets: give -w PATTERNS, -g GROUP or --hosts-file FILE".to_string(),
+            ));
+        }
+
+        let mut targets = Vec::new();
+        for list in &lists {
+            for pattern in parse_list(list).map_err(|e| PlanError::Input(e.to_string()))? {
+                self.push(pattern, None, &mut Vec::new(), &mut targets)?;
+            }
+        }
+        if targets.is_empty() {
+            let verb = if given.len() == 1 { "names" } else { "name" };
+            return Err(PlanError::Input(format!(
+                "no targets: {} {verb} no host",
+                given.join(", ")
+            )));
+        }
+
+        let exclude = Exclusions::new(self, &args.targets.exclude)?;
+        let before = targets.len();
+        targets.retain(|(target, _)| !exclude.matches(&target.host));
+        if targets.is_empty() {
+            let excluded: Vec<String> = args
+                .targets
+                .exclude
+                .iter()
+                .map(|list| format!("-x '{list}'"))
+                .collect();
+            return Err(PlanError::Input(format!(
+                "no targets left: {} leaves out all {before} of them",
+                excluded.join(" ")
+            )));
+        }
+        Ok(targets)
+    }
+
+    fn push(
+        &self,
+        pattern: Pattern,
+        group: Option<&'a str>,
+        trail: &mut Vec<String>,
+        out: &mut Vec<(Target, Option<&'a str>)>,
+    ) -> Result<(), PlanError> {
+        match pattern {
+            Pattern::Hosts(hosts) => out.extend(hosts.into_iter().map(|target| (target, group))),
+            Pattern::Group(name) => {
+                let (key, members) = self.group(&name)?;
+                if trail.contains(&name) {
+                    trail.push(name);
+                    return Err(PlanError::Input(format!(
+                        "inventory {}: groups include each other: {}",
+                        self.inventory_path.display(),
+                        trail.join(" -> ")
+                    )));
+                }
+                trail.push(name);
+                for list in members {
+                    let patterns = parse_list(list).map_err(|e| {
+                        PlanError::Input(format!(
+                            "inventory {}: groups.{key}.hosts: {e}",
+                            self.inventory_path.display()
+                        ))
+                    })?;
+                    for pattern in patterns {
+                        self.push(pattern, Some(group.unwrap_or(key)), trail, out)?;
+                    }
+                }
+                trail.pop();
+            }
+        }
+        Ok(())
+    }
+
+    fn group(&self, name: &str) -> Result<(&'a str, &'a [String]), PlanError> {
+        match self.inventory.groups.get_key_value(name) {
+            Some((key, group)) => Ok((key, &group.hosts)),
+            None => {
+                let known: Vec<&str> = self.inventory.groups.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                };
+                Err(PlanError::Input(format!(
+                    "unknown group '{name}' (groups in {}: {known})",
+                    self.inventory_path.display()
+                )))
+            }
+        }
+    }
+}
+
+/// The hosts that `-x` leaves out: exact names (ranges and groups expanded) and globs.
+struct Exclusions {
+    names: HashSet<String>,
+    globs: Vec<String>,
+}
+
+impl Exclusions {
+    fn new(resolver: &Resolver<'_>, lists: &[String]) -> Result<Exclusions, PlanError> {
+        let mut exclusions = Exclusions {
+            names: HashSet::new(),
+            globs: Vec::new(),
+        };
+        for list in lists {
+            // A glob is taken whole; the rest goes through the same expansion as targets.
+            let (globs, patterns): (Vec<&str>, Vec<&str>) = list
+                .split(',')
+                .map(str::trim)
+                .filter(|element| !element.is_empty())
+                .partition(|element| element.contains(['*', '?']) && !element.contains('['));
+            exclusions
+                .globs
+                .extend(globs.iter().map(|glob| glob.to_string()));
+            let mut targets = Vec::new();
+            for pattern in
+                parse_list(&patterns.join(",")).map_err(|e| PlanError::Input(e.to_string()))?
+            {
+                resolver.push(pattern, None, &mut Vec::new(), &mut targets)?;
+            }
+            exclusions
+                .names
+                .extend(targets.into_iter().map(|(target, _)| target.host));
+        }
+        Ok(exclusions)
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        self.names.contains(host) || self.globs.iter().any(|glob| glob_match(glob, host))
+    }
+}
+
+/// Whether a file argument means volley's own stdin.
+pub(super) fn is_stdin(path: &Path) -> bool {
+    path == Path::new("-")
+}
+
+/// The bytes of `--stdin`: the file, or volley's stdin for `-`, up to [`MAX_STDIN`].
+pub(super) fn read_stdin(source: &Path) -> Result<bytes::Bytes, PlanError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = if is_stdin(source) {
+        std::io::stdin().take(MAX_STDIN + 1).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(source)
+            .and_then(|file| file.take(MAX_STDIN + 1).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| PlanError::Input(format!("--stdin {}: {}", source.display(), io_reason(&e))))?;
+    if bytes.len() as u64 > MAX_STDIN {
+        return Err(PlanError::Input(format!(
+            "--stdin {}: more than {} MiB; send files with a command that fetches them instead",
+            source.display(),
+            MAX_STDIN >> 20
+        )));
+    }
+    Ok(bytes.into())
+}

@@ -1,0 +1,186 @@
+//! `--out-dir DIR`: each host's output in files of its own, as `pssh -o` keeps them:
+//! `DIR/HOST.stdout` and `DIR/HOST.stderr`, whole (never capped), and at the end the lists
+//! `DIR/succeeded` and `DIR/failed`, one host a line, in the run's order.
+//!
+//! A host's files are created (emptied if they exist) when its turn comes, so that a host that
+//! printed nothing still has its two empty files and no file of an earlier run is mistaken for
+//! this one's. They are open only while the host runs: descriptors stay bounded by `parallel`.
+//! Everything is private to the operator: the directory is made 0700 and the files 0600.
+
+use std::collections::HashMap;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use volley_common::outcome::HostReport;
+
+use crate::event::Stream;
+
+/// The files of the hosts that are running.
+pub(crate) struct OutDir {
+    dir: PathBuf,
+    names: Vec<String>,
+    open: HashMap<usize, [File; 2]>,
+}
+
+/// Makes the directory (and its parents) if it is missing, 0700, before the run starts.
+pub fn prepare(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    // Creating a file is the one way to know it can be written to before hosts depend on it.
+    let probe = dir.join(".volley-write-test");
+    private_file(&probe)?;
+    std::fs::remove_file(probe)
+}
+
+impl OutDir {
+    pub(crate) fn new(dir: PathBuf, hosts: &[String]) -> OutDir {
+        OutDir {
+            dir,
+            names: hosts.iter().map(|host| file_name(host)).collect(),
+            open: HashMap::new(),
+        }
+    }
+
+    /// The host's turn came: its two files are created, empty.
+    pub(crate) fn started(&mut self, host: usize) -> io::Result<()> {
+        let Some(name) = self.names.get(host) else {
+            return Ok(());
+        };
+        let files = [
+            self.create(&format!("{name}.stdout"))?,
+            self.create(&format!("{name}.stderr"))?,
+        ];
+        self.open.insert(host, files);
+        Ok(())
+    }
+
+    pub(crate) fn output(&mut self, host: usize, stream: Stream, data: &[u8]) -> io::Result<()> {
+        if !self.open.contains_key(&host) {
+            // Output before the start is not expected; open the files rather than lose it.
+            self.started(host)?;
+        }
+        let Some(files) = self.open.get_mut(&host) else {
+            return Ok(());
+        };
+        let (file, suffix) = match stream {
+            Stream::Stdout => (&mut files[0], "stdout"),
+            Stream::Stderr => (&mut files[1], "stderr"),
+        };
+        file.write_all(data).map_err(|error| {
+            let name = self.names.get(host).map_or("?", String::as_str);
+            named(&self.dir.join(format!("{name}.{suffix}")), error)
+        })
+    }
+
+    /// The host is done: its files are closed.
+    pub(crate) fn finished(&mut self, host: usize) {
+        self.open.remove(&host);
+    }
+
+    /// Writes `succeeded` and `failed` (every host that did not succeed, those without an
+    /// outcome included), each replaced whole.
+    pub(crate) fn write_lists(
+        &mut self,
+        hosts: &[String],
+        reports: &[Option<HostReport>],
+    ) -> io::Result<()> {
+        self.open.clear();
+        let mut succeeded = String::new();
+        let mut failed = String::new();
+        for (index, host) in hosts.iter().enumerate() {
+            let success = reports
+                .get(index)
+                .and_then(Option::as_ref)
+                .is_some_and(|report| report.outcome.is_success());
+            let list = if success { &mut succeeded } else { &mut failed };
+            list.push_str(host);
+            list.push('\n');
+        }
+        for (name, text) in [("succeeded", succeeded), ("failed", failed)] {
+            self.create(name)?
+                .write_all(text.as_bytes())
+                .map_err(|error| named(&self.dir.join(name), error))?;
+        }
+        Ok(())
+    }
+
+    fn create(&self, name: &str) -> io::Result<File> {
+        let path = self.dir.join(name);
+        private_file(&path).map_err(|error| named(&path, error))
+    }
+}
+
+fn private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// A host's file name: its name as targeted, with `/` (possible only in a user name) made `_`.
+fn file_name(host: &str) -> String {
+    host.replace('/', "_")
+}
+
+/// The error with the file it is about, for the one line volley prints.
+fn named(path: &Path, error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use volley_common::outcome::Outcome;
+
+    use super::super::fixture::host_report;
+    use super::*;
+
+    #[test]
+    fn each_host_gets_its_files_and_the_lists_follow_the_outcomes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("out/run1");
+        prepare(&dir).unwrap();
+        let hosts: Vec<String> = ["h1", "deploy@h2:22", "a/b@h3"].map(String::from).to_vec();
+        let mut files = OutDir::new(dir.clone(), &hosts);
+        files.started(0).unwrap();
+        files.started(1).unwrap();
+        files.output(0, Stream::Stdout, b"one\n").unwrap();
+        files.output(0, Stream::Stderr, b"warn").unwrap();
+        files.output(0, Stream::Stdout, b"two\n").unwrap();
+        files.finished(0);
+        files.finished(1);
+        let reports = vec![
+            Some(host_report("h1", Outcome::Succeeded, b"", b"")),
+            Some(host_report(
+                "deploy@h2:22",
+                Outcome::NonZeroExit { code: 1 },
+                b"",
+                b"",
+            )),
+            None,
+        ];
+        files.write_lists(&hosts, &reports).unwrap();
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        assert_eq!(read("h1.stdout"), "one\ntwo\n");
+        assert_eq!(read("h1.stderr"), "warn");
+        assert_eq!(read("deploy@h2:22.stdout"), "");
+        assert!(!dir.join("a_b@h3.stdout").exists(), "never started");
+        assert_eq!(read("succeeded"), "h1\n");
+        assert_eq!(read("failed"), "deploy@h2:22\na/b@h3\n");
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("h1.stdout")), 0o600);
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_made_is_refused_before_the_run() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("plain");
+        std::fs::write(&file, "").unwrap();
+        assert!(prepare(&file.join("sub")).is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Plain tables, and `--list-hosts`: the hosts a run would reach, with what it would dial.
+
+use std::io::{self, Write};
+
+use volley_common::inventory::TransportChoice;
+
+use crate::plan::HostSpec;
+
+/// Left-aligned columns, two spaces apart; the last column is not padded.
+pub fn write_table<const N: usize>(
+    out: &mut impl Write,
+    titles: &[&str; N],
+    rows: &[[String; N]],
+) -> io::Result<()> {
+    let mut widths = titles.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (column, cell) in cells.iter().enumerate() {
+            if column + 1 == N {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[column]));
+            }
+        }
+        text.trim_end().to_string()
+    };
+    writeln!(out, "{}", line(titles.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+/// `--list-hosts`: each host with its user, address, port, transport and jump hosts, as a table or, with
+/// `json`, one object per line. `over_ssh`: the operation runs over SSH whatever the host's
+/// transport (an agent operation).
+pub fn write_host_list(
+    out: &mut impl Write,
+    hosts: &[HostSpec],
+    json: bool,
+    over_ssh: bool,
+) -> io::Result<()> {
+    let transport = |host: &HostSpec| match host.transport {
+        _ if over_ssh => "ssh",
+        TransportChoice::Auto => "auto",
+        TransportChoice::Agent => "agent",
+        TransportChoice::Ssh => "ssh",
+    };
+    let agent_port = |host: &HostSpec| (transport(host) != "ssh").then_some(host.agent_port);
+    let jumps =
+        |host: &HostSpec| -> Vec<String> { host.jump.iter().map(|hop| hop.name.clone()).collect() };
+    if json {
+        for host in hosts {
+            let record = serde_json::json!({
+                "host": host.name,
+                "user": host.user,
+                "address": host.address,
+                "port": host.port,
+                "transport": transport(host),
+                "agent_port": agent_port(host),
+                "via": jumps(host),
+            });
+            writeln!(out, "{record}")?;
+        }
+        return Ok(());
+    }
+    let rows: Vec<[String; 7]> = hosts
+        .iter()
+        .map(|host| {
+            let via = jumps(host);
+            [
+                host.name.clone(),
+                host.user.clone(),
+                host.address.clone(),
+                host.port.to_string(),
+                transport(host).to_string(),
+                agent_port(host).map_or_else(|| "-".to_string(), |port| port.to_string()),
+                if via.is_empty() {
+                    "-".to_string()
+                } else {
+                    via.join(",")
+                },
+            ]
+        })
+        .collect();
+    write_table(
+        out,
+        &[
+            "HOST",
+            "USER",
+            "ADDRESS",
+            "PORT",
+            "TRANSPORT",
+            "AGENT_PORT",
+            "VIA",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, transport: TransportChoice) -> HostSpec {
+        HostSpec {
+            name: name.to_string(),
+            address: format!("10.0.0.{}", name.len()),
+            port: 2222,
+            user: "ops".to_string(),
+            identity_files: Vec::new(),
+            host: name.to_string(),
+            agent_port: 7731,
+            transport,
+            agent_prefix: None,
+            become_root: false,
+            jump: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn hosts_are_listed_with_what_would_be_dialled() {
+        let mut db1 = spec("db1", TransportChoice::Ssh);
+        db1.jump.push(crate::plan::JumpHost {
+            name: "bastion".to_string(),
+            address: "10.0.0.9".to_string(),
+            port: 22,
+            user: "ops".to_string(),
+            identity_files: Vec::new(),
+        });
+        let hosts = [spec("web01", TransportChoice::Auto), db1];
+        let mut out = Vec::new();
+        write_host_list(&mut out, &hosts, false, false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HOST   USER  ADDRESS   PORT  TRANSPORT  AGENT_PORT  VIA\n\
+             web01  ops   10.0.0.5  2222  auto       7731        -\n\
+             db1    ops   10.0.0.3  2222  ssh        -           bastion\n"
+        );
+        let mut out = Vec::new();
+        write_host_list(&mut out, &hosts[..1], true, true).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"address\":\"10.0.0.5\",\"agent_port\":null,\"host\":\"web01\",\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[]}\n"
+        );
+    }
+}

@@ -1,0 +1,373 @@
+//! `volley run`, `volley agent ...` and `volley retry`: one run from its flags to its exit status.
+//!
+//! The pipeline: flags -> [`RunPlan`] -> the scheduler through one [`Transport`] -> events through
+//! the journal tap -> the reporters -> the summary. `main` dispatches here; this module owns the
+//! order of those steps and what is printed around them.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use volley_common::inventory::TransportChoice;
+use volley_common::outcome::Outcome;
+
+use crate::cli::{ColorChoice, RetryArgs, RunArgs};
+use crate::journal::Journal;
+use crate::journal::store::runs_dir;
+use crate::pki::Pki;
+use crate::plan::{self, Environment, RunPlan};
+use crate::reader_watch::ReaderWatch;
+use crate::report::{self, ReportOptions};
+use crate::transport::Transport;
+use crate::transport::agent::AgentTransport;
+use crate::transport::auto::AutoTransport;
+use crate::transport::ssh::SshTransport;
+use crate::transport::ssh::identity::Identities;
+use crate::transport::ssh::known_hosts::KnownHosts;
+use crate::{UsageError, exit, install, journal, limits, runs, runs_error, scheduler};
+
+/// What a run does on each host.
+pub(crate) enum Operation {
+    /// `volley run`: the command, through the agent or SSH.
+    Command,
+    /// `volley agent ...`: install, check, upgrade, renew or remove the agent over SSH.
+    Agent(install::Request),
+}
+
+/// Where a run's arguments came from: the command line, or a recorded run being retried.
+pub(crate) struct Origin {
+    operation: Operation,
+    /// The subcommand's arguments as given, for the journal.
+    arguments: Vec<String>,
+    /// For a retry: the run retried, and the hosts to run on.
+    retry: Option<RetryOf>,
+}
+
+/// What a retry adds to a run: the run it retries, its hosts, and the overrides on the way.
+struct RetryOf {
+    run: String,
+    hosts: Vec<String>,
+    overrides: Vec<Vec<String>>,
+}
+
+impl Origin {
+    pub(crate) fn command_line(operation: Operation) -> Origin {
+        // `volley run ARGS` or `volley agent ACTION ARGS`: everything after the subcommand.
+        let skip = 1 + subcommand(&operation).len().max(1);
+        Origin {
+            operation,
+            arguments: std::env::args_os()
+                .skip(skip)
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect(),
+            retry: None,
+        }
+    }
+}
+
+/// The subcommand a journal records when it is not `volley run`, so that `volley retry` runs
+/// the same operation again.
+pub(crate) fn subcommand(operation: &Operation) -> Vec<String> {
+    match operation {
+        Operation::Command => Vec::new(),
+        Operation::Agent(request) => vec!["agent".to_string(), request.action.name().to_string()],
+    }
+}
+
+pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
+    let Origin {
+        operation,
+        arguments,
+        retry,
+    } = origin;
+    let recorded_subcommand = subcommand(&operation);
+    let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
+    let env = Environment::from_process().map_err(|e| usage(&e))?;
+    let mut plan = RunPlan::new(&args, &env).map_err(|e| usage(&e))?;
+    if let Some(retry) = &retry {
+        runs::keep_only(&mut plan.hosts, &retry.run, &retry.hosts).map_err(|e| usage(&e))?;
+    }
+    if plan.list_hosts {
+        let over_ssh = matches!(operation, Operation::Agent(_));
+        let json = plan.output == plan::OutputMode::Json;
+        report::write_host_list(&mut std::io::stdout().lock(), &plan.hosts, json, over_ssh)?;
+        return Ok(exit::SUCCESS);
+    }
+    if let Some(dir) = &plan.out_dir {
+        report::files::prepare(dir).map_err(|error| {
+            UsageError(format!(
+                "--out-dir {}: {}",
+                dir.display(),
+                plan::io_reason(&error)
+            ))
+        })?;
+    }
+    let budget = limits::host_budget(plan.out_dir.is_some());
+    if plan.parallel > budget && plan.hosts.len() > budget {
+        say!(
+            "volley: running at most {budget} hosts at once instead of {}: the open-file limit allows no more (raise `ulimit -n`)",
+            plan.parallel
+        );
+        plan.parallel = budget;
+    }
+    let known_hosts = Arc::new(KnownHosts::load(&plan.known_hosts).map_err(|e| usage(&e))?);
+    let identities = Identities::load(&plan).await.map_err(|e| usage(&e))?;
+    if let Some(problem) = &identities.agent_problem {
+        say!("volley: warning: {problem}");
+    }
+    let ssh = SshTransport::new(
+        known_hosts.clone(),
+        plan.accept_new_host_keys,
+        Arc::new(identities),
+    );
+    let transport: Arc<dyn Transport> = match operation {
+        Operation::Command => Arc::new(AutoTransport {
+            agent: agent_transport(&plan)?,
+            ssh,
+        }),
+        Operation::Agent(request) => {
+            Arc::new(install::AgentOperation::new(request, &plan, ssh).map_err(|e| usage(&e))?)
+        }
+    };
+
+    let colors = colors(plan.color);
+    let options = ReportOptions {
+        mode: plan.output,
+        colors,
+        progress: std::io::stderr().is_terminal(),
+        prefix: plan.prefix,
+        out_dir: plan.out_dir.clone(),
+    };
+    let hosts: Vec<String> = plan.hosts.iter().map(|host| host.name.clone()).collect();
+    let batched = plan.rollout.is_batched();
+
+    // A run that cannot be recorded could not be retried or audited: it does not start.
+    let journal_dir = runs_dir(&env);
+    let (retry_of, retry_overrides) = match retry {
+        Some(retry) => (Some(retry.run), retry.overrides),
+        None => (None, Vec::new()),
+    };
+    let mut header = journal::header(&args, &plan, arguments, retry_of, &env.local_user);
+    header.subcommand = recorded_subcommand;
+    header.retry_overrides = retry_overrides;
+    let journal = Journal::create(&journal_dir, header).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot record the run in {}: {}",
+            journal_dir.display(),
+            plan::io_reason(&error)
+        )
+    })?;
+    if let Err(error) = journal::store::prune(&journal_dir, &plan.journal, &journal.id) {
+        say!(
+            "volley: warning: cannot prune old runs in {}: {}",
+            journal_dir.display(),
+            plan::io_reason(&error)
+        );
+    }
+    let (run_id, journal_path) = (journal.id.clone(), journal.path.clone());
+    let plan = Arc::new(plan);
+
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_signals(cancel.clone()));
+    let readers = ReaderWatch::start(cancel.clone());
+    let started = Instant::now();
+    // Bounded: a slow terminal slows the reading of the connections instead of filling memory.
+    // Events pass through the journal on their way to the reporters, so that a host is
+    // journalled before it is reported.
+    let (events, received) = mpsc::channel(1024);
+    let (journalled, to_report) = mpsc::channel(1024);
+    let journal = journal::tap(journal, received, journalled);
+    let reporter = tokio::spawn({
+        let (hosts, cancel, gone) = (hosts.clone(), cancel.clone(), readers.gone());
+        async move {
+            let reports = report::report(hosts, options, to_report, gone).await;
+            // Output that cannot be written (a closed pipe, a full disk) stops the run: the
+            // remote commands are stopped rather than left to run unreported.
+            if reports.is_err() {
+                cancel.cancel();
+            }
+            reports
+        }
+    });
+    let end = scheduler::run(plan, transport, events, cancel.clone()).await;
+    let journal = journal.await?;
+    let reports = reporter.await?;
+
+    let reader_gone = readers.finish();
+    let interrupted = cancel.is_cancelled();
+    let status = match &reports {
+        _ if reader_gone => exit::BROKEN_PIPE,
+        Ok(reports) => exit::status(reports.iter().flatten(), interrupted),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
+        Err(_) => exit::INTERNAL,
+    };
+    let ending = journal::Ending {
+        interrupted,
+        stopped: end.stopped,
+        exit_status: status,
+    };
+    if let Err(error) = journal.finish(ending) {
+        say!(
+            "volley: warning: the record of this run in {} is incomplete: {}",
+            journal_path.display(),
+            plan::io_reason(&error)
+        );
+    }
+    let reports = match reports {
+        Ok(_) if reader_gone => return Ok(status),
+        Ok(reports) => reports,
+        // The reader went away (`| head -1`): the run was stopped and journalled, and there is
+        // no one left to tell; volley ends quietly, as a tool killed by SIGPIPE would.
+        Err(_) if status == exit::BROKEN_PIPE => return Ok(status),
+        Err(error) => anyhow::bail!("cannot write the output: {error}"),
+    };
+    let mut stderr = std::io::stderr().lock();
+    report::write_learned_host_keys(&mut stderr, &known_hosts.learned())?;
+    report::write_summary(
+        &mut stderr,
+        &hosts,
+        &reports,
+        started.elapsed(),
+        interrupted,
+        colors.stderr,
+    )?;
+    let outcomes = || reports.iter().flatten().map(|report| &report.outcome);
+    let skipped = outcomes()
+        .filter(|outcome| **outcome == Outcome::Skipped)
+        .count();
+    report::write_rollout(&mut stderr, &end, batched, skipped)?;
+    let failed = reports
+        .iter()
+        .map(|report| report.as_ref().map(|report| &report.outcome))
+        .filter(|outcome| !outcome.is_some_and(Outcome::is_success));
+    report::write_recorded(&mut stderr, &run_id, failed)?;
+    Ok(status)
+}
+
+/// `volley retry RUN`: the recorded run's arguments, on its hosts that did not succeed.
+pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
+    let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
+    let given = std::env::args_os()
+        .skip(2)
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let retry = runs::retry(&runs_dir(&env), &args, given).map_err(runs_error)?;
+    if retry.hosts.is_empty() {
+        let which = match &args.only {
+            Some(only) => format!("no host of run {} matches --only {only}", retry.retry_of),
+            None => format!(
+                "every host of run {} succeeded ({} of {})",
+                retry.retry_of, retry.of, retry.of
+            ),
+        };
+        say!("volley: nothing to retry: {which}");
+        return Ok(exit::SUCCESS);
+    }
+    // The original read its stdin (`--stdin -`, `--hosts-file -`); the retry reads its own
+    // again. From a terminal that would wait for typing: ask for the input instead.
+    let dash = std::path::Path::new("-");
+    let reads_stdin = retry.args.stdin.as_deref() == Some(dash)
+        || retry
+            .args
+            .targets
+            .hosts_file
+            .iter()
+            .any(|file| file == dash);
+    if reads_stdin && std::io::stdin().is_terminal() {
+        return Err(UsageError(format!(
+            "run {0} read its stdin (`-`); give the retry the same input: volley retry {0} < FILE",
+            retry.retry_of
+        ))
+        .into());
+    }
+    let origin = Origin {
+        operation: match retry.agent {
+            Some(request) => Operation::Agent(request),
+            None => Operation::Command,
+        },
+        arguments: retry.arguments,
+        retry: Some(RetryOf {
+            run: retry.retry_of,
+            hosts: retry.hosts,
+            overrides: retry.overrides,
+        }),
+    };
+    run(retry.args, origin).await
+}
+
+/// The agent transport, when some host may use it and the PKI exists. A host that must use its
+/// agent without a PKI is an input error; `auto` hosts then simply go over SSH.
+fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
+    let needed = plan
+        .hosts
+        .iter()
+        .any(|host| host.transport == TransportChoice::Agent);
+    let wanted = needed
+        || plan
+            .hosts
+            .iter()
+            .any(|host| host.transport == TransportChoice::Auto);
+    let pki = Pki::new(plan.pki.clone());
+    if !wanted || (!needed && !pki.has_controller_credentials()) {
+        return Ok(None);
+    }
+    let credentials = pki
+        .controller_credentials()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let run_id = format!("{}-{}", std::process::id(), started_at());
+    let agent = AgentTransport::new(&credentials, run_id)
+        .map_err(|e| UsageError(format!("pki {}: {e}", plan.pki.display())))?;
+    Ok(Some(agent))
+}
+
+fn started_at() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// Whether to colour stdout and stderr: `auto` colours a stream only when it is a terminal and
+/// NO_COLOR is not set to something (no-color.org: an empty NO_COLOR does not count).
+fn colors(choice: ColorChoice) -> report::Colors {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    let auto = |terminal: bool| terminal && !no_color;
+    match choice {
+        ColorChoice::Always => report::Colors {
+            stdout: true,
+            stderr: true,
+        },
+        ColorChoice::Never => report::Colors::default(),
+        ColorChoice::Auto => report::Colors {
+            stdout: auto(std::io::stdout().is_terminal()),
+            stderr: auto(std::io::stderr().is_terminal()),
+        },
+    }
+}
+
+/// The first SIGINT or SIGTERM stops the run: no new host starts and running commands are
+/// stopped on their hosts. A second one exits at once.
+async fn stop_on_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        say!(
+            "volley: warning: cannot listen for SIGINT/SIGTERM; an interrupt will kill volley without a summary"
+        );
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    say!("volley: interrupted: stopping the running commands (interrupt again to quit at once)");
+    cancel.cancel();
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    std::process::exit(exit::INTERRUPTED.into());
+}

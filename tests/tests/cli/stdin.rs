@@ -1,0 +1,191 @@
+//! stdin: `--hosts-file -` reads the targets from volley's stdin; `--stdin FILE|-` sends the
+//! same bytes to every host's command, over SSH and through agents, and a timeout still stops
+//! a command that was given input.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use volley_tests::loopback::AddressBlock;
+use volley_tests::pipe::on_terminal_with_stderr_to_file;
+use volley_tests::remote::{SweepOnDrop, assert_none_left, unique_sleep, wait_until_running};
+use volley_tests::volley::{RUN_DEADLINE, volley_binary};
+use volley_tests::{AgentFleet, ProcessOutput, RunningProcess, SshFleet};
+
+use crate::EXIT_SUCCESS;
+
+/// 300 KB of every byte value, NUL and newlines included: more than a pipe or an SSH window
+/// holds at once.
+fn input(dir: &Path) -> (std::path::PathBuf, String) {
+    let bytes: Vec<u8> = (0..300_000u32).map(|n| (n * 7 % 256) as u8).collect();
+    let path = dir.join("input.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let cksum = Command::new("cksum").arg(&path).output().unwrap();
+    let sum = String::from_utf8(cksum.stdout).unwrap();
+    // `cksum FILE` prints `CRC SIZE FILE`; from stdin it prints `CRC SIZE`.
+    let sum = sum.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    (path, format!("{sum}\n"))
+}
+
+fn run_with_stdin(command: &mut Command, stdin: &Path) -> ProcessOutput {
+    RunningProcess::spawn_with_stdin(command, File::open(stdin).unwrap()).finish(RUN_DEADLINE)
+}
+
+#[test]
+fn every_ssh_host_reads_the_same_bytes_from_a_file_or_from_volley_s_stdin() {
+    let fleet = SshFleet::start(3);
+    let (path, sum) = input(fleet.dir());
+
+    let output = fleet.run(fleet.flags().args([
+        "-g".as_ref(),
+        "all".as_ref(),
+        "--json".as_ref(),
+        "--stdin".as_ref(),
+        path.as_os_str(),
+        "--".as_ref(),
+        "cksum".as_ref(),
+    ]));
+    output.assert_code(EXIT_SUCCESS);
+    let records = output.records_by_host();
+    for host in fleet.hosts() {
+        let record =
+            volley_tests::report::expect_outcome(&output, &records, &host.name, "succeeded");
+        assert_eq!(record.stdout, sum, "{}", host.name);
+    }
+
+    // `-`: volley's own stdin, read once and sent to every host.
+    let output = run_with_stdin(
+        fleet.volley().args(
+            fleet
+                .flags()
+                .args(["-w", "h01,h02", "--stdin", "-", "--", "cksum"]),
+        ),
+        &path,
+    );
+    output.assert_code(EXIT_SUCCESS);
+    for name in ["h01", "h02"] {
+        assert_eq!(
+            output.stdout_of(name),
+            [sum.trim_end()],
+            "{}",
+            output.describe()
+        );
+    }
+}
+
+#[test]
+fn hosts_file_dash_reads_the_targets_from_stdin() {
+    let fleet = SshFleet::start(3);
+    let list = fleet.dir().join("list");
+    // A refusing address too, so that there is something to retry.
+    let dead = format!("{}:1", AddressBlock::random().next_address());
+    std::fs::write(&list, format!("# from a pipe\nh01\nh03\n{dead}\n")).unwrap();
+    let output = run_with_stdin(
+        fleet
+            .volley()
+            .args(fleet.flags().args(["--hosts-file", "-", "--", "echo here"])),
+        &list,
+    );
+    output.assert_code(2);
+    assert_eq!(output.stdout_of("h01"), ["here"], "{}", output.describe());
+    assert_eq!(output.stdout_of("h03"), ["here"], "{}", output.describe());
+    assert!(output.stdout_of("h02").is_empty(), "{}", output.describe());
+
+    // A retry reads its stdin again; from a terminal it asks for the input instead of waiting.
+    let home = fleet.client_home().to_string_lossy().into_owned();
+    let state = format!("{home}/.local/state");
+    let run = on_terminal_with_stderr_to_file(
+        &volley_binary(),
+        &["retry".into(), "last".into()],
+        &[("HOME", home.as_str()), ("XDG_STATE_HOME", state.as_str())],
+        fleet.dir(),
+        RUN_DEADLINE,
+    );
+    assert_eq!(run.status.code(), Some(crate::EXIT_USAGE), "{run:?}");
+    assert!(
+        run.stderr.contains("volley retry") && run.stderr.contains("< FILE"),
+        "{run:?}"
+    );
+    let output = run_with_stdin(fleet.volley().args(["retry", "last", "--json"]), &list);
+    output.assert_code(2);
+    let records = output.records_by_host();
+    assert_eq!(
+        records.keys().collect::<Vec<_>>(),
+        [&dead],
+        "{}",
+        output.describe()
+    );
+
+    // stdin cannot feed both.
+    let output = run_with_stdin(
+        fleet.volley().args(fleet.flags().args([
+            "--hosts-file",
+            "-",
+            "--stdin",
+            "-",
+            "--",
+            "true",
+        ])),
+        &list,
+    );
+    output.assert_code(crate::EXIT_USAGE);
+}
+
+#[test]
+fn a_timeout_stops_a_command_that_was_given_input() {
+    let fleet = SshFleet::start(2);
+    let (path, _) = input(fleet.dir());
+    let sleep = unique_sleep("4141.59");
+    let _sweep = SweepOnDrop(sleep.clone());
+    let command = format!("wc -c > /dev/null; {sleep} & {sleep}");
+    let mut volley = fleet.spawn(fleet.flags().args([
+        "-g".as_ref(),
+        "all".as_ref(),
+        "--json".as_ref(),
+        "--timeout".as_ref(),
+        "3s".as_ref(),
+        "--stdin".as_ref(),
+        path.as_os_str(),
+        "--".as_ref(),
+        command.as_str().as_ref(),
+    ]));
+    let running = wait_until_running(&sleep, 4, Duration::from_secs(30), || volley.has_exited());
+    assert_eq!(running.len(), 4, "the commands did not start: {running:?}");
+    let output = volley.finish(RUN_DEADLINE);
+    output.assert_code(2);
+    let records = output.records_by_host();
+    for host in fleet.hosts() {
+        volley_tests::report::expect_outcome(&output, &records, &host.name, "command_timeout");
+    }
+    assert_none_left(&sleep, Duration::from_secs(10));
+}
+
+#[test]
+fn every_agent_reads_the_same_bytes() {
+    let fleet = AgentFleet::start(2);
+    let (path, sum) = input(fleet.dir());
+    let output = fleet.run(fleet.run_args([
+        "-g".as_ref(),
+        "all".as_ref(),
+        "--transport".as_ref(),
+        "agent".as_ref(),
+        "--json".as_ref(),
+        "--stdin".as_ref(),
+        path.as_os_str(),
+        "--".as_ref(),
+        "cksum".as_ref(),
+    ]));
+    output.assert_code(EXIT_SUCCESS);
+    let records = output.records_by_host();
+    for host in fleet.hosts() {
+        let record = volley_tests::report::expect_outcome_via(
+            &output,
+            &records,
+            &host.name,
+            "succeeded",
+            "agent",
+        );
+        assert_eq!(record.stdout, sum, "{}", host.name);
+    }
+}
