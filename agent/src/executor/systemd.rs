@@ -105,25 +105,6 @@ impl Systemd {
         })
     }
 
-    /// The unit name of the next command of `execution_id`: the id's letters, digits, `_`, `.`
-    /// and `:` (anything else as `-`), then the agent's pid and a count, which keep names apart
-    /// across executions and agents.
-    fn unit_name(&self, execution_id: &str) -> String {
-        let id: String = execution_id
-            .chars()
-            .take(ID_IN_NAME)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':') {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        let number = self.started.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("{PREFIX}{id}-{}-{number}.service", std::process::id())
-    }
-
     /// Starts `call` as a transient service and waits until the helper runs; `input` goes to
     /// the command's stdin.
     pub async fn start(
@@ -132,7 +113,8 @@ impl Systemd {
         execution_id: &str,
         input: Vec<u8>,
     ) -> Result<Process, ExecError> {
-        let name = self.unit_name(execution_id);
+        let number = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = unit_name(execution_id, std::process::id(), number);
         let failed = |reason: String| ExecError::Unit {
             unit: name.clone(),
             reason,
@@ -359,6 +341,24 @@ impl Unit {
     }
 }
 
+/// The unit name of a command of `execution_id`: the id's letters, digits, `_`, `.` and `:`
+/// (anything else as `-`), then the agent's pid and the command's number in this agent, which
+/// keep names apart across executions and agents.
+fn unit_name(execution_id: &str, agent: u32, number: u64) -> String {
+    let id: String = execution_id
+        .chars()
+        .take(ID_IN_NAME)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{PREFIX}{id}-{agent}-{number}.service")
+}
+
 /// Kills what a start that went wrong may have left running, and lets systemd forget it.
 async fn abandon(bus: &Bus, unit: &str, path: &str) {
     signal(bus, unit, Signal::KILL).await;
@@ -422,5 +422,24 @@ async fn has_processes(bus: &Bus, unit: &str) -> bool {
             tracing::warn!(%unit, %error, "cannot list the command's processes");
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_keep_what_systemd_accepts_of_the_execution_id() {
+        assert_eq!(
+            unit_name("20261127T065812Z-3f9a/web01.example.com", 4242, 7),
+            "volley-exec-20261127T065812Z-3f9a-web01.example.com-4242-7.service"
+        );
+        assert_eq!(
+            unit_name("a b@c\\d$é", 1, 1),
+            "volley-exec-a-b-c-d---1-1.service"
+        );
+        let long = unit_name(&"x".repeat(1000), u32::MAX, u64::MAX);
+        assert!(long.len() < 256, "{}", long.len());
     }
 }
