@@ -88,6 +88,16 @@ pub fn commands_run_outside_the_agents_sandbox(systemd: &Systemd) {
             filters(&agent) > filters(&pid1),
             "{host}: {agent:?} {pid1:?}"
         );
+        // Its filter lets it raise its own open-file limit to the hard one (issue 8).
+        let limits = container.check(&format!(
+            "grep '^Max open files' /proc/{}/limits",
+            show(container, "MainPID")["MainPID"]
+        ));
+        let numbers: Vec<&str> = limits.split_whitespace().skip(3).take(2).collect();
+        assert!(
+            numbers.len() == 2 && numbers[0] == numbers[1],
+            "{host}: the agent did not raise its open-file limit: {limits}"
+        );
         assert!(
             journal(container).contains("executor=\"systemd\""),
             "{host}: the agent did not pick the systemd executor:\n{}",
