@@ -9,6 +9,8 @@
 //! allowed_controllers = ["volley-controller"]   # client certificate Common Names
 //! # audit_log = "/var/log/volley/audit.log"     # absent: audit records go to stderr
 //! executor = "auto"                  # auto, direct or systemd: see executor/mod.rs
+//! push_roots = ["/etc", "/srv", "/opt", "/usr/local"]   # where push and fetch may touch files;
+//!                                                       # [] disables them
 //! [limits]
 //! max_concurrent_execs = 64
 //! max_message_bytes = 4194304        # gRPC message limit, both directions; at least 128 KiB
@@ -16,6 +18,7 @@
 //! max_concurrent_handshakes = 128    # TLS handshakes in progress; a new one drops the oldest
 //! max_timeout = "1h"                 # cap on any execution; "0": none
 //! shutdown_grace = "30s"             # on SIGTERM, how long running executions may go on
+//! max_file_bytes = 1073741824        # or "1GiB": the largest file a push writes or a fetch reads
 //! [session]                          # see session.rs: commands run as sshd would run them
 //! path = "/usr/local/bin:/usr/bin:/bin:/usr/games"                         # PATH of users
 //! root_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   # PATH of root
@@ -41,6 +44,7 @@ use volley_common::exec::AgentLimits;
 use volley_common::size::parse_size;
 
 use crate::executor::ExecutorChoice;
+use crate::roots::PushRoots;
 
 /// The agent's port when `listen` gives none.
 pub const DEFAULT_PORT: u16 = 7731;
@@ -63,6 +67,9 @@ pub struct AgentConfig {
     pub audit_log: Option<PathBuf>,
     /// How commands are started and stopped.
     pub executor: ExecutorChoice,
+    /// The directories under which pushes and fetches may touch files (absolute; empty
+    /// disables them).
+    pub push_roots: PushRoots,
     pub limits: Limits,
     pub session: SessionConfig,
     /// What the file says that is accepted but deserves a word in the log (obsolete keys).
@@ -105,6 +112,8 @@ pub struct Limits {
     /// Cap on every execution's run time; `None`: no cap.
     pub max_timeout: Option<Duration>,
     pub shutdown_grace: Duration,
+    /// The largest file a push may write or a fetch may read.
+    pub max_file_bytes: u64,
 }
 
 impl Default for Limits {
@@ -116,6 +125,7 @@ impl Default for Limits {
             max_concurrent_handshakes: 128,
             max_timeout: Some(Duration::from_secs(3600)),
             shutdown_grace: Duration::from_secs(30),
+            max_file_bytes: 1 << 30,
         }
     }
 }
@@ -158,6 +168,7 @@ struct RawConfig {
     allowed_controllers: Option<Vec<String>>,
     audit_log: Option<PathBuf>,
     executor: Option<String>,
+    push_roots: Option<Vec<PathBuf>>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -184,6 +195,7 @@ struct RawLimits {
     max_concurrent_handshakes: Option<u32>,
     max_timeout: Option<NumberOrText>,
     shutdown_grace: Option<NumberOrText>,
+    max_file_bytes: Option<NumberOrText>,
 }
 
 impl AgentConfig {
@@ -232,6 +244,11 @@ impl AgentConfig {
                 format!("executor: '{text}' is none of \"auto\", \"direct\", \"systemd\"")
             })?,
         };
+        let key = file(raw.key, "/etc/volley/agent.key");
+        let push_roots = match raw.push_roots {
+            Some(roots) => PushRoots::new(roots.into_iter().map(|root| base.join(root)).collect())?,
+            None => PushRoots::defaults(),
+        };
         let mut warnings = Vec::new();
         if raw.limits.max_output_bytes.is_some() {
             warnings.push(
@@ -244,7 +261,8 @@ impl AgentConfig {
             path: path.to_path_buf(),
             listen,
             certificate: file(raw.certificate, "/etc/volley/agent.pem"),
-            key: file(raw.key, "/etc/volley/agent.key"),
+            push_roots: push_roots.protecting(vec![key.clone()]),
+            key,
             ca: file(raw.ca, "/etc/volley/ca.pem"),
             allowed_controllers,
             audit_log: raw.audit_log.map(|log| base.join(log)),
@@ -362,6 +380,7 @@ fn validate_limits(raw: RawLimits) -> Result<Limits, String> {
         )?,
         max_timeout,
         shutdown_grace,
+        max_file_bytes: size("max_file_bytes", raw.max_file_bytes, default.max_file_bytes)?,
     })
 }
 

@@ -28,7 +28,8 @@
 //! Layout: [`config`] the file, [`tls`] the server configuration and the controller check,
 //! [`listener`] accepts and handshakes, [`service`] the gRPC methods and the audit,
 //! [`exec`] one command's life, [`executor`] how a command is started and stopped (its own
-//! process group, or a transient unit of systemd), [`shutdown`] the stop sequence, [`notify`] sd_notify,
+//! process group, or a transient unit of systemd), [`transfer`] `Stat`/`Push`/`Fetch` over
+//! [`files`] under the [`roots`], [`shutdown`] the stop sequence, [`notify`] sd_notify,
 //! [`logging`] where logs and audit records go, [`host`] and [`signals`] small facts,
 //! [`reload`] SIGHUP, [`keygen`] the key and certificate request made at install,
 //! [`session`] the login session a command gets, [`as_user`] the step that enters it.
@@ -38,17 +39,20 @@ mod as_user;
 mod config;
 mod exec;
 mod executor;
+mod files;
 mod host;
 mod keygen;
 mod listener;
 mod logging;
 mod notify;
 mod reload;
+mod roots;
 mod service;
 mod session;
 mod shutdown;
 mod signals;
 mod tls;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -257,6 +261,7 @@ async fn serve(
         stop: stop.clone(),
         kill: kill.clone(),
         executions: executions.clone(),
+        push_roots: config.push_roots.clone(),
     });
     let message_bytes = limits.max_message_bytes as usize;
     let incoming = listener::incoming(

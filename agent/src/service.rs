@@ -1,4 +1,5 @@
-//! The gRPC service: `Exec` and `Info`, the execution limit, and the audit records.
+//! The gRPC service: `Exec` and `Info`, the execution limit, and the audit records. `Stat`,
+//! `Push` and `Fetch` (files under `push_roots`) are in [`crate::transfer`].
 //!
 //! Every execution leaves two records under the tracing target `audit`: `exec started` (peer,
 //! execution id, the user it runs as and who asked, command, pid, and under systemd the unit it
@@ -26,8 +27,10 @@ use crate::config::{Limits, SessionConfig};
 use crate::exec::{self, EVENT_QUEUE, Ending, ExecError};
 use crate::executor::Executor;
 use crate::host::Host;
+use crate::roots::PushRoots;
 use crate::session::{self, AgentProcess, SessionError};
 use crate::tls::common_name;
+use crate::transfer::{self, FetchStream};
 
 /// The tracing target of audit records.
 pub const AUDIT: &str = "audit";
@@ -50,6 +53,8 @@ pub struct ServiceContext {
     pub kill: CancellationToken,
     /// Tracks running executions, so that shutdown can wait for them.
     pub executions: TaskTracker,
+    /// Where pushes and fetches may touch files.
+    pub push_roots: PushRoots,
 }
 
 #[derive(Debug)]
@@ -71,13 +76,13 @@ impl AgentService {
 }
 
 /// Who is asking: the client certificate's Common Name and the connection's address.
-struct Peer {
-    identity: String,
+pub(crate) struct Peer {
+    pub(crate) identity: String,
     address: Option<SocketAddr>,
 }
 
 impl Peer {
-    fn of<T>(request: &Request<T>) -> Result<Peer, Status> {
+    pub(crate) fn of<T>(request: &Request<T>) -> Result<Peer, Status> {
         // The TLS verifier already admitted only allowed controllers; this is the same name,
         // read again for the audit record. No certificate here would mean a bypassed verifier.
         let identity = request
@@ -90,7 +95,7 @@ impl Peer {
         })
     }
 
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         self.address.map_or_else(String::new, |a| a.to_string())
     }
 }
@@ -118,6 +123,28 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ExecEvent, Status>> + Se
 #[tonic::async_trait]
 impl pb::agent_server::Agent for AgentService {
     type ExecStream = EventStream;
+    type FetchStream = FetchStream;
+
+    async fn stat(
+        &self,
+        request: Request<pb::StatRequest>,
+    ) -> Result<Response<pb::StatResponse>, Status> {
+        transfer::stat(&self.context, request).await
+    }
+
+    async fn push(
+        &self,
+        request: Request<tonic::Streaming<pb::PushRequest>>,
+    ) -> Result<Response<pb::PushResult>, Status> {
+        transfer::push(&self.context, &self.slots, request).await
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<FetchStream>, Status> {
+        transfer::fetch(&self.context, &self.slots, request).await
+    }
 
     async fn exec(
         &self,

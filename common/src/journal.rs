@@ -113,6 +113,10 @@ pub struct HostEntry {
     pub total_ms: u64,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// For `volley push`: the remote files this host's run replaced or created (see
+    /// [`HostReport::changed`]); absent for other runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<Vec<String>>,
     /// When the outcome was known, RFC 3339 UTC.
     pub finished: String,
     /// Set when `auto` ran the host over SSH after its agent failed; absent otherwise.
@@ -135,6 +139,7 @@ impl HostEntry {
             total_ms: millis(report.timings.total),
             stdout_bytes: report.stdout.total_bytes,
             stderr_bytes: report.stderr.total_bytes,
+            changed: report.changed.clone(),
             finished,
             fallback: report.fallback.clone(),
         }
@@ -295,6 +300,7 @@ mod tests {
             batch: 1,
             attempts: 2,
             fallback: None,
+            changed: None,
         };
         HostEntry::new(&report, "2026-11-27T06:58:13.000Z".to_string())
     }

@@ -9,6 +9,8 @@
 //! - [`inventory`]: the TOML inventory of groups, per-host settings and run settings.
 //! - [`journal`]: the run journal's records (JSON Lines), written by the controller, read back by
 //!   `volley runs` and `volley retry`.
+//! - [`transfer`]: files on hosts for `volley push` and `volley fetch`: what a destination
+//!   holds, what an agent is asked to write or read.
 #![forbid(unsafe_code)]
 
 pub mod duration;
@@ -19,3 +21,4 @@ pub mod journal;
 pub mod outcome;
 pub mod size;
 pub mod target;
+pub mod transfer;

@@ -322,6 +322,10 @@ pub struct HostReport {
     pub attempts: u32,
     /// Set when `auto` tried the host's agent and then ran it over SSH.
     pub fallback: Option<Fallback>,
+    /// For `volley push`: the remote files the host's run replaced or created (empty when
+    /// nothing differed), also when it failed afterwards. `None` for other runs, and for a host
+    /// whose push never got to compare.
+    pub changed: Option<Vec<String>>,
 }
 
 #[cfg(test)]

@@ -22,10 +22,11 @@ pub enum Event {
         stream: Stream,
         data: Bytes,
     },
-    /// The host's final record. No event for this host follows.
+    /// The host's final record. No event for this host follows. Boxed: one per host, and far
+    /// larger than the output chunks that make up most events.
     Finished {
         host: usize,
-        report: volley_common::outcome::HostReport,
+        report: Box<volley_common::outcome::HostReport>,
     },
     /// A batch of a rollout starts: its hosts are next. Sent only when the run is batched.
     BatchStarted {

@@ -58,6 +58,7 @@ mod tests {
                 batch: 1,
                 attempts: 1,
                 fallback: None,
+                changed: None,
             })
             .collect();
         assert_eq!(

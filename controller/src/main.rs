@@ -7,13 +7,16 @@
 //! - [`pki`]: the private CA (`volley pki`); [`demo`]: a throwaway local fleet of agents;
 //! - [`docs`]: shell completions and man pages, generated from the clap definitions;
 //! - [`install`]: `volley agent install|status|upgrade|renew|uninstall`, one more transport;
+//! - [`transfer`]: `volley push` and `volley fetch`, two more ([`upload`]: the atomic upload
+//!   over SSH that install shares);
 //! - [`report`]: the stream, JSON and gather renderers, progress and the summary;
 //!   [`reader_watch`]: a run stops when the reader of its output goes away;
 //! - [`exit`]: the exit status as a function of the outcomes; [`limits`]: the file budget.
 //! - [`rollout`]: batches and the failure budget; [`connect_retry`]: `--retries`;
 //! - [`journal`]: the run journal, written as hosts finish; [`runs`]: `volley runs` and
 //!   `volley retry`, which read it back;
-//! - [`run`]: one run (`volley run`, `volley agent ...`, `volley retry`) from flags to exit status.
+//! - [`run`]: one run (`volley run`, `volley agent ...`, `volley push`, `volley fetch`, `volley
+//!   retry`) from flags to exit status.
 //!
 //! `main` is the only place that maps errors to exit statuses and prints them.
 #![forbid(unsafe_code)]
@@ -49,7 +52,9 @@ mod shell;
 mod ssh_config;
 #[cfg(test)]
 mod tidy;
+mod transfer;
 mod transport;
+mod upload;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -91,6 +96,14 @@ fn main() -> ExitCode {
             Command::Agent(command) => {
                 let (args, request) = install::plan_arguments(command);
                 run::run(args, Origin::command_line(Operation::Agent(request))).await
+            }
+            Command::Push(args) => {
+                let (args, request) = transfer::plan_push(*args);
+                run::run(args, Origin::command_line(Operation::Transfer(request))).await
+            }
+            Command::Fetch(args) => {
+                let (args, request) = transfer::plan_fetch(*args);
+                run::run(args, Origin::command_line(Operation::Transfer(request))).await
             }
             Command::Pki(command) => pki_command(command).map(|()| exit::SUCCESS),
             Command::Demo(args) => demo::run(args).await,

@@ -1,4 +1,5 @@
-//! `volley run`, `volley agent ...` and `volley retry`: one run from its flags to its exit status.
+//! `volley run`, `volley agent ...`, `volley push`, `volley fetch` and `volley retry`: one run
+//! from its flags to its exit status.
 //!
 //! The pipeline: flags -> [`RunPlan`] -> the scheduler through one [`Transport`] -> events through
 //! the journal tap -> the reporters -> the summary. `main` dispatches here; this module owns the
@@ -26,7 +27,7 @@ use crate::transport::auto::AutoTransport;
 use crate::transport::ssh::SshTransport;
 use crate::transport::ssh::identity::Identities;
 use crate::transport::ssh::known_hosts::KnownHosts;
-use crate::{UsageError, exit, install, journal, limits, runs, runs_error, scheduler};
+use crate::{UsageError, exit, install, journal, limits, runs, runs_error, scheduler, transfer};
 
 /// What a run does on each host.
 pub(crate) enum Operation {
@@ -34,6 +35,8 @@ pub(crate) enum Operation {
     Command,
     /// `volley agent ...`: install, check, upgrade, renew or remove the agent over SSH.
     Agent(install::Request),
+    /// `volley push` or `volley fetch`: files to or from the hosts, through the agent or SSH.
+    Transfer(transfer::Request),
 }
 
 /// Where a run's arguments came from: the command line, or a recorded run being retried.
@@ -73,6 +76,7 @@ pub(crate) fn subcommand(operation: &Operation) -> Vec<String> {
     match operation {
         Operation::Command => Vec::new(),
         Operation::Agent(request) => vec!["agent".to_string(), request.action.name().to_string()],
+        Operation::Transfer(request) => vec![request.name().to_string()],
     }
 }
 
@@ -104,7 +108,9 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
             ))
         })?;
     }
-    let budget = limits::host_budget(plan.out_dir.is_some());
+    // A push also holds the file it reads for each host (`--out-dir`'s two files are more).
+    let files = plan.out_dir.is_some() || matches!(operation, Operation::Transfer(_));
+    let budget = limits::host_budget(files);
     if plan.parallel > budget && plan.hosts.len() > budget {
         say!(
             "volley: running at most {budget} hosts at once instead of {}: the open-file limit allows no more (raise `ulimit -n`)",
@@ -129,6 +135,11 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         }),
         Operation::Agent(request) => {
             Arc::new(install::AgentOperation::new(request, &plan, ssh).map_err(|e| usage(&e))?)
+        }
+        Operation::Transfer(request) => {
+            let stamp = journal::clock::now().compact;
+            transfer::operation(request, ssh, agent_transport(&plan)?, &stamp)
+                .map_err(|e| usage(&e))?
         }
     };
 
@@ -283,9 +294,12 @@ pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
         .into());
     }
     let origin = Origin {
-        operation: match retry.agent {
-            Some(request) => Operation::Agent(request),
-            None => Operation::Command,
+        operation: match (retry.agent, retry.transfer) {
+            (Some(request), _) => Operation::Agent(request),
+            (None, Some(request)) => {
+                Operation::Transfer(request.owing_then(retry.then_owed, &retry.retry_of))
+            }
+            (None, None) => Operation::Command,
         },
         arguments: retry.arguments,
         retry: Some(RetryOf {

@@ -218,6 +218,9 @@ fn host_row(host: &str, entry: Option<&HostEntry>, batch: Option<&usize>) -> [St
     if !entry.outcome.is_success() {
         detail.push(entry.outcome.to_string());
     }
+    if let Some(changed) = changed(entry) {
+        detail.push(changed);
+    }
     if let Some(fallback) = &entry.fallback {
         detail.push(format!(
             "fell back to SSH: {} ({})",
@@ -242,6 +245,16 @@ fn host_row(host: &str, entry: Option<&HostEntry>, batch: Option<&usize>) -> [St
         },
         detail.join("; "),
     ]
+}
+
+/// For a push: what the host's run changed (`unchanged` only for a host that succeeded).
+fn changed(entry: &HostEntry) -> Option<String> {
+    match &entry.changed.as_ref()?[..] {
+        [] if entry.outcome.is_success() => Some("unchanged".to_string()),
+        [] => None,
+        [one] => Some(format!("changed {one}")),
+        [first, rest @ ..] => Some(format!("changed {first} and {} more", rest.len())),
+    }
 }
 
 /// `3 succeeded, 2 unreachable`: successes first, then the other kinds by name.
@@ -283,10 +296,14 @@ pub struct Retry {
     pub args: RunArgs,
     /// For a recorded `volley agent ...` run: the agent operation to run again.
     pub agent: Option<crate::install::Request>,
+    /// For a recorded `volley push` or `volley fetch`: the transfer to run again.
+    pub transfer: Option<crate::transfer::Request>,
     pub arguments: Vec<String>,
     pub retry_of: String,
     /// The hosts that did not succeed (and match `--only`), in the original's order.
     pub hosts: Vec<String>,
+    /// For a push: the hosts among them whose `--then` is owed (see [`then_owed`]).
+    pub then_owed: Vec<String>,
     /// How many hosts the original run had.
     pub of: usize,
     /// The arguments of every `volley retry` from the original run to this one, for the journal.
@@ -309,6 +326,17 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         .filter(|(_, entry)| selected(entry.as_ref(), words.as_deref()))
         .map(|(host, _)| host.clone())
         .collect();
+    let then_owed = if run.header.subcommand == ["push"] {
+        run.header
+            .hosts
+            .iter()
+            .zip(&run.hosts)
+            .filter(|(host, entry)| hosts.contains(host) && then_owed(entry.as_ref()))
+            .map(|(host, _)| host.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let id = run.header.id.clone();
     // `volley run ARGS`, or the subcommand the journal names (`volley agent install ARGS`).
     let subcommand = if run.header.subcommand.is_empty() {
@@ -328,16 +356,24 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
             .unwrap_or_default()
             .to_string(),
     })?;
-    let (mut run_args, agent) = match parsed.command {
-        Command::Run(run_args) => (*run_args, None),
+    let (mut run_args, agent, transfer) = match parsed.command {
+        Command::Run(run_args) => (*run_args, None, None),
         Command::Agent(command) => {
             let (run_args, request) = crate::install::plan_arguments(command);
-            (run_args, Some(request))
+            (run_args, Some(request), None)
+        }
+        Command::Push(args) => {
+            let (run_args, request) = crate::transfer::plan_push(*args);
+            (run_args, None, Some(request))
+        }
+        Command::Fetch(args) => {
+            let (run_args, request) = crate::transfer::plan_fetch(*args);
+            (run_args, None, Some(request))
         }
         _ => {
             return Err(RunsError::Arguments {
                 run: id,
-                reason: "not the arguments of `volley run` or `volley agent`".to_string(),
+                reason: "not the arguments of `volley run`, `agent`, `push` or `fetch`".to_string(),
             });
         }
     };
@@ -355,9 +391,11 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
     Ok(Retry {
         args: run_args,
         agent,
+        transfer,
         arguments: run.header.arguments.clone(),
         retry_of: id,
         hosts,
+        then_owed,
         of: run.header.hosts.len(),
         overrides,
     })
@@ -486,6 +524,27 @@ fn selected(entry: Option<&HostEntry>, words: Option<&[String]>) -> bool {
         "interrupted" => class == OutcomeClass::Interrupted,
         word => word == kind,
     })
+}
+
+/// Whether a pushed host's `--then` must run on a retry even if its files are then unchanged:
+/// the retried run wrote files there without `--then` succeeding after them (it failed, or a
+/// later file failed first), or `--then` itself failed there (in a push, only `--then` exits
+/// non-zero or is killed by a signal), or volley was killed before the host finished (it may
+/// have been written). Without this, a retry would find the files in place and skip the
+/// reload the first run never completed.
+fn then_owed(entry: Option<&HostEntry>) -> bool {
+    let Some(entry) = entry else {
+        return true;
+    };
+    let wrote = entry
+        .changed
+        .as_ref()
+        .is_some_and(|changed| !changed.is_empty());
+    let then_failed = matches!(
+        entry.outcome,
+        Outcome::NonZeroExit { .. } | Outcome::Signalled { .. }
+    );
+    !entry.outcome.is_success() && (wrote || then_failed)
 }
 
 /// Narrows a retry's planned hosts to the hosts to retry, keeping the plan's order. Every one of

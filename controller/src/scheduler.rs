@@ -137,7 +137,12 @@ pub async fn run(
             transport.as_ref(),
             never_started.clone(),
         );
-        let _ = events.send(Event::Finished { host, report }).await;
+        let _ = events
+            .send(Event::Finished {
+                host,
+                report: Box::new(report),
+            })
+            .await;
     }
     running.wait_all().await;
     end.failures = running.failures;
@@ -194,7 +199,13 @@ impl Running<'_> {
                     reason: format!("internal error: {error}"),
                 };
                 let report = report(self.plan, turn, self.transport, outcome);
-                let _ = self.events.send(Event::Finished { host, report }).await;
+                let _ = self
+                    .events
+                    .send(Event::Finished {
+                        host,
+                        report: Box::new(report),
+                    })
+                    .await;
             }
         }
     }
@@ -242,7 +253,7 @@ async fn run_host(
             () = tokio::time::sleep(wait) => {}
         }
     };
-    let (stdout, stderr) = output.finish();
+    let (stdout, stderr, changed) = output.finish();
     let succeeded = ended.outcome.is_success();
     let report = HostReport {
         host: plan.hosts[host].name.clone(),
@@ -258,8 +269,14 @@ async fn run_host(
         batch: turn.batch,
         attempts,
         fallback: ended.fallback,
+        changed,
     };
-    let _ = events.send(Event::Finished { host, report }).await;
+    let _ = events
+        .send(Event::Finished {
+            host,
+            report: Box::new(report),
+        })
+        .await;
     succeeded
 }
 
@@ -275,6 +292,7 @@ fn report(plan: &RunPlan, turn: Turn, transport: &dyn Transport, outcome: Outcom
         batch: turn.batch,
         attempts: 0,
         fallback: None,
+        changed: None,
     }
 }
 

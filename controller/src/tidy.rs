@@ -120,6 +120,7 @@ fn executing_and_rendering_meet_only_at_event() {
         ("report", &["journal", "transport", "scheduler"]),
         ("journal", &["report", "transport", "scheduler"]),
         ("transport", &["report", "journal", "scheduler"]),
+        ("transfer", &["report", "journal", "scheduler"]),
         ("scheduler", &["report", "journal"]),
     ];
     let mut offenders = Vec::new();

@@ -1,10 +1,13 @@
 //! The Volley agent protocol: the code generated from `proto/agent.proto`, and the conversions
-//! between its prost types and `volley-common`'s plain types.
+//! between its prost types and `volley-common`'s plain types (`Exec` and `Info` here; `Stat`,
+//! `Push` and `Fetch` in `transfer.rs`).
 //!
 //! Invariant: only this crate knows prost types. Everything that crosses the wire is converted
 //! here, with `From` towards the wire and `TryFrom` (typed [`ProtoError`]) from it, since a peer
 //! can send a message with a required field missing.
 #![forbid(unsafe_code)]
+
+mod transfer;
 
 use std::time::Duration;
 

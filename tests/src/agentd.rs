@@ -8,6 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::inventory::toml_string;
+use crate::isolation::Isolation;
 
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -19,6 +20,9 @@ pub struct AgentConfig<'a> {
     pub key: &'a Path,
     pub ca: &'a Path,
     pub allowed_controllers: &'a [String],
+    /// The one directory under which pushes and fetches may touch files; `None` keeps the
+    /// agent's default (the real /etc, /srv...: only for agents that are never pushed to).
+    pub push_roots: Option<&'a Path>,
 }
 
 /// The configuration file's text; every other setting keeps the agent's default.
@@ -35,6 +39,9 @@ pub fn config_text(config: &AgentConfig) -> String {
     let _ = writeln!(text, "key = {}", path(config.key));
     let _ = writeln!(text, "ca = {}", path(config.ca));
     let _ = writeln!(text, "allowed_controllers = [{}]", controllers.join(", "));
+    if let Some(root) = config.push_roots {
+        let _ = writeln!(text, "push_roots = [{}]", path(root));
+    }
     text
 }
 
@@ -67,10 +74,7 @@ impl Agentd {
         home: &Path,
         nofile: Option<u64>,
     ) -> Agentd {
-        let log = config.with_extension("log");
-        let log_file = std::fs::File::create(&log)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let mut command = match nofile {
+        let command = match nofile {
             None => Command::new(binary),
             Some(limit) => {
                 // `exec` keeps the pid: the child is the agent.
@@ -82,6 +86,30 @@ impl Agentd {
                 shell
             }
         };
+        Agentd::spawn_with(command, binary, config, listen, home)
+    }
+
+    /// As [`Agentd::spawn`], in a mount namespace of its own (see [`Isolation`]).
+    pub fn spawn_isolated(
+        binary: &Path,
+        config: &Path,
+        listen: SocketAddrV4,
+        home: &Path,
+        isolation: &Isolation,
+    ) -> Agentd {
+        Agentd::spawn_with(isolation.command(binary), binary, config, listen, home)
+    }
+
+    fn spawn_with(
+        mut command: Command,
+        binary: &Path,
+        config: &Path,
+        listen: SocketAddrV4,
+        home: &Path,
+    ) -> Agentd {
+        let log = config.with_extension("log");
+        let log_file = std::fs::File::create(&log)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
         let child = command
             .arg("--config")
             .arg(config)
@@ -199,6 +227,7 @@ mod tests {
             key: Path::new("/pki/agents/a01.key"),
             ca: Path::new("/pki/ca.pem"),
             allowed_controllers: &controllers,
+            push_roots: Some(Path::new("/srv/test")),
         });
         assert_eq!(
             text,
@@ -207,7 +236,8 @@ mod tests {
              certificate = \"/pki/agents/a01.pem\"\n\
              key = \"/pki/agents/a01.key\"\n\
              ca = \"/pki/ca.pem\"\n\
-             allowed_controllers = [\"volley-controller\", \"other\"]\n"
+             allowed_controllers = [\"volley-controller\", \"other\"]\n\
+             push_roots = [\"/srv/test\"]\n"
         );
     }
 }

@@ -15,6 +15,7 @@ use tempfile::TempDir;
 
 use crate::agentd::{AgentConfig, Agentd, config_text};
 use crate::hybrid::{InventoryHost, inventory_text};
+use crate::isolation::{HostFiles, Isolation};
 use crate::loopback::{AddressBlock, free_port};
 use crate::pki::Pki;
 use crate::process::{ProcessOutput, RunningProcess, shorten};
@@ -60,6 +61,7 @@ pub struct AgentFleetSpec {
     addresses: Vec<Ipv4Addr>,
     allowed_controllers: Vec<String>,
     binaries: Option<Binaries>,
+    isolation: Option<Isolation>,
     open_file_limit: Option<u64>,
 }
 
@@ -71,8 +73,16 @@ impl AgentFleetSpec {
             addresses: Vec::new(),
             allowed_controllers: vec![CONTROLLER_IDENTITY.to_string()],
             binaries: None,
+            isolation: None,
             open_file_limit: None,
         }
+    }
+
+    /// Every agent in a mount namespace of its own, with its own tmpfs at the isolation's
+    /// mount point, which is its only push root: the hosts have their own files there.
+    pub fn isolated(mut self, isolation: Isolation) -> AgentFleetSpec {
+        self.isolation = Some(isolation);
+        self
     }
 
     /// One more agent of `kind`, after the ones already given.
@@ -144,6 +154,11 @@ impl AgentFleet {
         let root = dir.path().to_path_buf();
         let client_home = make_dir(&root.join("client-home"));
         let configs = make_dir(&root.join("agents"));
+        // Agents that are not isolated may push only here, never into the real /etc.
+        let push_root = match &spec.isolation {
+            Some(isolation) => isolation.mount_point.clone(),
+            None => make_dir(&root.join("push-root")),
+        };
 
         let hosts = plan_hosts(&spec);
         let pki = Pki::init(
@@ -176,16 +191,26 @@ impl AgentFleet {
                     key: &pki.key(&name),
                     ca: &pki.ca(),
                     allowed_controllers: &spec.allowed_controllers,
+                    push_roots: Some(&push_root),
                 });
                 write(&config, &text);
                 let home = make_dir(&root.join("agent-home").join(&host.name));
-                Agentd::spawn_limited(
-                    &binaries.agent,
-                    &config,
-                    host.socket,
-                    &home,
-                    spec.open_file_limit,
-                )
+                match &spec.isolation {
+                    Some(isolation) => Agentd::spawn_isolated(
+                        &binaries.agent,
+                        &config,
+                        host.socket,
+                        &home,
+                        isolation,
+                    ),
+                    None => Agentd::spawn_limited(
+                        &binaries.agent,
+                        &config,
+                        host.socket,
+                        &home,
+                        spec.open_file_limit,
+                    ),
+                }
             })
             .collect();
         let deadline =
@@ -240,6 +265,14 @@ impl AgentFleet {
     /// Every agent's process, in host order.
     pub fn agents(&self) -> &[Agentd] {
         &self.agents
+    }
+
+    /// The files of host `name` of an isolated fleet ([`AgentFleetSpec::isolated`]), as the
+    /// test sees them.
+    pub fn files(&self, name: &str) -> HostFiles {
+        HostFiles {
+            pid: self.agent(name).pid(),
+        }
     }
 
     pub fn pki(&self) -> &Pki {

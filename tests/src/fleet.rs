@@ -13,6 +13,7 @@ use std::process::Command;
 use tempfile::TempDir;
 
 use crate::inventory::inventory_toml;
+use crate::isolation::{HostFiles, Isolation};
 use crate::keys::{KeyPair, known_hosts_line};
 use crate::loopback::AddressBlock;
 use crate::process::{ProcessOutput, RunningProcess};
@@ -44,6 +45,7 @@ pub struct FleetSpec {
     hosts: Vec<HostKind>,
     encrypted_client_key: bool,
     login_environment: bool,
+    isolation: Option<Isolation>,
 }
 
 impl FleetSpec {
@@ -53,6 +55,7 @@ impl FleetSpec {
             hosts: vec![HostKind::Normal; normal],
             encrypted_client_key: false,
             login_environment: false,
+            isolation: None,
         }
     }
 
@@ -73,6 +76,13 @@ impl FleetSpec {
     /// of the fleet's clean HOME.
     pub fn with_login_environment(mut self) -> FleetSpec {
         self.login_environment = true;
+        self
+    }
+
+    /// One sshd per host, each in a mount namespace of its own with its own tmpfs at the
+    /// isolation's mount point: the hosts have their own files there.
+    pub fn isolated(mut self, isolation: Isolation) -> FleetSpec {
+        self.isolation = Some(isolation);
         self
     }
 }
@@ -152,7 +162,13 @@ impl SshFleet {
             })
             .collect();
 
-        let servers = start_servers(&root, &mut hosts, &authorized_keys, session_home);
+        let servers = start_servers(
+            &root,
+            &mut hosts,
+            &authorized_keys,
+            session_home,
+            spec.isolation.as_ref(),
+        );
 
         let known_hosts = root.join("known_hosts");
         write(&known_hosts, &known_hosts_text(&hosts, &other_host_key));
@@ -199,6 +215,18 @@ impl SshFleet {
     /// The fleet's scratch directory; files that tests write belong here.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The files of host `name` of an isolated fleet ([`FleetSpec::isolated`]), as the test
+    /// sees them.
+    pub fn files(&self, name: &str) -> HostFiles {
+        let socket = self.host(name).socket;
+        let server = self
+            .servers
+            .iter()
+            .find(|server| server.serves(socket))
+            .unwrap_or_else(|| panic!("no sshd serves {name}"));
+        HostFiles { pid: server.pid() }
     }
 
     /// HOME of every volley started by the fleet: `.ssh/` exists and is empty.
@@ -332,19 +360,25 @@ impl FleetDirs {
     }
 }
 
-/// Starts one sshd per 16 served hosts, each with its own host key, and records on every host
-/// the key its server presents.
+/// Starts one sshd per 16 served hosts (one per host when isolated), each with its own host
+/// key, and records on every host the key its server presents.
 fn start_servers(
     root: &Path,
     hosts: &mut [Host],
     authorized_keys: &Path,
     session_home: Option<&Path>,
+    isolation: Option<&Isolation>,
 ) -> Vec<Sshd> {
     let served: Vec<usize> = (0..hosts.len())
         .filter(|&i| hosts[i].kind != HostKind::Dead)
         .collect();
+    let per_server = if isolation.is_some() {
+        1
+    } else {
+        MAX_LISTEN_ADDRESSES
+    };
     let mut servers = Vec::new();
-    for (number, chunk) in served.chunks(MAX_LISTEN_ADDRESSES).enumerate() {
+    for (number, chunk) in served.chunks(per_server).enumerate() {
         let server_dir = root.join(format!("sshd-{:02}", number + 1));
         std::fs::create_dir_all(&server_dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", server_dir.display()));
@@ -358,17 +392,18 @@ fn start_servers(
         for &i in chunk {
             hosts[i].host_key = Some(host_key.clone());
         }
-        servers.push(Sshd::start(
-            &server_dir,
-            &SshdConfig {
-                listen: &listen,
-                host_key: host_key.path(),
-                authorized_keys,
-                session_home,
-                refuse_keys_on: &refuse,
-                extra: "",
-            },
-        ));
+        let config = SshdConfig {
+            listen: &listen,
+            host_key: host_key.path(),
+            authorized_keys,
+            session_home,
+            refuse_keys_on: &refuse,
+            extra: "",
+        };
+        servers.push(match isolation {
+            Some(isolation) => Sshd::start_isolated(&server_dir, &config, isolation),
+            None => Sshd::start(&server_dir, &config),
+        });
     }
     servers
 }

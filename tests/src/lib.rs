@@ -16,6 +16,8 @@
 //! - [`pipe`]: volley into a real pipe closed by its reader (`| head -1`), and on a pseudo-terminal.
 //! - [`relay`]: [`DelayRelay`], added latency for benchmarks.
 //! - [`stalling`]: [`StallingPort`], a host that times out at first and then answers.
+//! - [`isolation`]: hosts that each have their own files (a private mount namespace per
+//!   server), for `volley push` and `volley fetch`.
 //! - [`listeners`]: odd listeners for connect-stage failures: a port that never answers, one
 //!   that writes fixed text (HTTP, a bare SSH banner) and then stays silent.
 //! - [`jump`]: [`JumpFleet`], hosts that only jump hosts can reach, in a [`netns`] namespace,
@@ -36,6 +38,7 @@ pub mod fleet;
 pub mod hybrid;
 pub mod inetd;
 pub mod inventory;
+pub mod isolation;
 pub mod jump;
 pub mod keys;
 pub mod listeners;

@@ -83,6 +83,8 @@ pub struct HostRecord {
     pub attempts: u64,
     /// Why `auto` ran the host over SSH after trying its agent, when it did.
     pub fallback: Option<FallbackRecord>,
+    /// `volley push` only (the key is absent otherwise): the remote files changed.
+    pub changed: Option<Vec<String>>,
 }
 
 /// The `fallback` object of a `--json` record.
@@ -195,6 +197,10 @@ pub fn parse_record(line: &str) -> Result<HostRecord, String> {
         batch: fields.required("batch", Value::as_u64)?,
         attempts: fields.required("attempts", Value::as_u64)?,
         fallback: fields.optional("fallback", fallback)?,
+        changed: match object.get("changed") {
+            None => None,
+            Some(_) => Some(fields.required("changed", strings)?),
+        },
     };
     if !OUTCOME_KINDS.contains(&record.outcome.as_str()) {
         return Err(format!("unknown outcome {:?}", record.outcome));
@@ -214,6 +220,15 @@ fn fallback(value: &Value) -> Option<FallbackRecord> {
         reason: object.get("reason")?.as_str()?.to_string(),
         detail: object.get("detail")?.as_str()?.to_string(),
     })
+}
+
+/// An array of strings.
+fn strings(value: &Value) -> Option<Vec<String>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|item| item.as_str().map(str::to_string))
+        .collect()
 }
 
 /// A duration in milliseconds: any non-negative JSON number.
@@ -319,6 +334,15 @@ mod tests {
             Err(r#"unknown fallback reason "bored""#),
         );
         check("[1]", Err("not a JSON object"));
+        let pushed = SUCCEEDED.replace(r#""attempts":1"#, r#""attempts":1,"changed":["/etc/a"]"#);
+        assert_eq!(
+            parse_record(&pushed).map(|r| r.changed),
+            Ok(Some(vec!["/etc/a".to_string()]))
+        );
+        check(
+            &SUCCEEDED.replace(r#""attempts":1"#, r#""attempts":1,"changed":[1]"#),
+            Err(r#"key "changed" has the wrong type: [1]"#),
+        );
     }
 
     #[test]

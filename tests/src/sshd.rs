@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::isolation::Isolation;
 use crate::netns::Namespace;
 use crate::tools;
 
@@ -54,6 +55,20 @@ impl Sshd {
     /// [`Sshd::start`] inside `namespace`, if one is given: it is then ready once its log says
     /// it listens on every address (they cannot be reached from here to read a banner).
     pub fn start_in(dir: &Path, config: &SshdConfig, namespace: Option<&Namespace>) -> Sshd {
+        Sshd::launch(dir, config, namespace, None)
+    }
+
+    /// As [`Sshd::start`], in a mount namespace of its own (see [`Isolation`]).
+    pub fn start_isolated(dir: &Path, config: &SshdConfig, isolation: &Isolation) -> Sshd {
+        Sshd::launch(dir, config, None, Some(isolation))
+    }
+
+    fn launch(
+        dir: &Path,
+        config: &SshdConfig,
+        namespace: Option<&Namespace>,
+        isolation: Option<&Isolation>,
+    ) -> Sshd {
         assert!(
             config.listen.len() <= MAX_LISTEN_ADDRESSES,
             "one sshd serves at most {MAX_LISTEN_ADDRESSES} addresses"
@@ -66,9 +81,10 @@ impl Sshd {
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
         // Through a shell for the umask; `exec` keeps the pid: the child is sshd.
         let shell = Path::new("/bin/sh");
-        let mut command = match namespace {
-            Some(namespace) => namespace.command(shell),
-            None => Command::new(shell),
+        let mut command = match (namespace, isolation) {
+            (Some(namespace), _) => namespace.command(shell),
+            (None, Some(isolation)) => isolation.command(shell),
+            (None, None) => Command::new(shell),
         };
         let child = command
             .args(["-c", "umask 022 && exec \"$0\" \"$@\""])
@@ -99,6 +115,14 @@ impl Sshd {
 
     pub fn log_path(&self) -> &Path {
         &self.log
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn serves(&self, socket: SocketAddrV4) -> bool {
+        self.listen.contains(&socket)
     }
 
     fn wait_until_ready(&mut self) {

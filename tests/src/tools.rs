@@ -49,6 +49,10 @@ pub fn kill() -> PathBuf {
     on_path("kill", "apt-get install -y procps")
 }
 
+pub fn unshare() -> PathBuf {
+    on_path("unshare", "apt-get install -y util-linux")
+}
+
 /// systemd-nspawn, which boots the containers of the systemd tests (`tests/need-systemd.sh`
 /// installs it).
 pub fn systemd_nspawn() -> PathBuf {
@@ -58,7 +62,7 @@ pub fn systemd_nspawn() -> PathBuf {
     )
 }
 
-/// nsenter, for looking inside a container.
+/// nsenter, for looking inside a container or an isolated host's mount namespace.
 pub fn nsenter() -> PathBuf {
     on_path("nsenter", "apt-get install -y util-linux")
 }

@@ -89,7 +89,17 @@ pub struct RunFlags {
 impl RunFlags {
     /// `run --inventory I --known-hosts K -i KEY -l USER [--pki DIR]`, then `extra`.
     pub fn args<S: Into<OsString>>(&self, extra: impl IntoIterator<Item = S>) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec!["run".into()];
+        self.args_of("run", extra)
+    }
+
+    /// As [`RunFlags::args`], for another subcommand that takes the same flags (`push`,
+    /// `fetch`).
+    pub fn args_of<S: Into<OsString>>(
+        &self,
+        subcommand: &str,
+        extra: impl IntoIterator<Item = S>,
+    ) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![subcommand.into()];
         args.extend(self.connection());
         args.extend(["-l".into(), self.user.clone().into()]);
         if let Some(pki) = &self.pki {

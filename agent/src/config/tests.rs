@@ -51,6 +51,8 @@ fn defaults() {
             allowed_controllers: vec!["volley-controller".to_string()],
             audit_log: None,
             executor: ExecutorChoice::Auto,
+            push_roots: PushRoots::defaults()
+                .protecting(vec![PathBuf::from("/etc/volley/agent.key")]),
             limits: Limits::default(),
             session: SessionConfig::default(),
             warnings: Vec::new(),
@@ -69,6 +71,7 @@ fn every_key() {
         allowed_controllers = ["ops", "ci"]
         audit_log = "audit.log"
         executor = "direct"
+        push_roots = ["/srv/www", "files"]
         [limits]
         max_concurrent_execs = 2
         max_message_bytes = 262144
@@ -76,6 +79,7 @@ fn every_key() {
         max_concurrent_handshakes = 8
         max_timeout = "0"
         shutdown_grace = "1.5s"
+        max_file_bytes = "10MiB"
         [session]
         path = "/bin"
         root_path = "/sbin:/bin"
@@ -95,6 +99,12 @@ fn every_key() {
         load("executor = \"systemd\"").map(|config| config.executor),
         Ok(ExecutorChoice::Systemd)
     );
+    // A relative root is relative to the file's directory, like every other path.
+    let roots = config.push_roots.list();
+    assert!(
+        roots.starts_with("/srv/www, /") && roots.ends_with("/files"),
+        "{roots}"
+    );
     assert_eq!(
         config.limits,
         Limits {
@@ -104,6 +114,7 @@ fn every_key() {
             max_concurrent_handshakes: 8,
             max_timeout: None,
             shutdown_grace: Duration::from_millis(1500),
+            max_file_bytes: 10 << 20,
         }
     );
     assert_eq!(
@@ -150,6 +161,10 @@ fn errors_name_the_file_and_the_key() {
     check_error(
         "[limits]\nmax_message_bytes = 1000",
         "config FILE: limits.max_message_bytes: must be between 131072 and 4294967295 bytes",
+    );
+    check_error(
+        "push_roots = [\"/srv/../root\"]",
+        "config FILE: push_roots: '/srv/../root' is not an absolute path of plain names",
     );
     check_error(
         "[limits]\nmax_concurrent_handshakes = 0",

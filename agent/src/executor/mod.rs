@@ -134,6 +134,20 @@ impl Executor {
         }
     }
 
+    /// Gives the file at `path` the uid and gid of `owner` outside the agent, where the agent
+    /// may not (under systemd its unit refuses chown(2)). Returns false where the agent does it
+    /// itself (direct).
+    pub async fn chown(
+        &self,
+        path: &Path,
+        owner: (Option<u32>, Option<u32>),
+    ) -> Result<bool, String> {
+        match self {
+            Executor::Direct => Ok(false),
+            Executor::Systemd(systemd) => systemd.chown(path, owner).await.map(|()| true),
+        }
+    }
+
     /// Stops the commands that an earlier agent left running (it died without stopping them),
     /// as a restart of a directly-run agent kills its children. Nothing to do for direct.
     pub async fn stop_leftovers(&self, leftovers: Vec<String>) {

@@ -30,13 +30,15 @@
 
 mod bus;
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustix::process::Signal;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe::{Receiver, Sender};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -48,6 +50,7 @@ use self::bus::{Bus, MainExit};
 use super::{Kind, Process};
 use crate::as_user::{self, HelperCall};
 use crate::exec::{ExecError, KILL_AFTER};
+use crate::session;
 use crate::signals::signal_name;
 
 /// The prefix of every unit the agent starts.
@@ -65,12 +68,15 @@ const POLL_UNSIGNALLED: Duration = Duration::from_millis(100);
 /// How often a stopped unit is checked for survivors between TERM and KILL.
 const CGROUP_POLL: Duration = Duration::from_millis(50);
 
+/// Where the unit that gives a pushed file its owner finds `chown`.
+const CHOWN_PATH: &str = "/usr/bin:/bin";
+
 /// At most this much of the execution id goes into a unit's name.
 const ID_IN_NAME: usize = 100;
 
 /// Whether systemd is PID 1 here.
 pub fn booted() -> bool {
-    std::path::Path::new("/run/systemd/system").is_dir()
+    Path::new("/run/systemd/system").is_dir()
 }
 
 /// Whether this agent is a service of PID 1: systemd runs, started the agent (its parent is
@@ -248,6 +254,62 @@ impl Systemd {
                 status: None,
             }),
         })
+    }
+
+    /// Gives the file at `path` the uid and gid of `owner` with `chown` in a unit of its own,
+    /// run by the helper as root outside the agent's sandbox, as a command would be. Numbers are
+    /// passed as `+N`, which chown never takes for names; a link is changed itself, never
+    /// followed.
+    pub async fn chown(
+        &self,
+        path: &Path,
+        owner: (Option<u32>, Option<u32>),
+    ) -> Result<(), String> {
+        let owner = match owner {
+            (Some(uid), Some(gid)) => format!("+{uid}:+{gid}"),
+            (Some(uid), None) => format!("+{uid}"),
+            (None, Some(gid)) => format!(":+{gid}"),
+            (None, None) => return Ok(()),
+        };
+        let program = session::find_program("chown", Some(CHOWN_PATH))
+            .ok_or_else(|| format!("no chown in {CHOWN_PATH}"))?;
+        let args: Vec<OsString> = [
+            as_user::SUBCOMMAND.into(),
+            "--dir".into(),
+            "/".into(),
+            "--".into(),
+            program.into_os_string(),
+            "chown".into(),
+            "--no-dereference".into(),
+            owner.into(),
+            "--".into(),
+            path.as_os_str().to_owned(),
+        ]
+        .into();
+        let call = HelperCall {
+            args,
+            env: [("PATH".to_string(), CHOWN_PATH.to_string())].into(),
+            program: "chown".to_string(),
+        };
+        let mut process = self
+            .start(call, "push-owner", Vec::new())
+            .await
+            .map_err(|error| error.to_string())?;
+        let (stdout, stderr) = process.take_outputs();
+        let (mut said, mut ignored) = (Vec::new(), Vec::new());
+        if let Some(mut stderr) = stderr {
+            let _ = stderr.read_to_end(&mut said).await;
+        }
+        if let Some(mut stdout) = stdout {
+            let _ = stdout.read_to_end(&mut ignored).await;
+        }
+        match process.wait().await.map_err(|error| error.to_string())? {
+            ExitStatus::Code(0) => Ok(()),
+            status => Err(format!(
+                "chown in a unit of systemd ended with {status:?}: {}",
+                String::from_utf8_lossy(&said).trim()
+            )),
+        }
     }
 
     /// The units an earlier agent started, listed before this one starts any.

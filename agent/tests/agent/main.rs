@@ -2,6 +2,7 @@
 //! loopback ports chosen by the kernel.
 //!
 //! - [`exec`]: running commands: output, exit, signals, timeouts, cancel, limits, `Info`.
+//! - [`files`]: `Stat`, `Push` and `Fetch` under `push_roots`: refusals, limits, atomicity.
 //! - [`peers`]: who may connect: every refused client gets an error and runs nothing.
 //! - [`lifecycle`]: start-up checks, sd_notify, SIGTERM, memory, the audit log.
 //! - [`reload`]: SIGHUP serves a new certificate without a restart.
@@ -10,6 +11,7 @@
 //! - the `keygen` subcommand is tested beside its code (`src/keygen.rs`).
 
 mod exec;
+mod files;
 mod fixture;
 mod lifecycle;
 mod peers;

@@ -95,6 +95,18 @@ Examples:
   volley agent uninstall -w web07
   volley agent uninstall -g web --batch 10";
 
+pub const PUSH: &str = "\
+Examples:
+  volley push -g web nginx.conf /etc/nginx/nginx.conf --then 'systemctl reload nginx'
+  volley push -g web conf.d /etc/nginx/ --mode 0644 --owner root:root --backup
+  volley push -g web --batch 1,10%,50% --max-failures 2 app.env /srv/app/ --then 'systemctl restart app'
+  volley push -g web -l deploy --become motd /etc/motd";
+
+pub const FETCH: &str = "\
+Examples:
+  volley fetch -g web /etc/nginx/nginx.conf out/
+  volley fetch -w 'db[1-3]' /etc/postgresql/16/main/postgresql.conf /etc/hosts configs/";
+
 pub const COMPLETIONS: &str = "\
 Examples:
   volley completions bash > /etc/bash_completion.d/volley

@@ -1,13 +1,17 @@
 //! The command line as clap parses it: raw flags, before any validation.
 //!
 //! Turning these into a validated [`crate::plan::RunPlan`] is the job of `plan`; nothing here
-//! reads files or touches the network.
+//! reads files or touches the network. `volley push` and `volley fetch` are in [`transfer`].
+
+mod transfer;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod examples;
+
+pub use self::transfer::{FetchArgs, PushArgs, TransferArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +46,13 @@ pub enum Command {
     /// Install, check, upgrade, renew or remove volley-agent on hosts, over SSH
     #[command(subcommand, after_help = examples::AGENT)]
     Agent(AgentCommand),
+    /// Copy files and directories to every target host, atomically and verified there; with
+    /// --then, run a command where something changed
+    #[command(after_help = examples::PUSH)]
+    Push(Box<PushArgs>),
+    /// Bring files back from every target host into DIR/HOST/PATH
+    #[command(after_help = examples::FETCH)]
+    Fetch(Box<FetchArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     #[command(after_help = examples::COMPLETIONS)]
     Completions(CompletionsArgs),
@@ -215,7 +226,7 @@ pub struct LimitArgs {
     pub connect_timeout: Option<String>,
 
     /// Time allowed on one host once connected; a command is then stopped there [default: none
-    /// for `volley run`, 10m for `volley agent` operations]
+    /// for `volley run`, 10m for `volley agent` operations, `push` and `fetch`]
     #[arg(short = 't', long, value_name = "DURATION")]
     pub timeout: Option<String>,
 }

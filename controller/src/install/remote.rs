@@ -1,5 +1,6 @@
 //! Running the steps of an agent operation on a host: POSIX sh scripts over the host's one SSH
-//! [`Session`], and uploads that are checksum-verified and moved into place atomically.
+//! [`Session`], and uploads that are checksum-verified and moved into place atomically (the
+//! script shared with `volley push`, in [`crate::upload`]).
 //!
 //! Every script starts with the layout's paths as shell variables and a few functions
 //! ([`PRELUDE`]), runs under `/bin/sh` whatever the login shell is (as root through `sudo -n`
@@ -8,8 +9,9 @@
 
 use bytes::Bytes;
 
-use crate::shell::quote;
 use crate::transport::ssh::{Exit, Session, sudo};
+pub use crate::upload::sha256_hex;
+use crate::upload::{self, Directories, Upload};
 
 use super::layout::Layout;
 
@@ -94,10 +96,9 @@ impl Remote<'_> {
         }
     }
 
-    /// Writes `contents` to `path` with `mode`: into a temporary file in the same directory
-    /// (created with umask 077, so never readable by others while it fills), whose SHA-256 is
-    /// checked on the host against ours, then renamed over `path`. A failure leaves `path` as
-    /// it was.
+    /// Writes `contents` to `path` with `mode` by the shared atomic upload
+    /// ([`crate::upload`]): a temporary file in the same directory, checked on the host
+    /// against our SHA-256, renamed over `path`. A failure leaves `path` as it was.
     pub async fn put(
         &self,
         step: &'static str,
@@ -105,34 +106,19 @@ impl Remote<'_> {
         contents: Bytes,
         mode: u32,
     ) -> Result<(), StepError> {
-        let expected = sha256_hex(&contents);
-        let body = format!(
-            r#"path={path}
-umask 077
-mkdir -p "$(dirname "$path")"
-tmp="$path.volley-upload"
-trap 'rm -f "$tmp"' EXIT
-cat > "$tmp"
-got=$(sum "$tmp")
-if [ "$got" != {expected} ]; then
-  echo "checksum mismatch after the upload of $path: $got, expected {expected}" >&2
-  exit 1
-fi
-chmod {mode:o} "$tmp"
-mv -f "$tmp" "$path"
-trap - EXIT
-"#,
-            path = quote(path),
-        );
-        self.script_with_input(step, &body, contents).await?;
+        let sha256 = sha256_hex(&contents);
+        let upload = Upload {
+            path,
+            sha256: &sha256,
+            mode,
+            owner: None,
+            directories: Directories::Any,
+            backup_suffix: None,
+        };
+        self.script_with_input(step, &upload::script(&upload), contents)
+            .await?;
         Ok(())
     }
-}
-
-/// SHA-256 in lower-case hex, as `sha256sum` prints it.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    data_encoding::HEXLOWER.encode(digest.as_ref())
 }
 
 #[cfg(test)]

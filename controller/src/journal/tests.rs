@@ -48,6 +48,7 @@ fn report(host: &str, outcome: Outcome) -> HostReport {
         batch: 1,
         attempts: 1,
         fallback: None,
+        changed: None,
     }
 }
 
@@ -121,11 +122,11 @@ async fn hosts_are_journalled_before_they_are_reported() {
         },
         Event::Finished {
             host: 0,
-            report: report("h1", Outcome::Succeeded),
+            report: Box::new(report("h1", Outcome::Succeeded)),
         },
         Event::Finished {
             host: 2,
-            report: report("h3", Outcome::NonZeroExit { code: 2 }),
+            report: Box::new(report("h3", Outcome::NonZeroExit { code: 2 })),
         },
     ];
     let expected: Vec<String> = sent.iter().map(|event| format!("{event:?}")).collect();
@@ -171,7 +172,13 @@ async fn the_journal_goes_on_when_the_reporters_are_gone() {
                 reason: String::new(),
             },
         );
-        events.send(Event::Finished { host, report }).await.unwrap();
+        events
+            .send(Event::Finished {
+                host,
+                report: Box::new(report),
+            })
+            .await
+            .unwrap();
     }
     drop(events);
     let journal = tap.await.unwrap();

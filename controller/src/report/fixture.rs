@@ -25,6 +25,7 @@ pub(crate) fn host_report(
         batch: 1,
         attempts: 1,
         fallback: None,
+        changed: None,
     }
 }
 

@@ -35,6 +35,9 @@ struct Record<'a> {
     /// `null`, or why `auto` ran the host over SSH after trying its agent:
     /// `{"reason": "agent_certificate_rejected", "detail": "TLS rejected: ..."}`.
     fallback: Option<&'a Fallback>,
+    /// `volley push` only: the remote files replaced or created on the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<&'a [String]>,
 }
 
 impl<'a> Record<'a> {
@@ -68,6 +71,7 @@ impl<'a> Record<'a> {
             batch: report.batch,
             attempts: report.attempts,
             fallback: report.fallback.as_ref(),
+            changed: report.changed.as_deref(),
         }
     }
 }

@@ -183,7 +183,7 @@ async fn consume<O: Write, E: Write>(
                     progress.finished(host, report.outcome.is_success());
                 }
                 if let Some(slot) = reports.get_mut(host) {
-                    *slot = Some(report);
+                    *slot = Some(*report);
                 }
             }
         }
@@ -318,22 +318,22 @@ mod tests {
             output(1, Stream::Stdout, "me"),
             Event::Finished {
                 host: 1,
-                report: host_report("h02", Outcome::Succeeded, b"same\n", b""),
+                report: Box::new(host_report("h02", Outcome::Succeeded, b"same\n", b"")),
             },
             Event::Finished {
                 host: 0,
-                report: host_report("h01", Outcome::Succeeded, b"same\n", b""),
+                report: Box::new(host_report("h01", Outcome::Succeeded, b"same\n", b"")),
             },
             Event::Finished {
                 host: 2,
-                report: host_report(
+                report: Box::new(host_report(
                     "h03",
                     Outcome::ConnectTimeout {
                         reason: String::new(),
                     },
                     b"",
                     b"",
-                ),
+                )),
             },
         ]
     }
@@ -386,7 +386,7 @@ mod tests {
             },
             Event::Finished {
                 host: 7,
-                report: host_report("ghost", Outcome::Cancelled, b"", b""),
+                report: Box::new(host_report("ghost", Outcome::Cancelled, b"", b"")),
             },
         ];
         let run = run(OutputMode::Stream, events).await;

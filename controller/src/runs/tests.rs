@@ -63,6 +63,7 @@ fn host(host: &str, batch: usize, outcome: Outcome) -> Entry {
         total_ms: 1234,
         stdout_bytes: 0,
         stderr_bytes: 0,
+        changed: None,
         finished: "2026-11-27T06:58:14.000Z".to_string(),
         fallback: None,
     })
@@ -370,6 +371,89 @@ fn a_recorded_agent_operation_is_retried_as_that_operation() {
     assert_eq!(agent.agent_binary, Some(PathBuf::from("/opt/volley-agent")));
     assert_eq!(retry.args.command, ["volley agent install"]);
     assert_eq!(retry.args.targets.groups, ["web"]);
+}
+
+/// A push host's entry: `changed` lists what it wrote.
+fn pushed(host: &str, outcome: Outcome, changed: &[&str]) -> Entry {
+    let Entry::Host(mut entry) = self::host(host, 1, outcome) else {
+        unreachable!("host() makes host entries")
+    };
+    entry.changed = Some(changed.iter().map(|path| path.to_string()).collect());
+    Entry::Host(entry)
+}
+
+#[test]
+fn a_recorded_push_is_retried_as_a_push_owing_then_where_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = ["web1", "web2", "web3", "web4", "web5", "web6"];
+    let mut recorded = header(ROLLOUT, "2026-11-27T06:58:12.345Z", &hosts, vec![6]);
+    recorded.command = "volley push app.conf /etc/app.conf".to_string();
+    recorded.subcommand = vec!["push".to_string()];
+    recorded.arguments = ["-g", "web", "--then", "reload", "app.conf", "/etc/app.conf"]
+        .map(str::to_string)
+        .to_vec();
+    let upload_failed = || Outcome::StepFailed {
+        step: "upload".to_string(),
+        reason: "/etc/b: No space left on device".to_string(),
+    };
+    write(
+        dir.path(),
+        ROLLOUT,
+        &[
+            Entry::Header(Box::new(recorded)),
+            // Written, then reloaded: done.
+            pushed("web1", Outcome::Succeeded, &["/etc/a"]),
+            // Written, reload failed: owed.
+            pushed("web2", Outcome::NonZeroExit { code: 1 }, &["/etc/a"]),
+            // Unchanged, but the owed reload failed again: still owed.
+            pushed("web3", Outcome::NonZeroExit { code: 1 }, &[]),
+            // One file written, the next failed: the reload never ran.
+            pushed("web4", upload_failed(), &["/etc/a"]),
+            // Nothing written: nothing owed.
+            pushed("web5", upload_failed(), &[]),
+            // web6 never finished: volley was killed, it may have been written.
+        ],
+    );
+    let args = RetryArgs {
+        run: ROLLOUT.to_string(),
+        only: None,
+        overrides: RetryOverrides::default(),
+    };
+    let retry = retry(dir.path(), &args, Vec::new()).unwrap();
+    assert_eq!(retry.hosts, ["web2", "web3", "web4", "web5", "web6"]);
+    assert_eq!(retry.then_owed, ["web2", "web3", "web4", "web6"]);
+    assert!(matches!(
+        retry.transfer,
+        Some(crate::transfer::Request::Push(_))
+    ));
+    assert!(retry.agent.is_none());
+    assert_eq!(retry.args.targets.groups, ["web"]);
+}
+
+#[test]
+fn a_push_host_shows_what_it_changed() {
+    let entry = |outcome, changed: Option<&[&str]>| {
+        let Entry::Host(mut entry) = host("web1", 1, outcome) else {
+            unreachable!("host() makes host entries")
+        };
+        entry.changed = changed.map(|paths| paths.iter().map(|p| p.to_string()).collect());
+        host_row("web1", Some(&entry), Some(&1))[6].clone()
+    };
+    assert_eq!(entry(Outcome::Succeeded, None), "");
+    assert_eq!(entry(Outcome::Succeeded, Some(&[])), "unchanged");
+    assert_eq!(entry(Outcome::Succeeded, Some(&["/a"])), "changed /a");
+    assert_eq!(
+        entry(Outcome::Succeeded, Some(&["/a", "/b", "/c"])),
+        "changed /a and 2 more"
+    );
+    assert_eq!(
+        entry(Outcome::NonZeroExit { code: 3 }, Some(&["/a"])),
+        "exited with status 3; changed /a"
+    );
+    assert_eq!(
+        entry(Outcome::NonZeroExit { code: 3 }, Some(&[])),
+        "exited with status 3"
+    );
 }
 
 #[test]

@@ -172,7 +172,7 @@ async fn run_with(plan: RunPlan, transport: Arc<Scripted>, cancel: CancellationT
             match event {
                 Event::Finished { host, report } => {
                     assert!(finished[host].is_none(), "host {host} finished twice");
-                    finished[host] = Some(report);
+                    finished[host] = Some(*report);
                 }
                 Event::BatchStarted { batch, hosts, .. } => batches.push((batch, hosts)),
                 Event::Started { .. } | Event::Output { .. } => {}

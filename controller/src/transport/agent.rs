@@ -56,15 +56,6 @@ pub enum AgentSetupError {
     },
 }
 
-/// How far an attempt got, which decides whether SSH may take over.
-pub enum Attempt {
-    /// The agent never accepted us, so no command can have started; with what that means for a
-    /// fallback, when the outcome allows one.
-    NotReached(Ended, Option<FallbackReason>),
-    /// A request may have reached the agent: whatever happened, there is no second try.
-    Ran(Ended),
-}
-
 /// What an agent said about itself, and the certificate it served, for `volley agent`.
 #[derive(Debug)]
 pub struct Served {
@@ -75,10 +66,10 @@ pub struct Served {
 
 /// Why no connection to an agent was made: the host's outcome, and what it means for a fallback
 /// (set for the outcomes that allow one: no agent, no answer in time, TLS failed, and for TLS
-/// which side refused).
-struct NotConnected {
-    outcome: Outcome,
-    fallback: Option<FallbackReason>,
+/// which side refused). Nothing can have run on the host.
+pub struct NotConnected {
+    pub outcome: Outcome,
+    pub fallback: Option<FallbackReason>,
 }
 
 impl From<Outcome> for NotConnected {
@@ -90,11 +81,17 @@ impl From<Outcome> for NotConnected {
     }
 }
 
-/// A connection that passed TLS and answered `Info`.
-struct Connected {
-    client: AgentClient<Channel>,
+/// A connection that passed TLS and answered `Info`: no command can have run yet.
+pub struct Connected {
+    pub client: AgentClient<Channel>,
     info: pb::AgentInfo,
     certificate: Vec<u8>,
+}
+
+/// An agent reached within the connect timeout, and how long that took.
+pub struct Reached {
+    pub connected: Connected,
+    pub after: Duration,
 }
 
 /// The agent transport, shared by every host of a run.
@@ -147,35 +144,48 @@ impl AgentTransport {
         })
     }
 
-    /// Runs the job through the agent and says whether a request may have reached it.
-    pub async fn attempt(&self, job: &mut Job<'_>, connect_timeout: Duration) -> Attempt {
+    /// Connects within `timeout` (TCP, TLS, `Info`), or says why not; an interrupt ends the
+    /// wait. Nothing can have run on the host when this fails.
+    pub async fn reach(
+        &self,
+        host: &HostSpec,
+        timeout: Duration,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<Reached, NotConnected> {
         let started = Instant::now();
         let progress = Progress::default();
-        let connect = tokio::time::timeout(connect_timeout, self.connect(job.host, &progress));
-        let mut client = tokio::select! {
+        let connect = tokio::time::timeout(timeout, self.connect(host, &progress));
+        tokio::select! {
             result = connect => match result {
-                Ok(Ok(connected)) => {
-                    // A request larger than the agent takes would be refused mid-way; say why
-                    // before sending it. Nothing has started.
-                    if let Some(outcome) = too_big_for(&connected.info, job.stdin) {
-                        return Attempt::NotReached(ended(outcome, None, None), None);
-                    }
-                    connected.client
-                }
-                Ok(Err(failed)) => return Attempt::NotReached(ended(failed.outcome, None, None), failed.fallback),
-                Err(_) => {
-                    let reason = progress.stalled(connect_timeout);
-                    let outcome = Outcome::ConnectTimeout { reason };
-                    let fallback = FallbackReason::of(&outcome);
-                    return Attempt::NotReached(ended(outcome, None, None), fallback);
-                }
+                Ok(Ok(connected)) => Ok(Reached { connected, after: started.elapsed() }),
+                Ok(Err(failed)) => Err(failed),
+                Err(_) => Err(NotConnected::from(Outcome::ConnectTimeout {
+                    reason: progress.stalled(timeout),
+                })),
             },
-            () = job.cancel.cancelled() => return Attempt::NotReached(ended(Outcome::Cancelled, None, None), None),
-        };
-        let connected_after = Some(started.elapsed());
+            () = cancel.cancelled() => Err(NotConnected {
+                outcome: Outcome::Cancelled,
+                fallback: None,
+            }),
+        }
+    }
+
+    /// Runs the job's command on an agent already reached. A `--stdin` larger than the agent
+    /// takes in one request is refused here, before anything is sent (and SSH does not take
+    /// over: it is the input's problem, not the agent's).
+    pub async fn run_reached(&self, reached: Reached, job: &mut Job<'_>) -> Ended {
+        if let Some(outcome) = too_big_for(&reached.connected.info, job.stdin) {
+            return ended(outcome, None, None);
+        }
+        let mut client = reached.connected.client;
         let run_started = Instant::now();
         let outcome = self.exec(&mut client, job).await;
-        Attempt::Ran(ended(outcome, connected_after, Some(run_started.elapsed())))
+        ended(outcome, Some(reached.after), Some(run_started.elapsed()))
+    }
+
+    /// The id an agent records for this run's work on `host`.
+    pub fn execution_id(&self, host: &HostSpec) -> String {
+        format!("{}/{}", self.run_id, host.name)
     }
 
     /// Connects and asks `Info`, within `timeout`: whether the agent serves, what it says about
@@ -283,9 +293,11 @@ impl AgentTransport {
         })
     }
 
-    async fn exec(&self, client: &mut AgentClient<Channel>, job: &mut Job<'_>) -> Outcome {
+    /// Runs the job's command through `client` and streams its output; the outcome is the
+    /// command's, or why the stream ended without one.
+    pub async fn exec(&self, client: &mut AgentClient<Channel>, job: &mut Job<'_>) -> Outcome {
         let spec = ExecSpec {
-            execution_id: format!("{}/{}", self.run_id, job.host.name),
+            execution_id: self.execution_id(job.host),
             program: Program::Shell(job.command.to_string()),
             env: Default::default(),
             working_dir: None,
@@ -375,8 +387,9 @@ impl Transport for AgentTransport {
     fn run<'a>(&'a self, mut job: Job<'a>) -> BoxFuture<'a, Ended> {
         Box::pin(async move {
             let connect_timeout = job.limits.connect_timeout;
-            match self.attempt(&mut job, connect_timeout).await {
-                Attempt::NotReached(ended, _) | Attempt::Ran(ended) => ended,
+            match self.reach(job.host, connect_timeout, &job.cancel).await {
+                Ok(reached) => self.run_reached(reached, &mut job).await,
+                Err(failed) => ended(failed.outcome, None, None),
             }
         })
     }

@@ -8,15 +8,20 @@
 //! A host that fell back says so: its [`Ended::fallback`] names why (no agent, no answer in time,
 //! the agent's certificate rejected, ours refused) and the agent attempt's outcome, for the JSON
 //! record, the journal, the failure line and the summary.
+//!
+//! The choice is [`route`], which `volley push` and `volley fetch` use too: they reach a host
+//! the same way, then do their own work over the agent connection or the SSH session.
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use volley_common::inventory::TransportChoice;
 use volley_common::outcome::{Fallback, FallbackReason, Outcome, TransportKind};
 
-use super::agent::{AgentTransport, Attempt};
+use super::agent::{AgentTransport, Reached};
 use super::ssh::SshTransport;
 use super::{BoxFuture, Ended, Job, Transport};
+use crate::plan::HostSpec;
 
 /// How long `auto` waits for an agent before trying SSH: a host without an agent behind a
 /// firewall that drops packets should not cost the whole connect timeout twice.
@@ -28,39 +33,84 @@ pub struct AutoTransport {
     pub ssh: SshTransport,
 }
 
+/// Where a host's work goes.
+pub enum Route {
+    /// Through this agent, already reached.
+    Agent(Box<Reached>),
+    /// Over SSH: the host uses SSH, or its agent certainly started nothing (then why, for the
+    /// host's [`Ended::fallback`]).
+    Ssh(Option<Fallback>),
+    /// Nowhere: the host's outcome (its agent could not be used and SSH may not take over).
+    Ended(Ended),
+}
+
+/// Picks the transport of one host by its inventory choice and the fallback rule, reaching its
+/// agent when that is the way.
+pub async fn route(
+    agent: Option<&AgentTransport>,
+    host: &HostSpec,
+    connect_timeout: Duration,
+    cancel: &CancellationToken,
+) -> Route {
+    let not_reached = |outcome| {
+        Route::Ended(Ended {
+            outcome,
+            connected_after: None,
+            ran_for: None,
+            transport: TransportKind::Agent,
+            fallback: None,
+        })
+    };
+    match (host.transport, agent) {
+        (TransportChoice::Ssh, _) | (TransportChoice::Auto, None) => Route::Ssh(None),
+        (TransportChoice::Agent, None) => not_reached(Outcome::TransportError {
+            reason: "no PKI for the agent transport".to_string(),
+        }),
+        (TransportChoice::Agent, Some(agent)) => {
+            match agent.reach(host, connect_timeout, cancel).await {
+                Ok(reached) => Route::Agent(Box::new(reached)),
+                Err(failed) => not_reached(failed.outcome),
+            }
+        }
+        (TransportChoice::Auto, Some(agent)) => {
+            let probe = connect_timeout.min(AGENT_PROBE_TIMEOUT);
+            match agent.reach(host, probe, cancel).await {
+                Ok(reached) => Route::Agent(Box::new(reached)),
+                Err(failed) if may_fall_back(&failed.outcome) => {
+                    tracing::debug!(host = %host.name, "no agent ({}); using SSH", failed.outcome);
+                    let reason = failed
+                        .fallback
+                        .or_else(|| FallbackReason::of(&failed.outcome));
+                    Route::Ssh(reason.map(|reason| Fallback {
+                        reason,
+                        detail: failed.outcome.to_string(),
+                    }))
+                }
+                Err(failed) => not_reached(failed.outcome),
+            }
+        }
+    }
+}
+
 impl AutoTransport {
     async fn run_host(&self, mut job: Job<'_>) -> Ended {
-        match (job.host.transport, &self.agent) {
-            (TransportChoice::Ssh, _) | (TransportChoice::Auto, None) => self.ssh.run(job).await,
-            (TransportChoice::Agent, None) => Ended {
-                outcome: Outcome::TransportError {
-                    reason: "no PKI for the agent transport".to_string(),
-                },
-                connected_after: None,
-                ran_for: None,
-                transport: TransportKind::Agent,
-                fallback: None,
-            },
-            (TransportChoice::Agent, Some(agent)) => agent.run(job).await,
-            (TransportChoice::Auto, Some(agent)) => {
-                let probe = job.limits.connect_timeout.min(AGENT_PROBE_TIMEOUT);
-                match agent.attempt(&mut job, probe).await {
-                    Attempt::Ran(ended) => ended,
-                    Attempt::NotReached(agent_ended, reason)
-                        if may_fall_back(&agent_ended.outcome) =>
-                    {
-                        tracing::debug!(host = %job.host.name, "no agent ({}); using SSH", agent_ended.outcome);
-                        let reason = reason.or_else(|| FallbackReason::of(&agent_ended.outcome));
-                        let mut ended = self.ssh.run(job).await;
-                        ended.fallback = reason.map(|reason| Fallback {
-                            reason,
-                            detail: agent_ended.outcome.to_string(),
-                        });
-                        ended
-                    }
-                    Attempt::NotReached(ended, _) => ended,
-                }
+        let routed = route(
+            self.agent.as_ref(),
+            job.host,
+            job.limits.connect_timeout,
+            &job.cancel,
+        )
+        .await;
+        match (routed, &self.agent) {
+            (Route::Agent(reached), Some(agent)) => agent.run_reached(*reached, &mut job).await,
+            (Route::Ended(ended), _) => ended,
+            (Route::Ssh(fallback), _) => {
+                let mut ended = self.ssh.run(job).await;
+                ended.fallback = fallback;
+                ended
             }
+            // `route` reaches an agent only through `self.agent`.
+            (Route::Agent(_), None) => self.ssh.run(job).await,
         }
     }
 }
@@ -73,13 +123,18 @@ fn may_fall_back(outcome: &Outcome) -> bool {
     )
 }
 
+/// The transport reported for hosts that never started: the agent where there is a PKI.
+pub fn kind(agent: Option<&AgentTransport>) -> TransportKind {
+    if agent.is_some() {
+        TransportKind::Agent
+    } else {
+        TransportKind::Ssh
+    }
+}
+
 impl Transport for AutoTransport {
     fn kind(&self) -> TransportKind {
-        if self.agent.is_some() {
-            TransportKind::Agent
-        } else {
-            TransportKind::Ssh
-        }
+        kind(self.agent.as_ref())
     }
 
     fn run<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Ended> {

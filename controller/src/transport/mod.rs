@@ -22,13 +22,15 @@ use volley_common::outcome::{Capture, Captured, Fallback, Outcome, TransportKind
 use crate::event::{Event, Stream};
 use crate::plan::HostSpec;
 
-/// Where a transport puts a host's output: forwarded to the reporters as it arrives, and kept up
-/// to the cap for the host's report.
+/// Where a transport puts what a host produced: its output, forwarded to the reporters as it
+/// arrives and kept up to the cap for the host's report; and, for `volley push`, the files it
+/// changed.
 pub struct OutputSink {
     host: usize,
     events: mpsc::Sender<Event>,
     stdout: Capture,
     stderr: Capture,
+    changed: Option<Vec<String>>,
 }
 
 impl OutputSink {
@@ -38,6 +40,7 @@ impl OutputSink {
             events,
             stdout: Capture::new(cap),
             stderr: Capture::new(cap),
+            changed: None,
         }
     }
 
@@ -68,8 +71,15 @@ impl OutputSink {
         }
     }
 
-    pub fn finish(self) -> (Captured, Captured) {
-        (self.stdout.finish(), self.stderr.finish())
+    /// Records the remote files a push changed on the host (empty: it compared, nothing
+    /// differed), for its report and journal record.
+    pub fn record_changed(&mut self, changed: Vec<String>) {
+        self.changed = Some(changed);
+    }
+
+    /// What was kept of stdout and stderr, and the files changed if recorded.
+    pub fn finish(self) -> (Captured, Captured, Option<Vec<String>>) {
+        (self.stdout.finish(), self.stderr.finish(), self.changed)
     }
 }
 

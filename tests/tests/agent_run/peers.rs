@@ -148,6 +148,7 @@ fn an_agent_whose_key_others_can_read_refuses_to_start() {
             key: &key,
             ca: &pki.ca(),
             allowed_controllers: &controllers,
+            push_roots: None,
         }),
     )
     .expect("the directory is writable");

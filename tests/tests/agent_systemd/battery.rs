@@ -30,6 +30,15 @@ impl Systemd {
         self.fleet.run(args)
     }
 
+    /// `volley push --json -w @all EXTRA` (EXTRA ends with the files and the destination).
+    pub fn push(&self, extra: &[&str]) -> ProcessOutput {
+        let mut args: Vec<OsString> = vec!["push".into()];
+        args.extend(self.connection());
+        args.extend(["--json", "-w", "@all"].map(OsString::from));
+        args.extend(extra.iter().map(OsString::from));
+        self.fleet.run(args)
+    }
+
     /// `volley run --json -g all EXTRA -- COMMAND`.
     pub fn run(&self, extra: &[&str], command: &str) -> ProcessOutput {
         self.run_on("@all", extra, command)

@@ -6,6 +6,7 @@
 //! group loses), the agent's shutdown grace, the audit records, and an agent that dies leaves
 //! nothing running once systemd has restarted it.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use volley_tests::container::Container;
@@ -38,8 +39,8 @@ const SSH_ONLY: &[&str] = &["SSH_CLIENT", "SSH_CONNECTION"];
 const HUNDRED_MIB: u64 = 100 << 20;
 const AGENT_PEAK_KIB: u64 = 64 << 10;
 
-/// The agent's capability bounding set in the unit: CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER.
-const AGENT_CAPABILITIES: &str = "000000000000000b";
+/// The agent's capability bounding set in the unit: CAP_DAC_OVERRIDE and CAP_FOWNER.
+const AGENT_CAPABILITIES: &str = "000000000000000a";
 
 /// What `/proc/PID/status` says of how a process is confined: its capability bounding set,
 /// whether it may gain privileges, and how many system call filters it has (the container's
@@ -383,6 +384,44 @@ pub fn stopping_the_agent_gives_commands_the_grace_period_then_stops_them(system
     c03.check(&format!(
         "rm {release} && mv {config}.test {config} && systemctl start {UNIT}"
     ));
+}
+
+pub fn pushes_write_files_with_their_owner_and_mode_through_the_sandboxed_agent(systemd: &Systemd) {
+    let local = systemd.fleet.dir().join("pushed.conf");
+    let remote = "/etc/volley-pushed.conf";
+    let stat = format!("stat -c '%U:%G %a' {remote}; cat {remote}");
+    let mut expected_owner = "root:root";
+    for (content, extra, mode) in [
+        // A new file, then a replaced one given an owner and a mode, then one that keeps them.
+        ("first\n", &[][..], "644"),
+        (
+            "second\n",
+            &["--owner", "volley-ops:users", "--mode", "0640"][..],
+            "640",
+        ),
+        ("third\n", &[][..], "640"),
+    ] {
+        std::fs::write(&local, content).expect("write the local file");
+        std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let mut args = vec!["--transport", "agent"];
+        args.extend(extra);
+        let local = local.display().to_string();
+        args.extend([local.as_str(), remote]);
+        let output = systemd.push(&args);
+        output.assert_code(SUCCEEDED);
+        let records = output.records_by_host();
+        if mode == "640" {
+            expected_owner = "volley-ops:users";
+        }
+        for host in HOSTS {
+            expect_outcome_via(&output, &records, host, "succeeded", "agent");
+            assert_eq!(
+                systemd.container(host).check(&stat),
+                format!("{expected_owner} {mode}\n{content}").trim_end(),
+                "{host}"
+            );
+        }
+    }
 }
 
 pub fn a_killed_agent_is_restarted_and_its_commands_stopped(systemd: &Systemd) {

@@ -156,6 +156,7 @@ fn agents_are_installed_restarted_renewed_rolled_back_and_removed_under_systemd(
     executor::a_hundred_mebibytes_stream_through_with_backpressure(&systemd);
     executor::a_timeout_and_a_cancel_stop_the_whole_unit(&systemd);
     executor::stopping_the_agent_gives_commands_the_grace_period_then_stops_them(&systemd);
+    executor::pushes_write_files_with_their_owner_and_mode_through_the_sandboxed_agent(&systemd);
 
     // kill -9: systemd restarts the agent, which answers again and stops what the dead one ran.
     executor::a_killed_agent_is_restarted_and_its_commands_stopped(&systemd);

@@ -38,7 +38,7 @@ use super::{BoxFuture, Ended, Job, Transport};
 use crate::event::Stream;
 use crate::plan::HostSpec;
 
-pub use session::{Exit, Session};
+pub use session::{Exit, Finished, Session, SessionError};
 
 /// SSH settings and connections shared by every host of a run.
 pub struct SshTransport {
@@ -127,7 +127,11 @@ impl SshTransport {
 
     /// `--become`: checks on the fresh session that sudo makes the user root, within the
     /// connect timeout. A refusal is `auth_failed` with sudo's reason: the command never ran.
-    async fn become_root(&self, session: &Session, job: &Job<'_>) -> Result<(), Outcome> {
+    pub(crate) async fn become_root(
+        &self,
+        session: &Session,
+        job: &Job<'_>,
+    ) -> Result<(), Outcome> {
         let check = tokio::time::timeout(
             job.limits.connect_timeout,
             sudo::check(session, &job.host.user),
@@ -244,7 +248,7 @@ async fn must_stop(deadline: Option<tokio::time::Instant>, cancel: &Cancellation
     }
 }
 
-pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,

@@ -8,13 +8,24 @@
 //!
 //! Each command gets its own channel, opened when it starts and closed when it ends, so a
 //! session never holds more than one of sshd's `MaxSessions` slots.
+//!
+//! Input and output can be streamed ([`Session::run_streaming`]): a file of any size goes to a
+//! command's stdin, or comes from its stdout, in chunks paced by the SSH window, so memory per
+//! host stays bounded. [`Session::run_job`] runs an operator's command on the same connection
+//! inside the remote-stop wrapper, as `volley run` does.
 
 use bytes::Bytes;
 use russh::ChannelMsg;
 use russh::client::Handle;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use volley_common::outcome::Outcome;
 
 use super::HostKeyCheck;
 use super::connect::Connection;
+use crate::transport::Job;
+
+/// Bytes read from a command's input at a time.
+const INPUT_CHUNK: usize = 64 << 10;
 
 /// How much of each output stream a command may produce; the rest is counted and dropped. The
 /// steps print a few lines at most (a checksum, a certificate request).
@@ -61,6 +72,10 @@ pub enum SessionError {
     Start(String),
     #[error("the connection closed before the command reported its exit")]
     Lost,
+    #[error("reading the input: {0}")]
+    Input(std::io::Error),
+    #[error("writing the output: {0}")]
+    Output(std::io::Error),
 }
 
 impl Session {
@@ -76,6 +91,19 @@ impl Session {
     /// EOF, and waits for it to end. A command that exits without reading all its input is
     /// fine: its exit is what counts.
     pub async fn run(&self, command: &str, input: Bytes) -> Result<Finished, SessionError> {
+        self.run_streaming(command, &mut &input[..], None).await
+    }
+
+    /// As [`Session::run`], with stdin read from `input` as the channel's window allows, and
+    /// stdout written to `stdout` when one is given (then `Finished::stdout` stays empty). A
+    /// failure to read the input ends the command's input early and is the error; the command
+    /// sees EOF, so an upload script finds a short file and refuses it.
+    pub async fn run_streaming(
+        &self,
+        command: &str,
+        input: &mut (dyn AsyncRead + Unpin + Send),
+        mut stdout: Option<&mut (dyn AsyncWrite + Unpin + Send)>,
+    ) -> Result<Finished, SessionError> {
         let channel = self
             .handle()
             .channel_open_session()
@@ -89,25 +117,51 @@ impl Session {
         // messages nobody reads would stop the connection's window adjustments.
         let (mut read, write) = channel.split();
         let send = async {
-            write.data_bytes(input).await?;
-            write.eof().await
+            let mut buffer = vec![0; INPUT_CHUNK];
+            let mut failed = None;
+            loop {
+                match input.read(&mut buffer).await {
+                    Ok(0) => break,
+                    Ok(count) => {
+                        let chunk = Bytes::copy_from_slice(&buffer[..count]);
+                        if let Err(error) = write.data_bytes(chunk).await {
+                            // The command may have ended without reading; its exit tells why.
+                            tracing::debug!(%error, "sending a command's input failed");
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        failed = Some(error);
+                        break;
+                    }
+                }
+            }
+            let _ = write.eof().await;
+            failed
         };
         tokio::pin!(send);
         let mut sent = false;
-        let mut stdout = Vec::new();
+        let mut input_error = None;
+        let mut output_error = None;
+        let mut kept_stdout = Vec::new();
         let mut stderr = Vec::new();
         let mut exit = None;
         loop {
             tokio::select! {
-                result = &mut send, if !sent => {
+                failed = &mut send, if !sent => {
                     sent = true;
-                    // The command may have ended without reading; its exit tells why.
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "sending a command's input failed");
-                    }
+                    input_error = failed;
                 }
                 message = read.wait() => match message {
-                    Some(ChannelMsg::Data { data }) => keep(&mut stdout, &data),
+                    Some(ChannelMsg::Data { data }) => match stdout.as_mut() {
+                        Some(out) if output_error.is_none() => {
+                            if let Err(error) = out.write_all(&data).await {
+                                output_error = Some(error);
+                            }
+                        }
+                        Some(_) => {}
+                        None => keep(&mut kept_stdout, &data),
+                    },
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => keep(&mut stderr, &data),
                     Some(ChannelMsg::ExitStatus { exit_status }) => {
                         exit = Some(Exit::Code(exit_status));
@@ -124,12 +178,28 @@ impl Session {
                 },
             }
         }
+        if let Some(error) = input_error {
+            return Err(SessionError::Input(error));
+        }
+        if let Some(error) = output_error {
+            return Err(SessionError::Output(error));
+        }
+        if let Some(out) = stdout {
+            out.flush().await.map_err(SessionError::Output)?;
+        }
         let exit = exit.ok_or(SessionError::Lost)?;
         Ok(Finished {
             exit,
-            stdout,
+            stdout: kept_stdout,
             stderr,
         })
+    }
+
+    /// Runs an operator's command on this connection exactly as `volley run` runs it over SSH:
+    /// inside the remote-stop wrapper, output streamed to the job's sink, stopped on the host
+    /// at the job's timeout or cancel.
+    pub async fn run_job(&self, job: Job<'_>) -> Outcome {
+        super::run_command(self.handle(), job).await
     }
 
     /// Says goodbye; the connection closes when the session drops either way.

@@ -1,0 +1,401 @@
+//! The file operations behind `Stat`, `Push` and `Fetch`, on paths checked against
+//! `push_roots` ([`crate::roots`]).
+//!
+//! A push writes a hidden temporary file in the destination's directory (`.NAME.volley-XXXX`,
+//! created exclusively, 0600), checks its size and SHA-256 against the header, applies the
+//! owner and then the mode (chown clears set-id bits), syncs it, keeps the replaced file as a
+//! hard link when a backup is asked for, renames it over the destination and syncs the
+//! directory. Every refusal (a path outside the roots, a size over the limit, an unknown owner,
+//! a missing directory) comes before the temporary file exists; once it exists, any failure,
+//! or the stream breaking, removes it ([`TempFile`] removes it when dropped). A reader of the
+//! destination sees the old file or the new one, never a part; and a config directory read by
+//! a glob such as `conf.d/*.conf` never sees the temporary file, whose name starts with a dot.
+//!
+//! The agent writes as its own user (root, as installed); owner and mode are always applied
+//! explicitly. Under systemd the agent's unit refuses chown(2), so the owner is given first by a
+//! unit of systemd's (`transfer.rs`, [`crate::executor::Executor::chown`]), and [`finish`] leaves
+//! it. These functions block: callers run them on tokio's blocking pool.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use volley_common::transfer::{FileFacts, FileState, Owner, PushSpec, Pushed, StatQuery};
+
+use crate::roots::{PushRoots, Refusal, Resolved};
+
+/// Bytes read from disk at a time, and the largest chunk a fetch sends.
+pub const CHUNK_BYTES: usize = 64 << 10;
+
+/// Why a file operation failed; each maps to a gRPC status whose message is this text.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("{path}: {size} bytes is more than the agent's max_file_bytes ({limit})")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+}
+
+impl FileError {
+    fn io(path: &Path, error: &io::Error) -> FileError {
+        FileError::Io {
+            path: path.display().to_string(),
+            reason: io_reason(error),
+        }
+    }
+
+    pub fn status(&self) -> tonic::Status {
+        let message = self.to_string();
+        match self {
+            FileError::Refused(_) => tonic::Status::permission_denied(message),
+            FileError::TooLarge { .. } => tonic::Status::resource_exhausted(message),
+            FileError::Precondition(_) => tonic::Status::failed_precondition(message),
+            FileError::Io { .. } => tonic::Status::aborted(message),
+        }
+    }
+}
+
+/// An I/O error as a short reason, without Rust's `(os error N)`.
+pub fn io_reason(error: &io::Error) -> String {
+    let text = error.to_string();
+    match text.find(" (os error") {
+        Some(end) => text[..end].to_string(),
+        None => text,
+    }
+}
+
+/// What each queried path holds. A refused path fails the whole call.
+pub fn stat(roots: &PushRoots, queries: &[StatQuery]) -> Result<Vec<FileState>, FileError> {
+    queries
+        .iter()
+        .map(|query| {
+            let resolved = roots.resolve(&query.path)?;
+            if !resolved.missing.is_empty() {
+                return Ok(FileState::Missing);
+            }
+            state_of(&resolved.path(), query.size)
+        })
+        .collect()
+}
+
+fn state_of(path: &Path, size: Option<u64>) -> Result<FileState, FileError> {
+    let metadata = match fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(FileState::Missing),
+        Err(error) => return Err(FileError::io(path, &error)),
+    };
+    let kind = metadata.file_type();
+    if !kind.is_file() {
+        let kind = if kind.is_dir() {
+            "directory"
+        } else if kind.is_symlink() {
+            "symbolic link"
+        } else {
+            "special file"
+        };
+        return Ok(FileState::Other {
+            kind: kind.to_string(),
+        });
+    }
+    let sha256 = match size {
+        Some(size) if size != metadata.len() => None,
+        _ => Some(sha256_file(path)?),
+    };
+    Ok(FileState::File(FileFacts {
+        sha256,
+        size: metadata.len(),
+        mode: metadata.mode() & 0o7777,
+        uid: metadata.uid(),
+        gid: metadata.gid(),
+        user: user_name(metadata.uid()),
+        group: group_name(metadata.gid()),
+    }))
+}
+
+fn sha256_file(path: &Path) -> Result<String, FileError> {
+    let mut file = File::open(path).map_err(|error| FileError::io(path, &error))?;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buffer = vec![0; CHUNK_BYTES];
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .map_err(|error| FileError::io(path, &error))?;
+        if read == 0 {
+            break;
+        }
+        digest.update(&buffer[..read]);
+    }
+    Ok(hex(digest.finish().as_ref()))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    }
+}
+
+fn group_name(gid: u32) -> String {
+    match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+        Ok(Some(group)) => group.name,
+        _ => gid.to_string(),
+    }
+}
+
+/// A temporary file that is removed when dropped, unless it was renamed into place.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl TempFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.kept
+            && let Err(error) = fs::remove_file(&self.path)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), %error, "cannot remove a temporary file");
+        }
+    }
+}
+
+/// A push that passed every check: its temporary file (open for writing, returned beside it)
+/// and where it goes.
+#[derive(Debug)]
+pub struct Prepared {
+    pub temp: TempFile,
+    /// The destination, its directories resolved.
+    pub target: PathBuf,
+    owner: (Option<u32>, Option<u32>),
+}
+
+impl Prepared {
+    /// The uid and gid the file is to be given (`None`: left as written).
+    pub fn owner(&self) -> (Option<u32>, Option<u32>) {
+        self.owner
+    }
+
+    /// The owner was given by other means (under systemd, by a unit of its own: see
+    /// [`crate::executor::Executor::chown`]); [`finish`] leaves it.
+    pub fn owner_given(&mut self) {
+        self.owner = (None, None);
+    }
+}
+
+/// Checks a push and opens its temporary file: the path under the roots, the size under the
+/// limit, the owner known, the directory there (or created below `create_below`), the
+/// destination not a directory. Nothing is written before all of these hold.
+pub fn prepare(
+    roots: &PushRoots,
+    limit: u64,
+    spec: &PushSpec,
+) -> Result<(Prepared, File), FileError> {
+    if spec.size > limit {
+        return Err(FileError::TooLarge {
+            path: spec.path.clone(),
+            size: spec.size,
+            limit,
+        });
+    }
+    let resolved = roots.resolve(&spec.path)?;
+    roots.check_not_protected(&spec.path, &resolved.path())?;
+    check_missing_directories(spec, &resolved)?;
+    let owner = owner_ids(&spec.owner)?;
+    let target = resolved.path();
+    match fs::symlink_metadata(&target) {
+        Ok(metadata) if metadata.is_dir() => {
+            return Err(FileError::Precondition(format!(
+                "{} is a directory",
+                spec.path
+            )));
+        }
+        _ => {}
+    }
+    let mut directory = resolved.existing.clone();
+    for name in &resolved.missing {
+        directory.push(name);
+        // 0755 whatever the agent's umask (its unit sets 0077): a config tree must be readable
+        // by the services it configures.
+        let created = match fs::DirBuilder::new().mode(0o755).create(&directory) {
+            Ok(()) => fs::set_permissions(&directory, fs::Permissions::from_mode(0o755)),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(error) => Err(error),
+        };
+        created.map_err(|error| FileError::io(&directory, &error))?;
+    }
+    let (temp, file) = create_temp(&directory, &resolved.file_name)?;
+    Ok((
+        Prepared {
+            temp,
+            target,
+            owner,
+        },
+        file,
+    ))
+}
+
+/// Directories may be created only below the one the controller named.
+fn check_missing_directories(spec: &PushSpec, resolved: &Resolved) -> Result<(), FileError> {
+    let Some(first) = resolved.missing.first() else {
+        return Ok(());
+    };
+    let mut existing = Path::new(&spec.path).parent().unwrap_or(Path::new("/"));
+    for _ in &resolved.missing {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    let missing = existing.join(first);
+    match &spec.create_below {
+        Some(below) if existing.starts_with(below) => Ok(()),
+        _ => Err(FileError::Precondition(format!(
+            "{}: no such directory",
+            missing.display()
+        ))),
+    }
+}
+
+fn owner_ids(owner: &Owner) -> Result<(Option<u32>, Option<u32>), FileError> {
+    let unknown = |what: &str, name: &str| {
+        FileError::Precondition(format!("owner: no {what} '{name}' on this host"))
+    };
+    let user = match &owner.user {
+        None => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(uid) => uid,
+            Err(_) => match nix::unistd::User::from_name(name) {
+                Ok(Some(user)) => user.uid.as_raw(),
+                _ => return Err(unknown("user", name)),
+            },
+        }),
+    };
+    let group = match &owner.group {
+        None => None,
+        Some(name) => Some(match name.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => match nix::unistd::Group::from_name(name) {
+                Ok(Some(group)) => group.gid.as_raw(),
+                _ => return Err(unknown("group", name)),
+            },
+        }),
+    };
+    Ok((user, group))
+}
+
+/// `.NAME.volley-XXXXXXXXXXXX` in `directory`, created exclusively and 0600.
+fn create_temp(directory: &Path, name: &std::ffi::OsStr) -> Result<(TempFile, File), FileError> {
+    let random = ring::rand::SystemRandom::new();
+    for _ in 0..8 {
+        let mut bytes = [0u8; 6];
+        ring::rand::SecureRandom::fill(&random, &mut bytes)
+            .map_err(|_| FileError::Precondition("no randomness for a temporary name".into()))?;
+        let mut file_name = OsString::from(".");
+        file_name.push(name);
+        file_name.push(format!(".volley-{}", hex(&bytes)));
+        let path = directory.join(file_name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => return Ok((TempFile { path, kept: false }, file)),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(FileError::io(directory, &error)),
+        }
+    }
+    Err(FileError::Precondition(format!(
+        "{}: cannot find a free temporary name",
+        directory.display()
+    )))
+}
+
+/// Puts a fully written and checked temporary file in place: owner, mode, sync, backup,
+/// rename, directory sync.
+pub fn finish(prepared: Prepared, file: File, spec: &PushSpec) -> Result<Pushed, FileError> {
+    let Prepared {
+        mut temp,
+        target,
+        owner,
+    } = prepared;
+    let failed = |error: io::Error| FileError::io(Path::new(&spec.path), &error);
+    if owner != (None, None) {
+        std::os::unix::fs::fchown(&file, owner.0, owner.1).map_err(failed)?;
+    }
+    file.set_permissions(fs::Permissions::from_mode(spec.mode))
+        .map_err(failed)?;
+    file.sync_all().map_err(failed)?;
+    drop(file);
+    let mut backup = None;
+    if let Some(suffix) = &spec.backup_suffix {
+        let replaced = fs::symlink_metadata(&target).is_ok_and(|m| m.is_file());
+        if replaced {
+            let mut name = target.clone().into_os_string().into_vec();
+            name.extend_from_slice(suffix.as_bytes());
+            let path = PathBuf::from(OsString::from_vec(name));
+            match fs::remove_file(&path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    return Err(FileError::io(&path, &error));
+                }
+                _ => {}
+            }
+            fs::hard_link(&target, &path).map_err(|error| FileError::io(&path, &error))?;
+            backup = Some(path.display().to_string());
+        }
+    }
+    fs::rename(temp.path(), &target).map_err(failed)?;
+    temp.kept = true;
+    // The rename is durable only once the directory is synced; a failure here cannot undo it.
+    if let Some(directory) = target.parent()
+        && let Err(error) = File::open(directory).and_then(|directory| directory.sync_all())
+    {
+        tracing::warn!(directory = %directory.display(), %error, "cannot sync a directory after a push");
+    }
+    Ok(Pushed { backup })
+}
+
+/// Opens a file to fetch: under the roots once links are followed, a regular file, within the
+/// size limit. Returns it with its size and permission bits.
+pub fn open_for_fetch(
+    roots: &PushRoots,
+    limit: u64,
+    path: &str,
+) -> Result<(File, u64, u32), FileError> {
+    let target = roots.resolve_target(path)?;
+    let file = File::open(&target).map_err(|error| FileError::io(Path::new(path), &error))?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| FileError::io(Path::new(path), &error))?;
+    if !metadata.is_file() {
+        return Err(FileError::Precondition(format!(
+            "{path} is not a regular file"
+        )));
+    }
+    if metadata.len() > limit {
+        return Err(FileError::TooLarge {
+            path: path.to_string(),
+            size: metadata.len(),
+            limit,
+        });
+    }
+    Ok((file, metadata.len(), metadata.mode() & 0o7777))
+}
+
+#[cfg(test)]
+mod tests;

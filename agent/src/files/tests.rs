@@ -1,0 +1,196 @@
+use std::io::Write;
+use std::os::unix::fs::symlink;
+
+use super::*;
+
+struct Root {
+    dir: tempfile::TempDir,
+    roots: PushRoots,
+}
+
+fn root() -> Root {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("root")).unwrap();
+    let roots = PushRoots::new(vec![dir.path().join("root")]).unwrap();
+    Root { dir, roots }
+}
+
+impl Root {
+    fn path(&self, relative: &str) -> String {
+        format!("{}/root/{relative}", self.dir.path().display())
+    }
+
+    /// Every name in the root, recursively, sorted: what a refused push must leave alone.
+    fn names(&self) -> Vec<String> {
+        fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+            for entry in fs::read_dir(dir).unwrap().flatten() {
+                let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+                if entry.file_type().unwrap().is_dir() {
+                    walk(&entry.path(), &format!("{name}/"), out);
+                }
+                out.push(name);
+            }
+        }
+        let mut names = Vec::new();
+        walk(&self.dir.path().join("root"), "", &mut names);
+        names.sort();
+        names
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+fn spec(path: String, content: &[u8]) -> PushSpec {
+    PushSpec {
+        execution_id: "test".to_string(),
+        path,
+        size: content.len() as u64,
+        sha256: sha256(content),
+        mode: 0o640,
+        owner: Owner::default(),
+        create_below: None,
+        backup_suffix: None,
+    }
+}
+
+fn push(root: &Root, spec: &PushSpec, content: &[u8]) -> Result<Pushed, FileError> {
+    let (prepared, mut file) = prepare(&root.roots, 1 << 20, spec)?;
+    file.write_all(content).unwrap();
+    finish(prepared, file, spec)
+}
+
+#[test]
+fn a_push_replaces_the_file_with_its_mode_and_keeps_a_backup() {
+    let root = root();
+    let path = root.path("app.conf");
+    fs::write(&path, "old\n").unwrap();
+    let mut spec = spec(path.clone(), b"new\n");
+    spec.backup_suffix = Some(".bak".to_string());
+    let pushed = push(&root, &spec, b"new\n").unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "new\n");
+    let mode = fs::metadata(&path).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o640);
+    assert_eq!(pushed.backup, Some(format!("{path}.bak")));
+    assert_eq!(fs::read_to_string(format!("{path}.bak")).unwrap(), "old\n");
+    assert_eq!(root.names(), ["app.conf", "app.conf.bak"]);
+}
+
+#[test]
+fn refused_pushes_create_nothing() {
+    let root = root();
+    fs::create_dir(root.path("dir")).unwrap();
+    let before = root.names();
+    let refused = |spec: PushSpec, expected: &str| {
+        let error = prepare(&root.roots, 8, &spec).unwrap_err().to_string();
+        assert!(error.contains(expected), "{error}");
+        assert_eq!(root.names(), before, "{expected}");
+    };
+    refused(spec(root.path("big"), b"123456789"), "max_file_bytes (8)");
+    let outside = format!("{}/elsewhere", root.dir.path().display());
+    refused(spec(outside, b"x"), "outside the agent's push_roots");
+    refused(spec(root.path("new/sub/f"), b"x"), "new: no such directory");
+    refused(spec(root.path("dir"), b"x"), "is a directory");
+    let mut stranger = spec(root.path("f"), b"x");
+    stranger.owner.user = Some("no-such-user-volley".to_string());
+    refused(stranger, "no user 'no-such-user-volley'");
+    let mut not_below = spec(root.path("new/f"), b"x");
+    not_below.create_below = Some(root.path("dir"));
+    refused(not_below, "new: no such directory");
+}
+
+#[test]
+fn directories_are_created_below_the_named_one() {
+    let root = root();
+    let mut spec = spec(root.path("tree/a/b/f"), b"x");
+    spec.create_below = Some(root.path(""));
+    push(&root, &spec, b"x").unwrap();
+    assert_eq!(root.names(), ["tree", "tree/a", "tree/a/b", "tree/a/b/f"]);
+}
+
+#[test]
+fn a_dropped_push_leaves_no_temporary_file() {
+    let root = root();
+    fs::write(root.path("f"), "old").unwrap();
+    let spec = spec(root.path("f"), b"new");
+    let (prepared, mut file) = prepare(&root.roots, 1 << 20, &spec).unwrap();
+    file.write_all(b"ne").unwrap();
+    let temp = prepared.temp.path().to_path_buf();
+    let name = temp.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with(".f.volley-"), "{name}");
+    assert!(temp.exists());
+    drop(prepared);
+    assert!(!temp.exists());
+    assert_eq!(root.names(), ["f"]);
+    assert_eq!(fs::read_to_string(root.path("f")).unwrap(), "old");
+}
+
+#[test]
+fn stat_tells_files_apart_and_skips_checksums_of_other_sizes() {
+    let root = root();
+    fs::write(root.path("f"), "abc").unwrap();
+    fs::create_dir(root.path("d")).unwrap();
+    symlink(root.path("f"), root.path("link")).unwrap();
+    let query = |relative: &str, size| StatQuery {
+        path: root.path(relative),
+        size,
+    };
+    let states = stat(
+        &root.roots,
+        &[
+            query("f", Some(3)),
+            query("f", Some(4)),
+            query("d", None),
+            query("link", None),
+            query("missing", None),
+            query("missing-dir/f", None),
+        ],
+    )
+    .unwrap();
+    let FileState::File(facts) = &states[0] else {
+        panic!("{states:?}")
+    };
+    assert_eq!(facts.sha256.as_deref(), Some(sha256(b"abc").as_str()));
+    assert_eq!(facts.size, 3);
+    assert!(matches!(&states[1], FileState::File(f) if f.sha256.is_none()));
+    let kinds: Vec<&FileState> = states[2..].iter().collect();
+    assert_eq!(
+        kinds,
+        [
+            &FileState::Other {
+                kind: "directory".into()
+            },
+            &FileState::Other {
+                kind: "symbolic link".into()
+            },
+            &FileState::Missing,
+            &FileState::Missing,
+        ]
+    );
+    let outside = StatQuery {
+        path: format!("{}/elsewhere", root.dir.path().display()),
+        size: None,
+    };
+    assert!(matches!(
+        stat(&root.roots, &[outside]),
+        Err(FileError::Refused(_))
+    ));
+}
+
+#[test]
+fn fetch_opens_only_regular_files_within_the_limit() {
+    let root = root();
+    fs::write(root.path("f"), "abc").unwrap();
+    fs::create_dir(root.path("d")).unwrap();
+    let (_, size, _) = open_for_fetch(&root.roots, 3, &root.path("f")).unwrap();
+    assert_eq!(size, 3);
+    let error = |path: &str, limit| {
+        open_for_fetch(&root.roots, limit, path)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(error(&root.path("f"), 2).contains("max_file_bytes"));
+    assert!(error(&root.path("d"), 2).contains("not a regular file"));
+    assert!(error(&root.path("missing"), 2).contains("No such file"));
+}

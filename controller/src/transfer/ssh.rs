@@ -1,0 +1,248 @@
+//! Files over SSH: `exec` requests on the host's one [`Session`], no SFTP. What a destination
+//! holds comes from one POSIX sh script ([`PROBE`]); a file goes through the atomic upload
+//! shared with `volley agent install` ([`crate::upload`]); a fetched file is `cat` into a local
+//! writer and checked against the checksum the probe read.
+
+use tokio::io::AsyncWrite;
+use volley_common::transfer::{FileFacts, FileState, PushSpec, StatQuery};
+
+use super::local::LocalFile;
+use crate::transport::ssh::{Exit, Finished, Session, SessionError, sudo};
+use crate::upload::{self, Directories, Upload};
+
+/// Paths looked at by one probe: the whole command is one argument of the remote shell, which
+/// Linux caps at 128 KiB.
+const PROBE_BATCH: usize = 256;
+
+/// Prints one line per `SIZE PATH` pair of arguments: `missing`, `other KIND`, or `file SIZE
+/// MODE UID GID USER GROUP SHA256` (`-` for the checksum when the size differs from SIZE; SIZE
+/// `-` always checksums). A link is not followed.
+const PROBE: &str = r#"set -eu
+while [ $# -gt 1 ]; do
+  want=$1; p=$2; shift 2
+  if [ -L "$p" ]; then echo "other symbolic link"
+  elif [ -d "$p" ]; then echo "other directory"
+  elif [ -f "$p" ]; then
+    facts=$(stat -c '%s %a %u %g %U %G' -- "$p")
+    sum=-
+    if [ "$want" = - ] || [ "$want" = "${facts%% *}" ]; then sum=$(sha256sum < "$p"); sum=${sum%% *}; fi
+    echo "file $facts $sum"
+  elif [ -e "$p" ]; then echo "other special file"
+  else echo missing
+  fi
+done
+"#;
+
+/// Runs a script under `/bin/sh` whatever the login shell, through `sudo -n` with `sudo`
+/// (`--become`); a failure is the last line of its stderr.
+async fn sh(
+    session: &Session,
+    sudo: bool,
+    script: &str,
+    args: &[String],
+    input: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+    stdout: Option<&mut (dyn AsyncWrite + Unpin + Send)>,
+) -> Result<Finished, String> {
+    let args: Vec<&str> = std::iter::once("sh")
+        .chain(args.iter().map(String::as_str))
+        .collect();
+    let command = sudo::shell_line(script, &args, sudo);
+    let finished = session
+        .run_streaming(&command, input, stdout)
+        .await
+        .map_err(|error: SessionError| error.to_string())?;
+    match &finished.exit {
+        Exit::Code(0) => Ok(finished),
+        exit => {
+            let line = finished.last_error_line();
+            Err(match (line.is_empty(), exit) {
+                (false, _) => line,
+                (true, Exit::Code(code)) => format!("exited with status {code}"),
+                (true, Exit::Signal(signal)) => format!("killed by signal {signal}"),
+            })
+        }
+    }
+}
+
+/// What each queried path holds.
+pub async fn stat(
+    session: &Session,
+    sudo: bool,
+    queries: &[StatQuery],
+) -> Result<Vec<FileState>, String> {
+    let mut states = Vec::with_capacity(queries.len());
+    for batch in queries.chunks(PROBE_BATCH) {
+        let args: Vec<String> = batch
+            .iter()
+            .flat_map(|query| {
+                let size = query.size.map_or("-".to_string(), |size| size.to_string());
+                [size, query.path.clone()]
+            })
+            .collect();
+        let finished = sh(session, sudo, PROBE, &args, &mut tokio::io::empty(), None).await?;
+        let text = String::from_utf8_lossy(&finished.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.len() != batch.len() {
+            return Err(format!(
+                "the probe answered {} lines for {} paths",
+                lines.len(),
+                batch.len()
+            ));
+        }
+        for line in lines {
+            states.push(parse(line).ok_or_else(|| format!("unexpected probe line: {line}"))?);
+        }
+    }
+    Ok(states)
+}
+
+fn parse(line: &str) -> Option<FileState> {
+    if line == "missing" {
+        return Some(FileState::Missing);
+    }
+    if let Some(kind) = line.strip_prefix("other ") {
+        return Some(FileState::Other {
+            kind: kind.to_string(),
+        });
+    }
+    let fields: Vec<&str> = line.strip_prefix("file ")?.split(' ').collect();
+    let [size, mode, uid, gid, user, group, sum] = fields[..] else {
+        return None;
+    };
+    Some(FileState::File(FileFacts {
+        sha256: (sum != "-").then(|| sum.to_string()),
+        size: size.parse().ok()?,
+        mode: u32::from_str_radix(mode, 8).ok()?,
+        uid: uid.parse().ok()?,
+        gid: gid.parse().ok()?,
+        user: user.to_string(),
+        group: group.to_string(),
+    }))
+}
+
+/// Writes one file by the atomic upload; returns the backup it kept, if any.
+pub async fn put(
+    session: &Session,
+    sudo: bool,
+    file: &LocalFile,
+    spec: &PushSpec,
+) -> Result<Option<String>, String> {
+    let owner = (!spec.owner.is_empty()).then(|| spec.owner.chown_spec());
+    let directories = match &spec.create_below {
+        Some(base) => Directories::Below(base),
+        None => Directories::MustExist,
+    };
+    let script = upload::script(&Upload {
+        path: &spec.path,
+        sha256: &spec.sha256,
+        mode: spec.mode,
+        owner: owner.as_deref(),
+        directories,
+        backup_suffix: spec.backup_suffix.as_deref(),
+    });
+    let mut content = file
+        .open()
+        .await
+        .map_err(|error| format!("{}: {}", file.local.display(), error))?;
+    let finished = sh(session, sudo, &script, &[], &mut content, None).await?;
+    let stdout = String::from_utf8_lossy(&finished.stdout);
+    Ok(stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("backup "))
+        .map(str::to_string))
+}
+
+/// Streams a remote file into `out`.
+pub async fn fetch(
+    session: &Session,
+    sudo: bool,
+    path: &str,
+    out: &mut (dyn AsyncWrite + Unpin + Send),
+) -> Result<(), String> {
+    sh(
+        session,
+        sudo,
+        "exec cat -- \"$1\"",
+        &[path.to_string()],
+        &mut tokio::io::empty(),
+        Some(out),
+    )
+    .await
+    .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// Runs the probe with a local `/bin/sh`.
+    fn probe(args: &[&str]) -> Vec<Option<FileState>> {
+        let output = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(PROBE)
+            .arg("sh")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(parse)
+            .collect()
+    }
+
+    #[test]
+    fn the_probe_tells_files_apart_and_checksums_only_matching_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a file");
+        std::fs::write(&file, "abc").unwrap();
+        std::os::unix::fs::symlink(&file, dir.path().join("link")).unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let states = probe(&[
+            "3",
+            &path("a file"),
+            "4",
+            &path("a file"),
+            "-",
+            &path("link"),
+            "-",
+            &path(""),
+            "-",
+            &path("missing"),
+        ]);
+        let Some(FileState::File(facts)) = &states[0] else {
+            panic!("{states:?}")
+        };
+        assert_eq!(facts.sha256, Some(upload::sha256_hex(b"abc")));
+        assert_eq!(facts.size, 3);
+        assert!(matches!(&states[1], Some(FileState::File(f)) if f.sha256.is_none()));
+        let kind = |kind: &str| {
+            Some(FileState::Other {
+                kind: kind.to_string(),
+            })
+        };
+        assert_eq!(states[2], kind("symbolic link"));
+        assert_eq!(states[3], kind("directory"));
+        assert_eq!(states[4], Some(FileState::Missing));
+    }
+
+    #[test]
+    fn probe_lines_parse() {
+        assert_eq!(
+            parse("file 12 640 0 33 root www-data -"),
+            Some(FileState::File(FileFacts {
+                sha256: None,
+                size: 12,
+                mode: 0o640,
+                uid: 0,
+                gid: 33,
+                user: "root".to_string(),
+                group: "www-data".to_string(),
+            }))
+        );
+        assert_eq!(parse("file 12 640"), None);
+        assert_eq!(parse("something"), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! Putting a file on a host over SSH, atomically and verified: the one script that both
+//! `volley agent install` (its binary, certificates, config) and `volley push` run, with the
+//! file's bytes on its stdin.
+//!
+//! The bytes go to a hidden temporary file in the destination's directory (`.NAME.volley-XXXXXX`,
+//! made by `mktemp` under umask 077, so it is never readable by others while it fills, and a
+//! glob such as `conf.d/*.conf` never picks it up). Its SHA-256 is checked on the host against
+//! the controller's, then owner and mode are applied, then it is renamed over the destination:
+//! a reader sees the old file or the new one, never a part. On any failure, and when the
+//! connection drops mid-upload (`cat` sees EOF early, the checksum differs), the temporary file
+//! is removed and the destination is left as it was.
+
+use crate::shell::quote;
+
+/// Which directories an upload may create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Directories<'a> {
+    /// The destination's directory must exist.
+    MustExist,
+    /// Missing directories may be made below this one, which must exist.
+    Below(&'a str),
+    /// Any missing directory is made (the agent's own paths under its prefix).
+    Any,
+}
+
+/// One file to put in place.
+#[derive(Clone, Debug)]
+pub struct Upload<'a> {
+    /// Absolute.
+    pub path: &'a str,
+    /// The content's SHA-256, lower-case hex.
+    pub sha256: &'a str,
+    /// Permission bits.
+    pub mode: u32,
+    /// `user:group`, `user` or `:group` for `chown`; `None` keeps the uploading user's.
+    pub owner: Option<&'a str>,
+    pub directories: Directories<'a>,
+    /// Keep the replaced file (a hard link) as `path` followed by this suffix.
+    pub backup_suffix: Option<&'a str>,
+}
+
+/// The script, for `/bin/sh`, reading the content on stdin. It prints `backup PATH` when it
+/// kept a backup; on failure its last line on stderr says why.
+pub fn script(upload: &Upload) -> String {
+    let (directory, name) = match upload.path.rsplit_once('/') {
+        Some(("", name)) => ("/", name),
+        Some((directory, name)) => (directory, name),
+        None => (".", upload.path),
+    };
+    let mut script = format!(
+        "set -eu\npath={}\ndir={}\nname={}\n",
+        quote(upload.path),
+        quote(directory),
+        quote(name)
+    );
+    let missing_dir = r#"{ echo "$1: no such directory" >&2; exit 1; }"#;
+    match upload.directories {
+        Directories::MustExist => {
+            script.push_str(&format!(
+                "set -- \"$dir\"\n[ -d \"$dir\" ] || {missing_dir}\n"
+            ));
+        }
+        Directories::Below(base) => {
+            script.push_str(&format!(
+                "set -- {base}\nif [ ! -d \"$dir\" ]; then [ -d \"$1\" ] || {missing_dir}; (umask 022; mkdir -p -- \"$dir\"); fi\n",
+                base = quote(base)
+            ));
+        }
+        Directories::Any => script.push_str("umask 077\nmkdir -p -- \"$dir\"\n"),
+    }
+    script.push_str(
+        r#"if [ -d "$path" ] && [ ! -L "$path" ]; then echo "$path is a directory" >&2; exit 1; fi
+umask 077
+tmp=$(mktemp "$dir/.$name.volley-XXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+trap 'exit 1' HUP INT TERM PIPE
+cat > "$tmp"
+got=$(sha256sum < "$tmp")
+got=${got%% *}
+"#,
+    );
+    script.push_str(&format!(
+        "if [ \"$got\" != {sha} ]; then echo \"checksum mismatch after the upload of $path: $got, expected {sha}\" >&2; exit 1; fi\n",
+        sha = upload.sha256
+    ));
+    // chown before chmod: chown clears set-id bits.
+    if let Some(owner) = upload.owner {
+        script.push_str(&format!("chown -- {} \"$tmp\"\n", quote(owner)));
+    }
+    script.push_str(&format!("chmod {:o} \"$tmp\"\n", upload.mode));
+    // Where `sync FILE` exists (coreutils 8.24+), the content is on disk before the rename.
+    script.push_str("sync -- \"$tmp\" 2>/dev/null || :\n");
+    if let Some(suffix) = upload.backup_suffix {
+        script.push_str(&format!(
+            "if [ -f \"$path\" ] && [ ! -L \"$path\" ]; then ln -f -- \"$path\" \"$path\"{suffix}; echo \"backup $path\"{suffix}; fi\n",
+            suffix = quote(suffix)
+        ));
+    }
+    script.push_str("mv -f -- \"$tmp\" \"$path\"\ntrap - EXIT\n");
+    script
+}
+
+/// SHA-256 in lower-case hex, as `sha256sum` prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    data_encoding::HEXLOWER.encode(digest.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::process::{Command, Output, Stdio};
+
+    use super::*;
+
+    fn upload<'a>(path: &'a str, sha256: &'a str) -> Upload<'a> {
+        Upload {
+            path,
+            sha256,
+            mode: 0o640,
+            owner: None,
+            directories: Directories::MustExist,
+            backup_suffix: None,
+        }
+    }
+
+    /// Runs the script with a local `/bin/sh`, `input` on its stdin.
+    fn run(upload: &Upload, input: &[u8]) -> Output {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script(upload))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A script that refuses early exits without reading: a broken pipe here is fine.
+        let _ = child.stdin.take().unwrap().write_all(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn stderr(output: &Output) -> String {
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    #[test]
+    fn a_verified_upload_replaces_the_file_with_its_mode_and_keeps_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("it's a file").display().to_string();
+        std::fs::write(&path, "old").unwrap();
+        let sha = sha256_hex(b"new");
+        let mut spec = upload(&path, &sha);
+        spec.backup_suffix = Some(".~1~");
+        let output = run(&spec, b"new");
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("backup {path}.~1~\n")
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(names(dir.path()), ["it's a file", "it's a file.~1~"]);
+    }
+
+    #[test]
+    fn a_short_or_corrupt_upload_leaves_the_old_file_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f").display().to_string();
+        std::fs::write(&path, "old").unwrap();
+        let sha = sha256_hex(b"the whole content");
+        // What `cat` reads when the connection drops halfway.
+        let output = run(&upload(&path, &sha), b"the whole");
+        assert!(!output.status.success());
+        assert!(
+            stderr(&output).contains("checksum mismatch"),
+            "{}",
+            stderr(&output)
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        assert_eq!(names(dir.path()), ["f"]);
+    }
+
+    #[test]
+    fn directories_are_made_only_where_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().display().to_string();
+        let deep = format!("{base}/a/b/f");
+        let sha = sha256_hex(b"x");
+        let output = run(&upload(&deep, &sha), b"x");
+        assert_eq!(stderr(&output), format!("{base}/a/b: no such directory\n"));
+        let mut below = upload(&deep, &sha);
+        below.directories = Directories::Below(&base);
+        assert!(run(&below, b"x").status.success());
+        assert_eq!(std::fs::read_to_string(&deep).unwrap(), "x");
+        let missing_base = format!("{base}/nope");
+        let elsewhere = format!("{base}/nope/c/f");
+        let mut outside = upload(&elsewhere, &sha);
+        outside.directories = Directories::Below(&missing_base);
+        let output = run(&outside, b"x");
+        assert_eq!(
+            stderr(&output),
+            format!("{missing_base}: no such directory\n")
+        );
+        let output = run(&upload(&format!("{base}/a"), &sha), b"x");
+        assert_eq!(stderr(&output), format!("{base}/a is a directory\n"));
+    }
+}

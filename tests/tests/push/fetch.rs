@@ -1,0 +1,87 @@
+//! `volley fetch`: every host's copy comes back into DIR/HOST/PATH.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::deployment::{Deployment, record};
+
+#[test]
+fn files_come_back_into_dir_host_path_over_both_transports() {
+    let deployment = Deployment::start(2, 2);
+    let conf = deployment.remote("etc/app.conf");
+    let version = deployment.remote("VERSION");
+    for host in deployment.hosts() {
+        let files = deployment.files(&host);
+        files.write(&conf, format!("on {host}\n"));
+        files.write(&version, "1.2\n");
+    }
+    let out = deployment.ssh.dir().join("fetched");
+    let output = deployment.volley(
+        "fetch",
+        [
+            "-g".into(),
+            "all".into(),
+            "--json".into(),
+            conf.clone().into_os_string(),
+            version.clone().into_os_string(),
+            out.clone().into_os_string(),
+        ],
+    );
+    output.assert_code(0);
+    let records = output.records_by_host();
+    for host in deployment.hosts() {
+        let record = record(&output, &records, &host, "succeeded");
+        let local = |path: &std::path::Path| {
+            out.join(&host)
+                .join(path.strip_prefix("/").expect("absolute"))
+        };
+        let copy = local(&conf);
+        assert_eq!(
+            std::fs::read_to_string(&copy).unwrap(),
+            format!("on {host}\n")
+        );
+        assert_eq!(std::fs::read_to_string(local(&version)).unwrap(), "1.2\n");
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{host}");
+        assert!(
+            record.stdout.starts_with(&format!(
+                "fetched: {} (7 bytes), {} (4 bytes) into",
+                conf.display(),
+                version.display()
+            )),
+            "{host}: {record:?}"
+        );
+        assert_eq!(record.changed, None, "fetch changes nothing on the hosts");
+        let names: Vec<String> = std::fs::read_dir(copy.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["app.conf"], "{host}: nothing else beside the copy");
+    }
+
+    // A file that one host lacks fails that host only.
+    std::fs::remove_file(deployment.files("h02").path(&conf)).unwrap();
+    std::fs::remove_file(deployment.files("a02").path(&conf)).unwrap();
+    let output = deployment.volley(
+        "fetch",
+        [
+            "-g".into(),
+            "all".into(),
+            "--json".into(),
+            conf.clone().into_os_string(),
+            out.into_os_string(),
+        ],
+    );
+    output.assert_code(1);
+    let records = output.records_by_host();
+    for host in ["h02", "a02"] {
+        let record = record(&output, &records, host, "step_failed");
+        assert_eq!(
+            record.reason.as_deref(),
+            Some(format!("fetch failed: {}: no such file", conf.display()).as_str())
+        );
+    }
+    for host in ["h01", "a01"] {
+        record(&output, &records, host, "succeeded");
+    }
+}
