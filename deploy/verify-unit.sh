@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks deploy/volley-agent.service with `systemd-analyze verify`, as CI does, and that the
-# exposure the unit states in its header is the one `systemd-analyze security` measures.
+# Checks deploy/volley-agent.service with `systemd-analyze verify`, as CI does, that the exposure
+# the unit states in its header is the one `systemd-analyze security` measures, and that it is
+# no more than 2.0 (what issue 8 asked of the agent's unit).
 #
 # The unit runs /usr/local/bin/volley-agent, which a build machine does not have, and verify
 # refuses a unit whose binary is missing; so a copy whose ExecStart names the binary built in
@@ -8,6 +9,8 @@
 # any message at all fails the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The highest exposure the unit may have, in tenths (systemd-analyze prints one decimal).
+max_tenths=20
 binary="$(realpath "${1:-target/debug/volley-agent}")"
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -47,6 +50,11 @@ measured="$(printf '%s\n' "$analysis" |
 if [ -z "$measured" ] || [ "$measured" != "$stated" ]; then
   echo "$analysis" >&2
   echo "verify-unit: systemd-analyze security measures exposure ${measured:-none}; the unit states ${stated:-none}" >&2
+  exit 1
+fi
+if [ "${measured/./}" -gt "$max_tenths" ]; then
+  echo "$analysis" >&2
+  echo "verify-unit: systemd-analyze security measures exposure $measured; the unit must stay at 2.0 or below" >&2
   exit 1
 fi
 echo "verify-unit: deploy/volley-agent.service is valid; systemd-analyze security exposure $measured"

@@ -8,6 +8,7 @@
 //! ca = "/etc/volley/ca.pem"
 //! allowed_controllers = ["volley-controller"]   # client certificate Common Names
 //! # audit_log = "/var/log/volley/audit.log"     # absent: audit records go to stderr
+//! executor = "auto"                  # auto, direct or systemd: see executor/mod.rs
 //! push_roots = ["/etc", "/srv", "/opt", "/usr/local"]   # where push and fetch may touch files;
 //!                                                       # [] disables them
 //! [limits]
@@ -47,6 +48,7 @@ use volley_common::duration::parse_duration;
 use volley_common::exec::AgentLimits;
 use volley_common::size::parse_size;
 
+use crate::executor::ExecutorChoice;
 use crate::registry::Retention;
 use crate::roots::PushRoots;
 
@@ -69,6 +71,8 @@ pub struct AgentConfig {
     pub allowed_controllers: Vec<String>,
     /// Where audit records go; `None` sends them to stderr (the journal under systemd).
     pub audit_log: Option<PathBuf>,
+    /// How commands are started and stopped.
+    pub executor: ExecutorChoice,
     /// The directories under which pushes and fetches may touch files (absolute; empty
     /// disables them).
     pub push_roots: PushRoots,
@@ -170,6 +174,7 @@ struct RawConfig {
     ca: Option<PathBuf>,
     allowed_controllers: Option<Vec<String>>,
     audit_log: Option<PathBuf>,
+    executor: Option<String>,
     push_roots: Option<Vec<PathBuf>>,
     #[serde(default)]
     limits: RawLimits,
@@ -251,6 +256,12 @@ impl AgentConfig {
                     .to_string(),
             );
         }
+        let executor = match raw.executor.as_deref() {
+            None => ExecutorChoice::default(),
+            Some(text) => ExecutorChoice::parse(text).ok_or_else(|| {
+                format!("executor: '{text}' is none of \"auto\", \"direct\", \"systemd\"")
+            })?,
+        };
         let key = file(raw.key, "/etc/volley/agent.key");
         let push_roots = match raw.push_roots {
             Some(roots) => PushRoots::new(roots.into_iter().map(|root| base.join(root)).collect())?,
@@ -273,6 +284,7 @@ impl AgentConfig {
             ca: file(raw.ca, "/etc/volley/ca.pem"),
             allowed_controllers,
             audit_log: raw.audit_log.map(|log| base.join(log)),
+            executor,
             limits: validate_limits(raw.limits)?,
             session: validate_session(raw.session)?,
             retention: validate_retention(raw.retention)?,

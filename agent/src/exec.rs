@@ -1,6 +1,7 @@
-//! Running one command: the process in its own process group and in its user's session (see
-//! [`crate::as_user`]), its output kept and streamed to whoever follows the execution (see
-//! [`crate::execution`]), its end on exit, timeout, cancel or shutdown.
+//! Running one command: started in its user's session (see [`crate::as_user`]) by the
+//! executor (its own process group, or a transient unit of systemd: see [`crate::executor`]),
+//! its output kept and streamed to whoever follows the execution (see [`crate::execution`]),
+//! its end on exit, timeout, cancel or shutdown.
 //!
 //! Output is streamed whole: the live stream is never capped, as over SSH; the controller caps
 //! only the copy it keeps, and the agent keeps the same head for a controller that attaches
@@ -12,29 +13,25 @@
 //! each stream. A request may still ask for a cap (an older controller does): past it the agent
 //! reads and counts without sending, and flags the stream as truncated.
 //!
-//! Stopping (timeout, Cancel, shutdown) signals the whole process group: TERM, then KILL for
-//! whatever is left of the group after [`KILL_AFTER`], so background children (`sleep 300 &`)
-//! die with the command. A child that leaves the group (`setsid`) escapes, as it would escape a
-//! terminal's hangup. A command that ends by itself is not signalled: a daemon it started with
-//! its output redirected away from the pipes lives on, as it would under SSH. A follower that
-//! goes away stops nothing: the command runs to its end and its outcome is kept.
+//! Stopping (timeout, Cancel, shutdown) signals the whole command, its process group or its
+//! unit's cgroup: TERM, then KILL for whatever is left after [`KILL_AFTER`], so background
+//! children (`sleep 300 &`) die with the command. A command that ends by itself is not
+//! signalled: a daemon it started with its output redirected away from the pipes lives on, as
+//! it would under SSH. A follower that goes away stops nothing: the command runs to its end and
+//! its outcome is kept.
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use volley_common::exec::{ExecSpec, ExitStatus, Exited, Program};
+use volley_common::exec::{ExecSpec, ExitStatus, Exited};
 
 use crate::as_user;
 use crate::execution::{Execution, Stream};
+use crate::executor::{Executor, Process};
 use crate::session::Session;
-use crate::signals::signal_name;
 
 /// The largest output chunk sent in one event.
 pub const CHUNK_BYTES: usize = 64 << 10;
@@ -49,20 +46,21 @@ pub const KILL_AFTER: Duration = Duration::from_secs(2);
 /// (a process that left the group can hold them open forever).
 const OUTPUT_LINGER: Duration = Duration::from_millis(500);
 
-/// How often the group is checked for survivors between TERM and KILL.
-const GROUP_POLL: Duration = Duration::from_millis(50);
-
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("working directory {0}: not a directory")]
     WorkingDir(String),
     #[error("environment variable name {0:?}: empty, or holding '=' or NUL")]
     EnvName(String),
+    #[error("environment variable {0}: its value holds NUL")]
+    EnvValue(String),
     #[error("cannot start {program}: {source}")]
     Spawn {
         program: String,
         source: std::io::Error,
     },
+    #[error("systemd did not start {unit}: {reason}")]
+    Unit { unit: String, reason: String },
 }
 
 /// How an execution came to its end.
@@ -88,17 +86,17 @@ pub struct Report {
 /// A started command, not yet supervised.
 #[derive(Debug)]
 pub struct Running {
-    child: Child,
-    pid: u32,
+    process: Process,
     started: Instant,
 }
 
-/// Starts `spec`'s command in `session` (see [`crate::as_user`]) in a new process group,
-/// stdout and stderr piped, stdin the request's bytes (see [`spawn`]). `nofile` is the open-file
-/// limit the command gets.
-pub fn start(
+/// Starts `spec`'s command in `session` (see [`crate::as_user`]) with `executor`, stdout and
+/// stderr piped, stdin the request's bytes. `nofile` is the open-file limit the command gets
+/// from a direct executor.
+pub async fn start(
     spec: &ExecSpec,
     session: &Session,
+    executor: &Executor,
     nofile: Option<u64>,
 ) -> Result<Running, ExecError> {
     if let Some(name) = spec
@@ -108,54 +106,48 @@ pub fn start(
     {
         return Err(ExecError::EnvName(name.clone()));
     }
-    let command = as_user::command(session, &spec.program, spec.working_dir.as_deref(), nofile)?;
-    let program = match &spec.program {
-        Program::Shell(_) => session.account.login_shell().to_string(),
-        Program::Argv(args) => format!("{:?}", args.first().map_or("", String::as_str)),
-    };
-    spawn(command, program, spec.stdin.clone())
+    if let Some((name, _)) = session.env.iter().find(|(_, value)| value.contains('\0')) {
+        return Err(ExecError::EnvValue(name.clone()));
+    }
+    let direct = executor.shares_agent_view();
+    let call = as_user::call(
+        session,
+        &spec.program,
+        spec.working_dir.as_deref(),
+        nofile.filter(|_| direct),
+        direct,
+    )?;
+    let process = executor
+        .start(call, &spec.execution_id, spec.stdin.clone())
+        .await?;
+    Ok(Running {
+        process,
+        started: Instant::now(),
+    })
 }
 
-/// Spawns `command` in a new process group, stdout and stderr piped; `program` names it in
-/// errors. Its stdin is `input`, then end of file, fed by a task of its own so that a command
-/// that never reads it blocks nothing; /dev/null when `input` is empty.
-pub fn spawn(mut command: Command, program: String, input: Vec<u8>) -> Result<Running, ExecError> {
-    command
-        .stdin(if input.is_empty() {
-            Stdio::null()
-        } else {
-            Stdio::piped()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        // The group is killed explicitly; killing only the leader on drop would orphan the rest.
-        .kill_on_drop(false);
-    let mut child = command
-        .spawn()
-        .map_err(|source| ExecError::Spawn { program, source })?;
-    if let Some(mut pipe) = child.stdin.take() {
-        // A command that exits without reading everything closes the pipe: the write fails
-        // and the task ends, as `cat file | cmd` would. Dropping the pipe is the end of file.
-        tokio::spawn(async move {
-            let _ = pipe.write_all(&input).await;
-        });
-    }
-    let started = Instant::now();
-    let pid = child.id().ok_or_else(|| ExecError::Spawn {
-        program: "the command".to_string(),
-        source: std::io::Error::other("it was reaped before it was supervised"),
-    })?;
+/// Spawns `command` as the direct executor would, in a new process group, stdout and stderr
+/// piped, `input` on its stdin; `program` names it in errors. For tests of supervision.
+#[cfg(test)]
+pub fn spawn(
+    command: tokio::process::Command,
+    program: String,
+    input: Vec<u8>,
+) -> Result<Running, ExecError> {
     Ok(Running {
-        child,
-        pid,
-        started,
+        process: crate::executor::direct::spawn(command, program, input)?,
+        started: Instant::now(),
     })
 }
 
 impl Running {
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.process.pid()
+    }
+
+    /// The transient unit the command runs as, under systemd.
+    pub fn unit(&self) -> Option<&str> {
+        self.process.unit()
     }
 
     /// Reads the command's output into `execution` (which keeps it and passes it on to its
@@ -167,11 +159,9 @@ impl Running {
         timeout: Option<Duration>,
         kill: CancellationToken,
     ) -> Report {
-        let group = i32::try_from(self.pid).ok().and_then(Pid::from_raw);
         // A timeout too far away to represent is no timeout.
         let deadline = timeout.and_then(|timeout| self.started.checked_add(timeout));
-        let stdout = self.child.stdout.take();
-        let stderr = self.child.stderr.take();
+        let (stdout, stderr) = self.process.take_outputs();
         let outputs = async {
             tokio::join!(
                 pump(stdout, &execution, Stream::Stdout),
@@ -188,7 +178,7 @@ impl Running {
             }
             tokio::select! {
                 _ = &mut outputs, if !outputs_done => outputs_done = true,
-                waited = self.child.wait(), if status.is_none() => status = Some(waited),
+                waited = self.process.wait(), if status.is_none() => status = Some(waited),
                 () = sleep_until(deadline) => break Ending::TimedOut,
                 () = execution.cancel.cancelled() => break Ending::Cancelled,
                 () = kill.cancelled() => break Ending::Shutdown,
@@ -197,7 +187,7 @@ impl Running {
         let waited = match status {
             Some(waited) if ending == Ending::Finished => waited,
             status => {
-                let stopped = stop_group(group, &mut self.child, status.is_some()).await;
+                let stopped = self.process.stop(status.is_some()).await;
                 if !outputs_done {
                     let _ = tokio::time::timeout(OUTPUT_LINGER, &mut outputs).await;
                 }
@@ -205,10 +195,15 @@ impl Running {
             }
         };
         let status = match waited {
-            Ok(status) => describe(status),
-            // Only possible if something else reaped our child; there is no status to tell.
+            Ok(status) => status,
+            // Only possible if something else reaped our child, or systemd lost the unit; there
+            // is no status to tell.
             Err(error) => {
-                tracing::error!(pid = self.pid, %error, "cannot read the command's exit status");
+                tracing::error!(
+                    pid = self.process.pid(),
+                    %error,
+                    "cannot read the command's exit status"
+                );
                 ExitStatus::Code(-1)
             }
         };
@@ -253,61 +248,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-/// TERM to the group; KILL to whatever is left of it after [`KILL_AFTER`]. Returns the leader's
-/// status (`leader_reaped`: it was already collected, and the returned value is not used).
-async fn stop_group(
-    group: Option<Pid>,
-    leader: &mut Child,
-    leader_reaped: bool,
-) -> std::io::Result<std::process::ExitStatus> {
-    let Some(group) = group else {
-        leader.start_kill()?;
-        return leader.wait().await;
-    };
-    signal_group(group, Signal::TERM);
-    let give_up = Instant::now() + KILL_AFTER;
-    let mut status = if leader_reaped {
-        None
-    } else {
-        tokio::time::timeout_at(give_up, leader.wait()).await.ok()
-    };
-    // While the leader is unreaped its pid cannot be reused, so the group id is ours; once
-    // reaped, the id stays ours as long as any member lives, which is what is polled here.
-    while (leader_reaped || status.is_some()) && group_alive(group) && Instant::now() < give_up {
-        tokio::time::sleep(GROUP_POLL).await;
-    }
-    if group_alive(group) {
-        signal_group(group, Signal::KILL);
-    }
-    match status.take() {
-        Some(status) => status,
-        None => leader.wait().await,
-    }
-}
-
-fn signal_group(group: Pid, signal: Signal) {
-    match rustix::process::kill_process_group(group, signal) {
-        Ok(()) => {}
-        // The group is already empty.
-        Err(rustix::io::Errno::SRCH) => {}
-        Err(error) => tracing::warn!(group = group.as_raw_pid(), %error, "cannot signal the group"),
-    }
-}
-
-fn group_alive(group: Pid) -> bool {
-    rustix::process::test_kill_process_group(group).is_ok()
-}
-
-fn describe(status: std::process::ExitStatus) -> ExitStatus {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => ExitStatus::Code(code),
-        (None, Some(signal)) => ExitStatus::Signal(signal_name(signal)),
-        // Neither exited nor signalled: only a stopped or continued child reports that, and
-        // `wait` does not return for those.
-        (None, None) => ExitStatus::Code(-1),
     }
 }
 

@@ -12,7 +12,9 @@
 //! a glob such as `conf.d/*.conf` never sees the temporary file, whose name starts with a dot.
 //!
 //! The agent writes as its own user (root, as installed); owner and mode are always applied
-//! explicitly. These functions block: callers run them on tokio's blocking pool.
+//! explicitly. Under systemd the agent's unit refuses chown(2), so the owner is given first by a
+//! unit of systemd's (`transfer.rs`, [`crate::executor::Executor::chown`]), and [`finish`] leaves
+//! it. These functions block: callers run them on tokio's blocking pool.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -183,6 +185,19 @@ pub struct Prepared {
     /// The destination, its directories resolved.
     pub target: PathBuf,
     owner: (Option<u32>, Option<u32>),
+}
+
+impl Prepared {
+    /// The uid and gid the file is to be given (`None`: left as written).
+    pub fn owner(&self) -> (Option<u32>, Option<u32>) {
+        self.owner
+    }
+
+    /// The owner was given by other means (under systemd, by a unit of its own: see
+    /// [`crate::executor::Executor::chown`]); [`finish`] leaves it.
+    pub fn owner_given(&mut self) {
+        self.owner = (None, None);
+    }
 }
 
 /// Checks a push and opens its temporary file: the path under the roots, the size under the

@@ -18,15 +18,18 @@
 //! - 64 (EX_USAGE): bad command line;
 //! - 78 (EX_CONFIG): the configuration cannot be used: the file is missing or invalid, the key
 //!   is readable by group or others, the certificate, key or CA cannot be read or used, the
-//!   audit log cannot be opened. systemd shows it as `status=78/CONFIG`; restarting will not help;
-//! - 1: a failure while running, such as an address that cannot be bound.
+//!   audit log cannot be opened, `executor = "systemd"` where systemd does not run. systemd
+//!   shows it as `status=78/CONFIG`; restarting will not help;
+//! - 1: a failure while running, such as an address that cannot be bound, or the system D-Bus
+//!   out of reach of the systemd executor.
 //!
 //! Errors are printed on one line to stderr; this is the only place that picks exit statuses.
 //!
 //! Layout: [`config`] the file, [`tls`] the server configuration and the controller check,
 //! [`listener`] accepts and handshakes, [`service`] the gRPC methods and the audit,
-//! [`exec`] one command's process, [`execution`] its kept output and its follower,
-//! [`registry`] executions by id and how long finished ones are kept, [`transfer`]
+//! [`exec`] one command's life, [`executor`] how a command is started and stopped (its own
+//! process group, or a transient unit of systemd), [`execution`] its kept output and its
+//! follower, [`registry`] executions by id and how long finished ones are kept, [`transfer`]
 //! `Stat`/`Push`/`Fetch` over [`files`] under the [`roots`], [`shutdown`] the stop sequence,
 //! [`notify`] sd_notify,
 //! [`logging`] where logs and audit records go, [`host`] and [`signals`] small facts,
@@ -38,6 +41,7 @@ mod as_user;
 mod config;
 mod exec;
 mod execution;
+mod executor;
 mod files;
 mod host;
 mod keygen;
@@ -69,6 +73,7 @@ use tonic::transport::Server;
 use volley_proto::pb::agent_server::AgentServer;
 
 use crate::config::AgentConfig;
+use crate::executor::Executor;
 use crate::registry::Registry;
 use crate::service::{AgentService, ServiceContext};
 use crate::session::AgentProcess;
@@ -123,6 +128,8 @@ enum AgentError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     AuditLog(#[from] logging::AuditLogError),
+    #[error(transparent)]
+    Executor(#[from] executor::ExecutorError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot handle SIGTERM/SIGINT/SIGHUP: {0}")]
@@ -140,6 +147,7 @@ impl AgentError {
     fn exit_code(&self) -> u8 {
         match self {
             AgentError::Config(_) | AgentError::Tls(_) | AgentError::AuditLog(_) => EX_CONFIG,
+            AgentError::Executor(error) if error.is_configuration() => EX_CONFIG,
             _ => 1,
         }
     }
@@ -231,6 +239,13 @@ async fn serve(
     let mut signals = StopSignals::install().map_err(AgentError::Signals)?;
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(AgentError::Signals)?;
+    let executor = Executor::new(config.executor).await?;
+    tracing::info!(
+        executor = executor.name(),
+        "commands run through this executor"
+    );
+    // Listed before this agent starts any command, so that only an earlier agent's are.
+    let leftovers = executor.leftovers().await;
     let (current_tls, tls) = tokio::sync::watch::channel(tls);
     tokio::spawn(reload::on_hangup(config.clone(), hangups, current_tls));
     let listen_error = |source| AgentError::Listen {
@@ -252,6 +267,7 @@ async fn serve(
         host: host::Host::current(),
         session: config.session.clone(),
         process: AgentProcess::current(),
+        executor: executor.clone(),
         nofile,
         stop: stop.clone(),
         kill: kill.clone(),
@@ -285,6 +301,7 @@ async fn serve(
     );
     // STATUS shows in `systemctl status`, and tells tests which port 0 became.
     notify::notify(&format!("READY=1\nSTATUS=serving on {address}"));
+    tokio::spawn(async move { executor.stop_leftovers(leftovers).await });
 
     let signal = tokio::select! {
         signal = signals.next() => signal,

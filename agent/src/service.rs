@@ -2,12 +2,12 @@
 //! records. `Stat`, `Push` and `Fetch` (files under `push_roots`) are in [`crate::transfer`].
 //!
 //! Every execution leaves two records under the tracing target `audit`: `exec started` (peer,
-//! execution id, the user it runs as and who asked, command, pid) and `exec ended` (status,
-//! duration, bytes, truncation, how it ended). A request refused before anything ran leaves one
-//! `exec refused` record; `Attach` and `Cancel` leave `exec attached` and `exec cancel`.
-//! Commands and execution ids are recorded with Rust's debug quoting, so that a newline in them
-//! cannot forge a record. Environment values are not recorded (they may carry secrets), only
-//! their names.
+//! execution id, the user it runs as and who asked, command, pid, and under systemd the unit it
+//! runs as) and `exec ended` (status, duration, bytes, truncation, how it ended). A request
+//! refused before anything ran leaves one `exec refused` record; `Attach` and `Cancel` leave
+//! `exec attached` and `exec cancel`. Commands and execution ids are recorded with Rust's debug
+//! quoting, so that a newline in them cannot forge a record. Environment values are not
+//! recorded (they may carry secrets), only their names.
 //!
 //! An execution outlives the stream that started it: it is registered by id
 //! ([`crate::registry`]) before its process starts, so that one id never runs twice, and runs to
@@ -32,6 +32,7 @@ use volley_proto::pb;
 use crate::config::{Limits, SessionConfig};
 use crate::exec::{self, Ending, ExecError, KILL_AFTER};
 use crate::execution::Execution;
+use crate::executor::Executor;
 use crate::host::Host;
 use crate::registry::Registry;
 use crate::roots::PushRoots;
@@ -54,7 +55,9 @@ pub struct ServiceContext {
     /// How commands are run: in the login session of the user the request names.
     pub session: SessionConfig,
     pub process: AgentProcess,
-    /// The open-file limit the agent was started with, which commands get back.
+    /// How commands are started and stopped (see [`crate::executor`]).
+    pub executor: Arc<Executor>,
+    /// The open-file limit the agent was started with, which directly-run commands get back.
     pub nofile: Option<u64>,
     /// Cancelled when the agent starts stopping: new executions are refused.
     pub stop: CancellationToken,
@@ -252,12 +255,16 @@ impl pb::agent_server::Agent for AgentService {
         .await
         .map_err(|error| forget(Status::internal(format!("session lookup failed: {error}"))))?
         .map_err(|error| forget(session_refusal(&error)))?;
-        let running = exec::start(&spec, &session, self.context.nofile).map_err(|error| {
-            forget(match error {
-                ExecError::EnvName(_) => Status::invalid_argument(error.to_string()),
-                _ => Status::failed_precondition(error.to_string()),
-            })
-        })?;
+        let running = exec::start(&spec, &session, &self.context.executor, self.context.nofile)
+            .await
+            .map_err(|error| {
+                forget(match error {
+                    ExecError::EnvName(_) | ExecError::EnvValue(_) => {
+                        Status::invalid_argument(error.to_string())
+                    }
+                    _ => Status::failed_precondition(error.to_string()),
+                })
+            })?;
         execution.started(running.pid());
         let limits = self.context.limits;
         let timeout = match (spec.timeout, limits.max_timeout) {
@@ -277,6 +284,7 @@ impl pb::agent_server::Agent for AgentService {
             working_dir = ?spec.working_dir,
             timeout_ms = timeout.map(|t| t.as_millis() as u64),
             pid = running.pid(),
+            unit = running.unit(),
             "exec started"
         );
         let (replay, live) = execution.follow(0, 0);

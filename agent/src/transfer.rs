@@ -113,7 +113,7 @@ pub async fn push(
         context.limits.max_file_bytes,
         spec.clone(),
     );
-    let (prepared, file) = blocking(move || files::prepare(&roots, limit, &checked))
+    let (mut prepared, file) = blocking(move || files::prepare(&roots, limit, &checked))
         .await
         .map_err(|status| refuse(&spec.path, status))?;
     tracing::info!(
@@ -140,12 +140,15 @@ pub async fn push(
     // when the stream breaks and this future is dropped.
     let received = receive(context, &mut stream, file, &spec).await;
     let result = match received {
-        Ok(file) => {
-            let spec = spec.clone();
-            blocking(move || files::finish(prepared, file, &spec))
-                .await
-                .map(|pushed| pushed.backup)
-        }
+        Ok(file) => match give_owner(context, &mut prepared, &spec.path).await {
+            Ok(()) => {
+                let spec = spec.clone();
+                blocking(move || files::finish(prepared, file, &spec))
+                    .await
+                    .map(|pushed| pushed.backup)
+            }
+            Err(status) => Err(status),
+        },
         Err(status) => {
             drop(prepared);
             Err(status)
@@ -157,6 +160,28 @@ pub async fn push(
             backup: backup.unwrap_or_default(),
         })
     })
+}
+
+/// Gives the temporary file its owner where the agent may not: under systemd its unit refuses
+/// chown(2), and a unit of systemd's does it (see [`crate::executor::Executor::chown`]).
+/// Elsewhere [`files::finish`] does it.
+async fn give_owner(
+    context: &ServiceContext,
+    prepared: &mut files::Prepared,
+    path: &str,
+) -> Result<(), Status> {
+    let owner = prepared.owner();
+    if owner == (None, None) {
+        return Ok(());
+    }
+    match context.executor.chown(prepared.temp.path(), owner).await {
+        Ok(true) => {
+            prepared.owner_given();
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(reason) => Err(Status::aborted(format!("{path}: {reason}"))),
+    }
 }
 
 /// Writes the content to the temporary file, checking its size and SHA-256 against the

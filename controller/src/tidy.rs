@@ -1,6 +1,7 @@
 //! Tests that hold ARCHITECTURE.md's layout invariants to the source, so that a change breaking
-//! one fails here instead of being found by the next reader: what may know russh, which of the
-//! run's modules may import which, and that no comment sends a reader outside the repository.
+//! one fails here instead of being found by the next reader: what may know russh (and, in the
+//! agent, zbus), which of the run's modules may import which, and that no comment sends a reader
+//! outside the repository.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,35 @@ fn only_transport_ssh_knows_russh() {
     assert!(
         offenders.is_empty(),
         "russh outside transport/ssh/:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn only_the_agents_systemd_executor_knows_zbus() {
+    let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src");
+    let mut found = Vec::new();
+    files(&agent, &agent, &[".rs"], &mut found);
+    assert!(
+        found
+            .iter()
+            .any(|(path, text)| path == "executor/systemd/bus.rs" && text.contains("use zbus")),
+        "the agent's D-Bus code was not found"
+    );
+    let mut offenders = Vec::new();
+    for (path, text) in found {
+        if path == "executor/systemd.rs" || path.starts_with("executor/systemd/") {
+            continue;
+        }
+        for (number, line) in code_lines(&text) {
+            if line.contains("zbus") {
+                offenders.push(format!("{path}:{number}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "zbus outside the agent's systemd executor:\n{}",
         offenders.join("\n")
     );
 }

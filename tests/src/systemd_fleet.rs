@@ -146,8 +146,13 @@ impl SystemdFleet {
     /// Runs volley with `args` in the fleet's clean environment (HOME is the fleet's), killing
     /// it and failing past [`RUN_DEADLINE`].
     pub fn run<S: Into<OsString>>(&self, args: impl IntoIterator<Item = S>) -> ProcessOutput {
+        self.spawn(args).finish(RUN_DEADLINE)
+    }
+
+    /// Starts volley with `args` in the fleet's clean environment, and returns at once.
+    pub fn spawn<S: Into<OsString>>(&self, args: impl IntoIterator<Item = S>) -> RunningProcess {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        RunningProcess::spawn(volley_command(&self.client_home).args(args)).finish(RUN_DEADLINE)
+        RunningProcess::spawn(volley_command(&self.client_home).args(args))
     }
 }
 

@@ -50,6 +50,7 @@ fn defaults() {
             ca: PathBuf::from("/etc/volley/ca.pem"),
             allowed_controllers: vec!["volley-controller".to_string()],
             audit_log: None,
+            executor: ExecutorChoice::Auto,
             push_roots: PushRoots::defaults()
                 .protecting(vec![PathBuf::from("/etc/volley/agent.key")]),
             limits: Limits::default(),
@@ -70,6 +71,7 @@ fn every_key() {
         ca = "ca.pem"
         allowed_controllers = ["ops", "ci"]
         audit_log = "audit.log"
+        executor = "direct"
         push_roots = ["/srv/www", "files"]
         [limits]
         max_concurrent_execs = 2
@@ -98,6 +100,11 @@ fn every_key() {
     assert_eq!(config.ca, PathBuf::from("DIR/ca.pem"));
     assert_eq!(config.allowed_controllers, ["ops", "ci"]);
     assert_eq!(config.audit_log, Some(PathBuf::from("DIR/audit.log")));
+    assert_eq!(config.executor, ExecutorChoice::Direct);
+    assert_eq!(
+        load("executor = \"systemd\"").map(|config| config.executor),
+        Ok(ExecutorChoice::Systemd)
+    );
     // A relative root is relative to the file's directory, like every other path.
     let roots = config.push_roots.list();
     assert!(
@@ -189,6 +196,10 @@ fn errors_name_the_file_and_the_key() {
     check_error(
         "[session]\nenv = { \"A=B\" = \"x\" }",
         "config FILE: session.env: \"A=B\": a variable name must be non-empty, without '=' or NUL, and its value without NUL",
+    );
+    check_error(
+        "executor = \"podman\"",
+        "config FILE: executor: 'podman' is none of \"auto\", \"direct\", \"systemd\"",
     );
     check_error(
         "allowed_controllers = []",

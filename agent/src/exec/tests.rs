@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use volley_common::exec::ExecEvent;
+use tokio::process::Command;
+use volley_common::exec::{ExecEvent, Program};
 
 use super::*;
 use crate::session::Account;
@@ -147,13 +148,15 @@ async fn timeout_kills_the_group() {
     assert!(report.exited.duration < Duration::from_secs(5));
 }
 
-#[test]
-fn a_missing_program_is_a_start_error() {
+#[tokio::test]
+async fn a_missing_program_is_a_start_error() {
     let error = start(
         &spec(Program::Argv(vec!["/nonexistent/program".to_string()])),
         &session(),
+        &Executor::Direct,
         None,
     )
+    .await
     .expect_err("no such program");
     assert!(
         error
@@ -163,14 +166,36 @@ fn a_missing_program_is_a_start_error() {
     );
 }
 
-#[test]
-fn a_bad_environment_name_is_a_start_error() {
+#[tokio::test]
+async fn a_bad_environment_name_is_a_start_error() {
     for name in ["", "A=B", "A\0"] {
         let mut bad = spec(Program::Shell("true".to_string()));
         bad.env.insert(name.to_string(), "value".to_string());
-        let error = start(&bad, &session(), None).expect_err("bad name");
+        let error = start(&bad, &session(), &Executor::Direct, None)
+            .await
+            .expect_err("bad name");
         assert!(matches!(error, ExecError::EnvName(_)), "{name:?}: {error}");
     }
+}
+
+#[tokio::test]
+async fn a_value_holding_nul_is_a_start_error() {
+    let mut with_nul = session();
+    with_nul
+        .env
+        .insert("SECRET".to_string(), "a\0b".to_string());
+    let error = start(
+        &spec(Program::Shell("true".to_string())),
+        &with_nul,
+        &Executor::Direct,
+        None,
+    )
+    .await
+    .expect_err("NUL in a value");
+    assert_eq!(
+        error.to_string(),
+        "environment variable SECRET: its value holds NUL"
+    );
 }
 
 #[tokio::test]
@@ -180,11 +205,13 @@ async fn a_timeout_too_far_away_is_no_timeout() {
     assert_eq!(report.exited.status, ExitStatus::Code(0));
 }
 
-#[test]
-fn a_working_directory_that_is_not_one_is_a_start_error() {
+#[tokio::test]
+async fn a_working_directory_that_is_not_one_is_a_start_error() {
     let mut elsewhere = spec(Program::Shell("true".to_string()));
     elsewhere.working_dir = Some("/nonexistent".to_string());
-    let error = start(&elsewhere, &session(), None).expect_err("no such directory");
+    let error = start(&elsewhere, &session(), &Executor::Direct, None)
+        .await
+        .expect_err("no such directory");
     assert_eq!(
         error.to_string(),
         "working directory /nonexistent: not a directory"

@@ -10,5 +10,10 @@
 //!   through install (unit installed and enabled, Type=notify readiness), `kill -9` restarted by
 //!   systemd, renew as a reload, an upgrade to a broken binary rolled back, the unit's exposure
 //!   under `systemd-analyze security`, and uninstall.
+//! - `executor`: on those hosts, commands run as transient units of PID 1, outside the hardened
+//!   agent's sandbox, with the results they have over SSH and through a directly-run agent.
+//! - `battery`: the fleet and the helpers both use.
 
+mod battery;
+mod executor;
 mod lifecycle;
