@@ -62,7 +62,7 @@ pub fn ensure(sudo: Sudo) -> &'static str {
     tools::sudo();
     let lock = lock("the --become tests create users and sudoers rules");
     let user = sudo.user();
-    let comment = format!("volley tests: sudo {sudo:?}");
+    let comment = format!("volley tests - sudo {sudo:?}");
     add_user(user, &["--shell", "/bin/sh", "--comment", &comment]);
     install_sudoers(sudo);
     drop(lock);
@@ -92,7 +92,7 @@ pub fn plain(name: &str) -> LocalUser {
             "--groups",
             "users",
             "--comment",
-            "volley tests: plain user",
+            "volley tests - plain user",
         ],
     );
     drop(lock);
