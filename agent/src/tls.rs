@@ -93,6 +93,9 @@ pub fn server_config(config: &AgentConfig) -> Result<Arc<ServerConfig>, TlsError
             reason: format!("unusable with key {}: {error}", config.key.display()),
         })?;
     server.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // Controllers dial each agent once per run and never resume: no tickets to make and send.
+    server.send_tls13_tickets = 0;
+    server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(server))
 }
 
