@@ -5,7 +5,8 @@
 //! - [`attach`]: executions outlive their stream: `Attach` and `Cancel` by id, one run per id,
 //!   retention of finished executions.
 //! - [`files`]: `Stat`, `Push` and `Fetch` under `push_roots`: refusals, limits, atomicity.
-//! - [`peers`]: who may connect: every refused client gets an error and runs nothing.
+//! - [`peers`]: who may connect: every refused client gets an error and runs nothing; the
+//!   handshake an allowed controller gets (its cipher-suite order, no session tickets).
 //! - [`lifecycle`]: start-up checks, sd_notify, SIGTERM, memory, the audit log.
 //! - [`reload`]: SIGHUP serves a new certificate without a restart.
 //! - [`session`]: the user, shell, home, groups, umask and environment a command gets,

@@ -1,10 +1,13 @@
 //! Who may use the agent: only a client certificate from the agent's CA naming an allowed
 //! controller. Every other peer gets an error, and the command it sent never runs: each would
-//! `touch` a marker file, and the marker must not exist.
+//! `touch` a marker file, and the marker must not exist. And the handshake the allowed controller
+//! gets.
 
 use volley_common::exec::ExitStatus;
 
-use crate::fixture::{AGENT_NAME, Agent, Authority, CONTROLLER, Credentials, Options, run, shell};
+use crate::fixture::{
+    AGENT_NAME, Agent, Authority, CONTROLLER, Credentials, Options, PATIENCE, run, shell,
+};
 
 /// Sends `touch MARKER` as `credentials`; asserts an error, no marker, and an agent that still
 /// serves the allowed controller afterwards.
@@ -100,4 +103,70 @@ async fn a_controller_name_without_the_client_auth_usage_is_refused() {
         log.contains("lacks the clientAuth extended key usage"),
         "the refusal says why: {log}"
     );
+}
+
+/// The handshake a controller gets: the agent follows the client's cipher-suite order (the
+/// controller offers AES-128-GCM first) and sends no session tickets, which no controller would
+/// ever use. Read past the handshake, up to the agent's first HTTP/2 frame: tickets come
+/// before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_takes_the_controllers_suite_and_sends_no_session_tickets() {
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let agent = Agent::start(Options::default());
+    let credentials = agent.ca.controller(CONTROLLER);
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(agent.ca.certificate().as_bytes()) {
+        roots.add(certificate.expect("the CA")).expect("the CA");
+    }
+    let chain = CertificateDer::pem_slice_iter(credentials.certificate.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the controller's certificate");
+    let key = PrivateKeyDer::from_pem_slice(credentials.key.as_bytes()).expect("its key");
+    let wanted = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .retain(|s| s.suite() != wanted.suite());
+    provider.cipher_suites.insert(0, wanted);
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client auth");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+
+    let tcp = tokio::net::TcpStream::connect(agent.address)
+        .await
+        .expect("connect");
+    let name = ServerName::try_from(AGENT_NAME).expect("a name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("the handshake");
+    // The HTTP/2 preface and an empty SETTINGS frame; the agent answers with its SETTINGS.
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("the preface");
+    let mut first = [0u8; 9];
+    tokio::time::timeout(PATIENCE, tls.read_exact(&mut first))
+        .await
+        .expect("the agent answers in time")
+        .expect("the agent's first frame");
+    assert_eq!(
+        first[3], 0x04,
+        "the agent's first frame is SETTINGS: {first:?}"
+    );
+
+    let connection = tls.get_ref().1;
+    assert_eq!(
+        connection.negotiated_cipher_suite().map(|s| s.suite()),
+        Some(wanted.suite())
+    );
+    assert_eq!(connection.tls13_tickets_received(), 0);
 }
