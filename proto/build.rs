@@ -6,6 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // A pushed chunk is sliced from the controller's copy of the file and decoded on the
+        // agent as a view of the received buffer: no copy on either side.
+        .bytes(".volley.agent.v1.PushRequest")
         .compile_fds(descriptors)?;
     Ok(())
 }

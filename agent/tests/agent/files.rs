@@ -52,7 +52,7 @@ fn header(spec: PushSpec) -> pb::PushRequest {
 
 fn data(bytes: &[u8]) -> pb::PushRequest {
     pb::PushRequest {
-        part: Some(pb::push_request::Part::Data(bytes.to_vec())),
+        part: Some(pb::push_request::Part::Data(bytes.to_vec().into())),
     }
 }
 

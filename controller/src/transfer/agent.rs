@@ -2,6 +2,7 @@
 //! `Fetch` (server streaming) on the host's one mTLS connection. The agent enforces
 //! `push_roots` and its size limit; its refusal is the host's reason, word for word.
 
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -10,7 +11,7 @@ use volley_common::transfer::{FetchEvent, FetchSpec, FileState, PushSpec, StatQu
 use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
-use super::local::LocalFile;
+use super::local::{Content, LocalFile};
 
 /// Bytes per `Push` message: far below the agent's smallest message limit (128 KiB).
 const CHUNK: usize = 64 << 10;
@@ -50,8 +51,7 @@ pub async fn put(
     file: &LocalFile,
     spec: &PushSpec,
 ) -> Result<Option<String>, String> {
-    let mut content = file
-        .open()
+    let mut content = Chunks::open(file)
         .await
         .map_err(|error| format!("{}: {error}", file.local.display()))?;
     let (messages, receiver) = mpsc::channel(4);
@@ -62,20 +62,15 @@ pub async fn put(
     // refuses the short file) when the local file cannot be read or the call ended.
     let feed = async move {
         messages.send(header).await.ok();
-        loop {
-            let mut chunk = vec![0; CHUNK];
-            let read = content.read(&mut chunk).await?;
-            if read == 0 {
-                return Ok(());
-            }
-            chunk.truncate(read);
+        while let Some(chunk) = content.next().await? {
             let data = pb::PushRequest {
                 part: Some(pb::push_request::Part::Data(chunk)),
             };
             if messages.send(data).await.is_err() {
-                return Ok(());
+                break;
             }
         }
+        Ok::<(), std::io::Error>(())
     };
     let call = client.push(ReceiverStream::new(receiver));
     tokio::pin!(feed, call);
@@ -91,6 +86,36 @@ pub async fn put(
     }
     let pushed = result.map_err(|status| status.message().to_string())?;
     Ok(volley_common::transfer::Pushed::from(pushed.into_inner()).backup)
+}
+
+/// A file's content in chunks of at most [`CHUNK`] bytes: slices of the copy in memory, or
+/// reads of the file on disk.
+enum Chunks {
+    Memory(Bytes),
+    Disk(tokio::fs::File),
+}
+
+impl Chunks {
+    async fn open(file: &LocalFile) -> std::io::Result<Chunks> {
+        Ok(match &file.content {
+            Content::Memory(bytes) => Chunks::Memory(bytes.clone()),
+            Content::Disk => Chunks::Disk(tokio::fs::File::open(&file.local).await?),
+        })
+    }
+
+    async fn next(&mut self) -> std::io::Result<Option<Bytes>> {
+        match self {
+            Chunks::Memory(rest) if rest.is_empty() => Ok(None),
+            Chunks::Memory(rest) => Ok(Some(rest.split_to(CHUNK.min(rest.len())))),
+            Chunks::Disk(file) => {
+                let mut chunk = BytesMut::with_capacity(CHUNK);
+                match file.read_buf(&mut chunk).await? {
+                    0 => Ok(None),
+                    _ => Ok(Some(chunk.freeze())),
+                }
+            }
+        }
+    }
 }
 
 /// Streams a remote file into `out`; returns its SHA-256 as the agent computed it.
