@@ -9,10 +9,11 @@
 //! writes files as its own user (root), whatever user the controller runs commands as; an agent
 //! configured to do nothing as root (`session.allow_root = false`) refuses all three.
 
+use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -186,17 +187,32 @@ async fn give_owner(
 
 /// Writes the content to the temporary file, checking its size and SHA-256 against the
 /// header's; returns the file, synced to nothing yet.
+///
+/// Each chunk is hashed and written on the blocking pool, from the received buffer itself,
+/// while the next one arrives.
 async fn receive(
     context: &ServiceContext,
     stream: &mut Streaming<pb::PushRequest>,
     file: std::fs::File,
     spec: &PushSpec,
 ) -> Result<std::fs::File, Status> {
-    let mut writer = tokio::fs::File::from_std(file);
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut writer = Writing::Idle(Box::new(Writer {
+        file,
+        digest: ring::digest::Context::new(&ring::digest::SHA256),
+    }));
     let mut written: u64 = 0;
     let write_error = |error: std::io::Error| {
         Status::aborted(format!("{}: {}", spec.path, files::io_reason(&error)))
+    };
+    let idle = |writing: Writing| async {
+        match writing {
+            Writing::Idle(writer) => Ok(writer),
+            Writing::Busy(write) => match write.await {
+                Ok((writer, Ok(()))) => Ok(writer),
+                Ok((_, Err(error))) => Err(write_error(error)),
+                Err(error) => Err(Status::internal(format!("a file write failed: {error}"))),
+            },
+        }
     };
     loop {
         let message = tokio::select! {
@@ -214,8 +230,8 @@ async fn receive(
                         spec.path, spec.size
                     )));
                 }
-                digest.update(&data);
-                writer.write_all(&data).await.map_err(write_error)?;
+                let next = idle(writer).await?;
+                writer = Writing::Busy(tokio::task::spawn_blocking(move || next.write(&data)));
             }
             Ok(Some(_)) => {
                 return Err(Status::invalid_argument(
@@ -232,21 +248,41 @@ async fn receive(
             }
         }
     }
-    writer.flush().await.map_err(write_error)?;
+    let writer = idle(writer).await?;
     if written != spec.size {
         return Err(Status::data_loss(format!(
             "{}: {written} bytes arrived, {} were announced",
             spec.path, spec.size
         )));
     }
-    let sha256 = files::hex(digest.finish().as_ref());
+    let sha256 = files::hex(writer.digest.finish().as_ref());
     if sha256 != spec.sha256 {
         return Err(Status::data_loss(format!(
             "{}: checksum mismatch: {sha256} arrived, {} was announced",
             spec.path, spec.sha256
         )));
     }
-    Ok(writer.into_std().await)
+    Ok(writer.file)
+}
+
+enum Writing {
+    Idle(Box<Writer>),
+    /// Writing a chunk on the blocking pool.
+    Busy(tokio::task::JoinHandle<(Box<Writer>, std::io::Result<()>)>),
+}
+
+/// The temporary file being written, and the SHA-256 of what was written so far.
+struct Writer {
+    file: std::fs::File,
+    digest: ring::digest::Context,
+}
+
+impl Writer {
+    fn write(mut self: Box<Self>, data: &[u8]) -> (Box<Writer>, std::io::Result<()>) {
+        self.digest.update(data);
+        let result = self.file.write_all(data);
+        (self, result)
+    }
 }
 
 pub async fn fetch(
