@@ -72,7 +72,11 @@ pub fn io_reason(error: &io::Error) -> String {
 }
 
 /// What each queried path holds. A refused path fails the whole call.
-pub fn stat(roots: &PushRoots, queries: &[StatQuery]) -> Result<Vec<FileState>, FileError> {
+pub fn stat(
+    roots: &PushRoots,
+    checksums: &Checksums,
+    queries: &[StatQuery],
+) -> Result<Vec<FileState>, FileError> {
     queries
         .iter()
         .map(|query| {
@@ -80,12 +84,12 @@ pub fn stat(roots: &PushRoots, queries: &[StatQuery]) -> Result<Vec<FileState>, 
             if !resolved.missing.is_empty() {
                 return Ok(FileState::Missing);
             }
-            state_of(&resolved.path(), query.size)
+            state_of(checksums, &resolved.path(), query.size)
         })
         .collect()
 }
 
-fn state_of(path: &Path, size: Option<u64>) -> Result<FileState, FileError> {
+fn state_of(checksums: &Checksums, path: &Path, size: Option<u64>) -> Result<FileState, FileError> {
     let metadata = match fs::symlink_metadata(path) {
         Ok(metadata) => metadata,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(FileState::Missing),
@@ -106,7 +110,10 @@ fn state_of(path: &Path, size: Option<u64>) -> Result<FileState, FileError> {
     }
     let sha256 = match size {
         Some(size) if size != metadata.len() => None,
-        _ => Some(sha256_file(path)?),
+        _ => match checksums.get(path, &metadata) {
+            Some(known) => Some(known),
+            None => Some(sha256_file(path)?),
+        },
     };
     Ok(FileState::File(FileFacts {
         sha256,
@@ -133,6 +140,72 @@ fn sha256_file(path: &Path) -> Result<String, FileError> {
         digest.update(&buffer[..read]);
     }
     Ok(hex(digest.finish().as_ref()))
+}
+
+/// How many files [`Checksums`] remembers.
+const KNOWN_FILES: usize = 4096;
+
+/// The SHA-256 of the files this agent put in place, for as long as they stay as it left them,
+/// so that the `Stat` of the next push does not read them again.
+///
+/// A file counts as unchanged while its device, inode, size, mtime and ctime are: every write,
+/// truncation, rename over it, chmod or chown moves its ctime, which no user can set back (only
+/// root, by setting the clock). The stamp is taken with fstat(2) on the pushed file just after
+/// its rename. Since Linux 6.13, tmpfs, ext4, xfs and btrfs give a change that follows a stat
+/// a fine-grained ctime of its own; elsewhere a write in the same clock tick as that fstat (a
+/// few milliseconds) could go unseen, which takes another writer racing the push itself.
+#[derive(Debug, Default)]
+pub struct Checksums {
+    known: std::sync::Mutex<std::collections::HashMap<PathBuf, (Stamp, String)>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(metadata: &fs::Metadata) -> Stamp {
+        Stamp {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.size(),
+            mtime: (metadata.mtime(), metadata.mtime_nsec()),
+            ctime: (metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+}
+
+impl Checksums {
+    /// The SHA-256 of `path`, if this agent wrote it and it has not changed since.
+    fn get(&self, path: &Path, metadata: &fs::Metadata) -> Option<String> {
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match known.get(path) {
+            Some((stamp, sha256)) if *stamp == Stamp::of(metadata) => Some(sha256.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, path: PathBuf, metadata: &fs::Metadata, sha256: String) {
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if known.len() >= KNOWN_FILES
+            && !known.contains_key(&path)
+            && let Some(evicted) = known.keys().next().cloned()
+        {
+            known.remove(&evicted);
+        }
+        known.insert(path, (Stamp::of(metadata), sha256));
+    }
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -328,7 +401,12 @@ fn create_temp(directory: &Path, name: &std::ffi::OsStr) -> Result<(TempFile, Fi
 
 /// Puts a fully written and checked temporary file in place: owner, mode, sync, backup,
 /// rename, directory sync.
-pub fn finish(prepared: Prepared, file: File, spec: &PushSpec) -> Result<Pushed, FileError> {
+pub fn finish(
+    checksums: &Checksums,
+    prepared: Prepared,
+    file: File,
+    spec: &PushSpec,
+) -> Result<Pushed, FileError> {
     let Prepared {
         mut temp,
         target,
@@ -341,7 +419,6 @@ pub fn finish(prepared: Prepared, file: File, spec: &PushSpec) -> Result<Pushed,
     file.set_permissions(fs::Permissions::from_mode(spec.mode))
         .map_err(failed)?;
     file.sync_all().map_err(failed)?;
-    drop(file);
     let mut backup = None;
     if let Some(suffix) = &spec.backup_suffix {
         let replaced = fs::symlink_metadata(&target).is_ok_and(|m| m.is_file());
@@ -361,6 +438,11 @@ pub fn finish(prepared: Prepared, file: File, spec: &PushSpec) -> Result<Pushed,
     }
     fs::rename(temp.path(), &target).map_err(failed)?;
     temp.kept = true;
+    match file.metadata() {
+        Ok(metadata) => checksums.put(target.clone(), &metadata, spec.sha256.clone()),
+        Err(error) => tracing::warn!(path = %target.display(), %error, "cannot stat a pushed file"),
+    }
+    drop(file);
     // The rename is durable only once the directory is synced; a failure here cannot undo it.
     if let Some(directory) = target.parent()
         && let Err(error) = File::open(directory).and_then(|directory| directory.sync_all())

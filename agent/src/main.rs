@@ -274,6 +274,7 @@ async fn serve(
         executions: executions.clone(),
         registry,
         push_roots: config.push_roots.clone(),
+        checksums: Arc::default(),
     });
     let message_bytes = limits.max_message_bytes as usize;
     let incoming = listener::incoming(

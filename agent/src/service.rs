@@ -69,6 +69,8 @@ pub struct ServiceContext {
     pub registry: Arc<Registry>,
     /// Where pushes and fetches may touch files.
     pub push_roots: PushRoots,
+    /// The checksums of the files pushed here.
+    pub checksums: Arc<crate::files::Checksums>,
 }
 
 #[derive(Debug)]

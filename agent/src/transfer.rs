@@ -76,8 +76,8 @@ pub async fn stat(
         .map(StatQuery::from)
         .collect();
     tracing::info!(target: AUDIT, peer = %peer.identity, address = %peer.address(), paths = queries.len(), "stat");
-    let roots = context.push_roots.clone();
-    let states = blocking(move || files::stat(&roots, &queries)).await?;
+    let (roots, checksums) = (context.push_roots.clone(), context.checksums.clone());
+    let states = blocking(move || files::stat(&roots, &checksums, &queries)).await?;
     Ok(Response::new(pb::StatResponse {
         states: states.into_iter().map(pb::PathState::from).collect(),
     }))
@@ -143,8 +143,8 @@ pub async fn push(
     let result = match received {
         Ok(file) => match give_owner(context, &mut prepared, &spec.path).await {
             Ok(()) => {
-                let spec = spec.clone();
-                blocking(move || files::finish(prepared, file, &spec))
+                let (spec, checksums) = (spec.clone(), context.checksums.clone());
+                blocking(move || files::finish(&checksums, prepared, file, &spec))
                     .await
                     .map(|pushed| pushed.backup)
             }

@@ -6,13 +6,18 @@ use super::*;
 struct Root {
     dir: tempfile::TempDir,
     roots: PushRoots,
+    checksums: Checksums,
 }
 
 fn root() -> Root {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("root")).unwrap();
     let roots = PushRoots::new(vec![dir.path().join("root")]).unwrap();
-    Root { dir, roots }
+    Root {
+        dir,
+        roots,
+        checksums: Checksums::default(),
+    }
 }
 
 impl Root {
@@ -58,7 +63,7 @@ fn spec(path: String, content: &[u8]) -> PushSpec {
 fn push(root: &Root, spec: &PushSpec, content: &[u8]) -> Result<Pushed, FileError> {
     let (prepared, mut file) = prepare(&root.roots, 1 << 20, spec)?;
     file.write_all(content).unwrap();
-    finish(prepared, file, spec)
+    finish(&root.checksums, prepared, file, spec)
 }
 
 #[test]
@@ -138,6 +143,7 @@ fn stat_tells_files_apart_and_skips_checksums_of_other_sizes() {
     };
     let states = stat(
         &root.roots,
+        &root.checksums,
         &[
             query("f", Some(3)),
             query("f", Some(4)),
@@ -173,9 +179,48 @@ fn stat_tells_files_apart_and_skips_checksums_of_other_sizes() {
         size: None,
     };
     assert!(matches!(
-        stat(&root.roots, &[outside]),
+        stat(&root.roots, &root.checksums, &[outside]),
         Err(FileError::Refused(_))
     ));
+}
+
+#[test]
+fn stat_takes_a_pushed_files_checksum_from_memory_until_the_file_changes() {
+    let root = root();
+    let path = root.path("app.conf");
+    push(&root, &spec(path.clone(), b"new\n"), b"new\n").unwrap();
+    let checksum = || {
+        let query = StatQuery {
+            path: path.clone(),
+            size: Some(4),
+        };
+        match &stat(&root.roots, &root.checksums, &[query]).unwrap()[..] {
+            [FileState::File(facts)] => facts.sha256.clone().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    };
+    // The push left its checksum under the path `stat` looks up; a planted one shows that
+    // `stat` takes it from there rather than reading the file.
+    let plant = || {
+        let mut known = root.checksums.known.lock().unwrap();
+        assert_eq!(known.len(), 1);
+        for (_, sha256) in known.values_mut() {
+            *sha256 = "planted".to_string();
+        }
+    };
+    assert_eq!(checksum(), sha256(b"new\n"));
+    plant();
+    assert_eq!(checksum(), "planted");
+    // Past a coarse clock tick, so that the test holds on kernels without fine-grained
+    // timestamps too: a write of the same size, then a chmod alone, each make it read again.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    fs::write(&path, "NEW\n").unwrap();
+    assert_eq!(checksum(), sha256(b"NEW\n"));
+    push(&root, &spec(path.clone(), b"new\n"), b"new\n").unwrap();
+    plant();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(checksum(), sha256(b"new\n"));
 }
 
 #[test]
