@@ -6,8 +6,9 @@
 //! pushes new random content, so every host changes; a last run pushes the same content again
 //! to time a fleet that is already up to date. Prints, per case, the wall time, the controller's
 //! CPU time (per host) and peak RSS, and the CPU the servers spent (the agents, or the sshd
-//! processes with their sessions), median of the rounds: on a 2-core machine the wall time
-//! cannot go below the sum of both CPUs over two.
+//! processes with their sessions) and the whole machine, median of the rounds, and each round's
+//! figures as it ends: on a 2-core machine the wall time cannot go below the machine's CPU over
+//! two.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -138,25 +139,54 @@ impl Bench<'_> {
         }
     }
 
-    /// Runs `command` once, with the CPU its servers spent meanwhile.
-    fn once(&self, transport: &str, command: Command) -> (Cost, Duration) {
+    /// Runs `command` once, with the CPU its servers, and the whole machine, spent meanwhile.
+    fn once(&self, transport: &str, command: Command) -> Round {
         let servers = self.servers(transport);
         let before = cpu_of(&servers);
+        let machine = machine_busy();
         let cost = measure(command);
-        (cost, cpu_of(&servers).saturating_sub(before))
+        Round {
+            cost,
+            servers: cpu_of(&servers).saturating_sub(before),
+            machine: machine_busy().saturating_sub(machine),
+        }
     }
 
     /// Runs `command` on fresh content `rounds` times; the median by wall time.
-    fn time(&self, case: &str, transport: &str, command: impl Fn() -> Command) -> (Cost, Duration) {
+    fn time(&self, case: &str, transport: &str, command: impl Fn() -> Command) -> Round {
         let mut costs = Vec::new();
-        for _ in 0..self.options.rounds {
+        for round in 1..=self.options.rounds {
             let content = self.new_content();
-            costs.push(self.once(transport, command()));
+            let measured = self.once(transport, command());
+            let Round {
+                cost,
+                servers,
+                machine,
+            } = measured;
+            println!(
+                "  {case}, round {round}: {:.2}s wall, {:.2}s cpu, {:.2}s server cpu, \
+                 {:.2}s machine cpu",
+                cost.wall.as_secs_f64(),
+                cost.cpu.as_secs_f64(),
+                servers.as_secs_f64(),
+                machine.as_secs_f64()
+            );
+            costs.push(measured);
             self.check(case, transport, &content);
         }
-        costs.sort_by_key(|(cost, _)| cost.wall);
+        costs.sort_by_key(|round| round.cost.wall);
         costs[costs.len() / 2]
     }
+}
+
+/// What one run of a case cost.
+#[derive(Clone, Copy)]
+struct Round {
+    cost: Cost,
+    /// The CPU the servers (agents, or sshd processes and their sessions) spent meanwhile.
+    servers: Duration,
+    /// All busy CPU of the machine meanwhile.
+    machine: Duration,
 }
 
 pub fn run(options: &PushOptions) {
@@ -200,7 +230,7 @@ pub fn run(options: &PushOptions) {
         inventory,
     };
 
-    let mut rows: Vec<(String, Option<(Cost, Duration)>)> = Vec::new();
+    let mut rows: Vec<(String, Option<Round>)> = Vec::new();
     for &transport in &options.transports {
         let case = format!("push over {transport}");
         let pushed = bench.time(&case, transport, || bench.push(transport));
@@ -222,25 +252,31 @@ pub fn run(options: &PushOptions) {
         options.rounds
     );
     println!(
-        "{:<30} {:>9} {:>10} {:>13} {:>12} {:>12}",
-        "case", "wall", "cpu", "cpu/host", "peak rss", "server cpu"
+        "{:<30} {:>9} {:>10} {:>13} {:>12} {:>12} {:>12}",
+        "case", "wall", "cpu", "cpu/host", "peak rss", "server cpu", "machine cpu"
     );
     for (case, cost) in &rows {
         match cost {
-            Some((cost, servers)) => println!(
-                "{case:<30} {:>8.2}s {:>9.2}s {:>10.3} ms {:>8.1} MiB {:>11.2}s",
+            Some(Round {
+                cost,
+                servers,
+                machine,
+            }) => println!(
+                "{case:<30} {:>8.2}s {:>9.2}s {:>10.3} ms {:>8.1} MiB {:>11.2}s {:>11.2}s",
                 cost.wall.as_secs_f64(),
                 cost.cpu.as_secs_f64(),
                 cost.cpu.as_secs_f64() * 1000.0 / n as f64,
                 cost.peak_rss_kib as f64 / 1024.0,
-                servers.as_secs_f64()
+                servers.as_secs_f64(),
+                machine.as_secs_f64()
             ),
             None => println!("{case:<30} n/a: this volley run has no --stdin FILE (issue 10)"),
         }
     }
     println!(
         "\ncpu: the controller's user+system CPU (wait4); peak rss: the controller's VmHWM;\n\
-         server cpu: what the agents, or the sshd processes and their sessions, spent meanwhile.\n\
+         server cpu: what the agents, or the sshd processes and their sessions, spent meanwhile;\n\
+         machine cpu: all busy CPU time of the machine meanwhile (/proc/stat, without steal).\n\
          target: the agent push of 1 MiB to 500 hosts in under 2 s."
     );
     println!("load average at the end: {}", load_average());
@@ -262,6 +298,25 @@ fn size_text(bytes: usize) -> String {
     } else {
         format!("{bytes} bytes")
     }
+}
+
+/// The machine's busy CPU time so far: every CPU's user, nice, system, irq and softirq time
+/// from /proc/stat (not idle, iowait or steal).
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .map(|fields| {
+            let fields: Vec<u64> = fields
+                .split_whitespace()
+                .map(|field| field.parse().unwrap_or(0))
+                .collect();
+            [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum()
+        })
+        .expect("/proc/stat starts with the cpu line");
+    Duration::from_secs_f64(ticks as f64 / clock_ticks())
 }
 
 /// User and system CPU of `pids` and of the children they reaped (an sshd's sessions), from
