@@ -153,7 +153,9 @@ const KNOWN_FILES: usize = 4096;
 /// root, by setting the clock). The stamp is taken with fstat(2) on the pushed file just after
 /// its rename. Since Linux 6.13, tmpfs, ext4, xfs and btrfs give a change that follows a stat
 /// a fine-grained ctime of its own; elsewhere a write in the same clock tick as that fstat (a
-/// few milliseconds) could go unseen, which takes another writer racing the push itself.
+/// few milliseconds) could go unseen, which takes another writer racing the push itself. A
+/// write that moves neither time (through a shared mapping on tmpfs, say) goes unseen too, as
+/// it does by make's and rsync's checks; a push with different content still replaces the file.
 #[derive(Debug, Default)]
 pub struct Checksums {
     known: std::sync::Mutex<std::collections::HashMap<PathBuf, (Stamp, String)>>,
