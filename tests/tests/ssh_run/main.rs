@@ -12,7 +12,9 @@
 //! - `targets`: choosing hosts (hosts files, exclusions, ssh config aliases) and input errors.
 //! - `rollout`: batches, the failure budget, connect retries, the run journal and `volley retry`.
 //! - `become`: `--become` and the inventory's `become`, as root through `sudo -n` or a reason.
+//! - `admission`: `--max-handshakes`, and the connect timeout counted from a host's turn.
 
+mod admission;
 mod r#become;
 mod host_keys;
 mod jump;

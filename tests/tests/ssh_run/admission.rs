@@ -1,0 +1,73 @@
+//! Handshake admission: `--max-handshakes N` lets N hosts connect at once, and a host's connect
+//! timeout counts from when its turn comes, not from the start of the run.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use volley_tests::hybrid::{InventoryHost, inventory_text};
+use volley_tests::keys::known_hosts_line;
+use volley_tests::{DelayRelay, FleetSpec, SshFleet};
+
+use crate::{EXIT_SUCCESS, expect_outcome};
+
+/// Eight hosts 200 ms away, two handshakes at a time: four turns of several round trips each
+/// take longer than the connect timeout, and still no host times out. With every handshake at
+/// once the run would take one turn, well under it.
+#[test]
+fn handshakes_take_turns_and_each_hosts_timeout_starts_with_its_turn() {
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    let fleet = SshFleet::with_spec(FleetSpec::new(8));
+    let relay = DelayRelay::new(Duration::from_millis(100)).expect("the delay relay");
+    let mut hosts = Vec::new();
+    let mut known_hosts = String::new();
+    for host in fleet.hosts() {
+        // The relay listens on another address than the host's, so that the two never collide.
+        let octets = host.socket.ip().octets();
+        let listen = Ipv4Addr::new(127, octets[1], octets[2].wrapping_add(128), octets[3]);
+        let SocketAddr::V4(routed) = relay
+            .route(listen.into(), host.socket.into())
+            .expect("a route through the relay")
+        else {
+            unreachable!("an IPv4 listen address")
+        };
+        hosts.push(InventoryHost {
+            name: host.name.clone(),
+            address: *routed.ip(),
+            port: Some(routed.port()),
+            agent_port: None,
+        });
+        let key = host.host_key.as_ref().expect("every host has a key");
+        let _ = writeln!(known_hosts, "{}", known_hosts_line(routed, key));
+    }
+    let mut flags = fleet.flags();
+    flags.inventory = fleet.dir().join("delayed.toml");
+    flags.known_hosts = fleet.dir().join("delayed_known_hosts");
+    std::fs::write(&flags.inventory, inventory_text(&hosts)).unwrap();
+    std::fs::write(&flags.known_hosts, known_hosts).unwrap();
+
+    let names: Vec<&str> = hosts.iter().map(|host| host.name.as_str()).collect();
+    let started = Instant::now();
+    let output = fleet.run(flags.args([
+        "-w",
+        &names.join(","),
+        "--max-handshakes",
+        "2",
+        "--connect-timeout",
+        "3s",
+        "--json",
+        "--",
+        "true",
+    ]));
+    let took = started.elapsed();
+    output.assert_code(EXIT_SUCCESS);
+    let records = output.records_by_host();
+    for host in fleet.hosts() {
+        expect_outcome(&output, &records, &host.name, "succeeded");
+    }
+    assert!(
+        took > CONNECT_TIMEOUT,
+        "two handshakes at a time through a 200 ms round trip should outlast the connect \
+         timeout ({CONNECT_TIMEOUT:?}), took {took:?}"
+    );
+}
