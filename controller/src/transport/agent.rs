@@ -245,9 +245,13 @@ impl AgentTransport {
                 },
             })?;
         leg.reach(Stage::Secured);
-        let certificate = tls
-            .get_ref()
-            .1
+        let session = tls.get_ref().1;
+        tracing::debug!(
+            version = ?session.protocol_version(),
+            suite = ?session.negotiated_cipher_suite().map(|suite| suite.suite()),
+            "{what}: TLS established"
+        );
+        let certificate = session
             .peer_certificates()
             .and_then(|chain| chain.first())
             .map(|der| der.to_vec())

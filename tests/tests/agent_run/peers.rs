@@ -2,7 +2,8 @@
 //! controller of another PKI, a controller certificate from another CA, a controller identity
 //! the agents do not allow. Each refusal is `tls_rejected`, and the command, which appends a
 //! line to a file of the fleet's, leaves no line there and no audit record of an execution.
-//! Also: an agent refuses to start with a key that others can read.
+//! Also: an agent refuses to start with a key that others can read, and the TLS version and
+//! cipher suite an accepted controller gets.
 
 use std::ffi::OsString;
 use std::net::{SocketAddrV4, TcpStream};
@@ -66,6 +67,34 @@ fn assert_all_refused(fleet: &AgentFleet, output: &ProcessOutput) {
     for host in fleet.hosts() {
         expect_outcome(output, &records, &host.name, "tls_rejected", "agent");
         assert!(!ran_on(fleet, &host.name), "{} ran the command", host.name);
+    }
+}
+
+/// The controller offers AES-128-GCM first (cheaper than AES-256 per byte, and its key schedule
+/// hashes with SHA-256 only), and the agents take it: every connection of a run is TLS 1.3 with
+/// that suite, as volley's own debug log says.
+#[test]
+fn connections_to_agents_are_tls_1_3_with_aes_128_gcm() {
+    let fleet = AgentFleet::start(3);
+    let mut process = fleet.volley();
+    process
+        .env("VOLLEY_LOG", "volley=debug")
+        .args(fleet.run_args(["-g", "all", "--transport", "agent", "--", "true"]));
+    let output = volley_tests::RunningProcess::spawn(&mut process)
+        .finish(volley_tests::volley::RUN_DEADLINE);
+    output.assert_code(EXIT_SUCCESS);
+    let established: Vec<&str> = output
+        .stderr
+        .lines()
+        .filter(|line| line.contains("TLS established"))
+        .collect();
+    assert_eq!(established.len(), 3, "{}", output.stderr);
+    for line in established {
+        assert!(
+            line.contains("version=Some(TLSv1_3)")
+                && line.contains("suite=Some(TLS13_AES_128_GCM_SHA256)"),
+            "{line}"
+        );
     }
 }
 
