@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // A pushed chunk is sliced from the controller's copy of the file and decoded on the
         // agent as a view of the received buffer: no copy on either side.
         .bytes(".volley.agent.v1.PushRequest")
+        // `--stdin` is one buffer for the whole run, shared by every host's request.
+        .bytes(".volley.agent.v1.ExecRequest.stdin")
         .compile_fds(descriptors)?;
     Ok(())
 }

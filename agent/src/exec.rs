@@ -118,7 +118,7 @@ pub async fn start(
         direct,
     )?;
     let process = executor
-        .start(call, &spec.execution_id, spec.stdin.clone())
+        .start(call, &spec.execution_id, spec.stdin.to_vec())
         .await?;
     Ok(Running {
         process,

@@ -36,7 +36,7 @@ pub struct ExecSpec {
     /// Bytes of each stream the agent keeps for a later `Attach`; `None`: its own limit.
     pub keep_output: Option<u64>,
     /// The command's standard input, then end of file; empty reads as /dev/null does.
-    pub stdin: Vec<u8>,
+    pub stdin: bytes::Bytes,
 }
 
 /// How an execution's process ended.

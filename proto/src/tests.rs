@@ -39,7 +39,7 @@ fn requests_round_trip() {
         user: Some("deploy".to_string()),
         become_root: true,
         keep_output: Some(4096),
-        stdin: b"input\0bytes".to_vec(),
+        stdin: prost::bytes::Bytes::from_static(b"input\0bytes"),
     };
     assert_eq!(
         ExecSpec::try_from(pb::ExecRequest::from(spec.clone())),

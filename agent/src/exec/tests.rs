@@ -21,7 +21,7 @@ fn spec(program: Program) -> ExecSpec {
         user: None,
         become_root: false,
         keep_output: None,
-        stdin: Vec::new(),
+        stdin: Default::default(),
     }
 }
 

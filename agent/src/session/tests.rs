@@ -11,7 +11,7 @@ fn spec(user: Option<&str>, become_root: bool) -> ExecSpec {
         user: user.map(str::to_string),
         become_root,
         keep_output: None,
-        stdin: Vec::new(),
+        stdin: Default::default(),
     }
 }
 

@@ -319,7 +319,7 @@ pub fn request(program: Program) -> pb::ExecRequest {
         user: None,
         become_root: false,
         keep_output: None,
-        stdin: Vec::new(),
+        stdin: Default::default(),
     })
 }
 

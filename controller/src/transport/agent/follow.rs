@@ -65,7 +65,7 @@ impl AgentTransport {
             user: Some(job.host.user.clone()),
             become_root: job.host.become_root,
             keep_output: Some(self.max_output),
-            stdin: job.stdin.map(|bytes| bytes.to_vec()).unwrap_or_default(),
+            stdin: job.stdin.cloned().unwrap_or_default(),
         };
         // Before the request leaves: whatever happens next, the journal can find it again.
         job.output.journal_execution(&job.host.name, &id).await;
