@@ -265,6 +265,7 @@ async fn receive(
     Ok(writer.file)
 }
 
+/// The temporary file's writer: ready for the next chunk, or busy with one.
 enum Writing {
     Idle(Box<Writer>),
     /// Writing a chunk on the blocking pool.

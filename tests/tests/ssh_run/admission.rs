@@ -47,6 +47,7 @@ fn handshakes_take_turns_and_each_hosts_timeout_starts_with_its_turn() {
     std::fs::write(&flags.known_hosts, known_hosts).unwrap();
 
     let names: Vec<&str> = hosts.iter().map(|host| host.name.as_str()).collect();
+    let timeout = format!("{}s", CONNECT_TIMEOUT.as_secs());
     let started = Instant::now();
     let output = fleet.run(flags.args([
         "-w",
@@ -54,7 +55,7 @@ fn handshakes_take_turns_and_each_hosts_timeout_starts_with_its_turn() {
         "--max-handshakes",
         "2",
         "--connect-timeout",
-        "3s",
+        &timeout,
         "--json",
         "--",
         "true",
