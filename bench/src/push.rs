@@ -143,12 +143,14 @@ impl Bench<'_> {
     fn once(&self, transport: &str, command: Command) -> Round {
         let servers = self.servers(transport);
         let before = cpu_of(&servers);
+        // Read right around the run, so that reading the servers' CPU is not counted in it.
         let machine = machine_busy();
         let cost = measure(command);
+        let machine = machine_busy().saturating_sub(machine);
         Round {
             cost,
             servers: cpu_of(&servers).saturating_sub(before),
-            machine: machine_busy().saturating_sub(machine),
+            machine,
         }
     }
 
@@ -341,14 +343,18 @@ fn cpu_of(pids: &[u32]) -> Duration {
     Duration::from_secs_f64(total as f64 / ticks)
 }
 
-/// Clock ticks per second, as /proc counts CPU time.
+/// Clock ticks per second, as /proc counts CPU time; asked of `getconf` once, not in the middle
+/// of a measurement.
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|output| String::from_utf8_lossy(&output.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8_lossy(&output.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 fn load_average() -> String {
