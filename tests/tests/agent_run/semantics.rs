@@ -1,6 +1,6 @@
 //! One command, one meaning: the same probe, run by the same user on the same machine, over SSH
 //! (a real sshd giving its sessions the user's own login environment) and through an agent,
-//! prints the same thing, 5 MB of output included, on the live stream in full; `--json` keeps
+//! prints the same thing (signals ignored at the start included), 5 MB of output included, on the live stream in full; `--json` keeps
 //! the capped copy and the true byte count on both. Also: a user the host does not have is
 //! `auth_failed` through the agent, as over SSH, and nothing runs; `--become` through the agent
 //! runs the command in root's session, naming the user who asked.
@@ -12,7 +12,7 @@ use volley_tests::hybrid::{InventoryHost, inventory_text};
 use volley_tests::users::{self, LocalUser};
 use volley_tests::{AgentFleet, AgentFleetSpec, FleetSpec, RunFlags, SshFleet};
 
-use crate::{EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
+use crate::{EXIT_COMMAND_FAILED, EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
 
 /// The user both transports run the probe as: neither root nor the one running the tests.
 const PROBE_USER: &str = "volley-probe";
@@ -20,8 +20,11 @@ const PROBE_USER: &str = "volley-probe";
 /// Lines of `seq -f '%09g'`: ten bytes each, 5 MB in all.
 const LINES: usize = 500_000;
 
-/// What the probe prints before its 5 MB.
-const HEADER_COMMAND: &str = "echo $0 $HOME; umask; pwd; id; ulimit -n; env | sort";
+/// What the probe prints before its 5 MB; `ignored` is the set of standard signals (1 to 31) that
+/// the session's processes start with ignored.
+const HEADER_COMMAND: &str = "echo $0 $HOME; umask; pwd; id; ulimit -n; \
+    echo ignored $(( 0x$(sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status) & 0x7fffffff )); \
+    env | sort";
 
 /// The variables only an SSH connection has: they may be, and are, the only difference.
 const SSH_ONLY: &[&str] = &["SSH_CLIENT", "SSH_CONNECTION"];
@@ -152,7 +155,8 @@ fn the_same_probe_prints_the_same_over_ssh_and_through_the_agent() {
         "{}",
         lines[3]
     );
-    let names: BTreeSet<&str> = lines[5..]
+    assert!(lines[5].starts_with("ignored "), "{}", lines[5]);
+    let names: BTreeSet<&str> = lines[6..]
         .iter()
         .map(|line| line.split('=').next().unwrap_or_default())
         .collect();
@@ -220,6 +224,46 @@ fn json_keeps_the_capped_copy_and_counts_every_byte_on_both_transports() {
             .unwrap_or_else(|| panic!("no count: {}", output.describe()))
     };
     assert_eq!(bytes[0], bytes[1] + ssh_only, "ssh, agent: {bytes:?}");
+}
+
+/// A shell that exits 130 is not a command killed by SIGINT, on either transport; one that kills
+/// itself is, by the signal's name.
+#[test]
+fn exit_statuses_and_signal_deaths_are_told_apart_alike_on_both_transports() {
+    let user = users::plain(PROBE_USER);
+    let machine = machine(&user);
+    for (command, kind, exit_code, signal) in [
+        ("echo before; exit 130", "non_zero_exit", Some(130), None),
+        (
+            "echo before; kill -USR1 $$",
+            "signalled",
+            None,
+            Some("USR1"),
+        ),
+    ] {
+        for transport in ["ssh", "agent"] {
+            let output = machine.ssh.run(machine.flags.args([
+                "-g",
+                "all",
+                "--transport",
+                transport,
+                "--json",
+                "--",
+                command,
+            ]));
+            output.assert_code(EXIT_COMMAND_FAILED);
+            let records = output.records_by_host();
+            let record = expect_outcome(&output, &records, &machine.name, kind, transport);
+            assert_eq!(
+                (record.exit_code, record.signal.as_deref()),
+                (exit_code, signal),
+                "{transport}: {command}"
+            );
+            assert_eq!(record.stdout, "before\n", "{transport}: {command}");
+            // No shell's job message ("User defined signal 1") is added on the way.
+            assert_eq!(record.stderr, "", "{transport}: {command}");
+        }
+    }
 }
 
 #[test]
