@@ -19,11 +19,12 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use volley_common::transfer::{FileFacts, FileState, Owner, PushSpec, Pushed, StatQuery};
+use volley_common::transfer::{
+    BACKUP_NAMES, FileFacts, FileState, Owner, PushSpec, Pushed, StatQuery, numbered_backup_suffix,
+};
 
 use crate::roots::{PushRoots, Refusal, Resolved};
 
@@ -425,17 +426,7 @@ pub fn finish(
     if let Some(suffix) = &spec.backup_suffix {
         let replaced = fs::symlink_metadata(&target).is_ok_and(|m| m.is_file());
         if replaced {
-            let mut name = target.clone().into_os_string().into_vec();
-            name.extend_from_slice(suffix.as_bytes());
-            let path = PathBuf::from(OsString::from_vec(name));
-            match fs::remove_file(&path) {
-                Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                    return Err(FileError::io(&path, &error));
-                }
-                _ => {}
-            }
-            fs::hard_link(&target, &path).map_err(|error| FileError::io(&path, &error))?;
-            backup = Some(path.display().to_string());
+            backup = Some(link_backup(&target, suffix)?.display().to_string());
         }
     }
     fs::rename(temp.path(), &target).map_err(failed)?;
@@ -452,6 +443,30 @@ pub fn finish(
         tracing::warn!(directory = %directory.display(), %error, "cannot sync a directory after a push");
     }
     Ok(Pushed { backup })
+}
+
+/// Hard-links the file about to be replaced to the first free backup name: `target` and
+/// `suffix`, then the numbered suffixes, for a backup that an earlier push with the same stamp
+/// left. An existing backup is never replaced: `link(2)` does not overwrite.
+fn link_backup(target: &Path, suffix: &str) -> Result<PathBuf, FileError> {
+    for n in 0..BACKUP_NAMES {
+        let suffix = match n {
+            0 => suffix.to_string(),
+            n => numbered_backup_suffix(suffix, n),
+        };
+        let mut name = target.as_os_str().to_owned();
+        name.push(&suffix);
+        let path = PathBuf::from(name);
+        match fs::hard_link(target, &path) {
+            Ok(()) => return Ok(path),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(FileError::io(&path, &error)),
+        }
+    }
+    Err(FileError::Precondition(format!(
+        "{}: {BACKUP_NAMES} backups with this push's stamp exist already",
+        target.display()
+    )))
 }
 
 /// Opens a file to fetch: under the roots once links are followed, a regular file, within the

@@ -81,8 +81,28 @@ pub struct PushSpec {
     /// Missing directories between this existing directory and the file's are created; `None`:
     /// the file's directory must exist.
     pub create_below: Option<String>,
-    /// Keep the replaced file as `path` followed by this suffix; `None`: no backup.
+    /// Keep the replaced file as `path` followed by this suffix (or the first free
+    /// [`numbered_backup_suffix`]); `None`: no backup.
     pub backup_suffix: Option<String>,
+}
+
+/// How many backup names a push tries, `suffix` and then numbered ones, before it fails.
+pub const BACKUP_NAMES: usize = 100;
+
+/// The backup suffix to try when `suffix` (and the numbers before `n`) are taken, because an
+/// earlier push with the same stamp left a backup there: `.STAMP~` becomes `.STAMP.N~`. Both
+/// transports use it, so that a backup is never replaced, and name them alike.
+pub fn numbered_backup_suffix(suffix: &str, n: usize) -> String {
+    let (stem, end) = backup_suffix_parts(suffix);
+    format!("{stem}.{n}{end}")
+}
+
+/// What goes before and after the number of a [`numbered_backup_suffix`].
+pub fn backup_suffix_parts(suffix: &str) -> (&str, &str) {
+    match suffix.strip_suffix('~') {
+        Some(stem) => (stem, "~"),
+        None => (suffix, ""),
+    }
 }
 
 /// What an agent did with a pushed file.
@@ -112,4 +132,18 @@ pub enum FetchEvent {
         sha256: String,
         size: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_backup_suffix_is_numbered_before_its_tilde() {
+        assert_eq!(
+            numbered_backup_suffix(".20261202T184055Z~", 1),
+            ".20261202T184055Z.1~"
+        );
+        assert_eq!(numbered_backup_suffix(".orig", 2), ".orig.2");
+    }
 }

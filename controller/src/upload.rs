@@ -10,6 +10,8 @@
 //! connection drops mid-upload (`cat` sees EOF early, the checksum differs), the temporary file
 //! is removed and the destination is left as it was.
 
+use volley_common::transfer::{BACKUP_NAMES, backup_suffix_parts};
+
 use crate::shell::quote;
 
 /// Which directories an upload may create.
@@ -91,9 +93,25 @@ got=${got%% *}
     // Where `sync FILE` exists (coreutils 8.24+), the content is on disk before the rename.
     script.push_str("sync -- \"$tmp\" 2>/dev/null || :\n");
     if let Some(suffix) = upload.backup_suffix {
+        // The first free name: a backup that an earlier push with the same stamp left is never
+        // replaced (`ln` without -f fails rather than overwrite one made meanwhile).
+        let (stem, end) = backup_suffix_parts(suffix);
         script.push_str(&format!(
-            "if [ -f \"$path\" ] && [ ! -L \"$path\" ]; then ln -f -- \"$path\" \"$path\"{suffix}; echo \"backup $path\"{suffix}; fi\n",
-            suffix = quote(suffix)
+            r#"if [ -f "$path" ] && [ ! -L "$path" ]; then
+  backup="$path"{suffix}
+  n=0
+  while [ -e "$backup" ] || [ -L "$backup" ]; do
+    n=$((n + 1))
+    if [ "$n" -ge {BACKUP_NAMES} ]; then echo "$path: {BACKUP_NAMES} backups with this push's stamp exist already" >&2; exit 1; fi
+    backup="$path"{stem}."$n"{end}
+  done
+  ln -- "$path" "$backup"
+  echo "backup $backup"
+fi
+"#,
+            suffix = quote(suffix),
+            stem = quote(stem),
+            end = quote(end),
         ));
     }
     script.push_str("mv -f -- \"$tmp\" \"$path\"\ntrap - EXIT\n");
@@ -173,6 +191,38 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
         assert_eq!(names(dir.path()), ["it's a file", "it's a file.~1~"]);
+    }
+
+    #[test]
+    fn uploads_with_the_same_backup_stamp_keep_every_replaced_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.conf").display().to_string();
+        std::fs::write(&path, "original").unwrap();
+        let mut backups = String::new();
+        for content in [&b"a"[..], b"b", b"c"] {
+            let sha = sha256_hex(content);
+            let mut spec = upload(&path, &sha);
+            spec.backup_suffix = Some(".20261202T184055Z~");
+            let output = run(&spec, content);
+            assert!(output.status.success(), "{}", stderr(&output));
+            backups.push_str(&String::from_utf8_lossy(&output.stdout));
+        }
+        assert_eq!(
+            backups,
+            format!(
+                "backup {path}.20261202T184055Z~\nbackup {path}.20261202T184055Z.1~\nbackup {path}.20261202T184055Z.2~\n"
+            )
+        );
+        let kept = |suffix: &str| std::fs::read_to_string(format!("{path}{suffix}")).unwrap();
+        assert_eq!(
+            [
+                kept(".20261202T184055Z~"),
+                kept(".20261202T184055Z.1~"),
+                kept(".20261202T184055Z.2~")
+            ],
+            ["original", "a", "b"]
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "c");
     }
 
     #[test]

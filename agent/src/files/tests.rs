@@ -83,6 +83,34 @@ fn a_push_replaces_the_file_with_its_mode_and_keeps_a_backup() {
 }
 
 #[test]
+fn pushes_with_the_same_backup_stamp_keep_every_replaced_version() {
+    let root = root();
+    let path = root.path("app.conf");
+    fs::write(&path, "original\n").unwrap();
+    let stamp = ".20261202T184055Z~";
+    let mut backups = Vec::new();
+    for content in [&b"a\n"[..], b"b\n", b"c\n"] {
+        let mut spec = spec(path.clone(), content);
+        spec.backup_suffix = Some(stamp.to_string());
+        backups.push(push(&root, &spec, content).unwrap().backup.unwrap());
+    }
+    assert_eq!(
+        backups,
+        [
+            format!("{path}.20261202T184055Z~"),
+            format!("{path}.20261202T184055Z.1~"),
+            format!("{path}.20261202T184055Z.2~"),
+        ]
+    );
+    let kept: Vec<String> = backups
+        .iter()
+        .map(|backup| fs::read_to_string(backup).unwrap())
+        .collect();
+    assert_eq!(kept, ["original\n", "a\n", "b\n"]);
+    assert_eq!(fs::read_to_string(&path).unwrap(), "c\n");
+}
+
+#[test]
 fn refused_pushes_create_nothing() {
     let root = root();
     fs::create_dir(root.path("dir")).unwrap();
