@@ -32,6 +32,36 @@ pub const SETTINGS: &[&str] = &[
     "journal_max_bytes",
 ];
 
+/// The [`SETTINGS`] that are whole numbers, and the one that is true or false; the others are
+/// strings. A variable's text is read as its setting's type, so that `VOLLEY_TIMEOUT=30` is the
+/// string a timeout is, and `VOLLEY_PORT=22` the number a port is.
+const NUMBER_SETTINGS: &[&str] = &[
+    "port",
+    "parallel",
+    "max_handshakes",
+    "agent_port",
+    "journal_keep_runs",
+];
+const BOOLEAN_SETTINGS: &[&str] = &["become"];
+
+/// The value of `VOLLEY_<KEY>=text`, in its setting's type; the reason when it cannot be.
+fn override_value(key: &str, text: &str) -> Result<config::Value, String> {
+    if NUMBER_SETTINGS.contains(&key) {
+        return text
+            .parse::<i64>()
+            .map(config::Value::from)
+            .map_err(|_| format!("'{text}' is not a whole number"));
+    }
+    if BOOLEAN_SETTINGS.contains(&key) {
+        return match text {
+            "true" => Ok(true.into()),
+            "false" => Ok(false.into()),
+            _ => Err(format!("'{text}' is neither true nor false")),
+        };
+    }
+    Ok(text.into())
+}
+
 /// The whole inventory file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -161,6 +191,9 @@ pub enum TransportChoice {
 pub enum InventoryError {
     #[error("inventory {path}: file not found")]
     NotFound { path: PathBuf },
+    /// A `VOLLEY_<NAME>` variable that does not hold a value of its setting's type.
+    #[error("{name}: {message}")]
+    Variable { name: String, message: String },
     #[error("inventory {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -175,46 +208,67 @@ impl Inventory {
         required: bool,
         environment: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Inventory, InventoryError> {
-        if required && !path.exists() {
-            return Err(InventoryError::NotFound {
-                path: path.to_path_buf(),
-            });
-        }
-        let overrides: config::Map<String, String> = environment
-            .into_iter()
-            .filter_map(|(name, value)| {
-                let key = name.strip_prefix("VOLLEY_")?.to_ascii_lowercase();
-                SETTINGS
-                    .contains(&key.as_str())
-                    .then(|| (format!("VOLLEY_{key}"), value))
-            })
-            .collect();
+        // Read here, not by `config`, which takes a directory or an unreadable file for none.
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !required => {
+                String::new()
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(InventoryError::NotFound {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(error) => {
+                return Err(InventoryError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("cannot read it: {error}"),
+                });
+            }
+        };
         let invalid = |error: config::ConfigError| InventoryError::Invalid {
             path: path.to_path_buf(),
             message: error.to_string(),
         };
-        let inventory: Inventory = config::Config::builder()
-            .add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(false),
-            )
-            .add_source(
-                config::Environment::with_prefix("VOLLEY")
-                    .prefix_separator("_")
-                    .try_parsing(true)
-                    .source(Some(overrides)),
-            )
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        let mut overridden = Vec::new();
+        for (name, text) in environment {
+            let Some(key) = name.strip_prefix("VOLLEY_").map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            if !SETTINGS.contains(&key.as_str()) {
+                continue;
+            }
+            let value =
+                override_value(&key, &text).map_err(|message| InventoryError::Variable {
+                    name: name.clone(),
+                    message,
+                })?;
+            builder = builder.set_override(key.as_str(), value).map_err(invalid)?;
+            overridden.push((key, name));
+        }
+        let inventory: Inventory = builder
             .build()
             .map_err(invalid)?
             .try_deserialize()
             .map_err(invalid)?;
-        inventory
-            .validate()
-            .map_err(|message| InventoryError::Invalid {
-                path: path.to_path_buf(),
-                message,
-            })?;
+        inventory.validate().map_err(|message| {
+            // A bad top-level value that a variable gave is that variable's fault.
+            match overridden
+                .iter()
+                .find(|(key, _)| message.starts_with(&format!("{key}: ")))
+            {
+                Some((key, name)) => InventoryError::Variable {
+                    name: name.clone(),
+                    message: message[key.len() + 2..].to_string(),
+                },
+                None => InventoryError::Invalid {
+                    path: path.to_path_buf(),
+                    message,
+                },
+            }
+        })?;
         Ok(inventory)
     }
 
@@ -343,6 +397,51 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_is_read_in_its_settings_type_and_its_errors_name_it() {
+        let inventory = load(
+            "",
+            &[
+                ("VOLLEY_TIMEOUT", "0"),
+                ("VOLLEY_CONNECT_TIMEOUT", "30"),
+                ("VOLLEY_MAX_OUTPUT", "4096"),
+                ("VOLLEY_JOURNAL_MAX_BYTES", "104857600"),
+                ("VOLLEY_USER", "1000"),
+                ("VOLLEY_PORT", "2222"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(inventory.timeout.as_deref(), Some("0"));
+        assert_eq!(inventory.connect_timeout.as_deref(), Some("30"));
+        assert_eq!(inventory.max_output.as_deref(), Some("4096"));
+        assert_eq!(inventory.journal_max_bytes.as_deref(), Some("104857600"));
+        assert_eq!(inventory.user.as_deref(), Some("1000"));
+        assert_eq!(inventory.port, Some(2222));
+        for (variable, text, expected) in [
+            (
+                "VOLLEY_PORT",
+                "ssh",
+                "VOLLEY_PORT: 'ssh' is not a whole number",
+            ),
+            ("VOLLEY_PORT", "0", "VOLLEY_PORT: 0 is not a port"),
+            (
+                "VOLLEY_BECOME",
+                "yes",
+                "VOLLEY_BECOME: 'yes' is neither true nor false",
+            ),
+        ] {
+            assert_eq!(
+                load("port = 22\n", &[(variable, text)]).unwrap_err(),
+                expected
+            );
+        }
+        // The file's own mistakes are still the file's.
+        assert_eq!(
+            load("port = 0\n", &[("VOLLEY_USER", "ops")]).unwrap_err(),
+            "inventory FILE: port: 0 is not a port"
+        );
+    }
+
+    #[test]
     fn become_is_read_at_every_level_and_overridden() {
         let inventory = load(
             "become = false\n[groups.web]\nhosts = [\"w1\"]\nbecome = true\n\
@@ -427,5 +526,20 @@ mod tests {
         );
         let inventory = Inventory::load(Path::new("/nonexistent/inv.toml"), false, []).unwrap();
         assert_eq!(inventory, Inventory::default());
+    }
+
+    #[test]
+    fn a_directory_given_as_the_inventory_is_an_error_even_where_none_is_required() {
+        let dir = tempfile::tempdir().unwrap();
+        for required in [true, false] {
+            let error = Inventory::load(dir.path(), required, []).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "inventory {}: cannot read it: Is a directory (os error 21)",
+                    dir.path().display()
+                )
+            );
+        }
     }
 }

@@ -343,7 +343,15 @@ impl RunPlan {
             rollout: RolloutPlan::from_args(&args.rollout)
                 .map_err(|e| PlanError::Input(e.to_string()))?,
             journal: JournalLimits::from_inventory(&inventory).map_err(|problem| {
-                PlanError::Input(format!("inventory {}: {problem}", inventory_path.display()))
+                // "KEY: reason", named by its variable when one gave it.
+                let variable = problem.split_once(": ").and_then(|(key, reason)| {
+                    let name = format!("VOLLEY_{}", key.to_ascii_uppercase());
+                    let given = env.variables.iter().any(|(variable, _)| *variable == name);
+                    given.then(|| format!("{name}: {reason}"))
+                });
+                PlanError::Input(variable.unwrap_or_else(|| {
+                    format!("inventory {}: {problem}", inventory_path.display())
+                }))
             })?,
         })
     }

@@ -4,8 +4,9 @@
 //! and `port = "22"` the port 22. An inventory that says `user = 5` is more likely a mistake
 //! than a user called 5, so these readers take a value only in its own TOML type. They ask
 //! the deserializer what it holds (`deserialize_any`) instead of asking for the wanted type,
-//! which is what lets `config` convert. Environment overrides arrive as strings that `config`
-//! parses first (`VOLLEY_PARALLEL=7` is a number), so they pass the same checks.
+//! which is what lets `config` convert. Environment overrides are read in their setting's type
+//! first (`VOLLEY_PARALLEL=7` is a number, `VOLLEY_TIMEOUT=30` a string), so they pass the same
+//! checks.
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -290,6 +290,11 @@ fn settings_from_the_inventory_or_the_environment_are_named_so_in_errors() {
         &[],
         "inventory HOME/inventory.toml: journal_keep_runs: must be at least 1",
     );
+    check(
+        "",
+        &[("VOLLEY_JOURNAL_KEEP_RUNS", "0")],
+        "VOLLEY_JOURNAL_KEEP_RUNS: must be at least 1",
+    );
 }
 
 #[test]
