@@ -322,9 +322,15 @@ pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
     if retry.hosts.is_empty() {
         let which = match &args.only {
             Some(only) => format!("no host of run {} matches --only {only}", retry.retry_of),
-            None => format!(
+            None if retry.in_doubt.is_empty() => format!(
                 "every host of run {} succeeded ({} of {})",
                 retry.retry_of, retry.of, retry.of
+            ),
+            None => format!(
+                "every host of run {} but those left out succeeded ({} of {})",
+                retry.retry_of,
+                retry.of - retry.in_doubt.len(),
+                retry.of
             ),
         };
         say!("volley: nothing to retry: {which}");
