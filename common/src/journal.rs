@@ -131,7 +131,8 @@ pub struct HostEntry {
     pub host: String,
     pub batch: usize,
     pub attempts: u32,
-    pub transport: TransportKind,
+    /// What ran (or last tried) the host; None for a host that never started.
+    pub transport: Option<TransportKind>,
     pub outcome: Outcome,
     pub connect_ms: Option<u64>,
     pub run_ms: Option<u64>,
@@ -157,7 +158,7 @@ impl HostEntry {
             host: report.host.clone(),
             batch: report.batch,
             attempts: report.attempts,
-            transport: report.transport,
+            transport: (report.attempts > 0).then_some(report.transport),
             outcome: report.outcome.clone(),
             connect_ms: report.timings.connect.map(millis),
             run_ms: report.timings.run.map(millis),
@@ -500,7 +501,7 @@ mod tests {
         let mut entry = host("web2", Outcome::Succeeded);
         let plain = serde_json::to_string(&Entry::Host(entry.clone())).unwrap();
         assert!(!plain.contains("fallback"), "{plain}");
-        entry.transport = TransportKind::Ssh;
+        entry.transport = Some(TransportKind::Ssh);
         entry.fallback = Some(Fallback {
             reason: crate::outcome::FallbackReason::AgentCertificateRejected,
             detail: "TLS rejected: invalid peer certificate: UnknownIssuer".to_string(),

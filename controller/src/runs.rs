@@ -253,10 +253,10 @@ fn host_row(
         host.to_string(),
         entry.batch.to_string(),
         entry.outcome.kind().to_string(),
-        if started {
-            entry.transport.to_string()
-        } else {
-            "-".to_string()
+        match entry.transport {
+            // Older journals recorded a transport for hosts that never started too.
+            Some(transport) if started => transport.to_string(),
+            _ => "-".to_string(),
         },
         entry.attempts.to_string(),
         if started {

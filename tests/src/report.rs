@@ -63,6 +63,7 @@ pub fn reported_hosts(records: &BTreeMap<String, HostRecord>) -> Vec<&str> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostRecord {
     pub host: String,
+    /// `ssh` or `agent`; `-` for JSON's null, which a host that never started has.
     pub transport: String,
     pub outcome: String,
     pub exit_code: Option<i64>,
@@ -182,7 +183,9 @@ pub fn parse_record(line: &str) -> Result<HostRecord, String> {
     let fields = Fields(object);
     let record = HostRecord {
         host: fields.string("host")?,
-        transport: fields.string("transport")?,
+        transport: fields
+            .optional("transport", |v| v.as_str().map(str::to_string))?
+            .unwrap_or_else(|| "-".to_string()),
         outcome: fields.string("outcome")?,
         exit_code: fields.optional("exit_code", Value::as_i64)?,
         signal: fields.optional("signal", |v| v.as_str().map(str::to_string))?,
@@ -206,6 +209,18 @@ pub fn parse_record(line: &str) -> Result<HostRecord, String> {
     };
     if !OUTCOME_KINDS.contains(&record.outcome.as_str()) {
         return Err(format!("unknown outcome {:?}", record.outcome));
+    }
+    // A transport for the hosts that one ran or tried, and only for those.
+    let expected: &[&str] = if record.attempts == 0 {
+        &["-"]
+    } else {
+        &["ssh", "agent"]
+    };
+    if !expected.contains(&record.transport.as_str()) {
+        return Err(format!(
+            "transport {:?} after {} attempts",
+            record.transport, record.attempts
+        ));
     }
     if let Some(fallback) = &record.fallback
         && !FALLBACK_REASONS.contains(&fallback.reason.as_str())

@@ -13,7 +13,8 @@ use volley_common::outcome::{Fallback, HostReport, Outcome, TransportKind};
 #[derive(Serialize)]
 struct Record<'a> {
     host: &'a str,
-    transport: TransportKind,
+    /// None for a host that never started.
+    transport: Option<TransportKind>,
     outcome: &'static str,
     exit_code: Option<u32>,
     signal: Option<&'a str>,
@@ -54,7 +55,7 @@ impl<'a> Record<'a> {
         };
         Record {
             host: &report.host,
-            transport: report.transport,
+            transport: (report.attempts > 0).then_some(report.transport),
             outcome: outcome.kind(),
             exit_code,
             signal,

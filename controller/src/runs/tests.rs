@@ -57,7 +57,7 @@ fn host(host: &str, batch: usize, outcome: Outcome) -> Entry {
         host: host.to_string(),
         batch,
         attempts: u32::from(outcome != Outcome::Skipped),
-        transport: TransportKind::Ssh,
+        transport: Some(TransportKind::Ssh),
         outcome,
         connect_ms: None,
         run_ms: None,
@@ -75,9 +75,9 @@ fn host_via(host_entry: Entry, fell_back: bool) -> Entry {
     let Entry::Host(mut entry) = host_entry else {
         unreachable!("a host entry")
     };
-    entry.transport = TransportKind::Agent;
+    entry.transport = Some(TransportKind::Agent);
     if fell_back {
-        entry.transport = TransportKind::Ssh;
+        entry.transport = Some(TransportKind::Ssh);
         entry.fallback = Some(Fallback {
             reason: FallbackReason::AgentCertificateRejected,
             detail: "TLS rejected: invalid peer certificate: UnknownIssuer".to_string(),

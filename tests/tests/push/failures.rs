@@ -179,9 +179,14 @@ fn a_failing_canary_stops_a_batched_push() {
     assert_eq!(canary.batch, 1);
     for host in ["h02", "a01"] {
         let skipped = volley_tests::report::expect_outcome(&output, &records, host, "skipped");
+        // Never started: no transport either (`a01` would be an agent's, `h02` SSH's).
         assert_eq!(
-            (skipped.attempts, skipped.changed.as_ref()),
-            (0, None),
+            (
+                skipped.attempts,
+                skipped.changed.as_ref(),
+                skipped.transport.as_str()
+            ),
+            (0, None, "-"),
             "{host}"
         );
         let files = deployment.files(host);
@@ -189,5 +194,6 @@ fn a_failing_canary_stops_a_batched_push() {
     }
     let journal = deployment.journal();
     assert_eq!(journal["h02"]["outcome"]["kind"], "skipped");
+    assert_eq!(journal["h02"]["transport"], serde_json::Value::Null);
     assert_eq!(journal["h01"]["changed"], serde_json::json!([]));
 }
