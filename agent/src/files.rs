@@ -85,7 +85,17 @@ pub fn stat(
             if !resolved.missing.is_empty() {
                 return Ok(FileState::Missing);
             }
-            state_of(checksums, &resolved.path(), query.size)
+            let path = resolved.path();
+            let link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+            if query.follow_links && link {
+                if !path.exists() {
+                    // A link to nothing: nothing to fetch.
+                    return Ok(FileState::Missing);
+                }
+                let target = roots.resolve_target(&query.path)?;
+                return state_of(checksums, &target, query.size);
+            }
+            state_of(checksums, &path, query.size)
         })
         .collect()
 }

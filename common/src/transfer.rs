@@ -38,6 +38,9 @@ pub struct FileFacts {
 pub struct StatQuery {
     pub path: String,
     pub size: Option<u64>,
+    /// Follow a link to the file it names (a fetch), rather than report the link (a push,
+    /// which replaces it).
+    pub follow_links: bool,
 }
 
 /// Who should own a written file: a user and a group, each a name or a number; `None` keeps

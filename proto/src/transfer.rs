@@ -16,6 +16,7 @@ impl From<StatQuery> for pb::StatQuery {
         pb::StatQuery {
             path: query.path,
             size: query.size,
+            follow_links: query.follow_links,
         }
     }
 }
@@ -25,6 +26,7 @@ impl From<pb::StatQuery> for StatQuery {
         StatQuery {
             path: query.path,
             size: query.size,
+            follow_links: query.follow_links,
         }
     }
 }

@@ -168,6 +168,7 @@ fn stat_tells_files_apart_and_skips_checksums_of_other_sizes() {
     let query = |relative: &str, size| StatQuery {
         path: root.path(relative),
         size,
+        follow_links: false,
     };
     let states = stat(
         &root.roots,
@@ -205,11 +206,46 @@ fn stat_tells_files_apart_and_skips_checksums_of_other_sizes() {
     let outside = StatQuery {
         path: format!("{}/elsewhere", root.dir.path().display()),
         size: None,
+        follow_links: false,
     };
     assert!(matches!(
         stat(&root.roots, &root.checksums, &[outside]),
         Err(FileError::Refused(_))
     ));
+}
+
+#[test]
+fn a_fetchs_stat_follows_links_under_the_roots_only() {
+    let root = root();
+    fs::write(root.path("f"), "abc").unwrap();
+    symlink(root.path("f"), root.path("link")).unwrap();
+    symlink(root.path("nothing"), root.path("dangling")).unwrap();
+    let outside = root.dir.path().join("secret");
+    fs::write(&outside, "secret").unwrap();
+    symlink(&outside, root.path("out")).unwrap();
+    let query = |relative: &str| StatQuery {
+        path: root.path(relative),
+        size: None,
+        follow_links: true,
+    };
+    let states = stat(
+        &root.roots,
+        &root.checksums,
+        &[query("link"), query("dangling"), query("f")],
+    )
+    .unwrap();
+    let FileState::File(facts) = &states[0] else {
+        panic!("{states:?}")
+    };
+    assert_eq!(facts.sha256.as_deref(), Some(sha256(b"abc").as_str()));
+    assert_eq!(facts.size, 3);
+    assert_eq!(states[1], FileState::Missing);
+    assert_eq!(states[2], states[0]);
+    let error = stat(&root.roots, &root.checksums, &[query("out")]).unwrap_err();
+    assert!(
+        matches!(&error, FileError::Refused(_)) && error.to_string().contains("a link to"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -221,6 +257,7 @@ fn stat_takes_a_pushed_files_checksum_from_memory_until_the_file_changes() {
         let query = StatQuery {
             path: path.clone(),
             size: Some(4),
+            follow_links: false,
         };
         match &stat(&root.roots, &root.checksums, &[query]).unwrap()[..] {
             [FileState::File(facts)] => facts.sha256.clone().unwrap(),

@@ -100,6 +100,7 @@ async fn a_pushed_file_is_in_place_with_its_mode_and_reads_back() {
     let query = StatQuery {
         path: path.display().to_string(),
         size: Some(4),
+        follow_links: false,
     };
     let states = client
         .stat(pb::StatRequest {
@@ -177,6 +178,7 @@ async fn paths_outside_the_roots_are_refused_before_a_byte_is_written() {
                     StatQuery {
                         path: path.clone(),
                         size: None,
+                        follow_links: false,
                     }
                     .into(),
                 ],
@@ -274,6 +276,7 @@ async fn an_agent_that_does_nothing_as_root_refuses_file_work() {
     let query = StatQuery {
         path: path.display().to_string(),
         size: None,
+        follow_links: false,
     };
     let stat = client
         .stat(pb::StatRequest {

@@ -69,6 +69,7 @@ impl FetchOperation {
             .map(|path| StatQuery {
                 path: path.clone(),
                 size: None,
+                follow_links: true,
             })
             .collect();
         let states = files

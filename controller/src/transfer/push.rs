@@ -113,6 +113,7 @@ impl PushOperation {
             .map(|file| StatQuery {
                 path: file.remote.clone(),
                 size: Some(file.size),
+                follow_links: false,
             })
             .collect();
         let probe = |reason| Stop::Failed {

@@ -14,16 +14,17 @@ use crate::upload::{self, Directories, Upload};
 /// Linux caps at 128 KiB.
 const PROBE_BATCH: usize = 256;
 
-/// Prints one line per `SIZE PATH` pair of arguments: `missing`, `other KIND`, or `file SIZE
-/// MODE UID GID USER GROUP SHA256` (`-` for the checksum when the size differs from SIZE; SIZE
-/// `-` always checksums). A link is not followed.
+/// Prints one line per `FOLLOW SIZE PATH` triple of arguments: `missing`, `other KIND`, or
+/// `file SIZE MODE UID GID USER GROUP SHA256` (`-` for the checksum when the size differs from
+/// SIZE; SIZE `-` always checksums). A link is followed to what it names when FOLLOW is 1 (a
+/// fetch), and reported as a link otherwise (a push replaces the link itself).
 const PROBE: &str = r#"set -eu
-while [ $# -gt 1 ]; do
-  want=$1; p=$2; shift 2
-  if [ -L "$p" ]; then echo "other symbolic link"
+while [ $# -gt 2 ]; do
+  follow=$1; want=$2; p=$3; shift 3
+  if [ "$follow" != 1 ] && [ -L "$p" ]; then echo "other symbolic link"
   elif [ -d "$p" ]; then echo "other directory"
   elif [ -f "$p" ]; then
-    facts=$(stat -c '%s %a %u %g %U %G' -- "$p")
+    facts=$(stat -L -c '%s %a %u %g %U %G' -- "$p")
     sum=-
     if [ "$want" = - ] || [ "$want" = "${facts%% *}" ]; then sum=$(sha256sum < "$p"); sum=${sum%% *}; fi
     echo "file $facts $sum"
@@ -76,7 +77,8 @@ pub async fn stat(
             .iter()
             .flat_map(|query| {
                 let size = query.size.map_or("-".to_string(), |size| size.to_string());
-                [size, query.path.clone()]
+                let follow = if query.follow_links { "1" } else { "0" };
+                [follow.to_string(), size, query.path.clone()]
             })
             .collect();
         let finished = sh(session, sudo, PROBE, &args, &mut tokio::io::empty(), None).await?;
@@ -199,18 +201,32 @@ mod tests {
         let file = dir.path().join("a file");
         std::fs::write(&file, "abc").unwrap();
         std::os::unix::fs::symlink(&file, dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("nothing"), dir.path().join("dangling"))
+            .unwrap();
         let path = |name: &str| dir.path().join(name).display().to_string();
         let states = probe(&[
+            "0",
             "3",
             &path("a file"),
+            "0",
             "4",
             &path("a file"),
+            "0",
             "-",
             &path("link"),
+            "0",
             "-",
             &path(""),
+            "0",
             "-",
             &path("missing"),
+            // A fetch's queries: links are followed.
+            "1",
+            "-",
+            &path("link"),
+            "1",
+            "-",
+            &path("dangling"),
         ]);
         let Some(FileState::File(facts)) = &states[0] else {
             panic!("{states:?}")
@@ -226,6 +242,9 @@ mod tests {
         assert_eq!(states[2], kind("symbolic link"));
         assert_eq!(states[3], kind("directory"));
         assert_eq!(states[4], Some(FileState::Missing));
+        // Followed, the link is the file it names: its size and checksum, not the link's.
+        assert_eq!(states[5], states[0]);
+        assert_eq!(states[6], Some(FileState::Missing));
     }
 
     #[test]

@@ -59,6 +59,35 @@ fn files_come_back_into_dir_host_path_over_both_transports() {
         assert_eq!(names, ["app.conf"], "{host}: nothing else beside the copy");
     }
 
+    // A link is fetched as the file it names, as `scp` and `cat` read it.
+    let link = deployment.remote("etc/current");
+    for host in deployment.hosts() {
+        std::os::unix::fs::symlink(&version, deployment.files(&host).path(&link))
+            .expect("a link on the host");
+    }
+    let linked = deployment.ssh.dir().join("linked");
+    let output = deployment.volley(
+        "fetch",
+        [
+            "-g".into(),
+            "all".into(),
+            "--json".into(),
+            link.clone().into_os_string(),
+            linked.clone().into_os_string(),
+        ],
+    );
+    output.assert_code(0);
+    let records = output.records_by_host();
+    for host in deployment.hosts() {
+        record(&output, &records, &host, "succeeded");
+        let copy = linked
+            .join(&host)
+            .join(link.strip_prefix("/").expect("absolute"));
+        let kind = std::fs::symlink_metadata(&copy).unwrap().file_type();
+        assert!(kind.is_file(), "{host}: {kind:?}");
+        assert_eq!(std::fs::read_to_string(&copy).unwrap(), "1.2\n", "{host}");
+    }
+
     // A file that one host lacks fails that host only.
     std::fs::remove_file(deployment.files("h02").path(&conf)).unwrap();
     std::fs::remove_file(deployment.files("a02").path(&conf)).unwrap();
