@@ -3,7 +3,7 @@
 use volley_tests::remote::per_host_command;
 use volley_tests::{FleetSpec, HostKind, SshFleet};
 
-use crate::{EXIT_COMMAND_FAILED, EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
+use crate::{EXIT_COMMAND_FAILED, EXIT_NOT_REACHED, EXIT_SUCCESS, EXIT_USAGE, expect_outcome};
 
 const PRINT_CONNECTION: &str = r#"echo "$SSH_CONNECTION""#;
 
@@ -231,4 +231,35 @@ fn encrypted_identity_fails_auth_without_prompting() {
         );
         assert_eq!(record.stdout, "");
     }
+}
+
+/// As ssh does, a private key of the operator's that others may read is not used: named with
+/// `-i`, the run stops before any connection, saying why; made private, the same file works.
+#[test]
+fn a_private_key_others_may_read_is_refused_as_ssh_refuses_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let fleet = SshFleet::start(1);
+    let key = fleet.dir().join("readable_key");
+    std::fs::copy(fleet.client_key().path(), &key).expect("copy the client key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut flags = fleet.flags();
+    flags.identity = key.clone();
+
+    let output = fleet.run(flags.args(["-g", "all", "--", "echo ran"]));
+    output.assert_code(EXIT_USAGE);
+    assert_eq!(
+        output.stderr.trim_end(),
+        format!(
+            "volley: identity file {0}: permissions 0644 are too open: a private key must be \
+             readable by its owner only (chmod 600 {0}), as ssh requires",
+            key.display()
+        ),
+        "{}",
+        output.describe()
+    );
+    assert_eq!(output.stdout, "");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let output = fleet.run(flags.args(["-g", "all", "--", "echo ran"]));
+    output.assert_code(EXIT_SUCCESS);
 }

@@ -117,6 +117,9 @@ impl Identities {
 }
 
 fn read_identity(path: &Path) -> IdentityFile {
+    if let Some(problem) = too_open(path) {
+        return IdentityFile::Unusable(problem);
+    }
     match russh::keys::load_secret_key(path, None) {
         Ok(key) => IdentityFile::Key(Arc::new(key)),
         Err(russh::keys::Error::KeyIsEncrypted) => IdentityFile::Encrypted,
@@ -125,6 +128,22 @@ fn read_identity(path: &Path) -> IdentityFile {
         }
         Err(error) => IdentityFile::Unusable(format!("not a usable private key ({error})")),
     }
+}
+
+/// ssh's rule for a private key: one of the user's own that others may read (or write) is not
+/// used, with the reason; a key of another owner (root reading an operator's) is not checked.
+fn too_open(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).ok()?;
+    let mode = metadata.mode() & 0o777;
+    let own = metadata.uid() == rustix::process::getuid().as_raw();
+    (own && mode & 0o077 != 0).then(|| {
+        format!(
+            "permissions {mode:04o} are too open: a private key must be readable by its owner \
+             only (chmod 600 {}), as ssh requires",
+            path.display()
+        )
+    })
 }
 
 /// Connects to the agent named by `SSH_AUTH_SOCK`, if any, and lists its keys. An agent that
