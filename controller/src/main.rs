@@ -254,9 +254,15 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
             identity,
         } => {
             let pki = Pki::new(dir(pki_dir));
-            let issued = pki.init(&identity).map_err(|e| UsageError(e.to_string()))?;
+            let made = pki.init(&identity).map_err(|e| UsageError(e.to_string()))?;
+            let issued = made.issued;
             let mut out = std::io::stdout().lock();
-            writeln!(out, "CA: {}", pki.ca_certificate().display())?;
+            let ca = if made.new_ca {
+                ""
+            } else {
+                " (kept; the controller's certificate was missing)"
+            };
+            writeln!(out, "CA: {}{ca}", pki.ca_certificate().display())?;
             writeln!(
                 out,
                 "controller certificate ({identity}): {}",

@@ -32,10 +32,22 @@ const CA_VALID_DAYS: i64 = 3650;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    #[error("pki {dir}: already initialised (ca.key exists); remove the directory to start over")]
+    #[error(
+        "pki {dir}: already initialised: its CA and the controller's certificate are there \
+         (`volley pki issue` makes agent certificates)"
+    )]
     Exists { dir: PathBuf },
     #[error("pki {dir}: not initialised: run `volley pki init` first")]
     Missing { dir: PathBuf },
+    /// The CA is here, the controller's certificate or key is not.
+    #[error(
+        "pki {dir}: no {missing}: `volley pki init` issues the controller's certificate again \
+         from the CA there"
+    )]
+    NoController { dir: PathBuf, missing: String },
+    /// Files of the controller's are missing, and the CA's key is kept elsewhere.
+    #[error("pki {dir}: no {missing}: copy it from where the CA is kept")]
+    Incomplete { dir: PathBuf, missing: String },
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error("{path}: readable by group or others (mode {mode:04o}); run chmod 600 {path}")]
@@ -64,6 +76,13 @@ pub struct Pki {
 pub struct Issued {
     pub certificate: PathBuf,
     pub key: PathBuf,
+}
+
+/// What `init` made: the controller's certificate and key, and whether the CA is new.
+#[derive(Clone, Debug)]
+pub struct Initialised {
+    pub issued: Issued,
+    pub new_ca: bool,
 }
 
 /// What the controller presents and trusts, as PEM.
@@ -95,20 +114,25 @@ impl Pki {
             .all(|file| self.dir.join(file).exists())
     }
 
-    /// Creates the CA and the controller's certificate with `identity` as its Common Name.
-    pub fn init(&self, identity: &str) -> Result<Issued, PkiError> {
-        if self.exists() {
+    /// Creates the CA and the controller's certificate with `identity` as its Common Name. Where
+    /// the CA is there already but the controller's certificate or key is not, issues that
+    /// again from the CA (`new_ca` false): agents that trust the CA keep working.
+    pub fn init(&self, identity: &str) -> Result<Initialised, PkiError> {
+        let new_ca = !self.exists();
+        if !new_ca && self.has_controller_credentials() {
             return Err(PkiError::Exists {
                 dir: self.dir.clone(),
             });
         }
         check_name(identity)?;
-        private_dir(&self.dir)?;
-        private_dir(&self.dir.join("agents"))?;
-        let ca_key = KeyPair::generate()?;
-        let ca = ca_params()?.self_signed(&ca_key)?;
-        write_file(&self.dir.join("ca.key"), &ca_key.serialize_pem(), 0o600)?;
-        write_file(&self.dir.join("ca.pem"), &ca.pem(), 0o644)?;
+        if new_ca {
+            private_dir(&self.dir)?;
+            private_dir(&self.dir.join("agents"))?;
+            let ca_key = KeyPair::generate()?;
+            let ca = ca_params()?.self_signed(&ca_key)?;
+            write_file(&self.dir.join("ca.key"), &ca_key.serialize_pem(), 0o600)?;
+            write_file(&self.dir.join("ca.pem"), &ca.pem(), 0o644)?;
+        }
 
         let issuer = self.issuer()?;
         let key = KeyPair::generate()?;
@@ -119,9 +143,13 @@ impl Pki {
             certificate: self.dir.join("controller.pem"),
             key: self.dir.join("controller.key"),
         };
+        // What is left of a lost pair goes: the key is made anew, 0600 before any byte lands.
+        for path in [&issued.key, &issued.certificate] {
+            let _ = fs::remove_file(path);
+        }
         write_file(&issued.key, &key.serialize_pem(), 0o600)?;
         write_file(&issued.certificate, &certificate.pem(), 0o644)?;
-        Ok(issued)
+        Ok(Initialised { issued, new_ca })
     }
 
     /// Issues an agent's server certificate naming `name` and `addresses`, into `agents/`.
@@ -195,9 +223,23 @@ impl Pki {
 
     /// The CA certificate and the controller's certificate and key, for the agent transport.
     pub fn controller_credentials(&self) -> Result<ControllerCredentials, PkiError> {
-        if !self.has_controller_credentials() {
-            return Err(PkiError::Missing {
-                dir: self.dir.clone(),
+        let missing: Vec<&str> = ["ca.pem", "controller.pem", "controller.key"]
+            .into_iter()
+            .filter(|file| !self.dir.join(file).exists())
+            .collect();
+        if !missing.is_empty() {
+            let dir = self.dir.clone();
+            let ca_here = self.exists() && self.ca_certificate().exists();
+            return Err(match (missing.len(), ca_here) {
+                (3, false) => PkiError::Missing { dir },
+                (_, true) => PkiError::NoController {
+                    dir,
+                    missing: missing.join(", "),
+                },
+                (_, false) => PkiError::Incomplete {
+                    dir,
+                    missing: missing.join(", "),
+                },
             });
         }
         Ok(ControllerCredentials {

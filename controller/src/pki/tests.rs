@@ -46,6 +46,42 @@ fn init_writes_private_keys_0600_in_a_0700_directory() {
     assert!(error.contains("already initialised"), "{error}");
 }
 
+/// A lost controller certificate is issued again from the CA, which stays: agents that trust
+/// it need nothing new. Before that, the error says so rather than ask for a new PKI.
+#[test]
+fn init_issues_a_lost_controller_certificate_again_from_the_same_ca() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    assert!(pki.init(DEFAULT_IDENTITY).unwrap().new_ca);
+    let ca = fs::read_to_string(pki.ca_certificate()).unwrap();
+    let (agent, _) = pki.agent_certificate("web01", &[]).unwrap();
+    fs::remove_file(pki.dir.join("controller.pem")).unwrap();
+    let error = pki.controller_credentials().unwrap_err().to_string();
+    assert!(
+        error.ends_with(
+            "no controller.pem: `volley pki init` issues the controller's certificate again \
+             from the CA there"
+        ),
+        "{error}"
+    );
+
+    let made = pki.init(DEFAULT_IDENTITY).unwrap();
+    assert!(!made.new_ca);
+    assert_eq!(fs::read_to_string(pki.ca_certificate()).unwrap(), ca);
+    assert_eq!(mode(&made.issued.key), 0o600);
+    pki.controller_credentials().unwrap();
+    verify(&pki, &agent, "web01").unwrap();
+
+    // With the CA's key kept elsewhere, the missing file must come from there.
+    fs::remove_file(pki.dir.join("ca.key")).unwrap();
+    fs::remove_file(pki.dir.join("controller.key")).unwrap();
+    let error = pki.controller_credentials().unwrap_err().to_string();
+    assert!(
+        error.ends_with("no controller.key: copy it from where the CA is kept"),
+        "{error}"
+    );
+}
+
 #[test]
 fn agent_certificates_name_their_host_and_address() {
     let home = tempfile::tempdir().unwrap();
@@ -144,7 +180,7 @@ fn controller_certificates_carry_client_auth_and_agents_server_auth_only() {
         let usage = parsed.extended_key_usage().unwrap().unwrap().value.clone();
         (usage.client_auth, usage.server_auth)
     };
-    assert_eq!(usage(&controller.certificate), (true, false));
+    assert_eq!(usage(&controller.issued.certificate), (true, false));
     assert_eq!(usage(&agent.certificate), (false, true));
 }
 

@@ -125,6 +125,13 @@ impl AgentTransport {
             CertificateDer::pem_slice_iter(credentials.certificate.as_bytes())
                 .collect::<Result<_, _>>()
                 .map_err(|e| bad("bad certificate", "controller.pem", e.to_string()))?;
+        if chain.is_empty() {
+            return Err(bad(
+                "bad certificate",
+                "controller.pem",
+                "no PEM certificate in it".to_string(),
+            ));
+        }
         let key = PrivateKeyDer::from_pem_slice(credentials.key.as_bytes())
             .map_err(|e| bad("bad private key", "controller.key", e.to_string()))?;
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(tls_provider()))
