@@ -86,8 +86,7 @@ pub fn stat(
                 return Ok(FileState::Missing);
             }
             let path = resolved.path();
-            let link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
-            if query.follow_links && link {
+            if query.follow_links && path.is_symlink() {
                 if !path.exists() {
                     // A link to nothing: nothing to fetch.
                     return Ok(FileState::Missing);

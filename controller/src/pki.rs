@@ -78,6 +78,18 @@ pub struct Issued {
     pub key: PathBuf,
 }
 
+impl Issued {
+    /// Writes the key (0600, created so before any byte lands) and the certificate, in place of
+    /// any files of those names.
+    fn replace(&self, key: &str, certificate: &str) -> Result<(), PkiError> {
+        for path in [&self.key, &self.certificate] {
+            let _ = fs::remove_file(path);
+        }
+        write_file(&self.key, key, 0o600)?;
+        write_file(&self.certificate, certificate, 0o644)
+    }
+}
+
 /// What `init` made: the controller's certificate and key, and whether the CA is new.
 #[derive(Clone, Debug)]
 pub struct Initialised {
@@ -109,9 +121,15 @@ impl Pki {
     /// Whether the controller can use the agent transport: the CA certificate and its own
     /// certificate and key. The CA's key may be kept elsewhere.
     pub fn has_controller_credentials(&self) -> bool {
+        self.missing_credentials().is_empty()
+    }
+
+    /// Which of the files the agent transport needs are not there.
+    fn missing_credentials(&self) -> Vec<&'static str> {
         ["ca.pem", "controller.pem", "controller.key"]
-            .iter()
-            .all(|file| self.dir.join(file).exists())
+            .into_iter()
+            .filter(|file| !self.dir.join(file).exists())
+            .collect()
     }
 
     /// Creates the CA and the controller's certificate with `identity` as its Common Name. Where
@@ -143,12 +161,8 @@ impl Pki {
             certificate: self.dir.join("controller.pem"),
             key: self.dir.join("controller.key"),
         };
-        // What is left of a lost pair goes: the key is made anew, 0600 before any byte lands.
-        for path in [&issued.key, &issued.certificate] {
-            let _ = fs::remove_file(path);
-        }
-        write_file(&issued.key, &key.serialize_pem(), 0o600)?;
-        write_file(&issued.certificate, &certificate.pem(), 0o644)?;
+        // What is left of a lost pair goes.
+        issued.replace(&key.serialize_pem(), &certificate.pem())?;
         Ok(Initialised { issued, new_ca })
     }
 
@@ -161,12 +175,8 @@ impl Pki {
             certificate: dir.join(format!("{name}.pem")),
             key: dir.join(format!("{name}.key")),
         };
-        // A re-issue replaces the old files; the key is still created 0600 before any byte lands.
-        for path in [&issued.key, &issued.certificate] {
-            let _ = fs::remove_file(path);
-        }
-        write_file(&issued.key, &key, 0o600)?;
-        write_file(&issued.certificate, &certificate, 0o644)?;
+        // A re-issue replaces the old files.
+        issued.replace(&key, &certificate)?;
         Ok(issued)
     }
 
@@ -223,10 +233,7 @@ impl Pki {
 
     /// The CA certificate and the controller's certificate and key, for the agent transport.
     pub fn controller_credentials(&self) -> Result<ControllerCredentials, PkiError> {
-        let missing: Vec<&str> = ["ca.pem", "controller.pem", "controller.key"]
-            .into_iter()
-            .filter(|file| !self.dir.join(file).exists())
-            .collect();
+        let missing = self.missing_credentials();
         if !missing.is_empty() {
             let dir = self.dir.clone();
             let ca_here = self.exists() && self.ca_certificate().exists();

@@ -342,16 +342,12 @@ impl RunPlan {
                 .unwrap_or_else(|| env.home.join(".config/volley/pki")),
             rollout: RolloutPlan::from_args(&args.rollout)
                 .map_err(|e| PlanError::Input(e.to_string()))?,
+            // The problem is "KEY: reason".
             journal: JournalLimits::from_inventory(&inventory).map_err(|problem| {
-                // "KEY: reason", named by its variable when one gave it.
-                let variable = problem.split_once(": ").and_then(|(key, reason)| {
-                    let name = format!("VOLLEY_{}", key.to_ascii_uppercase());
-                    let given = env.variables.iter().any(|(variable, _)| *variable == name);
-                    given.then(|| format!("{name}: {reason}"))
-                });
-                PlanError::Input(variable.unwrap_or_else(|| {
-                    format!("inventory {}: {problem}", inventory_path.display())
-                }))
+                PlanError::Input(match problem.split_once(": ") {
+                    Some((key, reason)) => format!("{}: {reason}", source.named(key)),
+                    None => problem,
+                })
             })?,
         })
     }
@@ -377,15 +373,17 @@ impl Sources<'_> {
         if let Some(value) = given {
             return Some((flag.to_string(), value));
         }
-        let value = inventory?;
+        Some((self.named(key), inventory?))
+    }
+
+    /// The name of the inventory's `key` for an error: `VOLLEY_<KEY>` when that variable gave
+    /// it, else `inventory FILE: key`.
+    fn named(&self, key: &str) -> String {
         let variable = format!("VOLLEY_{}", key.to_ascii_uppercase());
         if self.env.variables.iter().any(|(name, _)| *name == variable) {
-            return Some((variable, value));
+            return variable;
         }
-        Some((
-            format!("inventory {}: {key}", self.inventory.display()),
-            value,
-        ))
+        format!("inventory {}: {key}", self.inventory.display())
     }
 }
 
