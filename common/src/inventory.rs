@@ -177,14 +177,27 @@ pub struct HostSettings {
 }
 
 /// Which transport runs a host.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TransportChoice {
     /// The agent where one answers; SSH where none could be reached.
     #[default]
     Auto,
     Agent,
     Ssh,
+}
+
+impl<'de> Deserialize<'de> for TransportChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = strict::string(deserializer)?.unwrap_or_default();
+        match text.as_str() {
+            "auto" => Ok(TransportChoice::Auto),
+            "agent" => Ok(TransportChoice::Agent),
+            "ssh" => Ok(TransportChoice::Ssh),
+            _ => Err(serde::de::Error::custom(format!(
+                "'{text}' is not a transport (auto, agent or ssh)"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -499,6 +512,14 @@ mod tests {
             "for key `groups.g.hosts",
         );
         check("parallel = 1.5\n", "for key `parallel`");
+        check(
+            "[groups.web]\nhosts = []\ntransport = \"carrier-pigeon\"\n",
+            "'carrier-pigeon' is not a transport (auto, agent or ssh) for key `groups.web.transport`",
+        );
+        check(
+            "transport = 1\n",
+            "expected a string (in quotes) for key `transport`",
+        );
         check(
             "agent_port = 70000\n",
             "70000 is out of range for key `agent_port`",

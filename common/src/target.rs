@@ -214,8 +214,8 @@ pub fn parse_list(list: &str) -> Result<Vec<Pattern>, PatternError> {
         .collect()
 }
 
-/// Splits at commas outside brackets, without trimming; `fold` tests read their output with it.
-pub(crate) fn split_list(list: &str) -> Vec<&str> {
+/// Splits at commas outside brackets, without trimming.
+pub fn split_list(list: &str) -> Vec<&str> {
     let mut elements = Vec::new();
     let mut depth = 0usize;
     let mut start = 0;

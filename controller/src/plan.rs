@@ -23,7 +23,7 @@ mod ssh;
 use self::ssh::SshSources;
 pub use self::ssh::{JumpHost, dialled};
 
-use self::targets::{Resolver, is_stdin, read_stdin};
+use self::targets::{Resolved, Resolver, is_stdin, read_stdin};
 
 pub const DEFAULT_PARALLEL: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,6 +107,8 @@ pub struct RunPlan {
     pub rollout: RolloutPlan,
     /// When old run journals are pruned.
     pub journal: JournalLimits,
+    /// What the operator gave that had no effect, to print before the run.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +164,11 @@ impl RunPlan {
             args.targets.inventory.is_some(),
             env.variables.clone(),
         )?;
+        if let Some(user) = &args.ssh.user
+            && (user.is_empty() || user.contains(char::is_whitespace))
+        {
+            return Err(PlanError::Input(format!("-l '{user}': not a user name")));
+        }
         let ssh = SshSources::load(&args.ssh, env)?;
 
         let from_stdin = args
@@ -177,7 +184,7 @@ impl RunPlan {
                     .to_string(),
             ));
         }
-        let targets = Resolver {
+        let Resolved { targets, warnings } = Resolver {
             inventory: &inventory,
             inventory_path: &inventory_path,
         }
@@ -303,6 +310,7 @@ impl RunPlan {
 
         Ok(RunPlan {
             run_id: String::new(),
+            warnings,
             hosts,
             command,
             parallel,

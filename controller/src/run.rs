@@ -95,6 +95,9 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
     let env = Environment::from_process().map_err(|e| usage(&e))?;
     let mut plan = RunPlan::new(&args, &env).map_err(|e| usage(&e))?;
+    for warning in &plan.warnings {
+        say!("volley: warning: {warning}");
+    }
     if let Some(retry) = &retry {
         runs::keep_only(&mut plan.hosts, &retry.run, &retry.hosts).map_err(|e| usage(&e))?;
     }
@@ -109,11 +112,13 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     }
     if let Some(dir) = &plan.out_dir {
         report::files::prepare(dir).map_err(|error| {
-            UsageError(format!(
-                "--out-dir {}: {}",
-                dir.display(),
-                plan::io_reason(&error)
-            ))
+            let reason = match error.kind() {
+                std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
+                    "not a directory (it, or a directory above it, is a file)".to_string()
+                }
+                _ => plan::io_reason(&error),
+            };
+            UsageError(format!("--out-dir {}: {reason}", dir.display()))
         })?;
     }
     // A push also holds the file it reads for each host (`--out-dir`'s two files are more).

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use volley_common::inventory::Inventory;
-use volley_common::target::{Pattern, Target, glob_match, parse_list};
+use volley_common::target::{Pattern, Target, glob_match, parse_list, split_list};
 
 use super::{MAX_STDIN, PlanError, io_reason};
 use crate::cli::RunArgs;
@@ -18,21 +18,26 @@ pub(super) struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    /// Returns each target with the inventory group it was first reached through.
-    pub(super) fn resolve(
-        &self,
-        args: &RunArgs,
-    ) -> Result<Vec<(Target, Option<&'a str>)>, PlanError> {
+    /// Returns each target with the inventory group it was first reached through, and warnings
+    /// for what the operator gave that had no effect.
+    pub(super) fn resolve(&self, args: &RunArgs) -> Result<Resolved<'a>, PlanError> {
         // What the operator gave, to name it when it resolves to nothing.
         let mut given: Vec<String> = Vec::new();
-        let mut lists: Vec<String> = Vec::new();
+        // Each list of patterns, with where it came from for its errors.
+        let mut lists: Vec<(String, String)> = Vec::new();
         for list in &args.targets.targets {
             given.push(format!("-w '{list}'"));
-            lists.push(list.clone());
+            lists.push((String::new(), list.clone()));
         }
         for group in &args.targets.groups {
-            given.push(format!("-g '{}'", group.trim()));
-            lists.push(format!("@{}", group.trim()));
+            let name = group.trim();
+            if name.is_empty() {
+                return Err(PlanError::Input(format!(
+                    "-g '{group}': an empty group name"
+                )));
+            }
+            given.push(format!("-g '{name}'"));
+            lists.push((format!("-g '{name}': "), format!("@{name}")));
         }
         for file in &args.targets.hosts_file {
             let read = if is_stdin(file) {
@@ -44,12 +49,13 @@ impl<'a> Resolver<'a> {
                 PlanError::Input(format!("hosts file {}: {}", file.display(), io_reason(&e)))
             })?;
             given.push(format!("hosts file {}", file.display()));
-            lists.extend(
-                text.lines()
-                    .map(|line| line.split('#').next().unwrap_or("").trim())
-                    .filter(|line| !line.is_empty())
-                    .map(str::to_string),
-            );
+            for (number, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                if !line.is_empty() {
+                    let from = format!("hosts file {} line {}: ", file.display(), number + 1);
+                    lists.push((from, line.to_string()));
+                }
+            }
         }
         if given.is_empty() {
             return Err(PlanError::Input(
@@ -58,8 +64,9 @@ impl<'a> Resolver<'a> {
         }
 
         let mut targets = Vec::new();
-        for list in &lists {
-            for pattern in parse_list(list).map_err(|e| PlanError::Input(e.to_string()))? {
+        for (from, list) in &lists {
+            let patterns = parse_list(list).map_err(|e| PlanError::Input(format!("{from}{e}")))?;
+            for pattern in patterns {
                 self.push(pattern, None, &mut Vec::new(), &mut targets)?;
             }
         }
@@ -71,9 +78,18 @@ impl<'a> Resolver<'a> {
             )));
         }
 
-        let exclude = Exclusions::new(self, &args.targets.exclude)?;
+        let exclusions = Exclusions::new(self, &args.targets.exclude)?;
         let before = targets.len();
-        targets.retain(|(target, _)| !exclude.matches(&target.host));
+        let mut used = vec![false; exclusions.0.len()];
+        targets.retain(|(target, _)| {
+            let mut excluded = false;
+            for (exclusion, used) in exclusions.0.iter().zip(&mut used) {
+                if exclusion.matches(&target.host) {
+                    (*used, excluded) = (true, true);
+                }
+            }
+            !excluded
+        });
         if targets.is_empty() {
             let excluded: Vec<String> = args
                 .targets
@@ -86,7 +102,20 @@ impl<'a> Resolver<'a> {
                 excluded.join(" ")
             )));
         }
-        Ok(targets)
+        // A misspelt exclusion would run the command on the host meant to be spared: say so.
+        let warnings = exclusions
+            .0
+            .iter()
+            .zip(used)
+            .filter(|(_, used)| !used)
+            .map(|(exclusion, _)| {
+                format!(
+                    "-x '{}' leaves out none of the {before} targets",
+                    exclusion.element
+                )
+            })
+            .collect();
+        Ok(Resolved { targets, warnings })
     }
 
     fn push(
@@ -145,43 +174,67 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// The hosts that `-x` leaves out: exact names (ranges and groups expanded) and globs.
-struct Exclusions {
+/// The resolved targets, each with the inventory group it was first reached through.
+pub(super) struct Resolved<'a> {
+    pub(super) targets: Vec<(Target, Option<&'a str>)>,
+    /// What the operator gave that had no effect (an exclusion that matched no target).
+    pub(super) warnings: Vec<String>,
+}
+
+/// What `-x` leaves out, element by element: exact names (ranges and groups expanded) or a glob.
+struct Exclusions(Vec<Exclusion>);
+
+struct Exclusion {
+    /// The element as given, to name it in a warning.
+    element: String,
     names: HashSet<String>,
-    globs: Vec<String>,
+    glob: Option<String>,
+}
+
+impl Exclusion {
+    fn matches(&self, host: &str) -> bool {
+        self.names.contains(host)
+            || self
+                .glob
+                .as_deref()
+                .is_some_and(|glob| glob_match(glob, host))
+    }
 }
 
 impl Exclusions {
     fn new(resolver: &Resolver<'_>, lists: &[String]) -> Result<Exclusions, PlanError> {
-        let mut exclusions = Exclusions {
-            names: HashSet::new(),
-            globs: Vec::new(),
-        };
+        let mut exclusions = Vec::new();
         for list in lists {
-            // A glob is taken whole; the rest goes through the same expansion as targets.
-            let (globs, patterns): (Vec<&str>, Vec<&str>) = list
-                .split(',')
-                .map(str::trim)
-                .filter(|element| !element.is_empty())
-                .partition(|element| element.contains(['*', '?']) && !element.contains('['));
-            exclusions
-                .globs
-                .extend(globs.iter().map(|glob| glob.to_string()));
-            let mut targets = Vec::new();
-            for pattern in
-                parse_list(&patterns.join(",")).map_err(|e| PlanError::Input(e.to_string()))?
-            {
-                resolver.push(pattern, None, &mut Vec::new(), &mut targets)?;
+            if list.trim().is_empty() {
+                return Err(PlanError::Input(
+                    "-x '': an empty pattern leaves out no host".to_string(),
+                ));
             }
-            exclusions
-                .names
-                .extend(targets.into_iter().map(|(target, _)| target.host));
+            for element in split_list(list).into_iter().map(str::trim) {
+                if element.is_empty() {
+                    continue;
+                }
+                // A glob is taken whole; the rest goes through the same expansion as targets.
+                let mut exclusion = Exclusion {
+                    element: element.to_string(),
+                    names: HashSet::new(),
+                    glob: None,
+                };
+                if element.contains(['*', '?']) && !element.contains('[') {
+                    exclusion.glob = Some(element.to_string());
+                } else {
+                    let mut targets = Vec::new();
+                    for pattern in parse_list(element)
+                        .map_err(|e| PlanError::Input(format!("-x '{list}': {e}")))?
+                    {
+                        resolver.push(pattern, None, &mut Vec::new(), &mut targets)?;
+                    }
+                    exclusion.names = targets.into_iter().map(|(target, _)| target.host).collect();
+                }
+                exclusions.push(exclusion);
+            }
         }
-        Ok(exclusions)
-    }
-
-    fn matches(&self, host: &str) -> bool {
-        self.names.contains(host) || self.globs.iter().any(|glob| glob_match(glob, host))
+        Ok(Exclusions(exclusions))
     }
 }
 

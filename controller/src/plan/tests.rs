@@ -154,6 +154,22 @@ fn input_errors_are_one_line_and_name_the_input() {
         Err("no targets left: -x 'a' leaves out all 1 of them"),
     );
     check(&["-w", ""], Err("no targets: -w '' names no host"));
+    check(&["-g", " "], Err("-g ' ': an empty group name"));
+    check(
+        &["-g", "web db"],
+        Err(
+            "-g 'web db': bad target pattern '@web db': invalid character ' ' in group name at column 5",
+        ),
+    );
+    check(
+        &["-w", "a", "-x", ""],
+        Err("-x '': an empty pattern leaves out no host"),
+    );
+    check(
+        &["-w", "a", "-x", "b,c["],
+        Err("-x 'b,c[': bad target pattern 'c[': unclosed '[' at column 2"),
+    );
+    check(&["-w", "a", "-l", ""], Err("-l '': not a user name"));
     check(
         &["-w", " ", "-g", "empty"],
         Err("no targets: -w ' ', -g 'empty' name no host"),
@@ -305,6 +321,50 @@ fn hosts_files_take_one_pattern_per_line_with_comments() {
     check(
         &["--hosts-file", file.to_str().unwrap()],
         Ok(&["web01", "web02", "db1", "db2"]),
+    );
+    // A bad line is named by the file and its number.
+    std::fs::write(&file, "web01\n# next\nweb[02\n").unwrap();
+    check(
+        &["--hosts-file", file.to_str().unwrap()],
+        Err(&format!(
+            "hosts file {} line 3: bad target pattern 'web[02': unclosed '[' at column 4",
+            file.display()
+        )),
+    );
+}
+
+#[test]
+fn an_exclusion_that_leaves_out_no_target_is_warned_of() {
+    let planned = plan(&[
+        "-g",
+        "web",
+        "-x",
+        "web09,db1",
+        "-x",
+        "web0?",
+        "-x",
+        "web01,mail*",
+    ]);
+    let planned = planned.unwrap();
+    let names: Vec<&str> = planned
+        .hosts
+        .iter()
+        .map(|host| host.name.as_str())
+        .collect();
+    assert_eq!(names, ["db2"]);
+    // `db1` left one out, `web0?` four, `web01` one that `web0?` also left out.
+    assert_eq!(
+        planned.warnings,
+        [
+            "-x 'web09' leaves out none of the 6 targets",
+            "-x 'mail*' leaves out none of the 6 targets",
+        ]
+    );
+    assert!(
+        plan(&["-g", "web", "-x", "web01"])
+            .unwrap()
+            .warnings
+            .is_empty()
     );
 }
 

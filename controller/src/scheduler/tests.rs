@@ -150,6 +150,7 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
         color: ColorChoice::Never,
         prefix: true,
         out_dir: None,
+        warnings: Vec::new(),
         list_hosts: false,
         stdin: None,
         known_hosts: PathBuf::from("/dev/null"),
