@@ -31,5 +31,5 @@ mod stopping;
 
 pub use volley_tests::report::{
     EXIT_COMMAND_FAILED, EXIT_IN_DOUBT, EXIT_INTERRUPTED, EXIT_NOT_REACHED, EXIT_SUCCESS,
-    expect_outcome_via as expect_outcome, reported_hosts,
+    EXIT_USAGE, expect_outcome_via as expect_outcome, reported_hosts,
 };

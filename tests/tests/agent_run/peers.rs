@@ -2,8 +2,9 @@
 //! controller of another PKI, a controller certificate from another CA, a controller identity
 //! the agents do not allow. Each refusal is `tls_rejected`, and the command, which appends a
 //! line to a file of the fleet's, leaves no line there and no audit record of an execution.
-//! Also: an agent refuses to start with a key that others can read, and the TLS version and
-//! cipher suite an accepted controller gets.
+//! Also: an agent refuses to start with a key that others can read or a CA that is none, a
+//! controller refuses a `ca.pem` that is no CA before any host, and the TLS version and cipher
+//! suite an accepted controller gets.
 
 use std::ffi::OsString;
 use std::net::{SocketAddrV4, TcpStream};
@@ -18,7 +19,7 @@ use volley_tests::pki::Pki;
 use volley_tests::volley::{volley_agent_binary, volley_binary};
 use volley_tests::{AgentFleet, AgentFleetSpec, AgentKind, ProcessOutput};
 
-use crate::{EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
+use crate::{EXIT_NOT_REACHED, EXIT_SUCCESS, EXIT_USAGE, expect_outcome};
 
 /// The file every command here appends a line to, one per host that runs it.
 fn marker(fleet: &AgentFleet) -> PathBuf {
@@ -150,8 +151,10 @@ fn agents_refuse_a_controller_identity_they_do_not_allow() {
     assert_all_refused(&fleet, &run_with_pki(&fleet, fleet.pki().dir()));
 }
 
-#[test]
-fn an_agent_whose_key_others_can_read_refuses_to_start() {
+/// Starts one agent with its own fresh PKI, after `spoil` has changed what it is given (its
+/// key, certificate and CA, as paths), and expects it to refuse to start: exit 78 (EX_CONFIG),
+/// nothing listening. Returns its log.
+fn refused_start(spoil: impl FnOnce(&Pki, &mut [PathBuf; 3])) -> String {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let home = dir.path().join("home");
     std::fs::create_dir(&home).expect("a fresh directory");
@@ -164,18 +167,18 @@ fn an_agent_whose_key_others_can_read_refuses_to_start() {
     let address = AddressBlock::random().next_address();
     let listen = SocketAddrV4::new(address, free_port(address));
     pki.issue(&[("a01", Some(address))]);
-    let key = pki.key("a01");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))
-        .expect("the key is ours");
+    let mut paths = [pki.key("a01"), pki.certificate("a01"), pki.ca()];
+    spoil(&pki, &mut paths);
+    let [key, certificate, ca] = &paths;
     let config = dir.path().join("a01.toml");
     let controllers = [CONTROLLER_IDENTITY.to_string()];
     std::fs::write(
         &config,
         config_text(&AgentConfig {
             listen,
-            certificate: &pki.certificate("a01"),
-            key: &key,
-            ca: &pki.ca(),
+            certificate,
+            key,
+            ca,
             allowed_controllers: &controllers,
             push_roots: None,
         }),
@@ -187,11 +190,89 @@ fn an_agent_whose_key_others_can_read_refuses_to_start() {
     let log = agent.log();
     assert_eq!(status.code(), Some(78), "EX_CONFIG expected; log:\n{log}");
     assert!(
-        log.contains(&key.display().to_string()) && log.contains("0644"),
-        "the error does not name the key and its mode:\n{log}"
-    );
-    assert!(
         TcpStream::connect_timeout(&listen.into(), Duration::from_secs(1)).is_err(),
         "something listens on {listen}"
     );
+    log
+}
+
+#[test]
+fn an_agent_whose_key_others_can_read_refuses_to_start() {
+    let mut key = PathBuf::new();
+    let log = refused_start(|_, [spoiled, _, _]| {
+        std::fs::set_permissions(&*spoiled, std::fs::Permissions::from_mode(0o644))
+            .expect("the key is ours");
+        key.clone_from(spoiled);
+    });
+    assert!(
+        log.contains(&key.display().to_string()) && log.contains("0644"),
+        "the error does not name the key and its mode:\n{log}"
+    );
+}
+
+/// Its own certificate given as its CA (an easy slip: both are PEM files in one directory)
+/// would verify no controller; the agent names the mistake instead of refusing everyone.
+#[test]
+fn an_agent_given_a_certificate_that_is_no_ca_as_its_ca_refuses_to_start() {
+    let mut ca = PathBuf::new();
+    let log = refused_start(|_, [_, certificate, spoiled]| {
+        spoiled.clone_from(certificate);
+        ca.clone_from(certificate);
+    });
+    assert!(
+        log.contains(&format!(
+            "CA {}: it is not a CA certificate (no basicConstraints CA:TRUE)",
+            ca.display()
+        )),
+        "the error does not name the CA file and why:\n{log}"
+    );
+}
+
+/// A `ca.pem` that holds no certificate, or a certificate that is no CA, is an input error
+/// before anything runs. With `auto` it would otherwise make every agent's certificate fail to
+/// verify, and every host fall back to SSH without a word about the broken PKI.
+#[test]
+fn a_controller_whose_ca_file_is_no_ca_stops_before_any_host() {
+    let fleet = AgentFleet::start(1);
+    let other = Pki::init(
+        &volley_binary(),
+        fleet.client_home(),
+        &fleet.dir().join("other-pki"),
+        CONTROLLER_IDENTITY,
+    );
+    for (content, reason) in [
+        (
+            b"not a certificate\n".to_vec(),
+            "no PEM certificate in it".to_string(),
+        ),
+        (
+            std::fs::read(other.controller_certificate()).expect("the PKI is readable"),
+            "it is not a CA certificate (no basicConstraints CA:TRUE)".to_string(),
+        ),
+    ] {
+        std::fs::write(other.ca(), content).expect("the PKI directory is writable");
+        let command = format!("echo ran >> '{}'", marker(&fleet).display());
+        let output = fleet.run([
+            "run".into(),
+            "--inventory".into(),
+            OsString::from(fleet.inventory()),
+            "--pki".into(),
+            other.dir().into(),
+            "-g".into(),
+            "all".into(),
+            "--transport".into(),
+            "auto".into(),
+            "--".into(),
+            OsString::from(command),
+        ]);
+        output.assert_code(EXIT_USAGE);
+        assert_eq!(
+            output.stderr,
+            format!(
+                "volley: pki {}: bad CA certificate in ca.pem: {reason}\n",
+                other.dir().display()
+            )
+        );
+        assert!(!marker(&fleet).exists(), "the command ran");
+    }
 }
