@@ -142,6 +142,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         Arc::new(identities),
     );
     let mut resuming = None;
+    let then = matches!(&operation, Operation::Transfer(request) if request.runs_then());
     let transport: Arc<dyn Transport> = match operation {
         Operation::Command => Arc::new(AutoTransport {
             agent: agent_transport(&plan)?,
@@ -176,6 +177,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         progress: std::io::stderr().is_terminal(),
         prefix: plan.prefix,
         out_dir: plan.out_dir.clone(),
+        then,
     };
     let hosts: Vec<String> = plan.hosts.iter().map(|host| host.name.clone()).collect();
     let batched = plan.rollout.is_batched();

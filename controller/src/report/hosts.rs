@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use volley_common::inventory::TransportChoice;
 
-use crate::plan::HostSpec;
+use crate::plan::{HostSpec, dialled};
 
 /// Left-aligned columns, two spaces apart; the last column is not padded.
 pub fn write_table<const N: usize>(
@@ -52,8 +52,6 @@ pub fn write_host_list(
         TransportChoice::Ssh => "ssh",
     };
     let agent_port = |host: &HostSpec| (transport(host) != "ssh").then_some(host.agent_port);
-    let jumps =
-        |host: &HostSpec| -> Vec<String> { host.jump.iter().map(|hop| hop.name.clone()).collect() };
     if json {
         for host in hosts {
             let record = serde_json::json!({
@@ -63,7 +61,12 @@ pub fn write_host_list(
                 "port": host.port,
                 "transport": transport(host),
                 "agent_port": agent_port(host),
-                "via": jumps(host),
+                "via": host.jump.iter().map(|hop| serde_json::json!({
+                    "host": hop.name,
+                    "user": hop.user,
+                    "address": hop.address,
+                    "port": hop.port,
+                })).collect::<Vec<_>>(),
             });
             writeln!(out, "{record}")?;
         }
@@ -72,7 +75,12 @@ pub fn write_host_list(
     let rows: Vec<[String; 7]> = hosts
         .iter()
         .map(|host| {
-            let via = jumps(host);
+            // Each hop as it is dialled, as the target's own columns show it.
+            let via: Vec<String> = host
+                .jump
+                .iter()
+                .map(|hop| format!("{}@{}", hop.user, dialled(&hop.address, hop.port)))
+                .collect();
             [
                 host.name.clone(),
                 host.user.clone(),
@@ -140,13 +148,14 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HOST   USER  ADDRESS   PORT  TRANSPORT  AGENT_PORT  VIA\n\
              web01  ops   10.0.0.5  2222  auto       7731        -\n\
-             db1    ops   10.0.0.3  2222  ssh        -           bastion\n"
+             db1    ops   10.0.0.3  2222  ssh        -           ops@10.0.0.9:22\n"
         );
         let mut out = Vec::new();
-        write_host_list(&mut out, &hosts[..1], true, true).unwrap();
+        write_host_list(&mut out, &hosts, true, true).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\"address\":\"10.0.0.5\",\"agent_port\":null,\"host\":\"web01\",\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[]}\n"
+            "{\"address\":\"10.0.0.5\",\"agent_port\":null,\"host\":\"web01\",\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[]}\n\
+             {\"address\":\"10.0.0.3\",\"agent_port\":null,\"host\":\"db1\",\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[{\"address\":\"10.0.0.9\",\"host\":\"bastion\",\"port\":22,\"user\":\"ops\"}]}\n"
         );
     }
 }

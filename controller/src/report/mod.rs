@@ -57,6 +57,8 @@ pub struct ReportOptions {
     pub prefix: bool,
     /// `--out-dir`: also write each host's output to files there (made by [`files::prepare`]).
     pub out_dir: Option<std::path::PathBuf>,
+    /// The command hosts run is a push's `--then`: a command's failure says so.
+    pub then: bool,
 }
 
 /// Colour, decided per stream: stdout may be a terminal while stderr goes to a file, and the
@@ -121,6 +123,7 @@ async fn consume<O: Write, E: Write>(
                 enabled: options.colors.stderr,
             },
             prefix: options.prefix,
+            then: options.then,
         };
         StreamRenderer::new(hosts, style)
     });
@@ -288,6 +291,7 @@ mod tests {
             progress: false,
             prefix: true,
             out_dir: None,
+            then: false,
         };
         let producer = tokio::spawn(async move {
             for event in events {
@@ -423,6 +427,7 @@ mod tests {
             progress: false,
             prefix: true,
             out_dir: None,
+            then: false,
         };
         let stop = tokio_util::sync::CancellationToken::new();
         assert_send(&report(Vec::new(), options, receiver, stop));

@@ -74,9 +74,14 @@ pub fn write_recorded<'a>(
         .iter()
         .all(|outcome| outcome.is_some_and(fails_again))
     {
+        let (were, its) = if failed.len() == 1 {
+            ("was", "its host key or credentials")
+        } else {
+            ("were", "host keys or credentials")
+        };
         return writeln!(
             out,
-            "volley: run {id}: no retry offered: the {} that did not succeed were refused for host keys or credentials, which a retry would meet again",
+            "volley: run {id}: no retry offered: the {} that did not succeed {were} refused for {its}, which a retry would meet again",
             count(failed.len())
         );
     }
@@ -222,6 +227,10 @@ mod tests {
         check(
             &[Some(&unknown), Some(&rejected)],
             "volley: run 20261127T065812Z-3f9a: no retry offered: the 2 hosts that did not succeed were refused for host keys or credentials, which a retry would meet again\n",
+        );
+        check(
+            &[Some(&rejected)],
+            "volley: run 20261127T065812Z-3f9a: no retry offered: the 1 host that did not succeed was refused for its host key or credentials, which a retry would meet again\n",
         );
     }
 }

@@ -103,6 +103,8 @@ pub(crate) struct Style {
     pub(crate) err: Paint,
     /// `HOST: ` before each output line; `-N` leaves it out, as `pdsh -N` does.
     pub(crate) prefix: bool,
+    /// The command is a push's `--then`: its exit or signal is named as the `--then`'s.
+    pub(crate) then: bool,
 }
 
 /// Renders stream mode: output lines as they complete, and a line for each failed host.
@@ -168,9 +170,15 @@ impl StreamRenderer {
         }
         // The failure line names its host even with `-N`: it is about the host, not its output.
         let name = self.hosts.get(host).unwrap_or(&report.host);
+        let outcome = match &report.outcome {
+            Outcome::NonZeroExit { .. } | Outcome::Signalled { .. } if self.style.then => {
+                format!("--then {}", report.outcome)
+            }
+            outcome => outcome.to_string(),
+        };
         let failure = match ran_over(report) {
-            Some(transport) => format!("volley: {} ({transport})", report.outcome),
-            None => format!("volley: {}", report.outcome),
+            Some(transport) => format!("volley: {outcome} ({transport})"),
+            None => format!("volley: {outcome}"),
         };
         let paint = self.style.err;
         let failure = paint.failure(failure);
@@ -342,6 +350,7 @@ mod tests {
             out: paint,
             err: paint,
             prefix: true,
+            then: false,
         };
         render_with(style, steps)
     }
@@ -486,6 +495,7 @@ mod tests {
             out: Paint { enabled: true },
             err: Paint { enabled: false },
             prefix: true,
+            then: false,
         };
         let rendered = render_with(style, &steps);
         assert_eq!(
@@ -500,12 +510,40 @@ mod tests {
             out: Paint { enabled: false },
             err: Paint { enabled: false },
             prefix: false,
+            then: false,
         };
         let rendered = render_with(bare, &steps);
         assert_eq!(String::from_utf8(rendered.out).unwrap(), "up\n");
         assert_eq!(
             String::from_utf8(rendered.err).unwrap(),
             "warn\nh01: volley: connect timed out (ssh)\n"
+        );
+    }
+
+    #[test]
+    fn a_push_names_its_then_as_what_exited_or_was_killed() {
+        let style = Style {
+            out: Paint { enabled: false },
+            err: Paint { enabled: false },
+            prefix: true,
+            then: true,
+        };
+        let steps = [
+            Step::Done(0, Outcome::NonZeroExit { code: 1 }),
+            Step::Done(
+                1,
+                Outcome::Signalled {
+                    signal: "KILL".into(),
+                },
+            ),
+            // The timeout covers the whole host, the files' writing too: not only the --then.
+            Step::Done(2, Outcome::CommandTimeout),
+        ];
+        assert_eq!(
+            String::from_utf8(render_with(style, &steps).err).unwrap(),
+            "h01: volley: --then exited with status 1 (ssh)\n\
+             h02: volley: --then killed by signal KILL (ssh)\n\
+             h03: volley: command timed out and was stopped (ssh)\n"
         );
     }
 

@@ -43,6 +43,13 @@ pub enum Request {
     Fetch(FetchRequest),
 }
 
+impl Request {
+    /// Whether the one command a host may run is a push's `--then`.
+    pub fn runs_then(&self) -> bool {
+        matches!(self, Request::Push(push) if push.then.is_some())
+    }
+}
+
 #[derive(Debug)]
 pub struct PushRequest {
     locals: Vec<PathBuf>,

@@ -43,6 +43,8 @@ struct Machine {
     agents: AgentFleet,
     flags: RunFlags,
     name: String,
+    /// Where the host's agent listens.
+    agent: std::net::SocketAddrV4,
 }
 
 fn machine(user: &LocalUser) -> Machine {
@@ -68,6 +70,7 @@ fn machine(user: &LocalUser) -> Machine {
         agents,
         flags,
         name: agent_host.name,
+        agent: agent_host.socket,
     }
 }
 
@@ -293,8 +296,12 @@ fn a_user_the_host_does_not_have_is_auth_failed_through_the_agent_and_runs_nothi
             assert_eq!(
                 record.reason.as_deref(),
                 Some(
-                    "authentication failed: the agent refused: there is no user \
-                     'no-such-user-volley' on this host"
+                    format!(
+                        "authentication failed: agent {} refused: there is no user \
+                         'no-such-user-volley' on this host",
+                        machine.agent
+                    )
+                    .as_str()
                 )
             );
         }

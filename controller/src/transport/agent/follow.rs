@@ -27,6 +27,7 @@ use volley_proto::pb::agent_client::AgentClient;
 use super::{AgentTransport, ended};
 use crate::admission::Cut;
 use crate::event::Stream;
+use crate::plan::dialled;
 use crate::transport::stage::Progress;
 use crate::transport::{Ended, Job};
 
@@ -84,7 +85,11 @@ impl AgentTransport {
             }
             Err(status) if status.code() == tonic::Code::PermissionDenied => {
                 return Outcome::AuthFailed {
-                    reason: format!("the agent refused: {}", status.message()),
+                    reason: format!(
+                        "agent {} refused: {}",
+                        dialled(&job.host.address, job.host.agent_port),
+                        status.message()
+                    ),
                 };
             }
             Err(status) => {
