@@ -98,7 +98,8 @@ impl Resume {
     }
 
     /// The outcomes of the run's other hosts, as they stand: with the collected ones, they make
-    /// the run's exit status.
+    /// the run's exit status. A host with no outcome and nothing to collect never finished: it
+    /// counts as interrupted, as it would have in a volley stopped by SIGINT.
     pub fn settled(&self) -> Vec<Outcome> {
         let collecting = self.numbers();
         self.run
@@ -106,7 +107,11 @@ impl Resume {
             .iter()
             .enumerate()
             .filter(|(number, _)| !collecting.contains(number))
-            .filter_map(|(_, entry)| entry.as_ref().map(|entry| entry.outcome.clone()))
+            .map(|(_, entry)| {
+                entry
+                    .as_ref()
+                    .map_or(Outcome::Cancelled, |entry| entry.outcome.clone())
+            })
             .collect()
     }
 }

@@ -25,7 +25,7 @@
 pub mod clock;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Write};
 use std::ops::Range;
@@ -54,6 +54,9 @@ pub struct Journal {
     /// Hosts in the run, and how many ended each way so far: the footer's counts.
     hosts: usize,
     counts: BTreeMap<String, usize>,
+    /// A resumed run's: the batch each collected host ran in, by name. The resume itself
+    /// starts no batch, and its hosts keep the batch of their run.
+    resumed_batches: Option<HashMap<String, usize>>,
 }
 
 /// Why a recorded run's journal cannot be taken up again.
@@ -94,6 +97,7 @@ impl Journal {
             error: None,
             hosts: header.hosts.len(),
             counts: BTreeMap::new(),
+            resumed_batches: None,
         };
         journal.append(&Entry::Header(Box::new(header)));
         match journal.error.take() {
@@ -126,6 +130,18 @@ impl Journal {
                 *counts.entry(entry.outcome.kind().to_string()).or_insert(0) += 1;
             }
         }
+        let mut batches = HashMap::new();
+        let mut first = 0;
+        for (index, size) in run.header.batches.iter().enumerate() {
+            for number in first..first + size {
+                if let Some(host) = run.header.hosts.get(number)
+                    && resuming.contains(&number)
+                {
+                    batches.insert(host.clone(), index + 1);
+                }
+            }
+            first += size;
+        }
         let mut journal = Journal {
             id: run.header.id.clone(),
             path: path.to_path_buf(),
@@ -133,6 +149,7 @@ impl Journal {
             error: None,
             hosts: run.header.hosts.len(),
             counts,
+            resumed_batches: Some(batches),
         };
         journal.append(&Entry::Resumed(ResumedEntry {
             resumed: clock::now().rfc3339,
@@ -221,10 +238,20 @@ pub fn tap(
                 }
                 event => event,
             };
-            match &event {
+            let mut event = event;
+            match &mut event {
                 Event::Finished { report, .. } => {
+                    if let Some(batch) = journal
+                        .resumed_batches
+                        .as_ref()
+                        .and_then(|batches| batches.get(&report.host))
+                    {
+                        report.batch = *batch;
+                    }
                     journal.append_host(HostEntry::new(report, clock::now().rfc3339));
                 }
+                // A resume's own batch is not one of the run's: its `resumed` record says it.
+                Event::BatchStarted { .. } if journal.resumed_batches.is_some() => {}
                 Event::BatchStarted { batch, hosts, .. } => {
                     journal.append(&Entry::Batch(BatchEntry {
                         batch: *batch,

@@ -186,6 +186,57 @@ async fn the_journal_goes_on_when_the_reporters_are_gone() {
     assert!(run.hosts.iter().all(Option::is_some), "{run:?}");
 }
 
+/// A resume appends to the run's journal: its hosts keep the batch they ran in, it starts no
+/// batch of its own, and the reporters hear the same batch.
+#[tokio::test]
+async fn a_resumed_host_keeps_the_batch_of_its_run() {
+    let state = tempfile::tempdir().unwrap();
+    let mut header = bare_header(&["h1", "h2", "h3", "h4"]);
+    header.batches = vec![1, 3];
+    let journal = Journal::create(state.path(), header).unwrap();
+    let path = journal.path.clone();
+    drop(journal);
+    // h1 and h3 are collected: batches 1 and 2.
+    let journal = Journal::reopen(&path, &read(&path), &[0, 2]).unwrap();
+    let (events, received) = mpsc::channel(4);
+    let (forward, mut reported) = mpsc::channel(4);
+    let tap = tap(journal, received, forward);
+    events
+        .send(Event::BatchStarted {
+            batch: 1,
+            batches: 1,
+            hosts: 0..2,
+        })
+        .await
+        .unwrap();
+    for (host, name) in [(0, "h1"), (1, "h3")] {
+        let event = Event::Finished {
+            host,
+            report: Box::new(report(name, Outcome::Succeeded)),
+        };
+        events.send(event).await.unwrap();
+    }
+    drop(events);
+    let mut heard = Vec::new();
+    while let Some(event) = reported.recv().await {
+        if let Event::Finished { report, .. } = event {
+            heard.push((report.host, report.batch));
+        }
+    }
+    tap.await.unwrap();
+    let expected = [("h1".to_string(), 1), ("h3".to_string(), 2)];
+    assert_eq!(heard, expected);
+    let run = read(&path);
+    assert!(run.batches_started.is_empty(), "{:?}", run.batches_started);
+    let journalled: Vec<(String, usize)> = run
+        .hosts
+        .iter()
+        .flatten()
+        .map(|entry| (entry.host.clone(), entry.batch))
+        .collect();
+    assert_eq!(journalled, expected);
+}
+
 #[test]
 fn the_header_records_targets_hosts_batches_and_options() {
     let home = tempfile::tempdir().unwrap();

@@ -71,6 +71,12 @@ fn assert_all_collected(fleet: &AgentFleet, output: &ProcessOutput) {
     for host in fleet.hosts() {
         let record = expect_outcome(output, &records, &host.name, "succeeded", "agent");
         assert_eq!(record.stdout, "started\ndone\n", "{record:?}");
+        // The command's own run time, as its agent measured it, not the time since the resume:
+        // every command here sleeps 5 seconds and more.
+        assert!(
+            record.run_ms.is_some_and(|ms| ms >= 5000.0),
+            "run_ms: {record:?}"
+        );
     }
 }
 
@@ -115,6 +121,46 @@ fn resume_after_kill_9_collects_every_host_and_runs_nothing_twice() {
         retried.describe()
     );
     assert_each_ran_once(&fleet);
+}
+
+/// A host that never started has nothing to collect: the resume says so, and the run, whose
+/// other hosts all succeeded, stands interrupted in its journal.
+#[test]
+fn a_resumed_run_with_a_host_that_never_started_stands_interrupted() {
+    let fleet = AgentFleet::start(3);
+    let sleep = unique_sleep("3.");
+    let _sweep = SweepOnDrop(sleep.clone());
+    let command = counted(&sleep);
+    let args = [
+        "-g",
+        "all",
+        "--transport",
+        "agent",
+        "-p",
+        "2",
+        "--json",
+        "--",
+    ];
+    let mut run = fleet.spawn(fleet.run_args(args.into_iter().chain([command.as_str()])));
+    let running = wait_until_running(&sleep, 2, RUNNING_WITHIN, || run.has_exited());
+    assert_eq!(running.len(), 2, "the command did not start on 2 agents");
+    run.kill_hard();
+
+    let resumed = volley(&fleet, &["runs", "resume", "last", "--json"]);
+    resumed.assert_code(EXIT_SUCCESS);
+    assert_eq!(resumed.records_by_host().len(), 2, "{}", resumed.describe());
+    assert!(
+        resumed.stderr.contains("1 host(s) of run")
+            && resumed.stderr.contains("--only not_finished"),
+        "{}",
+        resumed.describe()
+    );
+    let shown = volley(&fleet, &["runs", "show", "last"]);
+    assert!(
+        shown.stdout.contains(", exit status 130"),
+        "{}",
+        shown.describe()
+    );
 }
 
 #[test]

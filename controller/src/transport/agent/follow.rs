@@ -76,7 +76,7 @@ impl AgentTransport {
             // The connection failed under the request: it may have reached the agent.
             Err(status) if StdError::source(&status).is_some() => {
                 let lost = format!("the request was lost: {}", status.message());
-                return self.attach_again(job, &id, lost, deadline).await;
+                return self.attach_again(job, &id, lost, deadline, &mut None).await;
             }
             Err(status) if status.code() == tonic::Code::ResourceExhausted => {
                 return Outcome::TransportError {
@@ -98,32 +98,44 @@ impl AgentTransport {
                 };
             }
         };
-        match follow(&mut client, stream, job, &id, deadline).await {
+        match follow(&mut client, stream, job, &id, deadline, &mut None).await {
             Followed::Outcome(outcome) => outcome,
-            Followed::Lost(reason) => self.attach_again(job, &id, reason, deadline).await,
+            Followed::Lost(reason) => {
+                self.attach_again(job, &id, reason, deadline, &mut None)
+                    .await
+            }
         }
     }
 
     /// `volley runs resume`: attaches to `execution_id` on the job's host and follows it to its
     /// end. A host whose agent cannot be reached, or no longer knows the execution, is
     /// `in_doubt` (again).
+    /// Its run time is the agent's measure of the command, which started before the resume,
+    /// where the agent told it.
     pub async fn collect(&self, mut job: Job<'_>, execution_id: &str) -> Ended {
         let started = Instant::now();
         let deadline = deadline(&job);
+        let mut ran = None;
+        let resuming = "resuming".to_string();
         let outcome = self
-            .attach_again(&mut job, execution_id, "resuming".to_string(), deadline)
+            .attach_again(&mut job, execution_id, resuming, deadline, &mut ran)
             .await;
-        ended(outcome, None, Some(started.elapsed()))
+        ended(
+            outcome,
+            None,
+            Some(ran.unwrap_or_else(|| started.elapsed())),
+        )
     }
 
     /// Dials again and attaches to `id`, then follows it; tries again as long as connections
-    /// are lost and attempts remain.
+    /// are lost and attempts remain. `ran` gets the command's run time if the agent tells it.
     async fn attach_again(
         &self,
         job: &mut Job<'_>,
         id: &str,
         mut lost: String,
         deadline: Option<tokio::time::Instant>,
+        ran: &mut Option<Duration>,
     ) -> Outcome {
         let mut attempts = 0;
         let mut pause = ATTACH_PAUSE;
@@ -149,7 +161,7 @@ impl AgentTransport {
                     continue;
                 }
             };
-            match follow(&mut client, stream, job, id, deadline).await {
+            match follow(&mut client, stream, job, id, deadline, ran).await {
                 Followed::Outcome(outcome) => return outcome,
                 Followed::Lost(reason) => lost = reason,
             }
@@ -223,13 +235,15 @@ fn deadline(job: &Job<'_>) -> Option<tokio::time::Instant> {
 }
 
 /// Follows one stream of the execution's events until the command's end, the connection's loss,
-/// an interrupt or the deadline (the last two cancel the execution on the agent).
+/// an interrupt or the deadline (the last two cancel the execution on the agent). `ran` gets
+/// the agent's measure of the command's run time when it ends.
 async fn follow(
     client: &mut AgentClient<Channel>,
     mut stream: Streaming<pb::ExecEvent>,
     job: &mut Job<'_>,
     id: &str,
     deadline: Option<tokio::time::Instant>,
+    ran: &mut Option<Duration>,
 ) -> Followed {
     loop {
         let message = tokio::select! {
@@ -265,6 +279,7 @@ async fn follow(
             Ok(ExecEvent::Exited(exited)) => {
                 job.output.count_total(Stream::Stdout, exited.stdout_bytes);
                 job.output.count_total(Stream::Stderr, exited.stderr_bytes);
+                *ran = Some(exited.duration);
                 return Followed::Outcome(match exited.status {
                     _ if exited.cancelled => Outcome::Cancelled,
                     _ if exited.timed_out => Outcome::CommandTimeout,
