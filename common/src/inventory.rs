@@ -134,6 +134,22 @@ pub struct Group {
     pub become_root: Option<bool>,
 }
 
+impl HostSettings {
+    /// These settings, with what they leave out taken from `fallback`.
+    pub fn or(self, fallback: HostSettings) -> HostSettings {
+        HostSettings {
+            address: self.address.or(fallback.address),
+            port: self.port.or(fallback.port),
+            user: self.user.or(fallback.user),
+            identity_file: self.identity_file.or(fallback.identity_file),
+            transport: self.transport.or(fallback.transport),
+            agent_port: self.agent_port.or(fallback.agent_port),
+            agent_prefix: self.agent_prefix.or(fallback.agent_prefix),
+            become_root: self.become_root.or(fallback.become_root),
+        }
+    }
+}
+
 impl Group {
     pub fn settings(&self) -> HostSettings {
         HostSettings {

@@ -23,7 +23,7 @@ mod ssh;
 use self::ssh::SshSources;
 pub use self::ssh::{JumpHost, dialled};
 
-use self::targets::{Resolved, Resolver, is_stdin, read_stdin};
+use self::targets::{Resolved, Resolver, is_stdin, memberships, read_stdin};
 
 pub const DEFAULT_PARALLEL: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -194,9 +194,15 @@ impl RunPlan {
         // address and port once the inventory and ssh config are applied (`web01,root@web01:22`).
         // Names stay unique: the journal, reports and retries know hosts by name.
         let (mut names, mut logins) = (HashSet::new(), HashSet::new());
+        // A host takes the settings of the groups it belongs to, however it was named.
+        let memberships = memberships(&inventory);
         let hosts = targets
             .into_iter()
-            .map(|(target, group)| host_spec(target, group, args, &inventory, &ssh, env))
+            .map(|target| {
+                let groups = memberships.get(&target.host).map(Vec::as_slice);
+                let group = group_settings(&inventory, groups.unwrap_or_default());
+                host_spec(target, &group, args, &inventory, &ssh, env)
+            })
             .collect::<Result<Vec<HostSpec>, _>>()?
             .into_iter()
             .filter(|host| {
@@ -395,12 +401,23 @@ impl Sources<'_> {
     }
 }
 
+/// The settings a host takes from its groups, nearest first (see [`memberships`]): each from
+/// the first group that has it.
+fn group_settings(inventory: &Inventory, groups: &[&str]) -> HostSettings {
+    groups
+        .iter()
+        .filter_map(|name| inventory.groups.get(*name))
+        .fold(HostSettings::default(), |settings, group| {
+            settings.or(group.settings())
+        })
+}
+
 /// Decides one host's settings. The most specific source wins: the pattern itself, then the
-/// command line (`-l`, `-o`, `-J`), the inventory's host entry, the group it came through,
-/// ~/.ssh/config, and last the inventory's top-level defaults.
+/// command line (`-l`, `-o`, `-J`), the inventory's host entry, its groups, ~/.ssh/config, and
+/// last the inventory's top-level defaults.
 fn host_spec(
     target: Target,
-    group: Option<&str>,
+    group: &HostSettings,
     args: &RunArgs,
     inventory: &Inventory,
     sources: &SshSources,
@@ -408,10 +425,6 @@ fn host_spec(
 ) -> Result<HostSpec, PlanError> {
     let none = HostSettings::default();
     let host = inventory.hosts.get(&target.host).unwrap_or(&none);
-    let group = group
-        .and_then(|name| inventory.groups.get(name))
-        .map(|group| group.settings());
-    let group = group.as_ref().unwrap_or(&none);
     let options = sources.options.lookup(&target.host, &env.local_user)?;
     let ssh = sources.config.lookup(&target.host, &env.local_user)?;
 

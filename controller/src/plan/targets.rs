@@ -2,7 +2,7 @@
 //! `--exclude` applied; and the files volley reads from its own stdin (`--hosts-file -`,
 //! `--stdin -`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use volley_common::inventory::Inventory;
@@ -18,9 +18,8 @@ pub(super) struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    /// Returns each target with the inventory group it was first reached through, and warnings
-    /// for what the operator gave that had no effect.
-    pub(super) fn resolve(&self, args: &RunArgs) -> Result<Resolved<'a>, PlanError> {
+    /// Returns the targets, and warnings for what the operator gave that had no effect.
+    pub(super) fn resolve(&self, args: &RunArgs) -> Result<Resolved, PlanError> {
         // What the operator gave, to name it when it resolves to nothing.
         let mut given: Vec<String> = Vec::new();
         // Each list of patterns, with where it came from for its errors.
@@ -67,7 +66,7 @@ impl<'a> Resolver<'a> {
         for (from, list) in &lists {
             let patterns = parse_list(list).map_err(|e| PlanError::Input(format!("{from}{e}")))?;
             for pattern in patterns {
-                self.push(pattern, None, &mut Vec::new(), &mut targets)?;
+                self.push(pattern, &mut Vec::new(), &mut targets)?;
             }
         }
         if targets.is_empty() {
@@ -81,7 +80,7 @@ impl<'a> Resolver<'a> {
         let exclusions = Exclusions::new(self, &args.targets.exclude)?;
         let before = targets.len();
         let mut used = vec![false; exclusions.0.len()];
-        targets.retain(|(target, _)| {
+        targets.retain(|target| {
             let mut excluded = false;
             for (exclusion, used) in exclusions.0.iter().zip(&mut used) {
                 if exclusion.matches(&target.host) {
@@ -121,12 +120,11 @@ impl<'a> Resolver<'a> {
     fn push(
         &self,
         pattern: Pattern,
-        group: Option<&'a str>,
         trail: &mut Vec<String>,
-        out: &mut Vec<(Target, Option<&'a str>)>,
+        out: &mut Vec<Target>,
     ) -> Result<(), PlanError> {
         match pattern {
-            Pattern::Hosts(hosts) => out.extend(hosts.into_iter().map(|target| (target, group))),
+            Pattern::Hosts(hosts) => out.extend(hosts),
             Pattern::Group(name) => {
                 let (key, members) = self.group(&name)?;
                 if trail.contains(&name) {
@@ -146,7 +144,7 @@ impl<'a> Resolver<'a> {
                         ))
                     })?;
                     for pattern in patterns {
-                        self.push(pattern, Some(group.unwrap_or(key)), trail, out)?;
+                        self.push(pattern, trail, out)?;
                     }
                 }
                 trail.pop();
@@ -174,9 +172,74 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// The resolved targets, each with the inventory group it was first reached through.
-pub(super) struct Resolved<'a> {
-    pub(super) targets: Vec<(Target, Option<&'a str>)>,
+/// The groups each host of the inventory belongs to, nearest first: the groups that list it
+/// themselves, then those that take it in through another group (one level, then two, ...);
+/// groups at the same distance in name order.
+pub(super) fn memberships(inventory: &Inventory) -> HashMap<String, Vec<&str>> {
+    let mut found: HashMap<String, Vec<(usize, &str)>> = HashMap::new();
+    for (owner, group) in &inventory.groups {
+        let mut trail = vec![owner.as_str()];
+        members_of(inventory, owner, &group.hosts, 0, &mut trail, &mut found);
+    }
+    found
+        .into_iter()
+        .map(|(host, mut groups)| {
+            // Stable: groups came in name order.
+            groups.sort_by_key(|(distance, _)| *distance);
+            let mut seen = HashSet::new();
+            let groups = groups
+                .into_iter()
+                .filter(|(_, group)| seen.insert(*group))
+                .map(|(_, group)| group)
+                .collect();
+            (host, groups)
+        })
+        .collect()
+}
+
+/// Records `owner` for every host its `patterns` reach, `distance` groups deep. What a target
+/// would refuse (a bad pattern, an unknown group, a loop) is skipped here: it is an error where
+/// that group is targeted.
+fn members_of<'i>(
+    inventory: &'i Inventory,
+    owner: &'i str,
+    patterns: &'i [String],
+    distance: usize,
+    trail: &mut Vec<&'i str>,
+    found: &mut HashMap<String, Vec<(usize, &'i str)>>,
+) {
+    for pattern in patterns
+        .iter()
+        .filter_map(|list| parse_list(list).ok())
+        .flatten()
+    {
+        match pattern {
+            Pattern::Hosts(hosts) => {
+                for target in hosts {
+                    found
+                        .entry(target.host)
+                        .or_default()
+                        .push((distance, owner));
+                }
+            }
+            Pattern::Group(name) => {
+                let Some((name, group)) = inventory.groups.get_key_value(&name) else {
+                    continue;
+                };
+                if trail.contains(&name.as_str()) {
+                    continue;
+                }
+                trail.push(name);
+                members_of(inventory, owner, &group.hosts, distance + 1, trail, found);
+                trail.pop();
+            }
+        }
+    }
+}
+
+/// The resolved targets, in order.
+pub(super) struct Resolved {
+    pub(super) targets: Vec<Target>,
     /// What the operator gave that had no effect (an exclusion that matched no target).
     pub(super) warnings: Vec<String>,
 }
@@ -227,9 +290,9 @@ impl Exclusions {
                     for pattern in parse_list(element)
                         .map_err(|e| PlanError::Input(format!("-x '{list}': {e}")))?
                     {
-                        resolver.push(pattern, None, &mut Vec::new(), &mut targets)?;
+                        resolver.push(pattern, &mut Vec::new(), &mut targets)?;
                     }
-                    exclusion.names = targets.into_iter().map(|(target, _)| target.host).collect();
+                    exclusion.names = targets.into_iter().map(|target| target.host).collect();
                 }
                 exclusions.push(exclusion);
             }

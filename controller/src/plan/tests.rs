@@ -40,11 +40,16 @@ const SSH_CONFIG: &str = "Host web03\n  HostName web03.internal\n  Port 2222\n  
 
 /// Builds a plan from `volley run ARGS -- true` against the inventory and ssh config above.
 fn plan(args: &[&str]) -> Result<RunPlan, String> {
+    plan_with(INVENTORY, args)
+}
+
+/// [`plan`] with another inventory.
+fn plan_with(inventory_text: &str, args: &[&str]) -> Result<RunPlan, String> {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
     std::fs::write(home.path().join(".ssh/config"), SSH_CONFIG).unwrap();
     let inventory = home.path().join("inventory.toml");
-    std::fs::write(&inventory, INVENTORY).unwrap();
+    std::fs::write(&inventory, inventory_text).unwrap();
     let mut argv = vec!["volley", "run", "--inventory", inventory.to_str().unwrap()];
     argv.extend_from_slice(args);
     argv.extend_from_slice(&["--", "true"]);
@@ -103,14 +108,11 @@ fn the_same_host_named_twice_runs_once_under_its_first_name() {
     check(&["-w", "web02,root@10.0.0.2:22"], Ok(&["web02"]));
     // Through a group and a pattern: db1 by name, then again through @db.
     check(&["-g", "db", "-w", "db1"], Ok(&["db1", "db2"]));
-    // The same name is the same host, even if a later mention would log in otherwise (through
-    // @web, whose user is www): the first mention decides.
+    // The same name is the same host, in the place of its first mention.
     check(
         &["-w", "db1", "-g", "web"],
         Ok(&["db1", "web01", "web02", "web03", "web04", "db2"]),
     );
-    let plan = plan(&["-w", "db1", "-g", "web"]).unwrap();
-    assert_eq!(plan.hosts[0].user, "ops");
 }
 
 #[test]
@@ -378,11 +380,11 @@ fn the_most_specific_setting_wins() {
             .unwrap()
             .clone()
     };
-    // Top-level inventory settings only.
+    // Named alone, web01 still takes its group's user; the port comes from the top level.
     let web01 = host("web01");
     assert_eq!(
         (web01.address.as_str(), web01.port, web01.user.as_str()),
-        ("web01", 2200, "ops")
+        ("web01", 2200, "www")
     );
     // The inventory's host entry.
     let web02 = host("web02");
@@ -390,11 +392,12 @@ fn the_most_specific_setting_wins() {
         (web02.address.as_str(), web02.port, web02.user.as_str()),
         ("10.0.0.2", 22, "root")
     );
-    // ~/.ssh/config wins over the inventory's top level.
+    // ~/.ssh/config wins over the inventory's top level (address, port), its group over
+    // ~/.ssh/config (user).
     let web03 = host("web03");
     assert_eq!(
         (web03.address.as_str(), web03.port, web03.user.as_str()),
-        ("web03.internal", 2222, "admin")
+        ("web03.internal", 2222, "www")
     );
     // The pattern wins over everything.
     let web04 = host("deploy@web04:2022");
@@ -402,15 +405,64 @@ fn the_most_specific_setting_wins() {
         (web04.address.as_str(), web04.port, web04.user.as_str()),
         ("web04", 2022, "deploy")
     );
-    // Reached through a group: its identity file, its user falls through to the top level.
+    // In db, and in web through @db: db's identity file, and web's user, which db leaves out.
     let db1 = host("db1");
-    assert_eq!(db1.user, "ops");
+    assert_eq!(db1.user, "www");
     assert!(
         db1.identity_files[0].ends_with(".ssh/db_key"),
         "{:?}",
         db1.identity_files
     );
     assert!(db1.identity_files[0].is_absolute());
+}
+
+/// A host takes its groups' settings however it is named, nearest group first: those that list
+/// it themselves, in name order, then those that take it in through another group.
+#[test]
+fn a_host_takes_its_groups_settings_nearest_first() {
+    let inventory = r#"
+        [groups.all]
+        hosts = ["@web", "@db", "mail1"]
+        user = "everyone"
+        become = true
+        [groups.web]
+        hosts = ["web1", "both1"]
+        user = "www"
+        [groups.db]
+        hosts = ["db1", "both1"]
+        user = "dbu"
+        port = 2201
+        [groups.zz]
+        hosts = ["web1"]
+        user = "zz"
+        port = 2299
+    "#;
+    for args in [
+        &["-w", "web1,both1,db1,mail1,other"][..],
+        &["-g", "all", "-w", "other"],
+    ] {
+        let plan = plan_with(inventory, args).unwrap();
+        let mut settings: Vec<(&str, &str, u16, bool)> = plan
+            .hosts
+            .iter()
+            .map(|host| {
+                let name = host.name.as_str();
+                (name, host.user.as_str(), host.port, host.become_root)
+            })
+            .collect();
+        settings.sort_unstable();
+        assert_eq!(
+            settings,
+            [
+                ("both1", "dbu", 2201, true),
+                ("db1", "dbu", 2201, true),
+                ("mail1", "everyone", 22, true),
+                ("other", "me", 22, false),
+                ("web1", "www", 2299, true),
+            ],
+            "{args:?}"
+        );
+    }
 }
 
 #[test]
