@@ -543,6 +543,10 @@ impl RetryOverrides {
         if self.known_hosts.is_some() {
             run.ssh.known_hosts.clone_from(&self.known_hosts);
         }
+        if self.transport.is_some() {
+            run.transport = self.transport;
+        }
+        run.ssh.become_root |= self.become_root;
     }
 }
 

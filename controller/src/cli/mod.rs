@@ -477,6 +477,14 @@ pub struct RetryOverrides {
     /// known_hosts file that host keys are checked against, instead of the recorded one
     #[arg(long, value_name = "FILE")]
     pub known_hosts: Option<PathBuf>,
+
+    /// The transport, instead of the recorded one (`ssh` where agents failed, say)
+    #[arg(long, value_enum, value_name = "TRANSPORT")]
+    pub transport: Option<TransportFlag>,
+
+    /// Become root on the hosts through `sudo -n`, as `volley run --become` does
+    #[arg(long = "become")]
+    pub become_root: bool,
 }
 
 #[cfg(test)]

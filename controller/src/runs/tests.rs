@@ -334,6 +334,32 @@ fn a_retry_runs_the_recorded_arguments() {
 }
 
 #[test]
+fn a_retry_may_change_the_transport_and_become_root() {
+    let dir = runs();
+    let overrides = RetryOverrides {
+        transport: Some(crate::cli::TransportFlag::Ssh),
+        become_root: true,
+        ..RetryOverrides::default()
+    };
+    let args = RetryArgs {
+        run: ROLLOUT.to_string(),
+        only: None,
+        overrides,
+    };
+    let retry = retry(dir.path(), &args, Vec::new()).unwrap();
+    assert_eq!(retry.args.transport, Some(crate::cli::TransportFlag::Ssh));
+    assert!(retry.args.ssh.become_root);
+    // Not given: as recorded.
+    let plain = RetryArgs {
+        overrides: RetryOverrides::default(),
+        ..args
+    };
+    let retry = super::retry(dir.path(), &plain, Vec::new()).unwrap();
+    assert_eq!(retry.args.transport, None);
+    assert!(!retry.args.ssh.become_root);
+}
+
+#[test]
 fn a_recorded_agent_operation_is_retried_as_that_operation() {
     let dir = tempfile::tempdir().unwrap();
     let mut recorded = header(
