@@ -64,11 +64,11 @@ pub fn server_config(config: &AgentConfig) -> Result<Arc<ServerConfig>, TlsError
     let mut roots = RootCertStore::empty();
     for certificate in read_certificates("CA", &config.ca)? {
         // The agent's own certificate given as its CA is a likely slip: refuse it by name.
-        if !is_ca(&certificate) {
+        if let Some(reason) = volley_common::certificate::not_a_ca(&certificate) {
             return Err(TlsError::Invalid {
                 what: "CA",
                 path: config.ca.clone(),
-                reason: "it is not a CA certificate (no basicConstraints CA:TRUE)".to_string(),
+                reason,
             });
         }
         roots.add(certificate).map_err(|error| TlsError::Invalid {
@@ -158,13 +158,6 @@ pub fn common_name(der: &[u8]) -> Option<String> {
     let mut names = certificate.subject().iter_common_name();
     let name = names.next()?.as_str().ok()?.to_string();
     names.next().is_none().then_some(name)
-}
-
-/// Whether a DER certificate may sign others: basicConstraints with CA:TRUE.
-fn is_ca(der: &[u8]) -> bool {
-    x509_parser::parse_x509_certificate(der).is_ok_and(|(_, certificate)| {
-        matches!(certificate.basic_constraints(), Ok(Some(constraints)) if constraints.value.ca)
-    })
 }
 
 /// Whether a DER certificate lists the clientAuth extended key usage. `volley pki` gives it to

@@ -13,6 +13,7 @@
 //!   holds, what an agent is asked to write or read.
 #![forbid(unsafe_code)]
 
+pub mod certificate;
 pub mod duration;
 pub mod exec;
 pub mod fold;

@@ -124,6 +124,12 @@ impl Pki {
         self.missing_credentials().is_empty()
     }
 
+    /// Whether any of the files the agent transport needs is there: a PKI that is only partly
+    /// there is a mistake to report, not one to run without.
+    pub fn has_any_credentials(&self) -> bool {
+        self.missing_credentials().len() < 3
+    }
+
     /// Which of the files the agent transport needs are not there.
     fn missing_credentials(&self) -> Vec<&'static str> {
         ["ca.pem", "controller.pem", "controller.key"]

@@ -23,7 +23,7 @@ mod ssh;
 use self::ssh::SshSources;
 pub use self::ssh::{JumpHost, dialled};
 
-use self::targets::{Resolved, Resolver, is_stdin, memberships, read_stdin};
+use self::targets::{Membership, Resolved, Resolver, is_stdin, read_stdin};
 
 pub const DEFAULT_PARALLEL: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -184,24 +184,24 @@ impl RunPlan {
                     .to_string(),
             ));
         }
-        let Resolved { targets, warnings } = Resolver {
+        let resolver = Resolver {
             inventory: &inventory,
             inventory_path: &inventory_path,
-        }
-        .resolve(args)?;
+        };
+        let Resolved { targets, warnings } = resolver.resolve(args)?;
         // The same host named twice runs once, with the settings of its first mention: the same
         // name (`web01` in a group and on the command line), or the same login at the same
         // address and port once the inventory and ssh config are applied (`web01,root@web01:22`).
         // Names stay unique: the journal, reports and retries know hosts by name.
         let (mut names, mut logins) = (HashSet::new(), HashSet::new());
         // A host takes the settings of the groups it belongs to, however it was named.
-        let memberships = memberships(&inventory);
+        let memberships = resolver.memberships()?;
+        let none = Membership::default();
         let hosts = targets
             .into_iter()
             .map(|target| {
-                let groups = memberships.get(&target.host).map(Vec::as_slice);
-                let group = group_settings(&inventory, groups.unwrap_or_default());
-                host_spec(target, &group, args, &inventory, &ssh, env)
+                let membership = memberships.get(&target.host).unwrap_or(&none);
+                host_spec(target, membership, args, &inventory, &ssh, env)
             })
             .collect::<Result<Vec<HostSpec>, _>>()?
             .into_iter()
@@ -412,12 +412,12 @@ fn group_settings(inventory: &Inventory, groups: &[&str]) -> HostSettings {
         })
 }
 
-/// Decides one host's settings. The most specific source wins: the pattern itself, then the
-/// command line (`-l`, `-o`, `-J`), the inventory's host entry, its groups, ~/.ssh/config, and
-/// last the inventory's top-level defaults.
+/// Decides one host's settings. The most specific source wins: the pattern itself (or a group
+/// entry's `user@host:port`), then the command line (`-l`, `-o`, `-J`), the inventory's host
+/// entry, its groups, ~/.ssh/config, and last the inventory's top-level defaults.
 fn host_spec(
     target: Target,
-    group: &HostSettings,
+    membership: &Membership<'_>,
     args: &RunArgs,
     inventory: &Inventory,
     sources: &SshSources,
@@ -425,6 +425,7 @@ fn host_spec(
 ) -> Result<HostSpec, PlanError> {
     let none = HostSettings::default();
     let host = inventory.hosts.get(&target.host).unwrap_or(&none);
+    let group = &group_settings(inventory, &membership.groups);
     let options = sources.options.lookup(&target.host, &env.local_user)?;
     let ssh = sources.config.lookup(&target.host, &env.local_user)?;
 
@@ -435,6 +436,7 @@ fn host_spec(
         .unwrap_or_else(|| target.host.clone());
     let port = target
         .port
+        .or(membership.port)
         .or(options.port)
         .or(host.port)
         .or(group.port)
@@ -444,6 +446,7 @@ fn host_spec(
     let user = target
         .user
         .clone()
+        .or_else(|| membership.user.clone())
         .or_else(|| args.ssh.user.clone())
         .or(options.user)
         .or_else(|| host.user.clone())

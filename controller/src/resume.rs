@@ -14,7 +14,7 @@
 //! [`StartedEntry`]: volley_common::journal::StartedEntry
 //! [`ResumeTransport`]: crate::transport::resume::ResumeTransport
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use volley_common::journal::Run;
@@ -101,7 +101,7 @@ impl Resume {
     /// the run's exit status. A host with no outcome and nothing to collect never finished: it
     /// counts as interrupted, as it would have in a volley stopped by SIGINT.
     pub fn settled(&self) -> Vec<Outcome> {
-        let collecting = self.numbers();
+        let collecting: HashSet<usize> = self.numbers().into_iter().collect();
         self.run
             .hosts
             .iter()

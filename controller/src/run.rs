@@ -12,7 +12,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use volley_common::inventory::TransportChoice;
-use volley_common::outcome::Outcome;
+use volley_common::outcome::{Outcome, OutcomeClass};
 
 use crate::cli::{ColorChoice, ResumeArgs, RetryArgs, RunArgs};
 use crate::journal::Journal;
@@ -95,8 +95,11 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
     let env = Environment::from_process().map_err(|e| usage(&e))?;
     let mut plan = RunPlan::new(&args, &env).map_err(|e| usage(&e))?;
-    for warning in &plan.warnings {
-        say!("volley: warning: {warning}");
+    // Said once, when the operator gives the flags; not again by each retry or resume.
+    if retry.is_none() && !matches!(operation, Operation::Resume(_)) {
+        for warning in &plan.warnings {
+            say!("volley: warning: {warning}");
+        }
     }
     if let Some(retry) = &retry {
         runs::keep_only(&mut plan.hosts, &retry.run, &retry.hosts).map_err(|e| usage(&e))?;
@@ -114,7 +117,8 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         report::files::prepare(dir).map_err(|error| {
             let reason = match error.kind() {
                 std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
-                    "not a directory (it, or a directory above it, is a file)".to_string()
+                    "not a directory (a file or a link is in its place, or in place of a directory above it)"
+                        .to_string()
                 }
                 _ => plan::io_reason(&error),
             };
@@ -251,17 +255,25 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => exit::BROKEN_PIPE,
         Err(_) => exit::INTERNAL,
     };
-    // A resumed run's footer tells how the whole run now stands.
-    let run_status = match (&resuming, &reports) {
+    // A resumed run's footer tells how the whole run now stands: interrupted while a host
+    // remains that never finished.
+    let (run_status, run_interrupted) = match (&resuming, &reports) {
         (Some(resume), Ok(reports)) if !reader_gone => {
             let settled = resume.settled();
             let collected = reports.iter().flatten().map(|report| &report.outcome);
-            exit::status_of(settled.iter().chain(collected), interrupted)
+            let outcomes: Vec<&Outcome> = settled.iter().chain(collected).collect();
+            let unfinished = outcomes
+                .iter()
+                .any(|outcome| outcome.class() == OutcomeClass::Interrupted);
+            (
+                exit::status_of(outcomes, interrupted),
+                interrupted || unfinished,
+            )
         }
-        _ => status,
+        _ => (status, interrupted),
     };
     let ending = journal::Ending {
-        interrupted,
+        interrupted: run_interrupted,
         stopped: end.stopped,
         exit_status: run_status,
     };
@@ -415,7 +427,7 @@ fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
             .iter()
             .any(|host| host.transport == TransportChoice::Auto);
     let pki = Pki::new(plan.pki.clone());
-    if !wanted || (!needed && !pki.has_controller_credentials()) {
+    if !wanted || (!needed && !pki.has_any_credentials()) {
         return Ok(None);
     }
     let credentials = pki

@@ -33,6 +33,8 @@ pub enum RunsError {
         "run {run}: no longer among the targets of its arguments: {hosts} (did the inventory change?)"
     )]
     HostsGone { run: String, hosts: String },
+    #[error("run {run}: `{operation}` runs over SSH: --transport does not apply to its retry")]
+    NoTransport { run: String, operation: String },
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -376,6 +378,12 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         agent,
         transfer,
     } = recorded_arguments(&run)?;
+    if agent.is_some() && args.overrides.transport.is_some() {
+        return Err(RunsError::NoTransport {
+            run: run.header.id.clone(),
+            operation: run.header.command.clone(),
+        });
+    }
     args.overrides.apply_to(&mut run_args);
     let mut overrides = run.header.retry_overrides.clone();
     overrides.push(given);

@@ -25,7 +25,7 @@
 pub mod clock;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Write};
 use std::ops::Range;
@@ -124,9 +124,10 @@ impl Journal {
             }
             Err(std::fs::TryLockError::Error(error)) => return Err(ReopenError::Io(error)),
         }
+        let resuming_set: HashSet<usize> = resuming.iter().copied().collect();
         let mut counts = BTreeMap::new();
         for (number, entry) in run.hosts.iter().enumerate() {
-            if let Some(entry) = entry.as_ref().filter(|_| !resuming.contains(&number)) {
+            if let Some(entry) = entry.as_ref().filter(|_| !resuming_set.contains(&number)) {
                 *counts.entry(entry.outcome.kind().to_string()).or_insert(0) += 1;
             }
         }
@@ -135,7 +136,7 @@ impl Journal {
         for (index, size) in run.header.batches.iter().enumerate() {
             for number in first..first + size {
                 if let Some(host) = run.header.hosts.get(number)
-                    && resuming.contains(&number)
+                    && resuming_set.contains(&number)
                 {
                     batches.insert(host.clone(), index + 1);
                 }

@@ -22,11 +22,12 @@ impl<'a> Resolver<'a> {
     pub(super) fn resolve(&self, args: &RunArgs) -> Result<Resolved, PlanError> {
         // What the operator gave, to name it when it resolves to nothing.
         let mut given: Vec<String> = Vec::new();
-        // Each list of patterns, with where it came from for its errors.
-        let mut lists: Vec<(String, String)> = Vec::new();
+        // Each list of patterns, with where it came from for its errors: for a bad pattern, and
+        // for a group it names that is unknown or loops (a `-g` one names itself).
+        let mut lists: Vec<(String, String, String)> = Vec::new();
         for list in &args.targets.targets {
             given.push(format!("-w '{list}'"));
-            lists.push((String::new(), list.clone()));
+            lists.push((String::new(), String::new(), list.clone()));
         }
         for group in &args.targets.groups {
             let name = group.trim();
@@ -36,7 +37,7 @@ impl<'a> Resolver<'a> {
                 )));
             }
             given.push(format!("-g '{name}'"));
-            lists.push((format!("-g '{name}': "), format!("@{name}")));
+            lists.push((format!("-g '{name}': "), String::new(), format!("@{name}")));
         }
         for file in &args.targets.hosts_file {
             let read = if is_stdin(file) {
@@ -52,7 +53,7 @@ impl<'a> Resolver<'a> {
                 let line = line.split('#').next().unwrap_or("").trim();
                 if !line.is_empty() {
                     let from = format!("hosts file {} line {}: ", file.display(), number + 1);
-                    lists.push((from, line.to_string()));
+                    lists.push((from.clone(), from, line.to_string()));
                 }
             }
         }
@@ -63,10 +64,15 @@ impl<'a> Resolver<'a> {
         }
 
         let mut targets = Vec::new();
-        for (from, list) in &lists {
+        for (from, reached_from, list) in &lists {
+            let named = |error: PlanError| match error {
+                PlanError::Input(message) => PlanError::Input(format!("{reached_from}{message}")),
+                error => error,
+            };
             let patterns = parse_list(list).map_err(|e| PlanError::Input(format!("{from}{e}")))?;
             for pattern in patterns {
-                self.push(pattern, &mut Vec::new(), &mut targets)?;
+                self.push(pattern, &mut Vec::new(), &mut targets)
+                    .map_err(named)?;
             }
         }
         if targets.is_empty() {
@@ -78,7 +84,12 @@ impl<'a> Resolver<'a> {
         }
 
         let exclusions = Exclusions::new(self, &args.targets.exclude)?;
-        let before = targets.len();
+        // Distinct hosts: one named twice is counted once, as it runs once.
+        let before = targets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<HashSet<_>>()
+            .len();
         let mut used = vec![false; exclusions.0.len()];
         targets.retain(|target| {
             let mut excluded = false;
@@ -172,68 +183,101 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// The groups each host of the inventory belongs to, nearest first: the groups that list it
-/// themselves, then those that take it in through another group (one level, then two, ...);
-/// groups at the same distance in name order.
-pub(super) fn memberships(inventory: &Inventory) -> HashMap<String, Vec<&str>> {
-    let mut found: HashMap<String, Vec<(usize, &str)>> = HashMap::new();
-    for (owner, group) in &inventory.groups {
-        let mut trail = vec![owner.as_str()];
-        members_of(inventory, owner, &group.hosts, 0, &mut trail, &mut found);
-    }
-    found
-        .into_iter()
-        .map(|(host, mut groups)| {
-            // Stable: groups came in name order.
-            groups.sort_by_key(|(distance, _)| *distance);
-            let mut seen = HashSet::new();
-            let groups = groups
-                .into_iter()
-                .filter(|(_, group)| seen.insert(*group))
-                .map(|(_, group)| group)
-                .collect();
-            (host, groups)
-        })
-        .collect()
+/// What the inventory's groups say of one host.
+#[derive(Debug, Default)]
+pub(super) struct Membership<'i> {
+    /// The groups it belongs to, nearest first: the groups that list it themselves, then those
+    /// that take it in through another group (one level, then two, ...); groups at the same
+    /// distance in name order.
+    pub(super) groups: Vec<&'i str>,
+    /// The user and port a group entry gives it (`root@web09:2200`), from the nearest entry
+    /// that gives them: they apply as if the host were named so.
+    pub(super) user: Option<String>,
+    pub(super) port: Option<u16>,
 }
 
-/// Records `owner` for every host its `patterns` reach, `distance` groups deep. What a target
-/// would refuse (a bad pattern, an unknown group, a loop) is skipped here: it is an error where
-/// that group is targeted.
-fn members_of<'i>(
-    inventory: &'i Inventory,
-    owner: &'i str,
-    patterns: &'i [String],
+/// One group entry that names a host.
+struct Entry<'i> {
     distance: usize,
-    trail: &mut Vec<&'i str>,
-    found: &mut HashMap<String, Vec<(usize, &'i str)>>,
-) {
-    for pattern in patterns
-        .iter()
-        .filter_map(|list| parse_list(list).ok())
-        .flatten()
-    {
-        match pattern {
-            Pattern::Hosts(hosts) => {
-                for target in hosts {
-                    found
-                        .entry(target.host)
-                        .or_default()
-                        .push((distance, owner));
+    group: &'i str,
+    user: Option<String>,
+    port: Option<u16>,
+}
+
+impl Resolver<'_> {
+    /// What the groups say of each host they name, for hosts however they are targeted. A
+    /// malformed entry in any group is an error, as it would be where that group is targeted: a
+    /// host named on its own would otherwise silently lose that group's settings. An unknown
+    /// nested group or a loop is left to be refused where that group is targeted.
+    pub(super) fn memberships(&self) -> Result<HashMap<String, Membership<'_>>, PlanError> {
+        let mut found: HashMap<String, Vec<Entry<'_>>> = HashMap::new();
+        for (owner, group) in &self.inventory.groups {
+            let mut trail = vec![owner.as_str()];
+            self.members_of(owner, owner, &group.hosts, 0, &mut trail, &mut found)?;
+        }
+        Ok(found
+            .into_iter()
+            .map(|(host, mut entries)| {
+                // Stable: groups came in name order, and each group's entries in its order.
+                entries.sort_by_key(|entry| entry.distance);
+                let mut membership = Membership::default();
+                for entry in entries {
+                    if !membership.groups.contains(&entry.group) {
+                        membership.groups.push(entry.group);
+                    }
+                    membership.user = membership.user.or(entry.user);
+                    membership.port = membership.port.or(entry.port);
                 }
-            }
-            Pattern::Group(name) => {
-                let Some((name, group)) = inventory.groups.get_key_value(&name) else {
-                    continue;
-                };
-                if trail.contains(&name.as_str()) {
-                    continue;
+                (host, membership)
+            })
+            .collect())
+    }
+
+    /// Records an entry of `owner` for every host that `patterns` (of group `key`) name,
+    /// `distance` groups deep.
+    fn members_of<'i>(
+        &'i self,
+        owner: &'i str,
+        key: &str,
+        patterns: &'i [String],
+        distance: usize,
+        trail: &mut Vec<&'i str>,
+        found: &mut HashMap<String, Vec<Entry<'i>>>,
+    ) -> Result<(), PlanError> {
+        for list in patterns {
+            let patterns = parse_list(list).map_err(|e| {
+                PlanError::Input(format!(
+                    "inventory {}: groups.{key}.hosts: {e}",
+                    self.inventory_path.display()
+                ))
+            })?;
+            for pattern in patterns {
+                match pattern {
+                    Pattern::Hosts(hosts) => {
+                        for target in hosts {
+                            found.entry(target.host).or_default().push(Entry {
+                                distance,
+                                group: owner,
+                                user: target.user,
+                                port: target.port,
+                            });
+                        }
+                    }
+                    Pattern::Group(name) => {
+                        let Some((name, group)) = self.inventory.groups.get_key_value(&name) else {
+                            continue;
+                        };
+                        if trail.contains(&name.as_str()) {
+                            continue;
+                        }
+                        trail.push(name);
+                        self.members_of(owner, name, &group.hosts, distance + 1, trail, found)?;
+                        trail.pop();
+                    }
                 }
-                trail.push(name);
-                members_of(inventory, owner, &group.hosts, distance + 1, trail, found);
-                trail.pop();
             }
         }
+        Ok(())
     }
 }
 
@@ -268,10 +312,13 @@ impl Exclusions {
     fn new(resolver: &Resolver<'_>, lists: &[String]) -> Result<Exclusions, PlanError> {
         let mut exclusions = Vec::new();
         for list in lists {
-            if list.trim().is_empty() {
-                return Err(PlanError::Input(
-                    "-x '': an empty pattern leaves out no host".to_string(),
-                ));
+            if split_list(list)
+                .iter()
+                .all(|element| element.trim().is_empty())
+            {
+                return Err(PlanError::Input(format!(
+                    "-x '{list}': an empty pattern leaves out no host"
+                )));
             }
             for element in split_list(list).into_iter().map(str::trim) {
                 if element.is_empty() {

@@ -168,6 +168,10 @@ fn input_errors_are_one_line_and_name_the_input() {
         Err("-x '': an empty pattern leaves out no host"),
     );
     check(
+        &["-w", "a", "-x", " , "],
+        Err("-x ' , ': an empty pattern leaves out no host"),
+    );
+    check(
         &["-w", "a", "-x", "b,c["],
         Err("-x 'b,c[': bad target pattern 'c[': unclosed '[' at column 2"),
     );
@@ -333,13 +337,24 @@ fn hosts_files_take_one_pattern_per_line_with_comments() {
             file.display()
         )),
     );
+    std::fs::write(&file, "web01\n@nosuch\n").unwrap();
+    check(
+        &["--hosts-file", file.to_str().unwrap()],
+        Err(&format!(
+            "hosts file {} line 2: unknown group 'nosuch' (groups in HOME/inventory.toml: db, empty, loop_a, loop_b, web)",
+            file.display()
+        )),
+    );
 }
 
 #[test]
 fn an_exclusion_that_leaves_out_no_target_is_warned_of() {
+    // web01 is named twice, and counted once.
     let planned = plan(&[
         "-g",
         "web",
+        "-w",
+        "web01",
         "-x",
         "web09,db1",
         "-x",
@@ -463,6 +478,56 @@ fn a_host_takes_its_groups_settings_nearest_first() {
             "{args:?}"
         );
     }
+}
+
+/// A group entry's `user@host:port` is how that group reaches the host: named on its own, the
+/// host is reached so too, and named both ways it is one host.
+#[test]
+fn a_group_entrys_user_and_port_apply_to_the_host_however_it_is_named() {
+    let inventory = r#"
+        [groups.web]
+        hosts = ["root@web09:2200", "web10"]
+        user = "www"
+        port = 2222
+    "#;
+    let login = |args: &[&str]| -> Vec<(String, String, u16)> {
+        let plan = plan_with(inventory, args).unwrap();
+        let hosts = plan.hosts.iter();
+        hosts
+            .map(|host| (host.name.clone(), host.user.clone(), host.port))
+            .collect()
+    };
+    assert_eq!(
+        login(&["-w", "web09"]),
+        [("web09".into(), "root".into(), 2200)]
+    );
+    assert_eq!(
+        login(&["-w", "web09", "-g", "web"]),
+        [
+            ("web09".into(), "root".into(), 2200),
+            ("web10".into(), "www".into(), 2222)
+        ]
+    );
+    // The pattern still wins.
+    assert_eq!(
+        login(&["-w", "ops@web09"]),
+        [("ops@web09".into(), "ops".into(), 2200)]
+    );
+}
+
+/// A malformed entry in any group is an error, even where that group is not targeted: a host
+/// named on its own would otherwise lose the group's settings without a word.
+#[test]
+fn a_malformed_group_entry_is_an_error_however_its_hosts_are_named() {
+    let inventory = "[groups.db]\nhosts = [\"db1,db[2\"]\nuser = \"dbu\"\n";
+    let error = plan_with(inventory, &["-w", "db1"]).unwrap_err();
+    assert!(
+        error.starts_with("inventory ")
+            && error.ends_with(
+                ": groups.db.hosts: bad target pattern 'db[2': unclosed '[' at column 3"
+            ),
+        "{error}"
+    );
 }
 
 #[test]

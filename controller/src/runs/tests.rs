@@ -334,32 +334,6 @@ fn a_retry_runs_the_recorded_arguments() {
 }
 
 #[test]
-fn a_retry_may_change_the_transport_and_become_root() {
-    let dir = runs();
-    let overrides = RetryOverrides {
-        transport: Some(crate::cli::TransportFlag::Ssh),
-        become_root: true,
-        ..RetryOverrides::default()
-    };
-    let args = RetryArgs {
-        run: ROLLOUT.to_string(),
-        only: None,
-        overrides,
-    };
-    let retry = retry(dir.path(), &args, Vec::new()).unwrap();
-    assert_eq!(retry.args.transport, Some(crate::cli::TransportFlag::Ssh));
-    assert!(retry.args.ssh.become_root);
-    // Not given: as recorded.
-    let plain = RetryArgs {
-        overrides: RetryOverrides::default(),
-        ..args
-    };
-    let retry = super::retry(dir.path(), &plain, Vec::new()).unwrap();
-    assert_eq!(retry.args.transport, None);
-    assert!(!retry.args.ssh.become_root);
-}
-
-#[test]
 fn a_recorded_agent_operation_is_retried_as_that_operation() {
     let dir = tempfile::tempdir().unwrap();
     let mut recorded = header(
@@ -391,6 +365,26 @@ fn a_recorded_agent_operation_is_retried_as_that_operation() {
         only: Some("step_failed".to_string()),
         overrides: RetryOverrides::default(),
     };
+    let refused = RetryArgs {
+        overrides: RetryOverrides {
+            transport: Some(crate::cli::TransportFlag::Agent),
+            ..RetryOverrides::default()
+        },
+        ..RetryArgs {
+            run: args.run.clone(),
+            only: args.only.clone(),
+            overrides: RetryOverrides::default(),
+        }
+    };
+    assert_eq!(
+        retry(dir.path(), &refused, Vec::new())
+            .map(|_| ())
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "run {ROLLOUT}: `volley agent install` runs over SSH: --transport does not apply to its retry"
+        )
+    );
     let retry = retry(dir.path(), &args, Vec::new()).unwrap();
     assert_eq!(retry.hosts, ["web2"]);
     let agent = retry.agent.expect("an agent operation");
@@ -663,14 +657,22 @@ fn a_retry_s_flags_replace_the_recorded_ones_and_are_kept_for_its_retries() {
         "--json",
         "--max-failures",
         "1",
+        "--transport",
+        "ssh",
+        "--become",
     ];
     let first = retry(dir.path(), &retry_args(&given), words(&given)).unwrap();
     assert_eq!(first.args.limits.parallel, Some(7));
+    assert_eq!(first.args.transport, Some(crate::cli::TransportFlag::Ssh));
+    assert!(first.args.ssh.become_root);
     assert_eq!(first.args.limits.timeout.as_deref(), Some("10m"));
     assert!(first.args.output.json);
     // Not given: recorded.
     assert_eq!(first.args.rollout.batch.as_deref(), Some("2"));
     assert_eq!(first.overrides, [words(&given)]);
+    let plain = retry(dir.path(), &retry_args(&[ROLLOUT]), words(&[ROLLOUT])).unwrap();
+    assert_eq!(plain.args.transport, None);
+    assert!(!plain.args.ssh.become_root);
     // The recorded arguments are kept as they were: the overrides travel beside them.
     assert_eq!(first.arguments, runs_header_arguments());
 
@@ -703,6 +705,8 @@ fn a_retry_s_flags_replace_the_recorded_ones_and_are_kept_for_its_retries() {
     assert!(second.args.rollout.abort_on_failure);
     assert_eq!(second.args.rollout.max_failures, None);
     assert_eq!(second.args.rollout.batch.as_deref(), Some("1"));
+    assert_eq!(second.args.transport, Some(crate::cli::TransportFlag::Ssh));
+    assert!(second.args.ssh.become_root);
     assert_eq!(second.overrides.len(), 2);
     assert_eq!(second.overrides[1], words(&given));
 }

@@ -117,12 +117,8 @@ impl AgentTransport {
         for certificate in CertificateDer::pem_slice_iter(credentials.ca.as_bytes()) {
             let certificate =
                 certificate.map_err(|e| bad("bad CA certificate", "ca.pem", e.to_string()))?;
-            if !is_ca(&certificate) {
-                return Err(bad(
-                    "bad CA certificate",
-                    "ca.pem",
-                    "it is not a CA certificate (no basicConstraints CA:TRUE)".to_string(),
-                ));
+            if let Some(reason) = volley_common::certificate::not_a_ca(&certificate) {
+                return Err(bad("bad CA certificate", "ca.pem", reason));
             }
             roots
                 .add(certificate)
@@ -357,13 +353,6 @@ fn tls_provider() -> rustls::crypto::CryptoProvider {
         .retain(|suite| suite.suite() != first.suite());
     provider.cipher_suites.insert(0, first);
     provider
-}
-
-/// Whether a DER certificate may sign others: basicConstraints with CA:TRUE.
-fn is_ca(der: &[u8]) -> bool {
-    x509_parser::parse_x509_certificate(der).is_ok_and(|(_, certificate)| {
-        matches!(certificate.basic_constraints(), Ok(Some(constraints)) if constraints.value.ca)
-    })
 }
 
 /// The outcome of a host whose agent cannot take `--stdin` in one request, if it cannot.

@@ -228,8 +228,8 @@ fn an_agent_given_a_certificate_that_is_no_ca_as_its_ca_refuses_to_start() {
     );
 }
 
-/// A `ca.pem` that holds no certificate, or a certificate that is no CA, is an input error
-/// before anything runs. With `auto` it would otherwise make every agent's certificate fail to
+/// A `ca.pem` that holds no certificate, or a certificate that is no CA, or none beside the
+/// controller's certificate and key, is an input error before anything runs. With `auto` it would otherwise make every agent's certificate fail to
 /// verify, and every host fall back to SSH without a word about the broken PKI.
 #[test]
 fn a_controller_whose_ca_file_is_no_ca_stops_before_any_host() {
@@ -240,17 +240,41 @@ fn a_controller_whose_ca_file_is_no_ca_stops_before_any_host() {
         &fleet.dir().join("other-pki"),
         CONTROLLER_IDENTITY,
     );
-    for (content, reason) in [
+    let bad_ca = |reason: &str| {
+        format!(
+            "volley: pki {}: bad CA certificate in ca.pem: {reason}",
+            other.dir().display()
+        )
+    };
+    let leaf = std::fs::read(other.controller_certificate()).expect("the PKI is readable");
+    for (content, expected) in [
         (
             b"not a certificate\n".to_vec(),
-            "no PEM certificate in it".to_string(),
+            bad_ca("no PEM certificate in it"),
         ),
         (
-            std::fs::read(other.controller_certificate()).expect("the PKI is readable"),
-            "it is not a CA certificate (no basicConstraints CA:TRUE)".to_string(),
+            leaf,
+            bad_ca("it is not a CA certificate (no basicConstraints CA:TRUE)"),
+        ),
+        // A PEM block whose body is no certificate.
+        (
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec(),
+            bad_ca("a certificate that does not parse: "),
+        ),
+        // No ca.pem at all, beside the controller's certificate and key.
+        (
+            Vec::new(),
+            format!(
+                "volley: pki {}: no ca.pem: copy it from where the CA is kept",
+                other.dir().display()
+            ),
         ),
     ] {
-        std::fs::write(other.ca(), content).expect("the PKI directory is writable");
+        if content.is_empty() {
+            std::fs::remove_file(other.ca()).expect("the PKI directory is writable");
+        } else {
+            std::fs::write(other.ca(), content).expect("the PKI directory is writable");
+        }
         let command = format!("echo ran >> '{}'", marker(&fleet).display());
         let output = fleet.run([
             "run".into(),
@@ -266,12 +290,10 @@ fn a_controller_whose_ca_file_is_no_ca_stops_before_any_host() {
             OsString::from(command),
         ]);
         output.assert_code(EXIT_USAGE);
-        assert_eq!(
-            output.stderr,
-            format!(
-                "volley: pki {}: bad CA certificate in ca.pem: {reason}\n",
-                other.dir().display()
-            )
+        assert!(
+            output.stderr.starts_with(&expected) && output.stderr.lines().count() == 1,
+            "expected one line starting {expected:?}\n{}",
+            output.describe()
         );
         assert!(!marker(&fleet).exists(), "the command ran");
     }

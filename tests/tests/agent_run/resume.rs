@@ -157,7 +157,7 @@ fn a_resumed_run_with_a_host_that_never_started_stands_interrupted() {
     );
     let shown = volley(&fleet, &["runs", "show", "last"]);
     assert!(
-        shown.stdout.contains(", exit status 130"),
+        shown.stdout.contains(", exit status 130, interrupted"),
         "{}",
         shown.describe()
     );
