@@ -148,13 +148,7 @@ impl<'a> Resolver<'a> {
                 }
                 trail.push(name);
                 for list in members {
-                    let patterns = parse_list(list).map_err(|e| {
-                        PlanError::Input(format!(
-                            "inventory {}: groups.{key}.hosts: {e}",
-                            self.inventory_path.display()
-                        ))
-                    })?;
-                    for pattern in patterns {
+                    for pattern in self.group_entry(key, list)? {
                         self.push(pattern, trail, out)?;
                     }
                 }
@@ -162,6 +156,16 @@ impl<'a> Resolver<'a> {
             }
         }
         Ok(())
+    }
+
+    /// One entry of group `key`'s hosts, parsed; an error names the group.
+    fn group_entry(&self, key: &str, list: &str) -> Result<Vec<Pattern>, PlanError> {
+        parse_list(list).map_err(|e| {
+            PlanError::Input(format!(
+                "inventory {}: groups.{key}.hosts: {e}",
+                self.inventory_path.display()
+            ))
+        })
     }
 
     fn group(&self, name: &str) -> Result<(&'a str, &'a [String]), PlanError> {
@@ -245,13 +249,7 @@ impl Resolver<'_> {
         found: &mut HashMap<String, Vec<Entry<'i>>>,
     ) -> Result<(), PlanError> {
         for list in patterns {
-            let patterns = parse_list(list).map_err(|e| {
-                PlanError::Input(format!(
-                    "inventory {}: groups.{key}.hosts: {e}",
-                    self.inventory_path.display()
-                ))
-            })?;
-            for pattern in patterns {
+            for pattern in self.group_entry(key, list)? {
                 match pattern {
                     Pattern::Hosts(hosts) => {
                         for target in hosts {
