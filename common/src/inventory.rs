@@ -95,7 +95,7 @@ pub struct Inventory {
     #[serde(default, deserialize_with = "strict::path")]
     pub agent_prefix: Option<PathBuf>,
     /// Run commands and agent operations as root through `sudo -n` (`become` in the file).
-    #[serde(rename = "become")]
+    #[serde(rename = "become", default, deserialize_with = "strict::boolean")]
     pub become_root: Option<bool>,
     /// The PKI directory the agent transport takes its certificates from.
     #[serde(default, deserialize_with = "strict::path")]
@@ -130,7 +130,7 @@ pub struct Group {
     pub agent_port: Option<u16>,
     #[serde(default, deserialize_with = "strict::path")]
     pub agent_prefix: Option<PathBuf>,
-    #[serde(rename = "become")]
+    #[serde(rename = "become", default, deserialize_with = "strict::boolean")]
     pub become_root: Option<bool>,
 }
 
@@ -188,7 +188,7 @@ pub struct HostSettings {
     pub agent_prefix: Option<PathBuf>,
     /// `become = true`: the SSH user becomes root through `sudo -n` for commands and agent
     /// operations, as Ansible's `become` does.
-    #[serde(rename = "become")]
+    #[serde(rename = "become", default, deserialize_with = "strict::boolean")]
     pub become_root: Option<bool>,
 }
 
@@ -281,7 +281,21 @@ impl Inventory {
             .build()
             .map_err(invalid)?
             .try_deserialize()
-            .map_err(invalid)?;
+            .map_err(|error| {
+                // A value that a variable gave and that does not fit its setting (a port of
+                // 70000, an unknown transport) is that variable's fault, not the file's.
+                let message = error.to_string();
+                match overridden.iter().find_map(|(key, name)| {
+                    let message = message.strip_suffix(&format!(" for key `{key}`"))?;
+                    Some((name, message))
+                }) {
+                    Some((name, message)) => InventoryError::Variable {
+                        name: name.clone(),
+                        message: message.to_string(),
+                    },
+                    None => invalid(error),
+                }
+            })?;
         inventory.validate().map_err(|message| {
             // A bad top-level value that a variable gave is that variable's fault.
             match overridden
@@ -313,8 +327,42 @@ impl Inventory {
                 ));
             }
         }
-        if self.port == Some(0) {
-            return Err("port: 0 is not a port".to_string());
+        for name in self.hosts.keys() {
+            // The key is looked up by the target's host name: anything else never matches.
+            let plain = crate::target::Target::parse(name).is_ok_and(|target| {
+                target.user.is_none() && target.port.is_none() && target.host == *name
+            });
+            if !plain {
+                return Err(format!(
+                    "hosts.\"{name}\": not a host name (a host entry takes one name or address, without user@, :port, ranges or globs)"
+                ));
+            }
+        }
+        let levels = std::iter::once((
+            String::new(),
+            HostSettings {
+                address: None,
+                port: self.port,
+                user: self.user.clone(),
+                identity_file: self.identity_file.clone(),
+                transport: None,
+                agent_port: self.agent_port,
+                agent_prefix: None,
+                become_root: None,
+            },
+        ))
+        .chain(
+            self.groups
+                .iter()
+                .map(|(name, group)| (format!("groups.{name}."), group.settings())),
+        )
+        .chain(
+            self.hosts
+                .iter()
+                .map(|(name, settings)| (format!("hosts.{name}."), settings.clone())),
+        );
+        for (key, settings) in levels {
+            check_settings(&settings).map_err(|problem| format!("{key}{problem}"))?;
         }
         let prefixes =
             std::iter::once(("agent_prefix".to_string(), &self.agent_prefix))
@@ -329,22 +377,33 @@ impl Inventory {
                 check_prefix(prefix).map_err(|problem| format!("{key}: {problem}"))?;
             }
         }
-        for (name, port) in self
-            .groups
-            .iter()
-            .map(|(name, group)| (format!("groups.{name}"), group.port))
-            .chain(
-                self.hosts
-                    .iter()
-                    .map(|(name, settings)| (format!("hosts.{name}"), settings.port)),
-            )
-        {
-            if port == Some(0) {
-                return Err(format!("{name}.port: 0 is not a port"));
-            }
-        }
         Ok(())
     }
+}
+
+/// Values that would only fail later, on the host or in the dark: an empty or spaced user or
+/// address, port 0, an empty identity file. The problem starts with the setting's name.
+fn check_settings(settings: &HostSettings) -> Result<(), String> {
+    let word = |text: &str| !text.is_empty() && !text.contains(char::is_whitespace);
+    if let Some(user) = settings.user.as_deref().filter(|user| !word(user)) {
+        return Err(format!("user: '{user}' is not a user name"));
+    }
+    if let Some(address) = settings.address.as_deref().filter(|address| !word(address)) {
+        return Err(format!("address: '{address}' is not an address"));
+    }
+    for (name, port) in [("port", settings.port), ("agent_port", settings.agent_port)] {
+        if port == Some(0) {
+            return Err(format!("{name}: 0 is not a port"));
+        }
+    }
+    if settings
+        .identity_file
+        .as_ref()
+        .is_some_and(|file| file.as_os_str().is_empty())
+    {
+        return Err("identity_file: an empty path".to_string());
+    }
+    Ok(())
 }
 
 /// A prefix goes into shell commands and a systemd unit on the host: it must be absolute and
@@ -452,6 +511,12 @@ mod tests {
                 "VOLLEY_PORT: 'ssh' is not a whole number",
             ),
             ("VOLLEY_PORT", "0", "VOLLEY_PORT: 0 is not a port"),
+            ("VOLLEY_PORT", "70000", "VOLLEY_PORT: 70000 is out of range"),
+            (
+                "VOLLEY_TRANSPORT",
+                "bogus",
+                "VOLLEY_TRANSPORT: 'bogus' is not a transport (auto, agent or ssh)",
+            ),
             (
                 "VOLLEY_BECOME",
                 "yes",
@@ -528,6 +593,35 @@ mod tests {
             "for key `groups.g.hosts",
         );
         check("parallel = 1.5\n", "for key `parallel`");
+        check(
+            "become = \"yes\"\n",
+            "expected true or false (without quotes) for key `become`",
+        );
+        check(
+            "[groups.g]\nhosts = []\nbecome = 1\n",
+            "for key `groups.g.become`",
+        );
+        check("user = \"\"\n", "user: '' is not a user name");
+        check(
+            "[groups.g]\nhosts = []\nuser = \"a b\"\n",
+            "groups.g.user: 'a b' is not a user name",
+        );
+        check(
+            "[hosts.a]\naddress = \"\"\n",
+            "hosts.a.address: '' is not an address",
+        );
+        check("agent_port = 0\n", "agent_port: 0 is not a port");
+        check(
+            "[hosts.a]\nidentity_file = \"\"\n",
+            "hosts.a.identity_file: an empty path",
+        );
+        for name in ["web[01-02]", "root@web03", "web04:22", "web0*", "a b"] {
+            check(
+                &format!("[hosts.\"{name}\"]\nuser = \"x\"\n"),
+                &format!("hosts.\"{name}\": not a host name"),
+            );
+        }
+        assert!(load("[hosts.\"::1\"]\nport = 2\n[hosts.\"10.0.0.1\"]\n", &[]).is_ok());
         check(
             "[groups.web]\nhosts = []\ntransport = \"carrier-pigeon\"\n",
             "'carrier-pigeon' is not a transport (auto, agent or ssh) for key `groups.web.transport`",

@@ -40,6 +40,25 @@ where
     deserializer.deserialize_any(Number(PhantomData)).map(Some)
 }
 
+/// `true` or `false`, and nothing that could be turned into one (`"yes"`, `1`).
+pub fn boolean<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    deserializer.deserialize_any(Boolean).map(Some)
+}
+
+struct Boolean;
+
+impl Visitor<'_> for Boolean {
+    type Value = bool;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("true or false (without quotes)")
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<bool, E> {
+        Ok(value)
+    }
+}
+
 struct Text;
 
 impl Visitor<'_> for Text {

@@ -210,9 +210,9 @@ struct Entry<'i> {
 
 impl Resolver<'_> {
     /// What the groups say of each host they name, for hosts however they are targeted. A
-    /// malformed entry in any group is an error, as it would be where that group is targeted: a
-    /// host named on its own would otherwise silently lose that group's settings. An unknown
-    /// nested group or a loop is left to be refused where that group is targeted.
+    /// malformed entry in any group, an unknown group it names or groups that include each
+    /// other are an error, as they would be where that group is targeted: a host named on its
+    /// own would otherwise silently lose that group's settings.
     pub(super) fn memberships(&self) -> Result<HashMap<String, Membership<'_>>, PlanError> {
         let mut found: HashMap<String, Vec<Entry<'_>>> = HashMap::new();
         for (owner, group) in &self.inventory.groups {
@@ -263,10 +263,18 @@ impl Resolver<'_> {
                     }
                     Pattern::Group(name) => {
                         let Some((name, group)) = self.inventory.groups.get_key_value(&name) else {
-                            continue;
+                            return Err(PlanError::Input(format!(
+                                "inventory {}: groups.{key}.hosts: unknown group '{name}'",
+                                self.inventory_path.display()
+                            )));
                         };
                         if trail.contains(&name.as_str()) {
-                            continue;
+                            trail.push(name);
+                            return Err(PlanError::Input(format!(
+                                "inventory {}: groups include each other: {}",
+                                self.inventory_path.display(),
+                                trail.join(" -> ")
+                            )));
                         }
                         trail.push(name);
                         self.members_of(owner, name, &group.hosts, distance + 1, trail, found)?;
