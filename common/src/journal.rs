@@ -68,6 +68,10 @@ pub struct Header {
     /// ones winning, so that a retry of a retry runs with every override given on the way.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retry_overrides: Vec<Vec<String>>,
+    /// The directory volley ran in: relative paths in `arguments` (an inventory, a hosts file,
+    /// files to push) are read from there again by `volley retry` and `volley runs resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 /// The targets of a run, as given on the command line.
@@ -329,6 +333,7 @@ mod tests {
 
             retry_of: None,
             retry_overrides: Vec::new(),
+            cwd: None,
         }
     }
 

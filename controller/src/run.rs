@@ -325,11 +325,16 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
 /// `volley retry RUN`: the recorded run's arguments, on its hosts that did not succeed.
 pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
     let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
-    let given = std::env::args_os()
+    let mut given: Vec<String> = std::env::args_os()
         .skip(2)
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
+    let mut args = args;
+    if let Ok(here) = std::env::current_dir() {
+        runs::anchor_overrides(&mut args.overrides, &mut given, &here);
+    }
     let retry = runs::retry(&runs_dir(&env), &args, given).map_err(runs_error)?;
+    enter_run_dir(&retry.retry_of, retry.cwd.as_deref());
     if !retry.in_doubt.is_empty() {
         say!(
             "volley: leaving out {} host(s) whose command may still be running on their agent: {}; `volley runs resume {}` collects them, `--only in_doubt` runs them again",
@@ -390,11 +395,27 @@ pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
     run(retry.args, origin).await
 }
 
+/// Goes to the directory a recorded run ran in, so that the relative paths of its arguments (an
+/// inventory, a hosts file, files to push) name the same files as they did for it, wherever
+/// the retry or resume is started.
+fn enter_run_dir(run: &str, cwd: Option<&str>) {
+    let Some(dir) = cwd else {
+        return;
+    };
+    if let Err(error) = std::env::set_current_dir(dir) {
+        say!(
+            "volley: warning: run {run} ran in {dir}, which cannot be entered ({}): relative paths in its arguments are read from here",
+            plan::io_reason(&error)
+        );
+    }
+}
+
 /// `volley runs resume RUN`: the run's agent executions that were not seen to end, collected.
 pub(crate) async fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
     let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
     let (args, resume) = resume::prepare(&runs_dir(&env), &args).map_err(runs_error)?;
     let id = resume.run.header.id.clone();
+    enter_run_dir(&id, resume.run.header.cwd.as_deref());
     if !resume.not_collectable.is_empty() {
         say!(
             "volley: {} host(s) of run {id} have no outcome and nothing to collect (they never started, or ran over SSH, whose commands stop with volley): {}; `volley retry {id} --only not_finished` runs them",

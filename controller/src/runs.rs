@@ -333,6 +333,49 @@ pub struct Retry {
     pub of: usize,
     /// The arguments of every `volley retry` from the original run to this one, for the journal.
     pub overrides: Vec<Vec<String>>,
+    /// Where the original run ran: its relative paths are read from there.
+    pub cwd: Option<String>,
+}
+
+/// The flags of `volley retry` that take a path.
+const PATH_OVERRIDES: &[&str] = &["-i", "--identity", "--known-hosts", "--out-dir"];
+
+/// Makes the paths a retry was given absolute, against `here`, in its parsed flags and in its
+/// arguments as recorded: the retry runs in its run's directory (see [`Retry::cwd`]), and a
+/// retry of it reads the recorded arguments again, while these were meant from `here`.
+pub fn anchor_overrides(overrides: &mut RetryOverrides, given: &mut [String], here: &Path) {
+    let anchor = |path: &Path| here.join(path);
+    for path in &mut overrides.identity {
+        *path = anchor(path);
+    }
+    for path in [&mut overrides.known_hosts, &mut overrides.output.out_dir]
+        .into_iter()
+        .flatten()
+    {
+        *path = anchor(path);
+    }
+    let anchored = |value: &str| anchor(Path::new(value)).display().to_string();
+    let mut index = 0;
+    while index < given.len() {
+        let word = given[index].clone();
+        if PATH_OVERRIDES.contains(&word.as_str()) {
+            if let Some(value) = given.get_mut(index + 1) {
+                *value = anchored(value);
+            }
+            index += 2;
+            continue;
+        }
+        if let Some((flag, value)) = word.split_once('=')
+            && PATH_OVERRIDES.contains(&flag)
+        {
+            given[index] = format!("{flag}={}", anchored(value));
+        } else if let Some(value) = word.strip_prefix("-i").filter(|value| !value.is_empty())
+            && !word.starts_with("--")
+        {
+            given[index] = format!("-i{}", anchored(value));
+        }
+        index += 1;
+    }
 }
 
 /// Prepares `volley retry RUN [--only CLASSES] [OVERRIDES]`; `given` are its arguments as given
@@ -398,6 +441,7 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         then_owed,
         of: run.header.hosts.len(),
         overrides,
+        cwd: run.header.cwd.clone(),
     })
 }
 

@@ -324,6 +324,9 @@ pub fn header(
         subcommand: Vec::new(),
         retry_of,
         retry_overrides: Vec::new(),
+        cwd: std::env::current_dir()
+            .ok()
+            .map(|dir| dir.display().to_string()),
     }
 }
 

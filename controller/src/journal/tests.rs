@@ -30,6 +30,7 @@ fn bare_header(hosts: &[&str]) -> Header {
 
         retry_of: None,
         retry_overrides: Vec::new(),
+        cwd: None,
     }
 }
 

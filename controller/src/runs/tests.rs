@@ -1,7 +1,7 @@
 //! `volley runs`, `runs show` and `retry` against journals written here: exact text, and which
 //! hosts a retry takes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use volley_common::journal::{
     BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, Options, StartedEntry, Targets,
@@ -49,6 +49,7 @@ fn header(id: &str, started: &str, hosts: &[&str], batches: Vec<usize>) -> Heade
 
         retry_of: None,
         retry_overrides: Vec::new(),
+        cwd: None,
     }
 }
 
@@ -641,6 +642,10 @@ fn retry_args(args: &[&str]) -> RetryArgs {
     }
 }
 
+fn strs(given: &[String]) -> Vec<&str> {
+    given.iter().map(String::as_str).collect()
+}
+
 fn words(args: &[&str]) -> Vec<String> {
     args.iter().map(|arg| arg.to_string()).collect()
 }
@@ -713,4 +718,59 @@ fn a_retry_s_flags_replace_the_recorded_ones_and_are_kept_for_its_retries() {
 
 fn runs_header_arguments() -> Vec<String> {
     header(ROLLOUT, "", &[], Vec::new()).arguments
+}
+
+#[test]
+fn paths_given_to_a_retry_are_anchored_where_it_was_started() {
+    let mut given = words(&[
+        ROLLOUT,
+        "-i",
+        "keys/a",
+        "-ikeys/b",
+        "--identity=/abs/c",
+        "--known-hosts",
+        "kh",
+        "--out-dir=out",
+        "--only",
+        "failed",
+    ]);
+    let mut args = retry_args(&strs(&given));
+    anchor_overrides(&mut args.overrides, &mut given, Path::new("/home/ops/site"));
+    assert_eq!(
+        given,
+        words(&[
+            ROLLOUT,
+            "-i",
+            "/home/ops/site/keys/a",
+            "-i/home/ops/site/keys/b",
+            "--identity=/abs/c",
+            "--known-hosts",
+            "/home/ops/site/kh",
+            "--out-dir=/home/ops/site/out",
+            "--only",
+            "failed",
+        ])
+    );
+    let overrides = &args.overrides;
+    assert_eq!(
+        overrides.identity,
+        [
+            PathBuf::from("/home/ops/site/keys/a"),
+            PathBuf::from("/home/ops/site/keys/b"),
+            PathBuf::from("/abs/c")
+        ]
+    );
+    assert_eq!(
+        overrides.known_hosts.as_deref(),
+        Some(Path::new("/home/ops/site/kh"))
+    );
+    assert_eq!(
+        overrides.output.out_dir.as_deref(),
+        Some(Path::new("/home/ops/site/out"))
+    );
+    // What anchoring wrote parses as the same flags again.
+    assert_eq!(
+        retry_args(&strs(&given)).overrides.identity,
+        overrides.identity
+    );
 }

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use serde_json::Value;
+use volley_tests::process::RunningProcess;
 use volley_tests::remote::per_host_command;
+use volley_tests::volley::RUN_DEADLINE;
 use volley_tests::{FleetSpec, HostKind, SshFleet};
 
 /// The id in `volley: run ID: ...`, the line that ends a run with failures.
@@ -101,4 +103,70 @@ fn a_retry_takes_overrides_and_a_retry_of_it_keeps_them() {
     assert_eq!(recorded["options"]["parallel"], 1);
     assert_eq!(recorded["options"]["timeout_ms"], 5000);
     assert_eq!(recorded["retry_overrides"].as_array().unwrap().len(), 2);
+}
+
+/// A retry reads the relative paths of its run's arguments from the directory the run ran in,
+/// wherever it is started: a relative `--inventory` names the same file. A path given to the
+/// retry itself (`--out-dir`) is the operator's, from where the retry is started.
+#[test]
+fn a_retry_reads_its_runs_relative_paths_from_where_the_run_ran() {
+    let fleet = SshFleet::with_spec(FleetSpec::new(1).with(HostKind::Dead));
+    let flags = fleet.flags();
+    let (first, elsewhere) = (fleet.dir().join("first"), fleet.dir().join("elsewhere"));
+    for dir in [&first, &elsewhere] {
+        std::fs::create_dir(dir).expect("the fleet's directory is writable");
+    }
+    std::fs::copy(&flags.inventory, first.join("inventory.toml")).expect("a copy");
+    // Another inventory of the same name, without the host to retry.
+    std::fs::write(
+        elsewhere.join("inventory.toml"),
+        "[groups.all]\nhosts = [\"h01\"]\n",
+    )
+    .expect("a scratch inventory");
+    let volley_in = |dir: &Path, args: &[&std::ffi::OsStr]| {
+        RunningProcess::spawn(fleet.volley().current_dir(dir).args(args)).finish(RUN_DEADLINE)
+    };
+    let connection = [
+        "--known-hosts".as_ref(),
+        flags.known_hosts.as_os_str(),
+        "-i".as_ref(),
+        flags.identity.as_os_str(),
+        "-l".as_ref(),
+        flags.user.as_ref(),
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = vec!["run".as_ref(), "--inventory".as_ref()];
+    args.push("inventory.toml".as_ref());
+    args.extend(connection);
+    args.extend(["-g", "all", "--", "true"].map(std::ffi::OsStr::new));
+    let output = volley_in(&first, &args);
+    output.assert_code(2);
+
+    let retry = ["retry", "last", "--json", "--out-dir", "out"].map(std::ffi::OsStr::new);
+    let output = volley_in(&elsewhere, &retry);
+    // With the other directory's inventory h02 would be gone (exit 64); it is retried.
+    output.assert_code(2);
+    let records = output.records_by_host();
+    assert_eq!(
+        records.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["h02"],
+        "{}",
+        output.describe()
+    );
+    volley_tests::report::expect_outcome(&output, &records, "h02", "unreachable");
+    assert!(
+        elsewhere.join("out/h02.stdout").exists(),
+        "{}",
+        output.describe()
+    );
+    assert!(!first.join("out").exists());
+    let recorded = header(&fleet.runs_dir(), &run_id(&output.stderr));
+    assert_eq!(recorded["cwd"], first.display().to_string());
+
+    // And its retry, from a third place, still writes where the first retry was told.
+    let output = volley_in(
+        fleet.dir(),
+        &["retry", "last", "--json"].map(std::ffi::OsStr::new),
+    );
+    output.assert_code(2);
+    assert!(!fleet.dir().join("out").exists() && !first.join("out").exists());
 }
