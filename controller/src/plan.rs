@@ -188,6 +188,8 @@ impl RunPlan {
             inventory: &inventory,
             inventory_path: &inventory_path,
         };
+        // Every group is read first: a broken one is an error for every run (see memberships).
+        let memberships = resolver.memberships()?;
         let Resolved { targets, warnings } = resolver.resolve(args)?;
         // The same host named twice runs once, with the settings of its first mention: the same
         // name (`web01` in a group and on the command line), or the same login at the same
@@ -195,7 +197,6 @@ impl RunPlan {
         // Names stay unique: the journal, reports and retries know hosts by name.
         let (mut names, mut logins) = (HashSet::new(), HashSet::new());
         // A host takes the settings of the groups it belongs to, however it was named.
-        let memberships = resolver.memberships()?;
         let none = Membership::default();
         let hosts = targets
             .into_iter()

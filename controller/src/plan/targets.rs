@@ -30,7 +30,9 @@ impl<'a> Resolver<'a> {
             lists.push((String::new(), String::new(), list.clone()));
         }
         for group in &args.targets.groups {
+            // `-g @web` is `-g web`, as the group is written in a pattern.
             let name = group.trim();
+            let name = name.strip_prefix('@').unwrap_or(name);
             if name.is_empty() {
                 return Err(PlanError::Input(format!(
                     "-g '{group}': an empty group name"
@@ -74,6 +76,12 @@ impl<'a> Resolver<'a> {
                 self.push(pattern, &mut Vec::new(), &mut targets)
                     .map_err(named)?;
             }
+            if targets.len() > MAX_TARGETS {
+                return Err(PlanError::Input(format!(
+                    "the targets name more than {MAX_TARGETS} hosts: {}",
+                    given.join(", ")
+                )));
+            }
         }
         if targets.is_empty() {
             let verb = if given.len() == 1 { "names" } else { "name" };
@@ -94,7 +102,7 @@ impl<'a> Resolver<'a> {
         targets.retain(|target| {
             let mut excluded = false;
             for (exclusion, used) in exclusions.0.iter().zip(&mut used) {
-                if exclusion.matches(&target.host) {
+                if exclusion.matches(target) {
                     (*used, excluded) = (true, true);
                 }
             }
@@ -187,6 +195,14 @@ impl<'a> Resolver<'a> {
     }
 }
 
+/// The most hosts one run's targets may name, all patterns together (one pattern is capped
+/// likewise where it is expanded).
+const MAX_TARGETS: usize = 1_000_000;
+
+/// How deep groups may include groups: far more than any real inventory, and little enough
+/// that walking them cannot run out of stack.
+const MAX_NESTING: usize = 64;
+
 /// What the inventory's groups say of one host.
 #[derive(Debug, Default)]
 pub(super) struct Membership<'i> {
@@ -276,6 +292,13 @@ impl Resolver<'_> {
                                 trail.join(" -> ")
                             )));
                         }
+                        if trail.len() >= MAX_NESTING {
+                            return Err(PlanError::Input(format!(
+                                "inventory {}: groups nest more than {MAX_NESTING} deep, from group {}",
+                                self.inventory_path.display(),
+                                trail[0]
+                            )));
+                        }
                         trail.push(name);
                         self.members_of(owner, name, &group.hosts, distance + 1, trail, found)?;
                         trail.pop();
@@ -300,17 +323,21 @@ struct Exclusions(Vec<Exclusion>);
 struct Exclusion {
     /// The element as given, to name it in a warning.
     element: String,
+    /// Host names: every target of that host, whatever its user and port.
     names: HashSet<String>,
+    /// Targets given with a user or port (`bob@h1`, `h1:2222`): only the target named so.
+    logins: HashSet<String>,
     glob: Option<String>,
 }
 
 impl Exclusion {
-    fn matches(&self, host: &str) -> bool {
-        self.names.contains(host)
+    fn matches(&self, target: &Target) -> bool {
+        self.names.contains(&target.host)
+            || (!self.logins.is_empty() && self.logins.contains(&target.to_string()))
             || self
                 .glob
                 .as_deref()
-                .is_some_and(|glob| glob_match(glob, host))
+                .is_some_and(|glob| glob_match(glob, &target.host))
     }
 }
 
@@ -334,6 +361,7 @@ impl Exclusions {
                 let mut exclusion = Exclusion {
                     element: element.to_string(),
                     names: HashSet::new(),
+                    logins: HashSet::new(),
                     glob: None,
                 };
                 if element.contains(['*', '?']) && !element.contains('[') {
@@ -345,7 +373,13 @@ impl Exclusions {
                     {
                         resolver.push(pattern, &mut Vec::new(), &mut targets)?;
                     }
-                    exclusion.names = targets.into_iter().map(|target| target.host).collect();
+                    for target in targets {
+                        if target.user.is_some() || target.port.is_some() {
+                            exclusion.logins.insert(target.to_string());
+                        } else {
+                            exclusion.names.insert(target.host);
+                        }
+                    }
                 }
                 exclusions.push(exclusion);
             }

@@ -126,6 +126,14 @@ fn exclusions_take_names_ranges_groups_and_globs() {
         Ok(&["web01", "web02", "web03", "web04"]),
     );
     check(&["-g", "web", "-x", "web*,db2"], Ok(&["db1"]));
+    // A user or port narrows an exclusion to the target named so.
+    check(
+        &["-w", "alice@h1,bob@h1,h1:2222,h2", "-x", "bob@h1,h1:2222"],
+        Ok(&["alice@h1", "h2"]),
+    );
+    check(&["-w", "alice@h1,bob@h1,h2", "-x", "h1"], Ok(&["h2"]));
+    // `-g @web` is `-g web`.
+    check(&["-g", "@db"], Ok(&["db1", "db2"]));
     check(&["-g", "web", "-x", "web0?", "-x", "db1"], Ok(&["db2"]));
 }
 
@@ -169,6 +177,10 @@ fn input_errors_are_one_line_and_name_the_input() {
         Err("-x 'b,c[': bad target pattern 'c[': unclosed '[' at column 2"),
     );
     check(&["-w", "a", "-l", ""], Err("-l '': not a user name"));
+    check(
+        &["-w", "a[1-600000]", "-w", "b[1-600000]"],
+        Err("the targets name more than 1000000 hosts: -w 'a[1-600000]', -w 'b[1-600000]'"),
+    );
     check(
         &["-w", " ", "-g", "empty"],
         Err("no targets: -w ' ', -g 'empty' name no host"),
@@ -531,11 +543,27 @@ fn a_malformed_group_is_an_error_however_its_hosts_are_named() {
         let error = plan_with(inventory, &["-w", "db1"]).unwrap_err();
         assert_eq!(error, format!("inventory HOME/inventory.toml: {expected}"));
     }
-    // Targeted, the loop is told from where the targeting enters it.
+    // A group that names an unknown one is named, targeted or not.
+    let unknown = "[groups.g]\nhosts = [\"h1\", \"@nope\"]\n";
+    assert_eq!(
+        plan_with(unknown, &["-g", "g"]).unwrap_err(),
+        "inventory HOME/inventory.toml: groups.g.hosts: unknown group 'nope'"
+    );
+    // Groups nested past any real inventory's depth are refused, not walked until the stack
+    // runs out.
+    let deep: String = (0..100)
+        .map(|level| format!("[groups.g{level}]\nhosts = [\"@g{}\"]\n", level + 1))
+        .chain(["[groups.g100]\nhosts = [\"h\"]\n".to_string()])
+        .collect();
+    assert_eq!(
+        plan_with(&deep, &["-w", "h"]).unwrap_err(),
+        "inventory HOME/inventory.toml: groups nest more than 64 deep, from group g0"
+    );
+    // Targeted or not, a loop is told from its first group in name order.
     let looped = "[groups.a]\nhosts = [\"@b\"]\n[groups.b]\nhosts = [\"@a\"]\n";
     assert_eq!(
         plan_with(looped, &["-g", "b"]).unwrap_err(),
-        "inventory HOME/inventory.toml: groups include each other: b -> a -> b"
+        "inventory HOME/inventory.toml: groups include each other: a -> b -> a"
     );
 }
 

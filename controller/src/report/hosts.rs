@@ -61,6 +61,8 @@ pub fn write_host_list(
                 "port": host.port,
                 "transport": transport(host),
                 "agent_port": agent_port(host),
+                "become": host.become_root,
+                "identity_files": host.identity_files,
                 "via": host.jump.iter().map(|hop| serde_json::json!({
                     "host": hop.name,
                     "user": hop.user,
@@ -72,7 +74,7 @@ pub fn write_host_list(
         }
         return Ok(());
     }
-    let rows: Vec<[String; 7]> = hosts
+    let rows: Vec<[String; 8]> = hosts
         .iter()
         .map(|host| {
             // Each hop as it is dialled, as the target's own columns show it.
@@ -88,6 +90,7 @@ pub fn write_host_list(
                 host.port.to_string(),
                 transport(host).to_string(),
                 agent_port(host).map_or_else(|| "-".to_string(), |port| port.to_string()),
+                if host.become_root { "yes" } else { "no" }.to_string(),
                 if via.is_empty() {
                     "-".to_string()
                 } else {
@@ -105,6 +108,7 @@ pub fn write_host_list(
             "PORT",
             "TRANSPORT",
             "AGENT_PORT",
+            "BECOME",
             "VIA",
         ],
         &rows,
@@ -141,21 +145,23 @@ mod tests {
             user: "ops".to_string(),
             identity_files: Vec::new(),
         });
+        db1.become_root = true;
+        db1.identity_files = vec![std::path::PathBuf::from("/home/ops/.ssh/db_key")];
         let hosts = [spec("web01", TransportChoice::Auto), db1];
         let mut out = Vec::new();
         write_host_list(&mut out, &hosts, false, false).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HOST   USER  ADDRESS   PORT  TRANSPORT  AGENT_PORT  VIA\n\
-             web01  ops   10.0.0.5  2222  auto       7731        -\n\
-             db1    ops   10.0.0.3  2222  ssh        -           ops@10.0.0.9:22\n"
+            "HOST   USER  ADDRESS   PORT  TRANSPORT  AGENT_PORT  BECOME  VIA\n\
+             web01  ops   10.0.0.5  2222  auto       7731        no      -\n\
+             db1    ops   10.0.0.3  2222  ssh        -           yes     ops@10.0.0.9:22\n"
         );
         let mut out = Vec::new();
         write_host_list(&mut out, &hosts, true, true).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\"address\":\"10.0.0.5\",\"agent_port\":null,\"host\":\"web01\",\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[]}\n\
-             {\"address\":\"10.0.0.3\",\"agent_port\":null,\"host\":\"db1\",\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[{\"address\":\"10.0.0.9\",\"host\":\"bastion\",\"port\":22,\"user\":\"ops\"}]}\n"
+            "{\"address\":\"10.0.0.5\",\"agent_port\":null,\"become\":false,\"host\":\"web01\",\"identity_files\":[],\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[]}\n\
+             {\"address\":\"10.0.0.3\",\"agent_port\":null,\"become\":true,\"host\":\"db1\",\"identity_files\":[\"/home/ops/.ssh/db_key\"],\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[{\"address\":\"10.0.0.9\",\"host\":\"bastion\",\"port\":22,\"user\":\"ops\"}]}\n"
         );
     }
 }

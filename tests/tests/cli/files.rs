@@ -98,6 +98,7 @@ fn list_hosts_shows_what_would_be_dialled_and_runs_nothing() {
             &h02.port().to_string(),
             "auto",
             "7731",
+            "no",
             "-"
         ]
     );
