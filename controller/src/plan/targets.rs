@@ -367,17 +367,28 @@ impl Exclusions {
                 if element.contains(['*', '?']) && !element.contains('[') {
                     exclusion.glob = Some(element.to_string());
                 } else {
-                    let mut targets = Vec::new();
                     for pattern in parse_list(element)
                         .map_err(|e| PlanError::Input(format!("-x '{list}': {e}")))?
                     {
-                        resolver.push(pattern, &mut Vec::new(), &mut targets)?;
-                    }
-                    for target in targets {
-                        if target.user.is_some() || target.port.is_some() {
-                            exclusion.logins.insert(target.to_string());
-                        } else {
-                            exclusion.names.insert(target.host);
+                        match pattern {
+                            // As typed: a user or port narrows it to the target named so.
+                            Pattern::Hosts(targets) => {
+                                for target in targets {
+                                    if target.user.is_some() || target.port.is_some() {
+                                        exclusion.logins.insert(target.to_string());
+                                    } else {
+                                        exclusion.names.insert(target.host);
+                                    }
+                                }
+                            }
+                            // A group leaves out its hosts, however they are named.
+                            group => {
+                                let mut targets = Vec::new();
+                                resolver.push(group, &mut Vec::new(), &mut targets)?;
+                                exclusion
+                                    .names
+                                    .extend(targets.into_iter().map(|target| target.host));
+                            }
                         }
                     }
                 }

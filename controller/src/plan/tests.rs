@@ -132,6 +132,15 @@ fn exclusions_take_names_ranges_groups_and_globs() {
         Ok(&["alice@h1", "h2"]),
     );
     check(&["-w", "alice@h1,bob@h1,h2", "-x", "h1"], Ok(&["h2"]));
+    // A group leaves out its hosts however they are named, its entries' users and ports aside.
+    let inventory = "[groups.web]\nhosts = [\"root@web09:2200\", \"web10\"]\n";
+    let planned = plan_with(inventory, &["-w", "web09,web10,web11", "-x", "@web"]).unwrap();
+    let names: Vec<&str> = planned
+        .hosts
+        .iter()
+        .map(|host| host.name.as_str())
+        .collect();
+    assert_eq!(names, ["web11"]);
     // `-g @web` is `-g web`.
     check(&["-g", "@db"], Ok(&["db1", "db2"]));
     check(&["-g", "web", "-x", "web0?", "-x", "db1"], Ok(&["db2"]));
