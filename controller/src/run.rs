@@ -110,7 +110,8 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     if plan.list_hosts {
         let over_ssh = matches!(operation, Operation::Agent(_));
         let json = plan.output == plan::OutputMode::Json;
-        report::write_host_list(&mut std::io::stdout().lock(), &plan.hosts, json, over_ssh)?;
+        let out = &mut std::io::stdout().lock();
+        report::write_host_list(out, &plan.hosts, &plan.identity_files, json, over_ssh)?;
         return Ok(exit::SUCCESS);
     }
     if let Some(dir) = &plan.out_dir {
@@ -334,7 +335,7 @@ pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
         runs::anchor_overrides(&mut args.overrides, &mut given, &here);
     }
     let retry = runs::retry(&runs_dir(&env), &args, given).map_err(runs_error)?;
-    enter_run_dir(&retry.retry_of, retry.cwd.as_deref());
+    enter_run_dir(&retry.retry_of, retry.cwd.as_deref())?;
     if !retry.in_doubt.is_empty() {
         say!(
             "volley: leaving out {} host(s) whose command may still be running on their agent: {}; `volley runs resume {}` collects them, `--only in_doubt` runs them again",
@@ -398,16 +399,18 @@ pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
 /// Goes to the directory a recorded run ran in, so that the relative paths of its arguments (an
 /// inventory, a hosts file, files to push) name the same files as they did for it, wherever
 /// the retry or resume is started.
-fn enter_run_dir(run: &str, cwd: Option<&str>) {
+/// A run whose directory is gone is not taken up from another: its relative paths would name
+/// other files there, silently.
+fn enter_run_dir(run: &str, cwd: Option<&str>) -> Result<(), UsageError> {
     let Some(dir) = cwd else {
-        return;
+        return Ok(());
     };
-    if let Err(error) = std::env::set_current_dir(dir) {
-        say!(
-            "volley: warning: run {run} ran in {dir}, which cannot be entered ({}): relative paths in its arguments are read from here",
+    std::env::set_current_dir(dir).map_err(|error| {
+        UsageError(format!(
+            "run {run} ran in {dir}, which cannot be entered ({}): relative paths in its arguments are read from there; make it again to go on",
             plan::io_reason(&error)
-        );
-    }
+        ))
+    })
 }
 
 /// `volley runs resume RUN`: the run's agent executions that were not seen to end, collected.
@@ -415,7 +418,7 @@ pub(crate) async fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
     let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
     let (args, resume) = resume::prepare(&runs_dir(&env), &args).map_err(runs_error)?;
     let id = resume.run.header.id.clone();
-    enter_run_dir(&id, resume.run.header.cwd.as_deref());
+    enter_run_dir(&id, resume.run.header.cwd.as_deref())?;
     if !resume.not_collectable.is_empty() {
         say!(
             "volley: {} host(s) of run {id} have no outcome and nothing to collect (they never started, or ran over SSH, whose commands stop with volley): {}; `volley retry {id} --only not_finished` runs them",

@@ -340,6 +340,9 @@ pub struct Retry {
 /// The flags of `volley retry` that take a path.
 const PATH_OVERRIDES: &[&str] = &["-i", "--identity", "--known-hosts", "--out-dir"];
 
+/// The short flags of `volley retry` that take a value (`-i` a path).
+const VALUE_SHORTS: &[char] = &['p', 't', 'i'];
+
 /// Makes the paths a retry was given absolute, against `here`, in its parsed flags and in its
 /// arguments as recorded: the retry runs in its run's directory (see [`Retry::cwd`]), and a
 /// retry of it reads the recorded arguments again, while these were meant from `here`.
@@ -369,10 +372,24 @@ pub fn anchor_overrides(overrides: &mut RetryOverrides, given: &mut [String], he
             && PATH_OVERRIDES.contains(&flag)
         {
             given[index] = format!("{flag}={}", anchored(value));
-        } else if let Some(value) = word.strip_prefix("-i").filter(|value| !value.is_empty())
-            && !word.starts_with("--")
+        } else if let Some(cluster) = word.strip_prefix('-').filter(|rest| !rest.starts_with('-'))
+            && let Some(at) = cluster.find(|flag| VALUE_SHORTS.contains(&flag))
         {
-            given[index] = format!("-i{}", anchored(value));
+            // Short flags together (`-Ni KEY`, `-bikey`): the first that takes a value takes
+            // the rest of the word, or else the next word.
+            let (flags, value) = cluster.split_at(at + 1);
+            if flags.ends_with('i') {
+                if value.is_empty() {
+                    if let Some(next) = given.get_mut(index + 1) {
+                        *next = anchored(next);
+                    }
+                } else {
+                    given[index] = format!("-{flags}{}", anchored(value));
+                }
+            }
+            if value.is_empty() {
+                index += 1;
+            }
         }
         index += 1;
     }

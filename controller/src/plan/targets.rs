@@ -76,12 +76,6 @@ impl<'a> Resolver<'a> {
                 self.push(pattern, &mut Vec::new(), &mut targets)
                     .map_err(named)?;
             }
-            if targets.len() > MAX_TARGETS {
-                return Err(PlanError::Input(format!(
-                    "the targets name more than {MAX_TARGETS} hosts: {}",
-                    given.join(", ")
-                )));
-            }
         }
         if targets.is_empty() {
             let verb = if given.len() == 1 { "names" } else { "name" };
@@ -143,7 +137,15 @@ impl<'a> Resolver<'a> {
         out: &mut Vec<Target>,
     ) -> Result<(), PlanError> {
         match pattern {
-            Pattern::Hosts(hosts) => out.extend(hosts),
+            Pattern::Hosts(hosts) => {
+                out.extend(hosts);
+                // Checked as they come: a group named many times over cannot fill memory first.
+                if out.len() > MAX_TARGETS {
+                    return Err(PlanError::Input(format!(
+                        "the targets name more than {MAX_TARGETS} hosts"
+                    )));
+                }
+            }
             Pattern::Group(name) => {
                 let (key, members) = self.group(&name)?;
                 if trail.contains(&name) {
@@ -199,6 +201,9 @@ impl<'a> Resolver<'a> {
 /// likewise where it is expanded).
 const MAX_TARGETS: usize = 1_000_000;
 
+/// The most hosts all groups together may name, a host counted once per group that names it.
+const MAX_MEMBERSHIPS: usize = 4 * MAX_TARGETS;
+
 /// How deep groups may include groups: far more than any real inventory, and little enough
 /// that walking them cannot run out of stack.
 const MAX_NESTING: usize = 64;
@@ -216,6 +221,15 @@ pub(super) struct Membership<'i> {
     pub(super) port: Option<u16>,
 }
 
+/// Walking one group's members: the group, the groups on the way down, how near each group
+/// taken in was walked, and the entries recorded for every group so far.
+struct Walk<'i, 'e> {
+    owner: &'i str,
+    trail: Vec<&'i str>,
+    walked: HashMap<&'i str, usize>,
+    entries: &'e mut usize,
+}
+
 /// One group entry that names a host.
 struct Entry<'i> {
     distance: usize,
@@ -231,9 +245,15 @@ impl Resolver<'_> {
     /// own would otherwise silently lose that group's settings.
     pub(super) fn memberships(&self) -> Result<HashMap<String, Membership<'_>>, PlanError> {
         let mut found: HashMap<String, Vec<Entry<'_>>> = HashMap::new();
+        let mut entries = 0;
         for (owner, group) in &self.inventory.groups {
-            let mut trail = vec![owner.as_str()];
-            self.members_of(owner, owner, &group.hosts, 0, &mut trail, &mut found)?;
+            let mut walk = Walk {
+                owner,
+                trail: vec![owner.as_str()],
+                walked: HashMap::new(),
+                entries: &mut entries,
+            };
+            self.members_of(&mut walk, owner, &group.hosts, 0, &mut found)?;
         }
         Ok(found
             .into_iter()
@@ -253,21 +273,28 @@ impl Resolver<'_> {
             .collect())
     }
 
-    /// Records an entry of `owner` for every host that `patterns` (of group `key`) name,
+    /// Records an entry of `walk.owner` for every host that `patterns` (of group `key`) name,
     /// `distance` groups deep.
     fn members_of<'i>(
         &'i self,
-        owner: &'i str,
+        walk: &mut Walk<'i, '_>,
         key: &str,
         patterns: &'i [String],
         distance: usize,
-        trail: &mut Vec<&'i str>,
         found: &mut HashMap<String, Vec<Entry<'i>>>,
     ) -> Result<(), PlanError> {
+        let owner = walk.owner;
         for list in patterns {
             for pattern in self.group_entry(key, list)? {
                 match pattern {
                     Pattern::Hosts(hosts) => {
+                        *walk.entries += hosts.len();
+                        if *walk.entries > MAX_MEMBERSHIPS {
+                            return Err(PlanError::Input(format!(
+                                "inventory {}: the groups name more than {MAX_MEMBERSHIPS} hosts in all",
+                                self.inventory_path.display()
+                            )));
+                        }
                         for target in hosts {
                             found.entry(target.host).or_default().push(Entry {
                                 distance,
@@ -284,24 +311,30 @@ impl Resolver<'_> {
                                 self.inventory_path.display()
                             )));
                         };
-                        if trail.contains(&name.as_str()) {
-                            trail.push(name);
+                        if walk.trail.contains(&name.as_str()) {
+                            walk.trail.push(name);
                             return Err(PlanError::Input(format!(
                                 "inventory {}: groups include each other: {}",
                                 self.inventory_path.display(),
-                                trail.join(" -> ")
+                                walk.trail.join(" -> ")
                             )));
                         }
-                        if trail.len() >= MAX_NESTING {
+                        if walk.trail.len() >= MAX_NESTING {
                             return Err(PlanError::Input(format!(
                                 "inventory {}: groups nest more than {MAX_NESTING} deep, from group {}",
                                 self.inventory_path.display(),
-                                trail[0]
+                                walk.trail[0]
                             )));
                         }
-                        trail.push(name);
-                        self.members_of(owner, name, &group.hosts, distance + 1, trail, found)?;
-                        trail.pop();
+                        // A group taken in again, no nearer than before, adds nothing.
+                        let nearest = walk.walked.entry(name.as_str()).or_insert(usize::MAX);
+                        if *nearest <= distance + 1 {
+                            continue;
+                        }
+                        *nearest = distance + 1;
+                        walk.trail.push(name);
+                        self.members_of(walk, name, &group.hosts, distance + 1, found)?;
+                        walk.trail.pop();
                     }
                 }
             }

@@ -37,11 +37,13 @@ pub fn write_table<const N: usize>(
 }
 
 /// `--list-hosts`: each host with its user, address, port, transport and jump hosts, as a table or, with
-/// `json`, one object per line. `over_ssh`: the operation runs over SSH whatever the host's
-/// transport (an agent operation).
+/// `json`, one object per line, which also lists the identity files tried, the host's own and
+/// then `identities`, those of every host. `over_ssh`: the operation runs over SSH whatever the
+/// host's transport (an agent operation).
 pub fn write_host_list(
     out: &mut impl Write,
     hosts: &[HostSpec],
+    identities: &[std::path::PathBuf],
     json: bool,
     over_ssh: bool,
 ) -> io::Result<()> {
@@ -62,7 +64,7 @@ pub fn write_host_list(
                 "transport": transport(host),
                 "agent_port": agent_port(host),
                 "become": host.become_root,
-                "identity_files": host.identity_files,
+                "identity_files": host.identity_files.iter().chain(identities).collect::<Vec<_>>(),
                 "via": host.jump.iter().map(|hop| serde_json::json!({
                     "host": hop.name,
                     "user": hop.user,
@@ -149,7 +151,7 @@ mod tests {
         db1.identity_files = vec![std::path::PathBuf::from("/home/ops/.ssh/db_key")];
         let hosts = [spec("web01", TransportChoice::Auto), db1];
         let mut out = Vec::new();
-        write_host_list(&mut out, &hosts, false, false).unwrap();
+        write_host_list(&mut out, &hosts, &[], false, false).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HOST   USER  ADDRESS   PORT  TRANSPORT  AGENT_PORT  BECOME  VIA\n\
@@ -157,11 +159,12 @@ mod tests {
              db1    ops   10.0.0.3  2222  ssh        -           yes     ops@10.0.0.9:22\n"
         );
         let mut out = Vec::new();
-        write_host_list(&mut out, &hosts, true, true).unwrap();
+        let everyone = [std::path::PathBuf::from("/home/ops/.ssh/id_ed25519")];
+        write_host_list(&mut out, &hosts, &everyone, true, true).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\"address\":\"10.0.0.5\",\"agent_port\":null,\"become\":false,\"host\":\"web01\",\"identity_files\":[],\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[]}\n\
-             {\"address\":\"10.0.0.3\",\"agent_port\":null,\"become\":true,\"host\":\"db1\",\"identity_files\":[\"/home/ops/.ssh/db_key\"],\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[{\"address\":\"10.0.0.9\",\"host\":\"bastion\",\"port\":22,\"user\":\"ops\"}]}\n"
+            "{\"address\":\"10.0.0.5\",\"agent_port\":null,\"become\":false,\"host\":\"web01\",\"identity_files\":[\"/home/ops/.ssh/id_ed25519\"],\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[]}\n\
+             {\"address\":\"10.0.0.3\",\"agent_port\":null,\"become\":true,\"host\":\"db1\",\"identity_files\":[\"/home/ops/.ssh/db_key\",\"/home/ops/.ssh/id_ed25519\"],\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[{\"address\":\"10.0.0.9\",\"host\":\"bastion\",\"port\":22,\"user\":\"ops\"}]}\n"
         );
     }
 }

@@ -731,6 +731,10 @@ fn paths_given_to_a_retry_are_anchored_where_it_was_started() {
         "--known-hosts",
         "kh",
         "--out-dir=out",
+        "-Ni",
+        "keys/d",
+        "-bikeys/e",
+        "-p7",
         "--only",
         "failed",
     ]);
@@ -747,6 +751,10 @@ fn paths_given_to_a_retry_are_anchored_where_it_was_started() {
             "--known-hosts",
             "/home/ops/site/kh",
             "--out-dir=/home/ops/site/out",
+            "-Ni",
+            "/home/ops/site/keys/d",
+            "-bi/home/ops/site/keys/e",
+            "-p7",
             "--only",
             "failed",
         ])
@@ -757,7 +765,9 @@ fn paths_given_to_a_retry_are_anchored_where_it_was_started() {
         [
             PathBuf::from("/home/ops/site/keys/a"),
             PathBuf::from("/home/ops/site/keys/b"),
-            PathBuf::from("/abs/c")
+            PathBuf::from("/abs/c"),
+            PathBuf::from("/home/ops/site/keys/d"),
+            PathBuf::from("/home/ops/site/keys/e")
         ]
     );
     assert_eq!(

@@ -163,10 +163,29 @@ fn a_retry_reads_its_runs_relative_paths_from_where_the_run_ran() {
     assert_eq!(recorded["cwd"], first.display().to_string());
 
     // And its retry, from a third place, still writes where the first retry was told.
+    std::fs::remove_dir_all(elsewhere.join("out")).expect("the output directory is ours");
     let output = volley_in(
         fleet.dir(),
         &["retry", "last", "--json"].map(std::ffi::OsStr::new),
     );
     output.assert_code(2);
+    assert!(
+        elsewhere.join("out/h02.stdout").exists(),
+        "{}",
+        output.describe()
+    );
     assert!(!fleet.dir().join("out").exists() && !first.join("out").exists());
+
+    // A run whose directory is gone is not taken up from another one.
+    std::fs::remove_dir_all(&first).expect("the run's directory is ours");
+    let output = volley_in(&elsewhere, &["retry", "last"].map(std::ffi::OsStr::new));
+    output.assert_code(64);
+    assert!(
+        output.stderr.contains(&format!(
+            "ran in {}, which cannot be entered (file not found)",
+            first.display()
+        )),
+        "{}",
+        output.describe()
+    );
 }
