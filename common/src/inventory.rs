@@ -364,6 +364,9 @@ impl Inventory {
         for (key, settings) in levels {
             check_settings(&settings).map_err(|problem| format!("{key}{problem}"))?;
         }
+        if self.known_hosts.as_deref().is_some_and(blank) {
+            return Err("known_hosts: an empty path".to_string());
+        }
         let prefixes =
             std::iter::once(("agent_prefix".to_string(), &self.agent_prefix))
                 .chain(self.groups.iter().map(|(name, group)| {
@@ -381,6 +384,11 @@ impl Inventory {
     }
 }
 
+/// A path of nothing but white space, which names no file.
+fn blank(path: &Path) -> bool {
+    path.to_string_lossy().trim().is_empty()
+}
+
 /// Values that would only fail later, on the host or in the dark: an empty or spaced user or
 /// address, port 0, an empty identity file. The problem starts with the setting's name.
 fn check_settings(settings: &HostSettings) -> Result<(), String> {
@@ -396,11 +404,7 @@ fn check_settings(settings: &HostSettings) -> Result<(), String> {
             return Err(format!("{name}: 0 is not a port"));
         }
     }
-    if settings
-        .identity_file
-        .as_ref()
-        .is_some_and(|file| file.as_os_str().is_empty())
-    {
+    if settings.identity_file.as_deref().is_some_and(blank) {
         return Err("identity_file: an empty path".to_string());
     }
     Ok(())
@@ -615,6 +619,8 @@ mod tests {
             "[hosts.a]\nidentity_file = \"\"\n",
             "hosts.a.identity_file: an empty path",
         );
+        check("identity_file = \" \"\n", "identity_file: an empty path");
+        check("known_hosts = \"\"\n", "known_hosts: an empty path");
         for name in ["web[01-02]", "root@web03", "web04:22", "web0*", "a b"] {
             check(
                 &format!("[hosts.\"{name}\"]\nuser = \"x\"\n"),
