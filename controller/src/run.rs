@@ -324,13 +324,13 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
 }
 
 /// `volley retry RUN`: the recorded run's arguments, on its hosts that did not succeed.
-pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
+pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
     let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
     let mut given: Vec<String> = std::env::args_os()
         .skip(2)
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
-    let mut args = args;
+    // Paths given to the retry are meant from here, not from the run's directory.
     if let Ok(here) = std::env::current_dir() {
         runs::anchor_overrides(&mut args.overrides, &mut given, &here);
     }
@@ -399,6 +399,7 @@ pub(crate) async fn retry(args: RetryArgs) -> anyhow::Result<u8> {
 /// Goes to the directory a recorded run ran in, so that the relative paths of its arguments (an
 /// inventory, a hosts file, files to push) name the same files as they did for it, wherever
 /// the retry or resume is started.
+///
 /// A run whose directory is gone is not taken up from another: its relative paths would name
 /// other files there, silently.
 fn enter_run_dir(run: &str, cwd: Option<&str>) -> Result<(), UsageError> {

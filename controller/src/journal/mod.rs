@@ -221,7 +221,7 @@ pub fn tap(
     tokio::task::spawn_blocking(move || {
         let mut forwarding = true;
         while let Some(event) = events.blocking_recv() {
-            let event = match event {
+            let mut event = match event {
                 Event::Executing {
                     name,
                     execution_id,
@@ -239,7 +239,6 @@ pub fn tap(
                 }
                 event => event,
             };
-            let mut event = event;
             match &mut event {
                 Event::Finished { report, .. } => {
                     if let Some(batch) = journal
