@@ -74,6 +74,17 @@ pub struct Header {
     pub cwd: Option<String>,
 }
 
+impl Header {
+    /// The batch of each host, by its number in the run, counted from 1 (from `batches`).
+    pub fn host_batches(&self) -> Vec<usize> {
+        let mut batch_of = Vec::with_capacity(self.hosts.len());
+        for (number, size) in self.batches.iter().enumerate() {
+            batch_of.extend(std::iter::repeat_n(number + 1, *size));
+        }
+        batch_of
+    }
+}
+
 /// The targets of a run, as given on the command line.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Targets {

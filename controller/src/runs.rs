@@ -183,10 +183,7 @@ fn write_run(out: &mut impl Write, run: &Run) -> io::Result<()> {
         )?;
     }
     writeln!(out)?;
-    let mut batch_of = Vec::with_capacity(header.hosts.len());
-    for (number, size) in header.batches.iter().enumerate() {
-        batch_of.extend(std::iter::repeat_n(number + 1, *size));
-    }
+    let batch_of = header.host_batches();
     let rows: Vec<[String; 7]> = header
         .hosts
         .iter()

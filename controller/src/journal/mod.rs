@@ -131,18 +131,16 @@ impl Journal {
                 *counts.entry(entry.outcome.kind().to_string()).or_insert(0) += 1;
             }
         }
-        let mut batches = HashMap::new();
-        let mut first = 0;
-        for (index, size) in run.header.batches.iter().enumerate() {
-            for number in first..first + size {
-                if let Some(host) = run.header.hosts.get(number)
-                    && resuming_set.contains(&number)
-                {
-                    batches.insert(host.clone(), index + 1);
-                }
-            }
-            first += size;
-        }
+        let batch_of = run.header.host_batches();
+        let batches = resuming
+            .iter()
+            .filter_map(|&number| {
+                Some((
+                    run.header.hosts.get(number)?.clone(),
+                    *batch_of.get(number)?,
+                ))
+            })
+            .collect();
         let mut journal = Journal {
             id: run.header.id.clone(),
             path: path.to_path_buf(),

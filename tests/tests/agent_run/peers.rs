@@ -28,6 +28,12 @@ fn marker(fleet: &AgentFleet) -> PathBuf {
 
 /// `volley run` on the fleet's inventory with the PKI at `pki`, forcing the agent transport.
 fn run_with_pki(fleet: &AgentFleet, pki: &Path) -> ProcessOutput {
+    run_through(fleet, pki, "agent")
+}
+
+/// `volley run --json` of the command that marks the hosts it runs on, on the fleet's
+/// inventory, with the PKI at `pki` and `--transport transport`.
+fn run_through(fleet: &AgentFleet, pki: &Path, transport: &str) -> ProcessOutput {
     let command = format!("echo ran >> '{}'", marker(fleet).display());
     let args: Vec<OsString> = vec![
         "run".into(),
@@ -38,7 +44,7 @@ fn run_with_pki(fleet: &AgentFleet, pki: &Path) -> ProcessOutput {
         "-g".into(),
         "all".into(),
         "--transport".into(),
-        "agent".into(),
+        transport.into(),
         "--json".into(),
         "--".into(),
         command.into(),
@@ -275,20 +281,7 @@ fn a_controller_whose_ca_file_is_no_ca_stops_before_any_host() {
         } else {
             std::fs::write(other.ca(), content).expect("the PKI directory is writable");
         }
-        let command = format!("echo ran >> '{}'", marker(&fleet).display());
-        let output = fleet.run([
-            "run".into(),
-            "--inventory".into(),
-            OsString::from(fleet.inventory()),
-            "--pki".into(),
-            other.dir().into(),
-            "-g".into(),
-            "all".into(),
-            "--transport".into(),
-            "auto".into(),
-            "--".into(),
-            OsString::from(command),
-        ]);
+        let output = run_through(&fleet, other.dir(), "auto");
         output.assert_code(EXIT_USAGE);
         assert!(
             output.stderr.starts_with(&expected) && output.stderr.lines().count() == 1,
