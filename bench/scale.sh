@@ -9,8 +9,9 @@
 # prints wall, controller CPU per host, peak RSS and descriptors, the outcomes, the journal's
 # records, and the big run against the 500-host run scaled by the host count.
 #
-# Last, `exec sleep 15` on 2000 hosts at once (--held N): their sessions are all open together,
-# which shows what one connected host costs the controller in memory and descriptors.
+# Last, `exec sleep 15` on 2000 hosts at once (--held N, 0 to skip): their sessions are all open
+# together, which shows what one connected host costs the controller in memory and descriptors.
+# And the floor: the controller's side of one TLS handshake, measured in memory.
 #
 # The open-file limit is raised here, for this script and what it starts (one descriptor per
 # host for volley, one per connection for each agent), to 65536 where root may, otherwise to the

@@ -18,6 +18,7 @@ mod admission;
 mod agents;
 mod cgroup;
 mod cost;
+mod handshake;
 mod push;
 mod scale;
 mod ssh;

@@ -28,6 +28,7 @@ use volley_tests::pki::Pki;
 use volley_tests::volley::volley_command_at;
 
 use crate::cost::{Ran, load, run, status_kib};
+use crate::handshake;
 
 /// What the scale rig runs.
 pub struct ScaleOptions {
@@ -73,9 +74,10 @@ pub fn run_benchmark(options: &ScaleOptions) {
     let baseline = rig.run(options.baseline, None, "true");
     let default = rig.run(options.hosts, None, "true");
     let all_at_once = rig.run(options.hosts, Some(options.hosts), "true");
-    // Connections held open together: what each costs the controller.
+    // Connections held open together: what each costs the controller (`--held 0` skips it).
     let held = options.held.min(options.hosts);
-    let holding = rig.run(held, Some(held), &format!("exec sleep {HOLD_SECONDS}"));
+    let holding =
+        (held > 0).then(|| rig.run(held, Some(held), &format!("exec sleep {HOLD_SECONDS}")));
 
     let scaled = baseline.wall.as_secs_f64() * options.hosts as f64 / options.baseline as f64;
     println!(
@@ -92,15 +94,19 @@ pub fn run_benchmark(options: &ScaleOptions) {
             big.cpu_per_host_ms, big.peak_rss_mib, big.peak_fds
         );
     }
-    let open = holding.peak_fds.saturating_sub(baseline.peak_fds).max(1);
-    println!(
-        "{held} sessions held: peak rss {:.0} MiB with {} descriptors open at peak: about {:.0} \
-         KiB per open connection (peak rss above the {}-host run's, per descriptor above its)",
-        holding.peak_rss_mib,
-        holding.peak_fds,
-        (holding.peak_rss_mib - baseline.peak_rss_mib).max(0.0) * 1024.0 / open as f64,
-        options.baseline
-    );
+    if let Some(holding) = holding {
+        let open = holding.peak_fds.saturating_sub(baseline.peak_fds).max(1);
+        println!(
+            "{held} sessions held: peak rss {:.0} MiB with {} descriptors open at peak: about \
+             {:.0} KiB per open connection (peak rss above the {}-host run's, per descriptor \
+             above its)",
+            holding.peak_rss_mib,
+            holding.peak_fds,
+            (holding.peak_rss_mib - baseline.peak_rss_mib).max(0.0) * 1024.0 / open as f64,
+            options.baseline
+        );
+    }
+    handshake_floor(dir.path(), options.hosts.div_ceil(options.agents));
     let (mean, max) = rig.agents_peak_rss();
     println!(
         "agents' peak RSS (VmHWM): mean {mean:.1} MiB, max {max:.1} MiB, for {} hosts each",
@@ -316,6 +322,48 @@ fn outcome_text(ran: &Ran) -> String {
         .map(|(kind, count)| format!("{count} {kind}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Prints the controller's share of one host's TLS handshake, measured in memory
+/// ([`handshake`]), with the certificate of the rig's first agent and with one that names a
+/// single host, as each agent of a real fleet has: the part of the CPU per host that no change
+/// short of not shaking hands in every run can remove.
+fn handshake_floor(root: &Path, names_each: usize) {
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", path.display())))
+    };
+    let pki = root.join("pki");
+    let (ca, controller_certificate, controller_key) = (
+        read(pki.join("ca.pem")),
+        read(pki.join("controller.pem")),
+        read(pki.join("controller.key")),
+    );
+    let share = |agent_certificate: &str, agent_key: &str| {
+        let ends = handshake::Ends {
+            ca: &ca,
+            controller_certificate: &controller_certificate,
+            controller_key: &controller_key,
+            agent_certificate,
+            agent_key,
+        };
+        handshake::client_share(&ends, "h00001", 200)
+            .unwrap_or_else(|e| fail(&format!("the in-memory handshake failed: {e}")))
+            .as_secs_f64()
+            * 1000.0
+    };
+    let rig = share(
+        &read(root.join("agent00.pem")),
+        &read(root.join("agent00.key")),
+    );
+    let (certificate, key) = issue(&issuer(&pki), "h00001", &["h00001"]);
+    let single = share(&certificate, &key);
+    println!(
+        "controller's share of one TLS handshake, in memory (no socket, no HTTP/2): {rig:.3} ms \
+         with the rig's certificates ({names_each} names each), {single:.3} ms with one naming \
+         one host: {:.0}% of the 0.5 ms target",
+        single / 0.5 * 100.0
+    );
 }
 
 /// The rig's CA, as `volley pki init` made it.

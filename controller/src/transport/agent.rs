@@ -86,6 +86,7 @@ impl From<Outcome> for NotConnected {
 pub struct Connected {
     pub client: AgentClient<Channel>,
     info: pb::AgentInfo,
+    /// The agent's end-entity certificate (DER), when asked for: empty otherwise.
     certificate: Vec<u8>,
 }
 
@@ -179,7 +180,7 @@ impl AgentTransport {
     ) -> Result<Reached, NotConnected> {
         let started = Instant::now();
         let progress = Progress::default();
-        let connect = self.connect(host, &progress);
+        let connect = self.connect(host, &progress, false);
         match admission.connect(timeout, cancel, connect).await {
             Ok(Ok(connected)) => Ok(Reached {
                 connected,
@@ -212,7 +213,7 @@ impl AgentTransport {
     /// itself and the certificate it presents. Runs no command.
     pub async fn probe(&self, host: &HostSpec, timeout: Duration) -> Result<Served, Outcome> {
         let progress = Progress::default();
-        let connected = tokio::time::timeout(timeout, self.connect(host, &progress))
+        let connected = tokio::time::timeout(timeout, self.connect(host, &progress, true))
             .await
             .map_err(|_| Outcome::ConnectTimeout {
                 reason: progress.stalled(timeout),
@@ -229,13 +230,15 @@ impl AgentTransport {
         })
     }
 
-    /// TCP, TLS, HTTP/2 and an `Info` call, each stage recorded in `progress`. Every failure is
-    /// an outcome whose reason names the agent's address and the stage; none can have run the
-    /// command.
+    /// TCP, TLS, HTTP/2 and an `Info` call, each stage recorded in `progress`, and a copy of
+    /// the agent's certificate if `keep_certificate` (only `volley agent` looks at it). Every
+    /// failure is an outcome whose reason names the agent's address and the stage; none can
+    /// have run the command.
     async fn connect(
         &self,
         host: &HostSpec,
         progress: &Progress,
+        keep_certificate: bool,
     ) -> Result<Connected, NotConnected> {
         let what = format!("agent {}", dialled(&host.address, host.agent_port));
         let leg = Leg::new(Protocol::Tls, what.clone(), None);
@@ -272,6 +275,7 @@ impl AgentTransport {
         let certificate = session
             .peer_certificates()
             .and_then(|chain| chain.first())
+            .filter(|_| keep_certificate)
             .map(|der| der.to_vec())
             .unwrap_or_default();
 

@@ -177,7 +177,7 @@ impl AgentTransport {
     ) -> Result<(AgentClient<Channel>, Streaming<pb::ExecEvent>), Attach> {
         let progress = Progress::default();
         let timeout = job.limits.connect_timeout;
-        let connect = self.connect(job.host, &progress);
+        let connect = self.connect(job.host, &progress, false);
         let connected = job.admission.connect(timeout, &job.cancel, connect).await;
         let mut client = match connected {
             Ok(Ok(connected)) => connected.client,
