@@ -190,7 +190,10 @@ impl RunPlan {
         };
         // Every group is read first: a broken one is an error for every run (see memberships).
         let memberships = resolver.memberships()?;
-        let Resolved { targets, warnings } = resolver.resolve(args)?;
+        let Resolved {
+            targets,
+            mut exclusions,
+        } = resolver.resolve(args)?;
         // The same host named twice runs once, with the settings of its first mention: the same
         // name (`web01` in a group and on the command line), or the same login at the same
         // address and port once the inventory and ssh config are applied (`web01,root@web01:22`).
@@ -206,12 +209,14 @@ impl RunPlan {
             })
             .collect::<Result<Vec<HostSpec>, _>>()?
             .into_iter()
+            .filter(|host| !exclusions.by_login(host))
             .filter(|host| {
                 let new_name = names.insert(host.name.clone());
                 let new_login = logins.insert(host.login());
                 new_name && new_login
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let warnings = exclusions.finish(hosts.len())?;
 
         // A setting comes from its flag, else its VOLLEY_ variable, else the inventory: an
         // error names the one it came from.

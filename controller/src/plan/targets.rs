@@ -8,7 +8,7 @@ use std::path::Path;
 use volley_common::inventory::Inventory;
 use volley_common::target::{Pattern, Target, glob_match, parse_list, split_list};
 
-use super::{MAX_STDIN, PlanError, io_reason};
+use super::{HostSpec, MAX_STDIN, PlanError, io_reason};
 use crate::cli::RunArgs;
 
 /// Expands patterns, groups and hosts files into the ordered, de-duplicated target list.
@@ -85,49 +85,18 @@ impl<'a> Resolver<'a> {
             )));
         }
 
-        let exclusions = Exclusions::new(self, &args.targets.exclude)?;
+        let mut exclusions = Exclusions::new(self, &args.targets.exclude)?;
         // Distinct hosts: one named twice is counted once, as it runs once.
-        let before = targets
+        exclusions.before = targets
             .iter()
             .map(ToString::to_string)
             .collect::<HashSet<_>>()
             .len();
-        let mut used = vec![false; exclusions.0.len()];
-        targets.retain(|target| {
-            let mut excluded = false;
-            for (exclusion, used) in exclusions.0.iter().zip(&mut used) {
-                if exclusion.matches(target) {
-                    (*used, excluded) = (true, true);
-                }
-            }
-            !excluded
-        });
-        if targets.is_empty() {
-            let excluded: Vec<String> = args
-                .targets
-                .exclude
-                .iter()
-                .map(|list| format!("-x '{list}'"))
-                .collect();
-            return Err(PlanError::Input(format!(
-                "no targets left: {} leaves out all {before} of them",
-                excluded.join(" ")
-            )));
-        }
-        // A misspelt exclusion would run the command on the host meant to be spared: say so.
-        let warnings = exclusions
-            .0
-            .iter()
-            .zip(used)
-            .filter(|(_, used)| !used)
-            .map(|(exclusion, _)| {
-                format!(
-                    "-x '{}' leaves out none of the {before} targets",
-                    exclusion.element
-                )
-            })
-            .collect();
-        Ok(Resolved { targets, warnings })
+        targets.retain(|target| !exclusions.by_name(target));
+        Ok(Resolved {
+            targets,
+            exclusions,
+        })
     }
 
     fn push(
@@ -343,34 +312,98 @@ impl Resolver<'_> {
     }
 }
 
-/// The resolved targets, in order.
+/// The resolved targets, in order, and what `-x` may still leave out of them.
 pub(super) struct Resolved {
     pub(super) targets: Vec<Target>,
-    /// What the operator gave that had no effect (an exclusion that matched no target).
-    pub(super) warnings: Vec<String>,
+    pub(super) exclusions: Exclusions,
 }
 
-/// What `-x` leaves out, element by element: exact names (ranges and groups expanded) or a glob.
-struct Exclusions(Vec<Exclusion>);
+/// What `-x` leaves out, element by element: exact names (ranges and groups expanded), logins
+/// (a name with a user or port) or a glob.
+pub(super) struct Exclusions {
+    list: Vec<Exclusion>,
+    /// Whether each element left out a target.
+    used: Vec<bool>,
+    /// The `-x` lists as given.
+    given: Vec<String>,
+    /// Distinct targets before any was left out.
+    before: usize,
+}
 
 struct Exclusion {
     /// The element as given, to name it in a warning.
     element: String,
     /// Host names: every target of that host, whatever its user and port.
     names: HashSet<String>,
-    /// Targets given with a user or port (`bob@h1`, `h1:2222`): only the target named so.
-    logins: HashSet<String>,
+    /// Hosts given with a user or port (`bob@h1`, `h1:2222`): only where the host is dialled
+    /// so, however it was named.
+    logins: Vec<Target>,
     glob: Option<String>,
 }
 
-impl Exclusion {
-    fn matches(&self, target: &Target) -> bool {
-        self.names.contains(&target.host)
-            || (!self.logins.is_empty() && self.logins.contains(&target.to_string()))
-            || self
-                .glob
-                .as_deref()
-                .is_some_and(|glob| glob_match(glob, &target.host))
+impl Exclusions {
+    /// Whether an exclusion leaves out `target` by its name or a glob, marking those that do.
+    fn by_name(&mut self, target: &Target) -> bool {
+        let mut excluded = false;
+        for (exclusion, used) in self.list.iter().zip(&mut self.used) {
+            let named = exclusion.names.contains(&target.host)
+                || exclusion
+                    .glob
+                    .as_deref()
+                    .is_some_and(|glob| glob_match(glob, &target.host));
+            if named {
+                (*used, excluded) = (true, true);
+            }
+        }
+        excluded
+    }
+
+    /// Whether an exclusion given with a user or port leaves out `host` as it will be dialled,
+    /// its user and port settled by the target, its groups, the inventory and ssh config:
+    /// `-x root@web2:2200` leaves out `web2` where a group entry makes it that login.
+    pub(super) fn by_login(&mut self, host: &HostSpec) -> bool {
+        let mut excluded = false;
+        for (exclusion, used) in self.list.iter().zip(&mut self.used) {
+            let dialled = exclusion.logins.iter().any(|login| {
+                login.host == host.host
+                    && login.user.as_ref().is_none_or(|user| *user == host.user)
+                    && login.port.is_none_or(|port| port == host.port)
+            });
+            if dialled {
+                (*used, excluded) = (true, true);
+            }
+        }
+        excluded
+    }
+
+    /// Once every host is settled, `left` of them running: an error if none is, else a
+    /// warning for each exclusion that left out nothing (a misspelt exclusion would run the
+    /// command on the host it meant to spare).
+    pub(super) fn finish(self, left: usize) -> Result<Vec<String>, PlanError> {
+        let before = self.before;
+        if left == 0 {
+            let excluded: Vec<String> = self
+                .given
+                .iter()
+                .map(|list| format!("-x '{list}'"))
+                .collect();
+            return Err(PlanError::Input(format!(
+                "no targets left: {} leaves out all {before} of them",
+                excluded.join(" ")
+            )));
+        }
+        Ok(self
+            .list
+            .iter()
+            .zip(self.used)
+            .filter(|(_, used)| !used)
+            .map(|(exclusion, _)| {
+                format!(
+                    "-x '{}' leaves out none of the {before} targets",
+                    exclusion.element
+                )
+            })
+            .collect())
     }
 }
 
@@ -394,7 +427,7 @@ impl Exclusions {
                 let mut exclusion = Exclusion {
                     element: element.to_string(),
                     names: HashSet::new(),
-                    logins: HashSet::new(),
+                    logins: Vec::new(),
                     glob: None,
                 };
                 if element.contains(['*', '?']) && !element.contains('[') {
@@ -404,11 +437,11 @@ impl Exclusions {
                         .map_err(|e| PlanError::Input(format!("-x '{list}': {e}")))?
                     {
                         match pattern {
-                            // As typed: a user or port narrows it to the target named so.
+                            // A user or port narrows it to the host dialled so.
                             Pattern::Hosts(targets) => {
                                 for target in targets {
                                     if target.user.is_some() || target.port.is_some() {
-                                        exclusion.logins.insert(target.to_string());
+                                        exclusion.logins.push(target);
                                     } else {
                                         exclusion.names.insert(target.host);
                                     }
@@ -428,7 +461,12 @@ impl Exclusions {
                 exclusions.push(exclusion);
             }
         }
-        Ok(Exclusions(exclusions))
+        Ok(Exclusions {
+            used: vec![false; exclusions.len()],
+            list: exclusions,
+            given: lists.to_vec(),
+            before: 0,
+        })
     }
 }
 

@@ -132,6 +132,21 @@ fn exclusions_take_names_ranges_groups_and_globs() {
         Ok(&["alice@h1", "h2"]),
     );
     check(&["-w", "alice@h1,bob@h1,h2", "-x", "h1"], Ok(&["h2"]));
+    // ... as the host is dialled, whatever settled its user and port: web02's inventory entry
+    // (root), web03's ssh config (port 2222), web01's group (www).
+    check(
+        &["-g", "web", "-x", "root@web02,web03:2222,www@web01"],
+        Ok(&["web04", "db1", "db2"]),
+    );
+    let planned = plan(&["-g", "web", "-x", "ops@web01,web04:22"]).unwrap();
+    assert_eq!(planned.hosts.len(), 6);
+    assert_eq!(
+        planned.warnings,
+        [
+            "-x 'ops@web01' leaves out none of the 6 targets",
+            "-x 'web04:22' leaves out none of the 6 targets",
+        ]
+    );
     // A group leaves out its hosts however they are named, its entries' users and ports aside.
     let inventory = "[groups.web]\nhosts = [\"root@web09:2200\", \"web10\"]\n";
     let planned = plan_with(inventory, &["-w", "web09,web10,web11", "-x", "@web"]).unwrap();
@@ -141,6 +156,22 @@ fn exclusions_take_names_ranges_groups_and_globs() {
         .map(|host| host.name.as_str())
         .collect();
     assert_eq!(names, ["web11"]);
+    // A group entry's user and port make the host that login, however it is named.
+    let planned = plan_with(
+        inventory,
+        &["-w", "web09,web10,root@web09:2200", "-x", "root@web09:2200"],
+    )
+    .unwrap();
+    let names: Vec<&str> = planned
+        .hosts
+        .iter()
+        .map(|host| host.name.as_str())
+        .collect();
+    assert_eq!(names, ["web10"]);
+    assert_eq!(
+        plan_with(inventory, &["-w", "web09", "-x", "root@web09:2200"]).unwrap_err(),
+        "no targets left: -x 'root@web09:2200' leaves out all 1 of them"
+    );
     // `-g @web` is `-g web`.
     check(&["-g", "@db"], Ok(&["db1", "db2"]));
     check(&["-g", "web", "-x", "web0?", "-x", "db1"], Ok(&["db2"]));
