@@ -27,7 +27,10 @@
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        // One write per line: stderr is unbuffered, and a line written piece by piece can be
+        // split by another writer (a progress bar, a second volley appending to the same log).
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }};
 }
 

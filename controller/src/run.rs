@@ -293,7 +293,8 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         Err(_) if status == exit::BROKEN_PIPE => return Ok(status),
         Err(error) => anyhow::bail!("cannot write the output: {error}"),
     };
-    let mut stderr = std::io::stderr().lock();
+    // A line at a time (stderr itself writes every piece of a line on its own).
+    let mut stderr = std::io::LineWriter::new(std::io::stderr().lock());
     report::write_learned_host_keys(&mut stderr, &known_hosts.learned())?;
     report::write_summary(
         &mut stderr,
