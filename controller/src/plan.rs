@@ -23,7 +23,7 @@ mod ssh;
 use self::ssh::SshSources;
 pub use self::ssh::{JumpHost, dialled};
 
-use self::targets::{Membership, Resolved, Resolver, is_stdin, read_stdin};
+use self::targets::{Disagreement, Membership, Resolved, Resolver, is_stdin, read_stdin};
 
 pub const DEFAULT_PARALLEL: usize = 512;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -201,11 +201,20 @@ impl RunPlan {
         let (mut names, mut logins) = (HashSet::new(), HashSet::new());
         // A host takes the settings of the groups it belongs to, however it was named.
         let none = Membership::default();
+        let mut disagreements = Vec::new();
         let hosts = targets
             .into_iter()
             .map(|target| {
                 let membership = memberships.get(&target.host).unwrap_or(&none);
-                host_spec(target, membership, args, &inventory, &ssh, env)
+                host_spec(
+                    target,
+                    membership,
+                    args,
+                    &inventory,
+                    &ssh,
+                    env,
+                    &mut disagreements,
+                )
             })
             .collect::<Result<Vec<HostSpec>, _>>()?
             .into_iter()
@@ -216,7 +225,11 @@ impl RunPlan {
                 new_name && new_login
             })
             .collect::<Vec<_>>();
-        let warnings = exclusions.finish(hosts.len())?;
+        let mut warnings = exclusions.finish(hosts.len())?;
+        // Only for the hosts that run.
+        let running: HashSet<&str> = hosts.iter().map(|host| host.host.as_str()).collect();
+        disagreements.retain(|(host, _)| running.contains(host.as_str()));
+        warnings.extend(disagreement_warnings(&inventory_path, disagreements));
 
         // A setting comes from its flag, else its VOLLEY_ variable, else the inventory: an
         // error names the one it came from.
@@ -418,22 +431,146 @@ fn group_settings(inventory: &Inventory, groups: &[&str]) -> HostSettings {
         })
 }
 
+/// For each setting that the host's groups give, a group as near the host as the first that
+/// gives it, giving another value.
+fn group_disagreements<'i>(
+    inventory: &'i Inventory,
+    membership: &Membership<'i>,
+) -> Vec<Disagreement<'i>> {
+    type Read = fn(&HostSettings) -> Option<String>;
+    let settings: [(&'static str, Read); 7] = [
+        ("user", |s| s.user.clone()),
+        ("port", |s| s.port.map(|port| port.to_string())),
+        ("identity_file", |s| {
+            s.identity_file
+                .as_ref()
+                .map(|path| path.display().to_string())
+        }),
+        ("transport", |s| {
+            s.transport.map(|t| format!("{t:?}").to_ascii_lowercase())
+        }),
+        ("agent_port", |s| s.agent_port.map(|port| port.to_string())),
+        ("agent_prefix", |s| {
+            s.agent_prefix
+                .as_ref()
+                .map(|path| path.display().to_string())
+        }),
+        ("become", |s| s.become_root.map(|on| on.to_string())),
+    ];
+    let groups: Vec<(&str, usize, HostSettings)> = membership
+        .groups
+        .iter()
+        .zip(&membership.distances)
+        .filter_map(|(name, distance)| {
+            let (name, group) = inventory.groups.get_key_value(*name)?;
+            Some((name.as_str(), *distance, group.settings()))
+        })
+        .collect();
+    let mut found = Vec::new();
+    for (setting, read) in settings {
+        let mut given = groups
+            .iter()
+            .filter_map(|(name, distance, settings)| Some((*name, *distance, read(settings)?)));
+        let Some((applies, nearest, applied)) = given.next() else {
+            continue;
+        };
+        if let Some((other, _, value)) = given
+            .take_while(|(_, distance, _)| *distance == nearest)
+            .find(|(_, _, value)| *value != applied)
+        {
+            found.push(Disagreement {
+                setting,
+                applies: (applies, applied),
+                other: (other, value),
+            });
+        }
+    }
+    found
+}
+
+/// The warnings for groups that disagree on hosts' settings, one per pair of groups and
+/// setting, naming the hosts.
+fn disagreement_warnings(inventory: &Path, found: Vec<(String, Disagreement<'_>)>) -> Vec<String> {
+    let mut hosts: std::collections::BTreeMap<Disagreement<'_>, Vec<String>> = Default::default();
+    for (host, disagreement) in found {
+        hosts.entry(disagreement).or_default().push(host);
+    }
+    hosts
+        .into_iter()
+        .map(|(d, hosts)| {
+            let hosts = volley_common::fold::fold(hosts.iter().map(String::as_str));
+            let ((applies, applied), (other, value)) = (d.applies, d.other);
+            let setting = d.setting;
+            if applies == other {
+                format!(
+                    "inventory {}: group {applies} gives {hosts} {setting} '{applied}' and '{value}': the first applies",
+                    inventory.display()
+                )
+            } else {
+                format!(
+                    "inventory {}: groups {applies} and {other}, equally near {hosts}, give {setting} '{applied}' and '{value}': {applies}'s applies, the first in name order; set it for the host, or in one group",
+                    inventory.display()
+                )
+            }
+        })
+        .collect()
+}
+
 /// Decides one host's settings. The most specific source wins: the pattern itself (or a group
 /// entry's `user@host:port`), then the command line (`-l`, `-o`, `-J`), the inventory's host
 /// entry, its groups, ~/.ssh/config, and last the inventory's top-level defaults.
-fn host_spec(
+fn host_spec<'i>(
     target: Target,
-    membership: &Membership<'_>,
+    membership: &Membership<'i>,
     args: &RunArgs,
-    inventory: &Inventory,
+    inventory: &'i Inventory,
     sources: &SshSources,
     env: &Environment,
+    disagreements: &mut Vec<(String, Disagreement<'i>)>,
 ) -> Result<HostSpec, PlanError> {
     let none = HostSettings::default();
     let host = inventory.hosts.get(&target.host).unwrap_or(&none);
     let group = &group_settings(inventory, &membership.groups);
     let options = sources.options.lookup(&target.host, &env.local_user)?;
     let ssh = sources.config.lookup(&target.host, &env.local_user)?;
+
+    // Where groups equally near disagree on a setting that nothing nearer settles, the first
+    // in name order decides: say so.
+    let entry_settles = |setting: &str| match setting {
+        "user" => target.user.is_some(),
+        "port" => target.port.is_some(),
+        _ => false,
+    };
+    let settles = |setting: &str| {
+        entry_settles(setting)
+            || match setting {
+                "user" => {
+                    membership.user.is_some()
+                        || args.ssh.user.is_some()
+                        || options.user.is_some()
+                        || host.user.is_some()
+                }
+                "port" => {
+                    membership.port.is_some() || options.port.is_some() || host.port.is_some()
+                }
+                "transport" => args.transport.is_some() || host.transport.is_some(),
+                "agent_port" => host.agent_port.is_some(),
+                "agent_prefix" => host.agent_prefix.is_some(),
+                "become" => args.ssh.become_root || host.become_root.is_some(),
+                _ => false,
+            }
+    };
+    let unsettled = membership
+        .disagreements
+        .iter()
+        .filter(|disagreement| !entry_settles(disagreement.setting))
+        .cloned()
+        .chain(
+            group_disagreements(inventory, membership)
+                .into_iter()
+                .filter(|disagreement| !settles(disagreement.setting)),
+        );
+    disagreements.extend(unsettled.map(|disagreement| (target.host.clone(), disagreement)));
 
     let address = options
         .hostname

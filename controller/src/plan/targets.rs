@@ -184,10 +184,25 @@ pub(super) struct Membership<'i> {
     /// that take it in through another group (one level, then two, ...); groups at the same
     /// distance in name order.
     pub(super) groups: Vec<&'i str>,
+    /// How near each of `groups` is: 0 for a group that lists the host itself.
+    pub(super) distances: Vec<usize>,
     /// The user and port a group entry gives it (`root@web09:2200`), from the nearest entry
     /// that gives them: they apply as if the host were named so.
     pub(super) user: Option<String>,
     pub(super) port: Option<u16>,
+    /// Entries as near as the one that gave the user or port, giving another.
+    pub(super) disagreements: Vec<Disagreement<'i>>,
+}
+
+/// Two groups equally near a host that give it different values of one setting: the first,
+/// in name order, applies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct Disagreement<'i> {
+    pub(super) setting: &'static str,
+    /// The group whose value applies, and the value.
+    pub(super) applies: (&'i str, String),
+    /// The other group, and the value it gives.
+    pub(super) other: (&'i str, String),
 }
 
 /// Walking one group's members: the group, the groups on the way down, how near each group
@@ -230,13 +245,39 @@ impl Resolver<'_> {
                 // Stable: groups came in name order, and each group's entries in its order.
                 entries.sort_by_key(|entry| entry.distance);
                 let mut membership = Membership::default();
+                let (mut user, mut port) = (None, None);
                 for entry in entries {
                     if !membership.groups.contains(&entry.group) {
                         membership.groups.push(entry.group);
+                        membership.distances.push(entry.distance);
                     }
-                    membership.user = membership.user.or(entry.user);
-                    membership.port = membership.port.or(entry.port);
+                    let (distance, group) = (entry.distance, entry.group);
+                    let given = [
+                        ("user", &mut user, entry.user),
+                        ("port", &mut port, entry.port.map(|port| port.to_string())),
+                    ];
+                    for (setting, first, value) in given {
+                        let Some(value) = value else { continue };
+                        match first {
+                            None => *first = Some((distance, group, value)),
+                            Some((nearest, applies, applied))
+                                if *nearest == distance && *applied != value =>
+                            {
+                                let disagreement = Disagreement {
+                                    setting,
+                                    applies: (applies, applied.clone()),
+                                    other: (group, value),
+                                };
+                                if !membership.disagreements.contains(&disagreement) {
+                                    membership.disagreements.push(disagreement);
+                                }
+                            }
+                            Some(_) => {}
+                        }
+                    }
                 }
+                membership.user = user.map(|(_, _, user)| user);
+                membership.port = port.and_then(|(_, _, port)| port.parse().ok());
                 (host, membership)
             })
             .collect())

@@ -818,3 +818,64 @@ fn journal_limits_come_from_the_inventory() {
         Err("journal_max_bytes: bad size 'lots': expected a number (examples: 1MiB, 64KiB, 4096)"),
     );
 }
+
+#[test]
+fn groups_equally_near_that_disagree_on_a_setting_are_warned_of() {
+    // What follows the inventory's path in each warning.
+    let warned = |inventory: &str, args: &[&str]| -> Vec<String> {
+        plan_with(inventory, args)
+            .unwrap()
+            .warnings
+            .iter()
+            .map(|w| w.split_once("inventory.toml: ").unwrap().1.to_string())
+            .collect()
+    };
+    let both = "[groups.all]\nhosts = [\"web[01-03]\", \"db1\"]\nuser = \"ops\"\nbecome = true\n\
+                [groups.web]\nhosts = [\"web[01-03]\"]\nuser = \"www\"\nbecome = false\n\
+                transport = \"ssh\"\n";
+    let planned = plan_with(both, &["-g", "web", "-w", "db1"]).unwrap();
+    assert_eq!(
+        planned.hosts[0].user, "ops",
+        "the first group in name order"
+    );
+    assert_eq!(
+        warned(both, &["-g", "web", "-w", "db1"]),
+        [
+            "groups all and web, equally near web[01-03], give become 'true' and 'false': all's \
+             applies, the first in name order; set it for the host, or in one group",
+            "groups all and web, equally near web[01-03], give user 'ops' and 'www': all's \
+             applies, the first in name order; set it for the host, or in one group",
+        ]
+    );
+    // Only for the hosts that run; not where something nearer settles the setting.
+    assert_eq!(warned(both, &["-w", "db1"]), Vec::<String>::new());
+    assert_eq!(
+        warned(both, &["-w", "web02", "-l", "root", "--become"]),
+        Vec::<String>::new()
+    );
+    let own = format!("{both}[hosts.web02]\nuser = \"root\"\n");
+    assert_eq!(warned(&own, &["-w", "web02"]).len(), 1, "become only");
+    // A nearer group is no disagreement: `all` takes web's hosts in through `@web`.
+    let nested = "[groups.all]\nhosts = [\"@web\"]\nuser = \"ops\"\n\
+                  [groups.web]\nhosts = [\"web01\"]\nuser = \"www\"\n";
+    assert_eq!(warned(nested, &["-w", "web01"]), Vec::<String>::new());
+    assert_eq!(
+        plan_with(nested, &["-w", "web01"]).unwrap().hosts[0].user,
+        "www"
+    );
+    // Group entries that give a host two logins.
+    let entries = "[groups.a]\nhosts = [\"root@h:2200\"]\n[groups.b]\nhosts = [\"admin@h\"]\n\
+                   [groups.c]\nhosts = [\"x@k\", \"y@k\"]\n";
+    assert_eq!(
+        warned(entries, &["-w", "h,k"]),
+        [
+            "groups a and b, equally near h, give user 'root' and 'admin': a's applies, the \
+             first in name order; set it for the host, or in one group",
+            "group c gives k user 'x' and 'y': the first applies",
+        ]
+    );
+    assert_eq!(
+        warned(entries, &["-w", "admin@h,z@k"]),
+        Vec::<String>::new()
+    );
+}
