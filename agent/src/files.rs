@@ -94,6 +94,7 @@ pub fn stat(
                 let target = roots.resolve_target(&query.path)?;
                 return state_of(checksums, &target, query.size);
             }
+            roots.check_not_protected(&query.path, &path)?;
             state_of(checksums, &path, query.size)
         })
         .collect()
@@ -490,6 +491,12 @@ pub fn open_for_fetch(
     let metadata = file
         .metadata()
         .map_err(|error| FileError::io(Path::new(path), &error))?;
+    if roots.is_protected(&metadata) {
+        return Err(Refusal::Protected {
+            path: path.to_string(),
+        }
+        .into());
+    }
     if !metadata.is_file() {
         return Err(FileError::Precondition(format!(
             "{path} is not a regular file"

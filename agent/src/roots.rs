@@ -98,21 +98,34 @@ impl PushRoots {
         self
     }
 
-    /// Refuses `target` (a resolved path) if it is a protected file.
+    /// Refuses `target` (a resolved path) if it is a protected file under any name: the same
+    /// path once links are followed, or the same file (a hard link to it).
     pub fn check_not_protected(&self, path: &str, target: &Path) -> Result<(), Refusal> {
-        let target = target
+        let canonical = target
             .canonicalize()
             .unwrap_or_else(|_| target.to_path_buf());
-        let protected = self
+        let same_path = self
             .protected
             .iter()
-            .any(|file| file.canonicalize().is_ok_and(|file| file == target));
-        if protected {
+            .any(|file| file.canonicalize().is_ok_and(|file| file == canonical));
+        let same_file = std::fs::metadata(target).is_ok_and(|file| self.is_protected(&file));
+        if same_path || same_file {
             return Err(Refusal::Protected {
                 path: path.to_string(),
             });
         }
         Ok(())
+    }
+
+    /// Whether `file` (the metadata of a file, as opened) is a protected file: checked on what
+    /// was opened too, so that a name swapped for a link after its check lets nothing out.
+    pub fn is_protected(&self, file: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        self.protected.iter().any(|protected| {
+            std::fs::metadata(protected).is_ok_and(|protected| {
+                (protected.dev(), protected.ino()) == (file.dev(), file.ino())
+            })
+        })
     }
 
     pub fn list(&self) -> String {
@@ -327,6 +340,16 @@ mod tests {
             roots.check_not_protected("x", &resolved.path()),
             Err(Refusal::Protected { .. })
         ));
+        // A hard link is the key under another name.
+        std::fs::hard_link(&key, tree.dir.path().join("root/hard")).unwrap();
+        assert!(matches!(
+            roots.resolve_target(&tree.path("root/hard")),
+            Err(Refusal::Protected { .. })
+        ));
+        let copy = tree.dir.path().join("root/copy");
+        std::fs::copy(&key, &copy).unwrap();
+        assert!(roots.resolve_target(&tree.path("root/copy")).is_ok());
+        assert!(!roots.is_protected(&std::fs::metadata(&copy).unwrap()));
     }
 
     #[test]

@@ -259,6 +259,32 @@ async fn the_agents_own_key_is_neither_fetched_nor_overwritten() {
     let status = push(&agent, spec(&key, b"x"), b"x").await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert_eq!(std::fs::read(&key).unwrap(), before);
+    // Under another name: a hard link to the key is the key.
+    let hard = agent.path("hard");
+    std::fs::hard_link(&key, &hard).unwrap();
+    let fetched = client
+        .fetch(pb::FetchRequest {
+            execution_id: "test-fetch-2".to_string(),
+            path: hard.display().to_string(),
+        })
+        .await
+        .expect_err("a hard link to the key is refused");
+    assert_eq!(fetched.code(), Code::PermissionDenied, "{fetched:?}");
+    // Nor is its checksum told, under either name.
+    for path in [&key, &hard] {
+        let query = StatQuery {
+            path: path.display().to_string(),
+            size: None,
+            follow_links: false,
+        };
+        let status = client
+            .stat(pb::StatRequest {
+                queries: vec![query.into()],
+            })
+            .await
+            .expect_err("Stat of the key is refused");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
