@@ -114,7 +114,19 @@ fi
             end = quote(end),
         ));
     }
-    script.push_str("mv -f -- \"$tmp\" \"$path\"\ntrap - EXIT\n");
+    // `mv` onto a link to a directory moves the file into that directory: the link itself is
+    // replaced by rename(2) through GNU's and BusyBox's `-T` or BSD's `-h`.
+    script.push_str(
+        r#"if [ -L "$path" ] && [ -d "$path" ]; then
+  if ! failed=$(mv -fT -- "$tmp" "$path" 2>&1); then
+    mv -fh -- "$tmp" "$path" 2>/dev/null || { echo "cannot replace $path, a link to a directory: $failed" >&2; exit 1; }
+  fi
+else
+  mv -f -- "$tmp" "$path"
+fi
+trap - EXIT
+"#,
+    );
     script
 }
 
@@ -223,6 +235,31 @@ mod tests {
             ["original", "a", "b"]
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "c");
+    }
+
+    #[test]
+    fn a_link_is_replaced_itself_even_when_it_names_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::fs::write(dir.path().join("target"), "old").unwrap();
+        for (link, to) in [("to-dir", "real"), ("to-file", "target")] {
+            let path = dir.path().join(link);
+            std::os::unix::fs::symlink(to, &path).unwrap();
+            let path = path.display().to_string();
+            let sha = sha256_hex(b"new");
+            let output = run(&upload(&path, &sha), b"new");
+            assert!(output.status.success(), "{}", stderr(&output));
+            let metadata = std::fs::symlink_metadata(&path).unwrap();
+            assert!(metadata.is_file(), "{link} is still a link");
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        }
+        // What the links named is as it was: nothing moved into the directory.
+        assert!(names(&dir.path().join("real")).is_empty());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("target")).unwrap(),
+            "old"
+        );
+        assert_eq!(names(dir.path()), ["real", "target", "to-dir", "to-file"]);
     }
 
     #[test]
