@@ -196,7 +196,7 @@ pub(super) struct Membership<'i> {
 
 /// Two groups equally near a host that give it different values of one setting: the first,
 /// in name order, applies.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Disagreement<'i> {
     pub(super) setting: &'static str,
     /// The group whose value applies, and the value.
