@@ -65,8 +65,6 @@ mod upload;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command, ManArgs, PkiCommand, PkiDir, RunsCommand, ShowArgs};
 use crate::journal::store::runs_dir;
 use crate::pki::Pki;
@@ -79,7 +77,7 @@ use crate::run::{Operation, Origin};
 pub(crate) struct UsageError(pub(crate) String);
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(error) => return clap_exit(&error),
     };

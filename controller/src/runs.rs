@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
 
-use clap::Parser;
 use volley_common::fold::fold;
 use volley_common::journal::{HostEntry, NOT_FINISHED, Run};
 use volley_common::outcome::{Outcome, OutcomeClass};
@@ -483,7 +482,7 @@ pub fn recorded_arguments(run: &Run) -> Result<Recorded, RunsError> {
     let argv = std::iter::once("volley".to_string())
         .chain(subcommand)
         .chain(run.header.arguments.iter().cloned());
-    let parsed = Cli::try_parse_from(argv).map_err(|error| RunsError::Arguments {
+    let parsed = Cli::parse_args(argv).map_err(|error| RunsError::Arguments {
         run: id.clone(),
         reason: error
             .to_string()
@@ -538,7 +537,7 @@ fn recorded_overrides(run: &str, layer: &[String]) -> Result<RetryOverrides, Run
         run: run.to_string(),
         reason,
     };
-    match Cli::try_parse_from(argv) {
+    match Cli::parse_args(argv) {
         Ok(Cli {
             command: Command::Retry(args),
         }) => Ok(args.overrides),

@@ -25,6 +25,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses a command line as clap does, then checks what clap cannot
+    /// ([`transfer::check`]).
+    pub fn parse_args<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(argv)?;
+        transfer::check(&cli.command)?;
+        Ok(cli)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command on every target host and report one outcome per host
@@ -48,10 +62,16 @@ pub enum Command {
     Agent(AgentCommand),
     /// Copy files and directories to every target host, atomically and verified there; with
     /// --then, run a command where something changed
-    #[command(after_help = examples::PUSH)]
+    #[command(
+        after_help = examples::PUSH,
+        override_usage = "volley push [OPTIONS] <LOCAL>... <REMOTE>"
+    )]
     Push(Box<PushArgs>),
     /// Bring files back from every target host into DIR/HOST/PATH
-    #[command(after_help = examples::FETCH)]
+    #[command(
+        after_help = examples::FETCH,
+        override_usage = "volley fetch [OPTIONS] <REMOTE>... <DIR>"
+    )]
     Fetch(Box<FetchArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     #[command(after_help = examples::COMPLETIONS)]

@@ -56,3 +56,62 @@ fn every_subcommand_help_ends_with_examples_of_itself() {
         }
     }
 }
+
+#[test]
+fn push_and_fetch_paths_may_have_options_between_them() {
+    let push = |argv: &[&str]| match Cli::parse_args(argv).map(|cli| cli.command) {
+        Ok(Command::Push(args)) => Ok((args.locals().to_vec(), args.remote(), args.mode)),
+        Ok(other) => panic!("{other:?}"),
+        Err(error) => Err((error.kind(), error.to_string())),
+    };
+    let (locals, remote, mode) = push(&[
+        "volley", "push", "-w", "h1", "a", "--mode", "0644", "b", "/dst/",
+    ])
+    .unwrap();
+    assert_eq!(locals, [PathBuf::from("a"), PathBuf::from("b")]);
+    assert_eq!((remote.as_str(), mode.as_deref()), ("/dst/", Some("0644")));
+    let (locals, remote, _) = push(&["volley", "push", "a", "-w", "h1", "/dst"]).unwrap();
+    assert_eq!(
+        (locals, remote.as_str()),
+        (vec![PathBuf::from("a")], "/dst")
+    );
+
+    // One path is not enough: clap's error, naming what is missing, with the usage.
+    let (kind, message) = push(&["volley", "push", "-w", "h1", "a"]).unwrap_err();
+    assert_eq!(kind, clap::error::ErrorKind::MissingRequiredArgument);
+    assert!(
+        message
+            .starts_with("error: the following required arguments were not provided:\n  <REMOTE>")
+            && message.contains("Usage: volley push [OPTIONS] <LOCAL>... <REMOTE>"),
+        "{message}"
+    );
+
+    let Command::Fetch(args) = Cli::parse_args([
+        "volley", "fetch", "/etc/a", "-w", "h1", "/etc/b", "-t", "5s", "out",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("not a fetch")
+    };
+    assert_eq!(args.remotes(), ["/etc/a", "/etc/b"]);
+    assert_eq!(args.local_dir(), PathBuf::from("out"));
+    let error = Cli::parse_args(["volley", "fetch", "-w", "h1", "/etc/a"]).unwrap_err();
+    assert!(error.to_string().contains("<DIR>"), "{error}");
+
+    // Remote paths are text; local ones need not be.
+    use std::os::unix::ffi::OsStrExt as _;
+    let odd = std::ffi::OsStr::from_bytes(b"/etc/\xff").to_os_string();
+    let argv = |paths: [std::ffi::OsString; 2], sub: &str| {
+        let mut argv: Vec<std::ffi::OsString> =
+            vec!["volley".into(), sub.into(), "-w".into(), "h1".into()];
+        argv.extend(paths);
+        argv
+    };
+    let error = Cli::parse_args(argv(["a".into(), odd.clone()], "push")).unwrap_err();
+    assert_eq!(error.kind(), clap::error::ErrorKind::InvalidUtf8, "{error}");
+    assert!(Cli::parse_args(argv([odd.clone(), "/dst".into()], "push")).is_ok());
+    let error = Cli::parse_args(argv([odd.clone(), "out".into()], "fetch")).unwrap_err();
+    assert_eq!(error.kind(), clap::error::ErrorKind::InvalidUtf8, "{error}");
+    assert!(Cli::parse_args(argv(["/etc/a".into(), odd], "fetch")).is_ok());
+}

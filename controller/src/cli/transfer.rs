@@ -59,14 +59,26 @@ pub struct PushArgs {
     #[arg(long, value_name = "COMMAND")]
     pub then: Option<String>,
 
-    /// Local files and directories to send
-    #[arg(required = true, num_args = 1.., value_name = "LOCAL")]
-    pub locals: Vec<PathBuf>,
+    /// LOCAL... REMOTE: the local files and directories to send, then where they go: the
+    /// file's path, or a directory (ending in `/`, or when several LOCALs or a directory are
+    /// sent) that they go into. Options may come between them.
+    #[arg(required = true, num_args = 1.., value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
 
-    /// Where they go: the file's path, or a directory (ending in `/`, or when several LOCALs
-    /// or a directory are sent) that they go into
-    #[arg(required = true, value_name = "REMOTE")]
-    pub remote: String,
+impl PushArgs {
+    /// The local files and directories: every path but the last.
+    pub fn locals(&self) -> &[PathBuf] {
+        self.paths.split_last().map_or(&[], |(_, locals)| locals)
+    }
+
+    /// REMOTE: the last path (text, as [`check`] made sure).
+    pub fn remote(&self) -> String {
+        self.paths
+            .last()
+            .map(|remote| remote.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -74,13 +86,70 @@ pub struct FetchArgs {
     #[command(flatten)]
     pub common: TransferArgs,
 
-    /// Remote files to bring back (absolute paths)
-    #[arg(required = true, num_args = 1.., value_name = "REMOTE")]
-    pub remotes: Vec<String>,
+    /// REMOTE... DIR: the remote files to bring back (absolute paths), then the local
+    /// directory each lands in as DIR/HOST/PATH (made if missing). Options may come between
+    /// them.
+    #[arg(required = true, num_args = 1.., value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
 
-    /// The local directory: each file lands in DIR/HOST/PATH (made if missing)
-    #[arg(required = true, value_name = "DIR")]
-    pub local_dir: PathBuf,
+impl FetchArgs {
+    /// The remote files: every path but the last (text, as [`check`] made sure).
+    pub fn remotes(&self) -> Vec<String> {
+        self.paths.split_last().map_or(Vec::new(), |(_, remotes)| {
+            remotes
+                .iter()
+                .map(|remote| remote.to_string_lossy().into_owned())
+                .collect()
+        })
+    }
+
+    /// DIR: the last path.
+    pub fn local_dir(&self) -> PathBuf {
+        self.paths.last().cloned().unwrap_or_default()
+    }
+}
+
+/// What clap cannot check of `volley push` and `volley fetch`, whose paths are one list so that
+/// options may come between them: that the list has at least two paths, and that the remote
+/// ones are text. The error is clap's, with the subcommand's usage.
+pub fn check(command: &super::Command) -> Result<(), clap::Error> {
+    use clap::CommandFactory as _;
+    use clap::error::ErrorKind;
+    let (name, paths, last, remote_is_last) = match command {
+        super::Command::Push(args) => ("push", &args.paths, "<REMOTE>", true),
+        super::Command::Fetch(args) => ("fetch", &args.paths, "<DIR>", false),
+        _ => return Ok(()),
+    };
+    let error = |kind, message: String| {
+        let mut cli = super::Cli::command();
+        cli.build();
+        match cli.find_subcommand_mut(name) {
+            Some(subcommand) => subcommand.error(kind, message),
+            None => cli.error(kind, message),
+        }
+    };
+    if paths.len() < 2 {
+        return Err(error(
+            ErrorKind::MissingRequiredArgument,
+            format!("the following required arguments were not provided:\n  {last}"),
+        ));
+    }
+    let remotes = if remote_is_last {
+        &paths[paths.len() - 1..]
+    } else {
+        &paths[..paths.len() - 1]
+    };
+    if let Some(remote) = remotes.iter().find(|remote| remote.to_str().is_none()) {
+        return Err(error(
+            ErrorKind::InvalidUtf8,
+            format!(
+                "the remote path '{}' is not UTF-8 text",
+                remote.to_string_lossy()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

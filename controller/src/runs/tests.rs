@@ -636,7 +636,7 @@ fn show_says_which_hosts_resume_can_collect() {
 /// `volley retry ARGS` as clap parses it.
 fn retry_args(args: &[&str]) -> RetryArgs {
     let argv = ["volley", "retry"].iter().chain(args).copied();
-    match Cli::try_parse_from(argv).unwrap().command {
+    match Cli::parse_args(argv).unwrap().command {
         Command::Retry(args) => *args,
         _ => unreachable!("the arguments start with `retry`"),
     }

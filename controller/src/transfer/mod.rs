@@ -126,14 +126,14 @@ fn run_args(common: TransferArgs, command: String) -> RunArgs {
 /// Splits `volley push ...` into the `volley run` arguments that plan its hosts and the
 /// request.
 pub fn plan_push(args: PushArgs) -> (RunArgs, Request) {
+    let (locals, remote) = (args.locals().to_vec(), args.remote());
     let PushArgs {
         common,
         mode,
         owner,
         backup,
         then,
-        locals,
-        remote,
+        paths: _,
     } = args;
     let mut words: Vec<String> = locals
         .iter()
@@ -158,11 +158,8 @@ pub fn plan_push(args: PushArgs) -> (RunArgs, Request) {
 
 /// As [`plan_push`], for `volley fetch`.
 pub fn plan_fetch(args: FetchArgs) -> (RunArgs, Request) {
-    let FetchArgs {
-        common,
-        remotes,
-        local_dir: dir,
-    } = args;
+    let (remotes, dir) = (args.remotes(), args.local_dir());
+    let FetchArgs { common, paths: _ } = args;
     let mut words = remotes.clone();
     words.push(dir.display().to_string());
     let command = format!("volley fetch {}", quoted(&words));
