@@ -434,7 +434,8 @@ pub fn finish(
     file.sync_all().map_err(failed)?;
     let mut backup = None;
     if let Some(suffix) = &spec.backup_suffix {
-        let replaced = fs::symlink_metadata(&target).is_ok_and(|m| m.is_file());
+        // A link is kept as the link (link(2) does not follow it), not what it names.
+        let replaced = fs::symlink_metadata(&target).is_ok_and(|m| m.is_file() || m.is_symlink());
         if replaced {
             backup = Some(link_backup(&target, suffix)?.display().to_string());
         }
@@ -455,7 +456,7 @@ pub fn finish(
     Ok(Pushed { backup })
 }
 
-/// Hard-links the file about to be replaced to the first free backup name: `target` and
+/// Hard-links the file (or link) about to be replaced to the first free backup name: `target` and
 /// `suffix`, then the numbered suffixes, for a backup that an earlier push with the same stamp
 /// left. An existing backup is never replaced: `link(2)` does not overwrite.
 fn link_backup(target: &Path, suffix: &str) -> Result<PathBuf, FileError> {

@@ -97,7 +97,7 @@ got=${got%% *}
         // replaced (`ln` without -f fails rather than overwrite one made meanwhile).
         let (stem, end) = backup_suffix_parts(suffix);
         script.push_str(&format!(
-            r#"if [ -f "$path" ] && [ ! -L "$path" ]; then
+            r#"if [ -L "$path" ] || [ -f "$path" ]; then
   backup="$path"{suffix}
   n=0
   while [ -e "$backup" ] || [ -L "$backup" ]; do
@@ -105,7 +105,12 @@ got=${got%% *}
     if [ "$n" -ge {BACKUP_NAMES} ]; then echo "$path: {BACKUP_NAMES} backups with this push's stamp exist already" >&2; exit 1; fi
     backup="$path"{stem}."$n"{end}
   done
-  ln -- "$path" "$backup"
+  if [ -L "$path" ]; then
+    # The link itself, not what it names (`ln -P`; `ln` links the link where -P is unknown).
+    ln -P -- "$path" "$backup" 2>/dev/null || ln -- "$path" "$backup"
+  else
+    ln -- "$path" "$backup"
+  fi
   echo "backup $backup"
 fi
 "#,
@@ -253,6 +258,22 @@ mod tests {
             assert!(metadata.is_file(), "{link} is still a link");
             assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
         }
+        // With --backup, a replaced link is kept as the link.
+        let path = dir.path().join("kept").display().to_string();
+        std::os::unix::fs::symlink("target", &path).unwrap();
+        let sha = sha256_hex(b"new");
+        let mut spec = upload(&path, &sha);
+        spec.backup_suffix = Some(".~1~");
+        let output = run(&spec, b"new");
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("backup {path}.~1~\n")
+        );
+        let kept = std::fs::read_link(format!("{path}.~1~")).unwrap();
+        assert_eq!(kept, Path::new("target"));
+        std::fs::remove_file(format!("{path}.~1~")).unwrap();
+        std::fs::remove_file(&path).unwrap();
         // What the links named is as it was: nothing moved into the directory.
         assert!(names(&dir.path().join("real")).is_empty());
         assert_eq!(

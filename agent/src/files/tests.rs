@@ -83,6 +83,22 @@ fn a_push_replaces_the_file_with_its_mode_and_keeps_a_backup() {
 }
 
 #[test]
+fn a_replaced_link_is_kept_as_the_link() {
+    let root = root();
+    fs::write(root.path("target"), "old\n").unwrap();
+    let path = root.path("resolv.conf");
+    symlink("target", &path).unwrap();
+    let mut spec = spec(path.clone(), b"new\n");
+    spec.backup_suffix = Some(".bak".to_string());
+    let pushed = push(&root, &spec, b"new\n").unwrap();
+    assert_eq!(pushed.backup, Some(format!("{path}.bak")));
+    assert!(fs::symlink_metadata(&path).unwrap().is_file());
+    let kept = format!("{path}.bak");
+    assert_eq!(fs::read_link(&kept).unwrap(), Path::new("target"));
+    assert_eq!(fs::read_to_string(root.path("target")).unwrap(), "old\n");
+}
+
+#[test]
 fn pushes_with_the_same_backup_stamp_keep_every_replaced_version() {
     let root = root();
     let path = root.path("app.conf");
