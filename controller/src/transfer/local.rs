@@ -73,8 +73,13 @@ pub fn remote_path(what: &str, path: &str) -> Result<String, String> {
 }
 
 /// The files to send for `locals` to `remote`, in the order given (a directory's files sorted
-/// by name).
-pub fn manifest(locals: &[PathBuf], remote: &str) -> Result<Vec<LocalFile>, String> {
+/// by name). A push sends files, making their directories: the directories of a tree that hold
+/// no file are added to `empty` (the outermost of each), for a warning.
+pub fn manifest(
+    locals: &[PathBuf],
+    remote: &str,
+    empty: &mut Vec<PathBuf>,
+) -> Result<Vec<LocalFile>, String> {
     let normal = remote_path("REMOTE", remote)?;
     let mut kinds = Vec::new();
     for local in locals {
@@ -99,7 +104,7 @@ pub fn manifest(locals: &[PathBuf], remote: &str) -> Result<Vec<LocalFile>, Stri
             let base = join(&normal, &name);
             if is_dir {
                 let mut tree = Vec::new();
-                walk(local, &base, &mut tree)?;
+                walk(local, &base, &mut tree, empty)?;
                 if tree.is_empty() {
                     return Err(format!("{}: holds no file to push", local.display()));
                 }
@@ -149,9 +154,15 @@ fn local_name(local: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("{}: its name is not UTF-8 text", local.display()))
 }
 
-/// Every file under `dir`, with its remote path under `remote`, sorted by name. Links to
-/// files are followed; links to directories and special files are refused.
-fn walk(dir: &Path, remote: &str, found: &mut Vec<(PathBuf, String)>) -> Result<(), String> {
+/// Every file under `dir`, with its remote path under `remote`, sorted by name, and the
+/// outermost directories under it that hold no file. Links to files are followed; links to
+/// directories and special files are refused.
+fn walk(
+    dir: &Path,
+    remote: &str,
+    found: &mut Vec<(PathBuf, String)>,
+    empty: &mut Vec<PathBuf>,
+) -> Result<(), String> {
     let failed = |path: &Path, error: std::io::Error| {
         format!("{}: {}", path.display(), crate::plan::io_reason(&error))
     };
@@ -175,7 +186,12 @@ fn walk(dir: &Path, remote: &str, found: &mut Vec<(PathBuf, String)>) -> Result<
                 path.display()
             ));
         } else if metadata.is_dir() {
-            walk(&path, &remote, found)?;
+            let before = found.len();
+            walk(&path, &remote, found, empty)?;
+            if found.len() == before {
+                empty.retain(|inner| !inner.starts_with(&path));
+                empty.push(path);
+            }
         } else if metadata.is_file() {
             found.push((path, remote));
         } else {
@@ -254,7 +270,7 @@ mod tests {
 
     /// `(remote, create_below)` of each file of the manifest.
     fn remotes(locals: &[PathBuf], remote: &str) -> Result<Vec<(String, Option<String>)>, String> {
-        Ok(manifest(locals, remote)?
+        Ok(manifest(locals, remote, &mut Vec::new())?
             .into_iter()
             .map(|file| (file.remote, file.create_below))
             .collect())
@@ -301,12 +317,26 @@ mod tests {
                 pair("/etc/nginx/conf.d/sub/c.conf", below),
             ]
         );
+        // Directories that hold no file are not sent, and named (the outermost of each).
+        let conf = dir.path().join("conf.d");
+        for empty in ["empty/inner/deeper", "empty/also", "sub/none"] {
+            std::fs::create_dir_all(conf.join(empty)).unwrap();
+        }
+        let mut empty = Vec::new();
+        let files = manifest(std::slice::from_ref(&conf), "/etc/nginx", &mut empty).unwrap();
+        assert_eq!(files.len(), 3);
+        assert_eq!(empty, [conf.join("empty"), conf.join("sub/none")]);
     }
 
     #[test]
     fn files_are_read_once_with_their_checksum() {
         let dir = tree();
-        let files = manifest(&[dir.path().join("nginx.conf")], "/etc/nginx.conf").unwrap();
+        let files = manifest(
+            &[dir.path().join("nginx.conf")],
+            "/etc/nginx.conf",
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(files[0].size, 10);
         assert_eq!(files[0].sha256, crate::upload::sha256_hex(b"events {}\n"));
         assert!(matches!(&files[0].content, Content::Memory(bytes) if bytes.len() == 10));

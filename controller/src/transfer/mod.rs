@@ -199,7 +199,15 @@ pub fn operation(
 ) -> Result<Arc<dyn Transport>, InputError> {
     match request {
         Request::Push(request) => {
-            let files = local::manifest(&request.locals, &request.remote).map_err(InputError)?;
+            let mut empty = Vec::new();
+            let files = local::manifest(&request.locals, &request.remote, &mut empty)
+                .map_err(InputError)?;
+            for directory in empty {
+                say!(
+                    "volley: warning: {}: an empty directory, not pushed (a push sends files and makes their directories)",
+                    directory.display()
+                );
+            }
             let flags = Flags {
                 mode: request
                     .mode
