@@ -45,6 +45,7 @@ mod exit;
 mod install;
 mod journal;
 mod limits;
+mod local_dir;
 mod pki;
 mod plan;
 mod reader_watch;

@@ -115,14 +115,8 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         return Ok(exit::SUCCESS);
     }
     if let Some(dir) = &plan.out_dir {
-        report::files::prepare(dir).map_err(|error| {
-            let reason = match error.kind() {
-                std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => {
-                    "not a directory (a file or a link is in its place, or in place of a directory above it)"
-                        .to_string()
-                }
-                _ => plan::io_reason(&error),
-            };
+        crate::local_dir::prepare(dir).map_err(|error| {
+            let reason = crate::local_dir::unusable(&error);
             UsageError(format!("--out-dir {}: {reason}", dir.display()))
         })?;
     }

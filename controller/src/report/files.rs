@@ -8,9 +8,9 @@
 //! Everything is private to the operator: the directory is made 0700 and the files 0600.
 
 use std::collections::HashMap;
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use volley_common::outcome::HostReport;
@@ -22,15 +22,6 @@ pub(crate) struct OutDir {
     dir: PathBuf,
     names: Vec<String>,
     open: HashMap<usize, [File; 2]>,
-}
-
-/// Makes the directory (and its parents) if it is missing, 0700, before the run starts.
-pub fn prepare(dir: &Path) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    // Creating a file is the one way to know it can be written to before hosts depend on it.
-    let probe = dir.join(".volley-write-test");
-    private_file(&probe)?;
-    std::fs::remove_file(probe)
 }
 
 impl OutDir {
@@ -138,6 +129,7 @@ mod tests {
 
     use super::super::fixture::host_report;
     use super::*;
+    use crate::local_dir::prepare;
 
     #[test]
     fn each_host_gets_its_files_and_the_lists_follow_the_outcomes() {
@@ -174,13 +166,5 @@ mod tests {
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("h1.stdout")), 0o600);
-    }
-
-    #[test]
-    fn a_directory_that_cannot_be_made_is_refused_before_the_run() {
-        let root = tempfile::tempdir().unwrap();
-        let file = root.path().join("plain");
-        std::fs::write(&file, "").unwrap();
-        assert!(prepare(&file.join("sub")).is_err());
     }
 }

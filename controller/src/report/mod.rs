@@ -55,7 +55,7 @@ pub struct ReportOptions {
     pub progress: bool,
     /// Put `HOST: ` before each streamed line (`-N` turns it off).
     pub prefix: bool,
-    /// `--out-dir`: also write each host's output to files there (made by [`files::prepare`]).
+    /// `--out-dir`: also write each host's output to files there (made by [`crate::local_dir::prepare`]).
     pub out_dir: Option<std::path::PathBuf>,
     /// The command hosts run is a push's `--then`: a command's failure says so.
     pub then: bool,

@@ -248,11 +248,12 @@ pub fn operation(
             if let Some(root) = remotes.iter().find(|remote| *remote == "/") {
                 return Err(InputError(format!("REMOTE '{root}': names no file")));
             }
-            std::fs::create_dir_all(&request.dir).map_err(|error| {
+            // Made, and written to once, before any host depends on it.
+            crate::local_dir::prepare(&request.dir).map_err(|error| {
                 InputError(format!(
                     "{}: {}",
                     request.dir.display(),
-                    crate::plan::io_reason(&error)
+                    crate::local_dir::unusable(&error)
                 ))
             })?;
             let work = fetch::FetchOperation {

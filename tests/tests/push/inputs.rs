@@ -60,6 +60,13 @@ fn bad_input_is_one_line_and_exit_64_before_any_host() {
             vec!["fetch", "-w", target, "etc/app.conf", "out"],
             "volley: REMOTE 'etc/app.conf': not an absolute path".to_string(),
         ),
+        // DIR is made and written to before any host: a file in its way is named so.
+        (
+            vec!["fetch", "-w", target, "/etc/app.conf", &local],
+            format!(
+                "volley: {local}: not a directory (a file or a link is in its place, or in place of a directory above it)"
+            ),
+        ),
     ];
     for (args, expected) in cases {
         let output: ProcessOutput =
