@@ -26,7 +26,10 @@ while [ $# -gt 2 ]; do
   elif [ -f "$p" ]; then
     facts=$(stat -L -c '%s %a %u %g %U %G' -- "$p")
     sum=-
-    if [ "$want" = - ] || [ "$want" = "${facts%% *}" ]; then sum=$(sha256sum < "$p"); sum=${sum%% *}; fi
+    if [ "$want" = - ] || [ "$want" = "${facts%% *}" ]; then
+      [ -r "$p" ] || { echo "$p: permission denied (not readable by $(id -un))" >&2; exit 1; }
+      sum=$(sha256sum < "$p"); sum=${sum%% *}
+    fi
     echo "file $facts $sum"
   elif [ -e "$p" ]; then echo "other special file"
   else echo missing
@@ -245,6 +248,42 @@ mod tests {
         // Followed, the link is the file it names: its size and checksum, not the link's.
         assert_eq!(states[5], states[0]);
         assert_eq!(states[6], Some(FileState::Missing));
+    }
+
+    #[test]
+    fn a_file_the_user_cannot_read_is_named_so() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "x").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let path = file.display().to_string();
+        // Root reads anything: the probe runs as nobody then.
+        let mut command = if rustix::process::geteuid().is_root() {
+            let mut command = Command::new("setpriv");
+            command.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/bin/sh",
+            ]);
+            command
+        } else {
+            Command::new("/bin/sh")
+        };
+        let output = command
+            .arg("-c")
+            .arg(PROBE)
+            .args(["sh", "0", "-", &path])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.starts_with(&format!("{path}: permission denied (not readable by ")),
+            "{stderr}"
+        );
     }
 
     #[test]
