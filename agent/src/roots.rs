@@ -27,6 +27,8 @@ pub enum Refusal {
     NoFileName { path: String },
     #[error("{path} is outside the agent's push_roots ({roots})")]
     Outside { path: String, roots: String },
+    #[error("{path} is one of the agent's push_roots, a directory: files go under it")]
+    IsRoot { path: String },
     #[error("{path}: {reason}")]
     Unreadable { path: String, reason: String },
     #[error(
@@ -183,6 +185,15 @@ impl PushRoots {
             Err(_) => false,
         });
         if !inside {
+            let resolved_root = |root: &PathBuf| {
+                root.canonicalize()
+                    .is_ok_and(|root| resolved.join(&file_name) == root)
+            };
+            if self.roots.iter().any(resolved_root) {
+                return Err(Refusal::IsRoot {
+                    path: path.to_string(),
+                });
+            }
             return Err(Refusal::Outside {
                 path: path.to_string(),
                 roots: self.list(),
@@ -302,6 +313,18 @@ mod tests {
         check(&tree.path("root/sub/"), |r| {
             matches!(r, Refusal::NoFileName { .. })
         });
+        // The root itself is no file in it, and is named so.
+        check(&tree.path("root"), |r| matches!(r, Refusal::IsRoot { .. }));
+        assert_eq!(
+            tree.roots
+                .resolve(&tree.path("root"))
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "{} is one of the agent's push_roots, a directory: files go under it",
+                tree.path("root")
+            )
+        );
     }
 
     #[test]
