@@ -95,6 +95,13 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
     let env = Environment::from_process().map_err(|e| usage(&e))?;
     let mut plan = RunPlan::new(&args, &env).map_err(|e| usage(&e))?;
+    // A push, a fetch or an agent operation always has a limit (`--timeout 0` included): the
+    // plan, and so the journal, says which.
+    plan.command_timeout = match &operation {
+        Operation::Transfer(_) => plan.command_timeout.or(Some(transfer::DEFAULT_LIMIT)),
+        Operation::Agent(_) => plan.command_timeout.or(Some(install::DEFAULT_LIMIT)),
+        Operation::Command | Operation::Resume(_) => plan.command_timeout,
+    };
     // Said once, when the operator gives the flags; not again by each retry or resume.
     if retry.is_none() && !matches!(operation, Operation::Resume(_)) {
         for warning in &plan.warnings {

@@ -59,7 +59,7 @@ use self::supervisor::Supervisor;
 
 /// A host's whole operation may take this long unless `--timeout` says otherwise: uploads of a
 /// large binary over a slow link, an agent's 30 s grace at a restart, the 30 s to come up.
-const DEFAULT_LIMIT: Duration = Duration::from_secs(600);
+pub const DEFAULT_LIMIT: Duration = Duration::from_secs(600);
 /// `status` gives an agent this long to answer before asking over SSH why it does not.
 const STATUS_PROBE: Duration = Duration::from_secs(3);
 

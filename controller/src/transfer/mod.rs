@@ -20,6 +20,8 @@ mod agent;
 mod decide;
 mod fetch;
 mod host;
+
+pub use host::DEFAULT_LIMIT;
 mod local;
 mod push;
 mod ssh;

@@ -39,6 +39,8 @@ fn only_hosts_where_a_file_differs_are_written_and_run_then() {
     };
     let output = push();
     output.assert_code(0);
+    // The push's limit when no --timeout is given: 10 minutes, as recorded.
+    assert_eq!(deployment.header()["options"]["timeout_ms"], 600_000);
     let records = output.records_by_host();
     let conf_text = conf.display().to_string();
     for host in deployment.hosts() {

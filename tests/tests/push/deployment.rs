@@ -127,8 +127,8 @@ impl Deployment {
         RunningProcess::spawn(self.ssh.volley().args(self.args(subcommand, extra)))
     }
 
-    /// The host records of the most recent run's journal, by host.
-    pub fn journal(&self) -> BTreeMap<String, serde_json::Value> {
+    /// The records of the most recent run's journal.
+    fn last_journal(&self) -> Vec<serde_json::Value> {
         let runs = self.ssh.runs_dir();
         let mut journals: Vec<PathBuf> = std::fs::read_dir(&runs)
             .expect("the runs directory")
@@ -141,9 +141,24 @@ impl Deployment {
             .expect("read the journal")
             .lines()
             .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("JSON"))
+            .collect()
+    }
+
+    /// The host records of the most recent run's journal, by host.
+    pub fn journal(&self) -> BTreeMap<String, serde_json::Value> {
+        self.last_journal()
+            .into_iter()
             .filter(|entry| entry["type"] == "host")
             .map(|entry| (entry["host"].as_str().expect("a host").to_string(), entry))
             .collect()
+    }
+
+    /// The header of the most recent run's journal.
+    pub fn header(&self) -> serde_json::Value {
+        self.last_journal()
+            .into_iter()
+            .find(|entry| entry["type"] == "header")
+            .expect("a header")
     }
 }
 
