@@ -32,7 +32,12 @@ while [ $# -gt 2 ]; do
     fi
     echo "file $facts $sum"
   elif [ -e "$p" ]; then echo "other special file"
-  else echo missing
+  else
+    # Missing: a file where its path needs a directory fails it now, before anything is written.
+    d=${p%/*}
+    while [ -n "$d" ] && [ ! -e "$d" ] && [ ! -L "$d" ]; do d=${d%/*}; done
+    if [ -n "$d" ] && [ ! -d "$d" ]; then echo "$p: $d is not a directory" >&2; exit 1; fi
+    echo missing
   fi
 done
 "#;
@@ -248,6 +253,27 @@ mod tests {
         // Followed, the link is the file it names: its size and checksum, not the link's.
         assert_eq!(states[5], states[0]);
         assert_eq!(states[6], Some(FileState::Missing));
+    }
+
+    #[test]
+    fn a_file_in_place_of_a_directory_fails_the_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sub"), "a file").unwrap();
+        for below in ["sub/b.conf", "sub/deeper/b.conf"] {
+            let path = dir.path().join(below).display().to_string();
+            let output = Command::new("/bin/sh")
+                .arg("-c")
+                .arg(PROBE)
+                .args(["sh", "0", "-", &path])
+                .output()
+                .unwrap();
+            assert!(!output.status.success(), "{below}");
+            let expected = format!("{path}: {}/sub is not a directory\n", dir.path().display());
+            assert_eq!(String::from_utf8_lossy(&output.stderr), expected);
+        }
+        // A missing path under directories that exist, or are missing too, is just missing.
+        let missing = dir.path().join("new/dir/c.conf").display().to_string();
+        assert_eq!(probe(&["0", "-", &missing]), [Some(FileState::Missing)]);
     }
 
     #[test]
