@@ -142,10 +142,14 @@ pub fn line(written: &[Written], unchanged: &[&str]) -> String {
 
 /// `--mode`: octal permission bits.
 pub fn parse_mode(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text, 8)
-        .ok()
-        .filter(|mode| *mode <= 0o7777 && !text.is_empty() && text.len() <= 5)
-        .ok_or_else(|| format!("--mode '{text}': not an octal mode such as 0644"))
+    // Octal digits only, as chmod reads them (leading zeros included); no sign.
+    let octal = !text.is_empty() && text.bytes().all(|b| matches!(b, b'0'..=b'7'));
+    let significant = text.trim_start_matches('0');
+    if !octal || significant.len() > 4 {
+        return Err(format!("--mode '{text}': not an octal mode such as 0644"));
+    }
+    // Nothing left once the zeros are gone: mode 0.
+    Ok(u32::from_str_radix(significant, 8).unwrap_or(0))
 }
 
 /// `--owner`: `USER`, `USER:GROUP` or `:GROUP`, each a name or a number.
@@ -329,7 +333,18 @@ mod tests {
     fn modes_and_owners_parse_or_say_what_is_wrong() {
         assert_eq!(parse_mode("0644"), Ok(0o644));
         assert_eq!(parse_mode("4755"), Ok(0o4755));
-        for bad in ["", "8", "rw-r--r--", "17777", "-1"] {
+        assert_eq!(parse_mode("00000644"), Ok(0o644));
+        assert_eq!(parse_mode("000"), Ok(0));
+        for bad in [
+            "",
+            "8",
+            "rw-r--r--",
+            "17777",
+            "-1",
+            "+644",
+            " 644",
+            "77777777777777",
+        ] {
             assert_eq!(
                 parse_mode(bad),
                 Err(format!("--mode '{bad}': not an octal mode such as 0644"))
