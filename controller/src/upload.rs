@@ -87,7 +87,18 @@ got=${got%% *}
     ));
     // chown before chmod: chown clears set-id bits.
     if let Some(owner) = upload.owner {
-        script.push_str(&format!("chown -- {} \"$tmp\"\n", quote(owner)));
+        // A user name this host does not know is said so, not as chown's `invalid user:
+        // 'name:0'` with the group the push kept from the file it replaces.
+        script.push_str(&format!(
+            r#"owner={}
+user=${{owner%%:*}}
+case $user in
+  ''|*[!0-9]*) [ -z "$user" ] || id -u -- "$user" >/dev/null 2>&1 || {{ echo "no user '$user' on this host" >&2; exit 1; }} ;;
+esac
+chown -- "$owner" "$tmp"
+"#,
+            quote(owner)
+        ));
     }
     script.push_str(&format!("chmod {:o} \"$tmp\"\n", upload.mode));
     // Where `sync FILE` exists (coreutils 8.24+), the content is on disk before the rename.
@@ -281,6 +292,24 @@ mod tests {
             "old"
         );
         assert_eq!(names(dir.path()), ["real", "target", "to-dir", "to-file"]);
+    }
+
+    #[test]
+    fn an_owner_the_host_does_not_know_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f").display().to_string();
+        std::fs::write(&path, "old").unwrap();
+        let sha = sha256_hex(b"new");
+        let mut spec = upload(&path, &sha);
+        spec.owner = Some("no-such-user-here:0");
+        let output = run(&spec, b"new");
+        assert!(!output.status.success());
+        assert_eq!(
+            stderr(&output),
+            "no user 'no-such-user-here' on this host\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        assert_eq!(names(dir.path()), ["f"]);
     }
 
     #[test]
