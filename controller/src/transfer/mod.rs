@@ -250,6 +250,12 @@ pub fn operation(
             if let Some(root) = remotes.iter().find(|remote| *remote == "/") {
                 return Err(InputError(format!("REMOTE '{root}': names no file")));
             }
+            // `/etc/hosts/` names a directory, as `cat` reads it: a fetch brings back files.
+            if let Some(slash) = request.remotes.iter().find(|remote| remote.ends_with('/')) {
+                return Err(InputError(format!(
+                    "REMOTE '{slash}': ends in '/', which names a directory; fetch brings back files"
+                )));
+            }
             // Made, and written to once, before any host depends on it.
             crate::local_dir::prepare(&request.dir).map_err(|error| {
                 InputError(format!(

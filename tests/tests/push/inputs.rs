@@ -60,6 +60,10 @@ fn bad_input_is_one_line_and_exit_64_before_any_host() {
             vec!["fetch", "-w", target, "etc/app.conf", "out"],
             "volley: REMOTE 'etc/app.conf': not an absolute path".to_string(),
         ),
+        (
+            vec!["fetch", "-w", target, "/etc/app.conf/", "out"],
+            "volley: REMOTE '/etc/app.conf/': ends in '/', which names a directory; fetch brings back files".to_string(),
+        ),
         // DIR is made and written to before any host: a file in its way is named so.
         (
             vec!["fetch", "-w", target, "/etc/app.conf", &local],
