@@ -68,7 +68,7 @@ impl HostWork for PushOperation {
         let mut line = decide::line(&written, &unchanged);
         if owed {
             line.push_str(&format!(
-                "; --then runs again: it did not complete after run {} wrote here",
+                "; --then runs again: it did not complete in run {}",
                 self.then_owed.by
             ));
         }

@@ -170,7 +170,7 @@ fn a_failing_then_fails_its_host_and_a_retry_runs_it_again() {
         let record = record(&retried, &records, &host, "succeeded");
         assert!(
             record.stdout.starts_with(&format!(
-                "unchanged: {}; --then runs again: it did not complete after run",
+                "unchanged: {}; --then runs again: it did not complete in run",
                 conf.display()
             )),
             "{host}: {record:?}"
