@@ -100,8 +100,17 @@ pub fn manifest(
         found.push((locals[0].clone(), normal, None));
     } else {
         for (local, is_dir) in locals.iter().zip(kinds) {
-            let name = local_name(local)?;
-            let base = join(&normal, &name);
+            // `conf.d/.` (or `.`) is the directory's content, as `cp -r conf.d/. DEST` copies it.
+            let content = is_dir && {
+                use std::os::unix::ffi::OsStrExt;
+                let bytes = local.as_os_str().as_bytes();
+                bytes == b"." || bytes.ends_with(b"/.")
+            };
+            let base = if content {
+                normal.clone()
+            } else {
+                join(&normal, &local_name(local)?)
+            };
             if is_dir {
                 let mut tree = Vec::new();
                 walk(local, &base, &mut tree, empty)?;
@@ -315,6 +324,15 @@ mod tests {
                 pair("/etc/nginx/conf.d/a.conf", below),
                 pair("/etc/nginx/conf.d/b.conf", below),
                 pair("/etc/nginx/conf.d/sub/c.conf", below),
+            ]
+        );
+        // `conf.d/.` is conf.d's content.
+        assert_eq!(
+            remotes(&[dir.path().join("conf.d/.")], "/etc/nginx/conf.d").unwrap(),
+            [
+                pair("/etc/nginx/conf.d/a.conf", Some("/etc/nginx/conf.d")),
+                pair("/etc/nginx/conf.d/b.conf", Some("/etc/nginx/conf.d")),
+                pair("/etc/nginx/conf.d/sub/c.conf", Some("/etc/nginx/conf.d")),
             ]
         );
         // Directories that hold no file are not sent, and named (the outermost of each).
