@@ -76,15 +76,19 @@ impl FetchOperation {
             .stat(&queries)
             .await
             .map_err(|reason| ("probe", reason))?;
-        let mut fetched = Vec::new();
+        // Every file must be there before any local copy is replaced.
+        let mut found = Vec::with_capacity(states.len());
         for (remote, state) in self.remotes.iter().zip(states) {
-            let facts = match state {
-                FileState::File(facts) => facts,
+            match state {
+                FileState::File(facts) => found.push((remote, facts)),
                 FileState::Missing => return Err(("fetch", format!("{remote}: no such file"))),
                 FileState::Other { kind } => {
                     return Err(("fetch", format!("{remote} is a {kind}, not a file")));
                 }
-            };
+            }
+        }
+        let mut fetched = Vec::new();
+        for (remote, facts) in found {
             let local = host_dir.join(remote.trim_start_matches('/'));
             let spec = FetchSpec {
                 execution_id: files.execution_id(job),

@@ -88,17 +88,26 @@ fn files_come_back_into_dir_host_path_over_both_transports() {
         assert_eq!(std::fs::read_to_string(&copy).unwrap(), "1.2\n", "{host}");
     }
 
-    // A file that one host lacks fails that host only.
+    // A file that one host lacks fails that host only, before any of its local copies is
+    // replaced (VERSION, asked for first, is there).
     std::fs::remove_file(deployment.files("h02").path(&conf)).unwrap();
     std::fs::remove_file(deployment.files("a02").path(&conf)).unwrap();
+    let local_version = |host: &str| {
+        out.join(host)
+            .join(version.strip_prefix("/").expect("absolute"))
+    };
+    for host in ["h02", "a02"] {
+        std::fs::write(local_version(host), "kept\n").unwrap();
+    }
     let output = deployment.volley(
         "fetch",
         [
             "-g".into(),
             "all".into(),
             "--json".into(),
+            version.clone().into_os_string(),
             conf.clone().into_os_string(),
-            out.into_os_string(),
+            out.clone().into_os_string(),
         ],
     );
     output.assert_code(1);
@@ -109,6 +118,8 @@ fn files_come_back_into_dir_host_path_over_both_transports() {
             record.reason.as_deref(),
             Some(format!("fetch failed: {}: no such file", conf.display()).as_str())
         );
+        let kept = std::fs::read_to_string(local_version(host)).unwrap();
+        assert_eq!(kept, "kept\n", "{host}");
     }
     for host in ["h01", "a01"] {
         record(&output, &records, host, "succeeded");
