@@ -328,13 +328,30 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
 /// `volley retry RUN`: the recorded run's arguments, on its hosts that did not succeed.
 pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
     let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
+    // Recorded in the journal as text, and read back by a retry of this retry.
     let mut given: Vec<String> = std::env::args_os()
         .skip(2)
-        .map(|arg| arg.to_string_lossy().into_owned())
-        .collect();
+        .map(|arg| {
+            arg.into_string().map_err(|arg| {
+                UsageError(format!(
+                    "volley retry: '{}' is not UTF-8 text, which the run's record needs",
+                    arg.to_string_lossy()
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
     // Paths given to the retry are meant from here, not from the run's directory.
     if let Ok(here) = std::env::current_dir() {
-        runs::anchor_overrides(&mut args.overrides, &mut given, &here);
+        runs::anchor_paths(&mut given, &here);
+        let argv = ["volley", "retry"]
+            .into_iter()
+            .map(String::from)
+            .chain(given.iter().cloned());
+        match crate::cli::Cli::parse_args(argv).map(|cli| cli.command) {
+            Ok(crate::cli::Command::Retry(anchored)) => args = *anchored,
+            Ok(_) => anyhow::bail!("volley retry: its arguments parse as another subcommand"),
+            Err(error) => return Err(UsageError(error.to_string()).into()),
+        }
     }
     let retry = runs::retry(&runs_dir(&env), &args, given).map_err(runs_error)?;
     enter_run_dir(&retry.retry_of, retry.cwd.as_deref())?;

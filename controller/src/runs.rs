@@ -333,31 +333,52 @@ pub struct Retry {
     pub cwd: Option<String>,
 }
 
-/// The flags of `volley retry` that take a path.
-const PATH_OVERRIDES: &[&str] = &["-i", "--identity", "--known-hosts", "--out-dir"];
-
-/// The short flags of `volley retry` that take a value (`-i` a path).
-const VALUE_SHORTS: &[char] = &['p', 't', 'i'];
-
-/// Makes the paths a retry was given absolute, against `here`, in its parsed flags and in its
-/// arguments as recorded: the retry runs in its run's directory (see [`Retry::cwd`]), and a
-/// retry of it reads the recorded arguments again, while these were meant from `here`.
-pub fn anchor_overrides(overrides: &mut RetryOverrides, given: &mut [String], here: &Path) {
-    let anchor = |path: &Path| here.join(path);
-    for path in &mut overrides.identity {
-        *path = anchor(path);
+/// Which flags of `volley retry` take a path (`-i`, `--known-hosts`, ...), and which of its
+/// short flags take a value: read from its clap definition, so that a flag added there is known
+/// here too (clap marks every path-typed flag).
+fn retry_flags() -> (Vec<String>, Vec<char>) {
+    use clap::CommandFactory as _;
+    use clap::ValueHint;
+    let (mut paths, mut value_shorts) = (Vec::new(), Vec::new());
+    let cli = Cli::command();
+    let Some(retry) = cli.find_subcommand("retry") else {
+        return (paths, value_shorts);
+    };
+    for arg in retry.get_arguments() {
+        let path = matches!(
+            arg.get_value_hint(),
+            ValueHint::AnyPath | ValueHint::FilePath | ValueHint::DirPath
+        );
+        let takes_value = arg.get_action().takes_values();
+        if let Some(short) = arg.get_short() {
+            if takes_value {
+                value_shorts.push(short);
+            }
+            if path {
+                paths.push(format!("-{short}"));
+            }
+        }
+        if let Some(long) = arg.get_long().filter(|_| path) {
+            paths.push(format!("--{long}"));
+        }
     }
-    for path in [&mut overrides.known_hosts, &mut overrides.output.out_dir]
-        .into_iter()
-        .flatten()
-    {
-        *path = anchor(path);
-    }
-    let anchored = |value: &str| anchor(Path::new(value)).display().to_string();
+    (paths, value_shorts)
+}
+
+/// Makes the paths given to a retry absolute, against `here`, in its arguments as given: the
+/// retry runs in its run's directory (see [`Retry::cwd`]), a retry of it reads its recorded
+/// arguments again, and both must find what was meant from `here`. Parse the result again for
+/// the retry's flags.
+pub fn anchor_paths(given: &mut [String], here: &Path) {
+    let (paths, value_shorts) = retry_flags();
+    let anchored = |value: &str| here.join(value).display().to_string();
     let mut index = 0;
     while index < given.len() {
         let word = given[index].clone();
-        if PATH_OVERRIDES.contains(&word.as_str()) {
+        if word == "--" {
+            break;
+        }
+        if paths.contains(&word) {
             if let Some(value) = given.get_mut(index + 1) {
                 *value = anchored(value);
             }
@@ -365,16 +386,20 @@ pub fn anchor_overrides(overrides: &mut RetryOverrides, given: &mut [String], he
             continue;
         }
         if let Some((flag, value)) = word.split_once('=')
-            && PATH_OVERRIDES.contains(&flag)
+            && paths.iter().any(|path| path == flag)
         {
             given[index] = format!("{flag}={}", anchored(value));
         } else if let Some(cluster) = word.strip_prefix('-').filter(|rest| !rest.starts_with('-'))
-            && let Some(at) = cluster.find(|flag| VALUE_SHORTS.contains(&flag))
+            && let Some(at) = cluster.find(|flag| value_shorts.contains(&flag))
         {
             // Short flags together (`-Ni KEY`, `-bikey`): the first that takes a value takes
             // the rest of the word, or else the next word.
             let (flags, value) = cluster.split_at(at + 1);
-            if flags.ends_with('i') {
+            let takes_path = flags
+                .chars()
+                .last()
+                .is_some_and(|flag| paths.contains(&format!("-{flag}")));
+            if takes_path {
                 if value.is_empty() {
                     if let Some(next) = given.get_mut(index + 1) {
                         *next = anchored(next);

@@ -738,8 +738,7 @@ fn paths_given_to_a_retry_are_anchored_where_it_was_started() {
         "--only",
         "failed",
     ]);
-    let mut args = retry_args(&strs(&given));
-    anchor_overrides(&mut args.overrides, &mut given, Path::new("/home/ops/site"));
+    anchor_paths(&mut given, Path::new("/home/ops/site"));
     assert_eq!(
         given,
         words(&[
@@ -759,6 +758,8 @@ fn paths_given_to_a_retry_are_anchored_where_it_was_started() {
             "failed",
         ])
     );
+    // What anchoring wrote parses as the retry's flags.
+    let args = retry_args(&strs(&given));
     let overrides = &args.overrides;
     assert_eq!(
         overrides.identity,
@@ -777,10 +778,5 @@ fn paths_given_to_a_retry_are_anchored_where_it_was_started() {
     assert_eq!(
         overrides.output.out_dir.as_deref(),
         Some(Path::new("/home/ops/site/out"))
-    );
-    // What anchoring wrote parses as the same flags again.
-    assert_eq!(
-        retry_args(&strs(&given)).overrides.identity,
-        overrides.identity
     );
 }
