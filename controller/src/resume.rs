@@ -47,6 +47,10 @@ pub struct Resume {
 pub fn prepare(dir: &Path, args: &ResumeArgs) -> Result<(RunArgs, Resume), RunsError> {
     let file = store::find(dir, &args.run)?;
     let run = store::load(&file)?;
+    // Before anything is said of its hosts: none of them has ended yet.
+    if store::in_use(&file.path) {
+        return Err(RunsError::Running(run.header.id.clone()));
+    }
     let mut hosts = Vec::new();
     let mut executions = HashMap::new();
     let mut not_collectable = Vec::new();

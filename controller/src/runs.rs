@@ -34,6 +34,10 @@ pub enum RunsError {
     HostsGone { run: String, hosts: String },
     #[error("run {run}: `{operation}` runs over SSH: --transport does not apply to its retry")]
     NoTransport { run: String, operation: String },
+    #[error(
+        "run {0} is still going: its volley holds the journal; wait until it has ended (a host still running would run twice)"
+    )]
+    Running(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -95,7 +99,9 @@ pub fn list(out: &mut impl Write, dir: &Path, limit: usize) -> Result<(), RunsEr
 /// `volley runs show RUN`: the run, then every host's outcome; or with `--failed`/`--list`, just
 /// host names.
 pub fn show(out: &mut impl Write, dir: &Path, args: &ShowArgs) -> Result<(), RunsError> {
-    let run = store::load(&store::find(dir, &args.run)?)?;
+    let file = store::find(dir, &args.run)?;
+    let run = store::load(&file)?;
+    let live = store::in_use(&file.path);
     let hosts: Vec<&str> = run
         .kinds()
         .filter(|(_, kind)| !args.failed || *kind != "succeeded")
@@ -113,11 +119,12 @@ pub fn show(out: &mut impl Write, dir: &Path, args: &ShowArgs) -> Result<(), Run
         }
         return Ok(());
     }
-    write_run(out, &run)?;
+    write_run(out, &run, live)?;
     Ok(())
 }
 
-fn write_run(out: &mut impl Write, run: &Run) -> io::Result<()> {
+/// One run's record; `live` when its volley still holds the journal.
+fn write_run(out: &mut impl Write, run: &Run, live: bool) -> io::Result<()> {
     let header = &run.header;
     match &header.retry_of {
         Some(original) => writeln!(out, "run       {} (retry of {original})", header.id)?,
@@ -141,6 +148,7 @@ fn write_run(out: &mut impl Write, run: &Run) -> io::Result<()> {
                 footer.ended, footer.exit_status
             )?;
         }
+        None if live => writeln!(out, "ended     not yet: the run is still going")?,
         None => writeln!(
             out,
             "ended     no end recorded: volley was killed, or the run is still going"
@@ -190,7 +198,7 @@ fn write_run(out: &mut impl Write, run: &Run) -> io::Result<()> {
         .enumerate()
         .map(|(index, (host, entry))| {
             let execution = run.executions[index].as_deref();
-            host_row(host, entry.as_ref(), batch_of.get(index), execution)
+            host_row(host, entry.as_ref(), batch_of.get(index), execution, live)
         })
         .collect();
     write_table(
@@ -213,6 +221,7 @@ fn host_row(
     entry: Option<&HostEntry>,
     batch: Option<&usize>,
     execution: Option<&str>,
+    live: bool,
 ) -> [String; 7] {
     let batch = batch.map_or_else(|| "-".to_string(), ToString::to_string);
     let Some(entry) = entry else {
@@ -224,6 +233,7 @@ fn host_row(
             "-".to_string(),
             "-".to_string(),
             match execution {
+                _ if live => "no outcome yet: the run is still going".to_string(),
                 Some(id) => format!(
                     "no outcome recorded; its command was sent to its agent as {id}: `volley runs resume` collects it"
                 ),
@@ -419,7 +429,11 @@ pub fn anchor_paths(given: &mut [String], here: &Path) {
 /// Prepares `volley retry RUN [--only CLASSES] [OVERRIDES]`; `given` are its arguments as given
 /// (after `retry`), recorded so that a retry of this retry keeps its overrides.
 pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, RunsError> {
-    let run = store::load(&store::find(dir, &args.run)?)?;
+    let path = store::find(dir, &args.run)?;
+    let run = store::load(&path)?;
+    if store::in_use(&path.path) {
+        return Err(RunsError::Running(run.header.id.clone()));
+    }
     let words: Option<Vec<String>> = match &args.only {
         Some(given) => Some(parse_only(given)?),
         None => None,

@@ -231,6 +231,16 @@ fn started(path: &Path) -> String {
 
 /// Deletes the oldest journals beyond `limits.keep_runs` runs or `limits.max_bytes` in all;
 /// the journal `current` is never deleted. Returns how many were deleted.
+/// Whether a volley still writes the journal at `path`: it holds the journal's lock until it
+/// ends (see [`super::Journal`]). A journal that cannot be opened is not in use.
+pub fn in_use(path: &Path) -> bool {
+    match File::open(path).map(|file| file.try_lock()) {
+        Ok(Err(std::fs::TryLockError::WouldBlock)) => true,
+        // Taken, and let go as the file closes; or no lock to be had here.
+        Ok(_) | Err(_) => false,
+    }
+}
+
 pub fn prune(dir: &Path, limits: &JournalLimits, current: &str) -> io::Result<usize> {
     let runs = list(dir)?;
     let mut count = runs.len();
@@ -241,6 +251,14 @@ pub fn prune(dir: &Path, limits: &JournalLimits, current: &str) -> io::Result<us
             break;
         }
         if run.id == current {
+            continue;
+        }
+        // Another volley's run that is still going (it holds the lock): a journal deleted
+        // under it would lose that run's record, and its resume and retry. It is kept, and
+        // counts for nothing against the limits, as if it were not there yet.
+        if in_use(&run.path) {
+            count -= 1;
+            bytes -= run.bytes;
             continue;
         }
         match std::fs::remove_file(&run.path) {

@@ -459,7 +459,7 @@ fn a_push_host_shows_what_it_changed() {
             unreachable!("host() makes host entries")
         };
         entry.changed = changed.map(|paths| paths.iter().map(|p| p.to_string()).collect());
-        host_row("web1", Some(&entry), Some(&1), None)[6].clone()
+        host_row("web1", Some(&entry), Some(&1), None, false)[6].clone()
     };
     assert_eq!(entry(Outcome::Succeeded, None), "");
     assert_eq!(entry(Outcome::Succeeded, Some(&[])), "unchanged");

@@ -189,3 +189,51 @@ fn a_retry_reads_its_runs_relative_paths_from_where_the_run_ran() {
         output.describe()
     );
 }
+
+/// A run still going is neither retried nor resumed: its hosts have not ended, and a retry
+/// would run the command a second time where it is running. `runs show` says it is going.
+#[test]
+fn a_run_still_going_is_not_retried() {
+    let fleet = SshFleet::start(2);
+    let mut running = RunningProcess::spawn(fleet.volley().args(fleet.flags().args([
+        "-g",
+        "all",
+        "--",
+        "echo started; sleep 30",
+    ])));
+    running.wait_for_stdout(RUN_DEADLINE, |out| out.matches("started").count() == 2);
+    let id = std::fs::read_dir(fleet.runs_dir())
+        .unwrap()
+        .flatten()
+        .find_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".jsonl").map(str::to_string)
+        })
+        .expect("the running run's journal");
+    let still_going = format!(
+        "volley: run {id} is still going: its volley holds the journal; wait until it has ended (a host still running would run twice)\n"
+    );
+    for subcommand in [vec!["retry", "last"], vec!["runs", "resume", "last"]] {
+        let output = RunningProcess::spawn(fleet.volley().args(&subcommand)).finish(RUN_DEADLINE);
+        output.assert_code(64);
+        assert_eq!(output.stderr, still_going, "{subcommand:?}");
+    }
+    let shown =
+        RunningProcess::spawn(fleet.volley().args(["runs", "show", "last"])).finish(RUN_DEADLINE);
+    shown.assert_code(0);
+    assert!(
+        shown
+            .stdout
+            .contains("ended     not yet: the run is still going")
+            && shown
+                .stdout
+                .contains("no outcome yet: the run is still going"),
+        "{}",
+        shown.describe()
+    );
+    running.kill_hard();
+    // Its volley gone, the run is a retry's to take.
+    let output = RunningProcess::spawn(fleet.volley().args(["retry", "last", "--list-hosts"]))
+        .finish(RUN_DEADLINE);
+    output.assert_code(0);
+}

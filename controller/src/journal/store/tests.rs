@@ -208,4 +208,17 @@ fn pruning_keeps_the_newest_runs_within_count_and_size() {
     );
     assert_eq!(days(dir.path()), ["04"]);
     assert!(dir.path().join("notes.txt").exists(), "not a journal");
+
+    // Nor is a run another volley still writes: it holds its journal's lock.
+    fill(dir.path());
+    let live = dir.path().join("20261102T000000Z-aaaa.jsonl");
+    let writer = File::open(&live).unwrap();
+    writer.try_lock().unwrap();
+    assert!(in_use(&live));
+    assert_eq!(prune(dir.path(), &limits(1, u64::MAX), "").unwrap(), 3);
+    assert_eq!(days(dir.path()), ["02", "05"]);
+    drop(writer);
+    assert!(!in_use(&live), "the lock goes with its volley");
+    assert_eq!(prune(dir.path(), &limits(1, u64::MAX), "").unwrap(), 1);
+    assert_eq!(days(dir.path()), ["05"]);
 }
