@@ -693,7 +693,11 @@ fn selected(entry: Option<&HostEntry>, may_be_running: bool, words: Option<&[Str
     let class = outcome.map_or(OutcomeClass::Interrupted, |outcome| outcome.class());
     words.iter().any(|word| match word.as_str() {
         "failed" => class == OutcomeClass::CommandFailed,
-        "unreached" => class == OutcomeClass::NotReached,
+        // Never started: a command that timed out, or whose connection was lost after it
+        // started, ran (part of) the change; it is retried by default or by its kind.
+        "unreached" => {
+            class == OutcomeClass::NotReached && entry.is_some_and(|entry| entry.run_ms.is_none())
+        }
         "interrupted" => class == OutcomeClass::Interrupted,
         word => word == kind,
     })

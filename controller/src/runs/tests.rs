@@ -780,3 +780,40 @@ fn paths_given_to_a_retry_are_anchored_where_it_was_started() {
         Some(Path::new("/home/ops/site/out"))
     );
 }
+
+#[test]
+fn unreached_is_only_where_nothing_started() {
+    let entry = |outcome: Outcome, run_ms: Option<u64>| {
+        let Entry::Host(mut entry) = host("h", 1, outcome) else {
+            unreachable!("a host entry")
+        };
+        entry.run_ms = run_ms;
+        entry
+    };
+    let lost = || Outcome::TransportError {
+        reason: "the connection closed before the command reported its exit".to_string(),
+    };
+    let picked = |entry: &HostEntry, only: &str| {
+        let words = parse_only(only).unwrap();
+        selected(Some(entry), false, Some(&words))
+    };
+    let refused = entry(
+        Outcome::Unreachable {
+            reason: "refused".to_string(),
+        },
+        None,
+    );
+    assert!(picked(&refused, "unreached"));
+    assert!(
+        picked(&entry(lost(), None), "unreached"),
+        "lost before it started"
+    );
+    for ran in [
+        entry(Outcome::CommandTimeout, Some(5000)),
+        entry(lost(), Some(800)),
+    ] {
+        assert!(!picked(&ran, "unreached"), "{:?}", ran.outcome);
+        assert!(picked(&ran, ran.outcome.kind()), "{:?}", ran.outcome);
+        assert!(selected(Some(&ran), false, None), "a plain retry takes it");
+    }
+}
