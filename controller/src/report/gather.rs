@@ -12,13 +12,16 @@ use super::color::Paint;
 const RULE: &[u8] = b"---------------\n";
 
 /// What makes two hosts' results the same. Truncation is part of it so that a host that printed
-/// exactly the cap is not listed as truncated along with one that printed more.
+/// exactly the cap is not listed as truncated along with one that printed more; and so are the
+/// sizes of what was printed, so that outputs alike up to the cap but of other lengths (they
+/// differ past it) stay apart.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key<'a> {
     outcome: &'a Outcome,
     stdout: &'a [u8],
     stderr: &'a [u8],
     truncated: bool,
+    printed: (u64, u64),
 }
 
 struct Group<'a> {
@@ -48,6 +51,7 @@ fn groups(reports: &[Option<HostReport>]) -> Vec<Group<'_>> {
             stdout: &report.stdout.kept,
             stderr: &report.stderr.kept,
             truncated: report.stdout.truncated() || report.stderr.truncated(),
+            printed: (report.stdout.total_bytes, report.stderr.total_bytes),
         };
         match index.get(&key) {
             Some(&at) => groups[at].hosts.push(&report.host),
@@ -170,7 +174,14 @@ mod tests {
     fn truncated_output_is_noted_and_kept_apart() {
         let mut truncated = host(2, Outcome::Succeeded, "head", "").unwrap();
         truncated.stdout.total_bytes = 2_000_000;
-        let reports = vec![host(1, Outcome::Succeeded, "head", ""), Some(truncated)];
+        // Alike up to the cap, of another length: not the same output.
+        let mut longer = host(3, Outcome::Succeeded, "head", "").unwrap();
+        longer.stdout.total_bytes = 3_000_000;
+        let reports = vec![
+            host(1, Outcome::Succeeded, "head", ""),
+            Some(truncated),
+            Some(longer),
+        ];
         check(
             &reports,
             true,
@@ -180,6 +191,10 @@ mod tests {
              head\n\
              ---------------\n\
              h02 (1) [output truncated]\n\
+             ---------------\n\
+             head\n\
+             ---------------\n\
+             h03 (1) [output truncated]\n\
              ---------------\n\
              head\n",
         );
