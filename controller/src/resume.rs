@@ -46,11 +46,12 @@ pub struct Resume {
 /// arguments, parsed again.
 pub fn prepare(dir: &Path, args: &ResumeArgs) -> Result<(RunArgs, Resume), RunsError> {
     let file = store::find(dir, &args.run)?;
-    let run = store::load(&file)?;
-    // Before anything is said of its hosts: none of them has ended yet.
+    // Before the record is read (a run that ends in between would be read unfinished), and
+    // before anything is said of its hosts.
     if store::in_use(&file.path) {
-        return Err(RunsError::Running(run.header.id.clone()));
+        return Err(RunsError::Running(file.id.clone()));
     }
+    let run = store::load(&file)?;
     let mut hosts = Vec::new();
     let mut executions = HashMap::new();
     let mut not_collectable = Vec::new();

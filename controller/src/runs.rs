@@ -430,10 +430,11 @@ pub fn anchor_paths(given: &mut [String], here: &Path) {
 /// (after `retry`), recorded so that a retry of this retry keeps its overrides.
 pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, RunsError> {
     let path = store::find(dir, &args.run)?;
-    let run = store::load(&path)?;
+    // Before the record is read: a run that ends in between would be read unfinished.
     if store::in_use(&path.path) {
-        return Err(RunsError::Running(run.header.id.clone()));
+        return Err(RunsError::Running(path.id.clone()));
     }
+    let run = store::load(&path)?;
     let words: Option<Vec<String>> = match &args.only {
         Some(given) => Some(parse_only(given)?),
         None => None,
