@@ -1,7 +1,7 @@
 //! The local directories volley writes the hosts' files into (`--out-dir`, `volley fetch`'s
 //! DIR): made, and written to once, before any host depends on them.
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
@@ -12,13 +12,18 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     // Creating a file is the one way to know it can be written to before hosts depend on it.
     let probe = dir.join(".volley-write-test");
+    private_file(&probe)?;
+    std::fs::remove_file(probe)
+}
+
+/// Creates (or empties) a file in such a directory, readable by the operator only.
+pub fn private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&probe)?;
-    std::fs::remove_file(probe)
+        .open(path)
 }
 
 /// Why [`prepare`] failed, in words: a file or a link where a directory should be is "not a

@@ -431,32 +431,46 @@ fn group_settings(inventory: &Inventory, groups: &[&str]) -> HostSettings {
         })
 }
 
-/// For each setting that the host's groups give, a group as near the host as the first that
-/// gives it, giving another value.
+/// Each setting a group can give, by its inventory key, as text for a warning.
+type Read = fn(&HostSettings) -> Option<String>;
+const GROUP_SETTINGS: [(&str, Read); 7] = [
+    ("user", |s| s.user.clone()),
+    ("port", |s| s.port.map(|port| port.to_string())),
+    ("identity_file", |s| {
+        s.identity_file
+            .as_ref()
+            .map(|path| path.display().to_string())
+    }),
+    ("transport", |s| {
+        s.transport.map(|t| format!("{t:?}").to_ascii_lowercase())
+    }),
+    ("agent_port", |s| s.agent_port.map(|port| port.to_string())),
+    ("agent_prefix", |s| {
+        s.agent_prefix
+            .as_ref()
+            .map(|path| path.display().to_string())
+    }),
+    ("become", |s| s.become_root.map(|on| on.to_string())),
+];
+
+/// Whether `settings` give `setting` (a key of [`GROUP_SETTINGS`]).
+fn gives(settings: &HostSettings, setting: &str) -> bool {
+    GROUP_SETTINGS
+        .iter()
+        .any(|(key, read)| *key == setting && read(settings).is_some())
+}
+
+/// For each setting that the host's groups give and `nearer` does not, a group as near the host
+/// as the first that gives it, giving another value.
 fn group_disagreements<'i>(
     inventory: &'i Inventory,
     membership: &Membership<'i>,
+    nearer: &HostSettings,
 ) -> Vec<Disagreement<'i>> {
-    type Read = fn(&HostSettings) -> Option<String>;
-    let settings: [(&'static str, Read); 7] = [
-        ("user", |s| s.user.clone()),
-        ("port", |s| s.port.map(|port| port.to_string())),
-        ("identity_file", |s| {
-            s.identity_file
-                .as_ref()
-                .map(|path| path.display().to_string())
-        }),
-        ("transport", |s| {
-            s.transport.map(|t| format!("{t:?}").to_ascii_lowercase())
-        }),
-        ("agent_port", |s| s.agent_port.map(|port| port.to_string())),
-        ("agent_prefix", |s| {
-            s.agent_prefix
-                .as_ref()
-                .map(|path| path.display().to_string())
-        }),
-        ("become", |s| s.become_root.map(|on| on.to_string())),
-    ];
+    // Only groups as near as one another can disagree: one group, nothing to compare.
+    if membership.groups.len() < 2 {
+        return Vec::new();
+    }
     let groups: Vec<(&str, usize, HostSettings)> = membership
         .groups
         .iter()
@@ -467,7 +481,10 @@ fn group_disagreements<'i>(
         })
         .collect();
     let mut found = Vec::new();
-    for (setting, read) in settings {
+    for (setting, read) in GROUP_SETTINGS {
+        if read(nearer).is_some() {
+            continue;
+        }
         let mut given = groups
             .iter()
             .filter_map(|(name, distance, settings)| Some((*name, *distance, read(settings)?)));
@@ -534,65 +551,63 @@ fn host_spec<'i>(
     let options = sources.options.lookup(&target.host, &env.local_user)?;
     let ssh = sources.config.lookup(&target.host, &env.local_user)?;
 
-    // Where groups equally near disagree on a setting that nothing nearer settles, the first
-    // in name order decides: say so.
-    let entry_settles = |setting: &str| match setting {
-        "user" => target.user.is_some(),
-        "port" => target.port.is_some(),
-        _ => false,
+    // What the sources nearer than the host's groups give: the pattern (or a group entry's
+    // `user@host:port`), the command line, the host's own entry. Identity files are not among
+    // them: they add up, and a group's is tried whatever the host's.
+    let transport_flag = args.transport.map(|flag| match flag {
+        TransportFlag::Auto => TransportChoice::Auto,
+        TransportFlag::Agent => TransportChoice::Agent,
+        TransportFlag::Ssh => TransportChoice::Ssh,
+    });
+    let nearer = HostSettings {
+        address: options.hostname.clone().or_else(|| host.address.clone()),
+        port: target
+            .port
+            .or(membership.port)
+            .or(options.port)
+            .or(host.port),
+        user: target
+            .user
+            .clone()
+            .or_else(|| membership.user.clone())
+            .or_else(|| args.ssh.user.clone())
+            .or_else(|| options.user.clone())
+            .or_else(|| host.user.clone()),
+        identity_file: None,
+        transport: transport_flag.or(host.transport),
+        agent_port: host.agent_port,
+        agent_prefix: host.agent_prefix.clone(),
+        become_root: args.ssh.become_root.then_some(true).or(host.become_root),
     };
-    let settles = |setting: &str| {
-        entry_settles(setting)
-            || match setting {
-                "user" => {
-                    membership.user.is_some()
-                        || args.ssh.user.is_some()
-                        || options.user.is_some()
-                        || host.user.is_some()
-                }
-                "port" => {
-                    membership.port.is_some() || options.port.is_some() || host.port.is_some()
-                }
-                "transport" => args.transport.is_some() || host.transport.is_some(),
-                "agent_port" => host.agent_port.is_some(),
-                "agent_prefix" => host.agent_prefix.is_some(),
-                "become" => args.ssh.become_root || host.become_root.is_some(),
-                _ => false,
-            }
+
+    // Where groups equally near disagree on a setting that nothing nearer settles, the first
+    // in name order decides: say so. Group entries' own disagreements (user, port) are settled
+    // only by the pattern.
+    let pattern = HostSettings {
+        user: target.user.clone(),
+        port: target.port,
+        ..HostSettings::default()
     };
     let unsettled = membership
         .disagreements
         .iter()
-        .filter(|disagreement| !entry_settles(disagreement.setting))
+        .filter(|disagreement| !gives(&pattern, disagreement.setting))
         .cloned()
-        .chain(
-            group_disagreements(inventory, membership)
-                .into_iter()
-                .filter(|disagreement| !settles(disagreement.setting)),
-        );
+        .chain(group_disagreements(inventory, membership, &nearer));
     disagreements.extend(unsettled.map(|disagreement| (target.host.clone(), disagreement)));
 
-    let address = options
-        .hostname
-        .or_else(|| host.address.clone())
+    let address = nearer
+        .address
         .or(ssh.hostname)
         .unwrap_or_else(|| target.host.clone());
-    let port = target
+    let port = nearer
         .port
-        .or(membership.port)
-        .or(options.port)
-        .or(host.port)
         .or(group.port)
         .or(ssh.port)
         .or(inventory.port)
         .unwrap_or(22);
-    let user = target
+    let user = nearer
         .user
-        .clone()
-        .or_else(|| membership.user.clone())
-        .or_else(|| args.ssh.user.clone())
-        .or(options.user)
-        .or_else(|| host.user.clone())
         .or_else(|| group.user.clone())
         .or(ssh.user)
         .or_else(|| inventory.user.clone())
@@ -617,32 +632,25 @@ fn host_spec<'i>(
     let name = target.to_string();
     let jump = ssh::route(&name, &hops, &sources.config, env)?;
     ssh::check_loops(&name, &address, port, &jump)?;
-    let transport = match args.transport {
-        Some(TransportFlag::Auto) => TransportChoice::Auto,
-        Some(TransportFlag::Agent) => TransportChoice::Agent,
-        Some(TransportFlag::Ssh) => TransportChoice::Ssh,
-        None => host
-            .transport
-            .or(group.transport)
-            .or(inventory.transport)
-            .unwrap_or_default(),
-    };
-    let agent_port = host
+    let transport = nearer
+        .transport
+        .or(group.transport)
+        .or(inventory.transport)
+        .unwrap_or_default();
+    let agent_port = nearer
         .agent_port
         .or(group.agent_port)
         .or(inventory.agent_port)
         .unwrap_or(DEFAULT_AGENT_PORT);
-    let agent_prefix = host
+    let agent_prefix = nearer
         .agent_prefix
-        .clone()
         .or_else(|| group.agent_prefix.clone())
         .or_else(|| inventory.agent_prefix.clone());
-    let become_root = args.ssh.become_root
-        || host
-            .become_root
-            .or(group.become_root)
-            .or(inventory.become_root)
-            .unwrap_or(false);
+    let become_root = nearer
+        .become_root
+        .or(group.become_root)
+        .or(inventory.become_root)
+        .unwrap_or(false);
     Ok(HostSpec {
         name,
         address,

@@ -245,28 +245,28 @@ impl Resolver<'_> {
                 // Stable: groups came in name order, and each group's entries in its order.
                 entries.sort_by_key(|entry| entry.distance);
                 let mut membership = Membership::default();
-                let (mut user, mut port) = (None, None);
+                // The nearest entry giving each of user and port, as text, for disagreements.
+                let mut firsts: [Option<(usize, &str, String)>; 2] = [None, None];
                 for entry in entries {
                     if !membership.groups.contains(&entry.group) {
                         membership.groups.push(entry.group);
                         membership.distances.push(entry.distance);
                     }
-                    let (distance, group) = (entry.distance, entry.group);
                     let given = [
-                        ("user", &mut user, entry.user),
-                        ("port", &mut port, entry.port.map(|port| port.to_string())),
+                        ("user", entry.user.clone()),
+                        ("port", entry.port.map(|port| port.to_string())),
                     ];
-                    for (setting, first, value) in given {
+                    for (first, (setting, value)) in firsts.iter_mut().zip(given) {
                         let Some(value) = value else { continue };
                         match first {
-                            None => *first = Some((distance, group, value)),
+                            None => *first = Some((entry.distance, entry.group, value)),
                             Some((nearest, applies, applied))
-                                if *nearest == distance && *applied != value =>
+                                if *nearest == entry.distance && *applied != value =>
                             {
                                 let disagreement = Disagreement {
                                     setting,
                                     applies: (applies, applied.clone()),
-                                    other: (group, value),
+                                    other: (entry.group, value),
                                 };
                                 if !membership.disagreements.contains(&disagreement) {
                                     membership.disagreements.push(disagreement);
@@ -275,9 +275,9 @@ impl Resolver<'_> {
                             Some(_) => {}
                         }
                     }
+                    membership.user = membership.user.or(entry.user);
+                    membership.port = membership.port.or(entry.port);
                 }
-                membership.user = user.map(|(_, _, user)| user);
-                membership.port = port.and_then(|(_, _, port)| port.parse().ok());
                 (host, membership)
             })
             .collect())

@@ -8,14 +8,14 @@
 //! Everything is private to the operator: the directory is made 0700 and the files 0600.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use volley_common::outcome::HostReport;
 
 use crate::event::Stream;
+use crate::local_dir::private_file;
 
 /// The files of the hosts that are running.
 pub(crate) struct OutDir {
@@ -100,15 +100,6 @@ impl OutDir {
         let path = self.dir.join(name);
         private_file(&path).map_err(|error| named(&path, error))
     }
-}
-
-fn private_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
 }
 
 /// A host's file name: its name as targeted, with `/` (possible only in a user name) made `_`.
