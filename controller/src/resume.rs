@@ -102,21 +102,29 @@ impl Resume {
         self.hosts.iter().map(|(number, _)| *number).collect()
     }
 
-    /// The outcomes of the run's other hosts, as they stand: with the collected ones, they make
-    /// the run's exit status. A host with no outcome and nothing to collect never finished: it
+    /// The run's hosts in its order, each with its outcome as it stands, or `None` for a host
+    /// being collected. A host with no outcome and nothing to collect never finished: it
     /// counts as interrupted, as it would have in a volley stopped by SIGINT.
-    pub fn settled(&self) -> Vec<Outcome> {
+    pub fn standing(&self) -> Vec<(String, Option<Outcome>)> {
         let collecting: HashSet<usize> = self.numbers().into_iter().collect();
-        self.run
-            .hosts
-            .iter()
+        let hosts = self.run.header.hosts.iter().zip(&self.run.hosts);
+        hosts
             .enumerate()
-            .filter(|(number, _)| !collecting.contains(number))
-            .map(|(_, entry)| {
-                entry
-                    .as_ref()
-                    .map_or(Outcome::Cancelled, |entry| entry.outcome.clone())
+            .map(|(number, (host, entry))| {
+                let outcome = (!collecting.contains(&number)).then(|| {
+                    entry
+                        .as_ref()
+                        .map_or(Outcome::Cancelled, |entry| entry.outcome.clone())
+                });
+                (host.clone(), outcome)
             })
             .collect()
+    }
+
+    /// The outcomes of the run's other hosts, as they stand: with the collected ones, they make
+    /// the run's exit status.
+    pub fn settled(&self) -> Vec<Outcome> {
+        let standing = self.standing().into_iter();
+        standing.filter_map(|(_, outcome)| outcome).collect()
     }
 }

@@ -184,6 +184,13 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         prefix: plan.prefix,
         out_dir: plan.out_dir.clone(),
         then,
+        resumed: resuming.as_ref().map(|resume| {
+            let standing = resume.standing().into_iter();
+            let success = |outcome: Option<Outcome>| outcome.map(|o| o.is_success());
+            standing
+                .map(|(host, outcome)| (host, success(outcome)))
+                .collect()
+        }),
     };
     let hosts: Vec<String> = plan.hosts.iter().map(|host| host.name.clone()).collect();
     let batched = plan.rollout.is_batched();
@@ -310,11 +317,16 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         .filter(|outcome| **outcome == Outcome::Skipped)
         .count();
     report::write_rollout(&mut stderr, &end, batched, skipped)?;
-    // Hosts in doubt are for `volley runs resume`, not for a retry.
+    // Hosts in doubt are for `volley runs resume`, not for a retry, which takes the hosts of the
+    // whole run that did not succeed: those a resume settled before it too.
     let in_doubt = |outcome: &Outcome| matches!(outcome, Outcome::InDoubt { .. });
-    let failed = reports
-        .iter()
-        .map(|report| report.as_ref().map(|report| &report.outcome))
+    let settled = resuming.map(|resume| resume.settled()).unwrap_or_default();
+    let failed = (settled.iter().map(Some))
+        .chain(
+            reports
+                .iter()
+                .map(|report| report.as_ref().map(|r| &r.outcome)),
+        )
         .filter(|outcome| !outcome.is_some_and(|o| o.is_success() || in_doubt(o)));
     report::write_recorded(&mut stderr, &run_id, failed)?;
     report::write_in_doubt(

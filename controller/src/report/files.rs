@@ -12,8 +12,6 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use volley_common::outcome::HostReport;
-
 use crate::event::Stream;
 use crate::local_dir::private_file;
 
@@ -70,21 +68,18 @@ impl OutDir {
     }
 
     /// Writes `succeeded` and `failed` (every host that did not succeed, those without an
-    /// outcome included), each replaced whole.
-    pub(crate) fn write_lists(
-        &mut self,
-        hosts: &[String],
-        reports: &[Option<HostReport>],
-    ) -> io::Result<()> {
+    /// outcome included) of `hosts`, each a name with whether it succeeded, each list replaced
+    /// whole.
+    pub(crate) fn write_lists(&mut self, hosts: &[(String, bool)]) -> io::Result<()> {
         self.open.clear();
         let mut succeeded = String::new();
         let mut failed = String::new();
-        for (index, host) in hosts.iter().enumerate() {
-            let success = reports
-                .get(index)
-                .and_then(Option::as_ref)
-                .is_some_and(|report| report.outcome.is_success());
-            let list = if success { &mut succeeded } else { &mut failed };
+        for (host, success) in hosts {
+            let list = if *success {
+                &mut succeeded
+            } else {
+                &mut failed
+            };
             list.push_str(host);
             list.push('\n');
         }
@@ -102,6 +97,20 @@ impl OutDir {
     }
 }
 
+/// The hosts of a resumed run, each with whether it succeeded: those the resume collected (the
+/// `None`s of `run`, in order) take `collected` in turn.
+pub(crate) fn with_resumed(
+    run: Vec<(String, Option<bool>)>,
+    mut collected: impl Iterator<Item = bool>,
+) -> Vec<(String, bool)> {
+    run.into_iter()
+        .map(|(host, success)| {
+            let success = success.or_else(|| collected.next());
+            (host, success.unwrap_or(false))
+        })
+        .collect()
+}
+
 /// A host's file name: its name as targeted, with `/` (possible only in a user name) made `_`.
 fn file_name(host: &str) -> String {
     host.replace('/', "_")
@@ -116,9 +125,6 @@ fn named(path: &Path, error: io::Error) -> io::Error {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
-    use volley_common::outcome::Outcome;
-
-    use super::super::fixture::host_report;
     use super::*;
     use crate::local_dir::prepare;
 
@@ -136,17 +142,10 @@ mod tests {
         files.output(0, Stream::Stdout, b"two\n").unwrap();
         files.finished(0);
         files.finished(1);
-        let reports = vec![
-            Some(host_report("h1", Outcome::Succeeded, b"", b"")),
-            Some(host_report(
-                "deploy@h2:22",
-                Outcome::NonZeroExit { code: 1 },
-                b"",
-                b"",
-            )),
-            None,
-        ];
-        files.write_lists(&hosts, &reports).unwrap();
+        let lists = [("h1", true), ("deploy@h2:22", false), ("a/b@h3", false)];
+        files
+            .write_lists(&lists.map(|(host, success)| (host.to_string(), success)))
+            .unwrap();
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
         assert_eq!(read("h1.stdout"), "one\ntwo\n");
         assert_eq!(read("h1.stderr"), "warn");
@@ -157,5 +156,21 @@ mod tests {
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("h1.stdout")), 0o600);
+    }
+
+    #[test]
+    fn a_resume_lists_every_host_of_its_run() {
+        let run = [
+            ("h1", Some(true)),
+            ("h2", None),
+            ("h3", Some(false)),
+            ("h4", None),
+        ];
+        let run = run
+            .map(|(host, success)| (host.to_string(), success))
+            .to_vec();
+        let lists = with_resumed(run, [true, false].into_iter());
+        let expected = [("h1", true), ("h2", true), ("h3", false), ("h4", false)];
+        assert_eq!(lists, expected.map(|(host, s)| (host.to_string(), s)));
     }
 }

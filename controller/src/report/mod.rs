@@ -32,7 +32,7 @@ mod summary;
 use std::io::{self, Write};
 
 use tokio::sync::mpsc::{self, error::TryRecvError};
-use volley_common::outcome::HostReport;
+use volley_common::outcome::{HostReport, Outcome};
 
 pub use host_keys::write_learned_host_keys;
 pub use hosts::{write_host_list, write_table};
@@ -59,6 +59,9 @@ pub struct ReportOptions {
     pub out_dir: Option<std::path::PathBuf>,
     /// The command hosts run is a push's `--then`: a command's failure says so.
     pub then: bool,
+    /// For `volley runs resume`: the run's hosts in its order, each with whether it succeeded,
+    /// or `None` for one the resume collects. `--out-dir`'s lists name them all.
+    pub resumed: Option<Vec<(String, Option<bool>)>>,
 }
 
 /// Colour, decided per stream: stdout may be a terminal while stderr goes to a file, and the
@@ -207,7 +210,15 @@ async fn consume<O: Write, E: Write>(
         terminal.flush(None)?;
     }
     if let Some(files) = files.as_mut() {
-        files.write_lists(&names, &reports)?;
+        let succeeded = reports.iter().map(|report| {
+            let outcome = report.as_ref().map(|report| &report.outcome);
+            outcome.is_some_and(Outcome::is_success)
+        });
+        let lists = match options.resumed {
+            Some(run) => files::with_resumed(run, succeeded),
+            None => names.into_iter().zip(succeeded).collect(),
+        };
+        files.write_lists(&lists)?;
     }
     Ok(reports)
 }
@@ -292,6 +303,7 @@ mod tests {
             prefix: true,
             out_dir: None,
             then: false,
+            resumed: None,
         };
         let producer = tokio::spawn(async move {
             for event in events {
@@ -428,6 +440,7 @@ mod tests {
             prefix: true,
             out_dir: None,
             then: false,
+            resumed: None,
         };
         let stop = tokio_util::sync::CancellationToken::new();
         assert_send(&report(Vec::new(), options, receiver, stop));

@@ -124,13 +124,15 @@ fn resume_after_kill_9_collects_every_host_and_runs_nothing_twice() {
 }
 
 /// A host that never started has nothing to collect: the resume says so, and the run, whose
-/// other hosts all succeeded, stands interrupted in its journal.
+/// other hosts all succeeded, stands interrupted in its journal. What the resume leaves in
+/// `--out-dir`, and the retry it offers, are of the whole run.
 #[test]
 fn a_resumed_run_with_a_host_that_never_started_stands_interrupted() {
     let fleet = AgentFleet::start(3);
     let sleep = unique_sleep("3.");
     let _sweep = SweepOnDrop(sleep.clone());
     let command = counted(&sleep);
+    let out = fleet.dir().join("out");
     let args = [
         "-g",
         "all",
@@ -139,6 +141,8 @@ fn a_resumed_run_with_a_host_that_never_started_stands_interrupted() {
         "-p",
         "2",
         "--json",
+        "--out-dir",
+        out.to_str().unwrap(),
         "--",
     ];
     let mut run = fleet.spawn(fleet.run_args(args.into_iter().chain([command.as_str()])));
@@ -160,6 +164,31 @@ fn a_resumed_run_with_a_host_that_never_started_stands_interrupted() {
         shown.stdout.contains(", exit status 130, interrupted"),
         "{}",
         shown.describe()
+    );
+    // Every host of the run is in one list, in the run's order: the one that never started in
+    // `failed`, though the resume did not collect it.
+    let list = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+    let (succeeded, failed) = (list("succeeded"), list("failed"));
+    let names: Vec<&str> = fleet.hosts().iter().map(|h| h.name.as_str()).collect();
+    let expected: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|h| *h != failed.trim())
+        .collect();
+    assert_eq!(succeeded, format!("{}\n", expected.join("\n")), "{failed}");
+    assert!(
+        resumed
+            .stderr
+            .contains(&format!("nothing to collect (they never started, or ran over SSH, whose commands stop with volley): {}; ", failed.trim())),
+        "{failed}: {}",
+        resumed.describe()
+    );
+    assert!(
+        resumed
+            .stderr
+            .contains("runs it again on the 1 host that did not succeed"),
+        "{}",
+        resumed.describe()
     );
 }
 
