@@ -72,6 +72,10 @@ pub struct Header {
     /// files to push) are read from there again by `volley retry` and `volley runs resume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// The `VOLLEY_*` variables that gave the run settings (`VOLLEY_TIMEOUT`, `VOLLEY_PKI`,
+    /// ...), as they were set: `volley retry` takes those that are not set where it runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
 }
 
 impl Header {
@@ -345,6 +349,7 @@ mod tests {
             retry_of: None,
             retry_overrides: Vec::new(),
             cwd: None,
+            variables: Default::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! the journal tap -> the reporters -> the summary. `main` dispatches here; this module owns the
 //! order of those steps and what is printed around them.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,6 +59,8 @@ struct RetryOf {
     run: String,
     hosts: Vec<String>,
     overrides: Vec<Vec<String>>,
+    /// The variables that gave the run settings, as its journal recorded them.
+    variables: BTreeMap<String, String>,
 }
 
 impl Origin {
@@ -93,7 +96,17 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     } = origin;
     let recorded_subcommand = subcommand(&operation);
     let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
-    let env = Environment::from_process().map_err(|e| usage(&e))?;
+    let mut env = Environment::from_process().map_err(|e| usage(&e))?;
+    let recorded = match (&retry, &operation) {
+        (Some(retry), _) => Some((&retry.run, &retry.variables)),
+        (None, Operation::Resume(resume)) => {
+            Some((&resume.run.header.id, &resume.run.header.variables))
+        }
+        _ => None,
+    };
+    if let Some((run, variables)) = recorded {
+        take_recorded_variables(&mut env, run, variables);
+    }
     let mut plan = RunPlan::new(&args, &env).map_err(|e| usage(&e))?;
     // A push, a fetch or an agent operation always has a limit (`--timeout 0` included): the
     // plan, and so the journal, says which.
@@ -201,7 +214,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         Some(retry) => (Some(retry.run), retry.overrides),
         None => (None, Vec::new()),
     };
-    let mut header = journal::header(&args, &plan, arguments, retry_of, &env.local_user);
+    let mut header = journal::header(&args, &plan, arguments, retry_of, &env);
     header.subcommand = recorded_subcommand;
     header.retry_overrides = retry_overrides;
     let journal = match &resuming {
@@ -422,9 +435,25 @@ pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
             run: retry.retry_of,
             hosts: retry.hosts,
             overrides: retry.overrides,
+            variables: retry.variables,
         }),
     };
     run(retry.args, origin).await
+}
+
+/// A retry or resume runs with the settings its run took from `VOLLEY_*` variables, as it runs
+/// with its flags: a recorded variable not set here is taken; one set here to another value
+/// applies instead, and is said.
+fn take_recorded_variables(env: &mut Environment, run: &str, recorded: &BTreeMap<String, String>) {
+    for (name, value) in recorded {
+        match env.variables.iter().find(|(here, _)| here == name) {
+            None => env.variables.push((name.clone(), value.clone())),
+            Some((_, here)) if here != value => say!(
+                "volley: {name} is '{here}' here and was '{value}' for run {run}: '{here}' applies"
+            ),
+            Some(_) => {}
+        }
+    }
 }
 
 /// Goes to the directory a recorded run ran in, so that the relative paths of its arguments (an

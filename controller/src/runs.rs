@@ -341,6 +341,8 @@ pub struct Retry {
     pub overrides: Vec<Vec<String>>,
     /// Where the original run ran: its relative paths are read from there.
     pub cwd: Option<String>,
+    /// The variables that gave the run settings, as the journal recorded them.
+    pub variables: BTreeMap<String, String>,
 }
 
 /// Which flags of `volley retry` take a path (`-i`, `--known-hosts`, ...), and which of its
@@ -495,6 +497,7 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         of: run.header.hosts.len(),
         overrides,
         cwd: run.header.cwd.clone(),
+        variables: run.header.variables.clone(),
     })
 }
 
@@ -555,6 +558,10 @@ pub fn recorded_arguments(run: &Run) -> Result<Recorded, RunsError> {
     // The inventory may have come from VOLLEY_INVENTORY, which need not be set now.
     if let Some(inventory) = &run.header.targets.inventory {
         run_args.targets.inventory = Some(inventory.into());
+    }
+    // So may VOLLEY_PKI; as with the run settings' variables, one set here applies instead.
+    if run_args.pki.dir.is_none() {
+        run_args.pki.dir = run.header.variables.get("VOLLEY_PKI").map(Into::into);
     }
     // The overrides of the retries that led here.
     for layer in &run.header.retry_overrides {

@@ -41,7 +41,7 @@ use volley_common::journal::{
 use crate::admission::HandshakeLimit;
 use crate::cli::RunArgs;
 use crate::event::Event;
-use crate::plan::RunPlan;
+use crate::plan::{Environment, RunPlan};
 
 /// The journal of the run in progress.
 #[derive(Debug)]
@@ -269,12 +269,28 @@ pub fn tap(
 
 /// The header of a run, without its id and start time (which [`Journal::create`] gives it).
 /// `arguments` are those of `volley run` as given; `retry_of` names the run a retry retries.
+/// The variables to record of `variables` (the process's): those that give run settings,
+/// `VOLLEY_<SETTING>` as the inventory reads them, and `VOLLEY_PKI`.
+fn setting_variables(variables: &[(String, String)]) -> BTreeMap<String, String> {
+    let gives_a_setting = |name: &str| {
+        name == "VOLLEY_PKI"
+            || name.strip_prefix("VOLLEY_").is_some_and(|key| {
+                volley_common::inventory::SETTINGS.contains(&key.to_ascii_lowercase().as_str())
+            })
+    };
+    variables
+        .iter()
+        .filter(|(name, _)| gives_a_setting(name))
+        .cloned()
+        .collect()
+}
+
 pub fn header(
     args: &RunArgs,
     plan: &RunPlan,
     arguments: Vec<String>,
     retry_of: Option<String>,
-    user: &str,
+    env: &Environment,
 ) -> Header {
     let total = plan.hosts.len();
     let millis =
@@ -284,7 +300,7 @@ pub fn header(
         format: FORMAT,
         id: String::new(),
         started: String::new(),
-        user: user.to_string(),
+        user: env.local_user.clone(),
         command: plan.command.clone(),
         targets: Targets {
             patterns: args.targets.targets.clone(),
@@ -324,6 +340,7 @@ pub fn header(
         cwd: std::env::current_dir()
             .ok()
             .map(|dir| dir.display().to_string()),
+        variables: setting_variables(&env.variables),
     }
 }
 

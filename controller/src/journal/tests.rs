@@ -31,6 +31,7 @@ fn bare_header(hosts: &[&str]) -> Header {
         retry_of: None,
         retry_overrides: Vec::new(),
         cwd: None,
+        variables: Default::default(),
     }
 }
 
@@ -274,12 +275,34 @@ fn the_header_records_targets_hosts_batches_and_options() {
     };
     let plan = RunPlan::new(&args, &env).unwrap();
     let arguments: Vec<String> = arguments.iter().map(|arg| arg.to_string()).collect();
+    // The variables are read for the header only; the plan was made without them.
+    let env = Environment {
+        variables: [
+            ("VOLLEY_TIMEOUT", "1s"),
+            ("VOLLEY_PKI", "/srv/pki"),
+            ("VOLLEY_LOG", "debug"),
+            ("VOLLEY_INVENTORY", "inv.toml"),
+            ("HOME", "/root"),
+        ]
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .to_vec(),
+        ..env
+    };
     let header = header(
         &args,
         &plan,
         arguments.clone(),
         Some("20261127T065812Z-3f9a".to_string()),
-        "ops",
+        &env,
+    );
+    assert_eq!(header.user, "ops");
+    // Not VOLLEY_INVENTORY: the targets record the inventory, wherever it came from.
+    assert_eq!(
+        header.variables,
+        BTreeMap::from([
+            ("VOLLEY_PKI".to_string(), "/srv/pki".to_string()),
+            ("VOLLEY_TIMEOUT".to_string(), "1s".to_string()),
+        ])
     );
     assert_eq!(header.command, "systemctl restart app");
     assert_eq!(header.targets.patterns, ["h[1-5]"]);

@@ -50,6 +50,7 @@ fn header(id: &str, started: &str, hosts: &[&str], batches: Vec<usize>) -> Heade
         retry_of: None,
         retry_overrides: Vec::new(),
         cwd: None,
+        variables: Default::default(),
     }
 }
 

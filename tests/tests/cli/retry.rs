@@ -237,3 +237,48 @@ fn a_run_still_going_is_not_retried() {
         .finish(RUN_DEADLINE);
     output.assert_code(0);
 }
+
+/// A retry runs with the settings its run took from `VOLLEY_*` variables, as with its flags:
+/// a recorded variable not set where the retry runs still applies; one set there to another
+/// value applies instead, and the retry says so.
+#[test]
+fn a_retry_keeps_the_settings_its_run_took_from_variables() {
+    let fleet = SshFleet::start(1);
+    let finish =
+        |command: &mut std::process::Command| RunningProcess::spawn(command).finish(RUN_DEADLINE);
+    let command = "sleep 3; echo done";
+    let mut run = fleet.volley();
+    run.args(fleet.flags().args(["-g", "all", "--", command]))
+        .env("VOLLEY_TIMEOUT", "1s");
+    let output = finish(&mut run);
+    output.assert_code(2);
+    let original = run_id(&output.stderr);
+    let recorded = header(&fleet.runs_dir(), &original);
+    assert_eq!(recorded["variables"]["VOLLEY_TIMEOUT"], "1s");
+
+    // Not set now: the run's 1 s holds, and the command times out again.
+    let output = finish(fleet.volley().args(["retry", "last", "--json"]));
+    output.assert_code(2);
+    let records = output.records_by_host();
+    volley_tests::report::expect_outcome(&output, &records, "h01", "command_timeout");
+    let retry = run_id(&output.stderr);
+    assert_eq!(
+        header(&fleet.runs_dir(), &retry)["options"]["timeout_ms"],
+        1000
+    );
+
+    // Set now to another value: that one applies, and is said.
+    let mut again = fleet.volley();
+    again
+        .args(["retry", original.as_str(), "--json"])
+        .env("VOLLEY_TIMEOUT", "30s");
+    let output = finish(&mut again);
+    output.assert_code(0);
+    assert!(
+        output.stderr.contains(&format!(
+            "volley: VOLLEY_TIMEOUT is '30s' here and was '1s' for run {original}: '30s' applies\n"
+        )),
+        "{}",
+        output.describe()
+    );
+}

@@ -25,6 +25,7 @@ fn journal(dir: &Path, id: &str, started: &str, padding: usize) {
         retry_of: None,
         retry_overrides: Vec::new(),
         cwd: None,
+        variables: Default::default(),
     };
     let line = serde_json::to_string(&Entry::Header(Box::new(header))).unwrap() + "\n";
     std::fs::write(dir.join(format!("{id}.jsonl")), line).unwrap();
