@@ -105,8 +105,7 @@ impl Group {
         };
         // While the leader is unreaped its pid cannot be reused, so the group id is ours; once
         // reaped, the id stays ours as long as any member lives, which is what is polled here.
-        while (leader_reaped || status.is_some()) && group_alive(group) && Instant::now() < give_up
-        {
+        while (leader_reaped || status.is_some()) && group_runs(group) && Instant::now() < give_up {
             tokio::time::sleep(GROUP_POLL).await;
         }
         if group_alive(group) {
@@ -128,8 +127,48 @@ fn signal_group(group: Pid, signal: Signal) {
     }
 }
 
+/// Whether the group has a member, a zombie included.
 fn group_alive(group: Pid) -> bool {
     rustix::process::test_kill_process_group(group).is_ok()
+}
+
+/// Whether a member of the group may still be running: it has members, and they are not all
+/// zombies. A zombie has ended and waits only for its parent to collect it, which an orphan's
+/// parent, PID 1, may never do (some containers' init does not reap). Members /proc does not
+/// show (`ProtectProc=invisible` hides other users' processes) count as running.
+fn group_runs(group: Pid) -> bool {
+    group_alive(group) && !only_zombies_seen(group)
+}
+
+/// Whether /proc shows members of `group`, and all of them zombies.
+fn only_zombies_seen(group: Pid) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    let group = group.as_raw_pid().to_string();
+    let mut seen = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the name, in parentheses, which may hold anything: state, parent, group.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace();
+        let (state, pgrp) = (fields.next(), fields.nth(1));
+        if pgrp == Some(group.as_str()) {
+            if !matches!(state, Some("Z" | "X")) {
+                return false;
+            }
+            seen = true;
+        }
+    }
+    seen
 }
 
 fn describe(status: std::process::ExitStatus) -> ExitStatus {
@@ -139,5 +178,56 @@ fn describe(status: std::process::ExitStatus) -> ExitStatus {
         // Neither exited nor signalled: only a stopped or continued child reports that, and
         // `wait` does not return for those.
         (None, None) => ExitStatus::Code(-1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The state field of /proc/PID/stat.
+    fn state(pid: u32) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = stat.rsplit_once(')')?.1;
+        rest.split_whitespace().next().map(str::to_string)
+    }
+
+    #[test]
+    fn a_group_of_zombies_no_longer_runs() {
+        // Leader of its own group, never waited for: a zombie once it exits.
+        let mut child = std::process::Command::new("true")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let group = Pid::from_raw(pid.try_into().unwrap()).unwrap();
+        for _ in 0..200 {
+            if state(pid).as_deref() == Some("Z") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(state(pid).as_deref(), Some("Z"), "never became a zombie");
+        assert!(group_alive(group), "a zombie is still a member");
+        assert!(!group_runs(group), "but nothing of the group runs");
+        child.wait().unwrap();
+        assert!(!group_alive(group));
+    }
+
+    #[test]
+    fn a_group_with_a_live_member_runs() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let group = Pid::from_raw(child.id().try_into().unwrap()).unwrap();
+        let runs = group_runs(group);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(runs);
     }
 }
