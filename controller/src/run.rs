@@ -541,28 +541,59 @@ fn colors(choice: ColorChoice) -> report::Colors {
     }
 }
 
-/// The first SIGINT or SIGTERM stops the run: no new host starts and running commands are
+/// The first SIGINT, SIGTERM or SIGHUP stops the run: no new host starts and running commands are
 /// stopped on their hosts. A second one exits at once.
 async fn stop_on_signals(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
+    // A hangup (the operator's terminal or SSH session went away) stops the run as Ctrl-C does,
+    // so that every host's outcome is still recorded; unless volley was started to outlive its
+    // terminal (`nohup` ignores SIGHUP), which listening for it would undo.
+    let hangup = if ignored_at_start(rustix::process::Signal::HUP) {
+        Ok(None)
+    } else {
+        signal(SignalKind::hangup()).map(Some)
+    };
+    let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
+        hangup,
     ) else {
         say!(
-            "volley: warning: cannot listen for SIGINT/SIGTERM; an interrupt will kill volley without a summary"
+            "volley: warning: cannot listen for SIGINT/SIGTERM/SIGHUP; an interrupt will kill volley without a summary"
         );
         return;
+    };
+    let hung_up = async |hangup: &mut Option<tokio::signal::unix::Signal>| match hangup {
+        Some(hangup) => hangup.recv().await,
+        None => std::future::pending().await,
     };
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
+        _ = hung_up(&mut hangup) => {}
     }
     say!("volley: interrupted: stopping the running commands (interrupt again to quit at once)");
     cancel.cancel();
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
+        _ = hung_up(&mut hangup) => {}
     }
     std::process::exit(exit::INTERRUPTED.into());
+}
+
+/// Whether `signal` was ignored when volley started, as `nohup` ignores SIGHUP: read from
+/// /proc/self/status (`SigIgn`) before volley listens for it, which would replace that.
+fn ignored_at_start(signal: rustix::process::Signal) -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let ignored = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok());
+    let bit = u32::try_from(signal.as_raw() - 1).ok();
+    ignored
+        .zip(bit)
+        .is_some_and(|(mask, bit)| mask.checked_shr(bit).is_some_and(|m| m & 1 == 1))
 }

@@ -131,12 +131,17 @@ impl RunningProcess {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
-    /// Sends SIGINT, as a terminal's Ctrl-C would. The `kill` program keeps this crate free of
-    /// unsafe code.
+    /// Sends SIGINT, as a terminal's Ctrl-C would.
     pub fn interrupt(&self) {
+        self.signal("INT");
+    }
+
+    /// Sends the signal `name` (`INT`, `TERM`, `HUP`). The `kill` program keeps this crate free
+    /// of unsafe code.
+    pub fn signal(&self, name: &str) {
         tools::run_tool(
             Command::new(tools::kill())
-                .args(["-s", "INT"])
+                .args(["-s", name])
                 .arg(self.pid().to_string()),
         );
     }

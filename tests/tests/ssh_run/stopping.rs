@@ -1,10 +1,12 @@
-//! Stopping remote commands: a command timeout and SIGINT must leave nothing running on the
-//! hosts, background children included. The hosts are this machine, so `pgrep` can tell.
+//! Stopping remote commands: a command timeout, and SIGINT, SIGTERM or SIGHUP to volley, must
+//! leave nothing running on the hosts, background children included. The hosts are this machine, so `pgrep` can tell.
 
 use std::time::Duration;
 
 use volley_tests::SshFleet;
+use volley_tests::process::RunningProcess;
 use volley_tests::remote::{SweepOnDrop, assert_none_left, unique_sleep, wait_until_running};
+use volley_tests::volley::RUN_DEADLINE;
 
 use crate::{EXIT_INTERRUPTED, EXIT_NOT_REACHED, expect_outcome};
 
@@ -43,7 +45,7 @@ fn command_timeout_stops_the_command_and_its_background_child() {
             "`{sleep}` did not run on both hosts: {running:?}"
         );
     }
-    let output = volley.finish(volley_tests::volley::RUN_DEADLINE);
+    let output = volley.finish(RUN_DEADLINE);
 
     output.assert_code(EXIT_NOT_REACHED);
     let records = output.records_by_host();
@@ -59,33 +61,84 @@ fn command_timeout_stops_the_command_and_its_background_child() {
     assert_none_left(&foreground, GONE_WITHIN);
 }
 
+/// Ctrl-C, `kill` (SIGTERM) and a terminal's hangup (SIGHUP: the operator's own SSH session
+/// dropped) all stop the run the same way: the commands are stopped, every host gets an outcome
+/// in the summary and the journal, and volley exits 130.
 #[test]
-fn sigint_stops_the_remote_commands_and_exits_130() {
+fn sigint_sigterm_and_sighup_stop_the_remote_commands_and_exit_130() {
     let fleet = SshFleet::start(5);
-    let sleep = unique_sleep("1618.03");
-    let _sweep = SweepOnDrop(sleep.clone());
+    for (signal, digits) in [("INT", "1618.03"), ("TERM", "1618.04"), ("HUP", "1618.05")] {
+        let sleep = unique_sleep(digits);
+        let _sweep = SweepOnDrop(sleep.clone());
 
-    let mut volley = fleet.spawn(fleet.flags().args(["-g", "all", "--", sleep.as_str()]));
-    let running = wait_until_running(&sleep, 5, RUNNING_WITHIN, || volley.has_exited());
+        let mut volley = fleet.spawn(fleet.flags().args(["-g", "all", "--", sleep.as_str()]));
+        let running = wait_until_running(&sleep, 5, RUNNING_WITHIN, || volley.has_exited());
+        assert_eq!(
+            running.len(),
+            5,
+            "`{sleep}` did not start on all 5 hosts: {running:?}"
+        );
+        volley.signal(signal);
+        let output = volley.finish(Duration::from_secs(60));
+
+        output.assert_code(EXIT_INTERRUPTED);
+        // The partial summary names the hosts that were cut short.
+        assert!(
+            output.stderr.contains("cancelled"),
+            "{signal}: no summary\n{}",
+            output.describe()
+        );
+        assert!(
+            output.stderr.contains("h[01-05]"),
+            "{signal}: no folded hosts\n{}",
+            output.describe()
+        );
+        assert_none_left(&sleep, GONE_WITHIN);
+        let shown = RunningProcess::spawn(fleet.volley().args(["runs", "show", "last"]))
+            .finish(RUN_DEADLINE);
+        assert_eq!(
+            (shown.stdout.lines())
+                .filter(|line| line.starts_with("h0") && line.contains(" cancelled "))
+                .count(),
+            5,
+            "{signal}: every host's outcome is recorded\n{}",
+            shown.describe()
+        );
+    }
+}
+
+/// Started under `nohup` (SIGHUP ignored), a run outlives a hangup and goes on; Ctrl-C still
+/// stops it.
+#[test]
+fn a_run_started_under_nohup_outlives_a_hangup() {
+    let fleet = SshFleet::start(2);
+    let sleep = unique_sleep("1618.06");
+    let _sweep = SweepOnDrop(sleep.clone());
+    let volley = fleet.volley();
+    let mut nohup = std::process::Command::new("nohup");
+    nohup.arg(volley.get_program());
+    for (name, value) in volley.get_envs() {
+        match value {
+            Some(value) => nohup.env(name, value),
+            None => nohup.env_remove(name),
+        };
+    }
+    nohup.args(fleet.flags().args(["-g", "all", "--", sleep.as_str()]));
+    let mut volley = RunningProcess::spawn(&mut nohup);
+    let running = wait_until_running(&sleep, 2, RUNNING_WITHIN, || volley.has_exited());
+    assert_eq!(running.len(), 2, "`{sleep}` did not start: {running:?}");
+
+    volley.signal("HUP");
+    // A volley that took the hangup would be stopping now; give it the time it takes.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!volley.has_exited(), "the hangup ended the run");
     assert_eq!(
-        running.len(),
-        5,
-        "`{sleep}` did not start on all 5 hosts: {running:?}"
+        wait_until_running(&sleep, 2, RUNNING_WITHIN, || false).len(),
+        2
     );
+
     volley.interrupt();
     let output = volley.finish(Duration::from_secs(60));
-
     output.assert_code(EXIT_INTERRUPTED);
-    // The partial summary names the hosts that were cut short.
-    assert!(
-        output.stderr.contains("cancelled"),
-        "no summary\n{}",
-        output.describe()
-    );
-    assert!(
-        output.stderr.contains("h[01-05]"),
-        "no folded hosts\n{}",
-        output.describe()
-    );
     assert_none_left(&sleep, GONE_WITHIN);
 }
