@@ -9,7 +9,8 @@
 //! sshd's session child does: the gid, the supplementary groups of the user (`initgroups`,
 //! through NSS), the uid, permanently; umask 022; the open-file limit the agent was started with
 //! (direct only: a unit's is systemd's default, as sshd's sessions get); the home directory (or
-//! `/` after sshd's warning); the session's environment and nothing else; then it `exec`s the
+//! `/` after sshd's warning); the session's environment and nothing else; no descriptor but
+//! stdin, stdout and stderr (see [`close_inherited`]); then it `exec`s the
 //! program with the shell's base name as `$0`. The pid, the process group or unit, and the
 //! pipes stay the command's, so the executor supervises and stops it. This needs no `unsafe`
 //! code in the agent: nothing runs between `fork` and `exec`.
@@ -251,6 +252,7 @@ pub fn run(args: &AsUserArgs) -> ExitCode {
     } else {
         None
     };
+    close_inherited();
     if args.null_stdin {
         let null = std::fs::File::open("/dev/null")
             .and_then(|null| nix::unistd::dup2_stdin(null).map_err(std::io::Error::from));
@@ -305,6 +307,29 @@ pub fn run(args: &AsUserArgs) -> ExitCode {
         code,
         format!("cannot run {}: {error}", Path::new(program).display()),
     )
+}
+
+/// Closes every descriptor above stderr: the helper's own are all close-on-exec, so the others
+/// came from whoever started the agent (a shell's, a wrapper's, a CI runner's), and the command,
+/// as its user, could read or write them. sshd closes them too. The helper is a single thread
+/// that holds nothing else open here, so closing by number cannot pull a descriptor from under
+/// anyone.
+fn close_inherited() {
+    let open: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .collect(),
+        // No /proc: every number the open-file limit allows.
+        Err(_) => {
+            let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 0));
+            (0..i32::try_from(soft.min(1 << 20)).unwrap_or(1024)).collect()
+        }
+    };
+    // The listing's own descriptor is among them, already closed: that close fails, unheard.
+    for fd in open.into_iter().filter(|fd| *fd > 2) {
+        let _ = nix::unistd::close(fd);
+    }
 }
 
 /// The gid, the user's groups and the uid, for good: the command cannot get root back.

@@ -182,14 +182,14 @@ impl Rig {
             );
             write(&config, &text, 0o644);
             agents.push(Agentd::launch(AgentLaunch {
-                binary: options.agent.clone(),
-                config,
-                // Where readiness is checked: the address of one of its hosts.
-                listen: SocketAddrV4::new(partition.address(index), port(index)),
-                home: make_dir(&root.join(format!("agent{index:02}-home"))),
-                nofile: None,
                 netns: Some(partition.name().to_string()),
-                isolation: None,
+                ..AgentLaunch::new(
+                    &options.agent,
+                    &config,
+                    // Where readiness is checked: the address of one of its hosts.
+                    SocketAddrV4::new(partition.address(index), port(index)),
+                    &make_dir(&root.join(format!("agent{index:02}-home"))),
+                )
             }));
         }
         let deadline = Instant::now() + Duration::from_secs(60);

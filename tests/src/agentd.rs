@@ -64,6 +64,8 @@ pub struct AgentLaunch {
     pub netns: Option<String>,
     /// A mount namespace of its own (see [`Isolation`]), if any.
     pub isolation: Option<Isolation>,
+    /// A file the agent inherits open, on descriptor 7, as from a careless launcher.
+    pub inherited: Option<PathBuf>,
 }
 
 impl AgentLaunch {
@@ -77,6 +79,7 @@ impl AgentLaunch {
             nofile: None,
             netns: None,
             isolation: None,
+            inherited: None,
         }
     }
 }
@@ -136,7 +139,8 @@ impl Agentd {
             .append(true)
             .open(&log)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        // The program line: `ip netns exec NS`, then a shell that lowers the limit, then the
+        // The program line: `ip netns exec NS`, then a shell that lowers the limit or opens the
+        // inherited file, then the
         // agent, or the isolation's wrapper around it. Each `exec`s in place, so the child's pid
         // is the agent's.
         let mut line: Vec<std::ffi::OsString> = Vec::new();
@@ -144,9 +148,16 @@ impl Agentd {
             line.push(crate::tools::ip().into());
             line.extend(["netns", "exec", netns.as_str()].map(Into::into));
         }
+        let mut prelude = Vec::new();
         if let Some(limit) = launch.nofile {
+            prelude.push(format!("ulimit -S -n {limit}"));
+        }
+        if let Some(file) = &launch.inherited {
+            prelude.push(format!("exec 7<'{}'", file.display()));
+        }
+        if !prelude.is_empty() {
             line.extend(["/bin/sh", "-c"].map(Into::into));
-            line.push(format!("ulimit -S -n {limit} && exec \"$0\" \"$@\"").into());
+            line.push(format!("{} && exec \"$0\" \"$@\"", prelude.join(" && ")).into());
         }
         let mut command = match &launch.isolation {
             Some(isolation) => {

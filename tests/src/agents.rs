@@ -67,6 +67,8 @@ pub struct AgentFleetSpec {
     binaries: Option<Binaries>,
     isolation: Option<Isolation>,
     open_file_limit: Option<u64>,
+    /// A file every agent inherits open (see [`AgentLaunch::inherited`]).
+    inherited: Option<PathBuf>,
     /// The network namespace the agents run in, if not this one.
     netns: Option<String>,
 }
@@ -81,6 +83,7 @@ impl AgentFleetSpec {
             binaries: None,
             isolation: None,
             open_file_limit: None,
+            inherited: None,
             netns: None,
         }
     }
@@ -127,6 +130,12 @@ impl AgentFleetSpec {
     /// Agents start with this soft open-file limit, as a service manager may leave it.
     pub fn with_open_file_limit(mut self, limit: u64) -> AgentFleetSpec {
         self.open_file_limit = Some(limit);
+        self
+    }
+
+    /// Agents start with `file` open on descriptor 7, as a careless launcher may leave one.
+    pub fn inheriting(mut self, file: &Path) -> AgentFleetSpec {
+        self.inherited = Some(file.to_path_buf());
         self
     }
 
@@ -218,6 +227,7 @@ impl AgentFleet {
                     nofile: spec.open_file_limit,
                     netns: spec.netns.clone(),
                     isolation: spec.isolation.clone(),
+                    inherited: spec.inherited.clone(),
                     ..AgentLaunch::new(&binaries.agent, &config, host.socket, &home)
                 })
             })

@@ -21,10 +21,11 @@ const PROBE_USER: &str = "volley-probe";
 const LINES: usize = 500_000;
 
 /// What the probe prints before its 5 MB; `ignored` is the set of standard signals (1 to 31) that
-/// the session's processes start with ignored.
+/// the session's processes start with ignored, `fds` the descriptors they start with (`ls`'s,
+/// with the one it reads the list from).
 const HEADER_COMMAND: &str = "echo $0 $HOME; umask; pwd; id; ulimit -n; \
     echo ignored $(( 0x$(sed -n 's/^SigIgn:[[:space:]]*//p' /proc/self/status) & 0x7fffffff )); \
-    env | sort";
+    echo fds $(ls /proc/self/fd); env | sort";
 
 /// The variables only an SSH connection has: they may be, and are, the only difference.
 const SSH_ONLY: &[&str] = &["SSH_CLIENT", "SSH_CONNECTION"];
@@ -50,8 +51,14 @@ struct Machine {
 fn machine(user: &LocalUser) -> Machine {
     let ssh = SshFleet::with_spec(FleetSpec::new(1).with_login_environment());
     let ssh_host = ssh.hosts()[0].clone();
-    let agents =
-        AgentFleet::with_spec(AgentFleetSpec::new(1).on_addresses([*ssh_host.socket.ip()]));
+    // A root-only file the agent inherits open from its launcher: its commands must not.
+    let secret = ssh.dir().join("root-only");
+    std::fs::write(&secret, "secret").expect("the fleet's directory is writable");
+    let agents = AgentFleet::with_spec(
+        AgentFleetSpec::new(1)
+            .on_addresses([*ssh_host.socket.ip()])
+            .inheriting(&secret),
+    );
     let agent_host = agents.hosts()[0].clone();
     let inventory = ssh.dir().join("machine.toml");
     std::fs::write(
@@ -159,7 +166,8 @@ fn the_same_probe_prints_the_same_over_ssh_and_through_the_agent() {
         lines[3]
     );
     assert!(lines[5].starts_with("ignored "), "{}", lines[5]);
-    let names: BTreeSet<&str> = lines[6..]
+    assert_eq!(lines[6], "fds 0 1 2 3");
+    let names: BTreeSet<&str> = lines[7..]
         .iter()
         .map(|line| line.split('=').next().unwrap_or_default())
         .collect();
