@@ -277,6 +277,7 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
             names,
         } => {
             let pki = Pki::new(dir(pki_dir));
+            let mut agents = Vec::new();
             for entry in names {
                 let (name, addresses) = match entry.split_once('=') {
                     Some((name, address)) => {
@@ -287,14 +288,18 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
                     }
                     None => (entry.clone(), Vec::new()),
                 };
-                let issued = pki
-                    .issue_agent(&name, &addresses)
-                    .map_err(|e| UsageError(e.to_string()))?;
+                agents.push((name, addresses));
+            }
+            let issued = pki
+                .issue_agents(&agents)
+                .map_err(|e| UsageError(e.to_string()))?;
+            for ((name, _), (issued, replaced)) in agents.iter().zip(issued) {
                 writeln!(
                     std::io::stdout(),
-                    "{name}: {} {}",
+                    "{name}: {} {}{}",
                     issued.certificate.display(),
-                    issued.key.display()
+                    issued.key.display(),
+                    if replaced { " (replaced)" } else { "" }
                 )?;
             }
         }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _, SanType,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -59,6 +59,23 @@ pub enum PkiError {
          take the name for a controller's); give the host another name"
     )]
     ControllerName { name: String },
+    /// One of the CA's two files is here without the other: a new CA must not be made beside
+    /// it (agents trust the old one), nor may anything be signed.
+    #[error(
+        "pki {dir}: {present} is here but not {missing}: copy {missing} from where the CA is kept \
+         (a new CA would not be trusted by the agents that trust this one)"
+    )]
+    HalfCa {
+        dir: PathBuf,
+        present: &'static str,
+        missing: &'static str,
+    },
+    /// `ca.key` does not belong to `ca.pem`: what it signs would verify against nothing.
+    #[error(
+        "pki {dir}: ca.key is not the key of ca.pem: certificates it signed would not verify; \
+         put back the CA's own key"
+    )]
+    CaMismatch { dir: PathBuf },
     #[error("bad certificate request: {0}")]
     Request(String),
     #[error("certificate generation failed: {0}")]
@@ -142,6 +159,7 @@ impl Pki {
     /// the CA is there already but the controller's certificate or key is not, issues that
     /// again from the CA (`new_ca` false): agents that trust the CA keep working.
     pub fn init(&self, identity: &str) -> Result<Initialised, PkiError> {
+        self.check_ca_halves()?;
         let new_ca = !self.exists();
         if !new_ca && self.has_controller_credentials() {
             return Err(PkiError::Exists {
@@ -174,15 +192,33 @@ impl Pki {
 
     /// Issues an agent's server certificate naming `name` and `addresses`, into `agents/`.
     pub fn issue_agent(&self, name: &str, addresses: &[IpAddr]) -> Result<Issued, PkiError> {
-        let (certificate, key) = self.agent_certificate(name, addresses)?;
+        let mut issued = self.issue_agents(&[(name.to_string(), addresses.to_vec())])?;
+        Ok(issued.remove(0).0)
+    }
+
+    /// Issues the certificates of `agents` (names and addresses), into `agents/`: all are made
+    /// before any is written, so a bad name leaves every file as it was. Each comes with
+    /// whether it replaced a certificate of that name.
+    pub fn issue_agents(
+        &self,
+        agents: &[(String, Vec<IpAddr>)],
+    ) -> Result<Vec<(Issued, bool)>, PkiError> {
+        let made = agents
+            .iter()
+            .map(|(name, addresses)| self.agent_certificate(name, addresses))
+            .collect::<Result<Vec<_>, _>>()?;
         let dir = self.dir.join("agents");
         private_dir(&dir)?;
-        let issued = Issued {
-            certificate: dir.join(format!("{name}.pem")),
-            key: dir.join(format!("{name}.key")),
-        };
-        // A re-issue replaces the old files.
-        issued.replace(&key, &certificate)?;
+        let mut issued = Vec::new();
+        for ((name, _), (certificate, key)) in agents.iter().zip(made) {
+            let files = Issued {
+                certificate: dir.join(format!("{name}.pem")),
+                key: dir.join(format!("{name}.key")),
+            };
+            let replaced = files.certificate.exists();
+            files.replace(&key, &certificate)?;
+            issued.push((files, replaced));
+        }
         Ok(issued)
     }
 
@@ -283,7 +319,24 @@ impl Pki {
         agent_params(name, addresses)
     }
 
+    /// Refuses a CA that is half here: its certificate without its key, or the other way.
+    fn check_ca_halves(&self) -> Result<(), PkiError> {
+        let (key, certificate) = (self.exists(), self.ca_certificate().exists());
+        let (present, missing) = match (key, certificate) {
+            (true, false) => ("ca.key", "ca.pem"),
+            (false, true) => ("ca.pem", "ca.key"),
+            _ => return Ok(()),
+        };
+        Err(PkiError::HalfCa {
+            dir: self.dir.clone(),
+            present,
+            missing,
+        })
+    }
+
+    /// The CA, ready to sign: its key, checked to be the key of its certificate.
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+        self.check_ca_halves()?;
         if !self.exists() {
             return Err(PkiError::Missing {
                 dir: self.dir.clone(),
@@ -295,10 +348,21 @@ impl Pki {
             reason: format!("not a private key ({e})"),
         })?;
         let ca_path = self.ca_certificate();
-        Issuer::from_ca_cert_pem(&read(&ca_path)?, key).map_err(|e| PkiError::File {
-            path: ca_path,
-            reason: format!("not a CA certificate ({e})"),
-        })
+        let pem = read(&ca_path)?;
+        let not_a_ca = |reason: String| PkiError::File {
+            path: ca_path.clone(),
+            reason: format!("not a CA certificate ({reason})"),
+        };
+        let der =
+            CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| not_a_ca(e.to_string()))?;
+        let (_, certificate) =
+            x509_parser::parse_x509_certificate(&der).map_err(|e| not_a_ca(e.to_string()))?;
+        if certificate.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(PkiError::CaMismatch {
+                dir: self.dir.clone(),
+            });
+        }
+        Issuer::from_ca_cert_pem(&pem, key).map_err(|e| not_a_ca(e.to_string()))
     }
 }
 

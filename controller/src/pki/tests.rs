@@ -246,3 +246,72 @@ fn the_controller_identity_is_its_common_name() {
     pki.init("ops-controller").unwrap();
     assert_eq!(pki.controller_identity().unwrap(), "ops-controller");
 }
+
+#[test]
+fn a_ca_half_here_or_with_another_key_signs_nothing_and_no_new_ca_is_made_beside_it() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    pki.init(DEFAULT_IDENTITY).unwrap();
+    let ca = fs::read_to_string(pki.ca_certificate()).unwrap();
+    let ca_key = fs::read_to_string(pki.dir.join("ca.key")).unwrap();
+
+    // The CA's key lost (and the controller's certificate with it): init must not make a new
+    // key beside the old certificate, and nothing is signed.
+    fs::remove_file(pki.dir.join("ca.key")).unwrap();
+    fs::remove_file(pki.dir.join("controller.pem")).unwrap();
+    let half = "ca.pem is here but not ca.key: copy ca.key from where the CA is kept";
+    let error = pki.init(DEFAULT_IDENTITY).unwrap_err().to_string();
+    assert!(error.contains(half), "{error}");
+    assert!(!pki.dir.join("ca.key").exists(), "init wrote a key");
+    let error = pki.issue_agent("web01", &[]).unwrap_err().to_string();
+    assert!(error.contains(half), "{error}");
+    assert!(!pki.dir.join("agents/web01.pem").exists());
+
+    // Another CA's key in its place: refused before signing.
+    let other = Pki::new(home.path().join("other"));
+    other.init(DEFAULT_IDENTITY).unwrap();
+    fs::copy(other.dir.join("ca.key"), pki.dir.join("ca.key")).unwrap();
+    for error in [
+        pki.init(DEFAULT_IDENTITY).unwrap_err().to_string(),
+        pki.issue_agent("web01", &[]).unwrap_err().to_string(),
+    ] {
+        assert!(
+            error.ends_with("ca.key is not the key of ca.pem: certificates it signed would not verify; put back the CA's own key"),
+            "{error}"
+        );
+    }
+    assert!(!pki.dir.join("controller.pem").exists());
+
+    // Its own key back: the controller's certificate is issued again from the same CA.
+    fs::write(pki.dir.join("ca.key"), &ca_key).unwrap();
+    assert!(!pki.init(DEFAULT_IDENTITY).unwrap().new_ca);
+    assert_eq!(fs::read_to_string(pki.ca_certificate()).unwrap(), ca);
+}
+
+#[test]
+fn a_batch_with_a_bad_name_issues_none_and_a_reissue_says_so() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    pki.init(DEFAULT_IDENTITY).unwrap();
+    let batch = |names: &[&str]| -> Vec<(String, Vec<IpAddr>)> {
+        names
+            .iter()
+            .map(|name| (name.to_string(), Vec::new()))
+            .collect()
+    };
+    assert!(pki.issue_agents(&batch(&["web01", "../evil"])).is_err());
+    assert!(
+        !pki.dir.join("agents/web01.pem").exists(),
+        "written before the bad name"
+    );
+    let issued = pki.issue_agents(&batch(&["web01"])).unwrap();
+    assert!(!issued[0].1);
+    let issued = pki.issue_agents(&batch(&["web01", "web02"])).unwrap();
+    assert_eq!(
+        issued
+            .iter()
+            .map(|(_, replaced)| *replaced)
+            .collect::<Vec<_>>(),
+        [true, false]
+    );
+}
