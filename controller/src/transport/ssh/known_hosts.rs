@@ -33,9 +33,13 @@ use crate::event::LearnedHostKey;
 pub enum Verdict {
     /// A line for this host holds this very key.
     Known,
-    /// No line for this host holds a key of this algorithm.
+    /// No line holds a key for this host.
     Unknown,
-    /// A line for this host holds another key of the same algorithm: possibly an attack.
+    /// Lines for this host hold other keys only: possibly an attack. Of the same algorithm, or,
+    /// as OpenSSH also refuses it, of other algorithms only (the connection asks for the
+    /// algorithms recorded first, so a host that presents none of them is not the host that
+    /// was recorded, or has changed its keys). `line` is the first line of the same algorithm
+    /// if any, else the first line for the host.
     Changed { line: usize },
     /// An `@revoked` line for this host holds this key; it must never be accepted.
     Revoked { line: usize },
@@ -182,7 +186,7 @@ impl KnownHosts {
         let name = host_port(host, port);
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         let mut known = false;
-        let mut changed = None;
+        let (mut same_algorithm, mut other) = (None, None);
         for entry in entries.matching(&name, &self.scanned_matches(&entries, &name)) {
             if entry.revoked {
                 // A revoked key is refused whatever other lines say.
@@ -191,11 +195,13 @@ impl KnownHosts {
                 }
             } else if entry.key == *key {
                 known = true;
-            } else if changed.is_none() && entry.key.algorithm() == key.algorithm() {
-                changed = Some(entry.line);
+            } else if entry.key.algorithm() == key.algorithm() {
+                same_algorithm = same_algorithm.or(Some(entry.line));
+            } else {
+                other = other.or(Some(entry.line));
             }
         }
-        match (known, changed) {
+        match (known, same_algorithm.or(other)) {
             (true, _) => Verdict::Known,
             (false, Some(line)) => Verdict::Changed { line },
             (false, None) => Verdict::Unknown,

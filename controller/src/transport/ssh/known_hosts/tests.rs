@@ -120,10 +120,14 @@ fn verdicts() {
     );
     check("web1 {A}\r\n", "web1", 22, A, Known);
     check("web1 {A} root@somewhere else", "web1", 22, A, Known);
-    // Changed only for a different key of the same algorithm.
+    // Changed for a different key of the same algorithm, and, as OpenSSH has it, for a host
+    // known by keys of other algorithms only (the same algorithm's line named first).
     check("web1 {B}", "web1", 22, A, Changed { line: 1 });
-    check("web1 {E}", "web1", 22, A, Unknown);
-    check("web1 {E}\nweb1 {R}", "web1", 22, A, Unknown);
+    check("web1 {E}", "web1", 22, A, Changed { line: 1 });
+    check("web1 {E}\nweb1 {R}", "web1", 22, A, Changed { line: 1 });
+    check("web1 {E}\nweb1 {B}", "web1", 22, A, Changed { line: 2 });
+    check("web2 {E}", "web1", 22, A, Unknown);
+    check("@revoked web1 {E}", "web1", 22, A, Unknown);
     check("web1 {B}\nweb1 {A}", "web1", 22, A, Known);
     check(
         "x {B}\nweb1 {E}\n* {B}\nweb1 {B}",
