@@ -59,16 +59,33 @@ pub struct HostSpec {
 }
 
 impl HostSpec {
-    /// What makes two targets the same host: user, address (names compare without case), port,
-    /// and the jump hosts on the way (the same private address behind two bastions can be two
-    /// machines).
-    pub fn login(&self) -> (String, String, u16, Vec<JumpHost>) {
+    /// What makes two targets the same host: user, and the machine (see [`HostSpec::machine`]).
+    pub fn login(&self) -> (String, (String, u16, Vec<JumpHost>)) {
+        (self.user.clone(), self.machine())
+    }
+
+    /// What makes two targets the same machine, whatever user they log in as: the address
+    /// (names without case or a final dot, IP addresses however written: `::1` is `0:0::1`),
+    /// the port, and the jump hosts on the way (the same private address behind two bastions
+    /// can be two machines).
+    pub fn machine(&self) -> (String, u16, Vec<JumpHost>) {
         (
-            self.user.clone(),
-            self.address.to_ascii_lowercase(),
+            canonical_address(&self.address),
             self.port,
             self.jump.clone(),
         )
+    }
+}
+
+/// An address as one machine has it: an IP address in its one written form, a name in lower
+/// case without the final dot of a fully qualified name.
+pub fn canonical_address(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => address
+            .strip_suffix('.')
+            .unwrap_or(address)
+            .to_ascii_lowercase(),
     }
 }
 
@@ -192,6 +209,7 @@ impl RunPlan {
         let memberships = resolver.memberships()?;
         let Resolved {
             targets,
+            named_out,
             mut exclusions,
         } = resolver.resolve(args)?;
         // The same host named twice runs once, with the settings of its first mention: the same
@@ -202,23 +220,30 @@ impl RunPlan {
         // A host takes the settings of the groups it belongs to, however it was named.
         let none = Membership::default();
         let mut disagreements = Vec::new();
+        let spec = |target: Target, disagreements: &mut Vec<_>| {
+            let membership = memberships.get(&target.host).unwrap_or(&none);
+            host_spec(
+                target,
+                membership,
+                args,
+                &inventory,
+                &ssh,
+                env,
+                disagreements,
+            )
+        };
+        // A host left out by name is spared however else it is named: a target dialled at the
+        // same address and port (through the same jump hosts) is the same machine.
+        let spared: HashSet<_> = named_out
+            .into_iter()
+            .map(|target| spec(target, &mut Vec::new()).map(|host| host.machine()))
+            .collect::<Result<_, _>>()?;
         let hosts = targets
             .into_iter()
-            .map(|target| {
-                let membership = memberships.get(&target.host).unwrap_or(&none);
-                host_spec(
-                    target,
-                    membership,
-                    args,
-                    &inventory,
-                    &ssh,
-                    env,
-                    &mut disagreements,
-                )
-            })
+            .map(|target| spec(target, &mut disagreements))
             .collect::<Result<Vec<HostSpec>, _>>()?
             .into_iter()
-            .filter(|host| !exclusions.by_login(host))
+            .filter(|host| !spared.contains(&host.machine()) && !exclusions.by_login(host))
             .filter(|host| {
                 let new_name = names.insert(host.name.clone());
                 let new_login = logins.insert(host.login());

@@ -8,7 +8,7 @@ use std::path::Path;
 use volley_common::inventory::Inventory;
 use volley_common::target::{Pattern, Target, glob_match, parse_list, split_list};
 
-use super::{HostSpec, MAX_STDIN, PlanError, io_reason};
+use super::{HostSpec, MAX_STDIN, PlanError, canonical_address, io_reason};
 use crate::cli::RunArgs;
 
 /// Expands patterns, groups and hosts files into the ordered, de-duplicated target list.
@@ -92,9 +92,12 @@ impl<'a> Resolver<'a> {
             .map(ToString::to_string)
             .collect::<HashSet<_>>()
             .len();
-        targets.retain(|target| !exclusions.by_name(target));
+        let (named_out, targets) = targets
+            .into_iter()
+            .partition(|target| exclusions.by_name(target));
         Ok(Resolved {
             targets,
+            named_out,
             exclusions,
         })
     }
@@ -356,6 +359,9 @@ impl Resolver<'_> {
 /// The resolved targets, in order, and what `-x` may still leave out of them.
 pub(super) struct Resolved {
     pub(super) targets: Vec<Target>,
+    /// The targets `-x` left out by name or glob: the machines they name are spared under any
+    /// other name too.
+    pub(super) named_out: Vec<Target>,
     pub(super) exclusions: Exclusions,
 }
 
@@ -399,18 +405,21 @@ impl Exclusions {
         excluded
     }
 
-    /// Whether an exclusion given with a user or port leaves out `host` as it will be dialled,
-    /// its user and port settled by the target, its groups, the inventory and ssh config:
-    /// `-x root@web2:2200` leaves out `web2` where a group entry makes it that login.
+    /// Whether an exclusion leaves out `host` as it will be dialled, its address, user and port
+    /// settled by the target, its groups, the inventory and ssh config: `-x root@web2:2200`
+    /// leaves out `web2` where a group entry makes it that login, and `-x 10.0.0.5` (or
+    /// `-x 10.0.0.5:2222`) the host whose address that is, whatever its name.
     pub(super) fn by_login(&mut self, host: &HostSpec) -> bool {
+        let address = canonical_address(&host.address);
         let mut excluded = false;
         for (exclusion, used) in self.list.iter().zip(&mut self.used) {
+            let at_address = |name: &str| canonical_address(name) == address;
             let dialled = exclusion.logins.iter().any(|login| {
-                login.host == host.host
+                (login.host == host.host || at_address(&login.host))
                     && login.user.as_ref().is_none_or(|user| *user == host.user)
                     && login.port.is_none_or(|port| port == host.port)
             });
-            if dialled {
+            if dialled || exclusion.names.iter().any(|name| at_address(name)) {
                 (*used, excluded) = (true, true);
             }
         }

@@ -112,6 +112,49 @@ fn the_same_host_named_twice_runs_once_under_its_first_name() {
 }
 
 #[test]
+fn an_address_written_two_ways_is_one_host() {
+    check(
+        &["-w", "[::1]:2240,[0:0::1]:2240,[::0001]:2240"],
+        Ok(&["[::1]:2240"]),
+    );
+    check(
+        &["-w", "web1.example,WEB1.example.,web1.example.:2200"],
+        Ok(&["web1.example"]),
+    );
+}
+
+#[test]
+fn an_excluded_host_is_spared_under_every_name_it_is_dialled_by() {
+    // web02 dials 10.0.0.2:22 (as root): that machine is left out, whoever logs in to it and
+    // however it is named; another port there is another machine.
+    check(
+        &[
+            "-w",
+            "web02,10.0.0.2:22,me@10.0.0.2:22,10.0.0.2:2222,web01",
+            "-x",
+            "web02",
+        ],
+        Ok(&["10.0.0.2:2222", "web01"]),
+    );
+    check(
+        &["-w", "web0[1-2]", "-x", "web0*"],
+        Err("no targets left: -x 'web0*' leaves out all 2 of them"),
+    );
+    // And the other way: an address leaves out the host dialled there, whatever its name.
+    check(&["-w", "web01,web02", "-x", "10.0.0.2"], Ok(&["web01"]));
+    check(&["-w", "web01,web02", "-x", "10.0.0.2:22"], Ok(&["web01"]));
+    check(
+        &["-w", "web01,web02", "-x", "root@10.0.0.2"],
+        Ok(&["web01"]),
+    );
+    let planned = plan(&["-w", "web01,web02", "-x", "10.0.0.2:2200"]).unwrap();
+    assert_eq!(
+        planned.warnings,
+        ["-x '10.0.0.2:2200' leaves out none of the 2 targets"]
+    );
+}
+
+#[test]
 fn exclusions_take_names_ranges_groups_and_globs() {
     check(
         &["-g", "web", "-x", "web02"],
