@@ -4,7 +4,7 @@
 //!
 //! A host's files are created (emptied if they exist) when its turn comes, so that a host that
 //! printed nothing still has its two empty files and no file of an earlier run is mistaken for
-//! this one's. They are open only while the host runs: descriptors stay bounded by `parallel`.
+//! this one's; the lists of an earlier run are removed when the run starts. They are open only while the host runs: descriptors stay bounded by `parallel`.
 //! Everything is private to the operator: the directory is made 0700 and the files 0600.
 
 use std::collections::HashMap;
@@ -22,8 +22,17 @@ pub(crate) struct OutDir {
     open: HashMap<usize, [File; 2]>,
 }
 
+/// The lists a run writes when it ends.
+const LISTS: [&str; 2] = ["succeeded", "failed"];
+
 impl OutDir {
+    /// Removes the lists of an earlier run: a run that never gets to its end (`kill -9`) leaves
+    /// none, rather than lists that would be taken for its own.
     pub(crate) fn new(dir: PathBuf, hosts: &[String]) -> OutDir {
+        for list in LISTS {
+            // One that cannot be removed cannot be written either: the end of the run says so.
+            let _ = std::fs::remove_file(dir.join(list));
+        }
         OutDir {
             dir,
             names: hosts.iter().map(|host| file_name(host)).collect(),
@@ -83,7 +92,7 @@ impl OutDir {
             list.push_str(host);
             list.push('\n');
         }
-        for (name, text) in [("succeeded", succeeded), ("failed", failed)] {
+        for (name, text) in LISTS.into_iter().zip([succeeded, failed]) {
             self.create(name)?
                 .write_all(text.as_bytes())
                 .map_err(|error| named(&self.dir.join(name), error))?;
@@ -134,7 +143,9 @@ mod tests {
         let dir = root.path().join("out/run1");
         prepare(&dir).unwrap();
         let hosts: Vec<String> = ["h1", "deploy@h2:22", "a/b@h3"].map(String::from).to_vec();
+        std::fs::write(dir.join("succeeded"), "h1\nh2\n").unwrap();
         let mut files = OutDir::new(dir.clone(), &hosts);
+        assert!(!dir.join("succeeded").exists(), "an earlier run's list");
         files.started(0).unwrap();
         files.started(1).unwrap();
         files.output(0, Stream::Stdout, b"one\n").unwrap();
