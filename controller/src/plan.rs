@@ -120,6 +120,9 @@ pub struct RunPlan {
     pub identity_files_explicit: bool,
     /// Where the agent transport finds the CA and the controller's certificate.
     pub pki: PathBuf,
+    /// Whether the operator named it (`--pki`, `VOLLEY_PKI`, the inventory's `pki`): then it
+    /// must be there; the default may be missing (no agents yet: SSH).
+    pub pki_given: bool,
     /// Batches, failure budget and connect retries.
     pub rollout: RolloutPlan,
     /// When old run journals are pruned.
@@ -387,6 +390,7 @@ impl RunPlan {
             accept_new_host_keys: args.ssh.accept_new_host_keys,
             identity_files,
             identity_files_explicit,
+            pki_given: args.pki.dir.is_some() || inventory.pki.is_some(),
             pki: args
                 .pki
                 .dir

@@ -512,8 +512,20 @@ fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
             .iter()
             .any(|host| host.transport == TransportChoice::Auto);
     let pki = Pki::new(plan.pki.clone());
-    if !wanted || (!needed && !pki.has_any_credentials()) {
+    if !wanted {
         return Ok(None);
+    }
+    // The default PKI missing means no agents yet: SSH. One the operator named must be there (a
+    // typo would quietly run the whole fleet over SSH).
+    if !needed && !plan.pki_given && !pki.has_any_credentials() {
+        return Ok(None);
+    }
+    if !plan.pki.exists() {
+        return Err(UsageError(format!(
+            "pki {}: no such directory (`volley pki init --pki DIR` makes one)",
+            plan.pki.display()
+        ))
+        .into());
     }
     let credentials = pki
         .controller_credentials()

@@ -158,6 +158,7 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
         identity_files: Vec::new(),
         identity_files_explicit: false,
         pki: PathBuf::from("/nonexistent/pki"),
+        pki_given: false,
         rollout,
         journal: JournalLimits::default(),
     }

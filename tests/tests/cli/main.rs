@@ -14,7 +14,8 @@
 //! - `terminal`: colour only where a terminal is, no log lines unless `VOLLEY_LOG` asks.
 //! - `docs`: bash completes with `volley completions bash`; the man pages render with nroff.
 //! - `usage`: clap's whole message for usage errors, help for bare `volley`, input errors that
-//!   name their input (empty targets, inventory types), `--timeout 0`.
+//!   name their input (empty targets, inventory types, a named PKI that is not there),
+//!   `--timeout 0`.
 
 mod docs;
 mod files;

@@ -126,3 +126,27 @@ fn timeout_zero_lifts_the_inventory_s_timeout() {
     let records = output.records_by_host();
     volley_tests::report::expect_outcome(&output, &records, "h01", "succeeded");
 }
+
+/// A PKI directory the operator named must be there: a typo would run the whole fleet over SSH
+/// without a word. The default one missing (no agents yet) is SSH, as before.
+#[test]
+fn a_named_pki_that_is_not_there_is_refused() {
+    let fleet = SshFleet::start(1);
+    let missing = fleet.dir().join("no-such-pki");
+    let mut flags = fleet.flags();
+    flags.pki = Some(missing.clone());
+    let output = fleet.run(flags.args(["-w", "h01", "--", "echo ran"]));
+    output.assert_code(EXIT_USAGE);
+    assert_eq!(
+        output.stderr,
+        format!(
+            "volley: pki {}: no such directory (`volley pki init --pki DIR` makes one)\n",
+            missing.display()
+        ),
+        "{}",
+        output.describe()
+    );
+    let output = fleet.run(fleet.flags().args(["-w", "h01", "--", "echo ran"]));
+    output.assert_code(EXIT_SUCCESS);
+    assert_eq!(output.stdout, "h01: ran\n", "{}", output.describe());
+}
