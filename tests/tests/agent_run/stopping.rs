@@ -1,7 +1,7 @@
 //! Stopping: SIGINT stops the commands on the agents, background children included; an agent
 //! that dies in the middle of a command leaves that host `in_doubt` (its command may still run),
 //! and neither `auto` (over SSH, although sshd serves the same host) nor `volley retry` runs the
-//! command again.
+//! command again; so does one that stops answering and cannot confirm the stop at the timeout.
 
 use std::path::Path;
 use std::time::Duration;
@@ -122,6 +122,58 @@ fn an_agent_killed_mid_command_leaves_the_host_in_doubt_and_the_command_is_not_r
     let records = output.records_by_host();
     let record = expect_outcome(&output, &records, &agent_host.name, "succeeded", "ssh");
     assert_eq!(record.stdout, "over-ssh\n");
+}
+
+/// An agent that stops answering in the middle of a command (stopped, overloaded) cannot confirm
+/// the command was stopped at its timeout: the host is `in_doubt`, not `command_timeout`, which
+/// a retry would run again where the command may have run whole.
+#[test]
+fn an_agent_that_does_not_confirm_the_stop_at_the_timeout_leaves_the_host_in_doubt() {
+    let fleet = AgentFleet::start(1);
+    let host = fleet.hosts()[0].name.clone();
+    let (started, marker) = (fleet.dir().join("started"), fleet.dir().join("done"));
+    let command = format!(
+        "echo >> '{}'; sleep 2; echo >> '{}'",
+        started.display(),
+        marker.display()
+    );
+    let mut volley = fleet.spawn(fleet.run_args([
+        "-g",
+        "all",
+        "--transport",
+        "agent",
+        "--timeout",
+        "1s",
+        "--json",
+        "--",
+        command.as_str(),
+    ]));
+    let deadline = std::time::Instant::now() + RUNNING_WITHIN;
+    while lines(&started) == 0 && std::time::Instant::now() < deadline && !volley.has_exited() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lines(&started), 1, "the command did not start");
+    let agent = fleet.agent(&host).pid().to_string();
+    let signal = |name: &str| {
+        volley_tests::tools::run_tool(
+            std::process::Command::new(volley_tests::tools::kill()).args(["-s", name, &agent]),
+        )
+    };
+    signal("STOP");
+    let output = volley.finish(RUN_DEADLINE);
+    signal("CONT");
+
+    output.assert_code(EXIT_IN_DOUBT);
+    let records = output.records_by_host();
+    let record = expect_outcome(&output, &records, &host, "in_doubt", "agent");
+    let reason = record.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("the agent did not confirm it stopped the command")
+            && reason.contains("volley runs resume"),
+        "{record:?}"
+    );
+    // It did run to its end, the agent frozen the while.
+    assert_eq!(lines(&marker), 1);
 }
 
 /// The lines of `path`; none if it does not exist.

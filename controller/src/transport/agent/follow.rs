@@ -154,7 +154,12 @@ impl AgentTransport {
                 Err(Attach::Failed(why)) => {
                     tracing::debug!(host = %job.host.name, %id, %why, "cannot attach yet");
                     tokio::select! {
-                        () = job.cancel.cancelled() => return Outcome::Cancelled,
+                        // No agent to tell: the command runs on, as far as volley knows.
+                        () = job.cancel.cancelled() => return Outcome::InDoubt {
+                            reason: format!(
+                                "interrupted while volley was attaching again after it lost the agent ({lost}); it may still be running: `volley runs resume` collects it"
+                            ),
+                        },
                         () = tokio::time::sleep(pause) => {}
                     }
                     pause *= 2;
@@ -249,12 +254,12 @@ async fn follow(
         let message = tokio::select! {
             message = stream.message() => message,
             () = crate::transport::ssh::sleep_until(deadline) => {
-                cancel(client, id).await;
-                return Followed::Outcome(Outcome::CommandTimeout);
+                let stopped = cancel(client, id).await;
+                return Followed::Outcome(stopped_or_in_doubt(stopped, Outcome::CommandTimeout));
             }
             () = job.cancel.cancelled() => {
-                cancel(client, id).await;
-                return Followed::Outcome(Outcome::Cancelled);
+                let stopped = cancel(client, id).await;
+                return Followed::Outcome(stopped_or_in_doubt(stopped, Outcome::Cancelled));
             }
         };
         let event = match message {
@@ -297,14 +302,43 @@ async fn follow(
     }
 }
 
-/// Asks the agent to stop the execution; best effort, within [`CANCEL_WITHIN`].
-async fn cancel(client: &mut AgentClient<Channel>, id: &str) {
+/// Asks the agent to stop the execution, within [`CANCEL_WITHIN`]: what it answered.
+async fn cancel(client: &mut AgentClient<Channel>, id: &str) -> Cancelled {
     let request = pb::CancelRequest {
         execution_id: id.to_string(),
     };
     match tokio::time::timeout(CANCEL_WITHIN, client.cancel(request)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(status)) => tracing::debug!(%id, "Cancel failed: {}", status.message()),
-        Err(_) => tracing::debug!(%id, "Cancel timed out"),
+        Ok(Ok(reply)) if reply.get_ref().was_running => Cancelled::Stopped,
+        Ok(Ok(_)) => Cancelled::HadEnded,
+        Ok(Err(status)) => Cancelled::NoAnswer(format!("Cancel failed: {}", status.message())),
+        Err(_) => Cancelled::NoAnswer(format!("no answer to Cancel within {CANCEL_WITHIN:?}")),
+    }
+}
+
+/// What the agent said to a cancel.
+enum Cancelled {
+    /// The command was running: it is being stopped.
+    Stopped,
+    /// It had ended on its own, though its end did not reach volley.
+    HadEnded,
+    /// No answer: whether it stops, ran to its end or still runs is unknown.
+    NoAnswer(String),
+}
+
+/// `stopped` (a timeout, an interrupt) where the agent confirmed it stops the command; else the
+/// command's end is unknown, and saying it was stopped would make a retry run it again where it
+/// may have run whole.
+fn stopped_or_in_doubt(cancel: Cancelled, stopped: Outcome) -> Outcome {
+    let reason = match cancel {
+        Cancelled::Stopped => return stopped,
+        Cancelled::HadEnded => {
+            "the command ended on the agent, but its end did not reach volley".to_string()
+        }
+        Cancelled::NoAnswer(why) => format!(
+            "the agent did not confirm it stopped the command ({why}): it may have run to its end, or still run"
+        ),
+    };
+    Outcome::InDoubt {
+        reason: format!("{reason}; `volley runs resume` collects it"),
     }
 }
