@@ -520,14 +520,17 @@ fn group_disagreements<'i>(
         let Some((applies, nearest, applied)) = given.next() else {
             continue;
         };
-        if let Some((other, _, value)) = given
-            .take_while(|(_, distance, _)| *distance == nearest)
-            .find(|(_, _, value)| *value != applied)
-        {
+        let mut others: Vec<(&str, String)> = Vec::new();
+        for (other, _, value) in given.take_while(|(_, distance, _)| *distance == nearest) {
+            if value != applied && !others.contains(&(other, value.clone())) {
+                others.push((other, value));
+            }
+        }
+        if !others.is_empty() {
             found.push(Disagreement {
                 setting,
                 applies: (applies, applied),
-                other: (other, value),
+                others,
             });
         }
     }
@@ -545,21 +548,43 @@ fn disagreement_warnings(inventory: &Path, found: Vec<(String, Disagreement<'_>)
         .into_iter()
         .map(|(d, hosts)| {
             let hosts = volley_common::fold::fold(hosts.iter().map(String::as_str));
-            let ((applies, applied), (other, value)) = (d.applies, d.other);
+            let (applies, applied) = d.applies;
             let setting = d.setting;
-            if applies == other {
+            let mut groups = vec![applies];
+            let mut values = vec![format!("'{applied}'")];
+            for (group, value) in d.others {
+                if !groups.contains(&group) {
+                    groups.push(group);
+                }
+                values.push(format!("'{value}'"));
+            }
+            let values = and_list(&values);
+            if groups.len() == 1 {
                 format!(
-                    "inventory {}: group {applies} gives {hosts} {setting} '{applied}' and '{value}': the first applies",
+                    "inventory {}: group {applies} gives {hosts} {setting} {values}: the first applies",
                     inventory.display()
                 )
             } else {
                 format!(
-                    "inventory {}: groups {applies} and {other}, equally near {hosts}, give {setting} '{applied}' and '{value}': {applies}'s applies, the first in name order; set it for the host, or in one group",
-                    inventory.display()
+                    "inventory {}: groups {}, equally near {hosts}, give {setting} {values}: {applies}'s applies, the first in name order; set it for the host, or in one group",
+                    inventory.display(),
+                    and_list(&groups)
                 )
             }
         })
         .collect()
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list<T: AsRef<str>>(items: &[T]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.as_ref().to_string(),
+        [rest @ .., last] => {
+            let rest: Vec<&str> = rest.iter().map(AsRef::as_ref).collect();
+            format!("{} and {}", rest.join(", "), last.as_ref())
+        }
+    }
 }
 
 /// Decides one host's settings. The most specific source wins: the pattern itself (or a group

@@ -204,8 +204,8 @@ pub(super) struct Disagreement<'i> {
     pub(super) setting: &'static str,
     /// The group whose value applies, and the value.
     pub(super) applies: (&'i str, String),
-    /// The other group, and the value it gives.
-    pub(super) other: (&'i str, String),
+    /// The other groups as near, and the other values they give, in name order.
+    pub(super) others: Vec<(&'i str, String)>,
 }
 
 /// Walking one group's members: the group, the groups on the way down, how near each group
@@ -266,13 +266,16 @@ impl Resolver<'_> {
                             Some((nearest, applies, applied))
                                 if *nearest == entry.distance && *applied != value =>
                             {
-                                let disagreement = Disagreement {
-                                    setting,
-                                    applies: (applies, applied.clone()),
-                                    other: (entry.group, value),
-                                };
-                                if !membership.disagreements.contains(&disagreement) {
-                                    membership.disagreements.push(disagreement);
+                                let other = (entry.group, value);
+                                let found = membership.disagreements.iter_mut();
+                                match found.into_iter().find(|d| d.setting == setting) {
+                                    Some(known) if known.others.contains(&other) => {}
+                                    Some(known) => known.others.push(other),
+                                    None => membership.disagreements.push(Disagreement {
+                                        setting,
+                                        applies: (applies, applied.clone()),
+                                        others: vec![other],
+                                    }),
                                 }
                             }
                             Some(_) => {}

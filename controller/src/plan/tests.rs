@@ -921,4 +921,22 @@ fn groups_equally_near_that_disagree_on_a_setting_are_warned_of() {
         warned(entries, &["-w", "admin@h,z@k"]),
         Vec::<String>::new()
     );
+    // Every group that gives another value is named.
+    let three = format!("{entries}[groups.d]\nhosts = [\"ops@h\"]\n");
+    assert_eq!(
+        warned(&three, &["-w", "h"]),
+        [
+            "groups a, b and d, equally near h, give user 'root', 'admin' and 'ops': a's \
+             applies, the first in name order; set it for the host, or in one group",
+        ]
+    );
+    let settings = "[groups.a]\nhosts = [\"h\"]\nuser = \"x\"\n[groups.b]\nhosts = [\"h\"]\n\
+                    user = \"y\"\n[groups.c]\nhosts = [\"h\"]\nuser = \"z\"\n";
+    assert_eq!(
+        warned(settings, &["-w", "h"]),
+        [
+            "groups a, b and c, equally near h, give user 'x', 'y' and 'z': a's applies, the \
+             first in name order; set it for the host, or in one group",
+        ]
+    );
 }
