@@ -262,4 +262,42 @@ fn a_private_key_others_may_read_is_refused_as_ssh_refuses_it() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let output = fleet.run(flags.args(["-g", "all", "--", "echo ran"]));
     output.assert_code(EXIT_SUCCESS);
+
+    // A default key (not named) others may read is not used either; a host that fails for want
+    // of it says why.
+    let ssh_dir = fleet.client_home().join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).expect("the client's ~/.ssh");
+    let default = ssh_dir.join("id_ed25519");
+    std::fs::copy(fleet.client_key().path(), &default).expect("copy the client key");
+    std::fs::set_permissions(&default, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let known_hosts = fleet.known_hosts().to_str().expect("UTF-8").to_string();
+    let inventory = fleet.inventory().to_str().expect("UTF-8").to_string();
+    let output = fleet.run([
+        "run",
+        "--inventory",
+        &inventory,
+        "--known-hosts",
+        &known_hosts,
+        "-l",
+        fleet.user(),
+        "-g",
+        "all",
+        "--json",
+        "--",
+        "echo ran",
+    ]);
+    output.assert_code(EXIT_NOT_REACHED);
+    let records = output.records_by_host();
+    let record = expect_outcome(&output, &records, "h01", "auth_failed");
+    assert!(
+        record
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&format!(
+                "{}: permissions 0644 are too open",
+                default.display()
+            )),
+        "{record:?}"
+    );
 }

@@ -53,8 +53,8 @@ pub struct Agent {
 
 impl Identities {
     /// Reads every identity file the plan names. A file the operator named that cannot be used
-    /// is an error; a default file that does not exist is skipped; a per-host file that cannot be
-    /// used becomes part of that host's failure reason.
+    /// is an error; a default file that does not exist is skipped; a default or per-host file
+    /// that cannot be used becomes part of a failing host's reason.
     pub async fn load(plan: &RunPlan) -> Result<Identities, IdentityError> {
         let mut files = HashMap::new();
         let mut global = Vec::new();
@@ -67,7 +67,9 @@ impl Identities {
                         reason: reason.clone(),
                     });
                 }
-                IdentityFile::Unusable(_) => continue,
+                // A default key that is not there is no concern; one that is there and cannot
+                // be used (open to others, unreadable) is named in a failing host's reason.
+                IdentityFile::Unusable(_) if !path.exists() => continue,
                 _ => {}
             }
             global.push(path.clone());
