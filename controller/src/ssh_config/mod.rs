@@ -31,7 +31,7 @@ use volley_common::target::wildcard_match;
 use self::directives::Directive;
 pub use self::jump::{JumpHop, parse_jumps};
 use self::matching::{MatchLine, Subject, Verdict, list_matches};
-use self::syntax::expand_tokens;
+use self::syntax::{expand_tokens, expand_variables};
 
 /// A parsed ssh config, ready to answer for any host.
 #[derive(Clone, Debug, Default)]
@@ -146,7 +146,8 @@ struct Found<'a> {
     hostname: Option<&'a str>,
     user: Option<&'a str>,
     port: Option<u16>,
-    identity_files: Vec<&'a str>,
+    /// Each with the file and line that gave it, for an error.
+    identity_files: Vec<(&'a str, &'a Path, usize)>,
     proxy: Option<(&'a Setting, &'a Path, usize)>,
     ignore_unknown: Option<&'a str>,
     /// Refused keywords met, lowercased: only the first occurrence of one counts.
@@ -213,8 +214,14 @@ impl SshConfig {
             })
         };
         let mut paths: Vec<PathBuf> = Vec::new();
-        for value in &found.identity_files {
-            let path = self.identity_path(value, &value_of);
+        for (value, origin, line) in &found.identity_files {
+            let path =
+                self.identity_path(value, &value_of)
+                    .map_err(|reason| SshConfigError::Invalid {
+                        path: origin.to_path_buf(),
+                        line: *line,
+                        reason: format!("IdentityFile '{value}': {reason}"),
+                    })?;
             // OpenSSH offers a file named twice only once.
             if !paths.contains(&path) {
                 paths.push(path);
@@ -243,23 +250,31 @@ impl SshConfig {
         })
     }
 
-    /// `~` is expanded before the `%` tokens, as OpenSSH does, so that `%d/...` and `~/...` both
-    /// work and a `%` in the home directory's name is never taken for a token.
-    fn identity_path(&self, value: &str, value_of: &impl Fn(char) -> Option<String>) -> PathBuf {
+    /// `~` is expanded first, then `${VARIABLE}`s from the environment, then the `%` tokens, as
+    /// OpenSSH does, so that `%d/...` and `~/...` both work and a `%` in the home directory's
+    /// name is never taken for a token. A variable that is not set is an error, as in OpenSSH.
+    fn identity_path(
+        &self,
+        value: &str,
+        value_of: &impl Fn(char) -> Option<String>,
+    ) -> Result<PathBuf, String> {
         if value == "~" {
-            return self.home.clone();
+            return Ok(self.home.clone());
         }
+        let expand = |value: &str| -> Result<String, String> {
+            Ok(expand_tokens(&expand_variables(value)?, value_of))
+        };
         if let Some(rest) = value.strip_prefix("~/") {
-            return self.home.join(expand_tokens(rest, value_of));
+            return Ok(self.home.join(expand(rest)?));
         }
-        let path = PathBuf::from(expand_tokens(value, value_of));
+        let path = PathBuf::from(expand(value)?);
         // OpenSSH would leave a relative path relative to the working directory. Volley anchors
         // it in ~/.ssh, like Include, so that a run names the same key wherever it is started.
-        if path.is_relative() {
+        Ok(if path.is_relative() {
             self.home.join(".ssh").join(path)
         } else {
             path
-        }
+        })
     }
 }
 
@@ -269,7 +284,7 @@ impl<'a> Found<'a> {
             Setting::HostName(value) => _ = self.hostname.get_or_insert(value),
             Setting::User(value) => _ = self.user.get_or_insert(value),
             Setting::Port(value) => _ = self.port.get_or_insert(*value),
-            Setting::IdentityFile(value) => self.identity_files.push(value),
+            Setting::IdentityFile(value) => self.identity_files.push((value, origin, line.number)),
             Setting::IgnoreUnknown(value) => _ = self.ignore_unknown.get_or_insert(value),
             Setting::ProxyJump(_) | Setting::ProxyCommand(_) if self.proxy.is_some() => {}
             Setting::ProxyJump(_) => self.proxy = Some((&line.setting, origin, line.number)),

@@ -109,3 +109,24 @@ pub fn expand_tokens(value: &str, value_of: impl Fn(char) -> Option<String>) -> 
     }
     expanded
 }
+
+/// Replaces each `${NAME}` with the environment variable NAME, as OpenSSH does in paths; one
+/// that is not set (or not text), or a `${` without its `}`, is an error.
+pub fn expand_variables(value: &str) -> Result<String, String> {
+    let mut expanded = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        expanded.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "'${' without its '}'".to_string())?;
+        let name = &after[..end];
+        let variable =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        expanded.push_str(&variable);
+        rest = &after[end + 1..];
+    }
+    expanded.push_str(rest);
+    Ok(expanded)
+}

@@ -176,6 +176,34 @@ fn identity_files() {
 }
 
 #[test]
+fn identity_files_take_environment_variables_as_openssh_does() {
+    // PATH is set wherever tests run.
+    let path = std::env::var("PATH").unwrap();
+    check("IdentityFile /k/${PATH}/x", "h", &format!("id=/k/{path}/x"));
+    // Cargo's runners set it, relative: the path stays under ~.
+    let name = std::env::var("CARGO_PKG_NAME").unwrap();
+    check(
+        "IdentityFile ~/${CARGO_PKG_NAME}-%h",
+        "h",
+        &format!("id=/home/op/{name}-h"),
+    );
+    let lookup = |text: &str| {
+        let config = SshConfig::parse(text, Path::new(ORIGIN), Path::new(HOME)).unwrap();
+        config.lookup("h", "op").unwrap_err().to_string()
+    };
+    assert_eq!(
+        lookup("Host h\n IdentityFile ${VOLLEY_TEST_NEVER_SET}/k"),
+        format!(
+            "ssh config {ORIGIN}:2: IdentityFile '${{VOLLEY_TEST_NEVER_SET}}/k': environment variable VOLLEY_TEST_NEVER_SET is not set"
+        )
+    );
+    assert_eq!(
+        lookup("IdentityFile /k/${PATH"),
+        format!("ssh config {ORIGIN}:1: IdentityFile '/k/${{PATH': '${{' without its '}}'")
+    );
+}
+
+#[test]
 fn errors_name_file_and_line() {
     for (text, expected) in [
         ("Host web1\n Port abc", "2: bad Port 'abc'"),
