@@ -416,10 +416,11 @@ fn probe_failure(what: &str, status: &tonic::Status) -> NotConnected {
             "{what}: the agent refused our certificate: {reason}"
         ));
     }
-    if StdError::source(status).is_some() {
+    // The cause itself: a status's own text is its fields, the cause in Debug form among them.
+    if let Some(cause) = StdError::source(status) {
         return refused(format!(
             "{what}: the agent closed the connection at the first request (it refused our certificate, or is not a volley agent): {}",
-            chain(status)
+            chain(cause)
         ));
     }
     NotConnected::from(Outcome::TransportError {

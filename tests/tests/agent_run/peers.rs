@@ -72,7 +72,15 @@ fn assert_all_refused(fleet: &AgentFleet, output: &ProcessOutput) {
     output.assert_code(EXIT_NOT_REACHED);
     let records = output.records_by_host();
     for host in fleet.hosts() {
-        expect_outcome(output, &records, &host.name, "tls_rejected", "agent");
+        let record = expect_outcome(output, &records, &host.name, "tls_rejected", "agent");
+        // What the operator reads is the cause, not a gRPC status in Debug form.
+        let reason = record.reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.contains("refused our certificate")
+                && !reason.contains("tonic::")
+                && !reason.contains("code: '"),
+            "{reason}"
+        );
         assert!(!ran_on(fleet, &host.name), "{} ran the command", host.name);
     }
 }
