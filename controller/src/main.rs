@@ -259,10 +259,10 @@ fn pki_command(command: PkiCommand) -> anyhow::Result<()> {
             let made = pki.init(&identity).map_err(|e| UsageError(e.to_string()))?;
             let issued = made.issued;
             let mut out = std::io::stdout().lock();
-            let ca = if made.new_ca {
-                ""
-            } else {
-                " (kept; the controller's certificate was missing)"
+            let ca = match (made.new_ca, made.renewed) {
+                (true, _) => "",
+                (false, true) => " (kept; the controller's certificate was ending: renewed)",
+                (false, false) => " (kept; the controller's certificate was missing)",
             };
             writeln!(out, "CA: {}{ca}", pki.ca_certificate().display())?;
             writeln!(

@@ -76,6 +76,12 @@ pub enum PkiError {
          put back the CA's own key"
     )]
     CaMismatch { dir: PathBuf },
+    /// The controller's certificate is past its end: agents refuse it.
+    #[error(
+        "pki {dir}: controller.pem expired on {on}: agents refuse it; `volley pki init` issues \
+         it again from the CA there"
+    )]
+    ControllerExpired { dir: PathBuf, on: String },
     #[error("bad certificate request: {0}")]
     Request(String),
     #[error("certificate generation failed: {0}")]
@@ -112,6 +118,13 @@ impl Issued {
 pub struct Initialised {
     pub issued: Issued,
     pub new_ca: bool,
+    /// The controller's certificate was there and ended within [`RENEW_WITHIN`]: renewed.
+    pub renewed: bool,
+}
+
+/// A date as `2026-12-03`.
+pub fn day(at: time::OffsetDateTime) -> String {
+    format!("{}-{:02}-{:02}", at.year(), u8::from(at.month()), at.day())
 }
 
 /// What the controller presents and trusts, as PEM.
@@ -120,7 +133,13 @@ pub struct ControllerCredentials {
     pub ca: String,
     pub certificate: String,
     pub key: String,
+    /// When the certificate stops being valid.
+    pub not_after: time::OffsetDateTime,
 }
+
+/// How long before its end a controller certificate is renewed by `volley pki init`, and
+/// warned of by every run through agents.
+pub const RENEW_WITHIN: time::Duration = time::Duration::days(30);
 
 impl Pki {
     pub fn new(dir: PathBuf) -> Pki {
@@ -156,12 +175,14 @@ impl Pki {
     }
 
     /// Creates the CA and the controller's certificate with `identity` as its Common Name. Where
-    /// the CA is there already but the controller's certificate or key is not, issues that
-    /// again from the CA (`new_ca` false): agents that trust the CA keep working.
+    /// the CA is there already but the controller's certificate or key is not, or the
+    /// certificate ends within [`RENEW_WITHIN`], issues that again from the CA (`new_ca` false):
+    /// agents that trust the CA keep working.
     pub fn init(&self, identity: &str) -> Result<Initialised, PkiError> {
         self.check_ca_halves()?;
         let new_ca = !self.exists();
-        if !new_ca && self.has_controller_credentials() {
+        let renewing = self.has_controller_credentials() && self.controller_ends_soon();
+        if !new_ca && self.has_controller_credentials() && !renewing {
             return Err(PkiError::Exists {
                 dir: self.dir.clone(),
             });
@@ -187,7 +208,11 @@ impl Pki {
         };
         // What is left of a lost pair goes.
         issued.replace(&key.serialize_pem(), &certificate.pem())?;
-        Ok(Initialised { issued, new_ca })
+        Ok(Initialised {
+            issued,
+            new_ca,
+            renewed: renewing,
+        })
     }
 
     /// Issues an agent's server certificate naming `name` and `addresses`, into `agents/`.
@@ -254,6 +279,18 @@ impl Pki {
 
     /// The controller's identity: its certificate's Common Name, which agents must allow.
     pub fn controller_identity(&self) -> Result<String, PkiError> {
+        Ok(self.controller_certificate()?.0)
+    }
+
+    /// Whether the controller's certificate ends within [`RENEW_WITHIN`] (or has ended), so
+    /// that `volley pki init` issues it again.
+    fn controller_ends_soon(&self) -> bool {
+        self.controller_certificate()
+            .is_ok_and(|(_, end)| end < time::OffsetDateTime::now_utc() + RENEW_WITHIN)
+    }
+
+    /// The controller certificate's Common Name and end of validity.
+    fn controller_certificate(&self) -> Result<(String, time::OffsetDateTime), PkiError> {
         let path = self.dir.join("controller.pem");
         let pem = read(&path)?;
         let unreadable = |reason: String| PkiError::File {
@@ -270,7 +307,10 @@ impl Pki {
             .next()
             .and_then(|name| name.as_str().ok())
             .ok_or_else(|| unreadable("no Common Name".to_string()))?;
-        Ok(name.to_string())
+        Ok((
+            name.to_string(),
+            certificate.validity().not_after.to_datetime(),
+        ))
     }
 
     /// The CA certificate and the controller's certificate and key, for the agent transport.
@@ -291,10 +331,18 @@ impl Pki {
                 },
             });
         }
+        let (_, not_after) = self.controller_certificate()?;
+        if not_after < time::OffsetDateTime::now_utc() {
+            return Err(PkiError::ControllerExpired {
+                dir: self.dir.clone(),
+                on: day(not_after),
+            });
+        }
         Ok(ControllerCredentials {
             ca: read(&self.dir.join("ca.pem"))?,
             certificate: read(&self.dir.join("controller.pem"))?,
             key: read_private(&self.dir.join("controller.key"))?,
+            not_after,
         })
     }
 

@@ -530,6 +530,13 @@ fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
     let credentials = pki
         .controller_credentials()
         .map_err(|e| UsageError(e.to_string()))?;
+    if credentials.not_after < time::OffsetDateTime::now_utc() + crate::pki::RENEW_WITHIN {
+        say!(
+            "volley: warning: pki {}: controller.pem expires on {}, after which agents refuse it: `volley pki init` renews it",
+            plan.pki.display(),
+            crate::pki::day(credentials.not_after)
+        );
+    }
     let agent = AgentTransport::new(&credentials, plan.max_output as u64)
         .map_err(|e| UsageError(format!("pki {}: {e}", plan.pki.display())))?;
     Ok(Some(agent))

@@ -315,3 +315,49 @@ fn a_batch_with_a_bad_name_issues_none_and_a_reissue_says_so() {
         [true, false]
     );
 }
+
+/// Replaces the controller's certificate (and key) with one of the PKI's CA that ends at
+/// `not_after`.
+fn controller_ending(pki: &Pki, not_after: time::OffsetDateTime) {
+    let issuer = pki.issuer().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = leaf_params(DEFAULT_IDENTITY).unwrap();
+    params.not_before = not_after - time::Duration::days(100);
+    params.not_after = not_after;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let certificate = params.signed_by(&key, &issuer).unwrap();
+    fs::write(pki.dir.join("controller.pem"), certificate.pem()).unwrap();
+    fs::write(pki.dir.join("controller.key"), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn an_ending_controller_certificate_is_renewed_by_init_and_an_ended_one_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    pki.init(DEFAULT_IDENTITY).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    assert!(pki.init(DEFAULT_IDENTITY).is_err(), "a fresh one is kept");
+
+    // Ending within RENEW_WITHIN: still usable (runs warn), and init issues it again.
+    controller_ending(&pki, now + time::Duration::days(10));
+    let ending = pki.controller_credentials().unwrap().not_after;
+    assert!(ending < now + RENEW_WITHIN);
+    let made = pki.init(DEFAULT_IDENTITY).unwrap();
+    assert!(made.renewed && !made.new_ca);
+    assert!(pki.controller_credentials().unwrap().not_after > now + RENEW_WITHIN);
+
+    // Ended: refused before any agent is dialled, naming the day; init renews it.
+    let ended = now - time::Duration::days(2);
+    controller_ending(&pki, ended);
+    let error = pki.controller_credentials().unwrap_err().to_string();
+    assert!(
+        error.ends_with(&format!(
+            "controller.pem expired on {}: agents refuse it; `volley pki init` issues it again \
+             from the CA there",
+            day(ended)
+        )),
+        "{error}"
+    );
+    assert!(pki.init(DEFAULT_IDENTITY).unwrap().renewed);
+    pki.controller_credentials().unwrap();
+}
