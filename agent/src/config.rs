@@ -36,6 +36,8 @@
 //! with a warning: the agent no longer caps output. Relative paths are relative to the
 //! directory of the configuration file, so a test or a demo fleet can keep everything in one
 //! folder. Unknown keys are errors: a misspelt limit must not silently fall back to its default.
+//! A switch (`session.allow_root`) takes `true` or `false` only: `"no"`, `0` or `2` are errors,
+//! where the `config` crate would have read them as a boolean, `2` as true.
 //! Errors name the file and the key, on one line.
 
 use std::collections::BTreeMap;
@@ -165,6 +167,19 @@ enum NumberOrText {
     Text(String),
 }
 
+/// A value as the file wrote it, for a switch that the `config` crate must not coerce: it would
+/// read `"no"` and `0` as false, and `2` as true. Only a TOML boolean sets a switch.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Written {
+    Boolean(bool),
+    Integer(i64),
+    Float(f64),
+    Text(String),
+    /// An array or a table.
+    Other(serde::de::IgnoredAny),
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -198,7 +213,7 @@ struct RawRetention {
 struct RawSession {
     path: Option<String>,
     root_path: Option<String>,
-    allow_root: Option<bool>,
+    allow_root: Option<Written>,
     env: Option<BTreeMap<String, String>>,
 }
 
@@ -363,6 +378,19 @@ fn duration_setting(
     }
 }
 
+/// A switch: `true` or `false`, nothing else; errors name `key`.
+fn boolean_setting(key: &str, value: Option<Written>, default: bool) -> Result<bool, String> {
+    let found = match value {
+        None => return Ok(default),
+        Some(Written::Boolean(value)) => return Ok(value),
+        Some(Written::Integer(number)) => format!("integer {number}"),
+        Some(Written::Float(number)) => format!("float {number}"),
+        Some(Written::Text(text)) => format!("string {text:?}"),
+        Some(Written::Other(_)) => "an array or a table".to_string(),
+    };
+    Err(format!("{key}: expected true or false, found {found}"))
+}
+
 fn validate_retention(raw: RawRetention) -> Result<Retention, String> {
     let default = Retention::default();
     let size =
@@ -452,7 +480,7 @@ fn validate_session(raw: RawSession) -> Result<SessionConfig, String> {
     Ok(SessionConfig {
         path: path("path", raw.path, default.path)?,
         root_path: path("root_path", raw.root_path, default.root_path)?,
-        allow_root: raw.allow_root.unwrap_or(default.allow_root),
+        allow_root: boolean_setting("session.allow_root", raw.allow_root, default.allow_root)?,
         env,
     })
 }

@@ -240,3 +240,28 @@ fn the_shipped_example_is_valid_and_shows_the_defaults() {
     let example = load(include_str!("../../../deploy/agent.toml")).expect("deploy/agent.toml");
     assert_eq!(example, load("").expect("an empty file"));
 }
+
+/// `allow_root` guards root: only a TOML boolean is taken. The `config` crate alone would read
+/// `"no"` as false and `2` as true.
+#[test]
+fn booleans_must_be_toml_booleans() {
+    for (value, allowed) in [("true", true), ("false", false)] {
+        let config = load(&format!("[session]\nallow_root = {value}")).expect("a boolean");
+        assert_eq!(config.session.allow_root, allowed, "{value}");
+    }
+    for (value, found) in [
+        ("\"no\"", "string \"no\""),
+        ("\"false\"", "string \"false\""),
+        ("\"0\"", "string \"0\""),
+        ("0", "integer 0"),
+        ("2", "integer 2"),
+        ("1.0", "float 1"),
+        ("[false]", "an array or a table"),
+        ("{}", "an array or a table"),
+    ] {
+        check_error(
+            &format!("[session]\nallow_root = {value}"),
+            &format!("config FILE: session.allow_root: expected true or false, found {found}"),
+        );
+    }
+}
