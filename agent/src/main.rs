@@ -11,7 +11,8 @@
 //! At start the soft open-file limit is raised to the hard limit, so that idle or slow peers
 //! cannot starve the agent of descriptors; commands get the limit the agent was started with.
 //!
-//! SIGHUP reloads the certificate, key and CA (see reload.rs); SIGTERM and SIGINT stop.
+//! SIGHUP reloads the certificate, key and CA and `allowed_controllers` (see reload.rs); SIGTERM
+//! and SIGINT stop.
 //!
 //! Exit statuses of the daemon (`keygen` exits 1 on any error):
 //! - 0: stopped by SIGTERM or SIGINT, after the running executions ended or were killed;

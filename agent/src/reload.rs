@@ -1,10 +1,17 @@
-//! SIGHUP: the certificate, key and CA files are read again and new connections are served with
-//! them, without a restart. This is how `volley agent renew` replaces a certificate without
-//! downtime: running connections and executions keep going, the next handshake uses the new
-//! certificate.
+//! SIGHUP (`systemctl reload`): the configuration file, the certificate, key and CA files are
+//! read again and new connections are served with them, without a restart. This is how `volley
+//! agent renew` replaces a certificate without downtime, and how an operator takes a controller
+//! identity out of `allowed_controllers`: running connections and executions keep going, the
+//! next handshake uses the new certificate and the new list.
 //!
-//! The files are checked as at start (key mode, parseable PEM, key matching the certificate);
-//! if anything is wrong, the agent logs why and keeps serving with what it had.
+//! Only `allowed_controllers` (and the contents of the certificate, key and CA files) take
+//! effect at a reload. Every other setting is held by a part of the agent that started with it
+//! (the socket, the executor, the registry, the services): a change to one is named in a warning
+//! and waits for the next restart, so that the operator is not left believing it applies.
+//!
+//! The files are checked as at start (config syntax and values, key mode, parseable PEM, key
+//! matching the certificate); if anything is wrong, the agent logs why and keeps serving with
+//! everything it had.
 
 use std::sync::Arc;
 
@@ -12,28 +19,226 @@ use rustls::ServerConfig;
 use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, Limits, SessionConfig};
+use crate::registry::Retention;
 use crate::tls;
 
-/// Rebuilds the TLS configuration on every SIGHUP and publishes it to the listener.
+/// Reloads on every SIGHUP and publishes the new TLS configuration to the listener.
 pub async fn on_hangup(
-    config: AgentConfig,
+    running: AgentConfig,
     mut hangups: Signal,
     current: watch::Sender<Arc<ServerConfig>>,
 ) {
+    let mut running = running;
     while hangups.recv().await.is_some() {
-        match tls::server_config(&config) {
-            Ok(server) => {
-                current.send_replace(server);
-                tracing::info!(
-                    certificate = %config.certificate.display(),
-                    "SIGHUP: reloaded the certificate, key and CA"
-                );
-            }
-            Err(error) => tracing::warn!(
+        reload(&mut running, &current);
+    }
+}
+
+/// One reload: `running` becomes what is applied, when everything checks.
+fn reload(running: &mut AgentConfig, current: &watch::Sender<Arc<ServerConfig>>) {
+    let file = match AgentConfig::load(&running.path) {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::error!(
                 %error,
-                "SIGHUP: reload refused; still serving with the previous certificate"
-            ),
+                "SIGHUP: reload refused; still serving with the previous configuration and certificate"
+            );
+            return;
         }
+    };
+    let waiting = restart_settings(running, &file);
+    if !waiting.is_empty() {
+        let they = if waiting.len() == 1 {
+            "it takes"
+        } else {
+            "they take"
+        };
+        tracing::warn!(
+            "SIGHUP: {} changed in {}: {they} effect at the next restart",
+            waiting.join(", "),
+            running.path.display()
+        );
+    }
+    let next = AgentConfig {
+        allowed_controllers: file.allowed_controllers,
+        ..running.clone()
+    };
+    match tls::server_config(&next) {
+        Ok(server) => {
+            current.send_replace(server);
+            tracing::info!(
+                certificate = %next.certificate.display(),
+                controllers = ?next.allowed_controllers,
+                "SIGHUP: reloaded the certificate, key and CA, and allowed_controllers"
+            );
+            *running = next;
+        }
+        Err(error) => tracing::error!(
+            %error,
+            "SIGHUP: reload refused; still serving with the previous certificate and allowed_controllers"
+        ),
+    }
+}
+
+/// The settings (as the file names them) that differ between the running configuration and the
+/// file, other than those a reload applies.
+fn restart_settings(running: &AgentConfig, file: &AgentConfig) -> Vec<&'static str> {
+    // Destructured in full, so that a new setting cannot be forgotten here.
+    let AgentConfig {
+        path: _,
+        listen,
+        certificate,
+        key,
+        ca,
+        allowed_controllers: _,
+        audit_log,
+        executor,
+        push_roots,
+        limits,
+        session,
+        retention,
+        warnings: _,
+    } = file;
+    let mut changed = Vec::new();
+    let mut compare = |name, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    compare("listen", *listen != running.listen);
+    // The files are read again at every reload, but from the paths the agent started with: the
+    // key's path is also the file that pushes must never touch.
+    compare("certificate", *certificate != running.certificate);
+    compare("key", *key != running.key);
+    compare("ca", *ca != running.ca);
+    compare("audit_log", *audit_log != running.audit_log);
+    compare("executor", *executor != running.executor);
+    // The roots alone: the files they protect follow `key`.
+    compare("push_roots", push_roots.list() != running.push_roots.list());
+    let Limits {
+        max_concurrent_execs,
+        max_message_bytes,
+        max_concurrent_streams,
+        max_concurrent_handshakes,
+        max_timeout,
+        shutdown_grace,
+        max_file_bytes,
+    } = limits;
+    let was = &running.limits;
+    compare(
+        "limits.max_concurrent_execs",
+        *max_concurrent_execs != was.max_concurrent_execs,
+    );
+    compare(
+        "limits.max_message_bytes",
+        *max_message_bytes != was.max_message_bytes,
+    );
+    compare(
+        "limits.max_concurrent_streams",
+        *max_concurrent_streams != was.max_concurrent_streams,
+    );
+    compare(
+        "limits.max_concurrent_handshakes",
+        *max_concurrent_handshakes != was.max_concurrent_handshakes,
+    );
+    compare("limits.max_timeout", *max_timeout != was.max_timeout);
+    compare(
+        "limits.shutdown_grace",
+        *shutdown_grace != was.shutdown_grace,
+    );
+    compare(
+        "limits.max_file_bytes",
+        *max_file_bytes != was.max_file_bytes,
+    );
+    let SessionConfig {
+        path,
+        root_path,
+        allow_root,
+        env,
+    } = session;
+    let was = &running.session;
+    compare("session.path", *path != was.path);
+    compare("session.root_path", *root_path != was.root_path);
+    compare("session.allow_root", *allow_root != was.allow_root);
+    compare("session.env", *env != was.env);
+    let Retention {
+        keep_for,
+        max_executions,
+        max_bytes,
+        keep_output,
+    } = retention;
+    let was = &running.retention;
+    compare("retention.keep_for", *keep_for != was.keep_for);
+    compare(
+        "retention.max_executions",
+        *max_executions != was.max_executions,
+    );
+    compare("retention.max_bytes", *max_bytes != was.max_bytes);
+    compare("retention.keep_output", *keep_output != was.keep_output);
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn load(text: &str) -> AgentConfig {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).expect("write the config");
+        let config = AgentConfig::load(&path).expect("a valid config");
+        AgentConfig {
+            path: Path::new("agent.toml").to_path_buf(),
+            ..config
+        }
+    }
+
+    fn check(before: &str, after: &str, expected: &[&str]) {
+        assert_eq!(
+            restart_settings(&load(before), &load(after)),
+            expected,
+            "{before:?} -> {after:?}"
+        );
+    }
+
+    #[test]
+    fn settings_that_wait_for_a_restart_are_named() {
+        check("", "", &[]);
+        // Applied at once: not named.
+        check("", "allowed_controllers = [\"ops\"]", &[]);
+        check(
+            "",
+            "listen = \"127.0.0.1:1\"\n[limits]\nmax_timeout = \"2h\"",
+            &["listen", "limits.max_timeout"],
+        );
+        check(
+            "",
+            "certificate = \"/c.pem\"\nkey = \"/k.key\"\nca = \"/ca.pem\"\naudit_log = \"/a.log\"",
+            &["certificate", "key", "ca", "audit_log"],
+        );
+        check(
+            "",
+            "executor = \"direct\"\npush_roots = [\"/srv\"]",
+            &["executor", "push_roots"],
+        );
+        check(
+            "",
+            "[session]\nallow_root = false\nenv = { LANG = \"C\" }",
+            &["session.allow_root", "session.env"],
+        );
+        check(
+            "",
+            "[retention]\nkeep_for = \"1m\"\nmax_bytes = 1",
+            &["retention.keep_for", "retention.max_bytes"],
+        );
+        // The same values written otherwise are no change.
+        check(
+            "[limits]\nmax_timeout = \"1h\"",
+            "[limits]\nmax_timeout = 3600",
+            &[],
+        );
     }
 }

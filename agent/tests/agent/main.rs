@@ -8,7 +8,8 @@
 //! - [`peers`]: who may connect: every refused client gets an error and runs nothing; the
 //!   handshake an allowed controller gets (its cipher-suite order, no session tickets).
 //! - [`lifecycle`]: start-up checks, sd_notify, SIGTERM, memory, the audit log.
-//! - [`reload`]: SIGHUP serves a new certificate without a restart.
+//! - [`reload`]: SIGHUP serves a new certificate and a new `allowed_controllers` without a
+//!   restart.
 //! - [`session`]: the user, shell, home, groups, umask and environment a command gets,
 //!   `become_root`, and the refusals.
 //! - the `keygen` subcommand is tested beside its code (`src/keygen.rs`).

@@ -11,7 +11,7 @@ use crate::fixture::{
 
 /// Sends `touch MARKER` as `credentials`; asserts an error, no marker, and an agent that still
 /// serves the allowed controller afterwards.
-async fn assert_refused(agent: &Agent, credentials: Option<&Credentials>, name: &str) {
+pub async fn assert_refused(agent: &Agent, credentials: Option<&Credentials>, name: &str) {
     let marker = agent.path(&format!("{name}-ran"));
     let touch = shell(&format!("touch {}", marker.display()));
     let outcome = match agent.client(credentials).await {

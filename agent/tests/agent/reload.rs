@@ -1,5 +1,7 @@
 //! SIGHUP: a new certificate is served without a restart, and a bad one is refused while the
-//! old one keeps serving.
+//! old one keeps serving; a controller taken out of `allowed_controllers` is refused from then
+//! on, other changed settings are named as waiting for a restart, and a config file that does
+//! not parse changes nothing.
 
 use std::time::{Duration, Instant};
 
@@ -76,6 +78,77 @@ async fn a_reload_with_a_mismatched_key_keeps_the_old_certificate() {
     let refused = poll_until(PATIENCE, || agent.log().contains("SIGHUP: reload refused"));
     assert!(refused, "{}", agent.log());
     let mut client = agent.controller().await;
+    assert_eq!(
+        run(&mut client, shell("true")).await.exited.status,
+        ExitStatus::Code(0)
+    );
+}
+
+/// Rewrites the agent's config file with `edit` applied to its text.
+fn edit_config(agent: &Agent, edit: impl FnOnce(String) -> String) {
+    let path = agent.path("agent.toml");
+    let text = std::fs::read_to_string(&path).expect("the config");
+    std::fs::write(&path, edit(text)).expect("write the config");
+}
+
+/// Sends SIGHUP and waits for the log line of its outcome that contains `outcome`.
+fn reload_and_wait(agent: &Agent, outcome: &str) {
+    let before = agent.log().matches(outcome).count();
+    agent.signal(Signal::HUP);
+    assert!(
+        poll_until(PATIENCE, || agent.log().matches(outcome).count() > before),
+        "no {outcome:?} after SIGHUP\n{}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_removed_from_the_config_is_refused_after_sighup() {
+    let agent = Agent::start(Options {
+        also_allowed: &["retired-controller"],
+        ..Options::default()
+    });
+    let retired = agent.ca.controller("retired-controller");
+    let mut before = agent.client(Some(&retired)).await.expect("still allowed");
+    assert_eq!(
+        run(&mut before, shell("true")).await.exited.status,
+        ExitStatus::Code(0)
+    );
+
+    edit_config(&agent, |text| {
+        text.replace(", \"retired-controller\"", "")
+            .replace("127.0.0.1:0", "127.0.0.1:1")
+            .replace("[limits]", "[limits]\nmax_timeout = \"2h\"")
+    });
+    reload_and_wait(&agent, "SIGHUP: reloaded");
+    crate::peers::assert_refused(&agent, Some(&retired), "retired-controller").await;
+    assert!(
+        agent.log().contains(&format!(
+            "SIGHUP: listen, limits.max_timeout changed in {}: they take effect at the next restart",
+            agent.path("agent.toml").display()
+        )),
+        "{}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_a_config_that_does_not_parse_changes_nothing() {
+    let agent = Agent::start(Options {
+        also_allowed: &["second-controller"],
+        ..Options::default()
+    });
+    edit_config(&agent, |text| {
+        text.replace(", \"second-controller\"", "") + "\nlisten = \n"
+    });
+    reload_and_wait(&agent, "SIGHUP: reload refused");
+    assert!(
+        agent.log().contains("TOML parse error"),
+        "the reason is not logged\n{}",
+        agent.log()
+    );
+    let second = agent.ca.controller("second-controller");
+    let mut client = agent.client(Some(&second)).await.expect("still allowed");
     assert_eq!(
         run(&mut client, shell("true")).await.exited.status,
         ExitStatus::Code(0)
