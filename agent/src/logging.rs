@@ -3,13 +3,15 @@
 //! Logs go to stderr (the journal under systemd), filtered by `RUST_LOG` (default `info`).
 //! Audit records (target `audit`) are never filtered away by `RUST_LOG`: without `audit_log`
 //! they go to stderr with the logs, at info; with `audit_log` they go only to that file,
-//! appended (so `logrotate` with `copytruncate` works), created with mode 0600.
+//! appended, created with mode 0600. SIGHUP reopens it ([`AuditLog::reopen`]), so `logrotate`
+//! works with a `postrotate` reload as with `copytruncate`: records never go on into the file
+//! that was moved away.
 
-use std::fs::OpenOptions;
-use std::io::{self, IsTerminal};
+use std::fs::{File, OpenOptions};
+use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tracing_subscriber::filter::{EnvFilter, filter_fn};
 use tracing_subscriber::prelude::*;
@@ -23,38 +25,88 @@ pub struct AuditLogError {
     source: io::Error,
 }
 
-/// Installs the global subscriber.
-pub fn init(audit_log: Option<&Path>) -> Result<(), AuditLogError> {
+/// The audit log file, which records are appended to, and which can be opened again by path.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl AuditLog {
+    fn open(path: &Path) -> Result<AuditLog, AuditLogError> {
+        Ok(AuditLog {
+            path: path.to_path_buf(),
+            file: Mutex::new(open(path)?),
+        })
+    }
+
+    /// Opens the file at the path again (after `logrotate` moved it away, a new one), checked
+    /// as at start; records go to the new file from then on. When it cannot be opened, the
+    /// records keep going to the file open now: better a moved file than none.
+    pub fn reopen(&self) -> Result<&Path, AuditLogError> {
+        let file = open(&self.path)?;
+        *self.file.lock().unwrap_or_else(PoisonError::into_inner) = file;
+        Ok(&self.path)
+    }
+}
+
+/// Each record is formatted whole, then written in one call under the lock: a reopen falls
+/// between records, never inside one.
+impl Write for &AuditLog {
+    fn write(&mut self, record: &[u8]) -> io::Result<usize> {
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.write_all(record)?;
+        Ok(record.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .flush()
+    }
+}
+
+fn open(path: &Path) -> Result<File, AuditLogError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| AuditLogError {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Installs the global subscriber; returns the audit log file, when there is one, for SIGHUP
+/// to reopen.
+pub fn init(audit_log: Option<&Path>) -> Result<Option<Arc<AuditLog>>, AuditLogError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal());
     let registry = tracing_subscriber::registry();
     match audit_log {
-        None => registry
-            .with(stderr.with_filter(filter.add_directive(audit_directive("info"))))
-            .init(),
+        None => {
+            registry
+                .with(stderr.with_filter(filter.add_directive(audit_directive("info"))))
+                .init();
+            Ok(None)
+        }
         Some(path) => {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|source| AuditLogError {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+            let file = Arc::new(AuditLog::open(path)?);
             let audit = tracing_subscriber::fmt::layer()
-                .with_writer(Mutex::new(file))
+                .with_writer(file.clone())
                 .with_ansi(false)
                 .with_filter(filter_fn(|metadata| metadata.target() == AUDIT));
             registry
                 .with(stderr.with_filter(filter.add_directive(audit_directive("off"))))
                 .with(audit)
                 .init();
+            Ok(Some(file))
         }
     }
-    Ok(())
 }
 
 fn audit_directive(level: &str) -> tracing_subscriber::filter::Directive {

@@ -11,8 +11,8 @@
 //! At start the soft open-file limit is raised to the hard limit, so that idle or slow peers
 //! cannot starve the agent of descriptors; commands get the limit the agent was started with.
 //!
-//! SIGHUP reloads the certificate, key and CA and `allowed_controllers` (see reload.rs); SIGTERM
-//! and SIGINT stop.
+//! SIGHUP reloads the certificate, key and CA and `allowed_controllers`, and reopens the audit
+//! log (see reload.rs); SIGTERM and SIGINT stop.
 //!
 //! Exit statuses of the daemon (`keygen` exits 1 on any error):
 //! - 0: stopped by SIGTERM or SIGINT, after the running executions ended or were killed;
@@ -196,7 +196,7 @@ fn main() -> ExitCode {
 fn start(args: &Args) -> Result<(), AgentError> {
     let config = AgentConfig::load(&args.config)?;
     let tls = tls::server_config(&config)?;
-    logging::init(config.audit_log.as_deref())?;
+    let audit = logging::init(config.audit_log.as_deref())?;
     for warning in &config.warnings {
         tracing::warn!("config {}: {warning}", config.path.display());
     }
@@ -211,7 +211,7 @@ fn start(args: &Args) -> Result<(), AgentError> {
         .max_blocking_threads(4)
         .build()
         .map_err(AgentError::Runtime)?;
-    runtime.block_on(serve(config, tls, nofile))
+    runtime.block_on(serve(config, tls, audit, nofile))
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit, so that a flood of idle connections or a
@@ -235,6 +235,7 @@ fn raise_open_file_limit() -> Option<u64> {
 async fn serve(
     config: AgentConfig,
     tls: Arc<ServerConfig>,
+    audit: Option<Arc<logging::AuditLog>>,
     nofile: Option<u64>,
 ) -> Result<(), AgentError> {
     let mut signals = StopSignals::install().map_err(AgentError::Signals)?;
@@ -248,7 +249,12 @@ async fn serve(
     // Listed before this agent starts any command, so that only an earlier agent's are.
     let leftovers = executor.leftovers().await;
     let (current_tls, tls) = tokio::sync::watch::channel(tls);
-    tokio::spawn(reload::on_hangup(config.clone(), hangups, current_tls));
+    tokio::spawn(reload::on_hangup(
+        config.clone(),
+        audit,
+        hangups,
+        current_tls,
+    ));
     let listen_error = |source| AgentError::Listen {
         address: config.listen,
         source,

@@ -4,6 +4,8 @@
 //! identity out of `allowed_controllers`: running connections and executions keep going, the
 //! next handshake uses the new certificate and the new list.
 //!
+//! The audit log file is opened again at its path, for `logrotate` (see logging.rs).
+//!
 //! Only `allowed_controllers` (and the contents of the certificate, key and CA files) take
 //! effect at a reload. Every other setting is held by a part of the agent that started with it
 //! (the socket, the executor, the registry, the services): a change to one is named in a warning
@@ -20,18 +22,35 @@ use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 
 use crate::config::{AgentConfig, Limits, SessionConfig};
+use crate::logging::AuditLog;
 use crate::registry::Retention;
 use crate::tls;
 
 /// Reloads on every SIGHUP and publishes the new TLS configuration to the listener.
 pub async fn on_hangup(
     running: AgentConfig,
+    audit: Option<Arc<AuditLog>>,
     mut hangups: Signal,
     current: watch::Sender<Arc<ServerConfig>>,
 ) {
     let mut running = running;
     while hangups.recv().await.is_some() {
+        if let Some(audit) = &audit {
+            reopen(audit);
+        }
         reload(&mut running, &current);
+    }
+}
+
+/// The audit log is reopened whatever the state of the other files: `logrotate` sends SIGHUP
+/// after it moved the file, and the records must follow the path.
+fn reopen(audit: &AuditLog) {
+    match audit.reopen() {
+        Ok(path) => tracing::info!(path = %path.display(), "SIGHUP: reopened the audit log"),
+        Err(error) => tracing::error!(
+            %error,
+            "SIGHUP: audit records keep going to the file the agent had open"
+        ),
     }
 }
 

@@ -216,3 +216,76 @@ async fn the_audit_log_file_gets_the_records() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// Waits until the audit log at `path` has the record of the command `marker` started.
+fn audited(path: &std::path::Path, marker: &str) -> bool {
+    poll_until(PATIENCE, || {
+        std::fs::read_to_string(path).is_ok_and(|text| {
+            text.lines()
+                .any(|line| line.contains("exec started") && line.contains(marker))
+        })
+    })
+}
+
+/// As `logrotate` does it: the file is moved away, then SIGHUP; the next records go to a new
+/// file at the configured path, made 0600, and none to the moved one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_audit_log_after_it_was_moved() {
+    let agent = Agent::start(Options {
+        extra: "audit_log = \"audit.log\"",
+        ..Options::default()
+    });
+    let audit = agent.path("audit.log");
+    let rotated = agent.path("audit.log.1");
+    let mut client = agent.controller().await;
+    run(&mut client, shell("echo before-rotation")).await;
+    assert!(audited(&audit, "before-rotation"), "no first record");
+    std::fs::rename(&audit, &rotated).expect("rotate the audit log");
+
+    agent.signal(Signal::HUP);
+    assert!(
+        poll_until(PATIENCE, || agent
+            .log()
+            .contains("SIGHUP: reopened the audit log")),
+        "{}",
+        agent.log()
+    );
+    run(&mut client, shell("echo after-rotation")).await;
+    assert!(
+        audited(&audit, "after-rotation"),
+        "the record is not in the new file; the moved one has:\n{}",
+        std::fs::read_to_string(&rotated).unwrap_or_default()
+    );
+    let moved = std::fs::read_to_string(&rotated).expect("the rotated file");
+    assert!(!moved.contains("after-rotation"), "{moved}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&audit).expect("metadata").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// A path that cannot be opened any more (its directory is gone) leaves the records going to
+/// the file the agent had, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_that_cannot_be_reopened_keeps_the_old_file() {
+    let agent = Agent::start(Options {
+        extra: "audit_log = \"logs/audit.log\"",
+        before_start: "mkdir \"$HOME/logs\"",
+        ..Options::default()
+    });
+    let logs = agent.path("logs");
+    let moved = agent.path("logs.old");
+    std::fs::rename(&logs, &moved).expect("move the directory away");
+    agent.signal(Signal::HUP);
+    assert!(
+        poll_until(PATIENCE, || agent.log().contains(
+            "SIGHUP: audit records keep going to the file the agent had open"
+        )),
+        "{}",
+        agent.log()
+    );
+    assert!(agent.log().contains("cannot open"), "{}", agent.log());
+    let mut client = agent.controller().await;
+    run(&mut client, shell("echo still-audited")).await;
+    assert!(audited(&moved.join("audit.log"), "still-audited"));
+}
