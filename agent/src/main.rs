@@ -19,6 +19,7 @@
 //! - 64 (EX_USAGE): bad command line;
 //! - 78 (EX_CONFIG): the configuration cannot be used: the file is missing or invalid, the key
 //!   is readable by group or others, the certificate, key or CA cannot be read or used, the
+//!   certificate is not issued by the CA (an expired one is only warned about), the
 //!   audit log cannot be opened, `executor = "systemd"` where systemd does not run. systemd
 //!   shows it as `status=78/CONFIG`; restarting will not help;
 //! - 1: a failure while running, such as an address that cannot be bound, or the system D-Bus
@@ -27,6 +28,7 @@
 //! Errors are printed on one line to stderr; this is the only place that picks exit statuses.
 //!
 //! Layout: [`config`] the file, [`tls`] the server configuration and the controller check,
+//! [`certificate`] the agent's own certificate judged as controllers judge it,
 //! [`listener`] accepts and handshakes, [`service`] the gRPC methods and the audit,
 //! [`exec`] one command's life, [`executor`] how a command is started and stopped (its own
 //! process group, or a transient unit of systemd), [`execution`] its kept output and its
@@ -39,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 mod as_user;
+mod certificate;
 mod config;
 mod exec;
 mod execution;
@@ -200,6 +203,9 @@ fn start(args: &Args) -> Result<(), AgentError> {
     for warning in &config.warnings {
         tracing::warn!("config {}: {warning}", config.path.display());
     }
+    if let Some(warning) = &tls.warning {
+        tracing::warn!("{warning}");
+    }
     let nofile = raise_open_file_limit();
     // One thread: the agent mostly waits on sockets and pipes, and a single thread keeps its
     // idle memory small (one stack, one malloc arena).
@@ -211,7 +217,7 @@ fn start(args: &Args) -> Result<(), AgentError> {
         .max_blocking_threads(4)
         .build()
         .map_err(AgentError::Runtime)?;
-    runtime.block_on(serve(config, tls, audit, nofile))
+    runtime.block_on(serve(config, tls.server, audit, nofile))
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit, so that a flood of idle connections or a

@@ -84,8 +84,11 @@ fn reload(running: &mut AgentConfig, current: &watch::Sender<Arc<ServerConfig>>)
         ..running.clone()
     };
     match tls::server_config(&next) {
-        Ok(server) => {
-            current.send_replace(server);
+        Ok(served) => {
+            current.send_replace(served.server);
+            if let Some(warning) = &served.warning {
+                tracing::warn!("SIGHUP: {warning}");
+            }
             tracing::info!(
                 certificate = %next.certificate.display(),
                 controllers = ?next.allowed_controllers,

@@ -24,6 +24,7 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 
+use crate::certificate::{self, Verdict};
 use crate::config::AgentConfig;
 
 /// The only application protocol the agent speaks.
@@ -49,9 +50,19 @@ pub enum TlsError {
     },
 }
 
+/// A server configuration, and what is wrong with its certificate that does not stop it from
+/// being served.
+#[derive(Debug)]
+pub struct Served {
+    pub server: Arc<ServerConfig>,
+    /// For the log: the certificate expired or is not valid yet (see certificate.rs).
+    pub warning: Option<String>,
+}
+
 /// Builds the server configuration: our certificate and key, ALPN h2, and client certificates
-/// required and checked by [`ControllerVerifier`].
-pub fn server_config(config: &AgentConfig) -> Result<Arc<ServerConfig>, TlsError> {
+/// required and checked by [`ControllerVerifier`]. A certificate not issued by the CA is
+/// refused; one out of its dates is served with a warning.
+pub fn server_config(config: &AgentConfig) -> Result<Served, TlsError> {
     // The mode is checked before the key is read: a readable key is the mistake to refuse.
     check_key_mode(&config.key)?;
     let certificates = read_certificates("certificate", &config.certificate)?;
@@ -77,6 +88,20 @@ pub fn server_config(config: &AgentConfig) -> Result<Arc<ServerConfig>, TlsError
             reason: error.to_string(),
         })?;
     }
+    let warning = match certificate::judge(&certificates, &roots, UnixTime::now()) {
+        Verdict::Good => None,
+        Verdict::Warn(reason) => Some(format!(
+            "certificate {} {reason}",
+            config.certificate.display()
+        )),
+        Verdict::Refuse(reason) => {
+            return Err(TlsError::Invalid {
+                what: "certificate",
+                path: config.certificate.clone(),
+                reason,
+            });
+        }
+    };
     let ca_invalid = |reason: String| TlsError::Invalid {
         what: "CA",
         path: config.ca.clone(),
@@ -104,7 +129,10 @@ pub fn server_config(config: &AgentConfig) -> Result<Arc<ServerConfig>, TlsError
     // Controllers dial each agent once per run and never resume: no tickets to make and send.
     server.send_tls13_tickets = 0;
     server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    Ok(Arc::new(server))
+    Ok(Served {
+        server: Arc::new(server),
+        warning,
+    })
 }
 
 fn check_key_mode(path: &Path) -> Result<(), TlsError> {

@@ -75,6 +75,16 @@ impl Authority {
         self.issue(params, identity)
     }
 
+    /// An agent certificate whose validity ended years ago.
+    pub fn expired_agent(&self, host: &str) -> Credentials {
+        let mut params = CertificateParams::new(vec![host.to_string(), "127.0.0.1".to_string()])
+            .expect("parameters");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        self.issue(params, host)
+    }
+
     /// An agent certificate: CN = host name, SANs name and loopback address, EKU serverAuth.
     pub fn agent(&self, host: &str) -> Credentials {
         let mut params = CertificateParams::new(vec![host.to_string(), "127.0.0.1".to_string()])

@@ -24,8 +24,11 @@ async fn sighup_serves_a_new_certificate_without_a_restart() {
     let controller = agent.ca.controller(CONTROLLER);
     let mut before = agent.controller().await;
     // The new certificate comes from another CA, so which one is served shows in who can verify.
+    // The agent trusts both (a CA being rolled over), as it must to serve a certificate.
     let other = Authority::new("Another CA");
     let renewed = other.agent(crate::fixture::AGENT_NAME);
+    let both = agent.ca.certificate() + &other.certificate();
+    std::fs::write(agent.path("ca.pem"), both).expect("write the CA file");
     replace_credentials(&agent, &renewed.certificate, &renewed.key);
     assert!(
         connect(agent.address, &other.certificate(), Some(&controller))
@@ -152,5 +155,46 @@ async fn a_reload_of_a_config_that_does_not_parse_changes_nothing() {
     assert_eq!(
         run(&mut client, shell("true")).await.exited.status,
         ExitStatus::Code(0)
+    );
+}
+
+/// A certificate of another CA than the agent's can never be accepted by a controller: the
+/// reload refuses it, says why, and the old certificate serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_a_certificate_of_another_ca_keeps_the_old_certificate() {
+    let agent = Agent::start(Options::default());
+    let foreign = Authority::new("Another CA").agent(crate::fixture::AGENT_NAME);
+    replace_credentials(&agent, &foreign.certificate, &foreign.key);
+    reload_and_wait(&agent, "SIGHUP: reload refused");
+    assert!(
+        agent.log().contains(&format!(
+            "certificate {}: it is not issued by the configured CA",
+            agent.path("agent.pem").display()
+        )),
+        "{}",
+        agent.log()
+    );
+    let mut client = agent.controller().await;
+    assert_eq!(
+        run(&mut client, shell("true")).await.exited.status,
+        ExitStatus::Code(0)
+    );
+}
+
+/// An expired certificate is served (the agent must stay up to be renewed), with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_an_expired_certificate_warns() {
+    let agent = Agent::start(Options::default());
+    let expired = agent.ca.expired_agent(crate::fixture::AGENT_NAME);
+    replace_credentials(&agent, &expired.certificate, &expired.key);
+    reload_and_wait(&agent, "SIGHUP: reloaded");
+    assert!(
+        agent.log().contains(&format!(
+            "SIGHUP: certificate {} expired on 2021-01-01: controllers will refuse it; renew it \
+             (volley agent renew)",
+            agent.path("agent.pem").display()
+        )),
+        "{}",
+        agent.log()
     );
 }
