@@ -323,10 +323,12 @@ impl Shared {
             .iter()
             .any(|reason| reason.ends_with("is encrypted"))
         {
-            skipped.push(
-                "no ssh-agent is running (SSH_AUTH_SOCK is not set) to use encrypted keys"
+            skipped.push(match &self.identities.agent_problem {
+                // SSH_AUTH_SOCK is set, but to no agent that answers (volley said so at start).
+                Some(problem) => format!("{problem}, to use encrypted keys"),
+                None => "no ssh-agent is running (SSH_AUTH_SOCK is not set) to use encrypted keys"
                     .to_string(),
-            );
+            });
         }
         let mut reason = match offered.len() {
             0 => format!("{what}: no usable identity for user {user}"),

@@ -119,6 +119,14 @@ impl Identities {
 }
 
 fn read_identity(path: &Path) -> IdentityFile {
+    if path.is_dir() {
+        return IdentityFile::Unusable("a directory, not a key file".to_string());
+    }
+    if public_key(path) {
+        return IdentityFile::Unusable(
+            "a public key: give the private key (the file without .pub)".to_string(),
+        );
+    }
     if let Some(problem) = too_open(path) {
         return IdentityFile::Unusable(problem);
     }
@@ -130,6 +138,18 @@ fn read_identity(path: &Path) -> IdentityFile {
         }
         Err(error) => IdentityFile::Unusable(format!("not a usable private key ({error})")),
     }
+}
+
+/// Whether the file holds an OpenSSH public key (`ssh-ed25519 AAAA...`), as a `.pub` file does.
+fn public_key(path: &Path) -> bool {
+    use std::io::Read;
+    let mut start = [0; 64];
+    let Ok(read) = std::fs::File::open(path).and_then(|mut file| file.read(&mut start)) else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&start[..read]);
+    let algorithm = text.split_whitespace().next().unwrap_or_default();
+    russh::keys::Algorithm::new(algorithm).is_ok() && text.contains(" AAAA")
 }
 
 /// ssh's rule for a private key: one of the user's own that others may read (or write) is not
@@ -176,4 +196,40 @@ async fn connect_agent() -> Result<Option<Agent>, String> {
         keys,
         client: Mutex::new(client),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(file: IdentityFile) -> String {
+        match file {
+            IdentityFile::Unusable(reason) => reason,
+            _ => panic!("usable"),
+        }
+    }
+
+    #[test]
+    fn a_directory_or_a_public_key_is_named_for_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            reason(read_identity(dir.path())),
+            "a directory, not a key file"
+        );
+        let public = dir.path().join("id_ed25519.pub");
+        std::fs::write(
+            &public,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdbTLy94mjn+XBcuF9rTg9Abd/T5315Iq46HvIHN26W me@host\n",
+        )
+        .unwrap();
+        assert_eq!(
+            reason(read_identity(&public)),
+            "a public key: give the private key (the file without .pub)"
+        );
+        let garbage = dir.path().join("garbage");
+        std::fs::write(&garbage, "not a key\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(reason(read_identity(&garbage)).starts_with("not a usable private key"));
+    }
 }
