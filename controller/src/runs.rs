@@ -81,7 +81,7 @@ pub fn list(out: &mut impl Write, dir: &Path, limit: usize) -> Result<(), RunsEr
             header.started.replace('T', " ").chars().take(19).collect(),
             header.hosts.len().to_string(),
             outcomes,
-            header.command,
+            printable(&header.command),
         ]);
     }
     if files.is_empty() {
@@ -94,6 +94,21 @@ pub fn list(out: &mut impl Write, dir: &Path, limit: usize) -> Result<(), RunsEr
         &rows,
     )?;
     Ok(())
+}
+
+/// `text` for one line of a terminal: control characters (a newline, an escape sequence's ESC)
+/// written as Rust escapes (`\n`, `\u{1b}`), so that a multi-line command stays in its row and
+/// nothing recorded can drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// `volley runs show RUN`: the run, then every host's outcome; or with `--failed`/`--list`, just
@@ -130,7 +145,7 @@ fn write_run(out: &mut impl Write, run: &Run, live: bool) -> io::Result<()> {
         Some(original) => writeln!(out, "run       {} (retry of {original})", header.id)?,
         None => writeln!(out, "run       {}", header.id)?,
     }
-    writeln!(out, "command   {}", header.command)?;
+    writeln!(out, "command   {}", printable(&header.command))?;
     writeln!(out, "targets   {}", targets_text(header))?;
     writeln!(out, "started   {} by {}", header.started, header.user)?;
     match &run.footer {

@@ -818,3 +818,30 @@ fn unreached_is_only_where_nothing_started() {
         assert!(selected(Some(&ran), false, None), "a plain retry takes it");
     }
 }
+
+#[test]
+fn a_command_is_shown_on_one_line_without_its_control_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut header = header(
+        "20261127T080000Z-1a2b",
+        "2026-11-27T08:00:00.000Z",
+        &["h1"],
+        vec![1],
+    );
+    header.command = "echo a\necho \u{1b}[31mred".to_string();
+    write(
+        dir.path(),
+        &header.id.clone(),
+        &[Entry::Header(Box::new(header))],
+    );
+    let mut out = Vec::new();
+    list(&mut out, dir.path(), 20).unwrap();
+    let listed = String::from_utf8(out).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.contains("echo a\\necho \\u{1b}[31mred"), "{listed}");
+    let shown = show_text(dir.path(), "20261127T080000Z-1a2b", false, false);
+    assert!(
+        shown.contains("command   echo a\\necho \\u{1b}[31mred\n"),
+        "{shown}"
+    );
+}
