@@ -179,11 +179,12 @@ impl RunPlan {
             .inventory
             .clone()
             .unwrap_or_else(|| env.home.join(".config/volley/inventory.toml"));
-        let inventory = Inventory::load(
+        let mut inventory = Inventory::load(
             &inventory_path,
             args.targets.inventory.is_some(),
             env.variables.clone(),
         )?;
+        anchor_inventory_paths(&mut inventory, &inventory_path, env);
         if let Some(user) = &args.ssh.user
             && (user.is_empty() || user.contains(char::is_whitespace))
         {
@@ -731,6 +732,40 @@ fn user_from_passwd() -> Option<String> {
         let name = fields.next()?;
         (fields.nth(1)? == uid).then(|| name.to_string())
     })
+}
+
+/// Makes the inventory's paths (`known_hosts`, `identity_file`, `pki`, top level, per group and
+/// per host) what they name wherever volley runs: `~` is the home directory, and a relative
+/// path is read from the inventory file's directory, as the agent reads its config's, unless a
+/// `VOLLEY_<KEY>` variable gave it (then from where volley runs, as any path on a command line).
+fn anchor_inventory_paths(inventory: &mut Inventory, path: &Path, env: &Environment) {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let from_variable = |key: &str| {
+        let variable = format!("VOLLEY_{}", key.to_ascii_uppercase());
+        env.variables.iter().any(|(name, _)| *name == variable)
+    };
+    let anchor = |path: &mut PathBuf, in_file: bool| {
+        let expanded = expand_home(path, &env.home);
+        *path = if expanded.is_relative() && in_file {
+            dir.join(expanded)
+        } else {
+            expanded
+        };
+    };
+    for (key, path) in [
+        ("known_hosts", &mut inventory.known_hosts),
+        ("identity_file", &mut inventory.identity_file),
+        ("pki", &mut inventory.pki),
+    ] {
+        if let Some(path) = path {
+            anchor(path, !from_variable(key));
+        }
+    }
+    let groups = inventory.groups.values_mut().map(|g| &mut g.identity_file);
+    let hosts = inventory.hosts.values_mut().map(|h| &mut h.identity_file);
+    for path in groups.chain(hosts).flatten() {
+        anchor(path, true);
+    }
 }
 
 fn expand_home(path: &Path, home: &Path) -> PathBuf {

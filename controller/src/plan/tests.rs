@@ -940,3 +940,43 @@ fn groups_equally_near_that_disagree_on_a_setting_are_warned_of() {
         ]
     );
 }
+
+#[test]
+fn relative_inventory_paths_are_read_from_the_inventory_s_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join("inv");
+    std::fs::create_dir(&dir).unwrap();
+    let inventory = dir.join("fleet.toml");
+    std::fs::write(
+        &inventory,
+        "known_hosts = \"kh\"\nidentity_file = \"~/k\"\n[groups.web]\nhosts = [\"w1\"]\n\
+         identity_file = \"keys/web\"\n[hosts.w1]\nidentity_file = \"/abs/w1\"\n",
+    )
+    .unwrap();
+    let plan = |variables: &[(&str, &str)]| {
+        let argv = ["volley", "run", "--inventory", inventory.to_str().unwrap()];
+        let argv = argv.into_iter().chain(["-g", "web", "--", "true"]);
+        let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!("the arguments start with `run`")
+        };
+        let env = Environment {
+            home: home.path().to_path_buf(),
+            local_user: "me".to_string(),
+            variables: variables
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+        };
+        RunPlan::new(&run, &env).unwrap()
+    };
+    let planned = plan(&[]);
+    assert_eq!(planned.known_hosts, dir.join("kh"));
+    assert_eq!(planned.identity_files, [home.path().join("k")]);
+    assert_eq!(
+        planned.hosts[0].identity_files,
+        [PathBuf::from("/abs/w1"), dir.join("keys/web")]
+    );
+    // A variable's path is the operator's, from where volley runs.
+    let planned = plan(&[("VOLLEY_KNOWN_HOSTS", "here/kh")]);
+    assert_eq!(planned.known_hosts, PathBuf::from("here/kh"));
+}
