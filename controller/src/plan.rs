@@ -45,6 +45,8 @@ pub struct HostSpec {
     pub user: String,
     /// Identity files for this host only (inventory, ssh config), tried before the global ones.
     pub identity_files: Vec<PathBuf>,
+    /// `IdentitiesOnly yes` in the ssh config: of the agent's keys, only those of the files.
+    pub identities_only: bool,
     /// The host's name without user and port: what its agent's certificate must name.
     pub host: String,
     pub agent_port: u16,
@@ -678,6 +680,7 @@ fn host_spec<'i>(
         )
         .chain(ssh.identity_files)
         .collect();
+    let identities_only = ssh.identities_only;
     let hops = sources
         .jump
         .clone()
@@ -712,6 +715,7 @@ fn host_spec<'i>(
         port,
         user,
         identity_files,
+        identities_only,
         host: target.host,
         agent_port,
         transport,

@@ -160,6 +160,7 @@ mod tests {
             port: 22,
             user: "root".to_string(),
             identity_files: Vec::new(),
+            identities_only: false,
             host: name.to_string(),
             agent_port: 7731,
             transport: TransportChoice::Auto,

@@ -21,6 +21,8 @@ pub struct JumpHost {
     pub user: String,
     /// Identity files for this hop only (its ssh config), tried before the global ones.
     pub identity_files: Vec<PathBuf>,
+    /// `IdentitiesOnly yes` in its ssh config: no agent key but those of its files.
+    pub identities_only: bool,
 }
 
 /// `address:port` as it is dialled, an IPv6 address in brackets: what failure reasons name.
@@ -119,6 +121,7 @@ fn add_hops(
                 .or(config.user)
                 .unwrap_or_else(|| env.local_user.clone()),
             identity_files: config.identity_files,
+            identities_only: config.identities_only,
         });
     }
     Ok(())

@@ -128,6 +128,7 @@ mod tests {
             port: 2222,
             user: "ops".to_string(),
             identity_files: Vec::new(),
+            identities_only: false,
             host: name.to_string(),
             agent_port: 7731,
             transport,
@@ -146,6 +147,7 @@ mod tests {
             port: 22,
             user: "ops".to_string(),
             identity_files: Vec::new(),
+            identities_only: false,
         });
         db1.become_root = true;
         db1.identity_files = vec![std::path::PathBuf::from("/home/ops/.ssh/db_key")];

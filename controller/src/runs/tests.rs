@@ -488,6 +488,7 @@ fn a_retry_runs_on_exactly_its_hosts_or_not_at_all() {
         port: 22,
         user: "ops".to_string(),
         identity_files: Vec::new(),
+        identities_only: false,
         host: name.to_string(),
         agent_port: 7731,
         transport: volley_common::inventory::TransportChoice::Auto,

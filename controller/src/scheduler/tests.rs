@@ -132,6 +132,7 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
                 port: 22,
                 user: "ops".to_string(),
                 identity_files: Vec::new(),
+                identities_only: false,
                 host: format!("h{n}"),
                 agent_port: 7731,
                 transport: TransportChoice::Ssh,

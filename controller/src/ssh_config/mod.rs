@@ -47,6 +47,8 @@ pub struct SshHostConfig {
     pub user: Option<String>,
     pub port: Option<u16>,
     pub identity_files: Vec<PathBuf>,
+    /// `IdentitiesOnly yes`: of the agent's keys, only those of `identity_files`.
+    pub identities_only: bool,
     /// The jump hosts, in the order they are visited; `Some(empty)` for `ProxyJump none`.
     pub proxy_jump: Option<Vec<JumpHop>>,
 }
@@ -130,6 +132,7 @@ enum Setting {
     User(String),
     Port(u16),
     IdentityFile(String),
+    IdentitiesOnly(bool),
     ProxyJump(String),
     /// Refused unless `none`, and only if it wins the slot it shares with `ProxyJump`.
     ProxyCommand(String),
@@ -148,6 +151,7 @@ struct Found<'a> {
     port: Option<u16>,
     /// Each with the file and line that gave it, for an error.
     identity_files: Vec<(&'a str, &'a Path, usize)>,
+    identities_only: Option<bool>,
     proxy: Option<(&'a Setting, &'a Path, usize)>,
     ignore_unknown: Option<&'a str>,
     /// Refused keywords met, lowercased: only the first occurrence of one counts.
@@ -246,6 +250,7 @@ impl SshConfig {
             user: found.user.map(str::to_string),
             port: found.port,
             identity_files: paths,
+            identities_only: found.identities_only.unwrap_or(false),
             proxy_jump,
         })
     }
@@ -285,6 +290,7 @@ impl<'a> Found<'a> {
             Setting::User(value) => _ = self.user.get_or_insert(value),
             Setting::Port(value) => _ = self.port.get_or_insert(*value),
             Setting::IdentityFile(value) => self.identity_files.push((value, origin, line.number)),
+            Setting::IdentitiesOnly(value) => _ = self.identities_only.get_or_insert(*value),
             Setting::IgnoreUnknown(value) => _ = self.ignore_unknown.get_or_insert(value),
             Setting::ProxyJump(_) | Setting::ProxyCommand(_) if self.proxy.is_some() => {}
             Setting::ProxyJump(_) => self.proxy = Some((&line.setting, origin, line.number)),

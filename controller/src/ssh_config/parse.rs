@@ -155,6 +155,14 @@ pub(super) fn parse_setting(keyword: &str, rest: &str) -> Result<Option<Setting>
             check_tokens("IdentityFile", &value, "dhnpru")?;
             Setting::IdentityFile(value)
         }
+        "identitiesonly" => {
+            let value = single_value("IdentitiesOnly", rest)?;
+            match value.to_ascii_lowercase().as_str() {
+                "yes" | "true" => Setting::IdentitiesOnly(true),
+                "no" | "false" => Setting::IdentitiesOnly(false),
+                _ => return Err(format!("bad IdentitiesOnly '{value}': yes or no")),
+            }
+        }
         "proxyjump" => {
             let value = single_value("ProxyJump", rest)?;
             check_tokens("ProxyJump", &value, "hnpr")?;

@@ -176,6 +176,25 @@ fn identity_files() {
 }
 
 #[test]
+fn identities_only_is_read_first_value_first() {
+    let lookup = |text: &str, host: &str| {
+        let config = SshConfig::parse(text, Path::new(ORIGIN), Path::new(HOME)).unwrap();
+        config.lookup(host, "op").unwrap().identities_only
+    };
+    let text = "Host web1\n IdentitiesOnly yes\nHost *\n IdentitiesOnly no";
+    assert!(lookup(text, "web1"));
+    assert!(!lookup(text, "db1"));
+    assert!(!lookup("", "db1"));
+    let error = SshConfig::parse("IdentitiesOnly maybe", Path::new(ORIGIN), Path::new(HOME))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        format!("ssh config {ORIGIN}:1: bad IdentitiesOnly 'maybe': yes or no")
+    );
+}
+
+#[test]
 fn identity_files_take_environment_variables_as_openssh_does() {
     // PATH is set wherever tests run.
     let path = std::env::var("PATH").unwrap();

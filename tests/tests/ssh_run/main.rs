@@ -4,8 +4,9 @@
 //!
 //! Modules, one area each:
 //! - `outcomes`: one outcome per host, the JSON record, exit statuses, credentials.
+//! - `agent_keys`: keys an ssh-agent holds, in ssh's order, and `IdentitiesOnly`.
 //! - `output`: the `HOST: line` stream, stdout versus stderr, big output, `--gather`.
-//! - `stopping`: command timeouts and SIGINT stop the remote commands.
+//! - `stopping`: command timeouts, and SIGINT, SIGTERM or SIGHUP, stop the remote commands.
 //! - `host_keys`: known_hosts checking and `--accept-new-host-keys`.
 //! - `jump`: hosts only jump hosts can reach, through `ProxyJump` and `-J`.
 //! - `stages`: failure reasons name what was dialled and the stage that failed or stalled.
@@ -15,6 +16,7 @@
 //! - `admission`: `--max-handshakes`, and the connect timeout counted from a host's turn.
 
 mod admission;
+mod agent_keys;
 mod r#become;
 mod host_keys;
 mod jump;

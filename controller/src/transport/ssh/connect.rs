@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use volley_common::outcome::Outcome;
 
 use super::host_key::{self, HostKeyCheck};
-use super::identity::{Identities, IdentityFile};
+use super::identity::{Agent, Identities, IdentityFile};
 use super::jump::JumpPool;
 use super::known_hosts::KnownHosts;
 use crate::plan::{HostSpec, JumpHost, dialled};
@@ -47,6 +47,8 @@ pub struct Endpoint<'a> {
     pub port: u16,
     pub user: &'a str,
     pub identity_files: &'a [PathBuf],
+    /// `IdentitiesOnly yes`: of the agent's keys, only those of the identity files.
+    pub identities_only: bool,
     /// What the leg is called in reasons.
     pub what: String,
 }
@@ -59,6 +61,7 @@ impl<'a> Endpoint<'a> {
             port: host.port,
             user: &host.user,
             identity_files: &host.identity_files,
+            identities_only: host.identities_only,
             what: format!(
                 "ssh {}{}",
                 dialled(&host.address, host.port),
@@ -76,6 +79,7 @@ impl<'a> Endpoint<'a> {
             port: hop.port,
             user: &hop.user,
             identity_files: &hop.identity_files,
+            identities_only: hop.identities_only,
             what: format!(
                 "ssh jump host {} ({}){}",
                 hop.name,
@@ -238,8 +242,9 @@ impl Shared {
             .clone()
     }
 
-    /// Public-key authentication: the endpoint's own identity files, the global ones, then the
-    /// agent's keys, each key offered once.
+    /// Public-key authentication, in ssh's order: the endpoint's own identity files, the global
+    /// ones (an encrypted one through the agent's copy of its key, in its place), then the
+    /// agent's other keys, unless `IdentitiesOnly`; each key offered once.
     async fn authenticate(
         &self,
         session: &mut Handle<HostKeyCheck>,
@@ -248,74 +253,53 @@ impl Shared {
     ) -> Result<(), Outcome> {
         let what = leg.what();
         let user = endpoint.user;
-        let transport_error = |error: russh::Error| Outcome::TransportError {
-            reason: format!("{what}: during authentication as {user}: {error}"),
+        let mut attempt = Attempt {
+            session,
+            what,
+            user,
+            offered: Vec::new(),
+            rsa_hash: None,
         };
-        let mut offered: Vec<PublicKey> = Vec::new();
+        let agent = self.identities.agent();
         let mut skipped: Vec<String> = Vec::new();
-        let mut rsa_hash = None;
+        // The keys of the files, for `IdentitiesOnly`.
+        let mut files_keys: Vec<PublicKey> = Vec::new();
         for (path, file) in self.identities.files_for(endpoint.identity_files) {
-            let key = match file {
-                IdentityFile::Key(key) => key,
-                IdentityFile::Encrypted => {
-                    skipped.push(format!("{} is encrypted", path.display()));
-                    continue;
+            match file {
+                IdentityFile::Key(key) => {
+                    files_keys.push(key.public_key().clone());
+                    if attempt.with_file(key).await? {
+                        return Ok(());
+                    }
+                }
+                IdentityFile::Encrypted(public) => {
+                    files_keys.extend(public.iter().cloned());
+                    let held = agent
+                        .filter(|agent| public.as_ref().is_some_and(|p| agent.keys.contains(p)));
+                    match (held, public) {
+                        (Some(agent), Some(public)) => {
+                            if attempt.with_agent(agent, public).await? {
+                                return Ok(());
+                            }
+                        }
+                        (None, _) if agent.is_some() => skipped.push(format!(
+                            "{} is encrypted, and the ssh-agent does not hold its key",
+                            path.display()
+                        )),
+                        (_, _) => skipped.push(format!("{} is encrypted", path.display())),
+                    }
                 }
                 IdentityFile::Unusable(reason) => {
                     skipped.push(format!("{}: {reason}", path.display()));
-                    continue;
                 }
-            };
-            if offered.contains(key.public_key()) {
-                continue;
-            }
-            offered.push(key.public_key().clone());
-            let hash = if key.algorithm().is_rsa() {
-                if rsa_hash.is_none() {
-                    rsa_hash = Some(
-                        session
-                            .best_supported_rsa_hash()
-                            .await
-                            .map_err(transport_error)?
-                            .flatten(),
-                    );
-                }
-                rsa_hash.flatten()
-            } else {
-                None
-            };
-            let result = session
-                .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key.clone(), hash))
-                .await
-                .map_err(transport_error)?;
-            if auth_done(result, what)? {
-                return Ok(());
             }
         }
-        if let Some(agent) = self.identities.agent() {
+        if let Some(agent) = agent {
             for key in &agent.keys {
-                if offered.contains(key) {
+                if endpoint.identities_only && !files_keys.contains(key) {
                     continue;
                 }
-                offered.push(key.clone());
-                let hash = if key.algorithm().is_rsa() {
-                    session
-                        .best_supported_rsa_hash()
-                        .await
-                        .map_err(transport_error)?
-                        .flatten()
-                } else {
-                    None
-                };
-                let mut client = agent.client.lock().await;
-                let result = session
-                    .authenticate_publickey_with(user, key.clone(), hash, &mut *client)
-                    .await
-                    .map_err(|error| Outcome::AuthFailed {
-                        reason: format!("{what}: ssh-agent failed to sign: {error}"),
-                    })?;
-                drop(client);
-                if auth_done(result, what)? {
+                if attempt.with_agent(agent, key).await? {
                     return Ok(());
                 }
             }
@@ -330,7 +314,7 @@ impl Shared {
                     .to_string(),
             });
         }
-        let mut reason = match offered.len() {
+        let mut reason = match attempt.offered.len() {
             0 => format!("{what}: no usable identity for user {user}"),
             1 => format!("{what}: the server refused user {user} with the one key offered"),
             n => format!("{what}: the server refused user {user} with each of {n} keys"),
@@ -339,6 +323,99 @@ impl Shared {
             reason = format!("{reason}; {}", skipped.join("; "));
         }
         Err(Outcome::AuthFailed { reason })
+    }
+}
+
+/// One authentication: the keys offered so far, each once.
+struct Attempt<'s, 'w> {
+    session: &'s mut Handle<HostKeyCheck>,
+    what: &'w str,
+    user: &'w str,
+    offered: Vec<PublicKey>,
+    /// The server's RSA signature hash, asked once.
+    rsa_hash: Option<Option<russh::keys::HashAlg>>,
+}
+
+impl Attempt<'_, '_> {
+    /// Offers a key read from a file; whether it authenticated.
+    async fn with_file(&mut self, key: &Arc<russh::keys::PrivateKey>) -> Result<bool, Outcome> {
+        if self.offered.contains(key.public_key()) {
+            return Ok(false);
+        }
+        self.offered.push(key.public_key().clone());
+        let hash = self.hash(key.algorithm()).await?;
+        let result = self
+            .session
+            .authenticate_publickey(self.user, PrivateKeyWithHashAlg::new(key.clone(), hash))
+            .await
+            .map_err(|error| self.transport_error(error))?;
+        self.done(result)
+    }
+
+    /// Offers a key the ssh-agent holds, signed by it; whether it authenticated.
+    async fn with_agent(&mut self, agent: &Agent, key: &PublicKey) -> Result<bool, Outcome> {
+        if self.offered.contains(key) {
+            return Ok(false);
+        }
+        self.offered.push(key.clone());
+        let hash = self.hash(key.algorithm()).await?;
+        let mut client = agent.client.lock().await;
+        let result = self
+            .session
+            .authenticate_publickey_with(self.user, key.clone(), hash, &mut *client)
+            .await
+            .map_err(|error| Outcome::AuthFailed {
+                reason: format!("{}: ssh-agent failed to sign: {error}", self.what),
+            })?;
+        drop(client);
+        self.done(result)
+    }
+
+    async fn hash(
+        &mut self,
+        algorithm: Algorithm,
+    ) -> Result<Option<russh::keys::HashAlg>, Outcome> {
+        if !algorithm.is_rsa() {
+            return Ok(None);
+        }
+        if self.rsa_hash.is_none() {
+            let hash = self
+                .session
+                .best_supported_rsa_hash()
+                .await
+                .map_err(|error| self.transport_error(error))?
+                .flatten();
+            self.rsa_hash = Some(hash);
+        }
+        Ok(self.rsa_hash.flatten())
+    }
+
+    fn transport_error(&self, error: russh::Error) -> Outcome {
+        Outcome::TransportError {
+            reason: format!(
+                "{}: during authentication as {}: {error}",
+                self.what, self.user
+            ),
+        }
+    }
+
+    /// Whether the key authenticated. A server that stops taking keys after some were refused
+    /// has likely counted them against its `MaxAuthTries`.
+    fn done(&self, result: AuthResult) -> Result<bool, Outcome> {
+        auth_done(result, self.what).map_err(|outcome| match outcome {
+            Outcome::AuthFailed { reason }
+                if self.offered.len() > 1 && reason.ends_with("does not accept public keys") =>
+            {
+                Outcome::AuthFailed {
+                    reason: format!(
+                        "{}: the server stopped taking keys after {} were refused (its MaxAuthTries?); name the right one with IdentityFile and IdentitiesOnly, or -i",
+                        self.what,
+                        self.offered.len() - 1
+                    ),
+                }
+            }
+            outcome => outcome,
+        })
     }
 }
 

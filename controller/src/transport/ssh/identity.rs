@@ -21,8 +21,9 @@ use crate::plan::RunPlan;
 #[derive(Clone, Debug)]
 pub enum IdentityFile {
     Key(Arc<PrivateKey>),
-    /// Encrypted with a passphrase: usable only if the agent holds it.
-    Encrypted,
+    /// Encrypted with a passphrase: usable only through the agent, if it holds the key, whose
+    /// public half the file (or FILE.pub) tells.
+    Encrypted(Option<PublicKey>),
     /// Missing, unreadable or not a key; the reason names the problem.
     Unusable(String),
 }
@@ -132,12 +133,23 @@ fn read_identity(path: &Path) -> IdentityFile {
     }
     match russh::keys::load_secret_key(path, None) {
         Ok(key) => IdentityFile::Key(Arc::new(key)),
-        Err(russh::keys::Error::KeyIsEncrypted) => IdentityFile::Encrypted,
+        Err(russh::keys::Error::KeyIsEncrypted) => IdentityFile::Encrypted(public_half(path)),
         Err(russh::keys::Error::IO(error)) => {
             IdentityFile::Unusable(crate::plan::io_reason(&error))
         }
         Err(error) => IdentityFile::Unusable(format!("not a usable private key ({error})")),
     }
+}
+
+/// The public key of an encrypted private key file: in the clear in OpenSSH's format, else in
+/// FILE.pub beside it.
+fn public_half(path: &Path) -> Option<PublicKey> {
+    if let Ok(key) = PrivateKey::read_openssh_file(path) {
+        return Some(key.public_key().clone());
+    }
+    let mut public = path.as_os_str().to_owned();
+    public.push(".pub");
+    russh::keys::load_public_key(public).ok()
 }
 
 /// Whether the file holds an OpenSSH public key (`ssh-ed25519 AAAA...`), as a `.pub` file does.
