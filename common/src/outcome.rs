@@ -34,7 +34,8 @@ pub enum Outcome {
     AuthFailed { reason: String },
     /// The host's key is not in known_hosts.
     HostKeyUnknown { fingerprint: String },
-    /// known_hosts holds another key of the same type for this host.
+    /// known_hosts holds other keys for this host: another of the same type, or keys of other
+    /// types only.
     HostKeyChanged { fingerprint: String },
     /// The TLS handshake with the agent failed: its certificate did not verify or name the
     /// host, or it refused ours.

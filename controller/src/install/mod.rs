@@ -279,7 +279,16 @@ impl AgentOperation {
             .await
         {
             Ok(session) => session,
-            Err(outcome) => return Finish::outcome(outcome),
+            // For status, an agent that answered and was refused says more than SSH's failure:
+            // a certificate that expired or names another host is what status is run to find.
+            Err(outcome) => {
+                return Finish::outcome(match not_answering {
+                    Some(Outcome::TlsRejected { reason }) => Outcome::TlsRejected {
+                        reason: format!("{reason}; and over SSH: {outcome}"),
+                    },
+                    _ => outcome,
+                });
+            }
         };
         let connected_after = Some(started.elapsed());
         let layout = Layout::new(host.agent_prefix.as_deref());

@@ -125,6 +125,36 @@ fn the_controller_refuses_an_agent_whose_certificate_names_another_host() {
     assert!(!ran_on(&fleet, &impostor), "{impostor} ran the command");
 }
 
+/// `volley agent status` of a host whose agent answers with a certificate the controller
+/// refuses, and no SSH: the agent's refusal is the outcome, not SSH's absence.
+#[test]
+fn status_tells_an_agent_refused_for_its_certificate_where_ssh_fails_too() {
+    let fleet = AgentFleet::with_spec(AgentFleetSpec::new(0).with(AgentKind::NamesAnotherHost));
+    let impostor = fleet.only(AgentKind::NamesAnotherHost).name.clone();
+    let (inventory, pki) = (fleet.inventory(), fleet.pki().dir());
+    let output = fleet.run([
+        "agent".as_ref(),
+        "status".as_ref(),
+        "--inventory".as_ref(),
+        inventory.as_os_str(),
+        "--pki".as_ref(),
+        pki.as_os_str(),
+        "-g".as_ref(),
+        "all".as_ref(),
+        "--connect-timeout".as_ref(),
+        "5s".as_ref(),
+        "--json".as_ref(),
+    ]);
+    output.assert_code(EXIT_NOT_REACHED);
+    let records = output.records_by_host();
+    let record = expect_outcome(&output, &records, &impostor, "tls_rejected", "ssh");
+    let reason = record.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("not valid for name") && reason.contains("; and over SSH: "),
+        "{reason}"
+    );
+}
+
 #[test]
 fn a_controller_of_another_pki_is_refused_and_runs_nothing() {
     let fleet = AgentFleet::start(2);
