@@ -255,11 +255,15 @@ async fn serve(
     // Listed before this agent starts any command, so that only an earlier agent's are.
     let leftovers = executor.leftovers().await;
     let (current_tls, tls) = tokio::sync::watch::channel(tls);
+    let (current_session, session) = tokio::sync::watch::channel(config.session.clone());
     tokio::spawn(reload::on_hangup(
         config.clone(),
         audit,
         hangups,
-        current_tls,
+        reload::Applied {
+            tls: current_tls,
+            session: current_session,
+        },
     ));
     let listen_error = |source| AgentError::Listen {
         address: config.listen,
@@ -278,7 +282,7 @@ async fn serve(
     let service = AgentService::new(ServiceContext {
         limits,
         host: host::Host::current(),
-        session: config.session.clone(),
+        session,
         process: AgentProcess::current(),
         executor: executor.clone(),
         nofile,

@@ -6,10 +6,12 @@
 //!
 //! The audit log file is opened again at its path, for `logrotate` (see logging.rs).
 //!
-//! Only `allowed_controllers` (and the contents of the certificate, key and CA files) take
-//! effect at a reload. Every other setting is held by a part of the agent that started with it
-//! (the socket, the executor, the registry, the services): a change to one is named in a warning
-//! and waits for the next restart, so that the operator is not left believing it applies.
+//! Only `allowed_controllers`, `[session]` (read by each request as it comes: taking
+//! `allow_root` away applies to the next command) and the contents of the certificate, key and
+//! CA files take effect at a reload. Every other setting is held by a part of the agent that
+//! started with it (the socket, the executor, the registry, the services): a change to one is
+//! named in a warning and waits for the next restart, so that the operator is not left
+//! believing it applies.
 //!
 //! The files are checked as at start (config syntax and values, key mode, parseable PEM, key
 //! matching the certificate); if anything is wrong, the agent logs why and keeps serving with
@@ -26,19 +28,26 @@ use crate::logging::AuditLog;
 use crate::registry::Retention;
 use crate::tls;
 
-/// Reloads on every SIGHUP and publishes the new TLS configuration to the listener.
+/// Where a reload publishes what it applies: the TLS configuration to the listener, the
+/// `[session]` settings to the service, which reads them at each request.
+pub struct Applied {
+    pub tls: watch::Sender<Arc<ServerConfig>>,
+    pub session: watch::Sender<SessionConfig>,
+}
+
+/// Reloads on every SIGHUP and publishes what it applies.
 pub async fn on_hangup(
     running: AgentConfig,
     audit: Option<Arc<AuditLog>>,
     mut hangups: Signal,
-    current: watch::Sender<Arc<ServerConfig>>,
+    applied: Applied,
 ) {
     let mut running = running;
     while hangups.recv().await.is_some() {
         if let Some(audit) = &audit {
             reopen(audit);
         }
-        reload(&mut running, &current);
+        reload(&mut running, &applied);
     }
 }
 
@@ -55,7 +64,7 @@ fn reopen(audit: &AuditLog) {
 }
 
 /// One reload: `running` becomes what is applied, when everything checks.
-fn reload(running: &mut AgentConfig, current: &watch::Sender<Arc<ServerConfig>>) {
+fn reload(running: &mut AgentConfig, applied: &Applied) {
     let file = match AgentConfig::load(&running.path) {
         Ok(file) => file,
         Err(error) => {
@@ -81,18 +90,20 @@ fn reload(running: &mut AgentConfig, current: &watch::Sender<Arc<ServerConfig>>)
     }
     let next = AgentConfig {
         allowed_controllers: file.allowed_controllers,
+        session: file.session,
         ..running.clone()
     };
     match tls::server_config(&next) {
         Ok(served) => {
-            current.send_replace(served.server);
+            applied.tls.send_replace(served.server);
+            applied.session.send_replace(next.session.clone());
             if let Some(warning) = &served.warning {
                 tracing::warn!("SIGHUP: {warning}");
             }
             tracing::info!(
                 certificate = %next.certificate.display(),
                 controllers = ?next.allowed_controllers,
-                "SIGHUP: reloaded the certificate, key and CA, and allowed_controllers"
+                "SIGHUP: reloaded the certificate, key and CA, allowed_controllers and [session]"
             );
             *running = next;
         }
@@ -114,11 +125,12 @@ fn restart_settings(running: &AgentConfig, file: &AgentConfig) -> Vec<&'static s
         key,
         ca,
         allowed_controllers: _,
+        // Applied: each request reads it as it comes.
+        session: _,
         audit_log,
         executor,
         push_roots,
         limits,
-        session,
         retention,
         warnings: _,
     } = file;
@@ -173,17 +185,6 @@ fn restart_settings(running: &AgentConfig, file: &AgentConfig) -> Vec<&'static s
         "limits.max_file_bytes",
         *max_file_bytes != was.max_file_bytes,
     );
-    let SessionConfig {
-        path,
-        root_path,
-        allow_root,
-        env,
-    } = session;
-    let was = &running.session;
-    compare("session.path", *path != was.path);
-    compare("session.root_path", *root_path != was.root_path);
-    compare("session.allow_root", *allow_root != was.allow_root);
-    compare("session.env", *env != was.env);
     let Retention {
         keep_for,
         max_executions,
@@ -246,10 +247,11 @@ mod tests {
             "executor = \"direct\"\npush_roots = [\"/srv\"]",
             &["executor", "push_roots"],
         );
+        // [session] too: each request reads it as it comes.
         check(
             "",
             "[session]\nallow_root = false\nenv = { LANG = \"C\" }",
-            &["session.allow_root", "session.env"],
+            &[],
         );
         check(
             "",

@@ -52,8 +52,9 @@ const EXITED_DELIVERY: Duration = Duration::from_secs(30);
 pub struct ServiceContext {
     pub limits: Limits,
     pub host: Host,
-    /// How commands are run: in the login session of the user the request names.
-    pub session: SessionConfig,
+    /// How commands are run: in the login session of the user the request names. SIGHUP
+    /// replaces it (see [`crate::reload`]); each request reads it as it comes.
+    pub session: tokio::sync::watch::Receiver<SessionConfig>,
     pub process: AgentProcess,
     /// How commands are started and stopped (see [`crate::executor`]).
     pub executor: Arc<Executor>,
@@ -251,8 +252,9 @@ impl pb::agent_server::Agent for AgentService {
         };
         let context = self.context.clone();
         let asked = spec.clone();
+        let config = self.context.session.borrow().clone();
         let session = tokio::task::spawn_blocking(move || {
-            session::resolve(&asked, &context.session, &context.process)
+            session::resolve(&asked, &config, &context.process)
         })
         .await
         .map_err(|error| forget(Status::internal(format!("session lookup failed: {error}"))))?

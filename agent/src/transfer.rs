@@ -42,7 +42,7 @@ async fn blocking<T: Send + 'static>(
 /// Files are read and written by the agent's user (root): an agent that may run nothing as
 /// root (`session.allow_root = false`) does no file work either.
 fn allowed(context: &ServiceContext) -> Result<(), Status> {
-    if context.session.allow_root {
+    if context.session.borrow().allow_root {
         return Ok(());
     }
     Err(Status::permission_denied(

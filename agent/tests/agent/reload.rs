@@ -1,15 +1,18 @@
 //! SIGHUP: a new certificate is served without a restart, and a bad one is refused while the
 //! old one keeps serving; a controller taken out of `allowed_controllers` is refused from then
-//! on, other changed settings are named as waiting for a restart, and a config file that does
-//! not parse changes nothing.
+//! on, as root is from the next command when `session.allow_root` is taken away; other changed
+//! settings are named as waiting for a restart, and a config file that does not parse changes
+//! nothing.
 
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
-use volley_common::exec::ExitStatus;
+use volley_common::exec::{ExitStatus, Program};
 use volley_proto::pb::InfoRequest;
 
-use crate::fixture::{Agent, CONTROLLER, Options, PATIENCE, connect, poll_until, run, shell};
+use crate::fixture::{
+    Agent, CONTROLLER, Options, PATIENCE, connect, poll_until, request_as, run, shell,
+};
 use crate::pki::Authority;
 
 /// Replaces the agent's certificate and key files in place (the key keeps its mode 0600).
@@ -130,6 +133,29 @@ async fn a_controller_removed_from_the_config_is_refused_after_sighup() {
             "SIGHUP: listen, limits.max_timeout changed in {}: they take effect at the next restart",
             agent.path("agent.toml").display()
         )),
+        "{}",
+        agent.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_is_refused_from_the_next_command_once_allow_root_is_taken_away() {
+    crate::session::require_root();
+    let agent = Agent::start(Options::default());
+    let mut client = agent.controller().await;
+    let as_root = || request_as(Program::Shell("id -u".to_string()), Some("root"), false);
+    let ran = run(&mut client, as_root()).await;
+    assert_eq!(ran.exited.status, ExitStatus::Code(0));
+
+    edit_config(&agent, |text| text + "\n[session]\nallow_root = false\n");
+    reload_and_wait(&agent, "SIGHUP: reloaded");
+    let refused = client.exec(as_root()).await.expect_err("refused");
+    assert_eq!(
+        refused.message(),
+        "this agent does not run commands as root (session.allow_root = false in its config)"
+    );
+    assert!(
+        !agent.log().contains("session.allow_root changed"),
         "{}",
         agent.log()
     );

@@ -11,7 +11,7 @@ use volley_common::exec::{ExitStatus, Program};
 use crate::fixture::{Agent, Options, request_as, run};
 
 /// The agent switches users only as root; without root these tests cannot mean anything.
-fn require_root() {
+pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "these tests start the agent as root, as it runs on a fleet: run them as root"
