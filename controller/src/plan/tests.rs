@@ -46,24 +46,37 @@ fn plan_with(inventory_text: &str, args: &[&str]) -> Result<RunPlan, String> {
     std::fs::write(home.path().join(".ssh/config"), SSH_CONFIG).unwrap();
     let inventory = home.path().join("inventory.toml");
     std::fs::write(&inventory, inventory_text).unwrap();
-    let mut argv = vec!["volley", "run", "--inventory", inventory.to_str().unwrap()];
-    argv.extend_from_slice(args);
-    argv.extend_from_slice(&["--", "true"]);
-    let Command::Run(run) = Cli::try_parse_from(argv)
-        .map_err(|e| e.to_string())?
-        .command
-    else {
-        unreachable!("the arguments start with `run`")
-    };
-    let env = Environment {
-        home: home.path().to_path_buf(),
-        local_user: "me".to_string(),
-        variables: Vec::new(),
-    };
-    RunPlan::new(&run, &env).map_err(|e| {
+    plan_in(home.path(), &inventory, args, &[]).map_err(|e| {
         e.to_string()
             .replace(&home.path().display().to_string(), "HOME")
     })
+}
+
+/// `volley run --inventory INVENTORY ARGS -- true` for the local user `me` with the home
+/// directory `home` and the environment `variables`.
+fn plan_in(
+    home: &Path,
+    inventory: &Path,
+    args: &[&str],
+    variables: &[(&str, &str)],
+) -> Result<RunPlan, PlanError> {
+    let argv = ["volley", "run", "--inventory", inventory.to_str().unwrap()];
+    let argv = argv
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--", "true"]);
+    let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command else {
+        unreachable!("the arguments start with `run`")
+    };
+    let env = Environment {
+        home: home.to_path_buf(),
+        local_user: "me".to_string(),
+        variables: variables
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+    };
+    RunPlan::new(&run, &env)
 }
 
 fn names(args: &[&str]) -> Result<Vec<String>, String> {
@@ -343,28 +356,9 @@ fn settings_from_the_inventory_or_the_environment_are_named_so_in_errors() {
     let inventory = home.path().join("inventory.toml");
     let check = |text: &str, variables: &[(&str, &str)], expected: &str| {
         std::fs::write(&inventory, text).unwrap();
-        let argv = [
-            "volley",
-            "run",
-            "--inventory",
-            inventory.to_str().unwrap(),
-            "-w",
-            "a",
-            "--",
-            "true",
-        ];
-        let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command else {
-            unreachable!()
-        };
-        let env = Environment {
-            home: home.path().to_path_buf(),
-            local_user: "me".to_string(),
-            variables: variables
-                .iter()
-                .map(|(name, value)| (name.to_string(), value.to_string()))
-                .collect(),
-        };
-        let error = RunPlan::new(&run, &env).unwrap_err().to_string();
+        let error = plan_in(home.path(), &inventory, &["-w", "a"], variables)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             error.replace(&home.path().display().to_string(), "HOME"),
             expected
@@ -954,20 +948,7 @@ fn relative_inventory_paths_are_read_from_the_inventory_s_directory() {
     )
     .unwrap();
     let plan = |variables: &[(&str, &str)]| {
-        let argv = ["volley", "run", "--inventory", inventory.to_str().unwrap()];
-        let argv = argv.into_iter().chain(["-g", "web", "--", "true"]);
-        let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command else {
-            unreachable!("the arguments start with `run`")
-        };
-        let env = Environment {
-            home: home.path().to_path_buf(),
-            local_user: "me".to_string(),
-            variables: variables
-                .iter()
-                .map(|(name, value)| (name.to_string(), value.to_string()))
-                .collect(),
-        };
-        RunPlan::new(&run, &env).unwrap()
+        plan_in(home.path(), &inventory, &["-g", "web"], variables).unwrap()
     };
     let planned = plan(&[]);
     assert_eq!(planned.known_hosts, dir.join("kh"));
