@@ -239,11 +239,14 @@ impl RunPlan {
             )
         };
         // A host left out by name is spared however else it is named: a target dialled at the
-        // same address and port (through the same jump hosts) is the same machine.
+        // same address and port (through the same jump hosts) is the same machine. One whose
+        // settings cannot be made (its ssh config refused) names no machine: leaving it out is
+        // the way around its configuration.
         let spared: HashSet<_> = named_out
             .into_iter()
-            .map(|target| spec(target, &mut Vec::new()).map(|host| host.machine()))
-            .collect::<Result<_, _>>()?;
+            .filter_map(|target| spec(target, &mut Vec::new()).ok())
+            .map(|host| host.machine())
+            .collect();
         let hosts = targets
             .into_iter()
             .map(|target| spec(target, &mut disagreements))

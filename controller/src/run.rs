@@ -520,7 +520,7 @@ fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
     if !needed && !plan.pki_given && !pki.has_any_credentials() {
         return Ok(None);
     }
-    if !plan.pki.exists() {
+    if plan.pki_given && !plan.pki.exists() {
         return Err(UsageError(format!(
             "pki {}: no such directory (`volley pki init --pki DIR` makes one)",
             plan.pki.display()

@@ -385,6 +385,9 @@ struct Exclusion {
     element: String,
     /// Host names: every target of that host, whatever its user and port.
     names: HashSet<String>,
+    /// The same names as addresses (see [`canonical_address`]): a host dialled at one of them
+    /// is left out too, whatever its name. Filled once `names` is complete.
+    addresses: HashSet<String>,
     /// Hosts given with a user or port (`bob@h1`, `h1:2222`): only where the host is dialled
     /// so, however it was named.
     logins: Vec<Target>,
@@ -422,7 +425,7 @@ impl Exclusions {
                     && login.user.as_ref().is_none_or(|user| *user == host.user)
                     && login.port.is_none_or(|port| port == host.port)
             });
-            if dialled || exclusion.names.iter().any(|name| at_address(name)) {
+            if dialled || exclusion.addresses.contains(&address) {
                 (*used, excluded) = (true, true);
             }
         }
@@ -480,6 +483,7 @@ impl Exclusions {
                 let mut exclusion = Exclusion {
                     element: element.to_string(),
                     names: HashSet::new(),
+                    addresses: HashSet::new(),
                     logins: Vec::new(),
                     glob: None,
                 };
@@ -511,6 +515,11 @@ impl Exclusions {
                         }
                     }
                 }
+                exclusion.addresses = exclusion
+                    .names
+                    .iter()
+                    .map(|name| canonical_address(name))
+                    .collect();
                 exclusions.push(exclusion);
             }
         }

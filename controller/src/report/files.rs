@@ -4,8 +4,8 @@
 //!
 //! A host's files are created (emptied if they exist) when its turn comes, so that a host that
 //! printed nothing still has its two empty files and no file of an earlier run is mistaken for
-//! this one's; the lists of an earlier run are removed when the run starts. They are open only while the host runs: descriptors stay bounded by `parallel`.
-//! Everything is private to the operator: the directory is made 0700 and the files 0600.
+//! this one's; the lists of an earlier run are removed when the run starts. They are open only
+//! while the host runs: descriptors stay bounded by `parallel`. Everything is private to the operator: the directory is made 0700 and the files 0600.
 
 use std::collections::HashMap;
 use std::fs::File;
