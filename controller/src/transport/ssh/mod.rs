@@ -168,11 +168,13 @@ impl Transport for SshTransport {
 /// Opens a session channel, runs the wrapped command and streams its output until the channel
 /// closes, the command times out or the run is cancelled.
 async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
+    // What was dialled, as every other reason says it.
+    let what = connect::Endpoint::target(job.host).what;
     let mut channel = match session.channel_open_session().await {
         Ok(channel) => channel,
         Err(error) => {
             return Outcome::TransportError {
-                reason: format!("could not open a session: {error}"),
+                reason: format!("{what}: could not open a session: {error}"),
             };
         }
     };
@@ -193,7 +195,7 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
         tokio::select! {
             sent = channel.data(&bytes[..]) => if let Err(error) = sent {
                 return Outcome::TransportError {
-                    reason: format!("could not send the command's stdin: {error}"),
+                    reason: format!("{what}: could not send the command's stdin: {error}"),
                 };
             },
             outcome = must_stop(deadline, &job.cancel) => {
@@ -237,8 +239,8 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
             Some(_) => {}
         }
     }
-    exit.unwrap_or(Outcome::TransportError {
-        reason: "the connection closed before the command reported its exit".to_string(),
+    exit.unwrap_or_else(|| Outcome::TransportError {
+        reason: format!("{what}: the connection closed before the command reported its exit"),
     })
 }
 
