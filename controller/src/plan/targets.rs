@@ -383,7 +383,8 @@ pub(super) struct Exclusions {
 struct Exclusion {
     /// The element as given, to name it in a warning.
     element: String,
-    /// Host names: every target of that host, whatever its user and port.
+    /// Host names, in lower case (a host name has no case): every target of that host,
+    /// whatever its user and port.
     names: HashSet<String>,
     /// The same names as addresses (see [`canonical_address`]): a host dialled at one of them
     /// is left out too, whatever its name. Filled once `names` is complete.
@@ -399,7 +400,7 @@ impl Exclusions {
     fn by_name(&mut self, target: &Target) -> bool {
         let mut excluded = false;
         for (exclusion, used) in self.list.iter().zip(&mut self.used) {
-            let named = exclusion.names.contains(&target.host)
+            let named = exclusion.names.contains(&target.host.to_ascii_lowercase())
                 || exclusion
                     .glob
                     .as_deref()
@@ -500,7 +501,7 @@ impl Exclusions {
                                     if target.user.is_some() || target.port.is_some() {
                                         exclusion.logins.push(target);
                                     } else {
-                                        exclusion.names.insert(target.host);
+                                        exclusion.names.insert(target.host.to_ascii_lowercase());
                                     }
                                 }
                             }
@@ -508,9 +509,10 @@ impl Exclusions {
                             group => {
                                 let mut targets = Vec::new();
                                 resolver.push(group, &mut Vec::new(), &mut targets)?;
+                                let names = targets.into_iter().map(|target| target.host);
                                 exclusion
                                     .names
-                                    .extend(targets.into_iter().map(|target| target.host));
+                                    .extend(names.map(|name| name.to_ascii_lowercase()));
                             }
                         }
                     }
