@@ -6,8 +6,9 @@
 //! all finish late together, past the connect timeout: a run of 500 where 18 hosts get through.
 //! The scheduler owns one [`Admission`] per run; every transport runs its connect phase through
 //! [`Admission::connect`], which takes a permit before the TCP connect and gives it back once the
-//! host is authenticated (or failed). The connect timeout counts from admission: time spent
-//! waiting for a permit is not held against a host.
+//! host is authenticated (or failed); a host whose TCP connect is not answered within
+//! [`LEND_AFTER`] lends its permit while it waits. The connect timeout counts from admission:
+//! time spent waiting for a permit is not held against a host.
 //!
 //! The limit is fixed (`--max-handshakes N`) or, by default, adaptive. The adaptive limit works
 //! like TCP's congestion window, with handshake latency as its signal:
@@ -31,12 +32,19 @@
 
 use std::future::Future;
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::transport::stage::Progress;
+
+/// How long a connection may take to come up (TCP, or a channel through a jump host) before
+/// its permit is lent to another host until it does: far longer than a connect to a live host,
+/// near or far, takes.
+pub const LEND_AFTER: Duration = Duration::from_millis(200);
 /// Where the adaptive limit starts.
 pub const INITIAL: usize = 8;
 /// The adaptive limit never goes below this (unless `parallel` is smaller).
@@ -124,22 +132,74 @@ impl Admission {
     /// Runs one host's connect phase: waits for a permit (or `cancel`), then runs `connect`
     /// within `timeout`, counted from admission, and learns from how long it took. Its own
     /// failures (refused, rejected) say nothing about load and are passed on as they are.
+    ///
+    /// A connection not up within [`LEND_AFTER`] (`progress` says where it is) gives its
+    /// permit back while it waits: a host that never answers (dead, or behind a firewall that
+    /// drops) costs no CPU, and must not hold a turn that live hosts wait for. If its connection
+    /// comes up after all, it is not polled until it has a permit again, and its timeout counts
+    /// from then. The permit is taken before the TCP connect, not after: a connection waiting
+    /// for its turn would hold one of the server's unauthenticated places (sshd's `MaxStartups`),
+    /// and cost the server a process.
     pub async fn connect<T, E>(
         &self,
         timeout: Duration,
         cancel: &CancellationToken,
+        progress: &Progress,
         connect: impl Future<Output = Result<T, E>>,
     ) -> Result<Result<T, E>, Cut> {
-        let permit = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Err(Cut::Cancelled),
-            permit = self.permits.acquire() => permit.expect("the semaphore is never closed"),
+        let mut connect = std::pin::pin!(connect);
+        let mut permit = self.admit(cancel).await?;
+        let mut admitted = Instant::now();
+        let lend = admitted + LEND_AFTER.min(timeout / 2);
+        let deadline = admitted + timeout;
+        // Resolves at `lend` if the connection is not up by then; never once it is.
+        let still_connecting = async {
+            tokio::time::sleep_until(lend).await;
+            if !progress.connecting() {
+                std::future::pending::<()>().await;
+            }
         };
-        let admitted = Instant::now();
-        let result = tokio::select! {
+        let first = tokio::select! {
             biased;
-            () = cancel.cancelled() => Err(Cut::Cancelled),
-            result = tokio::time::timeout(timeout, connect) => result.map_err(|_| Cut::TimedOut),
+            () = cancel.cancelled() => Some(Err(Cut::Cancelled)),
+            result = connect.as_mut() => Some(Ok(result)),
+            () = tokio::time::sleep_until(deadline) => Some(Err(Cut::TimedOut)),
+            () = still_connecting => None,
+        };
+        let result = match first {
+            Some(result) => result,
+            None => {
+                // Lent: still connecting, it waits without a turn, up to the same deadline.
+                self.release(permit, Sample::Neutral);
+                let connected = std::future::poll_fn(|cx| {
+                    if !progress.connecting() {
+                        return Poll::Ready(None);
+                    }
+                    match connect.as_mut().poll(cx) {
+                        Poll::Ready(result) => Poll::Ready(Some(result)),
+                        Poll::Pending if progress.connecting() => Poll::Pending,
+                        Poll::Pending => Poll::Ready(None),
+                    }
+                });
+                let ended = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Err(Cut::Cancelled),
+                    ended = connected => ended,
+                    () = tokio::time::sleep_until(deadline) => return Err(Cut::TimedOut),
+                };
+                if let Some(result) = ended {
+                    // Refused, no route, or the like, late: nothing about load.
+                    return Ok(result);
+                }
+                // Up at last: its handshake waits for a turn of its own.
+                permit = self.admit(cancel).await?;
+                admitted = Instant::now();
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => Err(Cut::Cancelled),
+                    result = tokio::time::timeout(timeout, connect) => result.map_err(|_| Cut::TimedOut),
+                }
+            }
         };
         let sample = match &result {
             Ok(Ok(_)) => Sample::Completed(admitted.elapsed()),
@@ -148,6 +208,15 @@ impl Admission {
         };
         self.release(permit, sample);
         result
+    }
+
+    /// A permit, or the run's interrupt.
+    async fn admit(&self, cancel: &CancellationToken) -> Result<SemaphorePermit<'_>, Cut> {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(Cut::Cancelled),
+            permit = self.permits.acquire() => Ok(permit.expect("the semaphore is never closed")),
+        }
     }
 
     /// The current limit, for tests and the debug log.

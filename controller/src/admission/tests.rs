@@ -8,6 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::task::JoinSet;
 
 use super::*;
+use crate::transport::stage::{Leg, Protocol, Stage};
+
+/// The progress of an attempt whose connection is up: its handshake takes a turn.
+fn up() -> Progress {
+    let leg = Leg::new(Protocol::Ssh, "ssh test:22".to_string(), None);
+    leg.reach(Stage::Handshake);
+    let progress = Progress::default();
+    progress.on(&leg);
+    progress
+}
 
 /// A host's own failure (refused, say): nothing the limit learns from.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,7 +83,9 @@ async fn run(admission: Arc<Admission>, fleet: Arc<Fleet>, hosts: usize, timeout
         let (admission, fleet) = (admission.clone(), fleet.clone());
         tasks.spawn(async move {
             let cancel = CancellationToken::new();
-            admission.connect(timeout, &cancel, fleet.handshake()).await
+            admission
+                .connect(timeout, &cancel, &up(), fleet.handshake())
+                .await
         });
     }
     let (mut completed, mut timed_out) = (0, 0);
@@ -196,9 +208,11 @@ async fn dead_hosts_among_fast_ones_do_not_throttle_the_fleet() {
             let cancel = CancellationToken::new();
             if host % 3 == 0 {
                 let dead = std::future::pending::<Result<(), Refused>>();
-                admission.connect(TIMEOUT, &cancel, dead).await
+                admission.connect(TIMEOUT, &cancel, &up(), dead).await
             } else {
-                admission.connect(TIMEOUT, &cancel, fast.handshake()).await
+                admission
+                    .connect(TIMEOUT, &cancel, &up(), fast.handshake())
+                    .await
             }
         });
     }
@@ -219,7 +233,7 @@ async fn failures_that_say_nothing_about_load_leave_the_limit_alone() {
     let cancel = CancellationToken::new();
     for _ in 0..100 {
         let refused = admission
-            .connect(TIMEOUT, &cancel, async { Err::<(), _>(Refused) })
+            .connect(TIMEOUT, &cancel, &up(), async { Err::<(), _>(Refused) })
             .await;
         assert_eq!(refused, Ok(Err(Refused)));
     }
@@ -237,6 +251,7 @@ async fn a_cancel_ends_the_wait_for_a_permit() {
                 .connect(
                     TIMEOUT,
                     &cancel,
+                    &up(),
                     std::future::pending::<Result<(), Refused>>(),
                 )
                 .await
@@ -247,7 +262,7 @@ async fn a_cancel_ends_the_wait_for_a_permit() {
         let (admission, cancel) = (admission.clone(), cancel.clone());
         tokio::spawn(async move {
             admission
-                .connect(TIMEOUT, &cancel, async { Ok::<(), Refused>(()) })
+                .connect(TIMEOUT, &cancel, &up(), async { Ok::<(), Refused>(()) })
                 .await
         })
     };
@@ -263,4 +278,52 @@ fn a_parallel_below_the_floor_bounds_everything() {
     assert_eq!(admission.limit(), 2);
     let state = admission.lock();
     assert_eq!((state.minimum, state.maximum), (2, 2));
+}
+
+/// A host that never answers its TCP connect costs no CPU: it lends its turn after
+/// [`LEND_AFTER`], so a run of them first holds the live hosts behind them back by that much
+/// per round of the limit, not by their connect timeout.
+#[tokio::test(start_paused = true)]
+async fn hosts_still_connecting_take_no_turn() {
+    let admission = Arc::new(Admission::new(HandshakeLimit::Adaptive, 600, TIMEOUT));
+    let fast = Fleet::new(10, 0);
+    let mut dead = JoinSet::new();
+    for _ in 0..100 {
+        let admission = admission.clone();
+        dead.spawn(async move {
+            let cancel = CancellationToken::new();
+            // Its connection is never up: its progress never leaves the TCP connect.
+            let never = std::future::pending::<Result<(), Refused>>();
+            admission
+                .connect(TIMEOUT, &cancel, &Progress::default(), never)
+                .await
+        });
+    }
+    tokio::task::yield_now().await;
+    let started = Instant::now();
+    let mut live = JoinSet::new();
+    for _ in 0..10 {
+        let (admission, fast) = (admission.clone(), fast.clone());
+        live.spawn(async move {
+            let cancel = CancellationToken::new();
+            admission
+                .connect(TIMEOUT, &cancel, &up(), fast.handshake())
+                .await
+        });
+    }
+    while let Some(result) = live.join_next().await {
+        assert_eq!(result.unwrap(), Ok(Ok(())));
+    }
+    // The 100 dead hosts lend the 8 turns after LEND_AFTER, round after round; the live ones
+    // then take two rounds of 10 ms.
+    let rounds = 100_u32.div_ceil(INITIAL as u32);
+    assert!(
+        started.elapsed() <= LEND_AFTER * rounds + Duration::from_millis(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < TIMEOUT);
+    while let Some(result) = dead.join_next().await {
+        assert_eq!(result.unwrap(), Err(Cut::TimedOut));
+    }
 }

@@ -104,7 +104,11 @@ echo "$removed"
     if let Ok(served) = work
         .operation
         .agent
-        .probe(work.host, std::time::Duration::from_secs(3))
+        .probe(
+            work.host,
+            std::time::Duration::from_secs(3),
+            &crate::transport::stage::Progress::default(),
+        )
         .await
     {
         return Err(super::StepError::new(

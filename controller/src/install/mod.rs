@@ -252,9 +252,10 @@ impl AgentOperation {
         let mut not_answering = None;
         if self.action == Action::Status {
             let timeout = connect_timeout.min(STATUS_PROBE);
-            let probe = self.agent.probe(host, timeout);
+            let progress = crate::transport::stage::Progress::default();
+            let probe = self.agent.probe(host, timeout, &progress);
             // The probe bounds itself by the same timeout, and names the stage it reached.
-            let probed = match admission.connect(timeout, cancel, probe).await {
+            let probed = match admission.connect(timeout, cancel, &progress, probe).await {
                 Ok(probed) => probed,
                 Err(Cut::Cancelled) => return Finish::outcome(Outcome::Cancelled),
                 Err(Cut::TimedOut) => Err(Outcome::ConnectTimeout {

@@ -41,7 +41,8 @@ pub async fn until_serving(
 ) -> Result<Served, StepError> {
     let give_up = Instant::now() + SERVE_WITHIN;
     let last_problem = loop {
-        let problem = match agent.probe(host, ATTEMPT).await {
+        let progress = crate::transport::stage::Progress::default();
+        let problem = match agent.probe(host, ATTEMPT, &progress).await {
             Ok(served) => match mismatch(&served, expected) {
                 None => return Ok(served),
                 Some(problem) => problem,

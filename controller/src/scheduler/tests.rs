@@ -20,6 +20,7 @@ use crate::plan::JournalLimits;
 use crate::plan::OutputMode;
 use crate::rollout::{BatchSizes, FailureBudget, RolloutPlan};
 use crate::transport::BoxFuture;
+use crate::transport::stage::{Leg, Progress, Protocol, Stage};
 
 /// How long every scripted attempt takes, and the connect phase at its start.
 const ATTEMPT: Duration = Duration::from_millis(100);
@@ -92,9 +93,19 @@ impl Transport for Scripted {
                 self.connecting.fetch_sub(1, Ordering::SeqCst);
                 Ok::<(), ()>(())
             };
+            // Connected at once: the whole connect phase is a handshake that takes a turn.
+            let leg = Leg::new(Protocol::Ssh, "ssh test:22".to_string(), None);
+            leg.reach(Stage::Handshake);
+            let progress = Progress::default();
+            progress.on(&leg);
             let _ = job
                 .admission
-                .connect(job.limits.connect_timeout, &job.cancel, connecting)
+                .connect(
+                    job.limits.connect_timeout,
+                    &job.cancel,
+                    &progress,
+                    connecting,
+                )
                 .await;
             tokio::time::sleep(ATTEMPT - CONNECT).await;
             let outcome = match self.outcomes.get(&job.host.name) {

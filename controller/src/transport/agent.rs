@@ -181,7 +181,7 @@ impl AgentTransport {
         let started = Instant::now();
         let progress = Progress::default();
         let connect = self.connect(host, &progress, false);
-        match admission.connect(timeout, cancel, connect).await {
+        match admission.connect(timeout, cancel, &progress, connect).await {
             Ok(Ok(connected)) => Ok(Reached {
                 connected,
                 after: started.elapsed(),
@@ -211,9 +211,13 @@ impl AgentTransport {
 
     /// Connects and asks `Info`, within `timeout`: whether the agent serves, what it says about
     /// itself and the certificate it presents. Runs no command.
-    pub async fn probe(&self, host: &HostSpec, timeout: Duration) -> Result<Served, Outcome> {
-        let progress = Progress::default();
-        let connected = tokio::time::timeout(timeout, self.connect(host, &progress, true))
+    pub async fn probe(
+        &self,
+        host: &HostSpec,
+        timeout: Duration,
+        progress: &Progress,
+    ) -> Result<Served, Outcome> {
+        let connected = tokio::time::timeout(timeout, self.connect(host, progress, true))
             .await
             .map_err(|_| Outcome::ConnectTimeout {
                 reason: progress.stalled(timeout),

@@ -251,6 +251,17 @@ impl Progress {
         *self.current() = Current::Following(other.clone());
     }
 
+    /// Whether the attempt is still waiting for its connection to be up (TCP, or a channel
+    /// through a jump host): until then it costs no CPU, and takes no handshake turn.
+    pub fn connecting(&self) -> bool {
+        let current = self.current();
+        match &*current {
+            Current::NotStarted => true,
+            Current::On(leg) => leg.state().stage == Stage::Connecting,
+            Current::Following(other) => other.connecting(),
+        }
+    }
+
     /// Why the attempt did not complete within `after`.
     pub fn stalled(&self, after: Duration) -> String {
         let current = self.current();

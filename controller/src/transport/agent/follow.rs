@@ -183,7 +183,10 @@ impl AgentTransport {
         let progress = Progress::default();
         let timeout = job.limits.connect_timeout;
         let connect = self.connect(job.host, &progress, false);
-        let connected = job.admission.connect(timeout, &job.cancel, connect).await;
+        let connected = job
+            .admission
+            .connect(timeout, &job.cancel, &progress, connect)
+            .await;
         let mut client = match connected {
             Ok(Ok(connected)) => connected.client,
             Ok(Err(failed)) => return Err(Attach::Failed(failed.outcome.to_string())),

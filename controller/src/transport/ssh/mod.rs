@@ -69,7 +69,10 @@ impl SshTransport {
     ) -> Result<Session, Outcome> {
         let progress = Progress::default();
         let connect = self.shared.connect(host, connect_timeout, &progress);
-        match admission.connect(connect_timeout, cancel, connect).await {
+        match admission
+            .connect(connect_timeout, cancel, &progress, connect)
+            .await
+        {
             Ok(Ok(connection)) => Ok(Session::new(connection)),
             Ok(Err(outcome)) => Err(outcome),
             Err(Cut::TimedOut) => Err(Outcome::ConnectTimeout {
