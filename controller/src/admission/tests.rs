@@ -284,7 +284,7 @@ fn a_parallel_below_the_floor_bounds_everything() {
 /// [`LEND_AFTER`], so a run of them first holds the live hosts behind them back by that much
 /// per round of the limit, not by their connect timeout.
 #[tokio::test(start_paused = true)]
-async fn hosts_still_connecting_take_no_turn() {
+async fn hosts_still_connecting_lend_their_turn() {
     let admission = Arc::new(Admission::new(HandshakeLimit::Adaptive, 600, TIMEOUT));
     let fast = Fleet::new(10, 0);
     let mut dead = JoinSet::new();
