@@ -122,8 +122,8 @@ exec "$@""#,
         }
     }
 
-    /// Waits until the container's sshd answers, for at most `within`: it starts once systemd has
-    /// booted to multi-user.target and the prepare script has run. Fails the test with the
+    /// Waits until the container's sshd answers (it starts once the prepare script has run) and
+    /// systemd has reached multi-user.target, for at most `within`. Fails the test with the
     /// console output if nspawn exits first or time runs out.
     pub fn wait_until_ready(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
@@ -158,6 +158,23 @@ exec "$@""#,
             )
         });
         self.leader = Some(leader);
+        // sshd answers before the boot is over (logind, for one, may still be starting): wait
+        // for multi-user.target too, which the tests take for granted.
+        loop {
+            let target = self.exec("systemctl is-active multi-user.target");
+            if target.code() == Some(0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {}: multi-user.target not reached within {within:?}\n{}\nits \
+                 console:\n{}",
+                self.name,
+                target.describe(),
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn name(&self) -> &str {
