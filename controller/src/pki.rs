@@ -122,9 +122,16 @@ pub struct Initialised {
     pub renewed: bool,
 }
 
-/// A date as `2026-12-03`.
-pub fn day(at: time::OffsetDateTime) -> String {
-    format!("{}-{:02}-{:02}", at.year(), u8::from(at.month()), at.day())
+/// A certificate's date as `2028-03-01`: a day is precise enough, and hosts issued the same day
+/// then read the same.
+pub fn date(when: time::OffsetDateTime) -> String {
+    let date = when.date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
 }
 
 /// What the controller presents and trusts, as PEM.
@@ -335,7 +342,7 @@ impl Pki {
         if not_after < time::OffsetDateTime::now_utc() {
             return Err(PkiError::ControllerExpired {
                 dir: self.dir.clone(),
-                on: day(not_after),
+                on: date(not_after),
             });
         }
         Ok(ControllerCredentials {

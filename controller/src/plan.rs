@@ -61,12 +61,7 @@ pub struct HostSpec {
 }
 
 impl HostSpec {
-    /// What makes two targets the same host: user, and the machine (see [`HostSpec::machine`]).
-    pub fn login(&self) -> (String, (String, u16, Vec<JumpHost>)) {
-        (self.user.clone(), self.machine())
-    }
-
-    /// What makes two targets the same machine, whatever user they log in as: the address
+    /// What makes two targets the same machine (and, with the user, the same host): the address
     /// (names without case or a final dot, IP addresses however written: `::1` is `0:0::1`),
     /// the port, and the jump hosts on the way (the same private address behind two bastions
     /// can be two machines).
@@ -252,10 +247,13 @@ impl RunPlan {
             .map(|target| spec(target, &mut disagreements))
             .collect::<Result<Vec<HostSpec>, _>>()?
             .into_iter()
-            .filter(|host| !spared.contains(&host.machine()) && !exclusions.by_login(host))
             .filter(|host| {
+                let machine = host.machine();
+                if spared.contains(&machine) || exclusions.by_login(host, &machine.0) {
+                    return false;
+                }
                 let new_name = names.insert(host.name.clone());
-                let new_login = logins.insert(host.login());
+                let new_login = logins.insert((host.user.clone(), machine));
                 new_name && new_login
             })
             .collect::<Vec<_>>();

@@ -534,7 +534,7 @@ fn agent_transport(plan: &RunPlan) -> anyhow::Result<Option<AgentTransport>> {
         say!(
             "volley: warning: pki {}: controller.pem expires on {}, after which agents refuse it: `volley pki init` renews it",
             plan.pki.display(),
-            crate::pki::day(credentials.not_after)
+            crate::pki::date(credentials.not_after)
         );
     }
     let agent = AgentTransport::new(&credentials, plan.max_output as u64)

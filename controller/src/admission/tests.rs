@@ -8,15 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::task::JoinSet;
 
 use super::*;
-use crate::transport::stage::{Leg, Protocol, Stage};
 
 /// The progress of an attempt whose connection is up: its handshake takes a turn.
 fn up() -> Progress {
-    let leg = Leg::new(Protocol::Ssh, "ssh test:22".to_string(), None);
-    leg.reach(Stage::Handshake);
-    let progress = Progress::default();
-    progress.on(&leg);
-    progress
+    Progress::connected()
 }
 
 /// A host's own failure (refused, say): nothing the limit learns from.

@@ -90,16 +90,7 @@ pub fn der(pem: &str) -> Option<Vec<u8>> {
         .map(|der| der.to_vec())
 }
 
-/// `2028-03-01`: a day is precise enough, and hosts issued the same day then read the same.
-pub fn date(when: OffsetDateTime) -> String {
-    let date = when.date();
-    format!(
-        "{:04}-{:02}-{:02}",
-        date.year(),
-        u8::from(date.month()),
-        date.day()
-    )
-}
+pub use crate::pki::date;
 
 /// Whole days from now until `when` (negative once past).
 pub fn days_left(when: OffsetDateTime) -> i64 {

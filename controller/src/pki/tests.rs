@@ -354,7 +354,7 @@ fn an_ending_controller_certificate_is_renewed_by_init_and_an_ended_one_refused(
         error.ends_with(&format!(
             "controller.pem expired on {}: agents refuse it; `volley pki init` issues it again \
              from the CA there",
-            day(ended)
+            date(ended)
         )),
         "{error}"
     );

@@ -415,9 +415,9 @@ impl Exclusions {
     /// Whether an exclusion leaves out `host` as it will be dialled, its address, user and port
     /// settled by the target, its groups, the inventory and ssh config: `-x root@web2:2200`
     /// leaves out `web2` where a group entry makes it that login, and `-x 10.0.0.5` (or
-    /// `-x 10.0.0.5:2222`) the host whose address that is, whatever its name.
-    pub(super) fn by_login(&mut self, host: &HostSpec) -> bool {
-        let address = canonical_address(&host.address);
+    /// `-x 10.0.0.5:2222`) the host whose address that is, whatever its name. `address` is the
+    /// host's, as [`canonical_address`] writes it.
+    pub(super) fn by_login(&mut self, host: &HostSpec, address: &str) -> bool {
         let mut excluded = false;
         for (exclusion, used) in self.list.iter().zip(&mut self.used) {
             let at_address = |name: &str| canonical_address(name) == address;
@@ -426,7 +426,7 @@ impl Exclusions {
                     && login.user.as_ref().is_none_or(|user| *user == host.user)
                     && login.port.is_none_or(|port| port == host.port)
             });
-            if dialled || exclusion.addresses.contains(&address) {
+            if dialled || exclusion.addresses.contains(address) {
                 (*used, excluded) = (true, true);
             }
         }

@@ -20,7 +20,7 @@ use crate::plan::JournalLimits;
 use crate::plan::OutputMode;
 use crate::rollout::{BatchSizes, FailureBudget, RolloutPlan};
 use crate::transport::BoxFuture;
-use crate::transport::stage::{Leg, Progress, Protocol, Stage};
+use crate::transport::stage::Progress;
 
 /// How long every scripted attempt takes, and the connect phase at its start.
 const ATTEMPT: Duration = Duration::from_millis(100);
@@ -94,10 +94,7 @@ impl Transport for Scripted {
                 Ok::<(), ()>(())
             };
             // Connected at once: the whole connect phase is a handshake that takes a turn.
-            let leg = Leg::new(Protocol::Ssh, "ssh test:22".to_string(), None);
-            leg.reach(Stage::Handshake);
-            let progress = Progress::default();
-            progress.on(&leg);
+            let progress = Progress::connected();
             let _ = job
                 .admission
                 .connect(

@@ -251,6 +251,16 @@ impl Progress {
         *self.current() = Current::Following(other.clone());
     }
 
+    /// An attempt whose connection is up already, for tests of what comes after it.
+    #[cfg(test)]
+    pub fn connected() -> Progress {
+        let leg = Leg::new(Protocol::Ssh, "ssh test:22".to_string(), None);
+        leg.reach(Stage::Handshake);
+        let progress = Progress::default();
+        progress.on(&leg);
+        progress
+    }
+
     /// Whether the attempt is still waiting for its connection to be up (TCP, or a channel
     /// through a jump host): until then it costs no CPU, and takes no handshake turn.
     pub fn connecting(&self) -> bool {

@@ -399,49 +399,31 @@ impl Attempt<'_, '_> {
         }
     }
 
-    /// Whether the key authenticated. A server that stops taking keys after some were refused
-    /// has likely counted them against its `MaxAuthTries`.
+    /// Whether the key authenticated; a server that no longer offers public-key authentication
+    /// ends the attempt. One that stops taking keys after some were refused has likely counted
+    /// them against its `MaxAuthTries`.
     fn done(&self, result: AuthResult) -> Result<bool, Outcome> {
-        auth_done(result, self.what).map_err(|outcome| match outcome {
-            Outcome::AuthFailed { reason }
-                if self.offered.len() > 1 && reason.ends_with("does not accept public keys") =>
-            {
-                Outcome::AuthFailed {
-                    reason: format!(
-                        "{}: the server stopped taking keys after {} were refused (its MaxAuthTries?); name the right one with IdentityFile and IdentitiesOnly, or -i",
-                        self.what,
-                        self.offered.len() - 1
-                    ),
-                }
-            }
-            outcome => outcome,
-        })
-    }
-}
-
-/// Whether authentication is complete; a server that no longer offers public-key
-/// authentication ends the attempt.
-fn auth_done(result: AuthResult, what: &str) -> Result<bool, Outcome> {
-    match result {
-        AuthResult::Success => Ok(true),
-        AuthResult::Failure {
+        let what = self.what;
+        let AuthResult::Failure {
             remaining_methods,
             partial_success,
-        } => {
-            if partial_success {
-                return Err(Outcome::AuthFailed {
-                    reason: format!(
-                        "{what}: the server asks for a second factor, which volley cannot give"
-                    ),
-                });
-            }
-            if !remaining_methods.contains(&MethodKind::PublicKey) {
-                return Err(Outcome::AuthFailed {
-                    reason: format!("{what}: the server does not accept public keys"),
-                });
-            }
-            Ok(false)
-        }
+        } = result
+        else {
+            return Ok(true);
+        };
+        let reason = if partial_success {
+            format!("{what}: the server asks for a second factor, which volley cannot give")
+        } else if remaining_methods.contains(&MethodKind::PublicKey) {
+            return Ok(false);
+        } else if self.offered.len() > 1 {
+            format!(
+                "{what}: the server stopped taking keys after {} were refused (its MaxAuthTries?); name the right one with IdentityFile and IdentitiesOnly, or -i",
+                self.offered.len() - 1
+            )
+        } else {
+            format!("{what}: the server does not accept public keys")
+        };
+        Err(Outcome::AuthFailed { reason })
     }
 }
 

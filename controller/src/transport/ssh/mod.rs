@@ -171,13 +171,13 @@ impl Transport for SshTransport {
 /// Opens a session channel, runs the wrapped command and streams its output until the channel
 /// closes, the command times out or the run is cancelled.
 async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
-    // What was dialled, as every other reason says it.
-    let what = connect::Endpoint::target(job.host).what;
+    // What was dialled, as every other reason says it; made only for a failure.
+    let what = || connect::Endpoint::target(job.host).what;
     let mut channel = match session.channel_open_session().await {
         Ok(channel) => channel,
         Err(error) => {
             return Outcome::TransportError {
-                reason: format!("{what}: could not open a session: {error}"),
+                reason: format!("{}: could not open a session: {error}", what()),
             };
         }
     };
@@ -185,7 +185,7 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
     let command = remote_stop::wrap(job.command, sudo::needed(job.host), stdin_bytes);
     if let Err(error) = channel.exec(true, command).await {
         return Outcome::TransportError {
-            reason: format!("could not start the command: {error}"),
+            reason: format!("{}: could not start the command: {error}", what()),
         };
     }
     let deadline = job
@@ -198,7 +198,7 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
         tokio::select! {
             sent = channel.data(&bytes[..]) => if let Err(error) = sent {
                 return Outcome::TransportError {
-                    reason: format!("{what}: could not send the command's stdin: {error}"),
+                    reason: format!("{}: could not send the command's stdin: {error}", what()),
                 };
             },
             outcome = must_stop(deadline, &job.cancel) => {
@@ -243,7 +243,10 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
         }
     }
     exit.unwrap_or_else(|| Outcome::TransportError {
-        reason: format!("{what}: the connection closed before the command reported its exit"),
+        reason: format!(
+            "{}: the connection closed before the command reported its exit",
+            what()
+        ),
     })
 }
 
