@@ -120,9 +120,11 @@ pub(crate) fn with_resumed(
         .collect()
 }
 
-/// A host's file name: its name as targeted, with `/` (possible only in a user name) made `_`.
+/// A host's file name: its name as targeted, with `/` (possible only in a user name) written
+/// `%2F` and so `%` written `%25`: two hosts never share a file (`a/b@h` and `a_b@h` did, when
+/// `/` became `_`).
 fn file_name(host: &str) -> String {
-    host.replace('/', "_")
+    host.replace('%', "%25").replace('/', "%2F")
 }
 
 /// The error with the file it is about, for the one line volley prints.
@@ -161,12 +163,47 @@ mod tests {
         assert_eq!(read("h1.stdout"), "one\ntwo\n");
         assert_eq!(read("h1.stderr"), "warn");
         assert_eq!(read("deploy@h2:22.stdout"), "");
-        assert!(!dir.join("a_b@h3.stdout").exists(), "never started");
+        assert!(!dir.join("a%2Fb@h3.stdout").exists(), "never started");
         assert_eq!(read("succeeded"), "h1\n");
         assert_eq!(read("failed"), "deploy@h2:22\na/b@h3\n");
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("h1.stdout")), 0o600);
+    }
+
+    #[test]
+    fn hosts_whose_names_differ_only_where_a_file_name_cannot_keep_them_get_files_of_their_own() {
+        let root = tempfile::tempdir().unwrap();
+        let hosts = ["a/b@h", "a_b@h", "a%2Fb@h", "a%b@h"].map(String::from);
+        let mut files = OutDir::new(root.path().to_path_buf(), &hosts);
+        for (host, name) in hosts.iter().enumerate() {
+            files.started(host).unwrap();
+            files.output(host, Stream::Stdout, name.as_bytes()).unwrap();
+            files.finished(host);
+        }
+        let mut written: Vec<(String, String)> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                path.extension()
+                    .is_some_and(|extension| extension == "stdout")
+            })
+            .map(|path| {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&path).unwrap())
+            })
+            .collect();
+        written.sort();
+        let expected = [
+            ("a%252Fb@h.stdout", "a%2Fb@h"),
+            ("a%25b@h.stdout", "a%b@h"),
+            ("a%2Fb@h.stdout", "a/b@h"),
+            ("a_b@h.stdout", "a_b@h"),
+        ];
+        assert_eq!(
+            written,
+            expected.map(|(file, text)| (file.to_string(), text.to_string()))
+        );
     }
 
     #[test]
