@@ -796,6 +796,22 @@ fn parse_handshakes(text: &str) -> Result<HandshakeLimit, PlanError> {
     }
 }
 
+/// The run's identity files (`identities`) offered to a host after its own (`own`): all of them
+/// when the operator named them (`explicit`: `-i`, the inventory's `identity_file`), the defaults
+/// (`~/.ssh/id_*`) only to a host that has none of its own, as ssh adds its defaults only where
+/// no `IdentityFile` applies.
+pub fn offered_after<'a>(
+    own: &[PathBuf],
+    identities: &'a [PathBuf],
+    explicit: bool,
+) -> &'a [PathBuf] {
+    if explicit || own.is_empty() {
+        identities
+    } else {
+        &[]
+    }
+}
+
 pub fn io_reason(error: &std::io::Error) -> String {
     match error.kind() {
         std::io::ErrorKind::NotFound => "file not found".to_string(),

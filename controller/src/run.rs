@@ -131,7 +131,8 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         let over_ssh = matches!(operation, Operation::Agent(_));
         let json = plan.output == plan::OutputMode::Json;
         let out = &mut std::io::stdout().lock();
-        report::write_host_list(out, &plan.hosts, &plan.identity_files, json, over_ssh)?;
+        let (identities, explicit) = (&plan.identity_files, plan.identity_files_explicit);
+        report::write_host_list(out, &plan.hosts, identities, explicit, json, over_ssh)?;
         return Ok(exit::SUCCESS);
     }
     if let Some(dir) = &plan.out_dir {

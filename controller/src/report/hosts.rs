@@ -38,12 +38,14 @@ pub fn write_table<const N: usize>(
 
 /// `--list-hosts`: each host with its user, address, port, transport and jump hosts, as a table or, with
 /// `json`, one object per line, which also lists the identity files tried, the host's own and
-/// then `identities`, those of every host. `over_ssh`: the operation runs over SSH whatever the
+/// then those of `identities` it is offered (all when `explicit`, else only where it has none of
+/// its own). `over_ssh`: the operation runs over SSH whatever the
 /// host's transport (an agent operation).
 pub fn write_host_list(
     out: &mut impl Write,
     hosts: &[HostSpec],
     identities: &[std::path::PathBuf],
+    explicit: bool,
     json: bool,
     over_ssh: bool,
 ) -> io::Result<()> {
@@ -64,7 +66,9 @@ pub fn write_host_list(
                 "transport": transport(host),
                 "agent_port": agent_port(host),
                 "become": host.become_root,
-                "identity_files": host.identity_files.iter().chain(identities).collect::<Vec<_>>(),
+                "identity_files": host.identity_files.iter()
+                    .chain(crate::plan::offered_after(&host.identity_files, identities, explicit))
+                    .collect::<Vec<_>>(),
                 "via": host.jump.iter().map(|hop| serde_json::json!({
                     "host": hop.name,
                     "user": hop.user,
@@ -153,7 +157,7 @@ mod tests {
         db1.identity_files = vec![std::path::PathBuf::from("/home/ops/.ssh/db_key")];
         let hosts = [spec("web01", TransportChoice::Auto), db1];
         let mut out = Vec::new();
-        write_host_list(&mut out, &hosts, &[], false, false).unwrap();
+        write_host_list(&mut out, &hosts, &[], false, false, false).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HOST   USER  ADDRESS   PORT  TRANSPORT  AGENT_PORT  BECOME  VIA\n\
@@ -162,11 +166,27 @@ mod tests {
         );
         let mut out = Vec::new();
         let everyone = [std::path::PathBuf::from("/home/ops/.ssh/id_ed25519")];
-        write_host_list(&mut out, &hosts, &everyone, true, true).unwrap();
+        write_host_list(&mut out, &hosts, &everyone, true, true, true).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"address\":\"10.0.0.5\",\"agent_port\":null,\"become\":false,\"host\":\"web01\",\"identity_files\":[\"/home/ops/.ssh/id_ed25519\"],\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[]}\n\
              {\"address\":\"10.0.0.3\",\"agent_port\":null,\"become\":true,\"host\":\"db1\",\"identity_files\":[\"/home/ops/.ssh/db_key\",\"/home/ops/.ssh/id_ed25519\"],\"port\":2222,\"transport\":\"ssh\",\"user\":\"ops\",\"via\":[{\"address\":\"10.0.0.9\",\"host\":\"bastion\",\"port\":22,\"user\":\"ops\"}]}\n"
+        );
+        // The same files as ssh's defaults: offered only to the host that has none of its own.
+        let mut out = Vec::new();
+        write_host_list(&mut out, &hosts, &everyone, false, true, true).unwrap();
+        let listed: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(
+            listed[0]["identity_files"],
+            serde_json::json!(["/home/ops/.ssh/id_ed25519"])
+        );
+        assert_eq!(
+            listed[1]["identity_files"],
+            serde_json::json!(["/home/ops/.ssh/db_key"])
         );
     }
 }

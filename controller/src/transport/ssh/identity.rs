@@ -38,8 +38,10 @@ pub struct IdentityError {
 /// Every credential of the run.
 pub struct Identities {
     files: HashMap<PathBuf, IdentityFile>,
-    /// Files offered to every host, after the host's own.
+    /// Files offered after the host's own: to every host when the operator named them, else
+    /// (ssh's defaults) to hosts that have none (`plan::offered_after`).
     global: Vec<PathBuf>,
+    global_explicit: bool,
     agent: Option<Agent>,
     /// Why the ssh-agent named by `SSH_AUTH_SOCK` could not be used, for the operator.
     pub agent_problem: Option<String>,
@@ -92,6 +94,7 @@ impl Identities {
         Ok(Identities {
             files,
             global,
+            global_explicit: plan.identity_files_explicit,
             agent,
             agent_problem,
         })
@@ -103,15 +106,14 @@ impl Identities {
         own: &'a [PathBuf],
     ) -> impl Iterator<Item = (&'a Path, &'a IdentityFile)> + 'a {
         let mut seen = Vec::new();
-        own.iter()
-            .chain(self.global.iter())
-            .filter_map(move |path| {
-                if seen.contains(&path) {
-                    return None;
-                }
-                seen.push(path);
-                self.files.get(path).map(|file| (path.as_path(), file))
-            })
+        let global = crate::plan::offered_after(own, &self.global, self.global_explicit);
+        own.iter().chain(global).filter_map(move |path| {
+            if seen.contains(&path) {
+                return None;
+            }
+            seen.push(path);
+            self.files.get(path).map(|file| (path.as_path(), file))
+        })
     }
 
     pub fn agent(&self) -> Option<&Agent> {
@@ -243,5 +245,32 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(reason(read_identity(&garbage)).starts_with("not a usable private key"));
+    }
+
+    #[test]
+    fn defaults_go_only_to_hosts_without_keys_of_their_own_and_named_files_to_every_host() {
+        let unusable = || IdentityFile::Unusable("test".to_string());
+        let (own, default) = ("/k/own", "/k/id_ed25519");
+        let mut identities = Identities {
+            files: [own, default]
+                .map(|path| (PathBuf::from(path), unusable()))
+                .into(),
+            global: vec![PathBuf::from(default)],
+            global_explicit: false,
+            agent: None,
+            agent_problem: None,
+        };
+        let offered = |identities: &Identities, own: &[&str]| -> Vec<String> {
+            let own: Vec<PathBuf> = own.iter().map(PathBuf::from).collect();
+            identities
+                .files_for(&own)
+                .map(|(path, _)| path.display().to_string())
+                .collect()
+        };
+        assert_eq!(offered(&identities, &[own]), [own]);
+        assert_eq!(offered(&identities, &[]), [default]);
+        identities.global_explicit = true;
+        assert_eq!(offered(&identities, &[own]), [own, default]);
+        assert_eq!(offered(&identities, &[default]), [default]);
     }
 }
