@@ -52,6 +52,33 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     Ok(total)
 }
 
+/// Writes a duration as `parse_duration` reads it, to the millisecond below a second and to the
+/// second above: `250ms`, `1.5s`, `1m30s`, `2h`.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let seconds = (millis + 500) / 1000;
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    let mut text = String::new();
+    if hours > 0 {
+        text.push_str(&format!("{hours}h"));
+    }
+    if minutes > 0 {
+        text.push_str(&format!("{minutes}m"));
+    }
+    if seconds > 0 {
+        text.push_str(&format!("{seconds}s"));
+    }
+    let tenths = (millis + 50) / 100;
+    if millis < 10_000 && !tenths.is_multiple_of(10) {
+        // Tenths matter in a short duration: `1.5s`, not `2s`.
+        text = format!("{}.{}s", tenths / 10, tenths % 10);
+    }
+    text
+}
+
 fn seconds_to_duration(seconds: f64) -> Option<Duration> {
     Duration::try_from_secs_f64(seconds).ok()
 }
@@ -63,6 +90,26 @@ mod tests {
     fn check(input: &str, expected: Result<Duration, &str>) {
         let actual = parse_duration(input).map_err(|e| e.to_string());
         assert_eq!(actual, expected.map_err(str::to_string), "input {input:?}");
+    }
+
+    #[test]
+    fn durations_are_written_as_they_are_read() {
+        for (millis, text) in [
+            (250, "250ms"),
+            (1000, "1s"),
+            (1500, "1.5s"),
+            (1001, "1s"),
+            (9_960, "10s"),
+            (90_000, "1m30s"),
+            (3_600_000, "1h"),
+            (3_600_400, "1h"),
+            (7_261_000, "2h1m1s"),
+        ] {
+            let duration = Duration::from_millis(millis);
+            assert_eq!(format_duration(duration), text);
+            let read = parse_duration(text).unwrap();
+            assert!(read.abs_diff(duration) < Duration::from_secs(1), "{text}");
+        }
     }
 
     #[test]

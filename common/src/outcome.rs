@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::duration::format_duration;
+
 /// How a run ended on one host. It is also the `outcome` of a run journal's host record, so
 /// it reads back as it was written.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -40,8 +42,13 @@ pub enum Outcome {
     /// The TLS handshake with the agent failed: its certificate did not verify or name the
     /// host, or it refused ours.
     TlsRejected { reason: String },
-    /// The command ran longer than the command timeout and was stopped on the host.
-    CommandTimeout,
+    /// The command ran longer than the command timeout and was stopped on the host. The reason
+    /// says whose limit it was where that is not the run's `--timeout` on its command (empty
+    /// then, and in journals written before it was recorded).
+    CommandTimeout {
+        #[serde(default)]
+        reason: String,
+    },
     /// The run was interrupted before this host finished (or before it started).
     Cancelled,
     /// Any other transport failure, for example a connection lost in the middle of a command.
@@ -77,6 +84,32 @@ pub enum OutcomeClass {
 }
 
 impl Outcome {
+    /// The command outlived the run's `--timeout` and was stopped.
+    pub fn command_timeout() -> Outcome {
+        Outcome::CommandTimeout {
+            reason: String::new(),
+        }
+    }
+
+    /// An operation (`push`, `agent install`, ...) that did not finish within its limit: the
+    /// run's `--timeout`, or else its `default`.
+    pub fn operation_timeout(
+        operation: &str,
+        timeout: Option<Duration>,
+        default: Duration,
+    ) -> Outcome {
+        let limit = match timeout {
+            Some(timeout) => format!("--timeout {}", format_duration(timeout)),
+            None => format!(
+                "{} (its limit where no --timeout is given)",
+                format_duration(default)
+            ),
+        };
+        Outcome::CommandTimeout {
+            reason: format!("the {operation} did not finish within {limit}, and was stopped"),
+        }
+    }
+
     pub fn class(&self) -> OutcomeClass {
         match self {
             Outcome::Succeeded => OutcomeClass::Success,
@@ -89,7 +122,7 @@ impl Outcome {
             | Outcome::HostKeyUnknown { .. }
             | Outcome::HostKeyChanged { .. }
             | Outcome::TlsRejected { .. }
-            | Outcome::CommandTimeout
+            | Outcome::CommandTimeout { .. }
             | Outcome::TransportError { .. } => OutcomeClass::NotReached,
             Outcome::Cancelled => OutcomeClass::Interrupted,
             Outcome::Skipped => OutcomeClass::Stopped,
@@ -134,7 +167,7 @@ impl Outcome {
             Outcome::HostKeyUnknown { .. } => 6,
             Outcome::HostKeyChanged { .. } => 7,
             Outcome::TlsRejected { .. } => 8,
-            Outcome::CommandTimeout => 9,
+            Outcome::CommandTimeout { .. } => 9,
             Outcome::Cancelled => 10,
             Outcome::TransportError { .. } => 11,
             Outcome::StepFailed { .. } => 12,
@@ -171,7 +204,10 @@ impl fmt::Display for Outcome {
                 "HOST KEY CHANGED ({fingerprint}): refusing to connect, check known_hosts"
             ),
             Outcome::TlsRejected { reason } => write!(f, "TLS rejected: {reason}"),
-            Outcome::CommandTimeout => f.write_str("command timed out and was stopped"),
+            Outcome::CommandTimeout { reason } if reason.is_empty() => {
+                f.write_str("command timed out and was stopped")
+            }
+            Outcome::CommandTimeout { reason } => write!(f, "timed out: {reason}"),
             Outcome::Cancelled => f.write_str("cancelled"),
             Outcome::TransportError { reason } => write!(f, "transport error: {reason}"),
             Outcome::StepFailed { step, reason } => write!(f, "{step} failed: {reason}"),
@@ -367,7 +403,7 @@ mod tests {
                 fingerprint: text(),
             },
             Outcome::TlsRejected { reason: text() },
-            Outcome::CommandTimeout,
+            Outcome::command_timeout(),
             Outcome::Cancelled,
             Outcome::TransportError { reason: text() },
             Outcome::StepFailed {
@@ -379,6 +415,27 @@ mod tests {
         ];
         let kinds: Vec<&str> = every.iter().map(Outcome::kind).collect();
         assert_eq!(kinds, Outcome::KINDS);
+    }
+
+    #[test]
+    fn a_timeout_says_whose_limit_it_was_where_it_is_not_the_run_s_own() {
+        assert_eq!(
+            Outcome::command_timeout().to_string(),
+            "command timed out and was stopped"
+        );
+        let ten_minutes = Duration::from_secs(600);
+        assert_eq!(
+            Outcome::operation_timeout("push", Some(Duration::from_secs(90)), ten_minutes)
+                .to_string(),
+            "timed out: the push did not finish within --timeout 1m30s, and was stopped"
+        );
+        assert_eq!(
+            Outcome::operation_timeout("agent install", None, ten_minutes).to_string(),
+            "timed out: the agent install did not finish within 10m (its limit where no --timeout is given), and was stopped"
+        );
+        // A journal written before timeouts had reasons reads back.
+        let old: Outcome = serde_json::from_str(r#"{"kind":"command_timeout"}"#).unwrap();
+        assert_eq!(old, Outcome::command_timeout());
     }
 
     #[test]

@@ -85,7 +85,7 @@ mod tests {
                 false,
             ),
             (ended(Outcome::NonZeroExit { code: 1 }, true, true), false),
-            (ended(Outcome::CommandTimeout, true, true), false),
+            (ended(Outcome::command_timeout(), true, true), false),
             (
                 ended(
                     Outcome::TransportError {

@@ -93,7 +93,7 @@ mod tests {
         check(&[Outcome::Succeeded, failed.clone()], false, COMMAND_FAILED);
         check(std::slice::from_ref(&signalled), false, COMMAND_FAILED);
         check(&[failed.clone(), refused.clone()], false, NOT_REACHED);
-        check(&[Outcome::CommandTimeout], false, NOT_REACHED);
+        check(&[Outcome::command_timeout()], false, NOT_REACHED);
         check(
             &[Outcome::HostKeyChanged {
                 fingerprint: "x".to_string(),

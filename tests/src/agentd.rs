@@ -269,6 +269,11 @@ impl Agentd {
         std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"))
     }
 
+    /// The agent's configuration file: a change applies at its next [`Agentd::restart`].
+    pub fn config(&self) -> &Path {
+        &self.launch.config
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }

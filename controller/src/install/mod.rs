@@ -221,7 +221,7 @@ impl AgentOperation {
         let started = Instant::now();
         let on_host = self.on_host(job.host, job.limits.connect_timeout, &cancel, job.admission);
         let finish = tokio::select! {
-            finish = tokio::time::timeout(limit, on_host) => finish.unwrap_or_else(|_| Finish::outcome(Outcome::CommandTimeout)),
+            finish = tokio::time::timeout(limit, on_host) => finish.unwrap_or_else(|_| Finish::outcome(Outcome::operation_timeout(&format!("agent {}", self.action.name()), job.limits.command_timeout, DEFAULT_LIMIT))),
             () = cancel.cancelled() => Finish::outcome(Outcome::Cancelled),
         };
         if let Some(line) = finish.line {

@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn failures_are_red_with_colour() {
-        let reports = vec![host(1, Outcome::CommandTimeout, "", "")];
+        let reports = vec![host(1, Outcome::command_timeout(), "", "")];
         check(
             &reports,
             true,

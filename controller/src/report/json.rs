@@ -165,7 +165,7 @@ mod tests {
                 r#""outcome":"tls_rejected","exit_code":null,"signal":null,"reason":"TLS rejected: unknown issuer""#,
             ),
             (
-                Outcome::CommandTimeout,
+                Outcome::command_timeout(),
                 r#""outcome":"command_timeout","exit_code":null,"signal":null,"reason":"command timed out and was stopped""#,
             ),
             (

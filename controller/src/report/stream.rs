@@ -537,7 +537,7 @@ mod tests {
                 },
             ),
             // The timeout covers the whole host, the files' writing too: not only the --then.
-            Step::Done(2, Outcome::CommandTimeout),
+            Step::Done(2, Outcome::command_timeout()),
         ];
         assert_eq!(
             String::from_utf8(render_with(style, &steps).err).unwrap(),

@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn colour_marks_successes_green_and_failures_red() {
         check(
-            &fleet(&[(2, Outcome::CommandTimeout)], 2),
+            &fleet(&[(2, Outcome::command_timeout())], 2),
             Duration::from_secs(3),
             false,
             true,

@@ -811,7 +811,7 @@ fn unreached_is_only_where_nothing_started() {
         "lost before it started"
     );
     for ran in [
-        entry(Outcome::CommandTimeout, Some(5000)),
+        entry(Outcome::command_timeout(), Some(5000)),
         entry(lost(), Some(800)),
     ] {
         assert!(!picked(&ran, "unreached"), "{:?}", ran.outcome);

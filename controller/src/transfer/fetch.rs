@@ -34,7 +34,7 @@ impl HostWork for FetchOperation {
         let work = self.fetch_all(files, job);
         let result = tokio::select! {
             result = work => result,
-            () = sleep_until(Some(deadline)) => return Outcome::CommandTimeout,
+            () = sleep_until(Some(deadline)) => return Outcome::operation_timeout("fetch", job.limits.command_timeout, host::DEFAULT_LIMIT),
             () = job.cancel.cancelled() => return Outcome::Cancelled,
         };
         match result {

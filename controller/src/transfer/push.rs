@@ -45,7 +45,7 @@ impl HostWork for PushOperation {
             let work = self.write_files(files, job, &mut written, &mut unchanged, &mut compared);
             tokio::select! {
                 result = work => result,
-                () = sleep_until(Some(deadline)) => Err(Stop::Outcome(Outcome::CommandTimeout)),
+                () = sleep_until(Some(deadline)) => Err(Stop::Outcome(Outcome::operation_timeout("push", job.limits.command_timeout, host::DEFAULT_LIMIT))),
                 () = job.cancel.cancelled() => Err(Stop::Outcome(Outcome::Cancelled)),
             }
         };

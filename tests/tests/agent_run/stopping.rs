@@ -2,6 +2,7 @@
 //! that dies in the middle of a command leaves that host `in_doubt` (its command may still run),
 //! and neither `auto` (over SSH, although sshd serves the same host) nor `volley retry` runs the
 //! command again; so does one that stops answering and cannot confirm the stop at the timeout.
+//! A command the agent's own `max_timeout` stops before the run's `--timeout` says so.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use volley_tests::remote::{SweepOnDrop, assert_none_left, unique_sleep, wait_unt
 use volley_tests::volley::RUN_DEADLINE;
 use volley_tests::{AgentFleet, AgentFleetSpec, RunFlags, SshFleet};
 
-use crate::{EXIT_IN_DOUBT, EXIT_INTERRUPTED, EXIT_SUCCESS, expect_outcome};
+use crate::{EXIT_IN_DOUBT, EXIT_INTERRUPTED, EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
 
 /// How long stopped commands get to disappear.
 const GONE_WITHIN: Duration = Duration::from_secs(10);
@@ -183,4 +184,48 @@ fn lines(path: &Path) -> usize {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(e) => panic!("cannot read {}: {e}", path.display()),
     }
+}
+
+/// An agent's `max_timeout` shorter than the run's `--timeout` (or where the run gives none)
+/// stops the command first: the outcome names the agent's limit, since the operator's did not
+/// apply. Where `--timeout` is the shorter, the outcome is the plain one.
+#[test]
+fn a_command_the_agent_s_max_timeout_stops_says_whose_limit_it_was() {
+    let mut fleet = AgentFleet::start(1);
+    let config = fleet.agents()[0].config().to_path_buf();
+    let mut text = std::fs::read_to_string(&config).expect("the agent's config is readable");
+    text.push_str("\n[limits]\nmax_timeout = \"1s\"\n");
+    std::fs::write(&config, text).expect("the agent's config is writable");
+    fleet.restart("a01");
+
+    let sleep = unique_sleep("30.");
+    let _sweep = SweepOnDrop(sleep.clone());
+    let cases = [
+        (
+            Some("30s"),
+            Some(
+                "timed out: the agent's max_timeout stopped the command after 1s (before --timeout 30s)",
+            ),
+        ),
+        (
+            None,
+            Some(
+                "timed out: the agent's max_timeout stopped the command after 1s (the run gave no --timeout)",
+            ),
+        ),
+        (Some("500ms"), Some("command timed out and was stopped")),
+    ];
+    for (timeout, reason) in cases {
+        let mut args = vec!["-g", "all", "--transport", "agent", "--json"];
+        if let Some(timeout) = timeout {
+            args.extend(["--timeout", timeout]);
+        }
+        args.extend(["--", sleep.as_str()]);
+        let output = fleet.run(fleet.run_args(args));
+        output.assert_code(EXIT_NOT_REACHED);
+        let records = output.records_by_host();
+        let record = expect_outcome(&output, &records, "a01", "command_timeout", "agent");
+        assert_eq!(record.reason.as_deref(), reason, "--timeout {timeout:?}");
+    }
+    assert_none_left(&sleep, GONE_WITHIN);
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tonic::Streaming;
 use tonic::transport::Channel;
+use volley_common::duration::format_duration;
 use volley_common::exec::{AttachSpec, ExecEvent, ExecSpec, ExitStatus, Program};
 use volley_common::outcome::Outcome;
 use volley_proto::pb;
@@ -234,6 +235,26 @@ enum Attach {
     Failed(String),
 }
 
+/// The outcome of a command the agent stopped at a timeout after it ran `ran`: the run's
+/// `--timeout`, or, when the command stopped before that (or the run gave none), the agent's
+/// own `max_timeout`, which the outcome then names: the operator's `--timeout` did not apply.
+fn agent_timeout(timeout: Option<Duration>, ran: Duration) -> Outcome {
+    let by_ours = timeout.is_some_and(|timeout| ran >= timeout);
+    if by_ours {
+        return Outcome::command_timeout();
+    }
+    let given = match timeout {
+        Some(timeout) => format!("before --timeout {}", format_duration(timeout)),
+        None => "the run gave no --timeout".to_string(),
+    };
+    Outcome::CommandTimeout {
+        reason: format!(
+            "the agent's max_timeout stopped the command after {} ({given})",
+            format_duration(ran)
+        ),
+    }
+}
+
 /// When the controller stops waiting for the command: its timeout, plus the time the agent
 /// needs to report its own kill.
 fn deadline(job: &Job<'_>) -> Option<tokio::time::Instant> {
@@ -258,7 +279,7 @@ async fn follow(
             message = stream.message() => message,
             () = crate::transport::ssh::sleep_until(deadline) => {
                 let stopped = cancel(client, id).await;
-                return Followed::Outcome(stopped_or_in_doubt(stopped, Outcome::CommandTimeout));
+                return Followed::Outcome(stopped_or_in_doubt(stopped, Outcome::command_timeout()));
             }
             () = job.cancel.cancelled() => {
                 let stopped = cancel(client, id).await;
@@ -290,7 +311,9 @@ async fn follow(
                 *ran = Some(exited.duration);
                 return Followed::Outcome(match exited.status {
                     _ if exited.cancelled => Outcome::Cancelled,
-                    _ if exited.timed_out => Outcome::CommandTimeout,
+                    _ if exited.timed_out => {
+                        agent_timeout(job.limits.command_timeout, exited.duration)
+                    }
                     ExitStatus::Code(0) => Outcome::Succeeded,
                     ExitStatus::Code(code) => Outcome::NonZeroExit { code: code as u32 },
                     ExitStatus::Signal(signal) => Outcome::Signalled { signal },

@@ -253,7 +253,7 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
 /// Resolves when the command must be stopped: its timeout, or the run's interrupt.
 async fn must_stop(deadline: Option<tokio::time::Instant>, cancel: &CancellationToken) -> Outcome {
     tokio::select! {
-        () = sleep_until(deadline) => Outcome::CommandTimeout,
+        () = sleep_until(deadline) => Outcome::command_timeout(),
         () = cancel.cancelled() => Outcome::Cancelled,
     }
 }
