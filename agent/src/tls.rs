@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,6 +42,10 @@ pub enum TlsError {
         "key {path} has mode {mode:04o}: it must not be readable by group or others (chmod 600 {path})"
     )]
     KeyExposed { path: PathBuf, mode: u32 },
+    #[error(
+        "key {path} is owned by uid {owner}: only root or the agent's own user (uid {own}) may own it, since its owner can read it (chown {own} {path})"
+    )]
+    KeyOwnedByOther { path: PathBuf, owner: u32, own: u32 },
     #[error("{what} {path}: {reason}")]
     Invalid {
         what: &'static str,
@@ -63,8 +67,8 @@ pub struct Served {
 /// required and checked by [`ControllerVerifier`]. A certificate not issued by the CA is
 /// refused; one out of its dates is served with a warning.
 pub fn server_config(config: &AgentConfig) -> Result<Served, TlsError> {
-    // The mode is checked before the key is read: a readable key is the mistake to refuse.
-    check_key_mode(&config.key)?;
+    // Mode and owner are checked before the key is read: a readable key is the mistake to refuse.
+    check_key_file(&config.key)?;
     let certificates = read_certificates("certificate", &config.certificate)?;
     let key_pem = read_file("key", &config.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| TlsError::Invalid {
@@ -135,7 +139,7 @@ pub fn server_config(config: &AgentConfig) -> Result<Served, TlsError> {
     })
 }
 
-fn check_key_mode(path: &Path) -> Result<(), TlsError> {
+fn check_key_file(path: &Path) -> Result<(), TlsError> {
     let metadata = std::fs::metadata(path).map_err(|source| TlsError::Unreadable {
         what: "key",
         path: path.to_path_buf(),
@@ -146,6 +150,15 @@ fn check_key_mode(path: &Path) -> Result<(), TlsError> {
         return Err(TlsError::KeyExposed {
             path: path.to_path_buf(),
             mode,
+        });
+    }
+    // The owner may read it whatever its mode says (and change the mode).
+    let (owner, own) = (metadata.uid(), rustix::process::geteuid().as_raw());
+    if owner != 0 && owner != own {
+        return Err(TlsError::KeyOwnedByOther {
+            path: path.to_path_buf(),
+            owner,
+            own,
         });
     }
     Ok(())

@@ -41,6 +41,8 @@ pub struct Options {
     /// Extra top-level lines.
     pub extra: &'static str,
     pub key_mode: u32,
+    /// The key file's owner, if not the test's user.
+    pub key_owner: Option<u32>,
     /// The `ca` setting; the fixture writes the CA to `ca.pem`.
     pub ca_file: &'static str,
     /// `NOTIFY_SOCKET` as an abstract name instead of a path.
@@ -58,6 +60,7 @@ impl Default for Options {
             limits: "",
             extra: "",
             key_mode: 0o600,
+            key_owner: None,
             ca_file: "ca.pem",
             abstract_notify: false,
             also_allowed: &[],
@@ -92,6 +95,10 @@ pub fn spawn(options: &Options) -> (Authority, tempfile::TempDir, Child, UnixDat
     write(dir.path(), "ca.pem", &ca.certificate(), 0o644);
     write(dir.path(), "agent.pem", &agent.certificate, 0o644);
     write(dir.path(), "agent.key", &agent.key, options.key_mode);
+    if let Some(owner) = options.key_owner {
+        std::os::unix::fs::chown(dir.path().join("agent.key"), Some(owner), None)
+            .expect("the tests run as root, which may give the key another owner");
+    }
     let allowed: Vec<String> = std::iter::once(CONTROLLER)
         .chain(options.also_allowed.iter().copied())
         .map(|name| format!("\"{name}\""))

@@ -30,6 +30,27 @@ fn a_key_readable_by_others_is_refused() {
 }
 
 #[test]
+fn a_key_owned_by_another_user_is_refused() {
+    let nobody = 65534;
+    let (_ca, dir, mut child, _notify) = spawn(&Options {
+        key_owner: Some(nobody),
+        ..Options::default()
+    });
+    let status = wait_exit(&mut child, PATIENCE);
+    assert_eq!(status.code(), Some(78));
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).expect("log");
+    let key = dir.path().join("agent.key");
+    let own = rustix::process::geteuid().as_raw();
+    assert_eq!(
+        log.trim(),
+        format!(
+            "volley-agent: key {0} is owned by uid {nobody}: only root or the agent's own user (uid {own}) may own it, since its owner can read it (chown {own} {0})",
+            key.display()
+        )
+    );
+}
+
+#[test]
 fn a_bad_config_names_the_file_and_the_key() {
     let (_ca, dir, mut child, _notify) = spawn(&Options {
         limits: "max_timeout = \"soon\"",
