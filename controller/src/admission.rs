@@ -29,6 +29,12 @@
 //! - Bounds: it starts at [`INITIAL`], never goes below [`MINIMUM`] (or `parallel`, if smaller)
 //!   and never above `parallel`. Failures that say nothing about load (refused, no route,
 //!   authentication or host-key refusals, cancels) give the permit back without a sample.
+//!
+//! Admission is also where a stopped rollout stops hosts: once the failure budget is spent
+//! ([`Admission::stop_starting`]), no host is admitted any more, and a host still waiting for a
+//! turn, connecting or in its handshake ends without its command (`Cut::Stopped`): with the
+//! default `parallel`, every host of a batch has its slot at once and waits here, and would
+//! otherwise start its command long after the failures that spent the budget.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -70,6 +76,8 @@ pub struct Admission {
     permits: Semaphore,
     state: Mutex<State>,
     connect_timeout: Duration,
+    /// Cancelled when the rollout stops: no host starts any more.
+    stopped: CancellationToken,
 }
 
 #[derive(Debug)]
@@ -93,6 +101,8 @@ struct State {
 pub enum Cut {
     Cancelled,
     TimedOut,
+    /// The rollout stopped (the failure budget is spent) before the host's command started.
+    Stopped,
 }
 
 /// How a handshake ended, as far as the limit cares.
@@ -126,7 +136,19 @@ impl Admission {
                 last_shrink: None,
             }),
             connect_timeout,
+            stopped: CancellationToken::new(),
         }
+    }
+
+    /// The rollout stops: hosts waiting for a turn, connecting or in their handshake end with
+    /// [`Cut::Stopped`], and so does any that asks for a turn from now on.
+    pub fn stop_starting(&self) {
+        self.stopped.cancel();
+    }
+
+    /// Whether [`Admission::stop_starting`] was called.
+    pub fn stopped_starting(&self) -> bool {
+        self.stopped.is_cancelled()
     }
 
     /// Runs one host's connect phase: waits for a permit (or `cancel`), then runs `connect`
@@ -140,6 +162,9 @@ impl Admission {
     /// from then. The permit is taken before the TCP connect, not after: a connection waiting
     /// for its turn would hold one of the server's unauthenticated places (sshd's `MaxStartups`),
     /// and cost the server a process.
+    ///
+    /// Once the rollout stops ([`Admission::stop_starting`]), it ends with [`Cut::Stopped`]:
+    /// the host is not to start its command.
     pub async fn connect<T, E>(
         &self,
         timeout: Duration,
@@ -147,8 +172,34 @@ impl Admission {
         progress: &Progress,
         connect: impl Future<Output = Result<T, E>>,
     ) -> Result<Result<T, E>, Cut> {
+        self.connect_phase(timeout, cancel, &self.stopped, progress, connect)
+            .await
+    }
+
+    /// [`Admission::connect`] for a host whose command already started (attaching to it again
+    /// after a lost connection): a stopped rollout does not stop it.
+    pub async fn reconnect<T, E>(
+        &self,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        progress: &Progress,
+        connect: impl Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, E>, Cut> {
+        let never = CancellationToken::new();
+        self.connect_phase(timeout, cancel, &never, progress, connect)
+            .await
+    }
+
+    async fn connect_phase<T, E>(
+        &self,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        stopped: &CancellationToken,
+        progress: &Progress,
+        connect: impl Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, E>, Cut> {
         let mut connect = std::pin::pin!(connect);
-        let mut permit = self.admit(cancel).await?;
+        let mut permit = self.admit(cancel, stopped).await?;
         let mut admitted = Instant::now();
         let lend = admitted + LEND_AFTER.min(timeout / 2);
         let deadline = admitted + timeout;
@@ -162,6 +213,7 @@ impl Admission {
         let first = tokio::select! {
             biased;
             () = cancel.cancelled() => Some(Err(Cut::Cancelled)),
+            () = stopped.cancelled() => Some(Err(Cut::Stopped)),
             result = connect.as_mut() => Some(Ok(result)),
             () = tokio::time::sleep_until(deadline) => Some(Err(Cut::TimedOut)),
             () = still_connecting => None,
@@ -184,6 +236,7 @@ impl Admission {
                 let ended = tokio::select! {
                     biased;
                     () = cancel.cancelled() => return Err(Cut::Cancelled),
+                    () = stopped.cancelled() => return Err(Cut::Stopped),
                     ended = connected => ended,
                     () = tokio::time::sleep_until(deadline) => return Err(Cut::TimedOut),
                 };
@@ -192,29 +245,40 @@ impl Admission {
                     return Ok(result);
                 }
                 // Up at last: its handshake waits for a turn of its own.
-                permit = self.admit(cancel).await?;
+                permit = self.admit(cancel, stopped).await?;
                 admitted = Instant::now();
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => Err(Cut::Cancelled),
+                    () = stopped.cancelled() => Err(Cut::Stopped),
                     result = tokio::time::timeout(timeout, connect) => result.map_err(|_| Cut::TimedOut),
                 }
             }
         };
+        // Connected as the rollout stopped: the command is not sent.
+        let result = match result {
+            Ok(Ok(_)) if stopped.is_cancelled() => Err(Cut::Stopped),
+            result => result,
+        };
         let sample = match &result {
             Ok(Ok(_)) => Sample::Completed(admitted.elapsed()),
             Err(Cut::TimedOut) => Sample::TimedOut,
-            Ok(Err(_)) | Err(Cut::Cancelled) => Sample::Neutral,
+            Ok(Err(_)) | Err(Cut::Cancelled | Cut::Stopped) => Sample::Neutral,
         };
         self.release(permit, sample);
         result
     }
 
-    /// A permit, or the run's interrupt.
-    async fn admit(&self, cancel: &CancellationToken) -> Result<SemaphorePermit<'_>, Cut> {
+    /// A permit, or the run's interrupt, or the rollout's stop.
+    async fn admit(
+        &self,
+        cancel: &CancellationToken,
+        stopped: &CancellationToken,
+    ) -> Result<SemaphorePermit<'_>, Cut> {
         tokio::select! {
             biased;
             () = cancel.cancelled() => Err(Cut::Cancelled),
+            () = stopped.cancelled() => Err(Cut::Stopped),
             permit = self.permits.acquire() => Ok(permit.expect("the semaphore is never closed")),
         }
     }

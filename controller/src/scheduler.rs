@@ -6,7 +6,9 @@
 //! slots, the run's [`Admission`] bounds how many hosts are in their connect phase at once. A
 //! batch starts when the previous one has finished and the batch delay has passed (a run without
 //! `--batch` is one batch). The failure budget is checked as each host finishes: once it is
-//! exceeded no host starts any more, and the hosts that never started finish as `Skipped`. A
+//! exceeded no host starts any more, and the hosts that never started finish as `Skipped`,
+//! those that had their slot but had not started their command too (they wait in
+//! [`Admission`], which stops them). A
 //! host's task retries connect-phase failures itself ([`connect_retry`](crate::connect_retry)),
 //! against the `Transport` trait alone.
 //!
@@ -69,6 +71,8 @@ pub async fn run(
         tasks: JoinSet::new(),
         host_of_task: HashMap::new(),
         failures: 0,
+        allowed,
+        admission: &admission,
         plan: &plan,
         transport: transport.as_ref(),
         events: &events,
@@ -157,7 +161,7 @@ pub async fn run(
         "handshake admission at the end of the run"
     );
     end.failures = running.failures;
-    end.stopped = stopped;
+    end.stopped = stopped || admission.stopped_starting();
     end
 }
 
@@ -170,10 +174,14 @@ struct Turn {
 
 /// The hosts' tasks, and the failures of those that finished.
 struct Running<'a> {
-    /// Each task returns whether its host succeeded.
+    /// Each task returns whether its host failed (a host the stopped rollout kept from
+    /// starting did not).
     tasks: JoinSet<bool>,
     host_of_task: HashMap<tokio::task::Id, usize>,
     failures: usize,
+    /// The failure budget: one failure more stops the rollout, in [`Admission`] too.
+    allowed: Option<usize>,
+    admission: &'a Admission,
     plan: &'a RunPlan,
     transport: &'a dyn Transport,
     events: &'a mpsc::Sender<Event>,
@@ -186,18 +194,26 @@ impl Running<'_> {
         }
     }
 
-    /// Counts a finished task. A task that ended by panicking never sent its `Finished`: send
-    /// one for it.
+    /// One more failure: when it spends the budget, no host starts any more.
+    fn failed(&mut self) {
+        self.failures += 1;
+        if self.allowed.is_some_and(|allowed| self.failures > allowed) {
+            self.admission.stop_starting();
+        }
+    }
+
+    /// Counts a finished task, and stops the rollout when the budget is spent. A task that
+    /// ended by panicking never sent its `Finished`: send one for it.
     async fn reap(&mut self, joined: Result<(tokio::task::Id, bool), tokio::task::JoinError>) {
         match joined {
-            Ok((id, succeeded)) => {
+            Ok((id, failed)) => {
                 self.host_of_task.remove(&id);
-                if !succeeded {
-                    self.failures += 1;
+                if failed {
+                    self.failed();
                 }
             }
             Err(error) => {
-                self.failures += 1;
+                self.failed();
                 let Some(host) = self.host_of_task.remove(&error.id()) else {
                     return;
                 };
@@ -234,7 +250,7 @@ struct HostContext {
 }
 
 /// Runs one host to its outcome, retrying connect-phase failures as `--retries` allows, and
-/// returns whether it succeeded.
+/// returns whether it failed (a host the stopped rollout kept from starting did not).
 async fn run_host(
     turn: Turn,
     context: HostContext,
@@ -283,7 +299,12 @@ async fn run_host(
         }
     };
     let (stdout, stderr, changed) = output.finish();
-    let succeeded = ended.outcome.is_success();
+    let skipped = ended.outcome == Outcome::Skipped;
+    let failed = !ended.outcome.is_success() && !skipped;
+    if skipped {
+        // The last attempt was not made: the rollout stopped before it.
+        attempts -= 1;
+    }
     let report = HostReport {
         host: plan.hosts[host].name.clone(),
         transport: ended.transport,
@@ -306,7 +327,7 @@ async fn run_host(
             report: Box::new(report),
         })
         .await;
-    succeeded
+    failed
 }
 
 /// The report of a host that did not run: no timings, no output, no attempt.

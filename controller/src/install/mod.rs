@@ -258,6 +258,7 @@ impl AgentOperation {
             let probed = match admission.connect(timeout, cancel, &progress, probe).await {
                 Ok(probed) => probed,
                 Err(Cut::Cancelled) => return Finish::outcome(Outcome::Cancelled),
+                Err(Cut::Stopped) => return Finish::outcome(Outcome::Skipped),
                 Err(Cut::TimedOut) => Err(Outcome::ConnectTimeout {
                     reason: format!("the agent did not answer within {}s", timeout.as_secs()),
                 }),

@@ -95,7 +95,7 @@ impl Transport for Scripted {
             };
             // Connected at once: the whole connect phase is a handshake that takes a turn.
             let progress = Progress::connected();
-            let _ = job
+            let admitted = job
                 .admission
                 .connect(
                     job.limits.connect_timeout,
@@ -104,6 +104,16 @@ impl Transport for Scripted {
                     connecting,
                 )
                 .await;
+            if let Err(crate::admission::Cut::Stopped) = admitted {
+                // The rollout stopped before this host's command: a real transport sends none.
+                return Ended {
+                    outcome: Outcome::Skipped,
+                    connected_after: None,
+                    ran_for: None,
+                    transport: TransportKind::Ssh,
+                    fallback: None,
+                };
+            }
             tokio::time::sleep(ATTEMPT - CONNECT).await;
             let outcome = match self.outcomes.get(&job.host.name) {
                 Some(outcomes) => outcomes[tried.min(outcomes.len() - 1)].clone(),
@@ -389,6 +399,38 @@ async fn the_budget_also_stops_a_batch_wider_than_parallel() {
         outcomes.batches.is_empty(),
         "an unbatched run announces no batch"
     );
+}
+
+/// With every host of the batch in a slot at once (`parallel` above the batch), hosts still
+/// waiting for a handshake turn when the budget is spent do not start: they are skipped.
+#[tokio::test(start_paused = true)]
+async fn the_budget_stops_hosts_that_have_their_slot_but_wait_for_a_handshake() {
+    let transport = Arc::new(Scripted::new(&[(
+        "h1",
+        vec![Outcome::NonZeroExit { code: 1 }],
+    )]));
+    let mut plan = plan(40, 512, rollout(None, Duration::ZERO, Some("0")));
+    // Two handshakes at a time, 10 ms each: h1 fails at 100 ms, when 20 hosts have connected.
+    plan.handshakes = HandshakeLimit::Fixed(2);
+    let outcomes = run_with(plan, transport.clone(), CancellationToken::new()).await;
+    let kinds = kinds(&outcomes);
+    assert_eq!(kinds[0], "non_zero_exit");
+    let started = 1 + kinds.iter().filter(|kind| **kind == "succeeded").count();
+    assert!(
+        (18..=22).contains(&started),
+        "{started} hosts started: {kinds:?}"
+    );
+    assert!(
+        kinds[started..].iter().all(|kind| *kind == "skipped"),
+        "every host after those that connected in time is skipped: {kinds:?}"
+    );
+    assert_eq!(
+        transport.hosts_tried().len(),
+        started,
+        "skipped hosts ran nothing"
+    );
+    assert!(outcomes.end.stopped);
+    assert_eq!(outcomes.end.failures, 1, "skipped hosts are not failures");
 }
 
 #[tokio::test(start_paused = true)]

@@ -194,6 +194,10 @@ impl AgentTransport {
                 outcome: Outcome::Cancelled,
                 fallback: None,
             }),
+            Err(Cut::Stopped) => Err(NotConnected {
+                outcome: Outcome::Skipped,
+                fallback: None,
+            }),
         }
     }
 

@@ -146,6 +146,54 @@ fn a_budget_exceeded_in_the_first_batch_stops_the_later_batches() {
     );
 }
 
+/// Without `--batch` every host has its slot at once (the default `-p` is above the fleet) and
+/// waits there for a handshake turn: a failure with `--abort-on-failure` stops those that have
+/// not started their command. One handshake at a time makes most of them wait.
+#[test]
+fn a_spent_budget_stops_the_hosts_still_waiting_for_a_handshake_turn() {
+    let fleet = SshFleet::start(24);
+    let command = mark(&fleet) + &per_host_command(&[(fleet.host("h01"), "exit 1")], "true");
+
+    let output = fleet.run(fleet.flags().args([
+        "-w",
+        "h[01-24]",
+        "--max-handshakes",
+        "1",
+        "--abort-on-failure",
+        "--json",
+        "--",
+        command.as_str(),
+    ]));
+
+    output.assert_code(EXIT_ROLLOUT_STOPPED);
+    let records = output.records_by_host();
+    expect_outcome(&output, &records, "h01", "non_zero_exit");
+    let mut skipped = 0;
+    for host in &fleet.hosts()[1..] {
+        let record = &records[&host.name];
+        let ran = runs_on(&fleet, host);
+        match record.outcome.as_str() {
+            "succeeded" => assert_eq!(ran, 1, "{}", host.name),
+            "skipped" => {
+                assert_eq!((ran, record.attempts), (0, 0), "{}", host.name);
+                skipped += 1;
+            }
+            other => panic!("{}: {other}\n{}", host.name, output.describe()),
+        }
+    }
+    // How many connected before h01's failure depends on the machine's load; most do not.
+    assert!(skipped >= 1, "no host was stopped\n{}", output.describe());
+    let hosts = if skipped == 1 { "host" } else { "hosts" };
+    let stopped = format!(
+        "rollout stopped: 1 host failed, the failure budget allows 0; {skipped} {hosts} skipped\n"
+    );
+    assert!(
+        output.stderr.contains(&stopped),
+        "no {stopped:?}\n{}",
+        output.describe()
+    );
+}
+
 #[test]
 fn each_batch_waits_for_the_previous_one_and_the_delay() {
     let fleet = SshFleet::start(4);

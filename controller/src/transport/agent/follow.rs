@@ -186,7 +186,7 @@ impl AgentTransport {
         let connect = self.connect(job.host, &progress, false);
         let connected = job
             .admission
-            .connect(timeout, &job.cancel, &progress, connect)
+            .reconnect(timeout, &job.cancel, &progress, connect)
             .await;
         let mut client = match connected {
             Ok(Ok(connected)) => connected.client,
@@ -198,6 +198,7 @@ impl AgentTransport {
                 return Err(Attach::Failed(outcome.to_string()));
             }
             Err(Cut::Cancelled) => return Err(Attach::Final(Outcome::Cancelled)),
+            Err(Cut::Stopped) => unreachable!("a reconnect is not stopped with the rollout"),
         };
         let request = AttachSpec {
             execution_id: id.to_string(),

@@ -79,6 +79,7 @@ impl SshTransport {
                 reason: progress.stalled(connect_timeout),
             }),
             Err(Cut::Cancelled) => Err(Outcome::Cancelled),
+            Err(Cut::Stopped) => Err(Outcome::Skipped),
         }
     }
 
