@@ -2,9 +2,10 @@
 //! `DIR/HOST.stdout` and `DIR/HOST.stderr`, whole (never capped), and at the end the lists
 //! `DIR/succeeded` and `DIR/failed`, one host a line, in the run's order.
 //!
-//! A host's files are created (emptied if they exist) when its turn comes, so that a host that
-//! printed nothing still has its two empty files and no file of an earlier run is mistaken for
-//! this one's; the lists of an earlier run are removed when the run starts. They are open only
+//! When the run starts, the files an earlier run left for its hosts and the lists are removed;
+//! a host's files are created when its turn comes. So a host that printed nothing has its two
+//! empty files, one that never started (skipped, or interrupted before its turn) has none, and
+//! no file of an earlier run is mistaken for this one's. They are open only
 //! while the host runs: descriptors stay bounded by `parallel`. Everything is private to the operator: the directory is made 0700 and the files 0600.
 
 use std::collections::HashMap;
@@ -26,16 +27,21 @@ pub(crate) struct OutDir {
 const LISTS: [&str; 2] = ["succeeded", "failed"];
 
 impl OutDir {
-    /// Removes the lists of an earlier run: a run that never gets to its end (`kill -9`) leaves
-    /// none, rather than lists that would be taken for its own.
+    /// Removes the lists of an earlier run, and the files it left for these hosts: a run that
+    /// never gets to its end (`kill -9`) leaves no lists that would be taken for its own, and a
+    /// host that never gets its turn no output of another run.
     pub(crate) fn new(dir: PathBuf, hosts: &[String]) -> OutDir {
-        for list in LISTS {
-            // One that cannot be removed cannot be written either: the end of the run says so.
-            let _ = std::fs::remove_file(dir.join(list));
+        let names: Vec<String> = hosts.iter().map(|host| file_name(host)).collect();
+        let earlier = names
+            .iter()
+            .flat_map(|name| [format!("{name}.stdout"), format!("{name}.stderr")]);
+        for file in LISTS.map(str::to_string).into_iter().chain(earlier) {
+            // One that cannot be removed cannot be written either: the host's turn says so.
+            let _ = std::fs::remove_file(dir.join(file));
         }
         OutDir {
             dir,
-            names: hosts.iter().map(|host| file_name(host)).collect(),
+            names,
             open: HashMap::new(),
         }
     }
@@ -146,8 +152,14 @@ mod tests {
         prepare(&dir).unwrap();
         let hosts: Vec<String> = ["h1", "deploy@h2:22", "a/b@h3"].map(String::from).to_vec();
         std::fs::write(dir.join("succeeded"), "h1\nh2\n").unwrap();
+        std::fs::write(dir.join("a%2Fb@h3.stdout"), "an earlier run's\n").unwrap();
+        std::fs::write(dir.join("other.stdout"), "not a host of this run\n").unwrap();
         let mut files = OutDir::new(dir.clone(), &hosts);
         assert!(!dir.join("succeeded").exists(), "an earlier run's list");
+        assert!(
+            dir.join("other.stdout").exists(),
+            "a file of no host of the run"
+        );
         files.started(0).unwrap();
         files.started(1).unwrap();
         files.output(0, Stream::Stdout, b"one\n").unwrap();
