@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use volley_common::exec::{ExecSpec, ExitStatus, Exited};
+use volley_common::exec::{ExecSpec, ExitStatus, Exited, OUTPUT_AFTER_EXIT};
 
 use crate::as_user;
 use crate::execution::{Execution, Stream};
@@ -172,15 +172,24 @@ impl Running {
 
         let mut outputs_done = false;
         let mut status = None;
+        // Set at the command's exit: the output's last chance to close (`OUTPUT_AFTER_EXIT`).
+        let mut output_until = None;
         let ending = loop {
             if outputs_done && status.is_some() {
                 break Ending::Finished;
             }
             tokio::select! {
                 _ = &mut outputs, if !outputs_done => outputs_done = true,
-                waited = self.process.wait(), if status.is_none() => status = Some(waited),
-                () = sleep_until(deadline) => break Ending::TimedOut,
-                () = execution.cancel.cancelled() => break Ending::Cancelled,
+                waited = self.process.wait(), if status.is_none() => {
+                    status = Some(waited);
+                    output_until = Some(Instant::now() + OUTPUT_AFTER_EXIT);
+                }
+                // Exited, and something it left running holds the output: the command is done,
+                // and what it left is not stopped, as over SSH.
+                () = sleep_until(output_until) => break Ending::Finished,
+                // A command that exited did not time out, however long its output lingers.
+                () = sleep_until(deadline), if status.is_none() => break Ending::TimedOut,
+                () = execution.cancel.cancelled(), if status.is_none() => break Ending::Cancelled,
                 () = kill.cancelled() => break Ending::Shutdown,
             }
         };

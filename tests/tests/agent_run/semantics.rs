@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use volley_tests::agentd::CANARY;
 use volley_tests::hybrid::{InventoryHost, inventory_text};
+use volley_tests::remote::{SweepOnDrop, unique_sleep, wait_until_running};
 use volley_tests::users::{self, LocalUser};
 use volley_tests::{AgentFleet, AgentFleetSpec, FleetSpec, RunFlags, SshFleet};
 
@@ -274,6 +275,48 @@ fn exit_statuses_and_signal_deaths_are_told_apart_alike_on_both_transports() {
             // No shell's job message ("User defined signal 1") is added on the way.
             assert_eq!(record.stderr, "", "{transport}: {command}");
         }
+    }
+}
+
+/// A command that exits while a process it left in the background holds its output open (a
+/// daemon started without redirecting it) ends at its exit, by its exit status, on both
+/// transports: not a timeout, and what it left runs on, as after ssh.
+#[test]
+fn a_command_whose_background_job_holds_its_output_ends_at_its_exit_on_both_transports() {
+    let user = users::plain(PROBE_USER);
+    let machine = machine(&user);
+    for transport in ["ssh", "agent"] {
+        let sleep = unique_sleep("40.");
+        let _sweep = SweepOnDrop(sleep.clone());
+        let command = format!("({sleep} &); echo started; exit 3");
+        let began = std::time::Instant::now();
+        let output = machine.ssh.run(machine.flags.args([
+            "-g",
+            "all",
+            "--transport",
+            transport,
+            "--timeout",
+            "30s",
+            "--json",
+            "--",
+            command.as_str(),
+        ]));
+        let took = began.elapsed();
+        output.assert_code(EXIT_COMMAND_FAILED);
+        let records = output.records_by_host();
+        let record = expect_outcome(&output, &records, &machine.name, "non_zero_exit", transport);
+        assert_eq!(record.exit_code, Some(3), "{transport}");
+        assert_eq!(record.stdout, "started\n", "{transport}");
+        assert!(
+            took < std::time::Duration::from_secs(20),
+            "{transport}: took {took:?}"
+        );
+        let running = wait_until_running(&sleep, 1, std::time::Duration::from_secs(5), || false);
+        assert_eq!(
+            running.len(),
+            1,
+            "{transport}: the background job was stopped"
+        );
     }
 }
 

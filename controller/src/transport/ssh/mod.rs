@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use russh::ChannelMsg;
 use russh::client::Handle;
 use tokio_util::sync::CancellationToken;
+use volley_common::exec::OUTPUT_AFTER_EXIT;
 use volley_common::outcome::{Outcome, TransportKind};
 
 use self::connect::Shared;
@@ -209,10 +210,17 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
         }
     }
     let mut exit: Option<Outcome> = None;
+    // Set at the command's exit: the output's last chance to close (`OUTPUT_AFTER_EXIT`).
+    let mut output_until = None;
     loop {
         let message = tokio::select! {
             message = channel.wait() => message,
-            outcome = must_stop(deadline, &job.cancel) => {
+            // Exited, and something it left running holds the output: the command is done, and
+            // what it left runs on, as it would after ssh.
+            () = sleep_until(output_until) => break,
+            // A command that exited neither timed out nor is stopped, however long its output
+            // lingers.
+            outcome = must_stop(deadline, &job.cancel), if exit.is_none() => {
                 // EOF wakes the wrapper's watcher, which kills the command's process group; the
                 // connection is dropped right after, which wakes it too if EOF got lost.
                 let _ = channel.eof().await;
@@ -225,6 +233,7 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
                 job.output.write(Stream::Stderr, data).await
             }
             Some(ChannelMsg::ExitStatus { exit_status }) => {
+                output_until = Some(tokio::time::Instant::now() + OUTPUT_AFTER_EXIT);
                 exit = Some(if exit_status == 0 {
                     Outcome::Succeeded
                 } else {
@@ -232,6 +241,7 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
                 });
             }
             Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                output_until = Some(tokio::time::Instant::now() + OUTPUT_AFTER_EXIT);
                 let signal = match signal_name {
                     russh::Sig::Custom(name) => name,
                     known => format!("{known:?}"),
