@@ -181,7 +181,12 @@ pub struct PkiDir {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// How many agents to start, each on its own loopback address
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 50,
+        allow_negative_numbers = true
+    )]
     pub hosts: usize,
 
     /// The command to run on them
@@ -210,7 +215,7 @@ pub struct RunArgs {
 
     /// Output kept in memory per host and stream, for --gather and --json (the terminal stream
     /// is never capped) [default: 1MiB]
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     pub max_output: Option<String>,
 
     #[command(flatten)]
@@ -238,22 +243,27 @@ pub struct RunArgs {
 #[derive(Debug, Default, Args)]
 pub struct LimitArgs {
     /// How many hosts run at once [default: 512, or the inventory's `parallel`]
-    #[arg(short = 'p', long, value_name = "N")]
+    #[arg(short = 'p', long, value_name = "N", allow_negative_numbers = true)]
     pub parallel: Option<usize>,
 
     /// Time allowed to connect and authenticate to one host, counted from its handshake's
     /// admission [default: 10s]
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
     pub connect_timeout: Option<String>,
 
     /// How many hosts may be connecting (TCP, handshake, authentication) at once: a number, or
     /// `auto` to grow while handshakes stay fast and shrink when they slow down [default: auto]
-    #[arg(long, value_name = "N|auto")]
+    #[arg(long, value_name = "N|auto", allow_negative_numbers = true)]
     pub max_handshakes: Option<String>,
 
     /// Time allowed on one host once connected; a command is then stopped there [default: none
     /// for `volley run`, 10m for `volley agent` operations, `push` and `fetch`]
-    #[arg(short = 't', long, value_name = "DURATION")]
+    #[arg(
+        short = 't',
+        long,
+        value_name = "DURATION",
+        allow_negative_numbers = true
+    )]
     pub timeout: Option<String>,
 }
 
@@ -375,17 +385,32 @@ pub enum ColorChoice {
 pub struct RolloutArgs {
     /// Run the hosts in batches, each after the previous one finished: a number of hosts (25),
     /// a percentage of the targets (10%), or a list whose last size repeats (1,10%,50%)
-    #[arg(long, value_name = "SIZES", help_heading = "Rollout")]
+    #[arg(
+        long,
+        value_name = "SIZES",
+        help_heading = "Rollout",
+        allow_negative_numbers = true
+    )]
     pub batch: Option<String>,
 
     /// Time to wait between the end of a batch and the start of the next [default: 0s]
-    #[arg(long, value_name = "DURATION", help_heading = "Rollout")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        help_heading = "Rollout",
+        allow_negative_numbers = true
+    )]
     pub batch_delay: Option<String>,
 
     /// Stop the rollout once more hosts than this failed, counted over the whole run (a
     /// number, or a percentage of the targets, rounded down); hosts not yet started are
     /// skipped
-    #[arg(long, value_name = "N|N%", help_heading = "Rollout")]
+    #[arg(
+        long,
+        value_name = "N|N%",
+        help_heading = "Rollout",
+        allow_negative_numbers = true
+    )]
     pub max_failures: Option<String>,
 
     /// Stop the rollout at the first failure (a failure budget of 0)
@@ -395,7 +420,12 @@ pub struct RolloutArgs {
     /// Retry a host this many times when it could not be connected to (refused, no route,
     /// connect timeout), with backoff; a command that may have started is never retried
     /// [default: 0]
-    #[arg(long, value_name = "N", help_heading = "Rollout")]
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Rollout",
+        allow_negative_numbers = true
+    )]
     pub retries: Option<u32>,
 }
 
@@ -405,7 +435,13 @@ pub struct RunsArgs {
     pub show: Option<RunsCommand>,
 
     /// How many of the most recent runs to list
-    #[arg(short = 'n', long, value_name = "N", default_value_t = 20)]
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "N",
+        default_value_t = 20,
+        allow_negative_numbers = true
+    )]
     pub limit: usize,
 }
 
@@ -483,7 +519,7 @@ pub struct RetryOverrides {
     pub output: OutputArgs,
 
     /// Output kept in memory per host and stream, for --gather and --json
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     pub max_output: Option<String>,
 
     /// Record the keys of hosts not yet in known_hosts (changed keys are still refused)

@@ -115,3 +115,38 @@ fn push_and_fetch_paths_may_have_options_between_them() {
     assert_eq!(error.kind(), clap::error::ErrorKind::InvalidUtf8, "{error}");
     assert!(Cli::parse_args(argv(["/etc/a".into(), odd], "fetch")).is_ok());
 }
+
+/// A negative number given to a numeric flag is that flag's bad value, named, not an unknown
+/// argument `-1`.
+#[test]
+fn a_negative_number_is_the_bad_value_of_its_flag() {
+    for (flags, named) in [
+        (&["-p", "-1"][..], "'--parallel <N>'"),
+        (&["--retries", "-1"], "'--retries <N>'"),
+    ] {
+        let argv = ["volley", "run", "-w", "h1"]
+            .iter()
+            .chain(flags)
+            .chain(&["--", "true"]);
+        let error = Cli::parse_args(argv).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!("error: invalid value '-1' for {named}")),
+            "{flags:?}: {error}"
+        );
+    }
+    // Values volley itself reads get there, to be refused with the flag's name.
+    for flags in [
+        &["--timeout", "-1"][..],
+        &["--connect-timeout", "-1"],
+        &["--batch", "-1"],
+        &["--max-failures", "-1"],
+        &["--max-output", "-1"],
+        &["--max-handshakes", "-1"],
+    ] {
+        let argv = ["volley", "run", "-w", "h1"]
+            .iter()
+            .chain(flags)
+            .chain(&["--", "true"]);
+        assert!(Cli::parse_args(argv).is_ok(), "{flags:?}");
+    }
+}
