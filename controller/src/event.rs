@@ -39,6 +39,12 @@ pub enum Event {
         host: usize,
         report: Box<volley_common::outcome::HostReport>,
     },
+    /// The batch delay (`--batch-delay`) starts: batch `batch` follows it.
+    BatchWaiting {
+        batch: usize,
+        batches: usize,
+        delay: std::time::Duration,
+    },
     /// A batch of a rollout starts: its hosts are next. Sent only when the run is batched.
     BatchStarted {
         /// Counted from 1, out of `batches`.

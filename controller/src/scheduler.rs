@@ -87,6 +87,12 @@ pub async fn run(
                 break;
             }
             if !plan.rollout.delay.is_zero() {
+                let waiting = Event::BatchWaiting {
+                    batch: index + 1,
+                    batches: batches.len(),
+                    delay: plan.rollout.delay,
+                };
+                let _ = events.send(waiting).await;
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => break,

@@ -257,7 +257,10 @@ pub fn tap(
                         started: clock::now().rfc3339,
                     }));
                 }
-                Event::Started { .. } | Event::Output { .. } | Event::Executing { .. } => {}
+                Event::Started { .. }
+                | Event::Output { .. }
+                | Event::Executing { .. }
+                | Event::BatchWaiting { .. } => {}
             }
             if forwarding && reporters.blocking_send(event).is_err() {
                 forwarding = false;

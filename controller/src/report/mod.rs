@@ -167,6 +167,13 @@ async fn consume<O: Write, E: Write>(
             }
             // The journal's business; it does not pass it on.
             Event::Executing { .. } => {}
+            Event::BatchWaiting {
+                batch,
+                batches,
+                delay,
+            } => {
+                rollout::write_batch_waiting(&mut terminal.err, batch, batches, delay)?;
+            }
             Event::BatchStarted {
                 batch,
                 batches,

@@ -26,6 +26,20 @@ pub(crate) fn write_batch_started(
     )
 }
 
+/// `volley: batch 2/5 starts in 30s (--batch-delay)`: the pause is the operator's, not a hang.
+pub(crate) fn write_batch_waiting(
+    out: &mut impl Write,
+    batch: usize,
+    batches: usize,
+    delay: std::time::Duration,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "volley: batch {batch}/{batches} starts in {} (--batch-delay)",
+        volley_common::duration::format_duration(delay)
+    )
+}
+
 /// How far a batched or budgeted run went; nothing for a plain run.
 pub fn write_rollout(
     out: &mut impl Write,

@@ -199,6 +199,8 @@ struct Outcomes {
     reports: Vec<HostReport>,
     /// `(batch, hosts)` of each `BatchStarted`, in order.
     batches: Vec<(usize, Range<usize>)>,
+    /// `(batch, delay)` of each `BatchWaiting`, in order.
+    waits: Vec<(usize, Duration)>,
     /// Virtual time the run took.
     took: Duration,
 }
@@ -209,6 +211,7 @@ async fn run_with(plan: RunPlan, transport: Arc<Scripted>, cancel: CancellationT
     let collector = tokio::spawn(async move {
         let mut finished: Vec<Option<HostReport>> = vec![None; hosts];
         let mut batches = Vec::new();
+        let mut waits = Vec::new();
         while let Some(event) = received.recv().await {
             match event {
                 Event::Finished { host, report } => {
@@ -216,18 +219,19 @@ async fn run_with(plan: RunPlan, transport: Arc<Scripted>, cancel: CancellationT
                     finished[host] = Some(*report);
                 }
                 Event::BatchStarted { batch, hosts, .. } => batches.push((batch, hosts)),
+                Event::BatchWaiting { batch, delay, .. } => waits.push((batch, delay)),
                 Event::Executing { recorded, .. } => {
                     let _ = recorded.send(());
                 }
                 Event::Started { .. } | Event::Output { .. } => {}
             }
         }
-        (finished, batches)
+        (finished, batches, waits)
     });
     let began = Instant::now();
     let end = run(Arc::new(plan), transport, events, cancel).await;
     let took = began.elapsed();
-    let (finished, batches) = collector.await.unwrap();
+    let (finished, batches, waits) = collector.await.unwrap();
     let reports = finished
         .into_iter()
         .enumerate()
@@ -237,6 +241,7 @@ async fn run_with(plan: RunPlan, transport: Arc<Scripted>, cancel: CancellationT
         end,
         reports,
         batches,
+        waits,
         took,
     }
 }
@@ -256,6 +261,11 @@ async fn batches_run_one_after_the_other_with_the_delay_between() {
     )
     .await;
     assert_eq!(outcomes.batches, [(1, 0..1), (2, 1..3), (3, 3..5)]);
+    assert_eq!(
+        outcomes.waits,
+        [(2, delay), (3, delay)],
+        "each delay is announced"
+    );
     let batch_of: Vec<usize> = outcomes.reports.iter().map(|r| r.batch).collect();
     assert_eq!(batch_of, [1, 2, 2, 3, 3]);
     let attempts = transport.attempts();

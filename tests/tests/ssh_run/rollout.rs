@@ -238,6 +238,7 @@ fn each_batch_waits_for_the_previous_one_and_the_delay() {
     );
     for line in [
         "volley: batch 1/2: h[01-02] (2 hosts)\n",
+        "volley: batch 2/2 starts in 2s (--batch-delay)\n",
         "volley: batch 2/2: h[03-04] (2 hosts)\n",
         "volley: 2 of 2 batches ran\n",
     ] {
