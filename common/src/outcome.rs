@@ -382,6 +382,18 @@ pub struct HostReport {
     pub changed: Option<Vec<String>>,
 }
 
+impl HostReport {
+    /// Whether the host never started: skipped by the stopped rollout, or kept from starting by
+    /// an interrupt. It did not fail; the summary counts it apart.
+    pub fn never_started(&self) -> bool {
+        match self.outcome {
+            Outcome::Skipped => true,
+            Outcome::Cancelled => self.attempts == 0,
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,8 +145,9 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     let files = plan.out_dir.is_some() || matches!(operation, Operation::Transfer(_));
     let budget = limits::host_budget(files);
     if plan.parallel > budget && plan.hosts.len() > budget {
+        let hosts = if budget == 1 { "host" } else { "hosts" };
         say!(
-            "volley: running at most {budget} hosts at once instead of {}: the open-file limit allows no more (raise `ulimit -n`)",
+            "volley: running at most {budget} {hosts} at once instead of {}: the open-file limit allows no more (raise `ulimit -n`)",
             plan.parallel
         );
         plan.parallel = budget;
@@ -395,6 +396,10 @@ pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
             None if retry.in_doubt.is_empty() => format!(
                 "every host of run {} succeeded ({} of {})",
                 retry.retry_of, retry.of, retry.of
+            ),
+            None if retry.of == retry.in_doubt.len() => format!(
+                "every host of run {} is left out ({})",
+                retry.retry_of, retry.of
             ),
             None => format!(
                 "every host of run {} but those left out succeeded ({} of {})",

@@ -290,6 +290,15 @@ async fn run_host(
             admission: &admission,
         };
         let ended = transport.run(job).await;
+        let unmade = matches!(ended.outcome, Outcome::Skipped | Outcome::Cancelled)
+            && ended.connected_after.is_none()
+            && ended.ran_for.is_none();
+        if unmade {
+            // Stopped (the rollout, or an interrupt) before it connected: this attempt was not
+            // made, and a host with none never started.
+            attempts -= 1;
+            break ended;
+        }
         if attempts > plan.rollout.retries || !connect_retry::may_retry(&ended) {
             break ended;
         }
@@ -305,12 +314,7 @@ async fn run_host(
         }
     };
     let (stdout, stderr, changed) = output.finish();
-    let skipped = ended.outcome == Outcome::Skipped;
-    let failed = !ended.outcome.is_success() && !skipped;
-    if skipped {
-        // The last attempt was not made: the rollout stopped before it.
-        attempts -= 1;
-    }
+    let failed = !ended.outcome.is_success() && ended.outcome != Outcome::Skipped;
     let report = HostReport {
         host: plan.hosts[host].name.clone(),
         transport: ended.transport,

@@ -163,9 +163,9 @@ impl StreamRenderer {
         err: &mut impl Write,
     ) -> io::Result<()> {
         self.flush_host(host, out, err)?;
-        // Skipped hosts never ran: a line each would bury the failures that stopped the
-        // rollout. The summary lists them, folded.
-        if report.outcome.is_success() || report.outcome == Outcome::Skipped {
+        // Skipped hosts, and hosts an interrupt kept from starting, never ran: a line each would
+        // bury the failures. The summary lists them, folded.
+        if report.outcome.is_success() || report.never_started() {
             return Ok(());
         }
         // The failure line names its host even with `-N`: it is about the host, not its output.
@@ -473,8 +473,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(rendered.err).unwrap(),
-            "h01: volley: exited with status 1 (ssh, fell back from the agent: the agent refused our certificate)\n\
-             h02: volley: cancelled\n"
+            "h01: volley: exited with status 1 (ssh, fell back from the agent: the agent refused our certificate)\n"
         );
     }
 

@@ -26,6 +26,7 @@ pub fn write_summary(
     let paint = Paint { enabled: color };
     let mut succeeded = 0;
     let mut skipped = 0;
+    let mut not_started = 0;
     // Per kind, in the order of `Outcome::KINDS`: the hosts that ended that way and the
     // transport that ran each (none for a host that never started); the last slot is for hosts
     // without a report.
@@ -60,11 +61,14 @@ pub fn write_summary(
         }
         if report.outcome == Outcome::Skipped {
             skipped += 1;
+        } else if report.never_started() {
+            not_started += 1;
         }
         failures[report.outcome.index()].push((host, transport));
     }
-    // Skipped hosts did not fail: they never ran. They are counted apart.
-    let failed = hosts.len() - succeeded - skipped;
+    // Skipped hosts, and those an interrupt kept from starting, did not fail: they never ran.
+    // They are counted apart.
+    let failed = hosts.len() - succeeded - skipped - not_started;
 
     let noun = if hosts.len() == 1 { "host" } else { "hosts" };
     let succeeded_text = format!("{succeeded} succeeded");
@@ -87,6 +91,9 @@ pub fn write_summary(
     )?;
     if skipped > 0 {
         write!(out, ", {skipped} skipped")?;
+    }
+    if not_started > 0 {
+        write!(out, ", {not_started} not started")?;
     }
     if interrupted {
         out.write_all(b", interrupted")?;
@@ -235,6 +242,32 @@ mod tests {
             false,
             "volley: 50 hosts in 1.02s: 10 succeeded, 40 failed, interrupted; 50 over ssh\n\
             \x20 cancelled            40  h[11-50] (ssh)\n",
+        );
+    }
+
+    #[test]
+    fn hosts_an_interrupt_kept_from_starting_are_counted_apart() {
+        let hosts: Vec<String> = (1..=5).map(|n| format!("h{n:02}")).collect();
+        let reports: Vec<Option<HostReport>> = hosts
+            .iter()
+            .enumerate()
+            .map(|(n, host)| {
+                let mut report = host_report(host, Outcome::Cancelled, b"", b"");
+                if n >= 2 {
+                    report.attempts = 0;
+                }
+                Some(report)
+            })
+            .collect();
+        check_reports(
+            &hosts,
+            &reports,
+            Duration::from_millis(2_000),
+            true,
+            false,
+            "volley: 5 hosts in 2.00s: 0 succeeded, 2 failed, 3 not started, interrupted; 2 over ssh\n\
+            \x20 cancelled             2  h[01-02] (ssh)\n\
+            \x20 cancelled             3  h[03-05]\n",
         );
     }
 
