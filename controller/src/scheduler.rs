@@ -322,7 +322,9 @@ async fn run_host(
         timings: Timings {
             connect: ended.connected_after,
             run: ended.ran_for,
-            total: started.elapsed(),
+            // A resumed host's command ran mostly before the resume, which started it no
+            // clock of its own: its total is at least the run time the agent measured.
+            total: started.elapsed().max(ended.ran_for.unwrap_or_default()),
         },
         stdout,
         stderr,

@@ -77,6 +77,10 @@ fn assert_all_collected(fleet: &AgentFleet, output: &ProcessOutput) {
             record.run_ms.is_some_and(|ms| ms >= 5000.0),
             "run_ms: {record:?}"
         );
+        assert!(
+            record.run_ms.is_some_and(|ms| record.total_ms >= ms),
+            "total_ms under run_ms: {record:?}"
+        );
     }
 }
 
