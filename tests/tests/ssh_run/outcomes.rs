@@ -301,3 +301,56 @@ fn a_private_key_others_may_read_is_refused_as_ssh_refuses_it() {
         "{record:?}"
     );
 }
+
+/// A connection that ends in the middle of a command (here its sshd session process is killed)
+/// is a `transport_error` that says how it ended, not only that it did.
+#[test]
+fn a_connection_lost_mid_command_says_how_it_ended() {
+    use std::time::Duration;
+    use volley_tests::remote::{SweepOnDrop, unique_sleep, wait_until_running};
+
+    let fleet = SshFleet::start(1);
+    let sleep = unique_sleep("60.");
+    let _sweep = SweepOnDrop(sleep.clone());
+    let mut volley = fleet.spawn(
+        fleet
+            .flags()
+            .args(["-g", "all", "--json", "--", sleep.as_str()]),
+    );
+    let running = wait_until_running(&sleep, 1, Duration::from_secs(30), || volley.has_exited());
+    assert_eq!(running.len(), 1, "the command never ran");
+    // The session's sshd process: the nearest ancestor of the command that is sshd.
+    let parent = |pid: u32| -> u32 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("PPid:"))
+            .and_then(|ppid| ppid.trim().parse().ok())
+            .unwrap_or(1)
+    };
+    let mut session = parent(running[0]);
+    while session > 1 {
+        let name = std::fs::read_to_string(format!("/proc/{session}/comm")).unwrap_or_default();
+        if name.trim() == "sshd" {
+            break;
+        }
+        session = parent(session);
+    }
+    assert!(session > 1, "no sshd above the command");
+    volley_tests::remote::kill_all(&[session]);
+    let output = volley.finish(Duration::from_secs(60));
+
+    output.assert_code(EXIT_NOT_REACHED);
+    let records = output.records_by_host();
+    let host = &fleet.hosts()[0].name;
+    let record = expect_outcome(&output, &records, host, "transport_error");
+    let reason = record.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.ends_with(
+            "the connection closed before the command reported its exit: it ended without an \
+             SSH goodbye (the server's session process died, or something on the way cut the \
+             connection)"
+        ),
+        "{reason:?}"
+    );
+}

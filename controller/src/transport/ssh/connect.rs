@@ -37,6 +37,8 @@ pub struct Shared {
 /// open.
 pub struct Connection {
     pub handle: Handle<HostKeyCheck>,
+    /// Why the connection ended, once it has (see [`host_key::ending`]).
+    pub ended: Arc<Mutex<Option<String>>>,
     _through: Option<Arc<Connection>>,
 }
 
@@ -146,7 +148,7 @@ impl Shared {
             via.map(str::to_string),
         );
         progress.on(&leg);
-        let handle = match &through {
+        let (handle, ended) = match &through {
             None => {
                 let tcp = crate::transport::dial(endpoint.address, endpoint.port)
                     .await
@@ -173,6 +175,7 @@ impl Shared {
         };
         Ok(Connection {
             handle,
+            ended,
             _through: through,
         })
     }
@@ -182,11 +185,12 @@ impl Shared {
         stream: Observed<S>,
         endpoint: &Endpoint<'_>,
         leg: &Leg,
-    ) -> Result<Handle<HostKeyCheck>, Outcome>
+    ) -> Result<(Handle<HostKeyCheck>, Arc<Mutex<Option<String>>>), Outcome>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let problem = Arc::new(Mutex::new(None));
+        let ended = Arc::new(Mutex::new(None));
         let handler = HostKeyCheck {
             known_hosts: self.known_hosts.clone(),
             accept_new: self.accept_new_host_keys,
@@ -195,6 +199,7 @@ impl Shared {
             address: endpoint.address.to_string(),
             port: endpoint.port,
             problem: problem.clone(),
+            ended: ended.clone(),
         };
         let config = self.config_for(endpoint.address, endpoint.port);
         let mut handle = match client::connect_stream(config, stream, handler).await {
@@ -209,7 +214,7 @@ impl Shared {
         };
         leg.reach(Stage::Secured);
         self.authenticate(&mut handle, endpoint, leg).await?;
-        Ok(handle)
+        Ok((handle, ended))
     }
 
     fn config_for(&self, address: &str, port: u16) -> Arc<client::Config> {

@@ -21,6 +21,8 @@ pub struct HostKeyCheck {
     pub(super) address: String,
     pub(super) port: u16,
     pub(super) problem: Arc<Mutex<Option<Outcome>>>,
+    /// Why the connection ended, once it has: for a command that lost it before its exit.
+    pub(super) ended: Arc<Mutex<Option<String>>>,
 }
 
 impl HostKeyCheck {
@@ -38,8 +40,46 @@ pub fn refusal(problem: &Mutex<Option<Outcome>>) -> Option<Outcome> {
         .take()
 }
 
+/// Why the connection ended, if the handler was told.
+pub fn ending(ended: &Mutex<Option<String>>) -> Option<String> {
+    ended.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
 impl client::Handler for HostKeyCheck {
     type Error = russh::Error;
+
+    /// Keeps why the connection ended, in the operator's words; the result is russh's default.
+    async fn disconnected(
+        &mut self,
+        reason: client::DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        let (why, result) = match reason {
+            client::DisconnectReason::ReceivedDisconnect(info) if info.message.is_empty() => {
+                ("the server disconnected".to_string(), Ok(()))
+            }
+            client::DisconnectReason::ReceivedDisconnect(info) => (
+                format!("the server disconnected ({})", info.message),
+                Ok(()),
+            ),
+            client::DisconnectReason::Error(russh::Error::KeepaliveTimeout) => (
+                "the server stopped answering (no reply to 4 keepalives, 15 s apart)".to_string(),
+                Err(russh::Error::KeepaliveTimeout),
+            ),
+            client::DisconnectReason::Error(russh::Error::IO(error))
+                if error.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                (
+                    "it ended without an SSH goodbye (the server's session process died, or \
+                     something on the way cut the connection)"
+                        .to_string(),
+                    Err(russh::Error::IO(error)),
+                )
+            }
+            client::DisconnectReason::Error(error) => (error.to_string(), Err(error)),
+        };
+        *self.ended.lock().unwrap_or_else(PoisonError::into_inner) = Some(why);
+        result
+    }
 
     async fn check_server_key(
         &mut self,

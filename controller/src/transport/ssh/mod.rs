@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use russh::ChannelMsg;
-use russh::client::Handle;
 use tokio_util::sync::CancellationToken;
 use volley_common::exec::OUTPUT_AFTER_EXIT;
 use volley_common::outcome::{Outcome, TransportKind};
@@ -120,7 +119,7 @@ impl SshTransport {
         }
         let connected_after = Some(started.elapsed());
         let run_started = Instant::now();
-        let outcome = run_command(session.handle(), job).await;
+        let outcome = run_command(&session, job).await;
         // A polite goodbye; the connection closes when the session drops either way.
         session.close().await;
         Ended {
@@ -172,10 +171,10 @@ impl Transport for SshTransport {
 
 /// Opens a session channel, runs the wrapped command and streams its output until the channel
 /// closes, the command times out or the run is cancelled.
-async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
+async fn run_command(session: &Session, job: Job<'_>) -> Outcome {
     // What was dialled, as every other reason says it; made only for a failure.
     let what = || connect::Endpoint::target(job.host).what;
-    let mut channel = match session.channel_open_session().await {
+    let mut channel = match session.handle().channel_open_session().await {
         Ok(channel) => channel,
         Err(error) => {
             return Outcome::TransportError {
@@ -255,8 +254,9 @@ async fn run_command(session: &Handle<HostKeyCheck>, job: Job<'_>) -> Outcome {
     }
     exit.unwrap_or_else(|| Outcome::TransportError {
         reason: format!(
-            "{}: the connection closed before the command reported its exit",
-            what()
+            "{}: the connection closed before the command reported its exit{}",
+            what(),
+            session.why_lost()
         ),
     })
 }

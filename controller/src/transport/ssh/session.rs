@@ -70,8 +70,8 @@ pub enum SessionError {
     Open(String),
     #[error("could not start the command: {0}")]
     Start(String),
-    #[error("the connection closed before the command reported its exit")]
-    Lost,
+    #[error("the connection closed before the command reported its exit{0}")]
+    Lost(String),
     #[error("reading the input: {0}")]
     Input(std::io::Error),
     #[error("writing the output: {0}")]
@@ -85,6 +85,14 @@ impl Session {
 
     pub(super) fn handle(&self) -> &Handle<HostKeyCheck> {
         &self.connection.handle
+    }
+
+    /// Why the connection ended, as `: WHY` to follow "the connection closed", or nothing when
+    /// the handler was not told.
+    pub(super) fn why_lost(&self) -> String {
+        super::host_key::ending(&self.connection.ended)
+            .map(|why| format!(": {why}"))
+            .unwrap_or_default()
     }
 
     /// Runs `command` through the remote user's shell, writes `input` to its stdin followed by
@@ -187,7 +195,7 @@ impl Session {
         if let Some(out) = stdout {
             out.flush().await.map_err(SessionError::Output)?;
         }
-        let exit = exit.ok_or(SessionError::Lost)?;
+        let exit = exit.ok_or_else(|| SessionError::Lost(self.why_lost()))?;
         Ok(Finished {
             exit,
             stdout: kept_stdout,
@@ -199,7 +207,7 @@ impl Session {
     /// inside the remote-stop wrapper, output streamed to the job's sink, stopped on the host
     /// at the job's timeout or cancel.
     pub async fn run_job(&self, job: Job<'_>) -> Outcome {
-        super::run_command(self.handle(), job).await
+        super::run_command(self, job).await
     }
 
     /// Says goodbye; the connection closes when the session drops either way.
