@@ -127,6 +127,14 @@ fn parse_host_name(chars: &[char], base: usize) -> Result<String, Flaw> {
         let reason = format!("invalid character '{}' in host name", chars[i]);
         return Err(Flaw::at(base + i + 1, reason));
     }
+    // No resolver takes these, and `-web` reads as an option to every tool after volley.
+    if matches!(chars[0], '-' | '.') {
+        let reason = format!("a host name cannot start with '{}'", chars[0]);
+        return Err(Flaw::at(base + 1, reason));
+    }
+    if let Some(i) = chars.windows(2).position(|pair| pair == ['.', '.']) {
+        return Err(Flaw::at(base + i + 2, "empty label ('..') in host name"));
+    }
     Ok(chars.iter().collect())
 }
 
