@@ -380,7 +380,7 @@ pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
             Err(error) => return Err(UsageError(error.to_string()).into()),
         }
     }
-    let retry = runs::retry(&runs_dir(&env), &args, given).map_err(runs_error)?;
+    let mut retry = runs::retry(&runs_dir(&env), &args, given).map_err(runs_error)?;
     enter_run_dir(&retry.retry_of, retry.cwd.as_deref())?;
     if !retry.in_doubt.is_empty() {
         say!(
@@ -411,16 +411,17 @@ pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
         say!("volley: nothing to retry: {which}");
         return Ok(exit::SUCCESS);
     }
-    // The original read its stdin (`--stdin -`, `--hosts-file -`); the retry reads its own
-    // again. From a terminal that would wait for typing: ask for the input instead.
+    // The original read its targets from its stdin (`--hosts-file -`), gone now: the retry
+    // names the hosts it retries, which the journal has, instead.
     let dash = std::path::Path::new("-");
-    let reads_stdin = retry.args.stdin.as_deref() == Some(dash)
-        || retry
-            .args
-            .targets
-            .hosts_file
-            .iter()
-            .any(|file| file == dash);
+    let targets = &mut retry.args.targets;
+    if targets.hosts_file.iter().any(|file| file == dash) {
+        targets.hosts_file.retain(|file| file != dash);
+        targets.targets.extend(retry.hosts.iter().cloned());
+    }
+    // The original's command read its stdin (`--stdin -`); the retry's reads volley's again.
+    // From a terminal that would wait for typing: ask for the input instead.
+    let reads_stdin = retry.args.stdin.as_deref() == Some(dash);
     if reads_stdin && std::io::stdin().is_terminal() {
         return Err(UsageError(format!(
             "run {0} read its stdin (`-`); give the retry the same input: volley retry {0} < FILE",
