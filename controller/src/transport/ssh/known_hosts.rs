@@ -82,6 +82,9 @@ pub struct KnownHosts {
     skipped: usize,
     /// The keys this run appended, in order, for the operator to see.
     learned: Mutex<Vec<LearnedHostKey>>,
+    /// Every entry of the file names its hosts hashed (`ssh-keygen -H`, or `HashKnownHosts`):
+    /// learned keys are written hashed too, as ssh writes them there.
+    hashed: bool,
 }
 
 #[derive(Default)]
@@ -169,6 +172,13 @@ impl KnownHosts {
                 path.display()
             );
         }
+        let hashed = !entries.all.is_empty()
+            && entries.all.iter().all(|entry| {
+                entry
+                    .patterns
+                    .iter()
+                    .all(|pattern| matches!(pattern.kind, PatternKind::Hashed { .. }))
+            });
         KnownHosts {
             path: path.to_path_buf(),
             entries: RwLock::new(entries),
@@ -176,6 +186,7 @@ impl KnownHosts {
             scan_cache: Mutex::default(),
             skipped,
             learned: Mutex::default(),
+            hashed,
         }
     }
 
@@ -265,7 +276,15 @@ impl KnownHosts {
                 reason: error.to_string(),
             })?;
         let algorithm = key.algorithm();
-        let line = format!("{name} {} {}\n", algorithm.as_str(), BASE64.encode(&blob));
+        let written = match self.hashed {
+            true => hashed_name(&name.to_ascii_lowercase()),
+            false => name.clone(),
+        };
+        let line = format!(
+            "{written} {} {}\n",
+            algorithm.as_str(),
+            BASE64.encode(&blob)
+        );
 
         let _append = self.append.lock().unwrap_or_else(PoisonError::into_inner);
         if self.check(host, port, key) == Verdict::Known {
@@ -487,6 +506,19 @@ impl PatternKind {
             }
         }
     }
+}
+
+/// `|1|salt|hmac`: `name` hashed as OpenSSH hashes it, with a fresh random salt.
+fn hashed_name(name: &str) -> String {
+    let mut salt = [0; 20];
+    // The salt only hides the name; should the system's source fail, a fixed one still does.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
+    let digest = Hmac::<Sha1>::new_from_slice(&salt)
+        .expect("HMAC takes a key of any length")
+        .chain_update(name)
+        .finalize()
+        .into_bytes();
+    format!("|1|{}|{}", BASE64.encode(&salt), BASE64.encode(&digest))
 }
 
 /// Parses one line; `Ok(None)` for comments, blank lines and lines we deliberately ignore.

@@ -350,6 +350,29 @@ fn learn_then_check_and_reload() {
     assert_eq!(reloaded.skipped, 0);
 }
 
+/// In a file whose every entry is hashed, a learned key's host is hashed too (ssh does so where
+/// `HashKnownHosts` is on); elsewhere it is written plain.
+#[test]
+fn a_key_learned_into_a_hashed_file_is_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("known_hosts");
+    fs::write(&path, HASHED).unwrap();
+    let known = KnownHosts::load(&path).unwrap();
+    known.learn("web2", "web2", 2222, &key(B)).unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    let learned = text.strip_prefix(HASHED).unwrap();
+    assert!(learned.starts_with("|1|"), "{learned:?}");
+    assert!(!learned.contains("web2"), "{learned:?}");
+    let reloaded = KnownHosts::load(&path).unwrap();
+    assert_eq!(reloaded.check("web2", 2222, &key(B)), Verdict::Known);
+    assert_eq!(
+        reloaded.check("WEB2", 2222, &key(B)),
+        Verdict::Known,
+        "names are hashed lowercased, as they are looked up"
+    );
+    assert_eq!(reloaded.check("web2", 22, &key(B)), Verdict::Unknown);
+}
+
 #[test]
 fn learning_a_revoked_key_leaves_it_revoked() {
     let dir = tempfile::tempdir().unwrap();
