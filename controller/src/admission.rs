@@ -7,7 +7,9 @@
 //! The scheduler owns one [`Admission`] per run; every transport runs its connect phase through
 //! [`Admission::connect`], which takes a permit before the TCP connect and gives it back once the
 //! host is authenticated (or failed); a host whose TCP connect is not answered within
-//! [`LEND_AFTER`] lends its permit while it waits. The connect timeout counts from admission:
+//! [`LEND_AFTER`], or whose server has not sent a byte after [`SILENT_AFTER`] (or four times
+//! what handshakes take here), lends its permit while it waits. The connect timeout counts from
+//! admission:
 //! time spent waiting for a permit is not held against a host.
 //!
 //! The limit is fixed (`--max-handshakes N`) or, by default, adaptive. The adaptive limit works
@@ -51,6 +53,9 @@ use crate::transport::stage::Progress;
 /// its permit is lent to another host until it does: far longer than a connect to a live host,
 /// near or far, takes.
 pub const LEND_AFTER: Duration = Duration::from_millis(200);
+/// How long a connection that is up may go without a byte from the server before its permit is
+/// lent (see [`Admission::connect`]); longer where handshakes take longer.
+pub const SILENT_AFTER: Duration = Duration::from_secs(1);
 /// Where the adaptive limit starts.
 pub const INITIAL: usize = 8;
 /// The adaptive limit never goes below this (unless `parallel` is smaller).
@@ -105,6 +110,25 @@ pub enum Cut {
     Stopped,
 }
 
+/// What a connection that lent its turn waits for; once it comes, the connection needs a turn
+/// again.
+#[derive(Clone, Copy, Debug)]
+enum Waiting {
+    /// The TCP connect (or a channel through a jump host).
+    Connection,
+    /// The server's first bytes (an SSH banner, a TLS answer).
+    FirstBytes,
+}
+
+impl Waiting {
+    fn holds(self, progress: &Progress) -> bool {
+        match self {
+            Waiting::Connection => progress.connecting(),
+            Waiting::FirstBytes => progress.silent(),
+        }
+    }
+}
+
 /// How a handshake ended, as far as the limit cares.
 enum Sample {
     Completed(Duration),
@@ -155,11 +179,12 @@ impl Admission {
     /// within `timeout`, counted from admission, and learns from how long it took. Its own
     /// failures (refused, rejected) say nothing about load and are passed on as they are.
     ///
-    /// A connection not up within [`LEND_AFTER`] (`progress` says where it is) gives its
-    /// permit back while it waits: a host that never answers (dead, or behind a firewall that
-    /// drops) costs no CPU, and must not hold a turn that live hosts wait for. If its connection
-    /// comes up after all, it is not polled until it has a permit again, and its timeout counts
-    /// from then. The permit is taken before the TCP connect, not after: a connection waiting
+    /// A connection not up within [`LEND_AFTER`] (`progress` says where it is), or up with a
+    /// server that has sent nothing after [`SILENT_AFTER`], gives its permit back while it waits
+    /// (see `idle`): a host that never answers (dead, behind a firewall that drops, a hung
+    /// server) costs no CPU, and must not hold a turn that live hosts wait for. If its connection
+    /// comes up (or its server speaks) after all, it is not polled until it has a permit again,
+    /// and its timeout counts from then. The permit is taken before the TCP connect, not after: a connection waiting
     /// for its turn would hold one of the server's unauthenticated places (sshd's `MaxStartups`),
     /// and cost the server a process.
     ///
@@ -201,59 +226,48 @@ impl Admission {
         let mut connect = std::pin::pin!(connect);
         let mut permit = self.admit(cancel, stopped).await?;
         let mut admitted = Instant::now();
-        let lend = admitted + LEND_AFTER.min(timeout / 2);
-        let deadline = admitted + timeout;
-        // Resolves at `lend` if the connection is not up by then; never once it is.
-        let still_connecting = async {
-            tokio::time::sleep_until(lend).await;
-            if !progress.connecting() {
-                std::future::pending::<()>().await;
-            }
-        };
-        let first = tokio::select! {
-            biased;
-            () = cancel.cancelled() => Some(Err(Cut::Cancelled)),
-            () = stopped.cancelled() => Some(Err(Cut::Stopped)),
-            result = connect.as_mut() => Some(Ok(result)),
-            () = tokio::time::sleep_until(deadline) => Some(Err(Cut::TimedOut)),
-            () = still_connecting => None,
-        };
-        let result = match first {
-            Some(result) => result,
-            None => {
-                // Lent: still connecting, it waits without a turn, up to the same deadline.
-                self.release(permit, Sample::Neutral);
-                let connected = std::future::poll_fn(|cx| {
-                    if !progress.connecting() {
-                        return Poll::Ready(None);
-                    }
-                    match connect.as_mut().poll(cx) {
-                        Poll::Ready(result) => Poll::Ready(Some(result)),
-                        Poll::Pending if progress.connecting() => Poll::Pending,
-                        Poll::Pending => Poll::Ready(None),
-                    }
-                });
-                let ended = tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return Err(Cut::Cancelled),
-                    () = stopped.cancelled() => return Err(Cut::Stopped),
-                    ended = connected => ended,
-                    () = tokio::time::sleep_until(deadline) => return Err(Cut::TimedOut),
-                };
-                if let Some(result) = ended {
-                    // Refused, no route, or the like, late: nothing about load.
-                    return Ok(result);
+        // At most twice: each lend waits for the progress to change (the connection up, the
+        // server's first bytes), and none comes back.
+        let result = loop {
+            let deadline = admitted + timeout;
+            let first = tokio::select! {
+                biased;
+                () = cancel.cancelled() => Ok(Err(Cut::Cancelled)),
+                () = stopped.cancelled() => Ok(Err(Cut::Stopped)),
+                result = connect.as_mut() => Ok(Ok(result)),
+                () = tokio::time::sleep_until(deadline) => Ok(Err(Cut::TimedOut)),
+                waiting = self.idle(progress, admitted, timeout) => Err(waiting),
+            };
+            let waiting = match first {
+                Ok(result) => break result,
+                Err(waiting) => waiting,
+            };
+            // Lent: it waits without a turn, up to the same deadline, while it stays as idle.
+            self.release(permit, Sample::Neutral);
+            let changed = std::future::poll_fn(|cx| {
+                if !waiting.holds(progress) {
+                    return Poll::Ready(None);
                 }
-                // Up at last: its handshake waits for a turn of its own.
-                permit = self.admit(cancel, stopped).await?;
-                admitted = Instant::now();
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => Err(Cut::Cancelled),
-                    () = stopped.cancelled() => Err(Cut::Stopped),
-                    result = tokio::time::timeout(timeout, connect) => result.map_err(|_| Cut::TimedOut),
+                match connect.as_mut().poll(cx) {
+                    Poll::Ready(result) => Poll::Ready(Some(result)),
+                    Poll::Pending if waiting.holds(progress) => Poll::Pending,
+                    Poll::Pending => Poll::Ready(None),
                 }
+            });
+            let ended = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Cut::Cancelled),
+                () = stopped.cancelled() => return Err(Cut::Stopped),
+                ended = changed => ended,
+                () = tokio::time::sleep_until(deadline) => return Err(Cut::TimedOut),
+            };
+            if let Some(result) = ended {
+                // Refused, no route, closed, or the like, late: nothing about load.
+                return Ok(result);
             }
+            // Up at last, or the server spoke: what follows costs CPU, and waits for a turn.
+            permit = self.admit(cancel, stopped).await?;
+            admitted = Instant::now();
         };
         // Connected as the rollout stopped: the command is not sent.
         let result = match result {
@@ -267,6 +281,29 @@ impl Admission {
         };
         self.release(permit, sample);
         result
+    }
+
+    /// Resolves when a connection admitted at `admitted` has been idle long enough to lend its
+    /// turn, with what it waits for; never while it works. Idle is: not connected after
+    /// [`LEND_AFTER`] (no CPU is spent until the connection is up), or connected and not a byte
+    /// from the server after [`SILENT_AFTER`], or four times what handshakes take here if that
+    /// is longer (a hung sshd or agent, or a port that accepts for something else: a server
+    /// merely slowed by load answers within what its handshakes take, and keeps its turn).
+    async fn idle(&self, progress: &Progress, admitted: Instant, timeout: Duration) -> Waiting {
+        tokio::time::sleep_until(admitted + LEND_AFTER.min(timeout / 2)).await;
+        if progress.connecting() {
+            return Waiting::Connection;
+        }
+        let recent = self.lock().recent.unwrap_or_default();
+        let silent_after = SILENT_AFTER.max(recent * 4);
+        if silent_after >= timeout {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep_until(admitted + silent_after).await;
+        if progress.silent() {
+            return Waiting::FirstBytes;
+        }
+        std::future::pending().await
     }
 
     /// A permit, or the run's interrupt, or the rollout's stop.

@@ -322,3 +322,91 @@ async fn hosts_still_connecting_lend_their_turn() {
         assert_eq!(result.unwrap(), Err(Cut::TimedOut));
     }
 }
+
+/// A server that takes the connection and never speaks (a hung sshd, a port that accepts for
+/// something else) costs no CPU either: its connection lends its turn after [`SILENT_AFTER`]
+/// and times out without it, so live hosts behind such hosts wait that long per round of the
+/// limit, not for the connect timeout.
+#[tokio::test(start_paused = true)]
+async fn hosts_whose_server_never_speaks_lend_their_turn() {
+    let admission = Arc::new(Admission::new(HandshakeLimit::Adaptive, 600, TIMEOUT));
+    let fast = Fleet::new(10, 0);
+    let mut silent = JoinSet::new();
+    for _ in 0..16 {
+        let admission = admission.clone();
+        silent.spawn(async move {
+            let cancel = CancellationToken::new();
+            let never = std::future::pending::<Result<(), Refused>>();
+            admission
+                .connect(TIMEOUT, &cancel, &Progress::silent_server(), never)
+                .await
+        });
+    }
+    tokio::task::yield_now().await;
+    let started = Instant::now();
+    let mut live = JoinSet::new();
+    for _ in 0..10 {
+        let (admission, fast) = (admission.clone(), fast.clone());
+        live.spawn(async move {
+            let cancel = CancellationToken::new();
+            admission
+                .connect(TIMEOUT, &cancel, &up(), fast.handshake())
+                .await
+        });
+    }
+    while let Some(result) = live.join_next().await {
+        assert_eq!(result.unwrap(), Ok(Ok(())));
+    }
+    // Two rounds of the 8 turns held by silent hosts, then the live ones.
+    let rounds = 16_u32.div_ceil(INITIAL as u32);
+    assert!(
+        started.elapsed() <= SILENT_AFTER * rounds + Duration::from_millis(50),
+        "{:?}",
+        started.elapsed()
+    );
+    while let Some(result) = silent.join_next().await {
+        assert_eq!(result.unwrap(), Err(Cut::TimedOut));
+    }
+}
+
+/// A server that is slow to speak because handshakes here are slow keeps its turn: lending it
+/// would admit more handshakes to an overloaded fleet.
+#[tokio::test(start_paused = true)]
+async fn a_server_slow_where_every_handshake_is_slow_keeps_its_turn() {
+    let admission = Admission::new(HandshakeLimit::Adaptive, 600, Duration::from_secs(60));
+    // Handshakes here take 2 s: four times that is past SILENT_AFTER.
+    for _ in 0..4 {
+        let slow = tokio::time::sleep(Duration::from_secs(2));
+        let cancel = CancellationToken::new();
+        let done = admission
+            .connect(Duration::from_secs(60), &cancel, &up(), async {
+                slow.await;
+                Ok::<(), Refused>(())
+            })
+            .await;
+        assert_eq!(done, Ok(Ok(())));
+    }
+    let limit = admission.limit();
+    // A silent server for 3 s: under four times the recent 2 s, it is not lent.
+    let progress = Progress::silent_server();
+    let cancel = CancellationToken::new();
+    let holding = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok::<(), Refused>(())
+    };
+    let before = admission.permits.available_permits();
+    let watch = async {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        admission.permits.available_permits()
+    };
+    let (done, during) = tokio::join!(
+        admission.connect(Duration::from_secs(60), &cancel, &progress, holding),
+        watch
+    );
+    assert_eq!(done, Ok(Ok(())));
+    assert_eq!(
+        during,
+        before - 1,
+        "the slow host kept its turn (limit {limit})"
+    );
+}

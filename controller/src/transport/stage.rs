@@ -251,9 +251,20 @@ impl Progress {
         *self.current() = Current::Following(other.clone());
     }
 
-    /// An attempt whose connection is up already, for tests of what comes after it.
+    /// An attempt whose connection is up already and whose server has spoken, for tests of
+    /// what comes after it.
     #[cfg(test)]
     pub fn connected() -> Progress {
+        let progress = Progress::silent_server();
+        if let Current::On(leg) = &*progress.current() {
+            leg.received(b"SSH-2.0-test\r\n");
+        }
+        progress
+    }
+
+    /// An attempt whose connection is up and whose server has sent nothing, for tests.
+    #[cfg(test)]
+    pub fn silent_server() -> Progress {
         let leg = Leg::new(Protocol::Ssh, "ssh test:22".to_string(), None);
         leg.reach(Stage::Handshake);
         let progress = Progress::default();
@@ -269,6 +280,20 @@ impl Progress {
             Current::NotStarted => true,
             Current::On(leg) => leg.state().stage == Stage::Connecting,
             Current::Following(other) => other.connecting(),
+        }
+    }
+
+    /// Whether the attempt's connection is up and the server has sent nothing yet: it costs no
+    /// CPU either (the server's banner, or its TLS answer, is what the handshake waits for).
+    pub fn silent(&self) -> bool {
+        let current = self.current();
+        match &*current {
+            Current::NotStarted => false,
+            Current::On(leg) => {
+                let state = leg.state();
+                state.stage == Stage::Handshake && state.received.is_empty()
+            }
+            Current::Following(other) => other.silent(),
         }
     }
 
