@@ -1,9 +1,11 @@
 //! The `HOST: line` stream, stdout kept apart from stderr, big output, and `--gather`.
 
-use volley_tests::SshFleet;
+use volley_tests::loopback::AddressBlock;
 use volley_tests::remote::per_host_command;
+use volley_tests::volley::{RUN_DEADLINE, volley_command};
+use volley_tests::{ProcessOutput, RunningProcess, SshFleet};
 
-use crate::{EXIT_COMMAND_FAILED, EXIT_SUCCESS, expect_outcome};
+use crate::{EXIT_COMMAND_FAILED, EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
 
 #[test]
 fn stdout_and_stderr_stay_apart() {
@@ -151,6 +153,30 @@ fn gather_prints_identical_output_once_under_the_folded_hosts() {
     assert!(
         output.stdout_of("h01").is_empty(),
         "--gather still streamed\n{}",
+        output.describe()
+    );
+}
+
+/// `-w 'A.B.C.[1-12]:PORT'` on addresses where nothing listens: every host is refused. No sshd is
+/// needed. Gives the pattern and what volley printed.
+fn run_refused(extra: &[&str]) -> (String, ProcessOutput) {
+    let home = tempfile::tempdir().unwrap();
+    let socket = AddressBlock::random().next_free_socket();
+    let [a, b, c, _] = socket.ip().octets();
+    let pattern = format!("{a}.{b}.{c}.[1-12]:{}", socket.port());
+    let mut volley = volley_command(home.path());
+    volley.args(["run", "-w", &pattern]).args(extra);
+    let output = RunningProcess::spawn(volley.args(["--", "true"])).finish(RUN_DEADLINE);
+    output.assert_code(EXIT_NOT_REACHED);
+    (pattern, output)
+}
+
+#[test]
+fn hosts_named_with_a_port_fold_on_their_address_in_the_summary() {
+    let (pattern, output) = run_refused(&[]);
+    assert!(
+        output.stderr.contains(&format!("  12  {pattern} (ssh)\n")),
+        "the summary does not fold the hosts to {pattern}\n{}",
         output.describe()
     );
 }
