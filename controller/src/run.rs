@@ -206,6 +206,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
                 .map(|(host, outcome)| (host, success(outcome)))
                 .collect()
         }),
+        dialled: plan.hosts.iter().map(report::Dialled::of).collect(),
     };
     let hosts: Vec<String> = plan.hosts.iter().map(|host| host.name.clone()).collect();
     let batched = plan.rollout.is_batched();

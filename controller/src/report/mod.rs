@@ -34,6 +34,7 @@ use std::io::{self, Write};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use volley_common::outcome::{HostReport, Outcome};
 
+pub use gather::Dialled;
 pub use host_keys::write_learned_host_keys;
 pub use hosts::{write_host_list, write_table};
 pub use rollout::{write_in_doubt, write_recorded, write_rollout};
@@ -62,6 +63,9 @@ pub struct ReportOptions {
     /// For `volley runs resume`: the run's hosts in its order, each with whether it succeeded,
     /// or `None` for one the resume collects. `--out-dir`'s lists name them all.
     pub resumed: Option<Vec<(String, Option<bool>)>>,
+    /// Where each host is dialled, in host order: `--gather` cuts a host's own address out of
+    /// its outcome, so that hosts that failed alike share a group. Empty to cut nothing.
+    pub dialled: Vec<Dialled>,
 }
 
 /// Colour, decided per stream: stdout may be a terminal while stderr goes to a file, and the
@@ -213,7 +217,7 @@ async fn consume<O: Write, E: Write>(
     // The bar goes before the gathered results and the summary, which are the run's last word.
     drop(progress);
     if options.mode == OutputMode::Gather {
-        gather::write_groups(&mut terminal.out, &reports, paint)?;
+        gather::write_groups(&mut terminal.out, &reports, &options.dialled, paint)?;
         terminal.flush(None)?;
     }
     if let Some(files) = files.as_mut() {
@@ -311,6 +315,7 @@ mod tests {
             out_dir: None,
             then: false,
             resumed: None,
+            dialled: Vec::new(),
         };
         let producer = tokio::spawn(async move {
             for event in events {
@@ -448,6 +453,7 @@ mod tests {
             out_dir: None,
             then: false,
             resumed: None,
+            dialled: Vec::new(),
         };
         let stop = tokio_util::sync::CancellationToken::new();
         assert_send(&report(Vec::new(), options, receiver, stop));

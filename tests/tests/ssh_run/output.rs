@@ -180,3 +180,15 @@ fn hosts_named_with_a_port_fold_on_their_address_in_the_summary() {
         output.describe()
     );
 }
+
+#[test]
+fn gather_groups_hosts_refused_alike_under_one_header() {
+    let (pattern, output) = run_refused(&["--gather"]);
+    let headers: Vec<&str> = output
+        .stdout
+        .lines()
+        .filter(|line| !line.starts_with("---"))
+        .collect();
+    let expected = format!("{pattern} (12): unreachable: ssh {pattern}: connection refused");
+    assert_eq!(headers, [expected.as_str()], "{}", output.describe());
+}
