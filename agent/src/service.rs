@@ -392,6 +392,7 @@ impl pb::agent_server::Agent for AgentService {
             os: self.context.host.os.clone(),
             uptime: self.started.elapsed(),
             limits: self.context.limits.agent_limits(),
+            pid: Some(std::process::id()),
         };
         Ok(Response::new(info.into()))
     }

@@ -103,4 +103,6 @@ pub struct AgentInfo {
     pub os: String,
     pub uptime: Duration,
     pub limits: AgentLimits,
+    /// The agent's process id on its host; `None` from an agent that does not say.
+    pub pid: Option<u32>,
 }

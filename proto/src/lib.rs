@@ -223,6 +223,7 @@ impl From<AgentInfo> for pb::AgentInfo {
                 max_concurrent_streams: info.limits.max_concurrent_streams,
                 max_timeout_ms: info.limits.max_timeout.map_or(0, millis),
             }),
+            pid: info.pid.unwrap_or(0),
         }
     }
 }
@@ -246,6 +247,7 @@ impl TryFrom<pb::AgentInfo> for AgentInfo {
                 max_concurrent_streams: limits.max_concurrent_streams,
                 max_timeout: optional_millis(limits.max_timeout_ms),
             },
+            pid: (info.pid != 0).then_some(info.pid),
         })
     }
 }

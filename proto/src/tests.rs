@@ -128,3 +128,25 @@ fn malformed_messages_are_typed_errors() {
         "AgentInfo has no limits"
     );
 }
+
+#[test]
+fn agent_info_round_trips_and_a_pid_of_zero_is_none() {
+    for pid in [Some(4242), None] {
+        let info = AgentInfo {
+            version: "0.1.0".to_string(),
+            hostname: "web01".to_string(),
+            os: "Linux 6.1.0 x86_64".to_string(),
+            uptime: Duration::from_secs(7),
+            limits: AgentLimits {
+                max_concurrent_execs: 64,
+                max_message_bytes: 1 << 20,
+                max_concurrent_streams: 128,
+                max_timeout: None,
+            },
+            pid,
+        };
+        let wire = pb::AgentInfo::from(info.clone());
+        assert_eq!(wire.pid, pid.unwrap_or(0));
+        assert_eq!(AgentInfo::try_from(wire), Ok(info));
+    }
+}

@@ -2,9 +2,10 @@
 //!
 //! Renew: a new key made on the host and a certificate for it (see [`certificate::issue`]),
 //! then SIGHUP: the agent serves the new certificate to new connections without a restart, and
-//! the step passes only when it does. Uninstall: stop (and disable), then remove every file an
-//! install or upgrade may leave, the directories left empty under a prefix, and check that the
-//! agent neither runs nor answers.
+//! the step passes only when it does. Uninstall: stop (and disable), check that the agent
+//! neither runs nor answers (an agent that survived the stop keeps its files, so nothing is
+//! removed), then remove every file an install or upgrade may leave and the directories left
+//! empty under a prefix.
 
 use super::certificate;
 use super::files;
@@ -29,10 +30,11 @@ pub async fn renew(work: &HostWork<'_>) -> Result<String, super::StepError> {
     } else {
         ("started", work.supervisor.restart(layout))
     };
-    work.remote.script("service", &script).await?;
+    let output = work.remote.script("service", &script).await?;
     let expected = Expected {
         version: None,
         certificate: certificate::der(&pem),
+        pid: work.supervisor.pid(&output),
     };
     let served = verify::until_serving(
         &work.operation.agent,
@@ -73,23 +75,9 @@ pub async fn uninstall(work: &HostWork<'_>) -> Result<String, super::StepError> 
         files.push(' ');
         files.push_str(&quote(&file));
     }
-    let mut body = work.supervisor.stop();
-    body.push_str(&format!(
-        r#"removed=0
-for file in{files}; do
-  if [ -e "$file" ] || [ -L "$file" ]; then rm -f "$file"; removed=$((removed + 1)); fi
-done
-rmdir "$CONFIG_DIR" 2>/dev/null || true
-if [ -n "$PREFIX" ] && [ -d "$PREFIX" ]; then
-  find "$PREFIX" -mindepth 1 -depth -type d -empty -delete 2>/dev/null || true
-fi
-echo "$removed"
-"#
-    ));
-    if work.supervisor == super::supervisor::Supervisor::Systemd {
-        body.push_str("systemctl daemon-reload\n");
-    }
-    let removed = work.remote.script("remove", &body).await?;
+    work.remote
+        .script("remove", &work.supervisor.stop())
+        .await?;
     if work
         .remote
         .script("remove", &work.supervisor.check_running())
@@ -98,9 +86,11 @@ echo "$removed"
     {
         return Err(super::StepError::new(
             "remove",
-            "the agent still runs after the stop",
+            "the agent still runs after the stop; nothing was removed",
         ));
     }
+    // An agent the supervisor does not know (started by hand, its pid file lost) survives the
+    // stop: its files stay, so that it can still be found and stopped by them.
     if let Ok(served) = work
         .operation
         .agent
@@ -114,12 +104,33 @@ echo "$removed"
         return Err(super::StepError::new(
             "remove",
             format!(
-                "an agent {} still answers on {}",
+                "an agent {} still answers on {} after the stop ({}): stop it first; \
+                 nothing was removed",
                 served.info.version,
-                files::listen_address(work.host)
+                files::listen_address(work.host),
+                served
+                    .info
+                    .pid
+                    .map_or_else(|| "its pid unknown".to_string(), |pid| format!("pid {pid}"))
             ),
         ));
     }
+    let mut body = format!(
+        r#"removed=0
+for file in{files}; do
+  if [ -e "$file" ] || [ -L "$file" ]; then rm -f "$file"; removed=$((removed + 1)); fi
+done
+rmdir "$CONFIG_DIR" 2>/dev/null || true
+if [ -n "$PREFIX" ] && [ -d "$PREFIX" ]; then
+  find "$PREFIX" -mindepth 1 -depth -type d -empty -delete 2>/dev/null || true
+fi
+echo "$removed"
+"#
+    );
+    if work.supervisor == super::supervisor::Supervisor::Systemd {
+        body.push_str("systemctl daemon-reload\n");
+    }
+    let removed = work.remote.script("remove", &body).await?;
     if !anything {
         return Ok("unchanged: no agent was installed".to_string());
     }

@@ -22,6 +22,8 @@ pub struct Found {
     pub previous_binary: bool,
     /// The agent runs: the unit is active, or the fallback's pid file names our live process.
     pub running: bool,
+    /// The fallback's agent process, when it runs.
+    pub pid: Option<u32>,
     pub certificate: Option<String>,
 }
 
@@ -43,7 +45,7 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   if systemctl is-active --quiet {unit}; then echo running=yes; fi
 else
   echo systemd=no
-  if agent_pid >/dev/null; then echo running=yes; fi
+  if pid=$(agent_pid); then echo running=yes; echo "pid=$pid"; fi
 fi
 echo "binary=$(sum "$BINARY")"
 if [ -f "$BINARY" ] && [ -x "$BINARY" ]; then
@@ -76,6 +78,7 @@ pub fn parse(output: &str) -> Result<Found, String> {
             "uid" => found.root = value == "0",
             "systemd" => found.systemd = value == "yes",
             "running" => found.running = value == "yes",
+            "pid" => found.pid = value.parse().ok(),
             "binary" => found.binary = present(value),
             "version" => found.version = version(value),
             "previous" => found.previous_binary = value == "yes",
@@ -115,12 +118,13 @@ mod tests {
         assert!(!fresh.installed());
 
         let installed = parse(
-            "uid=0\nsystemd=yes\nrunning=yes\nbinary=ab12\nversion=volley-agent 0.1.0\n\
+            "uid=0\nsystemd=yes\nrunning=yes\npid=4242\nbinary=ab12\nversion=volley-agent 0.1.0\n\
              previous=yes\nconfig=cd34\nca=ef56\nunit=-\nkey_mode=600\n--- certificate\n\
              -----BEGIN CERTIFICATE-----\nMII=\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
         assert!(installed.installed() && installed.running && installed.systemd);
+        assert_eq!(installed.pid, Some(4242));
         assert_eq!(installed.version.as_deref(), Some("0.1.0"));
         assert_eq!(installed.key_mode.as_deref(), Some("600"));
         assert!(installed.previous_binary);

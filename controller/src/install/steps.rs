@@ -107,6 +107,7 @@ pub async fn install(
     let expected = Expected {
         version: version.clone(),
         certificate: certificate.as_deref().and_then(certificate::der),
+        pid: None,
     };
 
     let service = if !found.running {
@@ -121,7 +122,7 @@ pub async fn install(
     let served = match service {
         Some((done, script)) => {
             let served = match work.remote.script("service", &script).await {
-                Ok(_) => until_serving(work, &expected).await,
+                Ok(output) => until_serving(work, &expected.of(work.supervisor.pid(&output))).await,
                 Err(error) => Err(error),
             };
             match served {
@@ -135,13 +136,15 @@ pub async fn install(
         }
         // Files as they should be and an agent running: it must also answer as expected; an
         // agent that runs with older files (changed by hand, a failed reload) is restarted.
-        None => match until_serving(work, &expected).await {
+        None => match until_serving(work, &expected.of(found.pid)).await {
             Ok(served) => served,
             Err(failure) => {
-                work.remote
+                let output = work
+                    .remote
                     .script("service", &work.supervisor.restart(layout))
                     .await?;
-                let served = until_serving(work, &expected).await?;
+                let served =
+                    until_serving(work, &expected.of(work.supervisor.pid(&output))).await?;
                 changed.push(format!("restarted ({})", failure.reason));
                 served
             }
@@ -222,10 +225,11 @@ async fn roll_back(work: &HostWork<'_>, failure: StepError) -> StepError {
     );
     let story = match work.remote.script("rollback", &script).await {
         Err(error) => format!("the rollback failed too: {}", error.reason),
-        Ok(_) => {
+        Ok(output) => {
             let expected = Expected {
                 version: work.found.version.clone(),
                 certificate: None,
+                pid: work.supervisor.pid(&output),
             };
             match until_serving(work, &expected).await {
                 Ok(served) => format!(

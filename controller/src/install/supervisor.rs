@@ -10,7 +10,9 @@
 //!   45 s (beyond the agent's 30 s grace for running commands); reload is SIGHUP. Nothing restarts
 //!   an agent that dies: the next `volley agent install` finds it stopped and starts it, and
 //!   `volley agent status` reports it. The pid is trusted only while its process runs this
-//!   layout's config (see `agent_pid` in [`super::remote::PRELUDE`]).
+//!   layout's config (see `agent_pid` in [`super::remote::PRELUDE`]), and a start or reload
+//!   prints it, so that the verify step takes only that process's answer (an agent started
+//!   by hand, or whose pid file was lost, is not stopped and keeps the port).
 
 use super::layout::{Layout, UNIT_NAME};
 
@@ -104,16 +106,28 @@ impl Supervisor {
         }
     }
 
-    /// Asks the running agent to read its certificate, key and CA again (SIGHUP).
+    /// Asks the running agent to read its certificate, key and CA again (SIGHUP); the fallback
+    /// prints the pid it signalled.
     pub fn reload(self) -> String {
         match self {
             Supervisor::Systemd => format!("systemctl reload {UNIT_NAME}\n"),
             Supervisor::Fallback => {
                 r#"pid=$(agent_pid) || { echo "the agent is not running" >&2; exit 1; }
 kill -HUP "$pid"
+echo "$pid"
 "#
                 .to_string()
             }
+        }
+    }
+
+    /// The pid of the agent that a [`Supervisor::restart`] or [`Supervisor::reload`] script
+    /// started or signalled, from its output: the fallback prints it last; systemd keeps its own
+    /// watch and says nothing.
+    pub fn pid(self, output: &str) -> Option<u32> {
+        match self {
+            Supervisor::Systemd => None,
+            Supervisor::Fallback => output.lines().last()?.trim().parse().ok(),
         }
     }
 
@@ -182,6 +196,7 @@ mod tests {
             Supervisor::Systemd.reload(),
             "systemctl reload volley-agent.service\n"
         );
+        assert_eq!(Supervisor::Systemd.pid("1234\n"), None);
         assert!(
             Supervisor::Systemd
                 .stop()
@@ -212,9 +227,15 @@ mod tests {
         assert!(started.status.success(), "{started:?}");
         let first = String::from_utf8_lossy(&started.stdout).trim().to_string();
         assert!(alive(&first), "{first} is not running");
+        assert_eq!(
+            supervisor.pid(&String::from_utf8_lossy(&started.stdout)),
+            first.parse().ok()
+        );
         assert!(local(&layout, &supervisor.check_running()).status.success());
 
-        assert!(local(&layout, &supervisor.reload()).status.success());
+        let reloaded = local(&layout, &supervisor.reload());
+        assert!(reloaded.status.success());
+        assert_eq!(String::from_utf8_lossy(&reloaded.stdout).trim(), first);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !std::fs::read_to_string(&layout.log)
             .unwrap_or_default()

@@ -10,6 +10,7 @@
 //!   upgrade, uninstall, with the private keys looked for everywhere along the way;
 //! - `rollout`: an install in batches under a failure budget, in the journal, and retried.
 //! - `become`: a non-root SSH user, with and without `--become`, and where sudo wants a password.
+//! - `unknown_agent`: an agent the fallback supervisor does not know holds the port.
 //!
 //! They log in as root, as CI does, except `become`, whose users are made by the fixture.
 
@@ -18,3 +19,4 @@ mod inputs;
 mod installation;
 mod lifecycle;
 mod rollout;
+mod unknown_agent;
