@@ -4,6 +4,7 @@
 //! ```text
 //! volley-agent [--config FILE]      (default /etc/volley/agent.toml; see config.rs)
 //! volley-agent keygen --key FILE --name NAME [--address IP]...   (see keygen.rs)
+//! volley-agent check-key --key FILE --certificate FILE          (see key_check.rs)
 //! ```
 //!
 //! (`volley-agent as-user`, hidden, is the agent's own step before each command: as_user.rs.)
@@ -14,7 +15,7 @@
 //! SIGHUP reloads the certificate, key and CA and `allowed_controllers`, and reopens the audit
 //! log (see reload.rs); SIGTERM and SIGINT stop.
 //!
-//! Exit statuses of the daemon (`keygen` exits 1 on any error):
+//! Exit statuses of the daemon (`keygen` and `check-key` exit 1 on any error):
 //! - 0: stopped by SIGTERM or SIGINT, after the running executions ended or were killed;
 //! - 64 (EX_USAGE): bad command line;
 //! - 78 (EX_CONFIG): the configuration cannot be used: the file is missing or invalid, the key
@@ -37,6 +38,7 @@
 //! [`notify`] sd_notify,
 //! [`logging`] where logs and audit records go, [`host`] and [`signals`] small facts,
 //! [`reload`] SIGHUP, [`keygen`] the key and certificate request made at install,
+//! [`key_check`] whether a key on disk is its certificate's,
 //! [`session`] the login session a command gets, [`as_user`] the step that enters it.
 #![forbid(unsafe_code)]
 
@@ -48,6 +50,7 @@ mod execution;
 mod executor;
 mod files;
 mod host;
+mod key_check;
 mod keygen;
 mod listener;
 mod logging;
@@ -119,6 +122,8 @@ struct Args {
 enum Subcommand {
     /// Write a new private key (0600) and print a certificate signing request for it
     Keygen(keygen::KeygenArgs),
+    /// Exit 0 when the key is the private key of the certificate, 1 (saying why) otherwise
+    CheckKey(key_check::CheckKeyArgs),
     /// Run a command in its user's session (the agent's own step; see as_user.rs)
     #[command(name = as_user::SUBCOMMAND, hide = true)]
     AsUser(as_user::AsUserArgs),
@@ -182,6 +187,15 @@ fn main() -> ExitCode {
             }
             Err(error) => {
                 eprintln!("volley-agent keygen: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Subcommand::CheckKey(check)) = &args.command {
+        return match key_check::check_key(check) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("volley-agent check-key: {error}");
                 ExitCode::FAILURE
             }
         };

@@ -3,7 +3,9 @@
 //! whether the agent runs, and which supervisor the host has.
 //!
 //! The script prints `name=value` lines, then `--- certificate` and the certificate's PEM (a
-//! public document; the key itself is never read, only its mode).
+//! public document). The key itself is never read by the script, only its mode; whether it is
+//! the certificate's key is asked of the installed binary (`volley-agent check-key`), on the
+//! host.
 
 /// The host as the probe found it. A checksum is `None` when the file does not exist.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,6 +21,9 @@ pub struct Found {
     pub unit: Option<String>,
     /// The key's mode in octal (`600`), when there is a key.
     pub key_mode: Option<String>,
+    /// Whether the key is the certificate's, as the installed binary says; `None` when there is
+    /// no key, certificate or binary, or the binary cannot say (one older than `check-key`).
+    pub key_matches: Option<bool>,
     pub previous_binary: bool,
     /// The agent runs: the unit is active, or the fallback's pid file names our live process.
     pub running: bool,
@@ -56,6 +61,11 @@ echo "config=$(sum "$CONFIG")"
 echo "ca=$(sum "$CA")"
 echo "unit=$(sum "$UNIT")"
 echo "key_mode=$(stat -c %a "$KEY" 2>/dev/null || echo -)"
+if [ -f "$KEY" ] && [ -f "$CERTIFICATE" ] && [ -f "$BINARY" ] && [ -x "$BINARY" ]; then
+  matches=0
+  limited "$BINARY" check-key --key "$KEY" --certificate "$CERTIFICATE" >/dev/null 2>&1 || matches=$?
+  case $matches in 0) echo key_matches=yes;; 1) echo key_matches=no;; esac
+fi
 echo '--- certificate'
 cat "$CERTIFICATE" 2>/dev/null || true
 "#,
@@ -86,6 +96,7 @@ pub fn parse(output: &str) -> Result<Found, String> {
             "ca" => found.ca = present(value),
             "unit" => found.unit = present(value),
             "key_mode" => found.key_mode = present(value),
+            "key_matches" => found.key_matches = Some(value == "yes"),
             _ => {}
         }
     }
@@ -119,7 +130,7 @@ mod tests {
 
         let installed = parse(
             "uid=0\nsystemd=yes\nrunning=yes\npid=4242\nbinary=ab12\nversion=volley-agent 0.1.0\n\
-             previous=yes\nconfig=cd34\nca=ef56\nunit=-\nkey_mode=600\n--- certificate\n\
+             previous=yes\nconfig=cd34\nca=ef56\nunit=-\nkey_mode=600\nkey_matches=no\n--- certificate\n\
              -----BEGIN CERTIFICATE-----\nMII=\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
@@ -127,6 +138,7 @@ mod tests {
         assert_eq!(installed.pid, Some(4242));
         assert_eq!(installed.version.as_deref(), Some("0.1.0"));
         assert_eq!(installed.key_mode.as_deref(), Some("600"));
+        assert_eq!(installed.key_matches, Some(false));
         assert!(installed.previous_binary);
         assert!(
             installed

@@ -78,6 +78,10 @@ pub async fn install(
             changed.push("ca".to_string());
         }
         let reason = match (&found.certificate, found.key_mode.as_deref()) {
+            // A key that is not the certificate's would stop the agent at its next start.
+            (Some(_), Some("600")) if found.key_matches == Some(false) => {
+                Some("the key is not the certificate's".to_string())
+            }
             (Some(pem), Some("600")) => certificate::problem(&operation.ca, pem, work.host),
             (Some(_), Some(mode)) => Some(format!("the key has mode {mode}")),
             _ => Some("none yet".to_string()),

@@ -10,11 +10,13 @@
 //!   upgrade, uninstall, with the private keys looked for everywhere along the way;
 //! - `rollout`: an install in batches under a failure budget, in the journal, and retried.
 //! - `become`: a non-root SSH user, with and without `--become`, and where sudo wants a password.
+//! - `certificates`: certificates install must replace, and a PKI that cannot sign.
 //! - `unknown_agent`: an agent the fallback supervisor does not know holds the port.
 //!
 //! They log in as root, as CI does, except `become`, whose users are made by the fixture.
 
 mod r#become;
+mod certificates;
 mod inputs;
 mod installation;
 mod lifecycle;
