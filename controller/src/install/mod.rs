@@ -162,11 +162,66 @@ impl AgentBinary {
                 crate::plan::io_reason(&error)
             },
         })?;
+        check_binary(path, &bytes).map_err(|reason| SetupError::Binary {
+            path: path.to_path_buf(),
+            reason,
+        })?;
         Ok(AgentBinary {
             sha256: remote::sha256_hex(&bytes),
             bytes: Bytes::from(bytes),
         })
     }
+}
+
+/// How long the local `--version` of the agent binary may take.
+const LOCAL_VERSION_LIMIT: Duration = Duration::from_secs(10);
+
+/// A cheap look at the agent binary before any host gets it: an ELF file (or a `#!` script, as
+/// tests and wrappers use), and, when it runs here (the same architecture and libc), one whose
+/// `--version` says `volley-agent X.Y.Z`. A binary for another machine that cannot run here is
+/// left to the check on each host.
+fn check_binary(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    if !bytes.starts_with(b"\x7fELF") && !bytes.starts_with(b"#!") {
+        return Err("not an executable: neither an ELF binary nor a #! script".to_string());
+    }
+    let Some(said) = local_version(path) else {
+        return Ok(());
+    };
+    let first = said.lines().next().unwrap_or_default();
+    match probe::version(first) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "its --version says '{first}', not 'volley-agent VERSION': give the agent's binary"
+        )),
+    }
+}
+
+/// What `path --version` prints here, or `None` when it cannot run here or fails.
+fn local_version(path: &Path) -> Option<String> {
+    let mut child = std::process::Command::new(path)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + LOCAL_VERSION_LIMIT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut said).ok()?;
+    status.success().then_some(said)
 }
 
 /// One agent operation, shared by every host of the run.

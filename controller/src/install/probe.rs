@@ -104,9 +104,15 @@ pub fn parse(output: &str) -> Result<Found, String> {
     Ok(found)
 }
 
-/// The version in a `--version` line: its last word (`volley-agent 0.1.0` -> `0.1.0`).
+/// The version in an agent's `--version` line (`volley-agent 0.1.0` -> `0.1.0`); `None` for
+/// any other program's, such as the controller's `volley 0.1.0`.
 pub fn version(line: &str) -> Option<String> {
-    line.split_whitespace().last().map(str::to_string)
+    match line.trim().split_once(' ')? {
+        ("volley-agent", version) if !version.is_empty() && !version.contains(' ') => {
+            Some(version.to_string())
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -146,6 +152,19 @@ mod tests {
                 .unwrap()
                 .starts_with("-----BEGIN CERTIFICATE-----")
         );
+    }
+
+    #[test]
+    fn only_an_agents_version_line_gives_a_version() {
+        for (line, expected) in [
+            ("volley-agent 0.1.0\n", Some("0.1.0")),
+            ("volley 0.1.0", None),
+            ("volley-agent", None),
+            ("volley-agent 0.1.0 extra", None),
+            ("", None),
+        ] {
+            assert_eq!(version(line).as_deref(), expected, "{line:?}");
+        }
     }
 
     #[test]

@@ -167,6 +167,25 @@ pub async fn install(
     ))
 }
 
+/// Runs the uploaded `$BINARY.new --version` and prints its first line, which must be
+/// `volley-agent X.Y.Z`; otherwise removes it, so that the wrong file is never renamed into
+/// place, and fails with what it said (the exec error, for a binary that cannot run here).
+const CHECK_NEW_BINARY: &str = r#"if ! said=$(limited "$BINARY.new" --version 2>&1); then
+  rm -f "$BINARY.new"
+  echo "the new binary does not run here: $BINARY.new --version failed: $(printf '%s\n' "$said" | tail -n 1)" >&2
+  exit 1
+fi
+first=$(printf '%s\n' "$said" | head -n 1)
+case $first in
+  "volley-agent "?*) printf '%s\n' "$first" ;;
+  *)
+    rm -f "$BINARY.new"
+    echo "the new binary is not volley-agent: its --version says '$first'" >&2
+    exit 1
+    ;;
+esac
+"#;
+
 /// Uploads the binary next to the current one, reads its version, keeps the current one as
 /// `.prev` and renames the new one into place. Returns the new version.
 async fn place_binary(work: &HostWork<'_>, binary: &AgentBinary) -> Result<String, StepError> {
@@ -174,18 +193,7 @@ async fn place_binary(work: &HostWork<'_>, binary: &AgentBinary) -> Result<Strin
     work.remote
         .put("binary", &layout.new_binary(), binary.bytes.clone(), 0o755)
         .await?;
-    let said = work
-        .remote
-        .script(
-            "binary",
-            r#"if ! limited "$BINARY.new" --version; then
-  rm -f "$BINARY.new"
-  echo "the new binary does not run here: its --version failed" >&2
-  exit 1
-fi
-"#,
-        )
-        .await?;
+    let said = work.remote.script("binary", CHECK_NEW_BINARY).await?;
     let version = said
         .lines()
         .next()
@@ -248,4 +256,62 @@ async fn roll_back(work: &HostWork<'_>, failure: StepError) -> StepError {
         }
     };
     StepError::new(failure.step, format!("{}; {story}", failure.reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+
+    use super::super::layout::Layout;
+    use super::super::remote::PRELUDE;
+    use super::*;
+
+    /// Runs the check on `content` put where an upload puts the new binary.
+    fn check(content: &str) -> (bool, String, String, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(Some(dir.path()));
+        std::fs::create_dir_all(dir.path().join("usr/local/bin")).unwrap();
+        let new = layout.new_binary();
+        std::fs::write(&new, content).unwrap();
+        std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = format!(
+            "set -eu\n{}{PRELUDE}{CHECK_NEW_BINARY}",
+            layout.shell_variables()
+        );
+        let output = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).replace(&new, "NEW");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr,
+            std::path::Path::new(&new).exists(),
+        )
+    }
+
+    #[test]
+    fn only_a_binary_that_says_volley_agent_is_kept() {
+        let (ok, stdout, _, kept) = check("#!/bin/sh\necho 'volley-agent 9.9.9'\n");
+        assert!(ok && kept);
+        assert_eq!(stdout, "volley-agent 9.9.9\n");
+
+        let (ok, _, stderr, kept) = check("#!/bin/sh\necho 'volley 0.1.0'\n");
+        assert!(!ok && !kept, "{stderr}");
+        assert_eq!(
+            stderr,
+            "the new binary is not volley-agent: its --version says 'volley 0.1.0'\n"
+        );
+
+        let (ok, _, stderr, kept) = check("#!/nonexistent/interpreter\n");
+        assert!(!ok && !kept, "{stderr}");
+        assert!(
+            stderr.starts_with("the new binary does not run here: NEW --version failed: ")
+                && stderr.contains("No such file or directory"),
+            "{stderr}"
+        );
+    }
 }

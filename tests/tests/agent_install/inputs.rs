@@ -61,6 +61,43 @@ fn bad_input_is_one_line_and_exit_64() {
         "agent binary /nonexistent/volley-agent: file not found",
     );
 
+    // The agent binary is looked at before any upload: an executable, and where it runs here,
+    // one that says it is volley-agent (the controller beside it is an easy mix-up).
+    let text = home.join("agent.txt");
+    std::fs::write(&text, "volley-agent 0.1.0\n").unwrap();
+    let controller = volley_tests::volley::volley_binary();
+    for (binary, expected) in [
+        (
+            text.clone(),
+            "agent binary HOME/agent.txt: not an executable: neither an ELF binary nor a #! script"
+                .to_string(),
+        ),
+        (
+            controller.clone(),
+            format!(
+                "agent binary {}: its --version says 'volley {}', not 'volley-agent VERSION': \
+                 give the agent's binary",
+                controller.display(),
+                env!("CARGO_PKG_VERSION")
+            ),
+        ),
+    ] {
+        let output = volley(
+            home,
+            &[
+                "agent",
+                "install",
+                "--inventory",
+                inventory,
+                "-w",
+                "h01",
+                "--agent-binary",
+                binary.to_str().unwrap(),
+            ],
+        );
+        check(&output, home, &expected);
+    }
+
     let relative = home.join("relative.toml");
     std::fs::write(&relative, "agent_prefix = \"srv/agents\"\n").unwrap();
     let output = volley(
