@@ -21,7 +21,8 @@ pub enum Directories<'a> {
     MustExist,
     /// Missing directories may be made below this one, which must exist.
     Below(&'a str),
-    /// Any missing directory is made (the agent's own paths under its prefix).
+    /// Any missing directory is made, 0755 as `install -d` makes it (the agent's own paths
+    /// under its prefix; its private `/etc/volley` is made before, 0700).
     Any,
 }
 
@@ -68,7 +69,7 @@ pub fn script(upload: &Upload) -> String {
                 base = quote(base)
             ));
         }
-        Directories::Any => script.push_str("umask 077\nmkdir -p -- \"$dir\"\n"),
+        Directories::Any => script.push_str("(umask 022; mkdir -p -- \"$dir\")\n"),
     }
     script.push_str(
         r#"if [ -d "$path" ] && [ ! -L "$path" ]; then echo "$path is a directory" >&2; exit 1; fi
@@ -353,5 +354,23 @@ mod tests {
         );
         let output = run(&upload(&format!("{base}/a"), &sha), b"x");
         assert_eq!(stderr(&output), format!("{base}/a is a directory\n"));
+        // Any: every missing directory, 0755 whatever the umask the script was started with.
+        let nested = format!("{base}/usr/local/bin/f");
+        let mut any = upload(&nested, &sha);
+        any.directories = Directories::Any;
+        let output = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("umask 077; {}", script(&any)))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "the empty input cannot match");
+        for dir in ["usr", "usr/local", "usr/local/bin"] {
+            let mode = std::fs::metadata(format!("{base}/{dir}"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o755, "{dir}");
+        }
     }
 }

@@ -111,10 +111,7 @@ pub async fn issue(remote: &Remote<'_>, pki: &Pki, host: &HostSpec) -> Result<St
         keygen.push_str(&format!(" --address {address}"));
     }
     let request = remote
-        .script(
-            STEP,
-            &format!("umask 077\nmkdir -p \"$CONFIG_DIR\"\n{keygen}\n"),
-        )
+        .script(STEP, &format!("make_config_dir\n{keygen}\n"))
         .await?;
     let certificate = pki
         .sign_agent_request(&request, &host.host, &addresses(host))

@@ -23,7 +23,9 @@ use super::layout::Layout;
 ///   runs: the pid file's process, checked by its command line, so that a recycled pid or
 ///   another host's agent on the same machine is never taken for ours;
 /// - `limited CMD...`: CMD with a 10-second limit where `timeout` exists, for running a binary
-///   that may be anything (`--version` of an upload).
+///   that may be anything (`--version` of an upload);
+/// - `make_config_dir`: makes `$CONFIG_DIR` 0700 (it holds the key) if missing, and its
+///   missing parents 0755, as `install -d` would.
 pub const PRELUDE: &str = r#"sum() { if [ -f "$1" ]; then sha256sum < "$1" | cut -c1-64; else echo -; fi; }
 alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
 agent_pid() {
@@ -34,6 +36,11 @@ agent_pid() {
   echo "$pid"
 }
 limited() { if command -v timeout >/dev/null 2>&1; then timeout 10 "$@"; else "$@"; fi; }
+make_config_dir() {
+  [ -d "$CONFIG_DIR" ] && return 0
+  (umask 022; mkdir -p -- "$(dirname "$CONFIG_DIR")")
+  mkdir -m 700 -- "$CONFIG_DIR"
+}
 "#;
 
 /// A step that failed on the host.
@@ -115,8 +122,13 @@ impl Remote<'_> {
             directories: Directories::Any,
             backup_suffix: None,
         };
-        self.script_with_input(step, &upload::script(&upload), contents)
-            .await?;
+        // The config directory holds the key: made private before an upload can make it.
+        let mut body = String::new();
+        if path.starts_with(&format!("{}/", self.layout.config_dir)) {
+            body.push_str("make_config_dir\n");
+        }
+        body.push_str(&upload::script(&upload));
+        self.script_with_input(step, &body, contents).await?;
         Ok(())
     }
 }

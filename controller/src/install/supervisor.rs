@@ -39,8 +39,8 @@ rm -f "$PID_FILE"
 "#;
 
 /// Starts the agent detached and prints its pid once the pid file names it.
-const FALLBACK_START: &str = r#"umask 077
-mkdir -p "$(dirname "$PID_FILE")" "$(dirname "$LOG")"
+const FALLBACK_START: &str = r#"(umask 022; mkdir -p "$(dirname "$PID_FILE")" "$(dirname "$LOG")")
+umask 077
 cd /
 if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=nohup; fi
 # The inner shell writes its own pid, then becomes the agent: the pid file names the agent

@@ -11,6 +11,7 @@
 //! - `rollout`: an install in batches under a failure budget, in the journal, and retried.
 //! - `become`: a non-root SSH user, with and without `--become`, and where sudo wants a password.
 //! - `certificates`: certificates install must replace, and a PKI that cannot sign.
+//! - `layout`: the modes of the directories install makes, and which ones uninstall removes.
 //! - `unknown_agent`: an agent the fallback supervisor does not know holds the port.
 //!
 //! They log in as root, as CI does, except `become`, whose users are made by the fixture.
@@ -19,6 +20,7 @@ mod r#become;
 mod certificates;
 mod inputs;
 mod installation;
+mod layout;
 mod lifecycle;
 mod rollout;
 mod unknown_agent;

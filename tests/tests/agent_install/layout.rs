@@ -1,0 +1,35 @@
+//! The directories of an agent's layout: made as a package would make them, and removed by
+//! uninstall only where they are the layout's own.
+
+use std::os::unix::fs::PermissionsExt;
+
+use volley_tests::SshFleet;
+
+use crate::installation::Installation;
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn missing_directories_are_made_0755_but_the_config_directory_stays_private() {
+    let installation = Installation::new(SshFleet::start(1), &[]);
+    let host = installation.fleet.hosts()[0].name.clone();
+    installation.agent("install", &["-w", &host]).assert_code(0);
+    for dir in [
+        "usr",
+        "usr/local",
+        "usr/local/bin",
+        "etc",
+        "run",
+        "var",
+        "var/log",
+    ] {
+        assert_eq!(mode(&installation.file(&host, dir)), 0o755, "{dir}");
+    }
+    assert_eq!(mode(&installation.file(&host, "etc/volley")), 0o700);
+}
