@@ -85,6 +85,27 @@ impl Layout {
         ]
     }
 
+    /// The directories uninstall removes when they are empty, deepest first: under a prefix,
+    /// every directory of the layout below it (`etc/volley`, `usr/local/bin`, `usr/local`, ...);
+    /// without one only `/etc/volley`, since the system's own directories are not ours.
+    pub fn directories(&self) -> Vec<String> {
+        if self.prefix.is_empty() {
+            return vec![self.config_dir.clone()];
+        }
+        let mut directories: Vec<String> = Vec::new();
+        for file in self.every_file() {
+            let mut directory = Path::new(&file).to_path_buf();
+            while directory.pop() && directory.as_os_str().len() > self.prefix.len() {
+                let text = directory.to_string_lossy().into_owned();
+                if !directories.contains(&text) {
+                    directories.push(text);
+                }
+            }
+        }
+        directories.sort_by_key(|directory| std::cmp::Reverse(directory.matches('/').count()));
+        directories
+    }
+
     /// Shell variable assignments naming the paths, for the scripts that run on the host.
     pub fn shell_variables(&self) -> String {
         let quote = crate::shell::quote;
@@ -118,6 +139,37 @@ mod tests {
         assert_eq!(layout.key, "/etc/volley/agent.key");
         assert_eq!(layout.unit, "/etc/systemd/system/volley-agent.service");
         assert_eq!(layout.prefix, "");
+    }
+
+    #[test]
+    fn uninstall_removes_only_the_layouts_own_directories_deepest_first() {
+        assert_eq!(Layout::new(None).directories(), ["/etc/volley"]);
+        let directories = Layout::new(Some(Path::new("/srv/h01"))).directories();
+        let mut sorted = directories.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [
+                "/srv/h01/etc",
+                "/srv/h01/etc/systemd",
+                "/srv/h01/etc/systemd/system",
+                "/srv/h01/etc/volley",
+                "/srv/h01/run",
+                "/srv/h01/usr",
+                "/srv/h01/usr/local",
+                "/srv/h01/usr/local/bin",
+                "/srv/h01/var",
+                "/srv/h01/var/log",
+            ]
+        );
+        for (i, directory) in directories.iter().enumerate() {
+            for later in &directories[i + 1..] {
+                assert!(
+                    !later.starts_with(&format!("{directory}/")),
+                    "{later} comes after its parent {directory}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! then SIGHUP: the agent serves the new certificate to new connections without a restart, and
 //! the step passes only when it does. Uninstall: stop (and disable), check that the agent
 //! neither runs nor answers (an agent that survived the stop keeps its files, so nothing is
-//! removed), then remove every file an install or upgrade may leave and the directories left
-//! empty under a prefix.
+//! removed), then remove every file an install or upgrade may leave and, where they are left
+//! empty, the layout's own directories (under a prefix; without one only `/etc/volley`).
 
 use super::certificate;
 use super::files;
@@ -75,6 +75,11 @@ pub async fn uninstall(work: &HostWork<'_>) -> Result<String, super::StepError> 
         files.push(' ');
         files.push_str(&quote(&file));
     }
+    let mut directories = String::new();
+    for directory in layout.directories() {
+        directories.push(' ');
+        directories.push_str(&quote(&directory));
+    }
     work.remote
         .script("remove", &work.supervisor.stop())
         .await?;
@@ -120,10 +125,7 @@ pub async fn uninstall(work: &HostWork<'_>) -> Result<String, super::StepError> 
 for file in{files}; do
   if [ -e "$file" ] || [ -L "$file" ]; then rm -f "$file"; removed=$((removed + 1)); fi
 done
-rmdir "$CONFIG_DIR" 2>/dev/null || true
-if [ -n "$PREFIX" ] && [ -d "$PREFIX" ]; then
-  find "$PREFIX" -mindepth 1 -depth -type d -empty -delete 2>/dev/null || true
-fi
+for dir in{directories}; do rmdir "$dir" 2>/dev/null || true; done
 echo "$removed"
 "#
     );

@@ -33,3 +33,23 @@ fn missing_directories_are_made_0755_but_the_config_directory_stays_private() {
     }
     assert_eq!(mode(&installation.file(&host, "etc/volley")), 0o700);
 }
+
+#[test]
+fn uninstall_removes_the_layouts_directories_and_no_others() {
+    let installation = Installation::new(SshFleet::start(1), &[]);
+    let host = installation.fleet.hosts()[0].name.clone();
+    installation.agent("install", &["-w", &host]).assert_code(0);
+    let others = ["srv/www/uploads", "var/lib/app", "usr/local/share"];
+    for dir in others {
+        std::fs::create_dir_all(installation.file(&host, dir)).unwrap();
+    }
+    installation
+        .agent("uninstall", &["-w", &host])
+        .assert_code(0);
+    for dir in others {
+        assert!(installation.file(&host, dir).is_dir(), "{dir} was removed");
+    }
+    for dir in ["etc", "run", "var/log", "usr/local/bin"] {
+        assert!(!installation.file(&host, dir).exists(), "{dir} is left");
+    }
+}
