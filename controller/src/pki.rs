@@ -389,6 +389,12 @@ impl Pki {
         })
     }
 
+    /// Whether this PKI can sign agents' certificates: `ca.key` is here and is the key of
+    /// `ca.pem`. Checked before any host is contacted by the operations that must sign.
+    pub fn check_can_sign(&self) -> Result<(), PkiError> {
+        self.issuer().map(|_| ())
+    }
+
     /// The CA, ready to sign: its key, checked to be the key of its certificate.
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
         self.check_ca_halves()?;

@@ -5,7 +5,8 @@
 //! current one (`agent.key.new`, 0600) and prints a certificate request; the controller signs
 //! it with the CA ([`Pki::sign_agent_request`]: the names and usage are the controller's, not
 //! the request's) and uploads the certificate as `agent.pem.new`; then both are renamed into
-//! place. The private key never crosses the connection, and nothing here prints it.
+//! place. The private key never crosses the connection, and nothing here prints it. A step that
+//! fails after keygen removes the new key and certificate, so none is left beside the pair.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -110,29 +111,40 @@ pub async fn issue(remote: &Remote<'_>, pki: &Pki, host: &HostSpec) -> Result<St
     for address in addresses(host) {
         keygen.push_str(&format!(" --address {address}"));
     }
-    let request = remote
-        .script(STEP, &format!("make_config_dir\n{keygen}\n"))
-        .await?;
-    let certificate = pki
-        .sign_agent_request(&request, &host.host, &addresses(host))
-        .map_err(|error| StepError::new(STEP, error.to_string()))?;
-    remote
-        .put(
-            STEP,
-            &layout.new_certificate(),
-            Bytes::from(certificate.clone()),
-            0o644,
-        )
-        .await?;
-    // Key first: between the two renames the agent (which holds its pair in memory) is not
-    // disturbed, and a reload checks that the pair on disk matches before using it.
-    remote
-        .script(
-            STEP,
-            "mv -f \"$KEY.new\" \"$KEY\"\nmv -f \"$CERTIFICATE.new\" \"$CERTIFICATE\"\n",
-        )
-        .await?;
-    Ok(certificate)
+    let placed = async {
+        let request = remote
+            .script(STEP, &format!("make_config_dir\n{keygen}\n"))
+            .await?;
+        let certificate = pki
+            .sign_agent_request(&request, &host.host, &addresses(host))
+            .map_err(|error| StepError::new(STEP, error.to_string()))?;
+        remote
+            .put(
+                STEP,
+                &layout.new_certificate(),
+                Bytes::from(certificate.clone()),
+                0o644,
+            )
+            .await?;
+        // Key first: between the two renames the agent (which holds its pair in memory) is
+        // not disturbed, and a reload checks that the pair on disk matches before using it.
+        remote
+            .script(
+                STEP,
+                "mv -f \"$KEY.new\" \"$KEY\"\nmv -f \"$CERTIFICATE.new\" \"$CERTIFICATE\"\n",
+            )
+            .await?;
+        Ok(certificate)
+    }
+    .await;
+    if placed.is_err() {
+        // A new key that no certificate will use is not left on the host; the step's own
+        // failure is the reason, whatever this cleanup meets.
+        let _ = remote
+            .script(STEP, "rm -f \"$KEY.new\" \"$CERTIFICATE.new\"\n")
+            .await;
+    }
+    placed
 }
 
 #[cfg(test)]

@@ -249,6 +249,12 @@ impl AgentOperation {
         let credentials = pki.controller_credentials()?;
         let identity = pki.controller_identity()?;
         let agent = AgentTransport::new(&credentials, plan.max_output as u64)?;
+        // Renew signs on every host: a CA without its key is one line here, not a failure per
+        // host after each made a key. (Install signs only where a certificate must be
+        // replaced, and checks it on those hosts before it touches them.)
+        if request.action == Action::Renew {
+            pki.check_can_sign()?;
+        }
         let binary = match request.action {
             Action::Install | Action::Upgrade => {
                 let binary = match request.agent_binary {

@@ -57,6 +57,24 @@ pub async fn install(
             ),
         ));
     }
+    let operation = work.operation;
+    let renew_because = match (&found.certificate, found.key_mode.as_deref()) {
+        _ if mode == Mode::Upgrade => None,
+        // A key that is not the certificate's would stop the agent at its next start.
+        (Some(_), Some("600")) if found.key_matches == Some(false) => {
+            Some("the key is not the certificate's".to_string())
+        }
+        (Some(pem), Some("600")) => certificate::problem(&operation.ca, pem, work.host),
+        (Some(_), Some(mode)) => Some(format!("the key has mode {mode}")),
+        _ => Some("none yet".to_string()),
+    };
+    // A PKI that cannot sign fails the host before anything is uploaded to it.
+    if renew_because.is_some() {
+        operation
+            .pki
+            .check_can_sign()
+            .map_err(|error| StepError::new("certificate", error.to_string()))?;
+    }
     let mut changed: Vec<String> = Vec::new();
     let mut version = found.version.clone();
     let mut swapped = false;
@@ -71,22 +89,12 @@ pub async fn install(
     }
     let mut certificate = found.certificate.clone();
     if mode == Mode::Install {
-        let operation = work.operation;
         if found.ca.as_deref() != Some(sha256_hex(operation.ca.as_bytes()).as_str()) {
             let ca = Bytes::from(operation.ca.clone());
             work.remote.put("ca", &layout.ca, ca, 0o644).await?;
             changed.push("ca".to_string());
         }
-        let reason = match (&found.certificate, found.key_mode.as_deref()) {
-            // A key that is not the certificate's would stop the agent at its next start.
-            (Some(_), Some("600")) if found.key_matches == Some(false) => {
-                Some("the key is not the certificate's".to_string())
-            }
-            (Some(pem), Some("600")) => certificate::problem(&operation.ca, pem, work.host),
-            (Some(_), Some(mode)) => Some(format!("the key has mode {mode}")),
-            _ => Some("none yet".to_string()),
-        };
-        if reason.is_some() {
+        if renew_because.is_some() {
             certificate = Some(certificate::issue(&work.remote, &operation.pki, work.host).await?);
             changed.push("certificate".to_string());
         }
