@@ -1,7 +1,8 @@
 //! The files the controller writes on a host, as text: the agent's config and the systemd unit.
 //!
-//! Both are rendered the same way every time for the same host, so their checksums tell whether
-//! the host's copy is up to date (an install that finds them equal leaves them alone).
+//! Both are rendered the same way every time for the same host (the config with the operator's
+//! own settings the host's copy has below its line), so their checksums tell whether the host's
+//! copy is up to date (an install that finds them equal leaves them alone).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -24,23 +25,60 @@ pub fn listen_address(host: &HostSpec) -> String {
     SocketAddr::new(ip, host.agent_port).to_string()
 }
 
-/// The agent's config: paths under the layout, and the controller identity it allows.
-pub fn agent_config(layout: &Layout, host: &HostSpec, identity: &str) -> String {
+/// The line of the agent's config below which the operator's own settings are kept.
+const KEPT_BELOW: &str =
+    "# --- volley agent install keeps what follows this line: put your own settings here ---\n";
+/// How every config an install wrote starts.
+const WRITTEN_BY: &str = "# Written by `volley agent install`";
+
+/// The agent's config: paths under the layout, and the controller identity it allows; then,
+/// below [`KEPT_BELOW`], the operator's own settings from the host's config as it is
+/// (`existing`), kept as they are (`allow_root = false`, `push_roots`, limits...).
+pub fn agent_config(
+    layout: &Layout,
+    host: &HostSpec,
+    identity: &str,
+    existing: Option<&str>,
+) -> String {
     format!(
-        "# Written by `volley agent install` for {name}; the next install replaces it.\n\
-         # See deploy/agent.toml for every setting.\n\
+        "{WRITTEN_BY} for {name}: the settings down to the line below are\n\
+         # replaced at every install; yours go below it, and are kept. See deploy/agent.toml for\n\
+         # every setting.\n\
          listen = {listen}\n\
          certificate = {certificate}\n\
          key = {key}\n\
          ca = {ca}\n\
-         allowed_controllers = [{identity}]\n",
+         allowed_controllers = [{identity}]\n\
+         {KEPT_BELOW}{kept}",
         name = host.host,
         listen = toml_string(&listen_address(host)),
         certificate = toml_string(&layout.certificate),
         key = toml_string(&layout.key),
         ca = toml_string(&layout.ca),
         identity = toml_string(identity),
+        kept = existing.map_or("", kept_settings),
     )
+}
+
+/// The operator's settings in a config an install wrote: what follows [`KEPT_BELOW`], or, in
+/// one written before there was such a line, what follows its last setting
+/// (`allowed_controllers`), where an operator who edited it appended theirs. A config volley
+/// did not write keeps nothing: the install replaces it.
+fn kept_settings(existing: &str) -> &str {
+    if let Some((_, kept)) = existing.split_once(KEPT_BELOW) {
+        return kept;
+    }
+    if !existing.starts_with(WRITTEN_BY) {
+        return "";
+    }
+    let mut offset = 0;
+    for line in existing.split_inclusive('\n') {
+        offset += line.len();
+        if line.starts_with("allowed_controllers = ") {
+            return &existing[offset..];
+        }
+    }
+    ""
 }
 
 /// The unit for this layout.
@@ -98,9 +136,45 @@ mod tests {
     }
 
     #[test]
+    fn the_operators_own_settings_are_kept_below_the_line() {
+        let layout = Layout::new(Some(Path::new("/p")));
+        let host = host("127.40.0.3");
+        let fresh = agent_config(&layout, &host, "volley-controller", None);
+        assert!(fresh.ends_with(KEPT_BELOW), "{fresh}");
+        let own = "[session]\nallow_root = false\n# mine\n";
+        let edited = format!("{fresh}{own}");
+        // Another identity: the install's part changes, the operator's stays.
+        let again = agent_config(&layout, &host, "ops", Some(&edited));
+        assert!(
+            again.contains("allowed_controllers = [\"ops\"]\n"),
+            "{again}"
+        );
+        assert!(again.ends_with(&format!("{KEPT_BELOW}{own}")), "{again}");
+        // The same install again writes the same text: the host's copy is up to date.
+        assert_eq!(agent_config(&layout, &host, "ops", Some(&again)), again);
+
+        // A config of an older install, with settings appended after its last line.
+        let older = "# Written by `volley agent install` for h01; the next install replaces it.\n\
+                     # See deploy/agent.toml for every setting.\n\
+                     listen = \"127.40.0.3:7731\"\ncertificate = \"c\"\nkey = \"k\"\nca = \"a\"\n\
+                     allowed_controllers = [\"volley-controller\"]\n[session]\nallow_root = false\n";
+        let upgraded = agent_config(&layout, &host, "volley-controller", Some(older));
+        assert!(
+            upgraded.ends_with(&format!("{KEPT_BELOW}[session]\nallow_root = false\n")),
+            "{upgraded}"
+        );
+        // One written by hand is replaced whole.
+        let by_hand = "listen = \"0.0.0.0:1\"\n[session]\nallow_root = false\n";
+        assert_eq!(
+            agent_config(&layout, &host, "volley-controller", Some(by_hand)),
+            fresh
+        );
+    }
+
+    #[test]
     fn the_config_names_the_layout_and_the_controller() {
         let layout = Layout::new(Some(Path::new("/p")));
-        let text = agent_config(&layout, &host("127.40.0.3"), "volley-controller");
+        let text = agent_config(&layout, &host("127.40.0.3"), "volley-controller", None);
         assert!(text.contains("listen = \"127.40.0.3:7731\"\n"), "{text}");
         assert!(
             text.contains("key = \"/p/etc/volley/agent.key\"\n"),

@@ -30,6 +30,8 @@ pub struct Found {
     /// The fallback's agent process, when it runs.
     pub pid: Option<u32>,
     pub certificate: Option<String>,
+    /// The agent's config as it is, for the operator's settings an install keeps.
+    pub config_text: Option<String>,
 }
 
 impl Found {
@@ -39,6 +41,8 @@ impl Found {
 }
 
 const MARKER: &str = "--- certificate\n";
+/// Between the certificate and the config: on a line of its own, whatever the certificate's end.
+const CONFIG_MARKER: &str = "\n--- config\n";
 
 /// The probe script's body (see [`super::remote::Remote::script`]); the paths come from the
 /// layout's shell variables.
@@ -68,6 +72,10 @@ if [ -f "$KEY" ] && [ -f "$CERTIFICATE" ] && [ -f "$BINARY" ] && [ -x "$BINARY" 
 fi
 echo '--- certificate'
 cat "$CERTIFICATE" 2>/dev/null || true
+if [ -f "$CONFIG" ]; then
+  printf '\n--- config\n'
+  cat "$CONFIG"
+fi
 "#,
         unit = super::layout::UNIT_NAME,
     )
@@ -100,7 +108,12 @@ pub fn parse(output: &str) -> Result<Found, String> {
             _ => {}
         }
     }
+    let (certificate, config) = match certificate.split_once(CONFIG_MARKER) {
+        Some((certificate, config)) => (certificate, Some(config.to_string())),
+        None => (certificate, None),
+    };
     found.certificate = (!certificate.trim().is_empty()).then(|| certificate.to_string());
+    found.config_text = config;
     Ok(found)
 }
 
@@ -146,6 +159,16 @@ mod tests {
         assert_eq!(installed.key_mode.as_deref(), Some("600"));
         assert_eq!(installed.key_matches, Some(false));
         assert!(installed.previous_binary);
+        assert_eq!(installed.config_text, None);
+        let with_config = parse(
+            "uid=0\nconfig=cd34\n--- certificate\n-----END CERTIFICATE-----\n\n--- config\nlisten = \"x\"\n",
+        )
+        .unwrap();
+        assert_eq!(with_config.config_text.as_deref(), Some("listen = \"x\"\n"));
+        assert_eq!(
+            with_config.certificate.as_deref(),
+            Some("-----END CERTIFICATE-----\n")
+        );
         assert!(
             installed
                 .certificate

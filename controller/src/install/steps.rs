@@ -98,7 +98,8 @@ pub async fn install(
             certificate = Some(certificate::issue(&work.remote, &operation.pki, work.host).await?);
             changed.push("certificate".to_string());
         }
-        let config = files::agent_config(layout, work.host, &operation.identity);
+        let existing = found.config_text.as_deref();
+        let config = files::agent_config(layout, work.host, &operation.identity, existing);
         if found.config.as_deref() != Some(sha256_hex(config.as_bytes()).as_str()) {
             let config = Bytes::from(config);
             work.remote

@@ -53,3 +53,49 @@ fn uninstall_removes_the_layouts_directories_and_no_others() {
         assert!(!installation.file(&host, dir).exists(), "{dir} is left");
     }
 }
+
+/// Settings the operator put in the agent's config below the install's line are kept by the
+/// next install that rewrites the config (here for a new agent port): `allow_root = false`
+/// still keeps root out through the agent.
+#[test]
+fn an_install_keeps_the_operators_own_settings_in_the_config() {
+    let installation = Installation::new(SshFleet::start(1), &[]);
+    let host = installation.fleet.hosts()[0].name.clone();
+    installation.agent("install", &["-w", &host]).assert_code(0);
+    let config = installation.file(&host, "etc/volley/agent.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[session]\nallow_root = false\n");
+    std::fs::write(&config, &text).unwrap();
+
+    // Another agent port: the install's part of the config changes, and the agent restarts.
+    let old = installation.ports[&host];
+    let new = volley_tests::loopback::free_port(*installation.fleet.hosts()[0].socket.ip());
+    let inventory = std::fs::read_to_string(&installation.inventory).unwrap();
+    let moved = inventory.replace(
+        &format!("agent_port = {old}\n"),
+        &format!("agent_port = {new}\n"),
+    );
+    assert_ne!(moved, inventory, "the port is in the inventory");
+    std::fs::write(&installation.inventory, moved).unwrap();
+    let output = installation.agent("install", &["-w", &host]);
+    output.assert_code(0);
+    assert!(output.stdout.contains("config"), "{}", output.describe());
+
+    let rewritten = std::fs::read_to_string(&config).unwrap();
+    assert!(rewritten.contains(&format!(":{new}\"\n")), "{rewritten}");
+    assert!(
+        rewritten.ends_with("[session]\nallow_root = false\n"),
+        "{rewritten}"
+    );
+    let output = installation.run(&["--transport", "agent"], "id -u");
+    let records = output.records_by_host();
+    let record = &records[&host];
+    assert_eq!(record.outcome, "auth_failed", "{}", output.describe());
+    assert!(
+        record
+            .reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("allow_root")),
+        "{record:?}"
+    );
+}
