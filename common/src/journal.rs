@@ -367,6 +367,7 @@ mod tests {
             stderr: Captured {
                 kept: b"x".to_vec(),
                 total_bytes: 9,
+                past_cap: 0,
             },
             batch: 1,
             attempts: 2,

@@ -312,6 +312,9 @@ pub struct Captured {
     pub kept: Vec<u8>,
     /// All bytes the stream carried, kept or not.
     pub total_bytes: u64,
+    /// A hash of the bytes past the cap, which `kept` does not hold (0 when there were none):
+    /// outputs alike up to the cap and as long, but different past it, tell apart by it.
+    pub past_cap: u64,
 }
 
 impl Captured {
@@ -320,11 +323,15 @@ impl Captured {
     }
 }
 
-/// Keeps the head of one output stream up to a cap, counting everything.
+/// Keeps the head of one output stream up to a cap, counting everything, and hashing what is
+/// past the cap.
 #[derive(Debug)]
 pub struct Capture {
     cap: usize,
     captured: Captured,
+    /// Of the bytes past the cap, in order: SipHash's `write` is a stream, so chunks hash as the
+    /// bytes they carry whatever their sizes.
+    past_cap: Option<std::hash::DefaultHasher>,
 }
 
 impl Capture {
@@ -332,15 +339,21 @@ impl Capture {
         Capture {
             cap,
             captured: Captured::default(),
+            past_cap: None,
         }
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
+        use std::hash::Hasher as _;
         self.captured.total_bytes += chunk.len() as u64;
         let room = self.cap.saturating_sub(self.captured.kept.len());
-        self.captured
-            .kept
-            .extend_from_slice(&chunk[..room.min(chunk.len())]);
+        let (kept, past) = chunk.split_at(room.min(chunk.len()));
+        self.captured.kept.extend_from_slice(kept);
+        if !past.is_empty() {
+            self.past_cap
+                .get_or_insert_with(Default::default)
+                .write(past);
+        }
     }
 
     /// Bytes pushed so far (or counted, after [`Capture::count_total`]).
@@ -354,7 +367,11 @@ impl Capture {
     }
 
     pub fn finish(self) -> Captured {
-        self.captured
+        use std::hash::Hasher as _;
+        Captured {
+            past_cap: self.past_cap.map_or(0, |hasher| hasher.finish()),
+            ..self.captured
+        }
     }
 }
 
@@ -460,6 +477,22 @@ mod tests {
         assert_eq!(captured.kept, b"abcde");
         assert_eq!(captured.total_bytes, 10);
         assert!(captured.truncated());
+    }
+
+    #[test]
+    fn what_is_past_the_cap_is_told_apart_by_its_hash_whatever_the_chunks() {
+        let capture = |chunks: &[&[u8]]| {
+            let mut capture = Capture::new(3);
+            for chunk in chunks {
+                capture.push(chunk);
+            }
+            capture.finish()
+        };
+        let one = capture(&[b"abcdef1"]);
+        assert_eq!(one, capture(&[b"ab", b"cde", b"f1"]));
+        assert_ne!(one.past_cap, capture(&[b"abcdef2"]).past_cap);
+        assert_ne!(one.past_cap, 0);
+        assert_eq!(capture(&[b"abc"]).past_cap, 0);
     }
 
     #[test]

@@ -33,5 +33,6 @@ pub(crate) fn captured(kept: &[u8]) -> Captured {
     Captured {
         kept: kept.to_vec(),
         total_bytes: kept.len() as u64,
+        past_cap: 0,
     }
 }

@@ -30,8 +30,8 @@ impl Dialled {
 
 /// What makes two hosts' results the same. Truncation is part of it so that a host that printed
 /// exactly the cap is not listed as truncated along with one that printed more; and so are the
-/// sizes of what was printed, so that outputs alike up to the cap but of other lengths (they
-/// differ past it) stay apart.
+/// sizes of what was printed and the hashes of what was past the cap, so that outputs alike up
+/// to the cap but different past it stay apart.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key<'a> {
     outcome: Said,
@@ -39,6 +39,7 @@ struct Key<'a> {
     stderr: &'a [u8],
     truncated: bool,
     printed: (u64, u64),
+    past_cap: (u64, u64),
 }
 
 /// An outcome as gather compares it: its text with the host's own address cut out. A failure's
@@ -87,6 +88,7 @@ fn groups<'a>(reports: &'a [Option<HostReport>], dialled: &'a [Dialled]) -> Vec<
             stderr: &report.stderr.kept,
             truncated: report.stdout.truncated() || report.stderr.truncated(),
             printed: (report.stdout.total_bytes, report.stderr.total_bytes),
+            past_cap: (report.stdout.past_cap, report.stderr.past_cap),
         };
         let at = match index.get(&key) {
             Some(&at) => at,
@@ -261,10 +263,15 @@ mod tests {
         // Alike up to the cap, of another length: not the same output.
         let mut longer = host(3, Outcome::Succeeded, "head", "").unwrap();
         longer.stdout.total_bytes = 3_000_000;
+        // As long, alike up to the cap, different past it.
+        let mut other = truncated.clone();
+        other.host = "h04".to_string();
+        other.stdout.past_cap = 42;
         let reports = vec![
             host(1, Outcome::Succeeded, "head", ""),
             Some(truncated),
             Some(longer),
+            Some(other),
         ];
         check(
             &reports,
@@ -279,6 +286,10 @@ mod tests {
              head\n\
              ---------------\n\
              h03 (1) [output truncated]\n\
+             ---------------\n\
+             head\n\
+             ---------------\n\
+             h04 (1) [output truncated]\n\
              ---------------\n\
              head\n",
         );
