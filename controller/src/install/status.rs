@@ -33,6 +33,41 @@ pub fn answered(served: &Served) -> String {
 /// says why the agent is not serving. `user` is the SSH user, for saying that a non-root user
 /// may not see root's files.
 pub fn over_ssh(found: &Found, not_answering: Option<&Outcome>, user: &str) -> HostFailure {
+    let parts = [
+        ("binary", found.binary.is_some()),
+        ("config", found.config.is_some()),
+        ("ca", found.ca.is_some()),
+        ("certificate", found.certificate.is_some()),
+    ];
+    let present: Vec<&str> = parts
+        .iter()
+        .filter(|(_, is)| *is)
+        .map(|(name, _)| *name)
+        .collect();
+    // Root sees every file (another user cannot read /etc/volley): an install that stopped
+    // halfway, or files left by hand, is not "no agent".
+    if !found.installed() && found.root && !present.is_empty() {
+        let missing: Vec<&str> = parts
+            .iter()
+            .filter(|(_, is)| !is)
+            .map(|(name, _)| *name)
+            .collect();
+        return HostFailure {
+            error: StepError::new(
+                "status",
+                format!(
+                    "the agent is partly installed: {} there, no {}; `volley agent install` \
+                     completes it",
+                    present.join(", "),
+                    missing.join(", ")
+                ),
+            ),
+            line: Some(format!(
+                "version={} reachable=no installed=partial",
+                found.version.as_deref().unwrap_or("none")
+            )),
+        };
+    }
     if !found.installed() {
         let reason = if found.root {
             "no agent is installed".to_string()
@@ -72,5 +107,39 @@ pub fn over_ssh(found: &Found, not_answering: Option<&Outcome>, user: &str) -> H
             found.version.as_deref().unwrap_or("unknown"),
             if found.running { "yes" } else { "no" },
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_half_installed_agent_is_not_said_to_be_absent() {
+        let none = Found {
+            root: true,
+            ..Found::default()
+        };
+        let absent = over_ssh(&none, None, "root");
+        assert_eq!(
+            absent.line.as_deref(),
+            Some("version=none reachable=no installed=no")
+        );
+        let half = Found {
+            binary: Some("ab12".to_string()),
+            version: Some("0.1.0".to_string()),
+            ca: Some("cd34".to_string()),
+            ..none
+        };
+        let partial = over_ssh(&half, None, "root");
+        assert_eq!(
+            partial.line.as_deref(),
+            Some("version=0.1.0 reachable=no installed=partial")
+        );
+        assert_eq!(
+            partial.error.to_string(),
+            "status: the agent is partly installed: binary, ca there, no config, \
+             certificate; `volley agent install` completes it"
+        );
     }
 }
