@@ -21,6 +21,7 @@
 //! its outcome is kept.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -162,18 +163,23 @@ impl Running {
         // A timeout too far away to represent is no timeout.
         let deadline = timeout.and_then(|timeout| self.started.checked_add(timeout));
         let (stdout, stderr) = self.process.take_outputs();
+        // Pumps waiting for the follower to take a chunk: output held back by a slow reader is
+        // not a quiet one.
+        let sending = AtomicUsize::new(0);
         let outputs = async {
             tokio::join!(
-                pump(stdout, &execution, Stream::Stdout),
-                pump(stderr, &execution, Stream::Stderr),
+                pump(stdout, &execution, Stream::Stdout, &sending),
+                pump(stderr, &execution, Stream::Stderr, &sending),
             )
         };
         tokio::pin!(outputs);
 
         let mut outputs_done = false;
         let mut status = None;
-        // Set at the command's exit: the output's last chance to close (`OUTPUT_AFTER_EXIT`).
+        // Set at the command's exit: the output's last chance to close (`OUTPUT_AFTER_EXIT`
+        // after the last of it), and how much of it there was then.
         let mut output_until = None;
+        let mut output_seen = execution.counts();
         let ending = loop {
             if outputs_done && status.is_some() {
                 break Ending::Finished;
@@ -183,10 +189,19 @@ impl Running {
                 waited = self.process.wait(), if status.is_none() => {
                     status = Some(waited);
                     output_until = Some(Instant::now() + OUTPUT_AFTER_EXIT);
+                    output_seen = execution.counts();
                 }
-                // Exited, and something it left running holds the output: the command is done,
-                // and what it left is not stopped, as over SSH.
-                () = sleep_until(output_until) => break Ending::Finished,
+                // Exited, and its output quiet for OUTPUT_AFTER_EXIT but still open: something
+                // it left running holds it. The command is done, and what it left is not
+                // stopped, as over SSH. Output still flowing is waited for.
+                () = sleep_until(output_until) => {
+                    let now = execution.counts();
+                    if now == output_seen && sending.load(Ordering::Relaxed) == 0 {
+                        break Ending::Finished;
+                    }
+                    output_seen = now;
+                    output_until = Some(Instant::now() + OUTPUT_AFTER_EXIT);
+                }
                 // A command that exited did not time out, however long its output lingers.
                 () = sleep_until(deadline), if status.is_none() => break Ending::TimedOut,
                 () = execution.cancel.cancelled(), if status.is_none() => break Ending::Cancelled,
@@ -233,7 +248,12 @@ impl Running {
 
 /// Reads one pipe to its end in chunks into `execution`, sending what it keeps to its follower
 /// with backpressure. A follower that has gone is detached and the reading goes on.
-async fn pump<R: AsyncRead + Unpin>(pipe: Option<R>, execution: &Execution, stream: Stream) {
+async fn pump<R: AsyncRead + Unpin>(
+    pipe: Option<R>,
+    execution: &Execution,
+    stream: Stream,
+    sending: &AtomicUsize,
+) {
     let Some(mut pipe) = pipe else { return };
     let mut buffer = vec![0; CHUNK_BYTES];
     loop {
@@ -245,10 +265,13 @@ async fn pump<R: AsyncRead + Unpin>(pipe: Option<R>, execution: &Execution, stre
                 return;
             }
         };
-        if let Some((follower, event)) = execution.output(stream, &buffer[..read])
-            && follower.send(event).await.is_err()
-        {
-            execution.detach(&follower);
+        if let Some((follower, event)) = execution.output(stream, &buffer[..read]) {
+            sending.fetch_add(1, Ordering::Relaxed);
+            let sent = follower.send(event).await;
+            sending.fetch_sub(1, Ordering::Relaxed);
+            if sent.is_err() {
+                execution.detach(&follower);
+            }
         }
     }
 }

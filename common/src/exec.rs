@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Once a command has exited, how long its output may still take to close. A process it left in
-/// the background (a daemon started without redirecting its output) can hold the output open for
-/// as long as it runs; the command's end is its exit, so past this its exit status is its outcome
-/// and what that process prints later is not collected. Both transports wait the same.
+/// Once a command has exited, how long its output may stay quiet, still open, before the command
+/// is taken to be done (counted from the exit, or from the last output after it). A process it
+/// left in the background (a daemon started without redirecting its output) can hold the output
+/// open for as long as it runs; the command's end is its exit, so then its exit status is its
+/// outcome and what that process prints later is not collected. Both transports wait the same.
 pub const OUTPUT_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// The program of an execution.

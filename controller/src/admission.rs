@@ -170,9 +170,9 @@ impl Admission {
         self.stopped.cancel();
     }
 
-    /// Whether [`Admission::stop_starting`] was called.
-    pub fn stopped_starting(&self) -> bool {
-        self.stopped.is_cancelled()
+    /// Resolves once [`Admission::stop_starting`] is called.
+    pub async fn stopping(&self) {
+        self.stopped.cancelled().await
     }
 
     /// Runs one host's connect phase: waits for a permit (or `cancel`), then runs `connect`

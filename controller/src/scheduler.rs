@@ -71,6 +71,7 @@ pub async fn run(
         tasks: JoinSet::new(),
         host_of_task: HashMap::new(),
         failures: 0,
+        skipped: 0,
         allowed,
         admission: &admission,
         plan: &plan,
@@ -167,7 +168,9 @@ pub async fn run(
         "handshake admission at the end of the run"
     );
     end.failures = running.failures;
-    end.stopped = stopped || admission.stopped_starting();
+    // A budget spent by the last hosts stopped nothing: the rollout stopped only if it kept a
+    // host from starting.
+    end.stopped = stopped || running.skipped > 0;
     end
 }
 
@@ -180,11 +183,12 @@ struct Turn {
 
 /// The hosts' tasks, and the failures of those that finished.
 struct Running<'a> {
-    /// Each task returns whether its host failed (a host the stopped rollout kept from
-    /// starting did not).
-    tasks: JoinSet<bool>,
+    /// Each task returns how its host settled.
+    tasks: JoinSet<Settled>,
     host_of_task: HashMap<tokio::task::Id, usize>,
     failures: usize,
+    /// Hosts the stopped rollout kept from starting after they had their slot.
+    skipped: usize,
     /// The failure budget: one failure more stops the rollout, in [`Admission`] too.
     allowed: Option<usize>,
     admission: &'a Admission,
@@ -210,12 +214,14 @@ impl Running<'_> {
 
     /// Counts a finished task, and stops the rollout when the budget is spent. A task that
     /// ended by panicking never sent its `Finished`: send one for it.
-    async fn reap(&mut self, joined: Result<(tokio::task::Id, bool), tokio::task::JoinError>) {
+    async fn reap(&mut self, joined: Result<(tokio::task::Id, Settled), tokio::task::JoinError>) {
         match joined {
-            Ok((id, failed)) => {
+            Ok((id, settled)) => {
                 self.host_of_task.remove(&id);
-                if failed {
-                    self.failed();
+                match settled {
+                    Settled::Succeeded => {}
+                    Settled::Failed => self.failed(),
+                    Settled::Skipped => self.skipped += 1,
                 }
             }
             Err(error) => {
@@ -255,13 +261,22 @@ struct HostContext {
     admission: Arc<Admission>,
 }
 
+/// How a host's task ended, as the failure budget counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Settled {
+    Succeeded,
+    Failed,
+    /// The stopped rollout kept it from starting: not a failure.
+    Skipped,
+}
+
 /// Runs one host to its outcome, retrying connect-phase failures as `--retries` allows, and
-/// returns whether it failed (a host the stopped rollout kept from starting did not).
+/// returns how it settled.
 async fn run_host(
     turn: Turn,
     context: HostContext,
     _slot: tokio::sync::OwnedSemaphorePermit,
-) -> bool {
+) -> Settled {
     let HostContext {
         plan,
         transport,
@@ -277,6 +292,8 @@ async fn run_host(
     let mut attempts: u32 = 0;
     let mut random: Option<XorShift> = None;
     let execution_id = format!("{}/{}", plan.run_id, plan.hosts[host].name);
+    // The outcome of the attempt before, when a connect failure is being retried.
+    let mut failed_before: Option<Ended> = None;
     let ended = loop {
         attempts += 1;
         let job = Job {
@@ -290,31 +307,38 @@ async fn run_host(
             admission: &admission,
         };
         let ended = transport.run(job).await;
-        let unmade = matches!(ended.outcome, Outcome::Skipped | Outcome::Cancelled)
-            && ended.connected_after.is_none()
-            && ended.ran_for.is_none();
-        if unmade {
-            // Stopped (the rollout, or an interrupt) before it connected: this attempt was not
-            // made, and a host with none never started.
+        if ended.outcome == Outcome::Skipped {
+            // The rollout stopped before this attempt sent anything (transports give `Skipped`
+            // only from admission): it was not made. A retry's host keeps the failure before.
             attempts -= 1;
-            break ended;
+            break failed_before.unwrap_or(ended);
         }
         if attempts > plan.rollout.retries || !connect_retry::may_retry(&ended) {
             break ended;
         }
         let random = random.get_or_insert_with(|| XorShift::seeded(host as u64));
         let wait = connect_retry::backoff(attempts, random.next_u64());
+        let transport_kind = ended.transport;
         tokio::select! {
             biased;
             // Interrupted while waiting to retry: the host did not finish.
             () = cancel.cancelled() => {
-                break Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: ended.transport, fallback: None };
+                break Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: transport_kind, fallback: None };
             }
+            // The rollout stopped: no retry, and the failure stands.
+            () = admission.stopping() => break ended,
             () = tokio::time::sleep(wait) => {}
         }
+        failed_before = Some(ended);
     };
     let (stdout, stderr, changed) = output.finish();
-    let failed = !ended.outcome.is_success() && ended.outcome != Outcome::Skipped;
+    let settled = match &ended.outcome {
+        outcome if outcome.is_success() => Settled::Succeeded,
+        Outcome::Skipped => Settled::Skipped,
+        _ => Settled::Failed,
+    };
+    // A host the rollout stopped never ran: an agent passed over for SSH before it is no news.
+    let fallback = ended.fallback.filter(|_| settled != Settled::Skipped);
     let report = HostReport {
         host: plan.hosts[host].name.clone(),
         transport: ended.transport,
@@ -330,7 +354,7 @@ async fn run_host(
         stderr,
         batch: turn.batch,
         attempts,
-        fallback: ended.fallback,
+        fallback,
         changed,
     };
     let _ = events
@@ -339,7 +363,7 @@ async fn run_host(
             report: Box::new(report),
         })
         .await;
-    failed
+    settled
 }
 
 /// The report of a host that did not run: no timings, no output, no attempt.

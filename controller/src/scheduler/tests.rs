@@ -443,6 +443,28 @@ async fn the_budget_stops_hosts_that_have_their_slot_but_wait_for_a_handshake() 
     assert_eq!(outcomes.end.failures, 1, "skipped hosts are not failures");
 }
 
+/// A budget spent by hosts when every other had started stops nothing: the run is not said to
+/// be stopped, and no host is skipped.
+#[tokio::test(start_paused = true)]
+async fn a_budget_spent_when_every_host_has_started_stops_nothing() {
+    let transport = Arc::new(Scripted::new(&[(
+        "h3",
+        vec![Outcome::NonZeroExit { code: 1 }],
+    )]));
+    let outcomes = run_with(
+        plan(3, 512, rollout(None, Duration::ZERO, Some("0"))),
+        transport,
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        kinds(&outcomes),
+        ["succeeded", "succeeded", "non_zero_exit"]
+    );
+    assert!(!outcomes.end.stopped);
+    assert_eq!(outcomes.end.failures, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn connect_failures_are_retried_with_backoff_and_commands_are_not() {
     let transport = Arc::new(Scripted::new(&[

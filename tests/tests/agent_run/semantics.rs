@@ -317,6 +317,23 @@ fn a_command_whose_background_job_holds_its_output_ends_at_its_exit_on_both_tran
             1,
             "{transport}: the background job was stopped"
         );
+
+        // What such a job prints after the exit, with no pause as long as the wait, is
+        // collected: the wait counts from the last output, not from the exit.
+        let chatty = "(for i in $(seq 1 30); do echo $i; sleep 0.1; done &); exit 0";
+        let output = machine.ssh.run(machine.flags.args([
+            "-g",
+            "all",
+            "--transport",
+            transport,
+            "--json",
+            "--",
+            chatty,
+        ]));
+        output.assert_code(EXIT_SUCCESS);
+        let records = output.records_by_host();
+        let record = expect_outcome(&output, &records, &machine.name, "succeeded", transport);
+        assert_eq!(record.stdout.lines().count(), 30, "{transport}: {record:?}");
     }
 }
 

@@ -213,10 +213,9 @@ async fn run_command(session: &Session, job: Job<'_>) -> Outcome {
     let mut output_until = None;
     loop {
         let message = tokio::select! {
-            message = channel.wait() => message,
-            // Exited, and something it left running holds the output: the command is done, and
-            // what it left runs on, as it would after ssh.
-            () = sleep_until(output_until) => break,
+            // In this order: a stop first, then any message already here, and only then the
+            // end of the wait for output after the exit.
+            biased;
             // A command that exited neither timed out nor is stopped, however long its output
             // lingers.
             outcome = must_stop(deadline, &job.cancel), if exit.is_none() => {
@@ -225,7 +224,18 @@ async fn run_command(session: &Session, job: Job<'_>) -> Outcome {
                 let _ = channel.eof().await;
                 return outcome;
             }
+            message = channel.wait() => message,
+            // Exited, and its output quiet but open: something it left running holds it. The
+            // command is done, and what it left runs on, as it would after ssh.
+            () = sleep_until(output_until) => break,
         };
+        // Output still coming after the exit (a slow reader, a slow link) is the command's last
+        // words, not silence: the wait counts from the last of it, once it is passed on.
+        let flowing = exit.is_some()
+            && matches!(
+                message,
+                Some(ChannelMsg::Data { .. } | ChannelMsg::ExtendedData { .. })
+            );
         match message {
             Some(ChannelMsg::Data { data }) => job.output.write(Stream::Stdout, data).await,
             Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
@@ -250,6 +260,9 @@ async fn run_command(session: &Session, job: Job<'_>) -> Outcome {
             // The exit status may come before the last output: read until the channel closes.
             Some(ChannelMsg::Close) | None => break,
             Some(_) => {}
+        }
+        if flowing {
+            output_until = Some(tokio::time::Instant::now() + OUTPUT_AFTER_EXIT);
         }
     }
     exit.unwrap_or_else(|| Outcome::TransportError {
