@@ -226,8 +226,9 @@ impl Admission {
         let mut connect = std::pin::pin!(connect);
         let mut permit = self.admit(cancel, stopped).await?;
         let mut admitted = Instant::now();
-        // At most twice: each lend waits for the progress to change (the connection up, the
-        // server's first bytes), and none comes back.
+        // At most twice per leg (a jump host's leg, then the target's): each lend waits for the
+        // progress to change (the connection up, the server's first bytes), which never goes
+        // back. Each admission gives the connect timeout afresh.
         let result = loop {
             let deadline = admitted + timeout;
             let first = tokio::select! {
@@ -333,9 +334,8 @@ impl Admission {
 
     fn release(&self, permit: SemaphorePermit<'_>, sample: Sample) {
         let mut state = self.lock();
-        if state.adaptive {
-            state.learn(sample, self.connect_timeout);
-        }
+        // A fixed limit learns the latency too: it tells a slow server from a silent one.
+        state.learn(sample, self.connect_timeout);
         let target = (state.limit as usize).clamp(state.minimum, state.maximum);
         if state.capacity > target {
             permit.forget();
@@ -358,7 +358,7 @@ impl State {
             // A host that does not answer at all (dead, or behind a firewall that drops) times
             // out as surely on an idle fleet: only when the handshakes that complete are slow
             // too is a timeout a sign of load.
-            Sample::TimedOut if self.congested(connect_timeout) => {
+            Sample::TimedOut if self.adaptive && self.congested(connect_timeout) => {
                 self.shrink(now, 0.5, connect_timeout)
             }
             Sample::TimedOut => {}
@@ -371,6 +371,9 @@ impl State {
                     None => latency,
                 };
                 self.recent = Some(recent);
+                if !self.adaptive {
+                    return;
+                }
                 let growth = if recent <= baseline * FAST_FACTOR {
                     // No queue to speak of: one more per handshake, doubling every round.
                     1.0

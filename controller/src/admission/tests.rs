@@ -410,3 +410,36 @@ async fn a_server_slow_where_every_handshake_is_slow_keeps_its_turn() {
         "the slow host kept its turn (limit {limit})"
     );
 }
+
+/// Under a fixed limit too, a server slow where every handshake is slow keeps its turn: the
+/// latency is learned whatever the limit.
+#[tokio::test(start_paused = true)]
+async fn a_fixed_limit_also_learns_what_handshakes_take() {
+    let admission = Admission::new(HandshakeLimit::Fixed(2), 600, Duration::from_secs(60));
+    for _ in 0..4 {
+        let cancel = CancellationToken::new();
+        let done = admission
+            .connect(Duration::from_secs(60), &cancel, &up(), async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok::<(), Refused>(())
+            })
+            .await;
+        assert_eq!(done, Ok(Ok(())));
+    }
+    assert_eq!(admission.limit(), 2);
+    let cancel = CancellationToken::new();
+    let progress = Progress::silent_server();
+    let watch = async {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        admission.permits.available_permits()
+    };
+    let (done, during) = tokio::join!(
+        admission.connect(Duration::from_secs(60), &cancel, &progress, async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok::<(), Refused>(())
+        }),
+        watch
+    );
+    assert_eq!(done, Ok(Ok(())));
+    assert_eq!(during, 1, "the slow host kept its turn");
+}

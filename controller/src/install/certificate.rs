@@ -139,9 +139,13 @@ pub async fn issue(remote: &Remote<'_>, pki: &Pki, host: &HostSpec) -> Result<St
     .await;
     if placed.is_err() {
         // A new key that no certificate will use is not left on the host; the step's own
-        // failure is the reason, whatever this cleanup meets.
+        // failure is the reason, whatever this cleanup meets. Once the new key is in place,
+        // its certificate is its only match: it stays beside it.
         let _ = remote
-            .script(STEP, "rm -f \"$KEY.new\" \"$CERTIFICATE.new\"\n")
+            .script(
+                STEP,
+                "if [ -e \"$KEY.new\" ]; then rm -f \"$KEY.new\" \"$CERTIFICATE.new\"; fi\n",
+            )
             .await;
     }
     placed

@@ -95,7 +95,8 @@ impl Layout {
         let mut directories: Vec<String> = Vec::new();
         for file in self.every_file() {
             let mut directory = Path::new(&file).to_path_buf();
-            while directory.pop() && directory.as_os_str().len() > self.prefix.len() {
+            let prefix = Path::new(&self.prefix);
+            while directory.pop() && directory.starts_with(prefix) && directory != prefix {
                 let text = directory.to_string_lossy().into_owned();
                 if !directories.contains(&text) {
                     directories.push(text);

@@ -98,7 +98,21 @@ pub async fn install(
             certificate = Some(certificate::issue(&work.remote, &operation.pki, work.host).await?);
             changed.push("certificate".to_string());
         }
+        // The operator's settings are carried over only from the config read whole: one read
+        // in part (too large, not UTF-8) would lose some, and is refused instead.
         let existing = found.config_text.as_deref();
+        let whole =
+            |text: &str| found.config.as_deref() == Some(sha256_hex(text.as_bytes()).as_str());
+        if found.config.is_some() && !existing.is_some_and(whole) {
+            return Err(StepError::new(
+                "config",
+                format!(
+                    "{} could not be read whole (too large, or not UTF-8), so the settings kept \
+                     in it would be lost: fix it by hand",
+                    layout.config
+                ),
+            ));
+        }
         let config = files::agent_config(layout, work.host, &operation.identity, existing);
         if found.config.as_deref() != Some(sha256_hex(config.as_bytes()).as_str()) {
             let config = Bytes::from(config);
