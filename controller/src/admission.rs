@@ -226,11 +226,13 @@ impl Admission {
         let mut connect = std::pin::pin!(connect);
         let mut permit = self.admit(cancel, stopped).await?;
         let mut admitted = Instant::now();
+        // The connect timeout counts the time with a turn and the time lent, not the waits for
+        // a turn: a lent host that gets one again has what was left.
+        let mut deadline = admitted + timeout;
         // At most twice per leg (a jump host's leg, then the target's): each lend waits for the
         // progress to change (the connection up, the server's first bytes), which never goes
-        // back. Each admission gives the connect timeout afresh.
+        // back.
         let result = loop {
-            let deadline = admitted + timeout;
             let first = tokio::select! {
                 biased;
                 () = cancel.cancelled() => Ok(Err(Cut::Cancelled)),
@@ -267,8 +269,10 @@ impl Admission {
                 return Ok(result);
             }
             // Up at last, or the server spoke: what follows costs CPU, and waits for a turn.
+            let left = deadline.saturating_duration_since(Instant::now());
             permit = self.admit(cancel, stopped).await?;
             admitted = Instant::now();
+            deadline = admitted + left;
         };
         // Connected as the rollout stopped: the command is not sent.
         let result = match result {

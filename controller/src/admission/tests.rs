@@ -443,3 +443,65 @@ async fn a_fixed_limit_also_learns_what_handshakes_take() {
     assert_eq!(done, Ok(Ok(())));
     assert_eq!(during, 1, "the slow host kept its turn");
 }
+
+/// A stopped rollout ends the hosts waiting for a turn, and those connecting, with
+/// `Cut::Stopped`, and admits none after; a reconnect (to a command already sent) is not
+/// stopped.
+#[tokio::test(start_paused = true)]
+async fn a_stopped_rollout_admits_no_host_but_reconnects_go_on() {
+    let admission = Arc::new(Admission::new(HandshakeLimit::Fixed(1), 4, TIMEOUT));
+    let cancel = CancellationToken::new();
+    let slow = || async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<(), Refused>(())
+    };
+    let holding = {
+        let (admission, cancel) = (admission.clone(), cancel.clone());
+        tokio::spawn(async move { admission.connect(TIMEOUT, &cancel, &up(), slow()).await })
+    };
+    let waiting = {
+        let (admission, cancel) = (admission.clone(), cancel.clone());
+        tokio::spawn(async move { admission.connect(TIMEOUT, &cancel, &up(), slow()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    admission.stop_starting();
+    assert_eq!(
+        holding.await.unwrap(),
+        Err(Cut::Stopped),
+        "in its handshake"
+    );
+    assert_eq!(
+        waiting.await.unwrap(),
+        Err(Cut::Stopped),
+        "waiting for a turn"
+    );
+    let after = admission.connect(TIMEOUT, &cancel, &up(), slow()).await;
+    assert_eq!(after, Err(Cut::Stopped), "asking after the stop");
+    let again = admission.reconnect(TIMEOUT, &cancel, &up(), slow()).await;
+    assert_eq!(again, Ok(Ok(())), "a reconnect");
+}
+
+/// A host lent while connecting that comes up late has what was left of its connect timeout
+/// once it has a turn again, not a new one: the time lent counts, the wait for a turn does not.
+#[tokio::test(start_paused = true)]
+async fn a_lent_host_keeps_what_was_left_of_its_timeout() {
+    let admission = Admission::new(HandshakeLimit::Fixed(1), 4, TIMEOUT);
+    let cancel = CancellationToken::new();
+    let progress = Progress::default();
+    let leg = crate::transport::stage::Leg::new(
+        crate::transport::stage::Protocol::Ssh,
+        "ssh late:22".to_string(),
+        None,
+    );
+    progress.on(&leg);
+    let started = Instant::now();
+    // Up after 4 s, then a handshake that never ends: 1 s of the 5 s is left.
+    let late = async {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        leg.reach(crate::transport::stage::Stage::Secured);
+        std::future::pending::<Result<(), Refused>>().await
+    };
+    let result = admission.connect(TIMEOUT, &cancel, &progress, late).await;
+    assert_eq!(result, Err(Cut::TimedOut));
+    assert_eq!(started.elapsed(), TIMEOUT);
+}

@@ -205,6 +205,12 @@ fn local_version(path: &Path) -> Option<String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .ok()?;
+    // Read as it comes, so that a program printing more than a pipe holds does not stall.
+    let mut stdout = child.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut said).map(|_| said)
+    });
     let deadline = Instant::now() + LOCAL_VERSION_LIMIT;
     let status = loop {
         match child.try_wait() {
@@ -219,8 +225,7 @@ fn local_version(path: &Path) -> Option<String> {
             }
         }
     };
-    let mut said = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take()?, &mut said).ok()?;
+    let said = reader.join().ok()?.ok()?;
     status.success().then_some(said)
 }
 

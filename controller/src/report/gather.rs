@@ -109,7 +109,8 @@ fn groups<'a>(reports: &'a [Option<HostReport>], dialled: &'a [Dialled]) -> Vec<
 }
 
 /// The outcome's text with the first of the host's addresses that it names as a word cut out,
-/// and that address.
+/// and that address. Reasons name it once (`ssh ADDR: ...`); one naming it again would keep its
+/// host apart, which shows more, never less.
 fn said<'a>(outcome: &Outcome, dialled: Option<&'a Dialled>) -> (Said, Option<&'a str>) {
     let text = outcome.to_string();
     let named = dialled

@@ -198,7 +198,8 @@ impl AgentTransport {
                 return Err(Attach::Failed(outcome.to_string()));
             }
             Err(Cut::Cancelled) => return Err(Attach::Final(Outcome::Cancelled)),
-            Err(Cut::Stopped) => unreachable!("a reconnect is not stopped with the rollout"),
+            // A reconnect is not stopped with the rollout; were it, trying again is harmless.
+            Err(Cut::Stopped) => return Err(Attach::Failed("the rollout stopped".to_string())),
         };
         let request = AttachSpec {
             execution_id: id.to_string(),

@@ -35,6 +35,11 @@ pub struct Shared {
 
 /// An authenticated connection, and the jump host's connection it runs through, which it keeps
 /// open.
+/// A host that stops answering mid-command is given up after this many keepalives unanswered,
+/// sent this far apart.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+pub const KEEPALIVE_MAX: usize = 4;
+
 pub struct Connection {
     pub handle: Handle<HostKeyCheck>,
     /// Why the connection ended, once it has (see [`host_key::ending`]).
@@ -239,8 +244,8 @@ impl Shared {
                     nodelay: true,
                     // A host that stops answering mid-command is noticed within about a minute
                     // instead of hanging the run forever.
-                    keepalive_interval: Some(Duration::from_secs(15)),
-                    keepalive_max: 4,
+                    keepalive_interval: Some(KEEPALIVE_INTERVAL),
+                    keepalive_max: KEEPALIVE_MAX,
                     ..Default::default()
                 })
             })

@@ -62,7 +62,11 @@ impl client::Handler for HostKeyCheck {
                 Ok(()),
             ),
             client::DisconnectReason::Error(russh::Error::KeepaliveTimeout) => (
-                "the server stopped answering (no reply to 4 keepalives, 15 s apart)".to_string(),
+                format!(
+                    "the server stopped answering (no reply to {} keepalives, {} s apart)",
+                    super::connect::KEEPALIVE_MAX,
+                    super::connect::KEEPALIVE_INTERVAL.as_secs()
+                ),
                 Err(russh::Error::KeepaliveTimeout),
             ),
             client::DisconnectReason::Error(russh::Error::IO(error))
