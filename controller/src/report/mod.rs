@@ -101,17 +101,20 @@ pub async fn report(
     tokio::select! {
         biased;
         () = reader_gone.cancelled() => Err(io::ErrorKind::BrokenPipe.into()),
-        reports = consume(hosts, options, events, &mut terminal, progress) => reports,
+        reports = consume(hosts, options, events, &mut terminal, progress, &reader_gone) => reports,
     }
 }
 
-/// The loop of [`report`], with the terminal passed in so that tests can capture it.
+/// The loop of [`report`], with the terminal passed in so that tests can capture it. It also
+/// looks at `reader_gone` before each event: events that are waiting are taken without a
+/// pause, and the interrupted hosts' lines that follow a reader's going must not be written.
 async fn consume<O: Write, E: Write>(
     hosts: Vec<String>,
     options: ReportOptions,
     mut events: mpsc::Receiver<Event>,
     terminal: &mut Terminal<O, E>,
     mut progress: Option<Progress>,
+    reader_gone: &tokio_util::sync::CancellationToken,
 ) -> io::Result<Vec<Option<HostReport>>> {
     let paint = Paint {
         enabled: options.colors.stdout,
@@ -135,6 +138,9 @@ async fn consume<O: Write, E: Write>(
         StreamRenderer::new(hosts, style)
     });
     loop {
+        if reader_gone.is_cancelled() {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         let event = match events.try_recv() {
             Ok(event) => event,
             // Writing out only when no event is waiting keeps output prompt without a write
@@ -303,11 +309,8 @@ mod tests {
         reports: Vec<Option<HostReport>>,
     }
 
-    /// Sends the events through a channel to the report loop and captures what it writes.
-    async fn run(mode: OutputMode, events: Vec<Event>) -> Run {
-        let hosts: Vec<String> = ["h01", "h02", "h03"].map(String::from).to_vec();
-        let (sender, receiver) = mpsc::channel(4);
-        let options = ReportOptions {
+    fn options(mode: OutputMode) -> ReportOptions {
+        ReportOptions {
             mode,
             colors: Colors::default(),
             progress: false,
@@ -316,14 +319,22 @@ mod tests {
             then: false,
             resumed: None,
             dialled: Vec::new(),
-        };
+        }
+    }
+
+    /// Sends the events through a channel to the report loop and captures what it writes.
+    async fn run(mode: OutputMode, events: Vec<Event>) -> Run {
+        let hosts: Vec<String> = ["h01", "h02", "h03"].map(String::from).to_vec();
+        let (sender, receiver) = mpsc::channel(4);
+        let options = options(mode);
         let producer = tokio::spawn(async move {
             for event in events {
                 sender.send(event).await.unwrap();
             }
         });
         let mut terminal = Terminal::new(Vec::new(), Vec::new());
-        let reports = consume(hosts, options, receiver, &mut terminal, None)
+        let gone = tokio_util::sync::CancellationToken::new();
+        let reports = consume(hosts, options, receiver, &mut terminal, None, &gone)
             .await
             .unwrap();
         producer.await.unwrap();
@@ -332,6 +343,30 @@ mod tests {
             err: String::from_utf8(terminal.stderr).unwrap(),
             reports,
         }
+    }
+
+    /// Once the reader is gone, the events still waiting (the interrupted hosts' ends) write
+    /// nothing: the report ends as a broken pipe.
+    #[tokio::test]
+    async fn nothing_is_written_once_the_reader_is_gone() {
+        let (sender, receiver) = mpsc::channel(4);
+        let report = host_report("h01", Outcome::Cancelled, b"", b"");
+        sender
+            .send(Event::Finished {
+                host: 0,
+                report: Box::new(report),
+            })
+            .await
+            .unwrap();
+        drop(sender);
+        let options = options(OutputMode::Stream);
+        let mut terminal = Terminal::new(Vec::new(), Vec::new());
+        let gone = tokio_util::sync::CancellationToken::new();
+        gone.cancel();
+        let hosts = vec!["h01".to_string()];
+        let ended = consume(hosts, options, receiver, &mut terminal, None, &gone).await;
+        assert_eq!(ended.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        assert!(terminal.stdout.is_empty() && terminal.stderr.is_empty());
     }
 
     fn events() -> Vec<Event> {
@@ -445,16 +480,7 @@ mod tests {
     fn the_report_future_can_be_spawned() {
         fn assert_send<T: Send>(_: &T) {}
         let (_sender, receiver) = mpsc::channel(1);
-        let options = ReportOptions {
-            mode: OutputMode::Stream,
-            colors: Colors::default(),
-            progress: false,
-            prefix: true,
-            out_dir: None,
-            then: false,
-            resumed: None,
-            dialled: Vec::new(),
-        };
+        let options = options(OutputMode::Stream);
         let stop = tokio_util::sync::CancellationToken::new();
         assert_send(&report(Vec::new(), options, receiver, stop));
     }
