@@ -28,6 +28,6 @@ mod stopping;
 mod targets;
 
 pub use volley_tests::report::{
-    EXIT_COMMAND_FAILED, EXIT_INTERRUPTED, EXIT_NOT_REACHED, EXIT_SUCCESS, EXIT_USAGE,
-    expect_outcome, reported_hosts,
+    EXIT_COMMAND_FAILED, EXIT_IN_DOUBT, EXIT_INTERRUPTED, EXIT_NOT_REACHED, EXIT_SUCCESS,
+    EXIT_USAGE, expect_outcome, reported_hosts,
 };

@@ -1,5 +1,6 @@
 //! Stopping remote commands: a command timeout, and SIGINT, SIGTERM or SIGHUP to volley, must
-//! leave nothing running on the hosts, background children included. The hosts are this machine, so `pgrep` can tell.
+//! leave nothing running on the hosts, background children included; a host that cannot
+//! confirm the stop is in doubt, not stopped. The hosts are this machine, so `pgrep` can tell.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use volley_tests::process::RunningProcess;
 use volley_tests::remote::{SweepOnDrop, assert_none_left, unique_sleep, wait_until_running};
 use volley_tests::volley::RUN_DEADLINE;
 
-use crate::{EXIT_INTERRUPTED, EXIT_NOT_REACHED, expect_outcome};
+use crate::{EXIT_IN_DOUBT, EXIT_INTERRUPTED, EXIT_NOT_REACHED, expect_outcome};
 
 /// How long stopped commands get to disappear.
 const GONE_WITHIN: Duration = Duration::from_secs(10);
@@ -140,5 +141,75 @@ fn a_run_started_under_nohup_outlives_a_hangup() {
     volley.interrupt();
     let output = volley.finish(Duration::from_secs(60));
     output.assert_code(EXIT_INTERRUPTED);
+    assert_none_left(&sleep, GONE_WITHIN);
+}
+
+/// A host whose connection stops answering while its command runs (a hung jump host, a
+/// partition; here its sshd session processes are stopped) cannot get the stop at the timeout:
+/// its command runs on, so the host is `in_doubt`, not `command_timeout` "and was stopped",
+/// which a retry would run again.
+#[test]
+fn a_host_that_cannot_confirm_the_stop_at_the_timeout_is_in_doubt() {
+    let fleet = SshFleet::start(1);
+    let sleep = unique_sleep("40.");
+    let _sweep = SweepOnDrop(sleep.clone());
+    let mut volley = fleet.spawn(fleet.flags().args([
+        "-g",
+        "all",
+        "--timeout",
+        "3s",
+        "--json",
+        "--",
+        sleep.as_str(),
+    ]));
+    let running = wait_until_running(&sleep, 1, RUNNING_WITHIN, || volley.has_exited());
+    assert_eq!(running.len(), 1, "the command never ran");
+    // Every sshd process above the command: the session's, not the listener.
+    let parent = |pid: u32| -> u32 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("PPid:"))
+            .and_then(|ppid| ppid.trim().parse().ok())
+            .unwrap_or(1)
+    };
+    let listener = fleet.sshd_pids();
+    let mut session = Vec::new();
+    let mut pid = parent(running[0]);
+    while pid > 1 && !listener.contains(&pid) {
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if name.trim() == "sshd" {
+            session.push(pid);
+        }
+        pid = parent(pid);
+    }
+    assert!(
+        !session.is_empty(),
+        "no sshd session process above the command"
+    );
+    let signal = |name: &str| {
+        let pids: Vec<String> = session.iter().map(u32::to_string).collect();
+        std::process::Command::new("kill")
+            .args(["-s", name])
+            .args(&pids)
+            .status()
+            .expect("kill runs");
+    };
+    signal("STOP");
+    let output = volley.finish(Duration::from_secs(60));
+    // It did run on: the stop never reached it (once its session goes on, the closed connection
+    // stops it).
+    let still = volley_tests::remote::processes(&sleep).len();
+    signal("CONT");
+
+    output.assert_code(EXIT_IN_DOUBT);
+    let records = output.records_by_host();
+    let record = expect_outcome(&output, &records, &fleet.hosts()[0].name, "in_doubt");
+    let reason = record.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("its timeout came, and the host did not confirm the stop within 5s"),
+        "{reason}"
+    );
+    assert_eq!(still, 1, "{}", output.describe());
     assert_none_left(&sleep, GONE_WITHIN);
 }

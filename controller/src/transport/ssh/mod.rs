@@ -203,8 +203,7 @@ async fn run_command(session: &Session, job: Job<'_>) -> Outcome {
                 };
             },
             outcome = must_stop(deadline, &job.cancel) => {
-                let _ = channel.eof().await;
-                return outcome;
+                return stop_confirmed(&mut channel, outcome, job.output, what).await;
             }
         }
     }
@@ -219,10 +218,7 @@ async fn run_command(session: &Session, job: Job<'_>) -> Outcome {
             // A command that exited neither timed out nor is stopped, however long its output
             // lingers.
             outcome = must_stop(deadline, &job.cancel), if exit.is_none() => {
-                // EOF wakes the wrapper's watcher, which kills the command's process group; the
-                // connection is dropped right after, which wakes it too if EOF got lost.
-                let _ = channel.eof().await;
-                return outcome;
+                return stop_confirmed(&mut channel, outcome, job.output, what).await;
             }
             message = channel.wait() => message,
             // Exited, and its output quiet but open: something it left running holds it. The
@@ -272,6 +268,62 @@ async fn run_command(session: &Session, job: Job<'_>) -> Outcome {
             session.why_lost()
         ),
     })
+}
+
+/// How long a host may take to confirm that its command stopped (the wrapper's TERM, KILL two
+/// seconds later, and its exit reported) before the host is in doubt.
+const STOP_CONFIRM_WITHIN: Duration = Duration::from_secs(5);
+
+/// Stops the command and says how that ended: `stopped` (its timeout, or the interrupt) once
+/// the host confirms, by the command's exit, the channel's close or the connection's end (sshd
+/// then closes the wrapper's input, which stops it too). A host that says nothing (a hung jump
+/// host, a partition: the connection stays up and nothing comes back) did not get the stop,
+/// and its command may run to its end: `in_doubt`, which no retry takes up unasked, not a
+/// `stopped` that a retry would run again where it may have run whole.
+async fn stop_confirmed(
+    channel: &mut russh::Channel<russh::client::Msg>,
+    stopped: Outcome,
+    output: &mut super::OutputSink,
+    what: impl Fn() -> String,
+) -> Outcome {
+    // EOF wakes the wrapper's watcher, which kills the command's process group; the connection
+    // is dropped right after, which wakes it too if EOF got lost.
+    let _ = channel.eof().await;
+    let confirmed = async {
+        loop {
+            match channel.wait().await {
+                Some(ChannelMsg::Data { data }) => output.write(Stream::Stdout, data).await,
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    output.write(Stream::Stderr, data).await
+                }
+                // Not EOF: a command may close its output and run on.
+                Some(
+                    ChannelMsg::ExitStatus { .. }
+                    | ChannelMsg::ExitSignal { .. }
+                    | ChannelMsg::Close,
+                )
+                | None => return,
+                Some(_) => {}
+            }
+        }
+    };
+    match tokio::time::timeout(STOP_CONFIRM_WITHIN, confirmed).await {
+        Ok(()) => stopped,
+        Err(_) => {
+            let why = match stopped {
+                Outcome::Cancelled => "interrupted",
+                _ => "its timeout came",
+            };
+            Outcome::InDoubt {
+                reason: format!(
+                    "{}: {why}, and the host did not confirm the stop within {}s (it stopped \
+                     answering): the command may still run",
+                    what(),
+                    STOP_CONFIRM_WITHIN.as_secs()
+                ),
+            }
+        }
+    }
 }
 
 /// Resolves when the command must be stopped: its timeout, or the run's interrupt.
