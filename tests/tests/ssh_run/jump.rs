@@ -167,3 +167,21 @@ fn a_new_jump_host_key_is_recorded_once_and_listed() {
     );
     assert_eq!(written.matches(&line).count(), 1, "{written}");
 }
+
+/// A jump host that refuses the login is dialled once for the run, not once per round of
+/// handshakes: every host gets its refusal, and its sshd counts one failed login, not one per
+/// round (which fail2ban would count against the operator).
+#[test]
+fn a_jump_host_that_refuses_the_login_is_dialled_once() {
+    let fleet = JumpFleet::start(6);
+    let output = run_all(
+        &fleet,
+        &fleet.flags(),
+        &["-J", "volley-no-such-user@gate", "--max-handshakes", "2"],
+        "true",
+    );
+    assert_each_host(&fleet, &output, "auth_failed", |_| {
+        "authentication failed: ssh jump host gate".to_string()
+    });
+    assert_eq!(fleet.gate().accepted(), 1, "{}", fleet.logs());
+}

@@ -6,14 +6,17 @@
 //! over a `direct-tcpip` channel of it. One connection per bastion also stays clear of its
 //! sshd's `MaxStartups`, which drops simultaneous handshakes beyond a handful.
 //!
-//! A failed jump host connection is handed to every host waiting for it, then forgotten, so a
-//! retried host tries again; a connection that closed is replaced. Connections live until the
-//! run ends.
+//! A failed jump host connection is handed to every host waiting for it, and to every host that
+//! comes for it after: for the rest of the run where the jump host refused the login or its key
+//! (trying again would only fail again, and add to its sshd's failed logins, which fail2ban
+//! counts), for [`FAILURE_HOLD`] otherwise (a host that came a moment later would dial a dead
+//! or hung jump host again; a host retried after its backoff tries again). A connection that
+//! closed is replaced. Connections live until the run ends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use volley_common::outcome::Outcome;
@@ -24,6 +27,11 @@ use crate::transport::BoxFuture;
 use crate::transport::stage::Progress;
 
 type Made = Option<Result<Arc<Connection>, Outcome>>;
+
+/// How long a jump host's failure that may pass (refused, unreachable, timed out) is handed to
+/// the hosts that come for it, rather than dialled again: shorter than the shortest backoff of
+/// `--retries`, longer than a round of handshake admission.
+pub const FAILURE_HOLD: Duration = Duration::from_millis(500);
 
 /// The run's jump host connections, by route: `[a]` is the connection to `a`, `[a, b]` the one
 /// to `b` through `a`.
@@ -38,6 +46,8 @@ struct Slot {
     /// How far the connection got, for hosts whose connect timeout expires while they wait.
     progress: Progress,
     made: watch::Receiver<Made>,
+    /// When the connection failed, if it did.
+    failed_at: Option<Instant>,
 }
 
 impl JumpPool {
@@ -77,7 +87,9 @@ impl JumpPool {
             let usable = match &*slot.made.borrow() {
                 None => true,
                 Some(Ok(connection)) => !connection.handle.is_closed(),
-                Some(Err(_)) => false,
+                Some(Err(outcome)) => {
+                    lasting(outcome) || slot.failed_at.is_some_and(|at| at.elapsed() < FAILURE_HOLD)
+                }
             };
             if usable {
                 return (slot.made.clone(), slot.progress.clone());
@@ -92,6 +104,7 @@ impl JumpPool {
                 id,
                 progress: progress.clone(),
                 made: made.clone(),
+                failed_at: None,
             },
         );
         tokio::spawn(connect(
@@ -105,12 +118,22 @@ impl JumpPool {
         (made, progress)
     }
 
-    fn forget(&self, route: &[JumpHost], id: u64) {
+    fn failed(&self, route: &[JumpHost], id: u64) {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if slots.get(route).is_some_and(|slot| slot.id == id) {
-            slots.remove(route);
+        if let Some(slot) = slots.get_mut(route).filter(|slot| slot.id == id) {
+            slot.failed_at = Some(Instant::now());
         }
     }
+}
+
+/// A jump host's failure that holds for the whole run: its login or its key was refused.
+fn lasting(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::AuthFailed { .. }
+            | Outcome::HostKeyUnknown { .. }
+            | Outcome::HostKeyChanged { .. }
+    )
 }
 
 /// Makes the connection of one slot and hands it to whoever waits.
@@ -149,7 +172,7 @@ async fn connect(
         }),
     };
     if made.is_err() {
-        shared.jumps.forget(&route, id);
+        shared.jumps.failed(&route, id);
     }
     // Nobody may be waiting any more (their own timeouts expired): that is fine.
     let _ = sender.send(Some(made));
