@@ -149,6 +149,23 @@ impl Leg {
         }
     }
 
+    /// Why the server turned the connection away before its banner, if it said so as sshd
+    /// does past its `MaxStartups` (too many connections not yet authenticated, its own users'
+    /// included): a moment later it may take one.
+    pub fn turned_away(&self) -> Option<String> {
+        let state = self.state();
+        state
+            .received
+            .starts_with(b"Exceeded MaxStartups")
+            .then(|| {
+                format!(
+                    "{}: the server turned the connection away: \"Exceeded MaxStartups\" (too \
+                 many connections not yet logged in, its sshd's MaxStartups)",
+                    self.what
+                )
+            })
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, LegState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -426,6 +443,21 @@ mod tests {
         assert_eq!(
             through.stalled(TEN),
             "ssh 10.0.0.1:22 via bastion: jump host bastion opened no channel within 10s"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_past_its_max_startups_turned_the_connection_away() {
+        let leg = Leg::new(Protocol::Ssh, "ssh 10.0.0.1:22".to_string(), None);
+        leg.reach(Stage::Handshake);
+        assert_eq!(leg.turned_away(), None);
+        leg.received(b"Exceeded MaxStartups\r\n");
+        assert_eq!(
+            leg.turned_away().as_deref(),
+            Some(
+                "ssh 10.0.0.1:22: the server turned the connection away: \"Exceeded MaxStartups\" \
+                 (too many connections not yet logged in, its sshd's MaxStartups)"
+            )
         );
     }
 

@@ -145,3 +145,58 @@ fn each_failure_says_what_was_dialled_and_where_it_stopped() {
         )
     );
 }
+
+/// An sshd past its `MaxStartups` (here one connection not yet logged in holds its only place)
+/// turns volley away with "Exceeded MaxStartups": a busy server, not "not an SSH server", and
+/// `--retries` tries it again.
+#[test]
+fn a_server_past_its_max_startups_is_busy_and_retried() {
+    let fleet = SshFleet::start(1);
+    let dir = fleet.dir().join("busy-sshd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = KeyPair::generate(&dir.join("host_ed25519"), None);
+    let socket = volley_tests::loopback::AddressBlock::random().next_free_socket();
+    let _sshd = Sshd::start(
+        &dir,
+        &SshdConfig {
+            listen: &[socket],
+            host_key: key.path(),
+            authorized_keys: key.path(),
+            session_home: Some(&dir),
+            refuse_keys_on: &[],
+            extra: "MaxStartups 2:100:2\nLoginGraceTime 60\n",
+        },
+    );
+    // Its places, held: connections that read the banner and never log in, until it turns one
+    // away (a readiness probe may still hold one).
+    let mut holders = Vec::new();
+    let turned_away = (0..10).any(|_| {
+        let mut holder = std::net::TcpStream::connect(socket).expect("the busy sshd listens");
+        let mut banner = [0u8; 64];
+        let read = std::io::Read::read(&mut holder, &mut banner).unwrap_or(0);
+        holders.push(holder);
+        banner[..read].starts_with(b"Exceeded MaxStartups")
+    });
+    assert!(turned_away, "the sshd never turned a connection away");
+    let inventory = fleet.dir().join("busy.toml");
+    std::fs::write(&inventory, inventory_text(&[entry("busy", socket)])).unwrap();
+    let mut flags = fleet.flags();
+    flags.inventory = inventory;
+
+    let output = fleet.run(flags.args(["-w", "busy", "--retries", "1", "--json", "--", "true"]));
+    output.assert_code(EXIT_NOT_REACHED);
+    let records = output.records_by_host();
+    let record = expect_outcome(&output, &records, "busy", "unreachable");
+    assert_eq!(record.attempts, 2, "{record:?}");
+    assert_eq!(
+        record.reason.as_deref(),
+        Some(
+            format!(
+                "unreachable: ssh {socket}: the server turned the connection away: \"Exceeded \
+                 MaxStartups\" (too many connections not yet logged in, its sshd's MaxStartups)"
+            )
+            .as_str()
+        )
+    );
+    drop(holders);
+}

@@ -211,8 +211,12 @@ impl Shared {
             Ok(handle) => handle,
             Err(error) => {
                 return Err(host_key::refusal(&problem).unwrap_or_else(|| {
-                    Outcome::TransportError {
-                        reason: leg.failed(&error),
+                    match leg.turned_away() {
+                        // A busy server, not a broken one: `--retries` tries it again.
+                        Some(reason) => Outcome::Unreachable { reason },
+                        None => Outcome::TransportError {
+                            reason: leg.failed(&error),
+                        },
                     }
                 }));
             }
