@@ -92,14 +92,15 @@ pub async fn stat(
         let finished = sh(session, sudo, PROBE, &args, &mut tokio::io::empty(), None).await?;
         let text = String::from_utf8_lossy(&finished.stdout);
         let lines: Vec<&str> = text.lines().collect();
-        if lines.len() != batch.len() {
+        if lines.len() < batch.len() {
             return Err(format!(
                 "the probe answered {} lines for {} paths",
                 lines.len(),
                 batch.len()
             ));
         }
-        for line in lines {
+        // Its answers are the last lines: a login shell's startup files may print before it.
+        for line in &lines[lines.len() - batch.len()..] {
             states.push(parse(line).ok_or_else(|| format!("unexpected probe line: {line}"))?);
         }
     }

@@ -56,10 +56,13 @@ pub async fn check(session: &Session, user: &str) -> Result<(), String> {
 /// stderr.
 fn judge(user: &str, exit: &Exit, stdout: &str, said: &str) -> Result<(), String> {
     if *exit == Exit::Code(0) {
-        return match stdout.trim() {
-            "0" => Ok(()),
+        // The last line: a login shell's startup files may print before the command runs.
+        let uid = stdout.lines().map(str::trim).rfind(|line| !line.is_empty());
+        return match uid {
+            Some("0") => Ok(()),
             uid => Err(format!(
-                "sudo -n as {user} ran /bin/sh as uid {uid}, not root (--become)"
+                "sudo -n as {user} ran /bin/sh as uid {}, not root (--become)",
+                uid.unwrap_or("(none said)")
             )),
         };
     }
@@ -108,6 +111,8 @@ mod tests {
     #[test]
     fn what_sudo_says_becomes_one_reason() {
         check(0, "0\n", "", Ok(()));
+        // A .bashrc that greets: its lines come first.
+        check(0, "Welcome to web1\n\n0\n", "", Ok(()));
         check(
             0,
             "1000\n",
