@@ -120,6 +120,22 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         for warning in &plan.warnings {
             say!("volley: warning: {warning}");
         }
+        // Agent operations go over SSH, through the jump hosts; runs and transfers through
+        // agents dial each agent directly.
+        let direct: Vec<&str> = plan
+            .hosts
+            .iter()
+            .filter(|host| host.transport == TransportChoice::Agent && !host.jump.is_empty())
+            .map(|host| host.name.as_str())
+            .collect();
+        if !direct.is_empty() && !matches!(operation, Operation::Agent(_)) {
+            say!(
+                "volley: warning: {} {} jump hosts, which the agent transport does not use: \
+                 their agents are dialled directly",
+                volley_common::fold::fold(direct.iter().copied()),
+                if direct.len() == 1 { "has" } else { "have" }
+            );
+        }
     }
     if let Some(retry) = &retry {
         runs::keep_only(&mut plan.hosts, &retry.run, &retry.hosts).map_err(|e| usage(&e))?;

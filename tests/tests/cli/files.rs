@@ -140,6 +140,25 @@ fn list_hosts_shows_what_would_be_dialled_and_runs_nothing() {
     assert_eq!(row.first(), Some(&"h01"), "{}", output.describe());
     assert_eq!(row.get(4), Some(&"ssh"), "{}", output.describe());
 
+    // Through agents, a jump host is not used: said, since the list shows it.
+    let output = fleet.run(fleet.flags().args([
+        "-w",
+        "h01",
+        "--transport",
+        "agent",
+        "-J",
+        "bastion",
+        "--list-hosts",
+    ]));
+    output.assert_code(EXIT_SUCCESS);
+    assert_eq!(
+        output.stderr,
+        "volley: warning: h01 has jump hosts, which the agent transport does not use: their \
+         agents are dialled directly\n",
+        "{}",
+        output.describe()
+    );
+
     // Nothing ran, so nothing was journalled.
     let output = fleet.run(["runs"]);
     assert!(
