@@ -146,7 +146,9 @@ impl SshTransport {
             result = check => match result {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(reason)) => Err(Outcome::AuthFailed { reason }),
-                Err(_) => Err(Outcome::AuthFailed {
+                // A sudo that hangs (its directory service is down, say) refused nothing: a
+                // timeout, which a retry may get through, not a credentials failure.
+                Err(_) => Err(Outcome::ConnectTimeout {
                     reason: format!(
                         "sudo -n as {} did not answer within {}s (--become)",
                         job.host.user,
