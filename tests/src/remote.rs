@@ -104,6 +104,29 @@ impl Drop for SweepOnDrop {
     }
 }
 
+/// The sshd processes above process `pid` (its SSH session's), nearest first, up to one of
+/// `listeners` (the sshd that accepted the connection, not the session's) or PID 1.
+pub fn sshd_sessions_above(pid: u32, listeners: &[u32]) -> Vec<u32> {
+    let parent = |pid: u32| -> u32 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("PPid:"))
+            .and_then(|ppid| ppid.trim().parse().ok())
+            .unwrap_or(1)
+    };
+    let mut sessions = Vec::new();
+    let mut pid = parent(pid);
+    while pid > 1 && !listeners.contains(&pid) {
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if name.trim() == "sshd" {
+            sessions.push(pid);
+        }
+        pid = parent(pid);
+    }
+    sessions
+}
+
 /// Sends SIGKILL to `pids`, ignoring those already gone.
 pub fn kill_all(pids: &[u32]) {
     if pids.is_empty() {

@@ -275,22 +275,20 @@ fn a_parallel_below_the_floor_bounds_everything() {
     assert_eq!((state.minimum, state.maximum), (2, 2));
 }
 
-/// A host that never answers its TCP connect costs no CPU: it lends its turn after
-/// [`LEND_AFTER`], so a run of them first holds the live hosts behind them back by that much
-/// per round of the limit, not by their connect timeout.
-#[tokio::test(start_paused = true)]
-async fn hosts_still_connecting_lend_their_turn() {
+/// `idle` hosts whose connection never completes, each with a `progress` of its own from
+/// `progress`, then 10 live hosts: how long the live ones took, once the idle ones all
+/// ended as they did.
+async fn live_hosts_behind(idle: usize, progress: fn() -> Progress) -> Duration {
     let admission = Arc::new(Admission::new(HandshakeLimit::Adaptive, 600, TIMEOUT));
     let fast = Fleet::new(10, 0);
-    let mut dead = JoinSet::new();
-    for _ in 0..100 {
+    let mut stuck = JoinSet::new();
+    for _ in 0..idle {
         let admission = admission.clone();
-        dead.spawn(async move {
+        stuck.spawn(async move {
             let cancel = CancellationToken::new();
-            // Its connection is never up: its progress never leaves the TCP connect.
             let never = std::future::pending::<Result<(), Refused>>();
             admission
-                .connect(TIMEOUT, &cancel, &Progress::default(), never)
+                .connect(TIMEOUT, &cancel, &progress(), never)
                 .await
         });
     }
@@ -309,18 +307,28 @@ async fn hosts_still_connecting_lend_their_turn() {
     while let Some(result) = live.join_next().await {
         assert_eq!(result.unwrap(), Ok(Ok(())));
     }
+    let took = started.elapsed();
+    while let Some(result) = stuck.join_next().await {
+        assert_eq!(result.unwrap(), Err(Cut::TimedOut));
+    }
+    took
+}
+
+/// A host that never answers its TCP connect costs no CPU: it lends its turn after
+/// [`LEND_AFTER`], so a run of them first holds the live hosts behind them back by that much
+/// per round of the limit, not by their connect timeout.
+#[tokio::test(start_paused = true)]
+async fn hosts_still_connecting_lend_their_turn() {
+    // Its connection is never up: its progress never leaves the TCP connect.
+    let took = live_hosts_behind(100, Progress::default).await;
     // The 100 dead hosts lend the 8 turns after LEND_AFTER, round after round; the live ones
     // then take two rounds of 10 ms.
     let rounds = 100_u32.div_ceil(INITIAL as u32);
     assert!(
-        started.elapsed() <= LEND_AFTER * rounds + Duration::from_millis(20),
-        "{:?}",
-        started.elapsed()
+        took <= LEND_AFTER * rounds + Duration::from_millis(20),
+        "{took:?}"
     );
-    assert!(started.elapsed() < TIMEOUT);
-    while let Some(result) = dead.join_next().await {
-        assert_eq!(result.unwrap(), Err(Cut::TimedOut));
-    }
+    assert!(took < TIMEOUT);
 }
 
 /// A server that takes the connection and never speaks (a hung sshd, a port that accepts for
@@ -329,119 +337,56 @@ async fn hosts_still_connecting_lend_their_turn() {
 /// limit, not for the connect timeout.
 #[tokio::test(start_paused = true)]
 async fn hosts_whose_server_never_speaks_lend_their_turn() {
-    let admission = Arc::new(Admission::new(HandshakeLimit::Adaptive, 600, TIMEOUT));
-    let fast = Fleet::new(10, 0);
-    let mut silent = JoinSet::new();
-    for _ in 0..16 {
-        let admission = admission.clone();
-        silent.spawn(async move {
-            let cancel = CancellationToken::new();
-            let never = std::future::pending::<Result<(), Refused>>();
-            admission
-                .connect(TIMEOUT, &cancel, &Progress::silent_server(), never)
-                .await
-        });
-    }
-    tokio::task::yield_now().await;
-    let started = Instant::now();
-    let mut live = JoinSet::new();
-    for _ in 0..10 {
-        let (admission, fast) = (admission.clone(), fast.clone());
-        live.spawn(async move {
-            let cancel = CancellationToken::new();
-            admission
-                .connect(TIMEOUT, &cancel, &up(), fast.handshake())
-                .await
-        });
-    }
-    while let Some(result) = live.join_next().await {
-        assert_eq!(result.unwrap(), Ok(Ok(())));
-    }
+    let took = live_hosts_behind(16, Progress::silent_server).await;
     // Two rounds of the 8 turns held by silent hosts, then the live ones.
     let rounds = 16_u32.div_ceil(INITIAL as u32);
     assert!(
-        started.elapsed() <= SILENT_AFTER * rounds + Duration::from_millis(50),
-        "{:?}",
-        started.elapsed()
+        took <= SILENT_AFTER * rounds + Duration::from_millis(50),
+        "{took:?}"
     );
-    while let Some(result) = silent.join_next().await {
-        assert_eq!(result.unwrap(), Err(Cut::TimedOut));
-    }
 }
 
-/// A server that is slow to speak because handshakes here are slow keeps its turn: lending it
-/// would admit more handshakes to an overloaded fleet.
-#[tokio::test(start_paused = true)]
-async fn a_server_slow_where_every_handshake_is_slow_keeps_its_turn() {
-    let admission = Admission::new(HandshakeLimit::Adaptive, 600, Duration::from_secs(60));
-    // Handshakes here take 2 s: four times that is past SILENT_AFTER.
+/// Four handshakes of 2 s under `limit`, then a host whose server is silent for 3 s: whether
+/// that host kept its turn while it waited.
+async fn a_silent_server_keeps_its_turn_after_slow_handshakes(limit: HandshakeLimit) -> bool {
+    let admission = Admission::new(limit, 600, Duration::from_secs(60));
+    let cancel = CancellationToken::new();
+    let taking = |seconds| async move {
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        Ok::<(), Refused>(())
+    };
     for _ in 0..4 {
-        let slow = tokio::time::sleep(Duration::from_secs(2));
-        let cancel = CancellationToken::new();
         let done = admission
-            .connect(Duration::from_secs(60), &cancel, &up(), async {
-                slow.await;
-                Ok::<(), Refused>(())
-            })
+            .connect(Duration::from_secs(60), &cancel, &up(), taking(2))
             .await;
         assert_eq!(done, Ok(Ok(())));
     }
-    let limit = admission.limit();
-    // A silent server for 3 s: under four times the recent 2 s, it is not lent.
-    let progress = Progress::silent_server();
-    let cancel = CancellationToken::new();
-    let holding = async {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        Ok::<(), Refused>(())
-    };
     let before = admission.permits.available_permits();
     let watch = async {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         admission.permits.available_permits()
     };
+    let progress = Progress::silent_server();
     let (done, during) = tokio::join!(
-        admission.connect(Duration::from_secs(60), &cancel, &progress, holding),
+        admission.connect(Duration::from_secs(60), &cancel, &progress, taking(3)),
         watch
     );
     assert_eq!(done, Ok(Ok(())));
-    assert_eq!(
-        during,
-        before - 1,
-        "the slow host kept its turn (limit {limit})"
-    );
+    during == before - 1
 }
 
-/// Under a fixed limit too, a server slow where every handshake is slow keeps its turn: the
-/// latency is learned whatever the limit.
+/// A server that is slow to speak because handshakes here are slow keeps its turn: lending it
+/// would admit more handshakes to an overloaded fleet. Handshakes of 2 s: four times that is
+/// past [`SILENT_AFTER`], and a server silent for 3 s is not lent.
+#[tokio::test(start_paused = true)]
+async fn a_server_slow_where_every_handshake_is_slow_keeps_its_turn() {
+    assert!(a_silent_server_keeps_its_turn_after_slow_handshakes(HandshakeLimit::Adaptive).await);
+}
+
+/// Under a fixed limit too: the latency is learned whatever the limit.
 #[tokio::test(start_paused = true)]
 async fn a_fixed_limit_also_learns_what_handshakes_take() {
-    let admission = Admission::new(HandshakeLimit::Fixed(2), 600, Duration::from_secs(60));
-    for _ in 0..4 {
-        let cancel = CancellationToken::new();
-        let done = admission
-            .connect(Duration::from_secs(60), &cancel, &up(), async {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                Ok::<(), Refused>(())
-            })
-            .await;
-        assert_eq!(done, Ok(Ok(())));
-    }
-    assert_eq!(admission.limit(), 2);
-    let cancel = CancellationToken::new();
-    let progress = Progress::silent_server();
-    let watch = async {
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
-        admission.permits.available_permits()
-    };
-    let (done, during) = tokio::join!(
-        admission.connect(Duration::from_secs(60), &cancel, &progress, async {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            Ok::<(), Refused>(())
-        }),
-        watch
-    );
-    assert_eq!(done, Ok(Ok(())));
-    assert_eq!(during, 1, "the slow host kept its turn");
+    assert!(a_silent_server_keeps_its_turn_after_slow_handshakes(HandshakeLimit::Fixed(2)).await);
 }
 
 /// A stopped rollout ends the hosts waiting for a turn, and those connecting, with

@@ -320,23 +320,8 @@ fn a_connection_lost_mid_command_says_how_it_ended() {
     let running = wait_until_running(&sleep, 1, Duration::from_secs(30), || volley.has_exited());
     assert_eq!(running.len(), 1, "the command never ran");
     // The session's sshd process: the nearest ancestor of the command that is sshd.
-    let parent = |pid: u32| -> u32 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("PPid:"))
-            .and_then(|ppid| ppid.trim().parse().ok())
-            .unwrap_or(1)
-    };
-    let mut session = parent(running[0]);
-    while session > 1 {
-        let name = std::fs::read_to_string(format!("/proc/{session}/comm")).unwrap_or_default();
-        if name.trim() == "sshd" {
-            break;
-        }
-        session = parent(session);
-    }
-    assert!(session > 1, "no sshd above the command");
+    let sessions = volley_tests::remote::sshd_sessions_above(running[0], &fleet.sshd_pids());
+    let session = *sessions.first().expect("an sshd above the command");
     volley_tests::remote::kill_all(&[session]);
     let output = volley.finish(Duration::from_secs(60));
 

@@ -165,24 +165,7 @@ fn a_host_that_cannot_confirm_the_stop_at_the_timeout_is_in_doubt() {
     let running = wait_until_running(&sleep, 1, RUNNING_WITHIN, || volley.has_exited());
     assert_eq!(running.len(), 1, "the command never ran");
     // Every sshd process above the command: the session's, not the listener.
-    let parent = |pid: u32| -> u32 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("PPid:"))
-            .and_then(|ppid| ppid.trim().parse().ok())
-            .unwrap_or(1)
-    };
-    let listener = fleet.sshd_pids();
-    let mut session = Vec::new();
-    let mut pid = parent(running[0]);
-    while pid > 1 && !listener.contains(&pid) {
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if name.trim() == "sshd" {
-            session.push(pid);
-        }
-        pid = parent(pid);
-    }
+    let session = volley_tests::remote::sshd_sessions_above(running[0], &fleet.sshd_pids());
     assert!(
         !session.is_empty(),
         "no sshd session process above the command"
