@@ -72,6 +72,11 @@ impl HostSpec {
             self.jump.clone(),
         )
     }
+
+    /// Whether the host's commands go through sudo (`--become`): a root login needs none.
+    pub fn uses_sudo(&self) -> bool {
+        self.become_root && self.user != "root"
+    }
 }
 
 /// An address as one machine has it: an IP address in its one written form, a name in lower

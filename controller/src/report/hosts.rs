@@ -65,7 +65,7 @@ pub fn write_host_list(
                 "port": host.port,
                 "transport": transport(host),
                 "agent_port": agent_port(host),
-                "become": host.become_root,
+                "become": host.uses_sudo(),
                 "identity_files": host.identity_files.iter()
                     .chain(crate::plan::offered_after(&host.identity_files, identities, explicit))
                     .collect::<Vec<_>>(),
@@ -96,7 +96,7 @@ pub fn write_host_list(
                 host.port.to_string(),
                 transport(host).to_string(),
                 agent_port(host).map_or_else(|| "-".to_string(), |port| port.to_string()),
-                if host.become_root { "yes" } else { "no" }.to_string(),
+                if host.uses_sudo() { "yes" } else { "no" }.to_string(),
                 if via.is_empty() {
                     "-".to_string()
                 } else {
@@ -140,6 +140,18 @@ mod tests {
             become_root: false,
             jump: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_root_login_does_not_become_root_through_sudo() {
+        let mut root = spec("r1", TransportChoice::Ssh);
+        root.user = "root".to_string();
+        root.become_root = true;
+        let mut out = Vec::new();
+        write_host_list(&mut out, &[root], &[], false, true, false).unwrap();
+        let listed: serde_json::Value =
+            serde_json::from_str(String::from_utf8(out).unwrap().trim()).unwrap();
+        assert_eq!(listed["become"], false);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::shell::quote;
 
 /// Whether `host`'s commands go through sudo.
 pub fn needed(host: &HostSpec) -> bool {
-    host.become_root && host.user != "root"
+    host.uses_sudo()
 }
 
 /// The exec line that runs `/bin/sh -c SCRIPT ARGS...`, through `sudo -n -H` when `sudo`. The
