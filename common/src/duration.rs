@@ -9,7 +9,7 @@ pub struct DurationError {
     pub reason: &'static str,
 }
 
-/// Parses `30s`, `250ms`, `1m30s`, `1.5s`, `2h`; a bare number is seconds.
+/// Parses `30s`, `250ms`, `1m30s`, `1.5s`, `2h`, `1d`; a bare number is seconds.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     let error = |reason| DurationError {
         input: input.to_string(),
@@ -24,6 +24,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
+    // Each unit once, from the largest down (`1h30m`): `5m5m` is a typo, not 10 minutes.
+    let mut last_unit = f64::INFINITY;
     while !rest.is_empty() {
         let number_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -43,9 +45,14 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
+            "d" => 86_400.0,
             "" => return Err(error("a unit must follow each number after the first")),
             _ => return Err(error("unknown unit")),
         };
+        if unit >= last_unit {
+            return Err(error("units go from the largest down, each once"));
+        }
+        last_unit = unit;
         rest = &rest[unit_len..];
         total += seconds_to_duration(number * unit).ok_or_else(|| error("it is too large"))?;
     }
@@ -120,6 +127,19 @@ mod tests {
         check("250ms", Ok(Duration::from_millis(250)));
         check("1m30s", Ok(Duration::from_secs(90)));
         check("2h", Ok(Duration::from_secs(7200)));
+        check("1d2h", Ok(Duration::from_secs(93_600)));
+        check(
+            "5m5m",
+            Err(
+                "bad duration '5m5m': units go from the largest down, each once (examples: 30s, 250ms, 1m30s)",
+            ),
+        );
+        check(
+            "30s1m",
+            Err(
+                "bad duration '30s1m': units go from the largest down, each once (examples: 30s, 250ms, 1m30s)",
+            ),
+        );
         check("0.5s", Ok(Duration::from_millis(500)));
         check(
             "",

@@ -248,7 +248,7 @@ pub struct LimitArgs {
 
     /// Time allowed to connect and authenticate to one host, counted from its handshake's
     /// admission [default: 10s]
-    #[arg(long, value_name = "DURATION", allow_negative_numbers = true)]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub connect_timeout: Option<String>,
 
     /// How many hosts may be connecting (TCP, handshake, authentication) at once: a number, or
@@ -258,12 +258,7 @@ pub struct LimitArgs {
 
     /// Time allowed on one host once connected; a command is then stopped there [default: none
     /// for `volley run`, 10m for `volley agent` operations, `push` and `fetch`]
-    #[arg(
-        short = 't',
-        long,
-        value_name = "DURATION",
-        allow_negative_numbers = true
-    )]
+    #[arg(short = 't', long, value_name = "DURATION", allow_hyphen_values = true)]
     pub timeout: Option<String>,
 }
 
@@ -398,7 +393,7 @@ pub struct RolloutArgs {
         long,
         value_name = "DURATION",
         help_heading = "Rollout",
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub batch_delay: Option<String>,
 

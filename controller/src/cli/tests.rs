@@ -134,9 +134,12 @@ fn a_negative_number_is_the_bad_value_of_its_flag() {
             "{flags:?}: {error}"
         );
     }
-    // Values volley itself reads get there, to be refused with the flag's name.
+    // Values volley itself reads get there, to be refused with the flag's name; a duration
+    // with its unit too.
     for flags in [
         &["--timeout", "-1"][..],
+        &["--timeout", "-5s"],
+        &["--batch", "2", "--batch-delay", "-1m"],
         &["--connect-timeout", "-1"],
         &["--batch", "-1"],
         &["--max-failures", "-1"],
