@@ -99,6 +99,16 @@ pub fn list(out: &mut impl Write, dir: &Path, limit: usize) -> Result<(), RunsEr
 /// `text` for one line of a terminal: control characters (a newline, an escape sequence's ESC)
 /// written as Rust escapes (`\n`, `\u{1b}`), so that a multi-line command stays in its row and
 /// nothing recorded can drive the terminal.
+/// A word as a shell would read it back: as it is where nothing in it is special to the shell.
+fn shown(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        crate::shell::quote(word)
+    }
+}
+
 fn printable(text: &str) -> String {
     text.chars()
         .map(|c| {
@@ -147,6 +157,16 @@ fn write_run(out: &mut impl Write, run: &Run, live: bool) -> io::Result<()> {
     }
     writeln!(out, "command   {}", printable(&header.command))?;
     writeln!(out, "targets   {}", targets_text(header))?;
+    // Every flag as given (`--become`, `-J`, limits...): the command follows `--`.
+    let flags: Vec<String> = header
+        .arguments
+        .iter()
+        .take_while(|argument| *argument != "--")
+        .map(|argument| printable(&shown(argument)))
+        .collect();
+    if !flags.is_empty() {
+        writeln!(out, "flags     {}", flags.join(" "))?;
+    }
     writeln!(out, "started   {} by {}", header.started, header.user)?;
     match &run.footer {
         Some(footer) => {

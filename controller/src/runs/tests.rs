@@ -209,6 +209,7 @@ fn a_run_is_shown_host_by_host() {
 run       20261127T065812Z-3f9a
 command   systemctl restart app
 targets   -g web --inventory /etc/volley/inventory.toml
+flags     -g web --batch 2
 started   2026-11-27T06:58:12.345Z by ops
 ended     2026-11-27T06:58:20.000Z, exit status 3, rollout stopped by the failure budget
 hosts     6: 1 succeeded, 1 non_zero_exit, 3 skipped, 1 unreachable
@@ -234,6 +235,7 @@ fn a_killed_run_shows_the_hosts_that_had_not_finished() {
 run       20261127T070000Z-0b1c (retry of 20261127T065812Z-3f9a)
 command   systemctl restart app
 targets   -g web --inventory /etc/volley/inventory.toml
+flags     -g web --batch 2
 started   2026-11-27T07:00:00.000Z by ops
 ended     no end recorded: volley was killed, or the run is still going
 hosts     3: 1 succeeded, 2 not_finished
