@@ -25,7 +25,14 @@ pub enum Sudo {
     NeedsPassword,
     /// No password asked, but root may run only `/usr/bin/true`: sudo refuses `/bin/sh`.
     OnlyTrue,
+    /// As [`Sudo::Passwordless`], with bash as the login shell and a `~/.bashrc` that greets
+    /// ([`GREETING`]): Debian's bash reads it for the commands sshd runs, so its lines come
+    /// before anything the command prints.
+    Greeted,
 }
+
+/// What the [`Sudo::Greeted`] user's `~/.bashrc` prints on stdout, before every command.
+pub const GREETING: &str = "Welcome to this host\n\n";
 
 impl Sudo {
     /// The user of this purpose.
@@ -34,13 +41,21 @@ impl Sudo {
             Sudo::Passwordless => "volley-sudo",
             Sudo::NeedsPassword => "volley-sudopw",
             Sudo::OnlyTrue => "volley-sudolim",
+            Sudo::Greeted => "volley-sudohi",
+        }
+    }
+
+    fn shell(self) -> &'static str {
+        match self {
+            Sudo::Greeted => "/bin/bash",
+            _ => "/bin/sh",
         }
     }
 
     fn sudoers(self) -> String {
         let user = self.user();
         match self {
-            Sudo::Passwordless => format!("{user} ALL=(ALL:ALL) NOPASSWD: ALL\n"),
+            Sudo::Passwordless | Sudo::Greeted => format!("{user} ALL=(ALL:ALL) NOPASSWD: ALL\n"),
             Sudo::NeedsPassword => format!("{user} ALL=(ALL:ALL) ALL\n"),
             Sudo::OnlyTrue => {
                 format!("Defaults:{user} !authenticate\n{user} ALL=(root) /usr/bin/true\n")
@@ -63,8 +78,19 @@ pub fn ensure(sudo: Sudo) -> &'static str {
     let lock = lock("the --become tests create users and sudoers rules");
     let user = sudo.user();
     let comment = format!("volley tests - sudo {sudo:?}");
-    add_user(user, &["--shell", "/bin/sh", "--comment", &comment]);
+    add_user(user, &["--shell", sudo.shell(), "--comment", &comment]);
     install_sudoers(sudo);
+    if sudo == Sudo::Greeted {
+        let home = lookup(user).map(|entry| entry.home);
+        let home =
+            home.unwrap_or_else(|| panic!("user {user} was made but getent does not find it"));
+        let bashrc = home.join(".bashrc");
+        let text = format!("printf '{}'\n", GREETING.replace('\n', "\\n"));
+        if std::fs::read_to_string(&bashrc).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&bashrc, text)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", bashrc.display()));
+        }
+    }
     drop(lock);
     user
 }

@@ -254,3 +254,53 @@ fn become_pushes_as_root_over_ssh() {
     let metadata = std::fs::metadata(files.path(&conf)).unwrap();
     assert_eq!((metadata.uid(), metadata.gid()), (0, 0), "still root's");
 }
+
+/// The probe's answers come after whatever the login shell prints (Debian's bash reads
+/// `~/.bashrc` for the commands sshd runs): a greeting changes neither what is found changed nor
+/// what is found unchanged.
+#[test]
+fn a_greeting_login_shell_does_not_confuse_the_probe() {
+    let ssh = volley_tests::FleetSpec::new(1).with_login_environment();
+    let deployment = Deployment::with_ssh_spec(ssh, 0);
+    let user = volley_tests::users::ensure(volley_tests::users::Sudo::Greeted);
+    let conf = deployment.remote("greeted.conf");
+    let files = deployment.files("h01");
+    files.write(&conf, "old\n");
+    let local = deployment.local("greeted.conf", "new\n");
+    let push = || {
+        let args: Vec<std::ffi::OsString> = vec![
+            "-w".into(),
+            "h01".into(),
+            "--become".into(),
+            "--json".into(),
+            local.clone().into_os_string(),
+            conf.clone().into_os_string(),
+        ];
+        let command = deployment.args_as(user, "push", args);
+        volley_tests::RunningProcess::spawn(deployment.ssh.volley().args(command))
+            .finish(crate::RUN_DEADLINE)
+    };
+    let output = push();
+    output.assert_code(0);
+    let records = output.records_by_host();
+    let changed = record(&output, &records, "h01", "succeeded");
+    assert_eq!(
+        changed.stdout,
+        format!("changed: {} (content)\n", conf.display()),
+        "{}",
+        output.describe()
+    );
+    assert_eq!(text(&files, &conf).as_deref(), Some("new\n"));
+
+    let output = push();
+    output.assert_code(0);
+    let records = output.records_by_host();
+    let unchanged = record(&output, &records, "h01", "succeeded");
+    assert_eq!(
+        unchanged.stdout,
+        format!("unchanged: {}\n", conf.display()),
+        "{}",
+        output.describe()
+    );
+    assert_eq!(unchanged.changed.as_ref(), Some(&vec![]));
+}

@@ -25,6 +25,11 @@ pub struct Deployment {
 impl Deployment {
     /// `ssh` SSH hosts and `agents` agent hosts, each with a tmpfs of 512 MiB at most.
     pub fn start(ssh: usize, agents: usize) -> Deployment {
+        Deployment::with_ssh_spec(FleetSpec::new(ssh), agents)
+    }
+
+    /// The SSH hosts of `ssh`, isolated, and `agents` agent hosts.
+    pub fn with_ssh_spec(ssh: FleetSpec, agents: usize) -> Deployment {
         let mount_point = tempfile::Builder::new()
             .prefix("volley-push-root-")
             .tempdir()
@@ -34,7 +39,7 @@ impl Deployment {
             mount_point: root.clone(),
             size: "512m".to_string(),
         };
-        let ssh = SshFleet::with_spec(FleetSpec::new(ssh).isolated(isolation.clone()));
+        let ssh = SshFleet::with_spec(ssh.isolated(isolation.clone()));
         let agents = AgentFleet::with_spec(AgentFleetSpec::new(agents).isolated(isolation));
         let mut entries: Vec<InventoryHost> = ssh.hosts().iter().map(InventoryHost::ssh).collect();
         entries.extend(agents.hosts().iter().map(InventoryHost::agent));

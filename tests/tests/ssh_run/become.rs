@@ -5,10 +5,10 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use volley_tests::SshFleet;
 use volley_tests::inventory::with_host_settings;
 use volley_tests::remote::{SweepOnDrop, assert_none_left, unique_sleep, wait_until_running};
 use volley_tests::users::{self, Sudo};
+use volley_tests::{FleetSpec, SshFleet};
 
 use crate::{EXIT_NOT_REACHED, EXIT_SUCCESS, expect_outcome};
 
@@ -129,4 +129,27 @@ fn the_become_flag_makes_a_sudo_user_root_and_stops_what_it_ran() {
     output.assert_code(EXIT_NOT_REACHED);
     assert_eq!(output.records()[0].outcome, "command_timeout");
     assert_none_left(&sleep, Duration::from_secs(10));
+}
+
+/// A login shell that greets (Debian's bash reads `~/.bashrc` for the commands sshd runs) prints
+/// before sudo's check: the check reads sudo's answer past the greeting.
+#[test]
+fn a_greeting_login_shell_does_not_hide_what_sudo_answers() {
+    let fleet = SshFleet::with_spec(FleetSpec::new(1).with_login_environment());
+    let user = users::ensure(Sudo::Greeted);
+    let inventory = fleet.inventory().to_path_buf();
+    let output = fleet.run(run_args(
+        &fleet,
+        &inventory,
+        &[
+            "-g", "all", "-l", user, "--become", "--json", "--", "id -un",
+        ],
+    ));
+    output.assert_code(EXIT_SUCCESS);
+    assert_eq!(
+        output.records()[0].stdout,
+        format!("{}root\n", users::GREETING),
+        "{}",
+        output.describe()
+    );
 }
