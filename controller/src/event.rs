@@ -18,14 +18,14 @@ pub enum Event {
     /// The host's turn came: it is connecting.
     Started { host: usize },
     /// The host's command is about to be sent to its agent as `execution_id`. The journal
-    /// records it, then answers on `recorded`; the transport sends the command only then, so
-    /// that an execution is always in the journal before it can have started. Not passed on to
-    /// the reporters.
+    /// records it, then answers on `recorded`; the transport sends the command only once it
+    /// is written, so that an execution is always in the journal before it can have started.
+    /// The error is why it could not be written. Not passed on to the reporters.
     Executing {
         /// The host's name.
         name: String,
         execution_id: String,
-        recorded: tokio::sync::oneshot::Sender<()>,
+        recorded: tokio::sync::oneshot::Sender<Result<(), String>>,
     },
     /// A chunk of output, as it arrived (not split into lines).
     Output {
@@ -64,7 +64,8 @@ pub struct RunEnd {
     pub failures: usize,
     /// The failures the budget allows; `None` without a budget.
     pub allowed_failures: Option<usize>,
-    /// The budget was exceeded while hosts were still to start: they were skipped.
+    /// The rollout stopped (the budget was exceeded, or the journal could not record the run)
+    /// while hosts were still to start: they were skipped.
     pub stopped: bool,
 }
 

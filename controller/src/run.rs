@@ -271,7 +271,9 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     // journalled before it is reported.
     let (events, received) = mpsc::channel(1024);
     let (journalled, to_report) = mpsc::channel(1024);
-    let journal = journal::tap(journal, received, journalled);
+    // The journal stops the rollout when it cannot record it.
+    let journal_stop = CancellationToken::new();
+    let journal = journal::tap(journal, received, journalled, journal_stop.clone());
     let reporter = tokio::spawn({
         let (hosts, cancel, gone) = (hosts.clone(), cancel.clone(), readers.gone());
         async move {
@@ -284,7 +286,14 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
             reports
         }
     });
-    let end = scheduler::run(plan, transport, events, cancel.clone()).await;
+    let end = scheduler::run(
+        plan,
+        transport,
+        events,
+        cancel.clone(),
+        journal_stop.clone(),
+    )
+    .await;
     let journal = journal.await?;
     let reports = reporter.await?;
 
@@ -318,6 +327,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         stopped: end.stopped,
         exit_status: run_status,
     };
+    let write_error = journal.write_error().map(plan::io_reason);
     if let Err(error) = journal.finish(ending) {
         say!(
             "volley: warning: the record of this run in {} is incomplete: {}",
@@ -349,6 +359,9 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         .filter(|outcome| **outcome == Outcome::Skipped)
         .count();
     report::write_rollout(&mut stderr, &end, batched, skipped)?;
+    if let Some(reason) = write_error.filter(|_| journal_stop.is_cancelled()) {
+        report::write_journal_stop(&mut stderr, &reason, skipped)?;
+    }
     // Hosts in doubt are for `volley runs resume`, not for a retry, which takes the hosts of the
     // whole run that did not succeed: those a resume settled before it too.
     let in_doubt = |outcome: &Outcome| matches!(outcome, Outcome::InDoubt { .. });

@@ -34,12 +34,15 @@ use crate::rollout::batch_of;
 use crate::transport::{Ended, Job, OutputSink, RunLimits, Transport};
 
 /// Runs the plan's command on all its hosts. Returns when every host has finished; after
-/// `cancel`, hosts not yet started finish as `Cancelled` at once.
+/// `cancel`, hosts not yet started finish as `Cancelled` at once. `stop` stops the rollout as a
+/// spent failure budget does (the journal cancels it when it cannot record the run): hosts
+/// that have not started their command are skipped, those running finish.
 pub async fn run(
     plan: Arc<RunPlan>,
     transport: Arc<dyn Transport>,
     events: mpsc::Sender<Event>,
     cancel: CancellationToken,
+    stop: CancellationToken,
 ) -> RunEnd {
     let total = plan.hosts.len();
     let batches = plan.rollout.batches(total);
@@ -49,7 +52,8 @@ pub async fn run(
         ..RunEnd::default()
     };
     let allowed = end.allowed_failures;
-    let exceeded = |failures: usize| allowed.is_some_and(|allowed| failures > allowed);
+    let exceeded =
+        |failures: usize| allowed.is_some_and(|allowed| failures > allowed) || stop.is_cancelled();
     let slots = Arc::new(Semaphore::new(plan.parallel));
     let admission = Arc::new(Admission::new(
         plan.handshakes,
@@ -67,6 +71,14 @@ pub async fn run(
         cancel: cancel.clone(),
         admission: admission.clone(),
     };
+    // Hosts waiting in admission see the stop there.
+    let stopping = tokio::spawn({
+        let (stop, admission) = (stop.clone(), admission.clone());
+        async move {
+            stop.cancelled().await;
+            admission.stop_starting();
+        }
+    });
     let mut running = Running {
         tasks: JoinSet::new(),
         host_of_task: HashMap::new(),
@@ -97,6 +109,10 @@ pub async fn run(
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => break,
+                    () = stop.cancelled() => {
+                        stopped = true;
+                        break;
+                    }
                     () = tokio::time::sleep(plan.rollout.delay) => {}
                 }
             }
@@ -124,6 +140,10 @@ pub async fn run(
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => break 'rollout,
+                    () = stop.cancelled() => {
+                        stopped = true;
+                        break 'rollout;
+                    }
                     // Finished hosts are counted before another one starts.
                     Some(joined) = running.tasks.join_next_with_id() => running.reap(joined).await,
                     slot = slots.clone().acquire_owned() => {
@@ -163,6 +183,7 @@ pub async fn run(
             .await;
     }
     running.wait_all().await;
+    stopping.abort();
     tracing::debug!(
         limit = admission.limit(),
         "handshake admission at the end of the run"

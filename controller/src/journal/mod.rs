@@ -14,8 +14,12 @@
 //! event stream, and the page cache only loses data if the machine itself goes down. The footer
 //! is followed by one fsync, so a finished run's journal is on disk when volley exits.
 //!
-//! The writer never prints and never fails the run: a write error is kept, writing stops, and the
-//! caller says so at the end.
+//! The writer never prints and never fails the run by itself. A write that fails (a full disk) is
+//! cut back to the last whole record, and the records from it on are held in memory (up to
+//! [`MAX_HELD`]) and written, in order, with the next record once the disk takes them again: the
+//! journal has no gap. The tap stops the rollout at the first failure ([`tap`]'s `stop`), and a
+//! `started` record that cannot be written is not held: its command is not sent. The caller says
+//! at the end whether records were lost.
 //!
 //! The volley writing a journal holds an exclusive lock (`flock`) on it until it ends, so that
 //! `volley runs resume` (which appends to a recorded run, see [`Journal::reopen`]) refuses a run
@@ -33,6 +37,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use volley_common::journal::{
     BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, NOT_FINISHED, Options, ResumedEntry, Run,
     StartedEntry, Targets,
@@ -43,14 +48,24 @@ use crate::cli::RunArgs;
 use crate::event::Event;
 use crate::plan::{Environment, RunPlan};
 
+/// The most record bytes held in memory while the disk refuses them; past it they are dropped
+/// and the journal stays incomplete.
+const MAX_HELD: usize = 64 << 20;
+
 /// The journal of the run in progress.
 #[derive(Debug)]
 pub struct Journal {
     pub id: String,
     pub path: PathBuf,
     file: File,
-    /// The first write that failed; nothing is written after it.
+    /// The length of the file up to its last whole record: where a failed write is cut back to.
+    written: u64,
+    /// The first write that failed, if any.
     error: Option<io::Error>,
+    /// Records not yet on disk since a write failed, in order, whole lines.
+    held: Vec<u8>,
+    /// Records were dropped (too many held, or not encodable): the journal is incomplete.
+    lost: bool,
     /// Hosts in the run, and how many ended each way so far: the footer's counts.
     hosts: usize,
     counts: BTreeMap<String, usize>,
@@ -94,20 +109,23 @@ impl Journal {
             id,
             path,
             file,
+            written: 0,
             error: None,
+            held: Vec::new(),
+            lost: false,
             hosts: header.hosts.len(),
             counts: BTreeMap::new(),
             resumed_batches: None,
         };
-        journal.append(&Entry::Header(Box::new(header)));
-        match journal.error.take() {
-            Some(error) => {
-                // A journal without its header cannot be read: do not leave it behind.
-                let _ = std::fs::remove_file(&journal.path);
-                Err(error)
-            }
-            None => Ok(journal),
+        if !journal.append(&Entry::Header(Box::new(header))) {
+            // A journal without its header cannot be read: do not leave it behind.
+            let _ = std::fs::remove_file(&journal.path);
+            return Err(journal
+                .error
+                .take()
+                .unwrap_or_else(|| io::Error::other("the record was not written")));
         }
+        Ok(journal)
     }
 
     /// Opens the journal of the recorded run `run` at `path` to append to it: takes its lock,
@@ -141,50 +159,103 @@ impl Journal {
                 ))
             })
             .collect();
+        let written = file.metadata().map_err(ReopenError::Io)?.len();
+        // A write cut short by a full disk before this journal had its cut-back (or a crash
+        // mid-write) left a line without its end: the next record starts on a line of its own.
+        let torn = written > 0 && !ends_with_newline(path, written);
         let mut journal = Journal {
             id: run.header.id.clone(),
             path: path.to_path_buf(),
             file,
+            written,
             error: None,
+            held: if torn { b"\n".to_vec() } else { Vec::new() },
+            lost: false,
             hosts: run.header.hosts.len(),
             counts,
             resumed_batches: Some(batches),
         };
-        journal.append(&Entry::Resumed(ResumedEntry {
+        let resumed = Entry::Resumed(ResumedEntry {
             resumed: clock::now().rfc3339,
             hosts: resuming.len(),
-        }));
-        match journal.error.take() {
-            Some(error) => Err(ReopenError::Io(error)),
-            None => Ok(journal),
+        });
+        if !journal.append(&resumed) {
+            return Err(ReopenError::Io(
+                journal
+                    .error
+                    .take()
+                    .unwrap_or_else(|| io::Error::other("the record was not written")),
+            ));
         }
+        Ok(journal)
     }
 
-    /// Writes one record as one line in one write.
-    fn append(&mut self, entry: &Entry) {
-        if self.error.is_some() {
-            return;
-        }
-        let result = serde_json::to_vec(entry)
-            .map_err(io::Error::other)
-            .and_then(|mut line| {
+    /// Writes one record as one line in one write, after the records held since a failed write;
+    /// returns whether it is on disk. One that is not is held for the next write.
+    fn append(&mut self, entry: &Entry) -> bool {
+        self.write_entry(entry, true)
+    }
+
+    /// The first write that failed, if any, though later writes made the journal whole again.
+    pub fn write_error(&self) -> Option<&io::Error> {
+        self.error.as_ref()
+    }
+
+    /// The first write that failed, while the journal is not whole on disk.
+    pub fn failure(&self) -> Option<&io::Error> {
+        self.error
+            .as_ref()
+            .filter(|_| self.lost || !self.held.is_empty())
+    }
+
+    fn write_entry(&mut self, entry: &Entry, hold: bool) -> bool {
+        let line = match serde_json::to_vec(entry) {
+            Ok(mut line) => {
                 line.push(b'\n');
-                self.file.write_all(&line)
-            });
-        if let Err(error) = result {
-            self.error = Some(error);
+                line
+            }
+            Err(error) => {
+                self.lost = true;
+                self.error.get_or_insert(io::Error::other(error));
+                return false;
+            }
+        };
+        if self.lost {
+            return false;
+        }
+        let before = self.held.len();
+        self.held.extend_from_slice(&line);
+        match self.file.write_all(&self.held) {
+            Ok(()) => {
+                self.written += self.held.len() as u64;
+                self.held.clear();
+                true
+            }
+            Err(error) => {
+                // What the write put in before it failed goes: the next one starts there.
+                let _ = self.file.set_len(self.written);
+                self.error.get_or_insert(error);
+                if !hold {
+                    self.held.truncate(before);
+                } else if self.held.len() > MAX_HELD {
+                    self.held = Vec::new();
+                    self.lost = true;
+                }
+                false
+            }
         }
     }
 
-    fn append_host(&mut self, entry: HostEntry) {
+    fn append_host(&mut self, entry: HostEntry) -> bool {
         *self
             .counts
             .entry(entry.outcome.kind().to_string())
             .or_insert(0) += 1;
-        self.append(&Entry::Host(entry));
+        self.append(&Entry::Host(entry))
     }
 
-    /// Writes the footer and puts the journal on disk; returns the first error of the whole run.
+    /// Writes the footer and puts the journal on disk; returns the first write error of the run
+    /// if the journal is not whole on disk even now.
     pub fn finish(mut self, ending: Ending) -> io::Result<()> {
         let finished: usize = self.counts.values().sum();
         let mut counts = std::mem::take(&mut self.counts);
@@ -199,21 +270,39 @@ impl Journal {
             exit_status: ending.exit_status,
         };
         self.append(&Entry::Footer(footer));
-        if let Some(error) = self.error {
-            return Err(error);
+        if self.failure().is_some() {
+            return Err(self
+                .error
+                .take()
+                .unwrap_or_else(|| io::Error::other("the record was not written")));
         }
         self.file.sync_all()
     }
 }
 
+/// Whether the file at `path` ends with a newline at `length`.
+fn ends_with_newline(path: &Path, length: u64) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut last = [0u8];
+    File::open(path)
+        .and_then(|mut file| {
+            file.seek(SeekFrom::Start(length - 1))?;
+            file.read_exact(&mut last)
+        })
+        .is_ok_and(|()| last[0] == b'\n')
+}
+
 /// Journals the run's events as they pass from the scheduler to the reporters: a host's record is
 /// written before its `Finished` goes on, so nothing is ever reported that is not journalled.
-/// The reporters going away (a closed stdout) does not stop the journal. Returns the journal
-/// when the scheduler's side closes.
+/// The reporters going away (a closed stdout) does not stop the journal. At the first record
+/// that cannot be written, `stop` is cancelled: the rollout stops, as a spent failure budget
+/// stops it, since what runs from then on may go unrecorded. Returns the journal when the
+/// scheduler's side closes.
 pub fn tap(
     mut journal: Journal,
     mut events: mpsc::Receiver<Event>,
     reporters: mpsc::Sender<Event>,
+    stop: CancellationToken,
 ) -> JoinHandle<Journal> {
     // File writes block; they get a thread of tokio's blocking pool rather than a worker.
     tokio::task::spawn_blocking(move || {
@@ -226,13 +315,20 @@ pub fn tap(
                     recorded,
                     ..
                 } => {
-                    journal.append(&Entry::Started(StartedEntry {
+                    let started = Entry::Started(StartedEntry {
                         host: name,
                         execution_id,
                         started: clock::now().rfc3339,
+                    });
+                    // Not held: a command whose `started` is not on disk is not sent.
+                    let written = journal.write_entry(&started, false);
+                    if !written {
+                        stop.cancel();
+                    }
+                    let _ = recorded.send(written.then_some(()).ok_or_else(|| {
+                        let error = journal.error.as_ref().map(crate::plan::io_reason);
+                        error.unwrap_or_default()
                     }));
-                    // Written (or failed, which the end of the run reports): the command may go.
-                    let _ = recorded.send(());
                     continue;
                 }
                 event => event,
@@ -246,16 +342,21 @@ pub fn tap(
                     {
                         report.batch = *batch;
                     }
-                    journal.append_host(HostEntry::new(report, clock::now().rfc3339));
+                    if !journal.append_host(HostEntry::new(report, clock::now().rfc3339)) {
+                        stop.cancel();
+                    }
                 }
                 // A resume's own batch is not one of the run's: its `resumed` record says it.
                 Event::BatchStarted { .. } if journal.resumed_batches.is_some() => {}
                 Event::BatchStarted { batch, hosts, .. } => {
-                    journal.append(&Entry::Batch(BatchEntry {
+                    let entry = Entry::Batch(BatchEntry {
                         batch: *batch,
                         hosts: hosts.len(),
                         started: clock::now().rfc3339,
-                    }));
+                    });
+                    if !journal.append(&entry) {
+                        stop.cancel();
+                    }
                 }
                 Event::Started { .. }
                 | Event::Output { .. }

@@ -92,7 +92,7 @@ async fn hosts_are_journalled_before_they_are_reported() {
     let path = journal.path.clone();
     let (events, received) = mpsc::channel(4);
     let (forward, mut reported) = mpsc::channel(4);
-    let tap = tap(journal, received, forward);
+    let tap = tap(journal, received, forward, CancellationToken::new());
     let reporter = tokio::spawn(async move {
         let mut seen = Vec::new();
         while let Some(event) = reported.recv().await {
@@ -166,7 +166,7 @@ async fn the_journal_goes_on_when_the_reporters_are_gone() {
     let (events, received) = mpsc::channel(4);
     let (forward, reported) = mpsc::channel(4);
     drop(reported);
-    let tap = tap(journal, received, forward);
+    let tap = tap(journal, received, forward, CancellationToken::new());
     for (host, name) in ["h1", "h2"].iter().enumerate() {
         let report = report(
             name,
@@ -202,7 +202,7 @@ async fn a_resumed_host_keeps_the_batch_of_its_run() {
     let journal = Journal::reopen(&path, &read(&path), &[0, 2]).unwrap();
     let (events, received) = mpsc::channel(4);
     let (forward, mut reported) = mpsc::channel(4);
-    let tap = tap(journal, received, forward);
+    let tap = tap(journal, received, forward, CancellationToken::new());
     events
         .send(Event::BatchStarted {
             batch: 1,
@@ -326,4 +326,134 @@ fn the_header_records_targets_hosts_batches_and_options() {
     );
     assert_eq!(header.arguments, arguments);
     assert_eq!(header.retry_of.as_deref(), Some("20261127T065812Z-3f9a"));
+}
+
+/// `/dev/full` refuses every write with ENOSPC, as a full disk does.
+fn full_disk() -> File {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open("/dev/full")
+        .expect("/dev/full")
+}
+
+fn finished(host: usize, name: &str) -> Event {
+    Event::Finished {
+        host,
+        report: Box::new(report(name, Outcome::Succeeded)),
+    }
+}
+
+/// Records the disk refuses are held, in order, and written before the next record once it
+/// takes them again: the journal has no gap, and no torn line.
+#[test]
+fn records_a_full_disk_refuses_are_written_once_it_takes_them_again() {
+    let state = tempfile::tempdir().unwrap();
+    let mut journal = Journal::create(state.path(), bare_header(&["h1", "h2", "h3"])).unwrap();
+    let path = journal.path.clone();
+    let disk = std::mem::replace(&mut journal.file, full_disk());
+    assert!(!journal.append_host(HostEntry::new(
+        &report("h1", Outcome::Succeeded),
+        "t".into()
+    )));
+    assert!(!journal.append_host(HostEntry::new(
+        &report("h2", Outcome::Succeeded),
+        "t".into()
+    )));
+    assert!(journal.failure().is_some(), "the journal is not whole");
+    assert_eq!(read(&path).hosts, [None, None, None]);
+
+    journal.file = disk;
+    assert!(journal.append_host(HostEntry::new(
+        &report("h3", Outcome::Succeeded),
+        "t".into()
+    )));
+    assert!(journal.failure().is_none(), "whole again");
+    assert!(journal.write_error().is_some(), "the failure is still told");
+    journal
+        .finish(Ending {
+            interrupted: false,
+            stopped: true,
+            exit_status: 3,
+        })
+        .unwrap();
+    let run = read(&path);
+    let hosts: Vec<&str> = run
+        .hosts
+        .iter()
+        .flatten()
+        .map(|e| e.host.as_str())
+        .collect();
+    assert_eq!(hosts, ["h1", "h2", "h3"]);
+    assert_eq!(run.unreadable_lines, 0);
+    assert!(run.footer.is_some());
+}
+
+/// A `started` record the disk refuses is answered with why, stops the rollout, and is not
+/// held: its command is not sent, so the journal must not say it was.
+#[tokio::test]
+async fn a_started_record_that_cannot_be_written_stops_the_rollout_and_is_not_sent() {
+    let state = tempfile::tempdir().unwrap();
+    let mut journal = Journal::create(state.path(), bare_header(&["h1", "h2"])).unwrap();
+    let path = journal.path.clone();
+    let disk = std::mem::replace(&mut journal.file, full_disk());
+    let (events, received) = mpsc::channel(4);
+    let (forward, mut reported) = mpsc::channel(4);
+    let stop = CancellationToken::new();
+    let tap = tap(journal, received, forward, stop.clone());
+    let (recorded, answer) = tokio::sync::oneshot::channel();
+    events
+        .send(Event::Executing {
+            name: "h1".to_string(),
+            execution_id: "run/h1".to_string(),
+            recorded,
+        })
+        .await
+        .unwrap();
+    let refused = answer.await.unwrap().expect_err("not written");
+    assert!(refused.contains("No space left on device"), "{refused}");
+    assert!(stop.is_cancelled());
+    events.send(finished(1, "h2")).await.unwrap();
+    drop(events);
+    while reported.recv().await.is_some() {}
+    let mut journal = tap.await.unwrap();
+
+    journal.file = disk;
+    journal
+        .finish(Ending {
+            interrupted: false,
+            stopped: true,
+            exit_status: 3,
+        })
+        .unwrap();
+    let run = read(&path);
+    assert_eq!(run.executions, [None, None], "h1's command was not sent");
+    assert_eq!(run.hosts[1].as_ref().map(|e| e.host.as_str()), Some("h2"));
+}
+
+/// A journal whose last line was cut short (a crash mid-write) takes a resume's records on
+/// lines of their own.
+#[test]
+fn a_resume_after_a_torn_last_line_starts_a_line_of_its_own() {
+    let state = tempfile::tempdir().unwrap();
+    let journal = Journal::create(state.path(), bare_header(&["h1", "h2"])).unwrap();
+    let path = journal.path.clone();
+    drop(journal);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(br#"{"type":"ho"#).unwrap();
+    drop(file);
+    let journal = Journal::reopen(&path, &read(&path), &[0]).unwrap();
+    journal
+        .finish(Ending {
+            interrupted: false,
+            stopped: false,
+            exit_status: 0,
+        })
+        .unwrap();
+    let run = read(&path);
+    assert_eq!(run.resumes.len(), 1, "the resumed record was read");
+    assert!(run.footer.is_some());
+    assert_eq!(run.unreadable_lines, 1, "only the torn line");
 }

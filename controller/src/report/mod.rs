@@ -37,7 +37,7 @@ use volley_common::outcome::{HostReport, Outcome};
 pub use gather::Dialled;
 pub use host_keys::write_learned_host_keys;
 pub use hosts::{write_host_list, write_table};
-pub use rollout::{write_in_doubt, write_recorded, write_rollout};
+pub use rollout::{write_in_doubt, write_journal_stop, write_recorded, write_rollout};
 pub use summary::write_summary;
 
 use self::color::Paint;

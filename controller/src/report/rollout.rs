@@ -71,6 +71,16 @@ pub fn write_rollout(
     writeln!(out, "volley: {}", parts.join("; "))
 }
 
+/// `volley: rollout stopped: the run's journal could not be written (No space left on device
+/// (os error 28)); 12 hosts skipped`: what ran unrecorded could not be retried or resumed safely.
+pub fn write_journal_stop(out: &mut impl Write, reason: &str, skipped: usize) -> io::Result<()> {
+    writeln!(
+        out,
+        "volley: rollout stopped: the run's journal could not be written ({reason}); {} skipped",
+        count(skipped)
+    )
+}
+
 /// Where the run is recorded, and how to retry the hosts that did not succeed, if any. `failed`
 /// are the outcomes of those hosts (`None`: no outcome). The retry is not offered when every one
 /// of them was refused for its host key or its credentials: a plain retry would meet the same

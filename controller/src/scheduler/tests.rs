@@ -206,6 +206,16 @@ struct Outcomes {
 }
 
 async fn run_with(plan: RunPlan, transport: Arc<Scripted>, cancel: CancellationToken) -> Outcomes {
+    run_stopping(plan, transport, cancel, CancellationToken::new()).await
+}
+
+/// [`run_with`], with the rollout's outside stop (the journal's).
+async fn run_stopping(
+    plan: RunPlan,
+    transport: Arc<Scripted>,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+) -> Outcomes {
     let hosts = plan.hosts.len();
     let (events, mut received) = mpsc::channel(16);
     let collector = tokio::spawn(async move {
@@ -221,7 +231,7 @@ async fn run_with(plan: RunPlan, transport: Arc<Scripted>, cancel: CancellationT
                 Event::BatchStarted { batch, hosts, .. } => batches.push((batch, hosts)),
                 Event::BatchWaiting { batch, delay, .. } => waits.push((batch, delay)),
                 Event::Executing { recorded, .. } => {
-                    let _ = recorded.send(());
+                    let _ = recorded.send(Ok(()));
                 }
                 Event::Started { .. } | Event::Output { .. } => {}
             }
@@ -229,7 +239,7 @@ async fn run_with(plan: RunPlan, transport: Arc<Scripted>, cancel: CancellationT
         (finished, batches, waits)
     });
     let began = Instant::now();
-    let end = run(Arc::new(plan), transport, events, cancel).await;
+    let end = run(Arc::new(plan), transport, events, cancel, stop).await;
     let took = began.elapsed();
     let (finished, batches, waits) = collector.await.unwrap();
     let reports = finished
@@ -463,6 +473,73 @@ async fn a_budget_spent_when_every_host_has_started_stops_nothing() {
     );
     assert!(!outcomes.end.stopped);
     assert_eq!(outcomes.end.failures, 1);
+}
+
+/// The journal's stop (it cannot record the run) stops the rollout as a spent budget does: the
+/// host running finishes, the others are skipped, those in a slot and waiting for a handshake
+/// turn too, and no batch starts after it.
+#[tokio::test(start_paused = true)]
+async fn a_stop_from_the_journal_skips_every_host_not_yet_running() {
+    let transport = Arc::new(Scripted::new(&[]));
+    let stop = CancellationToken::new();
+    // h3 has connected (10 ms into its turn at 200 ms) when the stop comes at 250 ms.
+    let stopper = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::time::sleep(ATTEMPT * 2 + ATTEMPT / 2).await;
+            stop.cancel();
+        }
+    });
+    let outcomes = run_stopping(
+        plan(6, 1, rollout(Some("4"), Duration::ZERO, None)),
+        transport.clone(),
+        CancellationToken::new(),
+        stop,
+    )
+    .await;
+    stopper.await.unwrap();
+    assert_eq!(
+        kinds(&outcomes),
+        [
+            "succeeded",
+            "succeeded",
+            "succeeded",
+            "skipped",
+            "skipped",
+            "skipped"
+        ]
+    );
+    assert_eq!(transport.hosts_tried(), ["h1", "h2", "h3"]);
+    assert!(outcomes.end.stopped);
+    assert_eq!(outcomes.end.batches_started, 1);
+
+    // With every host in a slot at once, those waiting for a turn are stopped in admission.
+    let transport = Arc::new(Scripted::new(&[]));
+    let stop = CancellationToken::new();
+    let mut plan = plan(40, 512, rollout(None, Duration::ZERO, None));
+    // Two handshakes at a time, 10 ms each: 20 hosts have connected at 100 ms.
+    plan.handshakes = HandshakeLimit::Fixed(2);
+    let stopper = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            tokio::time::sleep(ATTEMPT + CONNECT / 2).await;
+            stop.cancel();
+        }
+    });
+    let outcomes = run_stopping(plan, transport.clone(), CancellationToken::new(), stop).await;
+    stopper.await.unwrap();
+    let kinds = kinds(&outcomes);
+    let started = kinds.iter().filter(|kind| **kind == "succeeded").count();
+    assert!(
+        (18..=24).contains(&started),
+        "{started} hosts ran: {kinds:?}"
+    );
+    assert!(
+        kinds[started..].iter().all(|kind| *kind == "skipped"),
+        "{kinds:?}"
+    );
+    assert_eq!(transport.hosts_tried().len(), started);
+    assert!(outcomes.end.stopped);
 }
 
 #[tokio::test(start_paused = true)]

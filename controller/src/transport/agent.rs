@@ -210,7 +210,9 @@ impl AgentTransport {
         }
         let run_started = Instant::now();
         let outcome = self.exec(reached.connected.client, job).await;
-        ended(outcome, Some(reached.after), Some(run_started.elapsed()))
+        // Skipped: the rollout stopped before the command was sent; nothing ran.
+        let ran_for = (outcome != Outcome::Skipped).then(|| run_started.elapsed());
+        ended(outcome, Some(reached.after), ran_for)
     }
 
     /// Connects and asks `Info`, within `timeout`: whether the agent serves, what it says about

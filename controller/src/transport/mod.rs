@@ -66,18 +66,18 @@ impl OutputSink {
     }
 
     /// Has the run's journal record that this host's command goes to its agent as
-    /// `execution_id`, and returns once it is written: call it before sending the command.
-    pub async fn journal_execution(&self, name: &str, execution_id: &str) {
+    /// `execution_id`, and returns once it is written: call it before sending the command, and
+    /// send nothing if it fails (the error says why).
+    pub async fn journal_execution(&self, name: &str, execution_id: &str) -> Result<(), String> {
         let (recorded, written) = tokio::sync::oneshot::channel();
         let event = Event::Executing {
             name: name.to_string(),
             execution_id: execution_id.to_string(),
             recorded,
         };
-        if self.events.send(event).await.is_ok() {
-            // An error means the journal is gone (the run is being torn down): nothing to wait for.
-            let _ = written.await;
-        }
+        let gone = || "the run's journal is gone".to_string();
+        self.events.send(event).await.map_err(|_| gone())?;
+        written.await.map_err(|_| gone())?
     }
 
     /// Bytes of each stream received so far.

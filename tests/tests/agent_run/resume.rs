@@ -12,6 +12,9 @@ use volley_tests::{AgentFleet, AgentFleetSpec, Partition, RunningProcess};
 
 use crate::{EXIT_IN_DOUBT, EXIT_SUCCESS, expect_outcome, reported_hosts};
 
+/// The failure budget, or the journal, stopped the rollout: some hosts were skipped.
+const EXIT_ROLLOUT_STOPPED: i32 = 3;
+
 /// How long a started command gets to show up on the hosts.
 const RUNNING_WITHIN: Duration = Duration::from_secs(60);
 
@@ -270,4 +273,87 @@ fn a_host_whose_agent_forgot_the_execution_is_in_doubt_and_retried_only_by_name(
     );
     let runs = runs_per_host(&fleet);
     assert_eq!((runs[0].1, runs[1].1), (2, 1), "{runs:?}");
+}
+
+/// A run whose journal can no longer be written (the disk is full; here a file size limit of 4
+/// KiB, which the records of the first ten hosts or so pass) stops its rollout: a command whose
+/// `started` record is not on disk is never sent, since a retry could not know it ran. The hosts
+/// that ran are reported; the others are skipped, and the run says why.
+#[test]
+fn a_run_its_journal_cannot_record_stops_and_sends_nothing_unrecorded() {
+    let fleet = AgentFleet::start(16);
+    let args = fleet.run_args([
+        "-g",
+        "all",
+        "--transport",
+        "agent",
+        "-p",
+        "1",
+        "--json",
+        "--",
+        "true",
+    ]);
+    // sh's ulimit -f counts 512-byte blocks; a write past the limit fails with EFBIG once
+    // SIGXFSZ is ignored, as a full disk's fails with ENOSPC.
+    let volley = fleet.volley();
+    let mut limited = std::process::Command::new("/bin/sh");
+    limited
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 8 && exec \"$0\" \"$@\"")
+        .arg(volley.get_program())
+        .args(&args);
+    for (name, value) in volley.get_envs() {
+        match value {
+            Some(value) => limited.env(name, value),
+            None => limited.env_remove(name),
+        };
+    }
+    let output = RunningProcess::spawn(&mut limited).finish(RUN_DEADLINE);
+    output.assert_code(EXIT_ROLLOUT_STOPPED);
+    let records = output.records_by_host();
+    let ran: Vec<String> = runs_per_host(&fleet)
+        .into_iter()
+        .filter(|(_, count)| {
+            assert!(*count <= 1, "a command ran twice");
+            *count == 1
+        })
+        .map(|(host, _)| host)
+        .collect();
+    let succeeded: Vec<String> = records
+        .values()
+        .filter(|record| record.outcome == "succeeded")
+        .map(|record| record.host.clone())
+        .collect();
+    assert_eq!(ran, succeeded, "{}", output.describe());
+    let skipped = records
+        .values()
+        .filter(|record| record.outcome == "skipped")
+        .count();
+    assert!(
+        !ran.is_empty() && skipped > 0 && ran.len() + skipped == fleet.hosts().len(),
+        "{}",
+        output.describe()
+    );
+    // Every command that ran is in the journal: a retry or a resume knows of it.
+    let runs = fleet.client_home().join(".local/state/volley/runs");
+    let journal = std::fs::read_dir(&runs)
+        .expect("the runs directory")
+        .map(|entry| entry.expect("an entry").path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "jsonl"))
+        .expect("the run's journal");
+    let text = std::fs::read_to_string(&journal).expect("the journal");
+    for host in &ran {
+        assert!(
+            text.contains(&format!("{{\"type\":\"started\",\"host\":\"{host}\"")),
+            "{host} ran unrecorded:\n{text}"
+        );
+    }
+    assert!(
+        output.stderr.contains(&format!(
+            "volley: rollout stopped: the run's journal could not be written (File too large \
+             (os error 27)); {skipped} hosts skipped\n"
+        )),
+        "{}",
+        output.describe()
+    );
 }

@@ -69,8 +69,12 @@ impl AgentTransport {
             keep_output: Some(self.max_output),
             stdin: job.stdin.cloned().unwrap_or_default(),
         };
-        // Before the request leaves: whatever happens next, the journal can find it again.
-        job.output.journal_execution(&job.host.name, &id).await;
+        // Before the request leaves: whatever happens next, the journal can find it again. A
+        // command the journal cannot record is not sent; the rollout stops (see `journal::tap`).
+        if let Err(error) = job.output.journal_execution(&job.host.name, &id).await {
+            tracing::debug!(host = %job.host.name, "not sent, the journal cannot record it: {error}");
+            return Outcome::Skipped;
+        }
         let deadline = deadline(job);
         let stream = match client.exec(pb::ExecRequest::from(spec)).await {
             Ok(response) => response.into_inner(),
