@@ -56,7 +56,27 @@ pub fn list(out: &mut impl Write, dir: &Path, limit: usize) -> Result<(), RunsEr
     let files = store::list(dir)?;
     let mut rows = Vec::new();
     for file in files.iter().rev().take(limit) {
-        let (header, footer, whole) = store::summary(file)?;
+        // One damaged journal (a crash mid-write, a full disk) hides no other run: it gets a
+        // row that says what is wrong with it.
+        let (header, footer, whole) = match store::summary(file) {
+            Ok(summary) => summary,
+            Err(error) => {
+                let reason = match error {
+                    StoreError::Unreadable { reason, .. } => reason,
+                    error => error.to_string(),
+                };
+                let unknown = "?".to_string();
+                let outcomes = format!("unreadable: {}", printable(&reason));
+                rows.push([
+                    file.id.clone(),
+                    unknown.clone(),
+                    unknown,
+                    outcomes,
+                    String::new(),
+                ]);
+                continue;
+            }
+        };
         let counts = match (&footer, &whole) {
             (Some(footer), _) => footer.counts.clone(),
             (None, Some(run)) => run.counts(),
@@ -96,9 +116,6 @@ pub fn list(out: &mut impl Write, dir: &Path, limit: usize) -> Result<(), RunsEr
     Ok(())
 }
 
-/// `text` for one line of a terminal: control characters (a newline, an escape sequence's ESC)
-/// written as Rust escapes (`\n`, `\u{1b}`), so that a multi-line command stays in its row and
-/// nothing recorded can drive the terminal.
 /// A word as a shell would read it back: as it is where nothing in it is special to the shell.
 fn shown(word: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
@@ -109,6 +126,9 @@ fn shown(word: &str) -> String {
     }
 }
 
+/// `text` for one line of a terminal: control characters (a newline, an escape sequence's ESC)
+/// written as Rust escapes (`\n`, `\u{1b}`), so that a multi-line command stays in its row and
+/// nothing recorded can drive the terminal.
 fn printable(text: &str) -> String {
     text.chars()
         .map(|c| {

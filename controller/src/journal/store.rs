@@ -107,8 +107,19 @@ pub fn list(dir: &Path) -> io::Result<Vec<RunFile>> {
             bytes,
         });
     }
-    // Ids start with their second; within one second the header's milliseconds decide.
-    runs.sort_by_cached_key(|run| (run.id[..16].to_string(), started(&run.path), run.id.clone()));
+    // Ids start with their second; within one second the header's milliseconds decide, and a
+    // journal whose header cannot be read counts as the newest of its second: `last` must
+    // never be an older run than the newest (a retry would run another command), and a
+    // journal that cannot be read is refused when named.
+    runs.sort_by_cached_key(|run| {
+        let started = started(&run.path);
+        (
+            run.id[..16].to_string(),
+            started.is_none(),
+            started,
+            run.id.clone(),
+        )
+    });
     Ok(runs)
 }
 
@@ -219,18 +230,16 @@ fn last_line(file: &mut File) -> io::Result<String> {
 }
 
 /// The header's start time, to order runs started within the same second.
-fn started(path: &Path) -> String {
+/// When the run of the journal at `path` started, from its header; `None` if it cannot be read.
+fn started(path: &Path) -> Option<String> {
     first_line(path)
         .ok()
         .and_then(|line| match serde_json::from_str(&line) {
             Ok(Entry::Header(header)) => Some(header.started),
             _ => None,
         })
-        .unwrap_or_default()
 }
 
-/// Deletes the oldest journals beyond `limits.keep_runs` runs or `limits.max_bytes` in all;
-/// the journal `current` is never deleted. Returns how many were deleted.
 /// Whether a volley still writes the journal at `path`: it holds the journal's lock until it
 /// ends (see [`super::Journal`]). A journal that cannot be opened is not in use.
 pub fn in_use(path: &Path) -> bool {
@@ -241,6 +250,8 @@ pub fn in_use(path: &Path) -> bool {
     }
 }
 
+/// Deletes the oldest journals beyond `limits.keep_runs` runs or `limits.max_bytes` in all;
+/// the journal `current` is never deleted. Returns how many were deleted.
 pub fn prune(dir: &Path, limits: &JournalLimits, current: &str) -> io::Result<usize> {
     let runs = list(dir)?;
     let mut count = runs.len();

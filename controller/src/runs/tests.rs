@@ -200,6 +200,28 @@ RUN                    STARTED (UTC)        HOSTS  OUTCOMES                     
     );
 }
 
+/// A journal that cannot be read gets a row saying so; the other runs are still listed.
+#[test]
+fn an_unreadable_journal_is_a_row_of_its_own() {
+    let dir = runs();
+    std::fs::write(
+        dir.path().join("20261127T060000Z-dead.jsonl"),
+        "{\"type\":\"hea",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    list(&mut out, dir.path(), 20).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[1].starts_with("20261127T070000Z-0b1c "), "{text}");
+    assert!(
+        lines[3].starts_with("20261127T060000Z-dead  ?")
+            && lines[3].contains("unreadable: the first line is not a journal header: EOF"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_run_is_shown_host_by_host() {
     let dir = runs();

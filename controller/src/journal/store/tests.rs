@@ -223,3 +223,41 @@ fn pruning_keeps_the_newest_runs_within_count_and_size() {
     assert_eq!(prune(dir.path(), &limits(1, u64::MAX), "").unwrap(), 1);
     assert_eq!(days(dir.path()), ["05"]);
 }
+
+/// A journal whose header cannot be read (emptied, torn by a crash) counts as the newest of its
+/// second: `last` is never an older run than it, whose command a retry would run instead.
+#[test]
+fn a_journal_without_a_readable_header_is_the_newest_of_its_second() {
+    let dir = tempfile::tempdir().unwrap();
+    journal(
+        dir.path(),
+        "20261127T065812Z-aaaa",
+        "2026-11-27T06:58:12.100Z",
+        0,
+    );
+    journal(
+        dir.path(),
+        "20261127T065812Z-0000",
+        "2026-11-27T06:58:12.900Z",
+        0,
+    );
+    std::fs::write(dir.path().join("20261127T065812Z-ffff.jsonl"), "").unwrap();
+    journal(
+        dir.path(),
+        "20261127T065811Z-9999",
+        "2026-11-27T06:58:11.999Z",
+        0,
+    );
+    assert_eq!(
+        ids(dir.path()),
+        [
+            "20261127T065811Z-9999",
+            "20261127T065812Z-aaaa",
+            "20261127T065812Z-0000",
+            "20261127T065812Z-ffff"
+        ]
+    );
+    let last = find(dir.path(), "last").unwrap();
+    assert_eq!(last.id, "20261127T065812Z-ffff");
+    assert!(load(&last).is_err(), "and it is refused when read");
+}
