@@ -459,6 +459,8 @@ pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
         ))
         .into());
     }
+    // The run's journal stays locked until the retry has ended.
+    let held = retry.held;
     let origin = Origin {
         operation: match (retry.agent, retry.transfer) {
             (Some(request), _) => Operation::Agent(request),
@@ -475,7 +477,9 @@ pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
             variables: retry.variables,
         }),
     };
-    run(retry.args, origin).await
+    let status = run(retry.args, origin).await;
+    drop(held);
+    status
 }
 
 /// A retry or resume runs with the settings its run took from `VOLLEY_*` variables, as it runs

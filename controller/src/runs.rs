@@ -35,7 +35,7 @@ pub enum RunsError {
     #[error("run {run}: `{operation}` runs over SSH: --transport does not apply to its retry")]
     NoTransport { run: String, operation: String },
     #[error(
-        "run {0} is still going: its volley holds the journal; wait until it has ended (a host still running would run twice)"
+        "run {0} is still going, or another volley retries or resumes it: that volley holds its journal; wait until it has ended (a host still running would run twice)"
     )]
     Running(String),
     #[error(transparent)]
@@ -398,6 +398,9 @@ pub struct Retry {
     pub cwd: Option<String>,
     /// The variables that gave the run settings, as the journal recorded them.
     pub variables: BTreeMap<String, String>,
+    /// The run's journal, locked until the retry has ended: another retry or a resume of the
+    /// run is refused meanwhile, as for a run still going.
+    pub held: std::fs::File,
 }
 
 /// Which flags of `volley retry` take a path (`-i`, `--known-hosts`, ...), and which of its
@@ -487,10 +490,10 @@ pub fn anchor_paths(given: &mut [String], here: &Path) {
 /// (after `retry`), recorded so that a retry of this retry keeps its overrides.
 pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, RunsError> {
     let path = store::find(dir, &args.run)?;
-    // Before the record is read: a run that ends in between would be read unfinished.
-    if store::in_use(&path.path) {
-        return Err(RunsError::Running(path.id.clone()));
-    }
+    // Before the record is read: a run that ends in between would be read unfinished. Held
+    // while the retry runs, so that a second retry of the run (another terminal, a cron job)
+    // does not run the command again where this one runs it.
+    let held = store::hold(&path)?.ok_or_else(|| RunsError::Running(path.id.clone()))?;
     let run = store::load(&path)?;
     let words: Option<Vec<String>> = match &args.only {
         Some(given) => Some(parse_only(given)?),
@@ -553,6 +556,7 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         overrides,
         cwd: run.header.cwd.clone(),
         variables: run.header.variables.clone(),
+        held,
     })
 }
 

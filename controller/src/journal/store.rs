@@ -240,6 +240,22 @@ fn started(path: &Path) -> Option<String> {
         })
 }
 
+/// Takes the lock of `run`'s journal (see [`in_use`]) for as long as the file returned is open;
+/// `None` if another volley holds it.
+pub fn hold(run: &RunFile) -> Result<Option<File>, StoreError> {
+    let unreadable = |error: io::Error| StoreError::Unreadable {
+        path: run.path.clone(),
+        reason: io_reason(&error),
+    };
+    let file = File::open(&run.path).map_err(unreadable)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        // No lock to be had on this filesystem: as `in_use`, the run is taken as not in use.
+        Err(std::fs::TryLockError::Error(_)) => Ok(Some(file)),
+    }
+}
+
 /// Whether a volley still writes the journal at `path`: it holds the journal's lock until it
 /// ends (see [`super::Journal`]). A journal that cannot be opened is not in use.
 pub fn in_use(path: &Path) -> bool {

@@ -211,7 +211,7 @@ fn a_run_still_going_is_not_retried() {
         })
         .expect("the running run's journal");
     let still_going = format!(
-        "volley: run {id} is still going: its volley holds the journal; wait until it has ended (a host still running would run twice)\n"
+        "volley: run {id} is still going, or another volley retries or resumes it: that volley holds its journal; wait until it has ended (a host still running would run twice)\n"
     );
     for subcommand in [vec!["retry", "last"], vec!["runs", "resume", "last"]] {
         let output = RunningProcess::spawn(fleet.volley().args(&subcommand)).finish(RUN_DEADLINE);
@@ -234,6 +234,43 @@ fn a_run_still_going_is_not_retried() {
     running.kill_hard();
     // Its volley gone, the run is a retry's to take.
     let output = RunningProcess::spawn(fleet.volley().args(["retry", "last", "--list-hosts"]))
+        .finish(RUN_DEADLINE);
+    output.assert_code(0);
+}
+
+/// A retry holds its run: a second retry of the same run while the first runs (another
+/// terminal, a cron job) is refused, instead of running the command again on every host the
+/// first one runs it on.
+#[test]
+fn a_run_being_retried_is_not_retried_again() {
+    let fleet = SshFleet::start(2);
+    let go = fleet.dir().join("go");
+    let command = format!(
+        "if [ -e {} ]; then echo started; sleep 30; fi; exit 1",
+        go.display()
+    );
+    let output = RunningProcess::spawn(
+        fleet
+            .volley()
+            .args(fleet.flags().args(["-g", "all", "--", &command])),
+    )
+    .finish(RUN_DEADLINE);
+    output.assert_code(1);
+    let id = run_id(&output.stderr);
+    std::fs::write(&go, "").unwrap();
+    let mut first = RunningProcess::spawn(fleet.volley().args(["retry", &id]));
+    first.wait_for_stdout(RUN_DEADLINE, |out| out.matches("started").count() == 2);
+    let second = RunningProcess::spawn(fleet.volley().args(["retry", &id])).finish(RUN_DEADLINE);
+    second.assert_code(64);
+    assert_eq!(
+        second.stderr,
+        format!(
+            "volley: run {id} is still going, or another volley retries or resumes it: that volley holds its journal; wait until it has ended (a host still running would run twice)\n"
+        )
+    );
+    first.kill_hard();
+    // The first retry gone, the run is another retry's to take.
+    let output = RunningProcess::spawn(fleet.volley().args(["retry", &id, "--list-hosts"]))
         .finish(RUN_DEADLINE);
     output.assert_code(0);
 }
