@@ -361,10 +361,16 @@ fn owner_ids(owner: &Owner) -> Result<(Option<u32>, Option<u32>), FileError> {
     let unknown = |what: &str, name: &str| {
         FileError::Precondition(format!("owner: no {what} '{name}' on this host"))
     };
+    // chown(2) takes (uid_t)-1 for "leave it as it is": the file would keep its owner.
+    let id = |what: &str, id: u32| {
+        (id != u32::MAX)
+            .then_some(id)
+            .ok_or_else(|| FileError::Precondition(format!("owner: {id} is not a {what} id")))
+    };
     let user = match &owner.user {
         None => None,
         Some(name) => Some(match name.parse::<u32>() {
-            Ok(uid) => uid,
+            Ok(uid) => id("user", uid)?,
             Err(_) => match nix::unistd::User::from_name(name) {
                 Ok(Some(user)) => user.uid.as_raw(),
                 _ => return Err(unknown("user", name)),
@@ -374,7 +380,7 @@ fn owner_ids(owner: &Owner) -> Result<(Option<u32>, Option<u32>), FileError> {
     let group = match &owner.group {
         None => None,
         Some(name) => Some(match name.parse::<u32>() {
-            Ok(gid) => gid,
+            Ok(gid) => id("group", gid)?,
             Err(_) => match nix::unistd::Group::from_name(name) {
                 Ok(Some(group)) => group.gid.as_raw(),
                 _ => return Err(unknown("group", name)),

@@ -144,6 +144,13 @@ fn refused_pushes_create_nothing() {
     let mut stranger = spec(root.path("f"), b"x");
     stranger.owner.user = Some("no-such-user-volley".to_string());
     refused(stranger, "no user 'no-such-user-volley'");
+    // chown's "leave it as it is" is no owner: the file would keep its own.
+    let mut unchanged = spec(root.path("f"), b"x");
+    unchanged.owner.user = Some(u32::MAX.to_string());
+    refused(unchanged, "owner: 4294967295 is not a user id");
+    let mut unchanged = spec(root.path("f"), b"x");
+    unchanged.owner.group = Some(u32::MAX.to_string());
+    refused(unchanged, "owner: 4294967295 is not a group id");
     let mut not_below = spec(root.path("new/f"), b"x");
     not_below.create_below = Some(root.path("dir"));
     refused(not_below, "new: no such directory");

@@ -162,6 +162,15 @@ pub fn parse_owner(text: &str) -> Result<Owner, String> {
             && part
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'));
+        // An id is a 32-bit number, and chown(2) takes the largest, (uid_t)-1, for "leave it
+        // as it is": the file would keep its owner while the push said it changed.
+        let id = |text: &str| text.parse::<u32>().is_ok_and(|id| id < u32::MAX);
+        if part.bytes().all(|b| b.is_ascii_digit()) && !part.is_empty() && !id(part) {
+            return Err(format!(
+                "--owner '{text}': {part} is not a user or group id (ids go up to {})",
+                u32::MAX - 1
+            ));
+        }
         valid.then(|| Some(part.to_string())).ok_or_else(bad)
     };
     match text.split_once(':') {
@@ -353,6 +362,14 @@ mod tests {
         assert_eq!(parse_owner("www-data"), Ok(owner(Some("www-data"), None)));
         assert_eq!(parse_owner("0:33"), Ok(owner(Some("0"), Some("33"))));
         assert_eq!(parse_owner(":nginx"), Ok(owner(None, Some("nginx"))));
+        assert_eq!(
+            parse_owner("4294967294"),
+            Ok(owner(Some("4294967294"), None))
+        );
+        for id in ["4294967295", ":4294967295", "0:99999999999"] {
+            let refused = parse_owner(id).expect_err(id);
+            assert!(refused.contains("is not a user or group id"), "{refused}");
+        }
         for bad in ["", "user:", "a b", "-rf", "u:g:x"] {
             assert!(parse_owner(bad).is_err(), "{bad}");
         }
