@@ -76,6 +76,17 @@ pub struct Header {
     /// ...), as they were set: `volley retry` takes those that are not set where it runs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
+    /// What `--stdin` gave the command: its size and SHA-256 (not the bytes), so that a retry
+    /// can tell whether it sends the same input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<InputRecord>,
+}
+
+/// The input a run's command read on its stdin, as the journal records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRecord {
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 impl Header {
@@ -350,6 +361,7 @@ mod tests {
             retry_overrides: Vec::new(),
             cwd: None,
             variables: Default::default(),
+            stdin: None,
         }
     }
 

@@ -61,6 +61,8 @@ struct RetryOf {
     overrides: Vec<Vec<String>>,
     /// The variables that gave the run settings, as its journal recorded them.
     variables: BTreeMap<String, String>,
+    /// What the run's command read on its stdin, as its journal recorded it.
+    stdin: Option<volley_common::journal::InputRecord>,
 }
 
 impl Origin {
@@ -139,6 +141,14 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     }
     if let Some(retry) = &retry {
         runs::keep_only(&mut plan.hosts, &retry.run, &retry.hosts).map_err(|e| usage(&e))?;
+        let from_stdin = args.stdin.as_deref() == Some(std::path::Path::new("-"));
+        check_retried_input(
+            &retry.run,
+            retry.stdin.as_ref(),
+            plan.stdin.as_deref(),
+            from_stdin,
+        )
+        .map_err(|e| usage(&e))?;
     }
     if let Operation::Resume(resume) = &operation {
         resume.narrow(&mut plan).map_err(|e| usage(&e))?;
@@ -475,11 +485,46 @@ pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
             hosts: retry.hosts,
             overrides: retry.overrides,
             variables: retry.variables,
+            stdin: retry.stdin,
         }),
     };
     let status = run(retry.args, origin).await;
     drop(held);
     status
+}
+
+/// A retry's `--stdin` against what its run's command read. Empty input where the run had some,
+/// read from volley's stdin (`volley retry R < /dev/null`, from cron), would have emptied the
+/// file a `cat > FILE` writes on every host: refused. Other input than the run's is said, and
+/// sent.
+fn check_retried_input(
+    run: &str,
+    recorded: Option<&volley_common::journal::InputRecord>,
+    given: Option<&[u8]>,
+    from_stdin: bool,
+) -> Result<(), String> {
+    let (Some(recorded), Some(given)) = (recorded, given) else {
+        return Ok(());
+    };
+    let sha256 = crate::upload::sha256_hex(given);
+    if given.len() as u64 == recorded.bytes && sha256 == recorded.sha256 {
+        return Ok(());
+    }
+    if given.is_empty() && from_stdin {
+        return Err(format!(
+            "run {run}'s command read {} bytes on its stdin, and the retry's stdin is empty: give it the same input (volley retry {run} < FILE)",
+            recorded.bytes
+        ));
+    }
+    let short = |sha256: &str| sha256.chars().take(12).collect::<String>();
+    say!(
+        "volley: the retry's --stdin ({} bytes, SHA-256 {}...) is not what run {run}'s command read ({} bytes, SHA-256 {}...): the hosts get the retry's",
+        given.len(),
+        short(&sha256),
+        recorded.bytes,
+        short(&recorded.sha256)
+    );
+    Ok(())
 }
 
 /// A retry or resume runs with the settings its run took from `VOLLEY_*` variables, as it runs

@@ -401,6 +401,8 @@ pub struct Retry {
     /// The run's journal, locked until the retry has ended: another retry or a resume of the
     /// run is refused meanwhile, as for a run still going.
     pub held: std::fs::File,
+    /// What the run's command read on its stdin (`--stdin`), as recorded.
+    pub stdin: Option<volley_common::journal::InputRecord>,
 }
 
 /// Which flags of `volley retry` take a path (`-i`, `--known-hosts`, ...), and which of its
@@ -557,6 +559,7 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         cwd: run.header.cwd.clone(),
         variables: run.header.variables.clone(),
         held,
+        stdin: run.header.stdin.clone(),
     })
 }
 

@@ -39,8 +39,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use volley_common::journal::{
-    BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, NOT_FINISHED, Options, ResumedEntry, Run,
-    StartedEntry, Targets,
+    BatchEntry, Entry, FORMAT, Footer, Header, HostEntry, InputRecord, NOT_FINISHED, Options,
+    ResumedEntry, Run, StartedEntry, Targets,
 };
 
 use crate::admission::HandshakeLimit;
@@ -445,6 +445,10 @@ pub fn header(
             .ok()
             .map(|dir| dir.display().to_string()),
         variables: setting_variables(&env.variables),
+        stdin: plan.stdin.as_ref().map(|bytes| InputRecord {
+            bytes: bytes.len() as u64,
+            sha256: crate::upload::sha256_hex(bytes),
+        }),
     }
 }
 

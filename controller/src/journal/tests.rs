@@ -32,6 +32,7 @@ fn bare_header(hosts: &[&str]) -> Header {
         retry_overrides: Vec::new(),
         cwd: None,
         variables: Default::default(),
+        stdin: None,
     }
 }
 

@@ -51,6 +51,7 @@ fn header(id: &str, started: &str, hosts: &[&str], batches: Vec<usize>) -> Heade
         retry_overrides: Vec::new(),
         cwd: None,
         variables: Default::default(),
+        stdin: None,
     }
 }
 
@@ -701,6 +702,17 @@ fn a_retry_s_flags_replace_the_recorded_ones_and_are_kept_for_its_retries() {
     // Not given: recorded.
     assert_eq!(first.args.rollout.batch.as_deref(), Some("2"));
     assert_eq!(first.overrides, [words(&given)]);
+    // A retry holds its run until it ends: another one is refused meanwhile.
+    assert!(matches!(
+        retry(dir.path(), &retry_args(&[ROLLOUT]), words(&[ROLLOUT])),
+        Err(RunsError::Running(_))
+    ));
+    // Ended (its lock let go), what it ran with is still looked at below.
+    let mut first = first;
+    drop(std::mem::replace(
+        &mut first.held,
+        tempfile::tempfile().unwrap(),
+    ));
     let plain = retry(dir.path(), &retry_args(&[ROLLOUT]), words(&[ROLLOUT])).unwrap();
     assert_eq!(plain.args.transport, None);
     assert!(!plain.args.ssh.become_root);

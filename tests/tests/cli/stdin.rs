@@ -28,6 +28,18 @@ fn input(dir: &Path) -> (std::path::PathBuf, String) {
     (path, format!("{sum}\n"))
 }
 
+/// SHA-256 of `text`, as sha256sum prints it.
+fn sha256(text: &str) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8(output.stdout).unwrap()[..64].to_string()
+}
+
 fn run_with_stdin(command: &mut Command, stdin: &Path) -> ProcessOutput {
     RunningProcess::spawn_with_stdin(command, File::open(stdin).unwrap()).finish(RUN_DEADLINE)
 }
@@ -72,6 +84,56 @@ fn every_ssh_host_reads_the_same_bytes_from_a_file_or_from_volley_s_stdin() {
             output.describe()
         );
     }
+}
+
+/// A retry of a `--stdin -` run reads volley's stdin again. Given none (`< /dev/null`, as from
+/// cron), it is refused: the hosts' `cat > FILE` would have emptied their file. Other input
+/// than the run's is said, and sent.
+#[test]
+fn a_retry_given_no_input_where_its_run_had_some_is_refused() {
+    let fleet = SshFleet::start(1);
+    let conf = fleet.dir().join("app.conf");
+    let input = fleet.dir().join("input");
+    std::fs::write(&input, "setting = 1\n").unwrap();
+    let command = format!("cat > {}; exit 1", conf.display());
+    let output = run_with_stdin(
+        fleet.volley().args(
+            fleet
+                .flags()
+                .args(["-w", "h01", "--stdin", "-", "--", &command]),
+        ),
+        &input,
+    );
+    output.assert_code(1);
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "setting = 1\n");
+    let id = output
+        .stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("volley: run "))
+        .and_then(|rest| rest.split(':').next())
+        .expect("the run's id")
+        .to_string();
+
+    let refused = run_with_stdin(fleet.volley().args(["retry", &id]), Path::new("/dev/null"));
+    refused.assert_code(64);
+    assert_eq!(
+        refused.stderr,
+        format!(
+            "volley: run {id}'s command read 12 bytes on its stdin, and the retry's stdin is empty: give it the same input (volley retry {id} < FILE)\n"
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "setting = 1\n");
+
+    std::fs::write(&input, "setting = 2\n").unwrap();
+    let other = run_with_stdin(fleet.volley().args(["retry", &id]), &input);
+    other.assert_code(1);
+    let said = format!(
+        "volley: the retry's --stdin (12 bytes, SHA-256 {}...) is not what run {id}'s command read (12 bytes, SHA-256 {}...): the hosts get the retry's\n",
+        &sha256("setting = 2\n")[..12],
+        &sha256("setting = 1\n")[..12]
+    );
+    assert!(other.stderr.starts_with(&said), "{}", other.describe());
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), "setting = 2\n");
 }
 
 #[test]

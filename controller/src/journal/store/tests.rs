@@ -26,6 +26,7 @@ fn journal(dir: &Path, id: &str, started: &str, padding: usize) {
         retry_overrides: Vec::new(),
         cwd: None,
         variables: Default::default(),
+        stdin: None,
     };
     let line = serde_json::to_string(&Entry::Header(Box::new(header))).unwrap() + "\n";
     std::fs::write(dir.join(format!("{id}.jsonl")), line).unwrap();
