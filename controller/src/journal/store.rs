@@ -266,8 +266,24 @@ pub fn in_use(path: &Path) -> bool {
     }
 }
 
+/// How long a journal with executions that may still run on their agents is kept past the
+/// limits: `volley runs resume` needs it to collect them (or to tell they are in doubt).
+const AWAITS_RESUME_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Whether the journal of `run` names commands that may still be running on their agents
+/// (sent, and never seen to end), and was written within [`AWAITS_RESUME_FOR`].
+fn awaits_resume(run: &RunFile) -> bool {
+    let recent = std::fs::metadata(&run.path)
+        .and_then(|metadata| metadata.modified())
+        .is_ok_and(|modified| modified.elapsed().unwrap_or_default() < AWAITS_RESUME_FOR);
+    recent
+        && load(run)
+            .is_ok_and(|whole| (0..whole.header.hosts.len()).any(|host| whole.may_be_running(host)))
+}
+
 /// Deletes the oldest journals beyond `limits.keep_runs` runs or `limits.max_bytes` in all;
-/// the journal `current` is never deleted. Returns how many were deleted.
+/// the journal `current` is never deleted, nor one that another volley is writing or that
+/// [awaits a resume](awaits_resume). Returns how many were deleted.
 pub fn prune(dir: &Path, limits: &JournalLimits, current: &str) -> io::Result<usize> {
     let runs = list(dir)?;
     let mut count = runs.len();
@@ -283,7 +299,9 @@ pub fn prune(dir: &Path, limits: &JournalLimits, current: &str) -> io::Result<us
         // Another volley's run that is still going (it holds the lock): a journal deleted
         // under it would lose that run's record, and its resume and retry. It is kept, and
         // counts for nothing against the limits, as if it were not there yet.
-        if in_use(&run.path) {
+        // So is a run killed while its agents ran its commands, for a day: deleted, its
+        // executions could no longer be collected, nor known to be in doubt.
+        if in_use(&run.path) || awaits_resume(run) {
             count -= 1;
             bytes -= run.bytes;
             continue;

@@ -223,6 +223,32 @@ fn pruning_keeps_the_newest_runs_within_count_and_size() {
     assert!(!in_use(&live), "the lock goes with its volley");
     assert_eq!(prune(dir.path(), &limits(1, u64::MAX), "").unwrap(), 1);
     assert_eq!(days(dir.path()), ["05"]);
+
+    // Nor, for a day, a run killed while an agent ran its command: `volley runs resume`
+    // needs it to collect the command, or to tell it is in doubt.
+    fill(dir.path());
+    let killed = dir.path().join("20261102T000000Z-aaaa.jsonl");
+    let header = std::fs::read_to_string(&killed)
+        .unwrap()
+        .replace("\"hosts\":[]", "\"hosts\":[\"h1\"]");
+    let started = Entry::Started(volley_common::journal::StartedEntry {
+        host: "h1".to_string(),
+        execution_id: "20261102T000000Z-aaaa/h1".to_string(),
+        started: "2026-11-02T00:00:01.000Z".to_string(),
+    });
+    let started = serde_json::to_string(&started).unwrap();
+    std::fs::write(&killed, format!("{header}{started}\n")).unwrap();
+    assert_eq!(prune(dir.path(), &limits(1, u64::MAX), "").unwrap(), 3);
+    assert_eq!(days(dir.path()), ["02", "05"]);
+    let old = std::time::SystemTime::now() - AWAITS_RESUME_FOR - Duration::from_secs(60);
+    File::options()
+        .write(true)
+        .open(&killed)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(prune(dir.path(), &limits(1, u64::MAX), "").unwrap(), 1);
+    assert_eq!(days(dir.path()), ["05"]);
 }
 
 /// A journal whose header cannot be read (emptied, torn by a crash) counts as the newest of its
