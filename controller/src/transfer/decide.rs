@@ -157,11 +157,13 @@ pub fn parse_owner(text: &str) -> Result<Owner, String> {
     let bad =
         || format!("--owner '{text}': expected USER, USER:GROUP or :GROUP (names or numbers)");
     let name = |part: &str| -> Result<Option<String>, String> {
+        // Names as directory services give them too: `domain users`, `jane@corp.example`.
         let valid = !part.is_empty()
-            && !part.starts_with('-')
-            && part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'));
+            && !part.starts_with(['-', ' '])
+            && !part.ends_with(' ')
+            && part.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$' | ' ' | '@')
+            });
         // An id is a 32-bit number, and chown(2) takes the largest, (uid_t)-1, for "leave it
         // as it is": the file would keep its owner while the push said it changed.
         let id = |text: &str| text.parse::<u32>().is_ok_and(|id| id < u32::MAX);
@@ -370,7 +372,11 @@ mod tests {
             let refused = parse_owner(id).expect_err(id);
             assert!(refused.contains("is not a user or group id"), "{refused}");
         }
-        for bad in ["", "user:", "a b", "-rf", "u:g:x"] {
+        assert_eq!(
+            parse_owner("jane@corp.example:domain users"),
+            Ok(owner(Some("jane@corp.example"), Some("domain users")))
+        );
+        for bad in ["", "user:", " ab", "ab ", "a\tb", "-rf", "u:g:x"] {
             assert!(parse_owner(bad).is_err(), "{bad}");
         }
     }

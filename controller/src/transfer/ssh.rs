@@ -15,8 +15,9 @@ use crate::upload::{self, Directories, Upload};
 const PROBE_BATCH: usize = 256;
 
 /// Prints one line per `FOLLOW SIZE PATH` triple of arguments: `missing`, `other KIND`, or
-/// `file SIZE MODE UID GID USER GROUP SHA256` (`-` for the checksum when the size differs from
-/// SIZE; SIZE `-` always checksums). A link is followed to what it names when FOLLOW is 1 (a
+/// `file SIZE MODE UID GID SHA256 USER:GROUP` (`-` for the checksum when the size differs from
+/// SIZE; SIZE `-` always checksums). The names come last, after a colon that neither holds: a
+/// directory service's names may hold spaces (`domain users`). A link is followed to what it names when FOLLOW is 1 (a
 /// fetch), and reported as a link otherwise (a push replaces the link itself).
 const PROBE: &str = r#"set -eu
 while [ $# -gt 2 ]; do
@@ -24,13 +25,14 @@ while [ $# -gt 2 ]; do
   if [ "$follow" != 1 ] && [ -L "$p" ]; then echo "other symbolic link"
   elif [ -d "$p" ]; then echo "other directory"
   elif [ -f "$p" ]; then
-    facts=$(stat -L -c '%s %a %u %g %U %G' -- "$p")
+    facts=$(stat -L -c '%s %a %u %g' -- "$p")
+    names=$(stat -L -c '%U:%G' -- "$p")
     sum=-
     if [ "$want" = - ] || [ "$want" = "${facts%% *}" ]; then
       [ -r "$p" ] || { echo "$p: permission denied (not readable by $(id -un))" >&2; exit 1; }
       sum=$(sha256sum < "$p"); sum=${sum%% *}
     fi
-    echo "file $facts $sum"
+    echo "file $facts $sum $names"
   elif [ -e "$p" ]; then echo "other special file"
   else
     # Missing: a file where its path needs a directory fails it now, before anything is written.
@@ -116,10 +118,11 @@ fn parse(line: &str) -> Option<FileState> {
             kind: kind.to_string(),
         });
     }
-    let fields: Vec<&str> = line.strip_prefix("file ")?.split(' ').collect();
-    let [size, mode, uid, gid, user, group, sum] = fields[..] else {
+    let fields: Vec<&str> = line.strip_prefix("file ")?.splitn(6, ' ').collect();
+    let [size, mode, uid, gid, sum, names] = fields[..] else {
         return None;
     };
+    let (user, group) = names.split_once(':')?;
     Some(FileState::File(FileFacts {
         sha256: (sum != "-").then(|| sum.to_string()),
         size: size.parse().ok()?,
@@ -316,7 +319,7 @@ mod tests {
     #[test]
     fn probe_lines_parse() {
         assert_eq!(
-            parse("file 12 640 0 33 root www-data -"),
+            parse("file 12 640 0 33 - root:www-data"),
             Some(FileState::File(FileFacts {
                 sha256: None,
                 size: 12,
@@ -327,7 +330,20 @@ mod tests {
                 group: "www-data".to_string(),
             }))
         );
+        assert_eq!(
+            parse("file 5 644 0 54321 abc root:domain users"),
+            Some(FileState::File(FileFacts {
+                sha256: Some("abc".to_string()),
+                size: 5,
+                mode: 0o644,
+                uid: 0,
+                gid: 54321,
+                user: "root".to_string(),
+                group: "domain users".to_string(),
+            }))
+        );
         assert_eq!(parse("file 12 640"), None);
+        assert_eq!(parse("file 12 640 0 33 - root www-data"), None);
         assert_eq!(parse("something"), None);
     }
 }
