@@ -94,7 +94,7 @@ impl FetchOperation {
                 execution_id: files.execution_id(job),
                 path: remote.clone(),
             };
-            let size = fetch_one(files, spec, &local, facts.sha256)
+            let size = fetch_one(files, spec, &local, facts.size, facts.sha256)
                 .await
                 .map_err(|reason| ("fetch", host::prefixed(remote, reason)))?;
             fetched.push(format!("{remote} ({size} bytes)"));
@@ -112,6 +112,7 @@ async fn fetch_one(
     files: &mut Files<'_>,
     spec: FetchSpec,
     local: &Path,
+    probed_size: u64,
     probed: Option<String>,
 ) -> Result<u64, String> {
     let directory = local.parent().unwrap_or(Path::new("."));
@@ -129,7 +130,7 @@ async fn fetch_one(
         .map_err(local_error)?;
     let (file, temp_path) = temp.into_parts();
     let mut out = Hashing::new(tokio::fs::File::from_std(file));
-    let sent = files.fetch(spec, &mut out).await?;
+    let sent = files.fetch(spec, probed_size, &mut out).await?;
     out.flush().await.map_err(local_error)?;
     let (received, size) = out.finish();
     let expected = sent.or(probed).unwrap_or_default();

@@ -60,15 +60,17 @@ impl Files<'_> {
         }
     }
 
-    /// Streams a remote file into `out`. Over SSH the checksum is the one `stat` read; over the
-    /// agent it is what the agent computed as it sent, returned here.
+    /// Streams a remote file into `out`. Over SSH the checksum is the one the probe read, of the
+    /// file's first `size` bytes as it found it, and those bytes are sent; over the agent it is
+    /// what the agent computed as it sent, returned here.
     pub async fn fetch(
         &mut self,
         spec: FetchSpec,
+        size: u64,
         out: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<Option<String>, String> {
         match self {
-            Files::Ssh { session, sudo } => ssh::fetch(session, *sudo, &spec.path, out)
+            Files::Ssh { session, sudo } => ssh::fetch(session, *sudo, &spec.path, size, out)
                 .await
                 .map(|()| None),
             Files::Agent { client, .. } => agent::fetch(client, spec, out).await.map(Some),

@@ -30,7 +30,8 @@ while [ $# -gt 2 ]; do
     sum=-
     if [ "$want" = - ] || [ "$want" = "${facts%% *}" ]; then
       [ -r "$p" ] || { echo "$p: permission denied (not readable by $(id -un))" >&2; exit 1; }
-      sum=$(sha256sum < "$p"); sum=${sum%% *}
+      # The size's first bytes: a file that grows (a log) has a stable prefix to fetch.
+      sum=$(head -c "${facts%% *}" < "$p" | sha256sum); sum=${sum%% *}
     fi
     echo "file $facts $sum $names"
   elif [ -e "$p" ]; then echo "other special file"
@@ -166,18 +167,20 @@ pub async fn put(
         .map(str::to_string))
 }
 
-/// Streams a remote file into `out`.
+/// Streams the first `size` bytes of a remote file into `out`: the bytes the probe checksummed,
+/// though the file has grown since (a log being written).
 pub async fn fetch(
     session: &Session,
     sudo: bool,
     path: &str,
+    size: u64,
     out: &mut (dyn AsyncWrite + Unpin + Send),
 ) -> Result<(), String> {
     sh(
         session,
         sudo,
-        "exec cat -- \"$1\"",
-        &[path.to_string()],
+        "exec head -c \"$2\" -- \"$1\"",
+        &[path.to_string(), size.to_string()],
         &mut tokio::io::empty(),
         Some(out),
     )

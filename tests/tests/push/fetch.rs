@@ -125,3 +125,69 @@ fn files_come_back_into_dir_host_path_over_both_transports() {
         record(&output, &records, host, "succeeded");
     }
 }
+
+/// A log being written is fetched as it stood when the host was asked, over both transports: a
+/// prefix of the file whole, not a failure because it grew while it was read.
+#[test]
+fn a_file_that_grows_while_it_is_fetched_comes_back_as_it_stood() {
+    let deployment = Deployment::start(1, 1);
+    let log = deployment.remote("var/log/app.log");
+    let line = "x".repeat(99) + "\n";
+    let paths: Vec<std::path::PathBuf> = deployment
+        .hosts()
+        .iter()
+        .map(|host| {
+            let files = deployment.files(host);
+            files.write(&log, line.repeat(200_000));
+            files.path(&log)
+        })
+        .collect();
+    // Appends until the fetch is done, for 60 s at most.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = std::thread::spawn({
+        let (done, line) = (done.clone(), line.clone());
+        move || {
+            let mut files: Vec<std::fs::File> = paths
+                .iter()
+                .map(|path| std::fs::File::options().append(true).open(path).unwrap())
+                .collect();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !done.load(std::sync::atomic::Ordering::SeqCst)
+                && std::time::Instant::now() < deadline
+            {
+                for file in &mut files {
+                    std::io::Write::write_all(file, line.as_bytes()).unwrap();
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+    });
+    let out = deployment.ssh.dir().join("logs");
+    let output = deployment.volley(
+        "fetch",
+        [
+            "-g".into(),
+            "all".into(),
+            "--json".into(),
+            log.clone().into_os_string(),
+            out.clone().into_os_string(),
+        ],
+    );
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+    output.assert_code(0);
+    let records = output.records_by_host();
+    for host in deployment.hosts() {
+        record(&output, &records, &host, "succeeded");
+        let copy = out
+            .join(&host)
+            .join(log.strip_prefix("/").expect("absolute"));
+        let fetched = std::fs::read(&copy).unwrap();
+        assert!(fetched.len() >= 200_000 * line.len(), "{host}");
+        assert!(
+            fetched.len().is_multiple_of(line.len())
+                && fetched.chunks(line.len()).all(|l| l == line.as_bytes()),
+            "{host}: whole lines of the file, as it stood"
+        );
+    }
+}
