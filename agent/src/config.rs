@@ -147,6 +147,7 @@ impl Limits {
             max_message_bytes: self.max_message_bytes,
             max_concurrent_streams: self.max_concurrent_streams,
             max_timeout: self.max_timeout,
+            max_file_bytes: Some(self.max_file_bytes),
         }
     }
 }

@@ -94,6 +94,9 @@ pub struct AgentLimits {
     pub max_message_bytes: u32,
     pub max_concurrent_streams: u32,
     pub max_timeout: Option<Duration>,
+    /// The largest file a push may write or a fetch may read; `None` from an agent that does
+    /// not say.
+    pub max_file_bytes: Option<u64>,
 }
 
 /// What an agent says about itself.

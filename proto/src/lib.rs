@@ -222,6 +222,7 @@ impl From<AgentInfo> for pb::AgentInfo {
                 max_message_bytes: info.limits.max_message_bytes,
                 max_concurrent_streams: info.limits.max_concurrent_streams,
                 max_timeout_ms: info.limits.max_timeout.map_or(0, millis),
+                max_file_bytes: info.limits.max_file_bytes.unwrap_or(0),
             }),
             pid: info.pid.unwrap_or(0),
         }
@@ -246,6 +247,7 @@ impl TryFrom<pb::AgentInfo> for AgentInfo {
                 max_message_bytes: limits.max_message_bytes,
                 max_concurrent_streams: limits.max_concurrent_streams,
                 max_timeout: optional_millis(limits.max_timeout_ms),
+                max_file_bytes: (limits.max_file_bytes != 0).then_some(limits.max_file_bytes),
             },
             pid: (info.pid != 0).then_some(info.pid),
         })

@@ -142,6 +142,7 @@ fn agent_info_round_trips_and_a_pid_of_zero_is_none() {
                 max_message_bytes: 1 << 20,
                 max_concurrent_streams: 128,
                 max_timeout: None,
+                max_file_bytes: pid.map(|_| 1 << 30),
             },
             pid,
         };

@@ -71,6 +71,8 @@ pub struct AgentFleetSpec {
     inherited: Option<PathBuf>,
     /// The network namespace the agents run in, if not this one.
     netns: Option<String>,
+    /// More of every agent's config, after the fleet's own settings.
+    extra_config: String,
 }
 
 impl AgentFleetSpec {
@@ -85,11 +87,18 @@ impl AgentFleetSpec {
             open_file_limit: None,
             inherited: None,
             netns: None,
+            extra_config: String::new(),
         }
     }
 
     /// Every agent in a mount namespace of its own, with its own tmpfs at the isolation's
     /// mount point, which is its only push root: the hosts have their own files there.
+    /// `text` at the end of every agent's config: `[limits]\nmax_file_bytes = 1000\n`.
+    pub fn with_config(mut self, text: &str) -> AgentFleetSpec {
+        self.extra_config.push_str(text);
+        self
+    }
+
     pub fn isolated(mut self, isolation: Isolation) -> AgentFleetSpec {
         self.isolation = Some(isolation);
         self
@@ -220,7 +229,7 @@ impl AgentFleet {
                     ca: &pki.ca(),
                     allowed_controllers: &spec.allowed_controllers,
                     push_roots: Some(&push_root),
-                });
+                }) + &spec.extra_config;
                 write(&config, &text);
                 let home = make_dir(&root.join("agent-home").join(&host.name));
                 Agentd::launch(AgentLaunch {

@@ -37,10 +37,26 @@ pub enum Files<'a> {
     Agent {
         client: AgentClient<Channel>,
         agent: &'a AgentTransport,
+        /// The largest file the agent writes, if it says.
+        max_file_bytes: Option<u64>,
     },
 }
 
 impl Files<'_> {
+    /// Refuses, before anything is written, a file larger than the host takes: a push whose
+    /// last file is refused must not leave the first ones in place.
+    pub fn check_size(&self, path: &str, size: u64) -> Result<(), String> {
+        match self {
+            Files::Agent {
+                max_file_bytes: Some(limit),
+                ..
+            } if size > *limit => Err(format!(
+                "{path}: {size} bytes is more than the agent's max_file_bytes ({limit}); nothing was written"
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub async fn stat(&mut self, queries: &[StatQuery]) -> Result<Vec<FileState>, String> {
         match self {
             Files::Ssh { session, sudo } => ssh::stat(session, *sudo, queries).await,
@@ -81,7 +97,7 @@ impl Files<'_> {
     pub async fn run(&mut self, mut job: Job<'_>) -> Outcome {
         match self {
             Files::Ssh { session, .. } => session.run_job(job).await,
-            Files::Agent { client, agent } => agent.exec(client.clone(), &mut job).await,
+            Files::Agent { client, agent, .. } => agent.exec(client.clone(), &mut job).await,
         }
     }
 
@@ -143,9 +159,11 @@ pub async fn run_host(
         (Route::Ended(ended), _) => return ended,
         (Route::Agent(reached), Some(agent)) => {
             let deadline = tokio::time::Instant::now() + limit;
+            let max_file_bytes = reached.connected.max_file_bytes();
             let mut files = Files::Agent {
                 client: reached.connected.client,
                 agent,
+                max_file_bytes,
             };
             let outcome = work.on_host(&mut files, &mut job, deadline).await;
             (outcome, reached.after, TransportKind::Agent)

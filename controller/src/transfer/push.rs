@@ -129,6 +129,14 @@ impl PushOperation {
             }
         }
         *compared = true;
+        for (file, _) in &writes {
+            files
+                .check_size(&file.remote, file.size)
+                .map_err(|reason| Stop::Failed {
+                    step: "upload",
+                    reason,
+                })?;
+        }
         let execution_id = files.execution_id(job);
         for (file, write) in writes {
             let spec = PushSpec {

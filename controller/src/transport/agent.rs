@@ -90,6 +90,14 @@ pub struct Connected {
     certificate: Vec<u8>,
 }
 
+impl Connected {
+    /// The largest file the agent lets a push write, if it says.
+    pub fn max_file_bytes(&self) -> Option<u64> {
+        let limits = self.info.limits.as_ref()?;
+        (limits.max_file_bytes != 0).then_some(limits.max_file_bytes)
+    }
+}
+
 /// An agent reached within the connect timeout, and how long that took.
 pub struct Reached {
     pub connected: Connected,

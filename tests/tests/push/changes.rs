@@ -261,7 +261,7 @@ fn become_pushes_as_root_over_ssh() {
 #[test]
 fn a_greeting_login_shell_does_not_confuse_the_probe() {
     let ssh = volley_tests::FleetSpec::new(1).with_login_environment();
-    let deployment = Deployment::with_ssh_spec(ssh, 0);
+    let deployment = Deployment::with_specs(ssh, volley_tests::AgentFleetSpec::new(0));
     let user = volley_tests::users::ensure(volley_tests::users::Sudo::Greeted);
     let conf = deployment.remote("greeted.conf");
     let files = deployment.files("h01");

@@ -25,11 +25,11 @@ pub struct Deployment {
 impl Deployment {
     /// `ssh` SSH hosts and `agents` agent hosts, each with a tmpfs of 512 MiB at most.
     pub fn start(ssh: usize, agents: usize) -> Deployment {
-        Deployment::with_ssh_spec(FleetSpec::new(ssh), agents)
+        Deployment::with_specs(FleetSpec::new(ssh), AgentFleetSpec::new(agents))
     }
 
-    /// The SSH hosts of `ssh`, isolated, and `agents` agent hosts.
-    pub fn with_ssh_spec(ssh: FleetSpec, agents: usize) -> Deployment {
+    /// The SSH hosts of `ssh` and the agent hosts of `agents`, each isolated.
+    pub fn with_specs(ssh: FleetSpec, agents: AgentFleetSpec) -> Deployment {
         let mount_point = tempfile::Builder::new()
             .prefix("volley-push-root-")
             .tempdir()
@@ -40,7 +40,7 @@ impl Deployment {
             size: "512m".to_string(),
         };
         let ssh = SshFleet::with_spec(ssh.isolated(isolation.clone()));
-        let agents = AgentFleet::with_spec(AgentFleetSpec::new(agents).isolated(isolation));
+        let agents = AgentFleet::with_spec(agents.isolated(isolation));
         let mut entries: Vec<InventoryHost> = ssh.hosts().iter().map(InventoryHost::ssh).collect();
         entries.extend(agents.hosts().iter().map(InventoryHost::agent));
         let inventory = ssh.dir().join("deployment.toml");

@@ -146,6 +146,44 @@ fn a_path_outside_push_roots_is_refused() {
     assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
 }
 
+/// A file over the agent's `max_file_bytes` fails its host before anything is written: the
+/// files before it in the push are not left in place, half a deployment, with `--then` unrun.
+#[test]
+fn a_file_over_the_agent_s_size_limit_fails_the_host_before_any_file_is_written() {
+    let agents =
+        volley_tests::AgentFleetSpec::new(1).with_config("[limits]\nmax_file_bytes = 1000\n");
+    let deployment = Deployment::with_specs(volley_tests::FleetSpec::new(0), agents);
+    let dir = deployment.remote("app");
+    let files = deployment.files("a01");
+    std::fs::create_dir_all(files.path(&dir)).unwrap();
+    let small = deployment.local("conf/a-first.conf", "small\n");
+    let big = deployment.local("conf/z-big.bin", vec![1u8; 5000]);
+    let output = deployment.volley(
+        "push",
+        [
+            "-g".into(),
+            "all".into(),
+            "--json".into(),
+            small.into_os_string(),
+            big.into_os_string(),
+            format!("{}/", dir.display()).into(),
+        ],
+    );
+    output.assert_code(1);
+    let records = output.records_by_host();
+    let record = record(&output, &records, "a01", "step_failed");
+    let reason = record.reason.as_deref().unwrap_or_default();
+    assert_eq!(
+        reason,
+        format!(
+            "upload failed: {}/z-big.bin: 5000 bytes is more than the agent's max_file_bytes (1000); nothing was written",
+            dir.display()
+        )
+    );
+    assert_eq!(files.read(&dir.join("a-first.conf")), None, "not written");
+    assert_eq!(files.names(&dir), Vec::<String>::new(), "nothing left");
+}
+
 /// Batches and the failure budget apply to a push as to a command: the canary's failure stops
 /// the rollout, the other hosts are skipped and keep their file, and the journal says so.
 #[test]
