@@ -210,9 +210,13 @@ pub struct Footer {
     pub counts: BTreeMap<String, usize>,
     /// Stopped by SIGINT or SIGTERM.
     pub interrupted: bool,
-    /// Stopped by the failure budget.
+    /// The rollout stopped: by the failure budget, or by the journal (see `journal_failed`).
     pub stopped: bool,
     pub exit_status: u8,
+    /// A record could not be written during the run (a full disk), which stops the rollout;
+    /// this footer was written once the disk took records again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub journal_failed: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -504,6 +508,7 @@ mod tests {
             interrupted: false,
             stopped: true,
             exit_status: 3,
+            journal_failed: false,
         };
         let run = Run::parse(&lines(&[
             Entry::Header(Box::new(header())),

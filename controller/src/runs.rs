@@ -187,11 +187,18 @@ fn write_run(out: &mut impl Write, run: &Run, live: bool) -> io::Result<()> {
     if !flags.is_empty() {
         writeln!(out, "flags     {}", flags.join(" "))?;
     }
+    // A retry's own flags replace the recorded ones: what it ran with is both.
+    for retry in &header.retry_overrides {
+        let words: Vec<String> = retry.iter().map(|word| printable(&shown(word))).collect();
+        writeln!(out, "retried   volley retry {}", words.join(" "))?;
+    }
     writeln!(out, "started   {} by {}", header.started, header.user)?;
     match &run.footer {
         Some(footer) => {
             let how = if footer.interrupted {
                 ", interrupted"
+            } else if footer.stopped && footer.journal_failed {
+                ", rollout stopped: its journal could not be written for a while"
             } else if footer.stopped {
                 ", rollout stopped by the failure budget"
             } else {

@@ -268,6 +268,7 @@ impl Journal {
             interrupted: ending.interrupted,
             stopped: ending.stopped,
             exit_status: ending.exit_status,
+            journal_failed: self.error.is_some(),
         };
         self.append(&Entry::Footer(footer));
         if self.failure().is_some() {

@@ -138,6 +138,7 @@ fn runs() -> tempfile::TempDir {
         interrupted: false,
         stopped: true,
         exit_status: 3,
+        journal_failed: false,
     }));
     write(dir.path(), ROLLOUT, &entries);
     let mut killed = header(
@@ -219,6 +220,38 @@ fn an_unreadable_journal_is_a_row_of_its_own() {
     assert!(
         lines[3].starts_with("20261127T060000Z-dead  ?")
             && lines[3].contains("unreadable: the first line is not a journal header: EOF"),
+        "{text}"
+    );
+}
+
+/// A retry's record shows the flags each retry on the way was given, which replaced the
+/// recorded ones; a rollout the journal stopped says so, not the failure budget.
+#[test]
+fn a_retry_shows_its_flags_and_a_journal_stop_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = "20261127T090000Z-abcd";
+    let mut retried = header(id, "2026-11-27T09:00:00.000Z", &["web1"], vec![1]);
+    retried.retry_of = Some(ROLLOUT.to_string());
+    retried.retry_overrides = vec![words(&["last", "--timeout", "1s"])];
+    let entries = vec![
+        Entry::Header(Box::new(retried)),
+        Entry::Footer(Footer {
+            ended: "2026-11-27T09:00:05.000Z".to_string(),
+            counts: count_kinds(["skipped"]),
+            interrupted: false,
+            stopped: true,
+            exit_status: 3,
+            journal_failed: true,
+        }),
+    ];
+    write(dir.path(), id, &entries);
+    let text = show_text(dir.path(), id, false, false);
+    assert!(
+        text.contains("\nretried   volley retry last --timeout 1s\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rollout stopped: its journal could not be written for a while\n"),
         "{text}"
     );
 }
