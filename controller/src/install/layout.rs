@@ -67,7 +67,9 @@ impl Layout {
         format!("{}.new", self.certificate)
     }
 
-    /// Every file an install or upgrade may leave, for uninstall.
+    /// Every file an install or upgrade may leave, for uninstall; not the log, which under the
+    /// fallback supervisor holds the agent's audit records: an uninstall removes no record of
+    /// what ran.
     pub fn every_file(&self) -> Vec<String> {
         vec![
             self.binary.clone(),
@@ -81,7 +83,6 @@ impl Layout {
             self.ca.clone(),
             self.unit.clone(),
             self.pid_file.clone(),
-            self.log.clone(),
         ]
     }
 
@@ -159,9 +160,13 @@ mod tests {
                 "/srv/h01/usr",
                 "/srv/h01/usr/local",
                 "/srv/h01/usr/local/bin",
-                "/srv/h01/var",
-                "/srv/h01/var/log",
             ]
+        );
+        // Not var/log: the log stays, with the audit records of what ran.
+        assert!(
+            !Layout::new(None)
+                .every_file()
+                .contains(&Layout::new(None).log)
         );
         for (i, directory) in directories.iter().enumerate() {
             for later in &directories[i + 1..] {

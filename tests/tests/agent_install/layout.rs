@@ -49,9 +49,15 @@ fn uninstall_removes_the_layouts_directories_and_no_others() {
     for dir in others {
         assert!(installation.file(&host, dir).is_dir(), "{dir} was removed");
     }
-    for dir in ["etc", "run", "var/log", "usr/local/bin"] {
+    for dir in ["etc", "run", "usr/local/bin"] {
         assert!(!installation.file(&host, dir).exists(), "{dir} is left");
     }
+    // The log stays, and so its directory: it holds the audit records of what ran.
+    assert!(
+        installation
+            .file(&host, "var/log/volley-agent.log")
+            .is_file()
+    );
 }
 
 /// Settings the operator put in the agent's config below the install's line are kept by the

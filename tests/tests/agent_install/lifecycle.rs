@@ -307,7 +307,8 @@ fn agents_are_installed_used_renewed_rolled_back_and_removed() {
         "the search cannot find keys"
     );
 
-    // Uninstall: nothing left, no process, and `auto` goes over SSH again.
+    // Uninstall: nothing left but the log with its audit records of what ran, no process, and
+    // `auto` goes over SSH again.
     let output = installation.agent("uninstall", &["-g", "all"]);
     output.assert_code(SUCCEEDED);
     let records = output.records_by_host();
@@ -318,7 +319,13 @@ fn agents_are_installed_used_renewed_rolled_back_and_removed() {
             "{host}: {record:?}"
         );
         let left = files_under(installation.prefix(host));
-        assert!(left.is_empty(), "{host}: left {left:?}");
+        let log = installation.prefix(host).join("var/log/volley-agent.log");
+        assert_eq!(left, std::slice::from_ref(&log), "{host}");
+        let audit = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            audit.contains("exec started"),
+            "{host}: no audit record in\n{audit}"
+        );
         let running = wait_until_gone(
             &agent_command_line(installation.prefix(host)),
             Duration::from_secs(10),
