@@ -202,8 +202,20 @@ impl Running {
                     output_seen = now;
                     output_until = Some(Instant::now() + OUTPUT_AFTER_EXIT);
                 }
-                // A command that exited did not time out, however long its output lingers.
-                () = sleep_until(deadline), if status.is_none() => break Ending::TimedOut,
+                // A command that exited did not time out, however long its output lingers. An
+                // agent that was stalled (stopped, starved of CPU) wakes to find the deadline
+                // past and the command perhaps ended meanwhile: then it ended by itself, and
+                // nothing is stopped.
+                () = sleep_until(deadline), if status.is_none() => {
+                    match tokio::time::timeout(Duration::ZERO, self.process.wait()).await {
+                        Ok(waited) => {
+                            status = Some(waited);
+                            output_until = Some(Instant::now() + OUTPUT_AFTER_EXIT);
+                            output_seen = execution.counts();
+                        }
+                        Err(_) => break Ending::TimedOut,
+                    }
+                }
                 () = execution.cancel.cancelled(), if status.is_none() => break Ending::Cancelled,
                 () = kill.cancelled() => break Ending::Shutdown,
             }

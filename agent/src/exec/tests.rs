@@ -148,6 +148,33 @@ async fn timeout_kills_the_group() {
     assert!(report.exited.duration < Duration::from_secs(5));
 }
 
+/// An agent stalled past a command's deadline (stopped, starved of CPU) finds the command
+/// ended meanwhile: it ended by itself, not by the timeout, and is reported as it ended.
+#[tokio::test]
+async fn a_command_that_ended_while_the_agent_was_stalled_did_not_time_out() {
+    // Both the exit and the deadline are ready when supervision starts; the order in which
+    // they are seen would otherwise be a coin toss, so a few tosses.
+    for _ in 0..8 {
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg("exit 3");
+        let running = spawn(command, "/bin/sh".to_string(), Vec::new()).expect("start");
+        let execution = Execution::new("test".to_string(), "c".to_string(), 1 << 20, None);
+        execution.started(running.pid());
+        // The stall: this thread holds the runtime, as a stopped agent holds its own.
+        std::thread::sleep(Duration::from_millis(300));
+        let report = running
+            .supervise(
+                execution,
+                Some(Duration::from_millis(100)),
+                CancellationToken::new(),
+            )
+            .await;
+        assert_eq!(report.ending, Ending::Finished);
+        assert!(!report.exited.timed_out);
+        assert_eq!(report.exited.status, ExitStatus::Code(3));
+    }
+}
+
 #[tokio::test]
 async fn a_missing_program_is_a_start_error() {
     let error = start(
