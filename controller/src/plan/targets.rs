@@ -395,12 +395,18 @@ struct Exclusion {
     glob: Option<String>,
 }
 
+/// A host name as exclusions compare it: without case, or the final dot of a fully qualified
+/// name (`-x WEB07.` leaves out web07), as targets compare.
+fn name_key(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
 impl Exclusions {
     /// Whether an exclusion leaves out `target` by its name or a glob, marking those that do.
     fn by_name(&mut self, target: &Target) -> bool {
         let mut excluded = false;
         for (exclusion, used) in self.list.iter().zip(&mut self.used) {
-            let named = exclusion.names.contains(&target.host.to_ascii_lowercase())
+            let named = exclusion.names.contains(&name_key(&target.host))
                 || exclusion
                     .glob
                     .as_deref()
@@ -501,7 +507,7 @@ impl Exclusions {
                                     if target.user.is_some() || target.port.is_some() {
                                         exclusion.logins.push(target);
                                     } else {
-                                        exclusion.names.insert(target.host.to_ascii_lowercase());
+                                        exclusion.names.insert(name_key(&target.host));
                                     }
                                 }
                             }
@@ -510,9 +516,7 @@ impl Exclusions {
                                 let mut targets = Vec::new();
                                 resolver.push(group, &mut Vec::new(), &mut targets)?;
                                 let names = targets.into_iter().map(|target| target.host);
-                                exclusion
-                                    .names
-                                    .extend(names.map(|name| name.to_ascii_lowercase()));
+                                exclusion.names.extend(names.map(|name| name_key(&name)));
                             }
                         }
                     }

@@ -153,8 +153,9 @@ fn an_excluded_host_is_spared_under_every_name_it_is_dialled_by() {
         &["-w", "web0[1-2]", "-x", "web0*"],
         Err("no targets left: -x 'web0*' leaves out all 2 of them"),
     );
-    // A name has no case, in an exclusion as in a target.
+    // A name has no case, nor a final dot, in an exclusion as in a target.
     check(&["-w", "web01,web02", "-x", "WEB02"], Ok(&["web01"]));
+    check(&["-w", "web01,web02", "-x", "WEB02."], Ok(&["web01"]));
     // A host whose ssh config volley refuses can still be left out, and so get out of the way.
     check(&["-w", "refused,web01", "-x", "refused"], Ok(&["web01"]));
     // And the other way: an address leaves out the host dialled there, whatever its name.
