@@ -63,6 +63,8 @@ struct RetryOf {
     variables: BTreeMap<String, String>,
     /// What the run's command read on its stdin, as its journal recorded it.
     stdin: Option<volley_common::journal::InputRecord>,
+    /// The whole run's hosts, each with whether it succeeded, `None` for those this retry runs.
+    standing: Vec<(String, Option<bool>)>,
 }
 
 impl Origin {
@@ -94,8 +96,12 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     let Origin {
         operation,
         arguments,
-        retry,
+        mut retry,
     } = origin;
+    // A retry's `--out-dir` lists are of the whole run, as a resume's are.
+    let retry_standing = retry
+        .as_mut()
+        .map(|retry| std::mem::take(&mut retry.standing));
     let recorded_subcommand = subcommand(&operation);
     let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
     let mut env = Environment::from_process().map_err(|e| usage(&e))?;
@@ -225,12 +231,14 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         prefix: plan.prefix,
         out_dir: plan.out_dir.clone(),
         then,
-        resumed: resuming.as_ref().map(|resume| {
-            let standing = resume.standing().into_iter();
-            let success = |outcome: Option<Outcome>| outcome.map(|o| o.is_success());
-            standing
-                .map(|(host, outcome)| (host, success(outcome)))
-                .collect()
+        whole_run: retry_standing.or_else(|| {
+            resuming.as_ref().map(|resume| {
+                let standing = resume.standing().into_iter();
+                let success = |outcome: Option<Outcome>| outcome.map(|o| o.is_success());
+                standing
+                    .map(|(host, outcome)| (host, success(outcome)))
+                    .collect()
+            })
         }),
         dialled: plan.hosts.iter().map(report::Dialled::of).collect(),
     };
@@ -486,6 +494,7 @@ pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
             overrides: retry.overrides,
             variables: retry.variables,
             stdin: retry.stdin,
+            standing: retry.standing,
         }),
     };
     let status = run(retry.args, origin).await;

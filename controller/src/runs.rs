@@ -410,6 +410,9 @@ pub struct Retry {
     pub held: std::fs::File,
     /// What the run's command read on its stdin (`--stdin`), as recorded.
     pub stdin: Option<volley_common::journal::InputRecord>,
+    /// The whole run (back to the original, through the retries on the way), host by host in
+    /// its order, with whether it succeeded as it stands; `None` for the hosts this retry runs.
+    pub standing: Vec<(String, Option<bool>)>,
 }
 
 /// Which flags of `volley retry` take a path (`-i`, `--known-hosts`, ...), and which of its
@@ -538,6 +541,7 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         .map(|number| run.header.hosts[number].clone())
         .filter(|host| !hosts.contains(host))
         .collect();
+    let standing = standing(dir, &run, &hosts);
     let Recorded {
         args: mut run_args,
         agent,
@@ -567,7 +571,43 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         variables: run.header.variables.clone(),
         held,
         stdin: run.header.stdin.clone(),
+        standing,
     })
+}
+
+/// The whole run that `run` is (the original, or a retry of it, or a retry of that...), host
+/// by host in the original's order with whether it succeeded as it last stood; `None` for the
+/// hosts `retrying`. A run on the way whose journal is gone or unreadable adds nothing.
+fn standing(dir: &Path, run: &Run, retrying: &[String]) -> Vec<(String, Option<bool>)> {
+    let mut chain = vec![run.clone()];
+    while let Some(earlier) = chain.last().and_then(|run| run.header.retry_of.clone()) {
+        let loaded = store::find(dir, &earlier).and_then(|file| store::load(&file));
+        match loaded {
+            Ok(earlier) if chain.len() < 1000 => chain.push(earlier),
+            _ => break,
+        }
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut success: std::collections::HashMap<String, bool> = Default::default();
+    // Oldest first: a later run's outcome for a host replaces an earlier one's.
+    for run in chain.iter().rev() {
+        for (host, entry) in run.header.hosts.iter().zip(&run.hosts) {
+            if !success.contains_key(host) {
+                order.push(host.clone());
+            }
+            let succeeded = entry
+                .as_ref()
+                .is_some_and(|entry| entry.outcome.is_success());
+            success.insert(host.clone(), succeeded);
+        }
+    }
+    order
+        .into_iter()
+        .map(|host| {
+            let standing = (!retrying.contains(&host)).then(|| success[&host]);
+            (host, standing)
+        })
+        .collect()
 }
 
 /// A recorded run's arguments, parsed again.

@@ -112,15 +112,15 @@ impl OutDir {
     }
 }
 
-/// The hosts of a resumed run, each with whether it succeeded: those the resume collected (the
-/// `None`s of `run`, in order) take `collected` in turn.
-pub(crate) fn with_resumed(
+/// The hosts of a whole run, each with whether it succeeded: those this resume collected or
+/// this retry ran (the `None`s of `run`) take theirs from `ran`, by name.
+pub(crate) fn with_whole_run(
     run: Vec<(String, Option<bool>)>,
-    mut collected: impl Iterator<Item = bool>,
+    ran: &HashMap<String, bool>,
 ) -> Vec<(String, bool)> {
     run.into_iter()
         .map(|(host, success)| {
-            let success = success.or_else(|| collected.next());
+            let success = success.or_else(|| ran.get(&host).copied());
             (host, success.unwrap_or(false))
         })
         .collect()
@@ -229,7 +229,8 @@ mod tests {
         let run = run
             .map(|(host, success)| (host.to_string(), success))
             .to_vec();
-        let lists = with_resumed(run, [true, false].into_iter());
+        let ran = [("h4".to_string(), false), ("h2".to_string(), true)].into();
+        let lists = with_whole_run(run, &ran);
         let expected = [("h1", true), ("h2", true), ("h3", false), ("h4", false)];
         assert_eq!(lists, expected.map(|(host, s)| (host.to_string(), s)));
     }

@@ -60,9 +60,10 @@ pub struct ReportOptions {
     pub out_dir: Option<std::path::PathBuf>,
     /// The command hosts run is a push's `--then`: a command's failure says so.
     pub then: bool,
-    /// For `volley runs resume`: the run's hosts in its order, each with whether it succeeded,
-    /// or `None` for one the resume collects. `--out-dir`'s lists name them all.
-    pub resumed: Option<Vec<(String, Option<bool>)>>,
+    /// For `volley runs resume` and `volley retry`: the whole run's hosts in its order, each
+    /// with whether it succeeded, or `None` for one this resume collects or this retry runs.
+    /// `--out-dir`'s lists name them all.
+    pub whole_run: Option<Vec<(String, Option<bool>)>>,
     /// Where each host is dialled, in host order: `--gather` cuts a host's own address out of
     /// its outcome, so that hosts that failed alike share a group. Empty to cut nothing.
     pub dialled: Vec<Dialled>,
@@ -231,8 +232,8 @@ async fn consume<O: Write, E: Write>(
             let outcome = report.as_ref().map(|report| &report.outcome);
             outcome.is_some_and(Outcome::is_success)
         });
-        let lists = match options.resumed {
-            Some(run) => files::with_resumed(run, succeeded),
+        let lists = match options.whole_run {
+            Some(run) => files::with_whole_run(run, &names.into_iter().zip(succeeded).collect()),
             None => names.into_iter().zip(succeeded).collect(),
         };
         files.write_lists(&lists)?;
@@ -317,7 +318,7 @@ mod tests {
             prefix: true,
             out_dir: None,
             then: false,
-            resumed: None,
+            whole_run: None,
             dialled: Vec::new(),
         }
     }

@@ -63,6 +63,54 @@ fn out_dir_keeps_each_host_s_output_and_the_outcome_lists() {
     assert!(!output.stdout.contains("ran"), "{}", output.describe());
 }
 
+/// A retry into the run's `--out-dir` lists the whole run, as it stands: the hosts it did not
+/// take keep their place in `succeeded` or `failed` (a list used as the next host list must
+/// not drop a host that still failed), through a retry of the retry too.
+#[test]
+fn a_retry_s_out_dir_lists_are_of_the_whole_run() {
+    let fleet = SshFleet::start(3);
+    let go = fleet.dir().join("go");
+    let command = per_host_command(
+        &[
+            (
+                fleet.host("h02"),
+                &format!("test -e {} || exit 1", go.display()),
+            ),
+            (fleet.host("h03"), "exit 1"),
+        ],
+        "echo done",
+    );
+    let dir = fleet.dir().join("out");
+    let output = fleet.run(fleet.flags().args([
+        "-g".as_ref(),
+        "all".as_ref(),
+        "--out-dir".as_ref(),
+        dir.as_os_str(),
+        "--".as_ref(),
+        command.as_str().as_ref(),
+    ]));
+    output.assert_code(1);
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(
+        (read("succeeded"), read("failed")),
+        ("h01\n".into(), "h02\nh03\n".into())
+    );
+
+    std::fs::write(&go, "").unwrap();
+    for _ in 0..2 {
+        let output = volley_tests::RunningProcess::spawn(fleet.volley().args(["retry", "last"]))
+            .finish(volley_tests::volley::RUN_DEADLINE);
+        output.assert_code(1);
+        assert_eq!(
+            (read("succeeded"), read("failed")),
+            ("h01\nh02\n".into(), "h03\n".into()),
+            "{}",
+            output.describe()
+        );
+        assert_eq!(read("h01.stdout"), "done\n", "not the retry's: kept");
+    }
+}
+
 #[test]
 fn no_prefix_streams_bare_lines() {
     let fleet = SshFleet::start(2);
