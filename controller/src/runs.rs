@@ -87,6 +87,8 @@ pub fn list(out: &mut impl Write, dir: &Path, limit: usize) -> Result<(), RunsEr
             Some(footer) if footer.stopped => notes.push("stopped"),
             Some(footer) if footer.interrupted => notes.push("interrupted"),
             Some(_) => {}
+            // Its volley holds the journal: still going, not killed.
+            None if store::in_use(&file.path) => notes.push("running"),
             None => notes.push("unfinished"),
         }
         if header.retry_of.is_some() {

@@ -190,6 +190,14 @@ RUN                    STARTED (UTC)        HOSTS  OUTCOMES                     
 20261127T065812Z-3f9a  2026-11-27 06:58:12  6      1 succeeded, 1 non_zero_exit, 3 skipped, 1 unreachable (stopped)  systemctl restart app
 "
     );
+    // A run without its end whose volley still holds the journal is running, not killed.
+    let writer = std::fs::File::open(dir.path().join(format!("{KILLED}.jsonl"))).unwrap();
+    writer.try_lock().unwrap();
+    let mut out = Vec::new();
+    list(&mut out, dir.path(), 1).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("not_finished (running, retry)"), "{text}");
+    drop(writer);
     let mut out = Vec::new();
     list(&mut out, dir.path(), 1).unwrap();
     assert_eq!(String::from_utf8(out).unwrap().lines().count(), 2);
