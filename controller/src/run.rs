@@ -432,7 +432,7 @@ pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
     enter_run_dir(&retry.retry_of, retry.cwd.as_deref())?;
     if !retry.in_doubt.is_empty() {
         say!(
-            "volley: leaving out {} host(s) whose command may still be running on their agent: {}; `volley runs resume {}` collects them, `--only in_doubt` runs them again",
+            "volley: leaving out {} host(s) whose command may still be running: {}; `volley runs resume {}` collects those that ran through an agent, `--only in_doubt` runs them again",
             retry.in_doubt.len(),
             volley_common::fold::fold(retry.in_doubt.iter().map(String::as_str)),
             retry.retry_of

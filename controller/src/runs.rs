@@ -395,7 +395,8 @@ pub struct Retry {
     pub retry_of: String,
     /// The hosts that did not succeed (and match `--only`), in the original's order.
     pub hosts: Vec<String>,
-    /// Hosts left alone because their command may still be running on their agent.
+    /// Hosts left alone because their command may still be running (`in_doubt`, or sent to
+    /// their agent and not finished).
     pub in_doubt: Vec<String>,
     /// For a push: the hosts among them whose `--then` is owed (see [`then_owed`]).
     pub then_owed: Vec<String>,
@@ -539,7 +540,10 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         Vec::new()
     };
     let in_doubt: Vec<String> = (0..run.header.hosts.len())
-        .filter(|&number| run.may_be_running(number))
+        .filter(|&number| {
+            let outcome = run.hosts[number].as_ref().map(|entry| &entry.outcome);
+            run.may_be_running(number) || matches!(outcome, Some(Outcome::InDoubt { .. }))
+        })
         .map(|number| run.header.hosts[number].clone())
         .filter(|host| !hosts.contains(host))
         .collect();
@@ -795,14 +799,17 @@ fn parse_only(given: &str) -> Result<Vec<String>, RunsError> {
 }
 
 /// Whether a host with this entry is retried: never one that succeeded; one whose command may
-/// still be running on its agent (`in_doubt`, or sent and not finished) only when `in_doubt` is
-/// asked for by name; otherwise any, or those matching one of `words`.
+/// still be running (`in_doubt` over either transport, or sent to its agent and not finished)
+/// only when `in_doubt` is asked for by name; otherwise any, or those matching one of `words`.
 fn selected(entry: Option<&HostEntry>, may_be_running: bool, words: Option<&[String]>) -> bool {
     let outcome = entry.map(|entry| &entry.outcome);
     if outcome.is_some_and(|outcome| outcome.is_success()) {
         return false;
     }
-    if may_be_running {
+    // In doubt however it ran (an agent that stopped answering, or an SSH host that could not
+    // confirm the stop): its command may still run there, and is retried only when asked.
+    let in_doubt = outcome.is_some_and(|outcome| matches!(outcome, Outcome::InDoubt { .. }));
+    if may_be_running || in_doubt {
         return words.is_some_and(|words| words.iter().any(|word| word == "in_doubt"));
     }
     let Some(words) = words else {

@@ -636,6 +636,42 @@ fn a_retry_leaves_hosts_whose_command_may_still_run_unless_asked_by_name() {
     );
 }
 
+/// A host in doubt over SSH (its connection stopped answering, the stop unconfirmed) is left
+/// out as one in doubt through an agent is: its command may still run there.
+#[test]
+fn a_retry_leaves_a_host_in_doubt_over_ssh_unless_asked_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_doubt = Outcome::InDoubt {
+        reason: "the host did not confirm the stop".to_string(),
+    };
+    write(
+        dir.path(),
+        KILLED,
+        &[
+            Entry::Header(Box::new(header(
+                KILLED,
+                "2026-11-27T07:00:00.000Z",
+                &["web1", "web2"],
+                vec![2],
+            ))),
+            host("web1", 1, in_doubt),
+            host("web2", 1, refused()),
+        ],
+    );
+    let picked = |only: Option<&str>| {
+        let args = RetryArgs {
+            run: KILLED.to_string(),
+            only: only.map(str::to_string),
+            overrides: RetryOverrides::default(),
+        };
+        let retry = retry(dir.path(), &args, Vec::new()).unwrap();
+        (retry.hosts, retry.in_doubt)
+    };
+    let names = |hosts: &[&str]| hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+    assert_eq!(picked(None), (names(&["web2"]), names(&["web1"])));
+    assert_eq!(picked(Some("in_doubt")), (names(&["web1"]), names(&[])));
+}
+
 #[test]
 fn a_push_whose_then_was_left_in_doubt_owes_it_when_retried() {
     let dir = tempfile::tempdir().unwrap();
