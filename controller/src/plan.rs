@@ -79,6 +79,53 @@ impl HostSpec {
     }
 }
 
+/// Where `auto` may not use an agent, the host goes over SSH; returns what to warn of.
+///
+/// - Through jump hosts: the agent transport dials each agent directly, and an address meant
+///   from behind a bastion can be another machine from here (whose agent, for a target given
+///   by its IP address, presents the certificate of that address).
+/// - At an agent another target of the run already uses as the same user: two SSH ports or
+///   addresses written two ways at one machine (`root@10.0.0.5:2222` and `root@10.0.0.5:2223`,
+///   a NAT's forwards) are one agent, which would run the command twice there and never on the
+///   other. The first keeps the agent; the others go over SSH, to the machine each one names.
+///   Under `--transport agent` there is no SSH to go to: an error.
+fn agent_routes(hosts: &mut [HostSpec]) -> Result<Vec<String>, PlanError> {
+    let mut first_at: std::collections::HashMap<(String, u16, String), String> = Default::default();
+    let mut moved = Vec::new();
+    for host in hosts.iter_mut() {
+        match host.transport {
+            TransportChoice::Ssh => continue,
+            TransportChoice::Auto if !host.jump.is_empty() => {
+                host.transport = TransportChoice::Ssh;
+                continue;
+            }
+            TransportChoice::Auto | TransportChoice::Agent => {}
+        }
+        let agent = (
+            canonical_address(&host.address),
+            host.agent_port,
+            host.user.clone(),
+        );
+        let Some(first) = first_at.get(&agent) else {
+            first_at.insert(agent, host.name.clone());
+            continue;
+        };
+        let at = format!("{}:{}", host.address, host.agent_port);
+        if host.transport == TransportChoice::Agent {
+            return Err(PlanError::Input(format!(
+                "{} and {first} are one agent, at {at}: through it the command would run twice there; name the host once, or give one of them transport = \"ssh\"",
+                host.name
+            )));
+        }
+        host.transport = TransportChoice::Ssh;
+        moved.push(format!("{} (the agent at {at} is {first}'s)", host.name));
+    }
+    Ok(moved
+        .into_iter()
+        .map(|host| format!("{host} runs over SSH: one agent runs a command once"))
+        .collect())
+}
+
 /// An address as one machine has it: an IP address in its one written form, a name in lower
 /// case without the final dot of a fully qualified name.
 pub fn canonical_address(address: &str) -> String {
@@ -247,7 +294,7 @@ impl RunPlan {
             .filter_map(|target| spec(target, &mut Vec::new()).ok())
             .map(|host| host.machine())
             .collect();
-        let hosts = targets
+        let mut hosts = targets
             .into_iter()
             .map(|target| spec(target, &mut disagreements))
             .collect::<Result<Vec<HostSpec>, _>>()?
@@ -263,6 +310,7 @@ impl RunPlan {
             })
             .collect::<Vec<_>>();
         let mut warnings = exclusions.finish(hosts.len())?;
+        warnings.extend(agent_routes(&mut hosts)?);
         // Only for the hosts that run.
         let running: HashSet<&str> = hosts.iter().map(|host| host.host.as_str()).collect();
         disagreements.retain(|(host, _)| running.contains(host.as_str()));

@@ -136,6 +136,56 @@ fn an_address_written_two_ways_is_one_host() {
     );
 }
 
+/// One agent runs a command once: targets that would reach the same agent as the same user
+/// (two SSH ports at one address, a NAT's forwards) keep it for the first only, the others go
+/// over SSH to the machine each names; through jump hosts, `auto` never dials agents directly
+/// (an address meant from behind a bastion can be another machine from here).
+#[test]
+fn auto_keeps_one_agent_for_one_target_and_none_through_jump_hosts() {
+    let transports = |args: &[&str]| {
+        let plan = plan(args).unwrap();
+        let hosts = plan.hosts.iter();
+        let got: Vec<(String, TransportChoice)> = hosts
+            .map(|host| (host.name.clone(), host.transport))
+            .collect();
+        (got, plan.warnings)
+    };
+    let (got, warnings) = transports(&[
+        "-w",
+        "root@10.0.0.5:2222,root@10.0.0.5:2223,alice@10.0.0.5:2222,root@10.0.0.6",
+    ]);
+    assert_eq!(
+        got,
+        [
+            ("root@10.0.0.5:2222".to_string(), TransportChoice::Auto),
+            ("root@10.0.0.5:2223".to_string(), TransportChoice::Ssh),
+            ("alice@10.0.0.5:2222".to_string(), TransportChoice::Auto),
+            ("root@10.0.0.6".to_string(), TransportChoice::Auto),
+        ]
+    );
+    assert_eq!(
+        warnings,
+        [
+            "root@10.0.0.5:2223 (the agent at 10.0.0.5:7731 is root@10.0.0.5:2222's) runs over SSH: one agent runs a command once"
+        ]
+    );
+    let (got, warnings) = transports(&["-w", "appserver", "-J", "bastion"]);
+    assert_eq!(got, [("appserver".to_string(), TransportChoice::Ssh)]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // Through the agent only, the second cannot go: it is refused before anything runs.
+    let refused = plan(&[
+        "-w",
+        "root@10.0.0.5:2222,root@10.0.0.5:2223",
+        "--transport",
+        "agent",
+    ])
+    .unwrap_err();
+    assert_eq!(
+        refused,
+        "root@10.0.0.5:2223 and root@10.0.0.5:2222 are one agent, at 10.0.0.5:7731: through it the command would run twice there; name the host once, or give one of them transport = \"ssh\""
+    );
+}
+
 #[test]
 fn an_excluded_host_is_spared_under_every_name_it_is_dialled_by() {
     // web02 dials 10.0.0.2:22 (as root): that machine is left out, whoever logs in to it and
