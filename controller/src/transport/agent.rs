@@ -217,9 +217,10 @@ impl AgentTransport {
             return ended(outcome, None, None);
         }
         let run_started = Instant::now();
-        let outcome = self.exec(reached.connected.client, job).await;
-        // Skipped: the rollout stopped before the command was sent; nothing ran.
-        let ran_for = (outcome != Outcome::Skipped).then(|| run_started.elapsed());
+        let (outcome, started) = self.exec_started(reached.connected.client, job).await;
+        // Not started (the agent refused the request, or the rollout stopped before it was
+        // sent): no run time, so that a retry of what was never reached takes the host.
+        let ran_for = started.then(|| run_started.elapsed());
         ended(outcome, Some(reached.after), ran_for)
     }
 

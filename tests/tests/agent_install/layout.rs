@@ -104,4 +104,9 @@ fn an_install_keeps_the_operators_own_settings_in_the_config() {
             .is_some_and(|reason| reason.contains("allow_root")),
         "{record:?}"
     );
+    // Refused before it started: nothing ran, and a retry of the unreached takes the host.
+    assert_eq!(record.run_ms, None, "{record:?}");
+    let retry = installation.volley(["retry", "last", "--only", "unreached", "--list-hosts"]);
+    retry.assert_code(0);
+    assert!(retry.stdout.contains(&host), "{}", retry.describe());
 }

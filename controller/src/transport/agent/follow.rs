@@ -53,6 +53,16 @@ enum Followed {
 impl AgentTransport {
     /// Journals the execution, sends the command and follows it to its end.
     pub async fn exec(&self, client: AgentClient<Channel>, job: &mut Job<'_>) -> Outcome {
+        self.exec_started(client, job).await.0
+    }
+
+    /// [`AgentTransport::exec`], and whether the command may have started: not where the agent
+    /// refused the request (busy, the user refused or unknown) or it was never sent.
+    pub async fn exec_started(
+        &self,
+        client: AgentClient<Channel>,
+        job: &mut Job<'_>,
+    ) -> (Outcome, bool) {
         let mut client = client;
         let id = job.execution_id.to_string();
         let spec = ExecSpec {
@@ -73,7 +83,7 @@ impl AgentTransport {
         // command the journal cannot record is not sent; the rollout stops (see `journal::tap`).
         if let Err(error) = job.output.journal_execution(&job.host.name, &id).await {
             tracing::debug!(host = %job.host.name, "not sent, the journal cannot record it: {error}");
-            return Outcome::Skipped;
+            return (Outcome::Skipped, false);
         }
         let deadline = deadline(job);
         let stream = match client.exec(pb::ExecRequest::from(spec)).await {
@@ -81,35 +91,35 @@ impl AgentTransport {
             // The connection failed under the request: it may have reached the agent.
             Err(status) if StdError::source(&status).is_some() => {
                 let lost = format!("the request was lost: {}", status.message());
-                return self.attach_again(job, &id, lost, deadline, &mut None).await;
+                let outcome = self.attach_again(job, &id, lost, deadline, &mut None).await;
+                return (outcome, true);
             }
+            // The agent answered the request with a refusal: nothing started.
             Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-                return Outcome::TransportError {
-                    reason: format!("the agent is busy: {}", status.message()),
-                };
+                let reason = format!("the agent is busy: {}", status.message());
+                return (Outcome::TransportError { reason }, false);
             }
             Err(status) if status.code() == tonic::Code::PermissionDenied => {
-                return Outcome::AuthFailed {
-                    reason: format!(
-                        "agent {} refused: {}",
-                        dialled(&job.host.address, job.host.agent_port),
-                        status.message()
-                    ),
-                };
+                let reason = format!(
+                    "agent {} refused: {}",
+                    dialled(&job.host.address, job.host.agent_port),
+                    status.message()
+                );
+                return (Outcome::AuthFailed { reason }, false);
             }
             Err(status) => {
-                return Outcome::TransportError {
-                    reason: format!("Exec failed: {}", status.message()),
-                };
+                let reason = format!("Exec failed: {}", status.message());
+                return (Outcome::TransportError { reason }, false);
             }
         };
-        match follow(&mut client, stream, job, &id, deadline, &mut None).await {
+        let outcome = match follow(&mut client, stream, job, &id, deadline, &mut None).await {
             Followed::Outcome(outcome) => outcome,
             Followed::Lost(reason) => {
                 self.attach_again(job, &id, reason, deadline, &mut None)
                     .await
             }
-        }
+        };
+        (outcome, true)
     }
 
     /// `volley runs resume`: attaches to `execution_id` on the job's host and follows it to its
