@@ -328,9 +328,14 @@ async fn run_host(
             admission: &admission,
         };
         let ended = transport.run(job).await;
-        if ended.outcome == Outcome::Skipped {
-            // The rollout stopped before this attempt sent anything (transports give `Skipped`
-            // only from admission): it was not made. A retry's host keeps the failure before.
+        // The rollout stopped before this attempt sent anything (transports give `Skipped`
+        // only from admission and before a command is sent), or an interrupt came while it
+        // waited for its turn or connected: it was not made, and the host did not start. A
+        // retry's host keeps the failure before.
+        let interrupted_unconnected = ended.outcome == Outcome::Cancelled
+            && ended.connected_after.is_none()
+            && ended.ran_for.is_none();
+        if ended.outcome == Outcome::Skipped || interrupted_unconnected {
             attempts -= 1;
             break failed_before.unwrap_or(ended);
         }

@@ -104,10 +104,16 @@ impl Transport for Scripted {
                     connecting,
                 )
                 .await;
-            if let Err(crate::admission::Cut::Stopped) = admitted {
+            let unmade = match admitted {
                 // The rollout stopped before this host's command: a real transport sends none.
+                Err(crate::admission::Cut::Stopped) => Some(Outcome::Skipped),
+                // Interrupted while waiting for a turn or connecting.
+                Err(crate::admission::Cut::Cancelled) => Some(Outcome::Cancelled),
+                _ => None,
+            };
+            if let Some(outcome) = unmade {
                 return Ended {
-                    outcome: Outcome::Skipped,
+                    outcome,
                     connected_after: None,
                     ran_for: None,
                     transport: TransportKind::Ssh,
@@ -540,6 +546,34 @@ async fn a_stop_from_the_journal_skips_every_host_not_yet_running() {
     );
     assert_eq!(transport.hosts_tried().len(), started);
     assert!(outcomes.end.stopped);
+}
+
+/// Ctrl-C while hosts wait for a handshake turn or connect: they did not start (no attempt,
+/// so the summary counts them apart and prints no line each), the host running is cancelled
+/// as it ends.
+#[tokio::test(start_paused = true)]
+async fn hosts_interrupted_before_they_connected_did_not_start() {
+    let transport = Arc::new(Scripted::new(&[]));
+    let mut plan = plan(4, 512, rollout(None, Duration::ZERO, None));
+    // One handshake at a time, 10 ms each: at 15 ms h1 runs its command and h2 connects.
+    plan.handshakes = HandshakeLimit::Fixed(1);
+    let cancel = CancellationToken::new();
+    let interrupt = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            tokio::time::sleep(CONNECT + CONNECT / 2).await;
+            cancel.cancel();
+        }
+    });
+    let outcomes = run_with(plan, transport, cancel).await;
+    interrupt.await.unwrap();
+    let attempts: Vec<u32> = outcomes.reports.iter().map(|r| r.attempts).collect();
+    assert_eq!(
+        kinds(&outcomes),
+        ["succeeded", "cancelled", "cancelled", "cancelled"]
+    );
+    assert_eq!(attempts, [1, 0, 0, 0]);
+    assert!(outcomes.reports[1..].iter().all(HostReport::never_started));
 }
 
 #[tokio::test(start_paused = true)]
