@@ -79,20 +79,23 @@ impl HostSpec {
     }
 }
 
-/// Where `auto` may not use an agent, the host goes over SSH; returns what to warn of.
+/// Where `auto` may not use an agent, the host goes over SSH; returns the hosts moved so because
+/// they share an agent, for a warning where agents are in use.
 ///
 /// - Through jump hosts: the agent transport dials each agent directly, and an address meant
 ///   from behind a bastion can be another machine from here (whose agent, for a target given
 ///   by its IP address, presents the certificate of that address).
-/// - At an agent another target of the run already uses as the same user: two SSH ports or
-///   addresses written two ways at one machine (`root@10.0.0.5:2222` and `root@10.0.0.5:2223`,
-///   a NAT's forwards) are one agent, which would run the command twice there and never on the
-///   other. The first keeps the agent; the others go over SSH, to the machine each one names.
-///   Under `--transport agent` there is no SSH to go to: an error.
+/// - At an agent that targets dialled at different SSH endpoints would share
+///   (`root@10.0.0.5:2222` and `root@10.0.0.5:2223`, a NAT's port forwards): nothing tells which
+///   machine the agent is on, so none of them uses it, and each goes over SSH to the machine it
+///   names; through the agent, the command would run twice on one machine and never on the
+///   other. Targets at one SSH endpoint as different users share their agent rightly. Under
+///   `--transport agent` there is no SSH to go to: an error.
 fn agent_routes(hosts: &mut [HostSpec]) -> Result<Vec<String>, PlanError> {
-    let mut first_at: std::collections::HashMap<(String, u16, String), String> = Default::default();
-    let mut moved = Vec::new();
-    for host in hosts.iter_mut() {
+    type Agent = (String, u16);
+    let agent = |host: &HostSpec| (canonical_address(&host.address), host.agent_port);
+    let mut endpoints: std::collections::HashMap<Agent, Vec<usize>> = Default::default();
+    for (index, host) in hosts.iter_mut().enumerate() {
         match host.transport {
             TransportChoice::Ssh => continue,
             TransportChoice::Auto if !host.jump.is_empty() => {
@@ -101,29 +104,43 @@ fn agent_routes(hosts: &mut [HostSpec]) -> Result<Vec<String>, PlanError> {
             }
             TransportChoice::Auto | TransportChoice::Agent => {}
         }
-        let agent = (
-            canonical_address(&host.address),
-            host.agent_port,
-            host.user.clone(),
+        endpoints.entry(agent(host)).or_default().push(index);
+    }
+    let mut moved = Vec::new();
+    let mut shared: Vec<&Vec<usize>> = endpoints
+        .values()
+        .filter(|indices| {
+            let machines: HashSet<_> = indices.iter().map(|&i| hosts[i].machine()).collect();
+            machines.len() > 1
+        })
+        .collect();
+    shared.sort();
+    for indices in shared {
+        let names: Vec<&str> = indices.iter().map(|&i| hosts[i].name.as_str()).collect();
+        let at = format!(
+            "{}:{}",
+            hosts[indices[0]].address, hosts[indices[0]].agent_port
         );
-        let Some(first) = first_at.get(&agent) else {
-            first_at.insert(agent, host.name.clone());
-            continue;
-        };
-        let at = format!("{}:{}", host.address, host.agent_port);
-        if host.transport == TransportChoice::Agent {
+        if indices
+            .iter()
+            .any(|&i| hosts[i].transport == TransportChoice::Agent)
+        {
             return Err(PlanError::Input(format!(
-                "{} and {first} are one agent, at {at}: through it the command would run twice there; name the host once, or give one of them transport = \"ssh\"",
-                host.name
+                "{} would share the agent at {at} though dialled at different SSH ports or addresses: nothing tells which machine it is on; give them transport = \"ssh\"",
+                names.join(", ")
             )));
         }
-        host.transport = TransportChoice::Ssh;
-        moved.push(format!("{} (the agent at {at} is {first}'s)", host.name));
+        moved.push(format!("{} (one agent, at {at})", names.join(", ")));
     }
-    Ok(moved
-        .into_iter()
-        .map(|host| format!("{host} runs over SSH: one agent runs a command once"))
-        .collect())
+    for indices in endpoints.values() {
+        let machines: HashSet<_> = indices.iter().map(|&i| hosts[i].machine()).collect();
+        if machines.len() > 1 {
+            for &i in indices {
+                hosts[i].transport = TransportChoice::Ssh;
+            }
+        }
+    }
+    Ok(moved)
 }
 
 /// An address as one machine has it: an IP address in its one written form, a name in lower
@@ -178,6 +195,9 @@ pub struct RunPlan {
     pub journal: JournalLimits,
     /// What the operator gave that had no effect, to print before the run.
     pub warnings: Vec<String>,
+    /// Targets that go over SSH though `auto`, since they would share one agent though dialled
+    /// at different SSH endpoints: said where agents are in use.
+    pub shared_agents: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -310,7 +330,7 @@ impl RunPlan {
             })
             .collect::<Vec<_>>();
         let mut warnings = exclusions.finish(hosts.len())?;
-        warnings.extend(agent_routes(&mut hosts)?);
+        let shared_agents = agent_routes(&mut hosts)?;
         // Only for the hosts that run.
         let running: HashSet<&str> = hosts.iter().map(|host| host.host.as_str()).collect();
         disagreements.retain(|(host, _)| running.contains(host.as_str()));
@@ -421,6 +441,7 @@ impl RunPlan {
         Ok(RunPlan {
             run_id: String::new(),
             warnings,
+            shared_agents,
             hosts,
             command,
             parallel,

@@ -128,6 +128,15 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         for warning in &plan.warnings {
             say!("volley: warning: {warning}");
         }
+        // Said only where agents are in use: over SSH alone (no PKI), or for an agent
+        // operation, the targets of a NAT's port forwards are nothing to warn of.
+        let agents_in_use = !matches!(operation, Operation::Agent(_))
+            && (plan.pki_given || Pki::new(plan.pki.clone()).has_any_credentials());
+        for shared in plan.shared_agents.iter().filter(|_| agents_in_use) {
+            say!(
+                "volley: warning: {shared}: run over SSH, since targets dialled at different SSH ports or addresses share that agent and nothing tells which machine it is on"
+            );
+        }
         // Agent operations go over SSH, through the jump hosts; runs and transfers through
         // agents dial each agent directly.
         let direct: Vec<&str> = plan

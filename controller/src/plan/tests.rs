@@ -136,43 +136,48 @@ fn an_address_written_two_ways_is_one_host() {
     );
 }
 
-/// One agent runs a command once: targets that would reach the same agent as the same user
-/// (two SSH ports at one address, a NAT's forwards) keep it for the first only, the others go
-/// over SSH to the machine each names; through jump hosts, `auto` never dials agents directly
-/// (an address meant from behind a bastion can be another machine from here).
+/// One agent runs a command once, on the machine it is on: targets dialled at different SSH
+/// endpoints that would reach the same agent (a NAT's port forwards) go over SSH, each to the
+/// machine it names, since nothing tells which machine the agent is on; one SSH endpoint as
+/// two users shares its agent. Through jump hosts, `auto` never dials agents directly (an
+/// address meant from behind a bastion can be another machine from here).
 #[test]
-fn auto_keeps_one_agent_for_one_target_and_none_through_jump_hosts() {
+fn auto_uses_an_agent_only_where_it_names_one_machine_and_not_through_jump_hosts() {
     let transports = |args: &[&str]| {
         let plan = plan(args).unwrap();
         let hosts = plan.hosts.iter();
         let got: Vec<(String, TransportChoice)> = hosts
             .map(|host| (host.name.clone(), host.transport))
             .collect();
-        (got, plan.warnings)
+        (got, plan.shared_agents)
     };
-    let (got, warnings) = transports(&[
+    let (got, shared) = transports(&[
         "-w",
-        "root@10.0.0.5:2222,root@10.0.0.5:2223,alice@10.0.0.5:2222,root@10.0.0.6",
+        "root@10.0.0.5:2222,alice@10.0.0.5:2223,root@10.0.0.6,alice@10.0.0.6,root@10.0.0.7:2222,root@10.0.0.7",
     ]);
+    let expected = [
+        ("root@10.0.0.5:2222", TransportChoice::Ssh),
+        ("alice@10.0.0.5:2223", TransportChoice::Ssh),
+        ("root@10.0.0.6", TransportChoice::Auto),
+        ("alice@10.0.0.6", TransportChoice::Auto),
+        ("root@10.0.0.7:2222", TransportChoice::Ssh),
+        ("root@10.0.0.7", TransportChoice::Ssh),
+    ];
     assert_eq!(
         got,
-        [
-            ("root@10.0.0.5:2222".to_string(), TransportChoice::Auto),
-            ("root@10.0.0.5:2223".to_string(), TransportChoice::Ssh),
-            ("alice@10.0.0.5:2222".to_string(), TransportChoice::Auto),
-            ("root@10.0.0.6".to_string(), TransportChoice::Auto),
-        ]
+        expected.map(|(name, choice)| (name.to_string(), choice))
     );
     assert_eq!(
-        warnings,
+        shared,
         [
-            "root@10.0.0.5:2223 (the agent at 10.0.0.5:7731 is root@10.0.0.5:2222's) runs over SSH: one agent runs a command once"
+            "root@10.0.0.5:2222, alice@10.0.0.5:2223 (one agent, at 10.0.0.5:7731)",
+            "root@10.0.0.7:2222, root@10.0.0.7 (one agent, at 10.0.0.7:7731)"
         ]
     );
-    let (got, warnings) = transports(&["-w", "appserver", "-J", "bastion"]);
+    let (got, shared) = transports(&["-w", "appserver", "-J", "bastion"]);
     assert_eq!(got, [("appserver".to_string(), TransportChoice::Ssh)]);
-    assert!(warnings.is_empty(), "{warnings:?}");
-    // Through the agent only, the second cannot go: it is refused before anything runs.
+    assert!(shared.is_empty(), "{shared:?}");
+    // Through the agent only, there is no SSH to go to: refused before anything runs.
     let refused = plan(&[
         "-w",
         "root@10.0.0.5:2222,root@10.0.0.5:2223",
@@ -182,7 +187,7 @@ fn auto_keeps_one_agent_for_one_target_and_none_through_jump_hosts() {
     .unwrap_err();
     assert_eq!(
         refused,
-        "root@10.0.0.5:2223 and root@10.0.0.5:2222 are one agent, at 10.0.0.5:7731: through it the command would run twice there; name the host once, or give one of them transport = \"ssh\""
+        "root@10.0.0.5:2222, root@10.0.0.5:2223 would share the agent at 10.0.0.5:7731 though dialled at different SSH ports or addresses: nothing tells which machine it is on; give them transport = \"ssh\""
     );
 }
 

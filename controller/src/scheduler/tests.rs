@@ -176,6 +176,7 @@ fn plan(hosts: usize, parallel: usize, rollout: RolloutPlan) -> RunPlan {
         prefix: true,
         out_dir: None,
         warnings: Vec::new(),
+        shared_agents: Vec::new(),
         list_hosts: false,
         stdin: None,
         known_hosts: PathBuf::from("/dev/null"),
