@@ -67,6 +67,8 @@ pub struct RunEnd {
     /// The rollout stopped (the budget was exceeded, or the journal could not record the run)
     /// while hosts were still to start: they were skipped.
     pub stopped: bool,
+    /// It was the journal that stopped it.
+    pub stopped_by_journal: bool,
 }
 
 /// A host key that `--accept-new-host-keys` recorded, for the operator to see.

@@ -386,7 +386,7 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
         .filter(|outcome| **outcome == Outcome::Skipped)
         .count();
     report::write_rollout(&mut stderr, &end, batched, skipped)?;
-    if let Some(reason) = write_error.filter(|_| journal_stop.is_cancelled()) {
+    if let Some(reason) = write_error.filter(|_| end.stopped_by_journal) {
         report::write_journal_stop(&mut stderr, &reason, skipped)?;
     }
     // Hosts in doubt are for `volley runs resume`, not for a retry, which takes the hosts of the

@@ -203,6 +203,8 @@ fn write_run(out: &mut impl Write, run: &Run, live: bool) -> io::Result<()> {
                 ", rollout stopped: its journal could not be written for a while"
             } else if footer.stopped {
                 ", rollout stopped by the failure budget"
+            } else if footer.journal_failed {
+                ", its journal could not be written for a while"
             } else {
                 ""
             };

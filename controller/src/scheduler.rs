@@ -192,6 +192,9 @@ pub async fn run(
     // A budget spent by the last hosts stopped nothing: the rollout stopped only if it kept a
     // host from starting.
     end.stopped = stopped || running.skipped > 0;
+    // The journal's stop, not the budget's, when it came (the budget alone stops nothing once
+    // it has).
+    end.stopped_by_journal = end.stopped && stop.is_cancelled();
     end
 }
 

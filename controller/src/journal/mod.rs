@@ -294,7 +294,8 @@ fn ends_with_newline(path: &Path, length: u64) -> bool {
 }
 
 /// Journals the run's events as they pass from the scheduler to the reporters: a host's record is
-/// written before its `Finished` goes on, so nothing is ever reported that is not journalled.
+/// written before its `Finished` goes on, so nothing is reported that is not journalled, but
+/// while the disk refuses records (they are held, and written once it takes them again).
 /// The reporters going away (a closed stdout) does not stop the journal. At the first record
 /// that cannot be written, `stop` is cancelled: the rollout stops, as a spent failure budget
 /// stops it, since what runs from then on may go unrecorded. Returns the journal when the
@@ -321,15 +322,18 @@ pub fn tap(
                         execution_id,
                         started: clock::now().rfc3339,
                     });
-                    // Not held: a command whose `started` is not on disk is not sent.
-                    let written = journal.write_entry(&started, false);
-                    if !written {
+                    // Not held: a command whose `started` is not on disk is not sent. Nor one
+                    // after the stop, though the disk took records again: the rollout stopped.
+                    let answer = if stop.is_cancelled() {
+                        Err("the rollout stopped: the run's journal could not be written".into())
+                    } else if journal.write_entry(&started, false) {
+                        Ok(())
+                    } else {
                         stop.cancel();
-                    }
-                    let _ = recorded.send(written.then_some(()).ok_or_else(|| {
                         let error = journal.error.as_ref().map(crate::plan::io_reason);
-                        error.unwrap_or_default()
-                    }));
+                        Err(error.unwrap_or_default())
+                    };
+                    let _ = recorded.send(answer);
                     continue;
                 }
                 event => event,

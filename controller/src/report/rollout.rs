@@ -59,7 +59,7 @@ pub fn write_rollout(
             "{} failed, the failure budget allows {allowed}",
             count(end.failures)
         );
-        parts.push(if end.stopped {
+        parts.push(if end.stopped && !end.stopped_by_journal {
             format!("rollout stopped: {failed}; {} skipped", count(skipped))
         } else {
             failed
@@ -186,6 +186,7 @@ mod tests {
             failures: 2,
             allowed_failures: Some(1),
             stopped: true,
+            stopped_by_journal: false,
         };
         check(
             end,

@@ -302,6 +302,7 @@ async fn batches_run_one_after_the_other_with_the_delay_between() {
             failures: 0,
             allowed_failures: None,
             stopped: false,
+            stopped_by_journal: false,
         }
     );
 }
@@ -372,6 +373,7 @@ async fn an_exceeded_budget_stops_the_rollout_and_skips_the_rest() {
             failures: 2,
             allowed_failures: Some(1),
             stopped: true,
+            stopped_by_journal: false,
         }
     );
     // Stopping does not wait out the batch delay.
@@ -517,7 +519,7 @@ async fn a_stop_from_the_journal_skips_every_host_not_yet_running() {
         ]
     );
     assert_eq!(transport.hosts_tried(), ["h1", "h2", "h3"]);
-    assert!(outcomes.end.stopped);
+    assert!(outcomes.end.stopped && outcomes.end.stopped_by_journal);
     assert_eq!(outcomes.end.batches_started, 1);
 
     // With every host in a slot at once, those waiting for a turn are stopped in admission.

@@ -97,7 +97,17 @@ impl Files<'_> {
     pub async fn run(&mut self, mut job: Job<'_>) -> Outcome {
         match self {
             Files::Ssh { session, .. } => session.run_job(job).await,
-            Files::Agent { client, agent, .. } => agent.exec(client.clone(), &mut job).await,
+            Files::Agent { client, agent, .. } => {
+                match agent.exec(client.clone(), &mut job).await {
+                    // Not sent (the journal could not record it), after the files were
+                    // written: the host did start, and its `--then` is owed.
+                    Outcome::Skipped => Outcome::StepFailed {
+                        step: "then".to_string(),
+                        reason: "not sent: the run's journal could not record it".to_string(),
+                    },
+                    outcome => outcome,
+                }
+            }
         }
     }
 
