@@ -35,9 +35,13 @@ pub enum RunsError {
     #[error("run {run}: `{operation}` runs over SSH: --transport does not apply to its retry")]
     NoTransport { run: String, operation: String },
     #[error(
-        "run {0} is still going, or another volley retries or resumes it: that volley holds its journal; wait until it has ended (a host still running would run twice)"
+        "run {0} is still going (or being resumed): its volley holds the journal; wait until it has ended (a host still running would run twice)"
     )]
     Running(String),
+    #[error(
+        "run {0} is being retried by another volley: wait until that retry has ended (a host it runs would run twice)"
+    )]
+    Retrying(String),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -510,7 +514,10 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
     // Before the record is read: a run that ends in between would be read unfinished. Held
     // while the retry runs, so that a second retry of the run (another terminal, a cron job)
     // does not run the command again where this one runs it.
-    let held = store::hold(&path)?.ok_or_else(|| RunsError::Running(path.id.clone()))?;
+    if store::in_use(&path.path) {
+        return Err(RunsError::Running(path.id.clone()));
+    }
+    let held = store::hold_for_retry(&path)?.ok_or_else(|| RunsError::Retrying(path.id.clone()))?;
     let run = store::load(&path)?;
     let words: Option<Vec<String>> = match &args.only {
         Some(given) => Some(parse_only(given)?),

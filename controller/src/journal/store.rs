@@ -240,14 +240,26 @@ fn started(path: &Path) -> Option<String> {
         })
 }
 
-/// Takes the lock of `run`'s journal (see [`in_use`]) for as long as the file returned is open;
-/// `None` if another volley holds it.
-pub fn hold(run: &RunFile) -> Result<Option<File>, StoreError> {
-    let unreadable = |error: io::Error| StoreError::Unreadable {
-        path: run.path.clone(),
+/// The file a retry of a run locks while it runs: beside the journal, so that the journal's
+/// own lock still tells a run (or its resume) still going. Not a journal's name: never listed.
+fn retry_lock(journal: &Path) -> PathBuf {
+    journal.with_extension("retrying")
+}
+
+/// Takes the lock that a retry of `run` holds for as long as the file returned is open
+/// (opened for writing: a lock over NFS needs it); `None` if another volley's retry holds it.
+pub fn hold_for_retry(run: &RunFile) -> Result<Option<File>, StoreError> {
+    let path = retry_lock(&run.path);
+    let unwritable = |error: io::Error| StoreError::Unreadable {
+        path: path.clone(),
         reason: io_reason(&error),
     };
-    let file = File::open(&run.path).map_err(unreadable)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(unwritable)?;
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -259,7 +271,9 @@ pub fn hold(run: &RunFile) -> Result<Option<File>, StoreError> {
 /// Whether a volley still writes the journal at `path`: it holds the journal's lock until it
 /// ends (see [`super::Journal`]). A journal that cannot be opened is not in use.
 pub fn in_use(path: &Path) -> bool {
-    match File::open(path).map(|file| file.try_lock()) {
+    // Opened for writing: over NFS, an exclusive lock on a file opened read-only fails.
+    let opened = OpenOptions::new().append(true).open(path);
+    match opened.map(|file| file.try_lock()) {
         Ok(Err(std::fs::TryLockError::WouldBlock)) => true,
         // Taken, and let go as the file closes; or no lock to be had here.
         Ok(_) | Err(_) => false,
@@ -306,6 +320,7 @@ pub fn prune(dir: &Path, limits: &JournalLimits, current: &str) -> io::Result<us
             bytes -= run.bytes;
             continue;
         }
+        let _ = std::fs::remove_file(retry_lock(&run.path));
         match std::fs::remove_file(&run.path) {
             Ok(()) => deleted += 1,
             // Another volley pruning at the same time got there first.

@@ -782,7 +782,7 @@ fn a_retry_s_flags_replace_the_recorded_ones_and_are_kept_for_its_retries() {
     // A retry holds its run until it ends: another one is refused meanwhile.
     assert!(matches!(
         retry(dir.path(), &retry_args(&[ROLLOUT]), words(&[ROLLOUT])),
-        Err(RunsError::Running(_))
+        Err(RunsError::Retrying(_))
     ));
     // Ended (its lock let go), what it ran with is still looked at below.
     let mut first = first;

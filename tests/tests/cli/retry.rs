@@ -211,7 +211,7 @@ fn a_run_still_going_is_not_retried() {
         })
         .expect("the running run's journal");
     let still_going = format!(
-        "volley: run {id} is still going, or another volley retries or resumes it: that volley holds its journal; wait until it has ended (a host still running would run twice)\n"
+        "volley: run {id} is still going (or being resumed): its volley holds the journal; wait until it has ended (a host still running would run twice)\n"
     );
     for subcommand in [vec!["retry", "last"], vec!["runs", "resume", "last"]] {
         let output = RunningProcess::spawn(fleet.volley().args(&subcommand)).finish(RUN_DEADLINE);
@@ -265,8 +265,17 @@ fn a_run_being_retried_is_not_retried_again() {
     assert_eq!(
         second.stderr,
         format!(
-            "volley: run {id} is still going, or another volley retries or resumes it: that volley holds its journal; wait until it has ended (a host still running would run twice)\n"
+            "volley: run {id} is being retried by another volley: wait until that retry has ended (a host it runs would run twice)\n"
         )
+    );
+    // The run itself has ended: it is not shown as still going while it is retried.
+    let shown =
+        RunningProcess::spawn(fleet.volley().args(["runs", "show", &id])).finish(RUN_DEADLINE);
+    shown.assert_code(0);
+    assert!(
+        !shown.stdout.contains("still going"),
+        "{}",
+        shown.describe()
     );
     first.kill_hard();
     // The first retry gone, the run is another retry's to take.
