@@ -396,9 +396,9 @@ struct Exclusion {
 }
 
 /// A host name as exclusions compare it: without case, or the final dot of a fully qualified
-/// name (`-x WEB07.` leaves out web07), as targets compare.
+/// name (`-x WEB07.` leaves out web07), as targets compare, and as an address is compared.
 fn name_key(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+    canonical_address(name)
 }
 
 impl Exclusions {
@@ -428,7 +428,7 @@ impl Exclusions {
         for (exclusion, used) in self.list.iter().zip(&mut self.used) {
             let at_address = |name: &str| canonical_address(name) == address;
             let dialled = exclusion.logins.iter().any(|login| {
-                (login.host == host.host || at_address(&login.host))
+                (name_key(&login.host) == name_key(&host.host) || at_address(&login.host))
                     && login.user.as_ref().is_none_or(|user| *user == host.user)
                     && login.port.is_none_or(|port| port == host.port)
             });

@@ -211,6 +211,7 @@ fn an_excluded_host_is_spared_under_every_name_it_is_dialled_by() {
     // A name has no case, nor a final dot, in an exclusion as in a target.
     check(&["-w", "web01,web02", "-x", "WEB02"], Ok(&["web01"]));
     check(&["-w", "web01,web02", "-x", "WEB02."], Ok(&["web01"]));
+    check(&["-w", "web01,web02", "-x", "root@WEB02."], Ok(&["web01"]));
     // A host whose ssh config volley refuses can still be left out, and so get out of the way.
     check(&["-w", "refused,web01", "-x", "refused"], Ok(&["web01"]));
     // And the other way: an address leaves out the host dialled there, whatever its name.

@@ -17,8 +17,9 @@ const PROBE_BATCH: usize = 256;
 /// Prints one line per `FOLLOW SIZE PATH` triple of arguments: `missing`, `other KIND`, or
 /// `file SIZE MODE UID GID SHA256 USER:GROUP` (`-` for the checksum when the size differs from
 /// SIZE; SIZE `-` always checksums). The names come last, after a colon that neither holds: a
-/// directory service's names may hold spaces (`domain users`). A link is followed to what it names when FOLLOW is 1 (a
-/// fetch), and reported as a link otherwise (a push replaces the link itself).
+/// directory service's names may hold spaces (`domain users`). A link is followed to what it
+/// names when FOLLOW is 1 (a fetch), and reported as a link otherwise (a push replaces the link
+/// itself).
 const PROBE: &str = r#"set -eu
 while [ $# -gt 2 ]; do
   follow=$1; want=$2; p=$3; shift 3
