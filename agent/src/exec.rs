@@ -207,7 +207,8 @@ impl Running {
                 // past and the command perhaps ended meanwhile: then it ended by itself, and
                 // nothing is stopped.
                 () = sleep_until(deadline), if status.is_none() => {
-                    match tokio::time::timeout(Duration::ZERO, self.process.wait()).await {
+                    let in_flight = self.process.end_in_flight();
+                    match tokio::time::timeout(in_flight, self.process.wait()).await {
                         Ok(waited) => {
                             status = Some(waited);
                             output_until = Some(Instant::now() + OUTPUT_AFTER_EXIT);

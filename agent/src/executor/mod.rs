@@ -198,6 +198,16 @@ impl Process {
         self.pid
     }
 
+    /// How long, at the command's deadline, an end that already happened may still be on its
+    /// way: none for a child of ours (its status is read at once), a moment for a unit, whose
+    /// end comes from systemd over D-Bus. A command still running is stopped that much later.
+    pub fn end_in_flight(&self) -> std::time::Duration {
+        match &self.kind {
+            Kind::Direct(_) => std::time::Duration::ZERO,
+            Kind::Unit(_) => std::time::Duration::from_millis(500),
+        }
+    }
+
     /// The transient unit the command runs as, under systemd.
     pub fn unit(&self) -> Option<&str> {
         match &self.kind {
