@@ -556,7 +556,6 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         .map(|number| run.header.hosts[number].clone())
         .filter(|host| !hosts.contains(host))
         .collect();
-    let standing = standing(dir, &run, &hosts);
     let Recorded {
         args: mut run_args,
         agent,
@@ -569,6 +568,11 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         });
     }
     args.overrides.apply_to(&mut run_args);
+    // Only `--out-dir`'s lists need the whole run: the chain's journals are read for them.
+    let standing = match run_args.output.out_dir {
+        Some(_) => standing(dir, &run, &hosts),
+        None => Vec::new(),
+    };
     let mut overrides = run.header.retry_overrides.clone();
     overrides.push(given);
     Ok(Retry {
