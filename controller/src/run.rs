@@ -101,7 +101,8 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     // A retry's `--out-dir` lists are of the whole run, as a resume's are.
     let retry_standing = retry
         .as_mut()
-        .map(|retry| std::mem::take(&mut retry.standing));
+        .map(|retry| std::mem::take(&mut retry.standing))
+        .filter(|standing| !standing.is_empty());
     let recorded_subcommand = subcommand(&operation);
     let usage = |error: &dyn std::fmt::Display| UsageError(error.to_string());
     let mut env = Environment::from_process().map_err(|e| usage(&e))?;
