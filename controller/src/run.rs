@@ -157,14 +157,17 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     }
     if let Some(retry) = &retry {
         runs::keep_only(&mut plan.hosts, &retry.run, &retry.hosts).map_err(|e| usage(&e))?;
-        let from_stdin = args.stdin.as_deref() == Some(std::path::Path::new("-"));
-        check_retried_input(
-            &retry.run,
-            retry.stdin.as_ref(),
-            plan.stdin.as_deref(),
-            from_stdin,
-        )
-        .map_err(|e| usage(&e))?;
+        // `--list-hosts` sends nothing, whatever its stdin.
+        if !plan.list_hosts {
+            let from_stdin = args.stdin.as_deref() == Some(std::path::Path::new("-"));
+            check_retried_input(
+                &retry.run,
+                retry.stdin.as_ref(),
+                plan.stdin.as_deref(),
+                from_stdin,
+            )
+            .map_err(|e| usage(&e))?;
+        }
     }
     if let Operation::Resume(resume) = &operation {
         resume.narrow(&mut plan).map_err(|e| usage(&e))?;
@@ -487,7 +490,7 @@ pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
         ))
         .into());
     }
-    // The run's journal stays locked until the retry has ended.
+    // The run stays held (the retry's lock on it) until the retry has ended.
     let held = retry.held;
     let origin = Origin {
         operation: match (retry.agent, retry.transfer) {

@@ -123,6 +123,12 @@ fn a_retry_given_no_input_where_its_run_had_some_is_refused() {
         )
     );
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), "setting = 1\n");
+    // Listing its hosts sends nothing: no input is needed for that.
+    let listed = run_with_stdin(
+        fleet.volley().args(["retry", &id, "--list-hosts"]),
+        Path::new("/dev/null"),
+    );
+    listed.assert_code(EXIT_SUCCESS);
 
     std::fs::write(&input, "setting = 2\n").unwrap();
     let other = run_with_stdin(fleet.volley().args(["retry", &id]), &input);
