@@ -4,7 +4,7 @@
 //! text. A retry is prepared here (which run, which hosts, the original `volley run` arguments
 //! parsed again) and then runs through the same path as `volley run`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -414,8 +414,8 @@ pub struct Retry {
     pub cwd: Option<String>,
     /// The variables that gave the run settings, as the journal recorded them.
     pub variables: BTreeMap<String, String>,
-    /// The run's journal, locked until the retry has ended: another retry or a resume of the
-    /// run is refused meanwhile, as for a run still going.
+    /// The retry's lock on its run (`ID.retrying`), held until the retry has ended: another
+    /// retry of the run is refused meanwhile.
     pub held: std::fs::File,
     /// What the run's command read on its stdin (`--stdin`), as recorded.
     pub stdin: Option<volley_common::journal::InputRecord>,
@@ -607,7 +607,7 @@ fn standing(dir: &Path, run: &Run, retrying: &[String]) -> Vec<(String, Option<b
         }
     }
     let mut order: Vec<String> = Vec::new();
-    let mut success: std::collections::HashMap<String, bool> = Default::default();
+    let mut success: HashMap<String, bool> = HashMap::new();
     // Oldest first: a later run's outcome for a host replaces an earlier one's.
     for run in chain.iter().rev() {
         for (host, entry) in run.header.hosts.iter().zip(&run.hosts) {
@@ -620,6 +620,7 @@ fn standing(dir: &Path, run: &Run, retrying: &[String]) -> Vec<(String, Option<b
             success.insert(host.clone(), succeeded);
         }
     }
+    let retrying: HashSet<&String> = retrying.iter().collect();
     order
         .into_iter()
         .map(|host| {
@@ -872,9 +873,8 @@ pub fn keep_only(
     retry_of: &str,
     hosts: &[String],
 ) -> Result<(), RunsError> {
-    let wanted: std::collections::HashSet<&str> = hosts.iter().map(String::as_str).collect();
-    let present: std::collections::HashSet<&str> =
-        planned.iter().map(|host| host.name.as_str()).collect();
+    let wanted: HashSet<&str> = hosts.iter().map(String::as_str).collect();
+    let present: HashSet<&str> = planned.iter().map(|host| host.name.as_str()).collect();
     let gone: Vec<&str> = hosts
         .iter()
         .map(String::as_str)
