@@ -106,21 +106,20 @@ fn agent_routes(hosts: &mut [HostSpec]) -> Result<Vec<String>, PlanError> {
         }
         endpoints.entry(agent(host)).or_default().push(index);
     }
-    let mut moved = Vec::new();
-    let mut shared: Vec<&Vec<usize>> = endpoints
-        .values()
+    // Agents that targets at more than one SSH endpoint would reach, in plan order.
+    let mut shared: Vec<Vec<usize>> = endpoints
+        .into_values()
         .filter(|indices| {
             let machines: HashSet<_> = indices.iter().map(|&i| hosts[i].machine()).collect();
             machines.len() > 1
         })
         .collect();
     shared.sort();
+    let mut moved = Vec::new();
     for indices in shared {
         let names: Vec<&str> = indices.iter().map(|&i| hosts[i].name.as_str()).collect();
-        let at = format!(
-            "{}:{}",
-            hosts[indices[0]].address, hosts[indices[0]].agent_port
-        );
+        let first = &hosts[indices[0]];
+        let at = format!("{}:{}", first.address, first.agent_port);
         if indices
             .iter()
             .any(|&i| hosts[i].transport == TransportChoice::Agent)
@@ -131,13 +130,8 @@ fn agent_routes(hosts: &mut [HostSpec]) -> Result<Vec<String>, PlanError> {
             )));
         }
         moved.push(format!("{} (one agent, at {at})", names.join(", ")));
-    }
-    for indices in endpoints.values() {
-        let machines: HashSet<_> = indices.iter().map(|&i| hosts[i].machine()).collect();
-        if machines.len() > 1 {
-            for &i in indices {
-                hosts[i].transport = TransportChoice::Ssh;
-            }
+        for i in indices {
+            hosts[i].transport = TransportChoice::Ssh;
         }
     }
     Ok(moved)

@@ -352,7 +352,7 @@ async fn run_host(
             biased;
             // Interrupted while waiting to retry: the host did not finish.
             () = cancel.cancelled() => {
-                break Ended { outcome: Outcome::Cancelled, connected_after: None, ran_for: None, transport: transport_kind, fallback: None };
+                break Ended::unconnected(Outcome::Cancelled, transport_kind);
             }
             // The rollout stopped: no retry, and the failure stands.
             () = admission.stopping() => break ended,

@@ -329,6 +329,13 @@ fn the_header_records_targets_hosts_batches_and_options() {
     assert_eq!(header.retry_of.as_deref(), Some("20261127T065812Z-3f9a"));
 }
 
+/// The end of a run whose rollout stopped (here: the journal's stop).
+const STOPPED: Ending = Ending {
+    interrupted: false,
+    stopped: true,
+    exit_status: 3,
+};
+
 /// `/dev/full` refuses every write with ENOSPC, as a full disk does.
 fn full_disk() -> File {
     std::fs::OpenOptions::new()
@@ -370,13 +377,7 @@ fn records_a_full_disk_refuses_are_written_once_it_takes_them_again() {
     )));
     assert!(journal.failure().is_none(), "whole again");
     assert!(journal.write_error().is_some(), "the failure is still told");
-    journal
-        .finish(Ending {
-            interrupted: false,
-            stopped: true,
-            exit_status: 3,
-        })
-        .unwrap();
+    journal.finish(STOPPED).unwrap();
     let run = read(&path);
     let hosts: Vec<&str> = run
         .hosts
@@ -419,13 +420,7 @@ async fn a_started_record_that_cannot_be_written_stops_the_rollout_and_is_not_se
     let mut journal = tap.await.unwrap();
 
     journal.file = disk;
-    journal
-        .finish(Ending {
-            interrupted: false,
-            stopped: true,
-            exit_status: 3,
-        })
-        .unwrap();
+    journal.finish(STOPPED).unwrap();
     let run = read(&path);
     assert_eq!(run.executions, [None, None], "h1's command was not sent");
     assert_eq!(run.hosts[1].as_ref().map(|e| e.host.as_str()), Some("h2"));

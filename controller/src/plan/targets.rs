@@ -383,22 +383,14 @@ pub(super) struct Exclusions {
 struct Exclusion {
     /// The element as given, to name it in a warning.
     element: String,
-    /// Host names, in lower case (a host name has no case): every target of that host,
-    /// whatever its user and port.
+    /// Host names as [`canonical_address`] writes them (a name has no case, nor a final dot):
+    /// every target of that host, whatever its user and port, and a host dialled at one of
+    /// them as its address, whatever its name.
     names: HashSet<String>,
-    /// The same names as addresses (see [`canonical_address`]): a host dialled at one of them
-    /// is left out too, whatever its name. Filled once `names` is complete.
-    addresses: HashSet<String>,
     /// Hosts given with a user or port (`bob@h1`, `h1:2222`): only where the host is dialled
     /// so, however it was named.
     logins: Vec<Target>,
     glob: Option<String>,
-}
-
-/// A host name as exclusions compare it: without case, or the final dot of a fully qualified
-/// name (`-x WEB07.` leaves out web07), as targets compare, and as an address is compared.
-fn name_key(name: &str) -> String {
-    canonical_address(name)
 }
 
 impl Exclusions {
@@ -406,7 +398,7 @@ impl Exclusions {
     fn by_name(&mut self, target: &Target) -> bool {
         let mut excluded = false;
         for (exclusion, used) in self.list.iter().zip(&mut self.used) {
-            let named = exclusion.names.contains(&name_key(&target.host))
+            let named = exclusion.names.contains(&canonical_address(&target.host))
                 || exclusion
                     .glob
                     .as_deref()
@@ -425,14 +417,15 @@ impl Exclusions {
     /// host's, as [`canonical_address`] writes it.
     pub(super) fn by_login(&mut self, host: &HostSpec, address: &str) -> bool {
         let mut excluded = false;
+        let name = canonical_address(&host.host);
         for (exclusion, used) in self.list.iter().zip(&mut self.used) {
-            let at_address = |name: &str| canonical_address(name) == address;
             let dialled = exclusion.logins.iter().any(|login| {
-                (name_key(&login.host) == name_key(&host.host) || at_address(&login.host))
+                let login_host = canonical_address(&login.host);
+                (login_host == name || login_host == address)
                     && login.user.as_ref().is_none_or(|user| *user == host.user)
                     && login.port.is_none_or(|port| port == host.port)
             });
-            if dialled || exclusion.addresses.contains(address) {
+            if dialled || exclusion.names.contains(address) {
                 (*used, excluded) = (true, true);
             }
         }
@@ -490,7 +483,6 @@ impl Exclusions {
                 let mut exclusion = Exclusion {
                     element: element.to_string(),
                     names: HashSet::new(),
-                    addresses: HashSet::new(),
                     logins: Vec::new(),
                     glob: None,
                 };
@@ -507,7 +499,7 @@ impl Exclusions {
                                     if target.user.is_some() || target.port.is_some() {
                                         exclusion.logins.push(target);
                                     } else {
-                                        exclusion.names.insert(name_key(&target.host));
+                                        exclusion.names.insert(canonical_address(&target.host));
                                     }
                                 }
                             }
@@ -516,16 +508,13 @@ impl Exclusions {
                                 let mut targets = Vec::new();
                                 resolver.push(group, &mut Vec::new(), &mut targets)?;
                                 let names = targets.into_iter().map(|target| target.host);
-                                exclusion.names.extend(names.map(|name| name_key(&name)));
+                                exclusion
+                                    .names
+                                    .extend(names.map(|name| canonical_address(&name)));
                             }
                         }
                     }
                 }
-                exclusion.addresses = exclusion
-                    .names
-                    .iter()
-                    .map(|name| canonical_address(name))
-                    .collect();
                 exclusions.push(exclusion);
             }
         }

@@ -608,20 +608,26 @@ fn agent_run(dir: &Path) {
     );
 }
 
+/// The hosts a retry of [`KILLED`] with `--only ONLY` takes, and those it leaves out as in doubt.
+fn picked(dir: &Path, only: Option<&str>) -> (Vec<String>, Vec<String>) {
+    let args = RetryArgs {
+        run: KILLED.to_string(),
+        only: only.map(str::to_string),
+        overrides: RetryOverrides::default(),
+    };
+    let retry = retry(dir, &args, Vec::new()).unwrap();
+    (retry.hosts, retry.in_doubt)
+}
+
+fn names(hosts: &[&str]) -> Vec<String> {
+    hosts.iter().map(|h| h.to_string()).collect()
+}
+
 #[test]
 fn a_retry_leaves_hosts_whose_command_may_still_run_unless_asked_by_name() {
     let dir = tempfile::tempdir().unwrap();
     agent_run(dir.path());
-    let picked = |only: Option<&str>| {
-        let args = RetryArgs {
-            run: KILLED.to_string(),
-            only: only.map(str::to_string),
-            overrides: RetryOverrides::default(),
-        };
-        let retry = retry(dir.path(), &args, Vec::new()).unwrap();
-        (retry.hosts, retry.in_doubt)
-    };
-    let names = |hosts: &[&str]| hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+    let picked = |only: Option<&str>| picked(dir.path(), only);
     assert_eq!(
         picked(None),
         (names(&["web3", "web4"]), names(&["web1", "web2"]))
@@ -658,16 +664,7 @@ fn a_retry_leaves_a_host_in_doubt_over_ssh_unless_asked_by_name() {
             host("web2", 1, refused()),
         ],
     );
-    let picked = |only: Option<&str>| {
-        let args = RetryArgs {
-            run: KILLED.to_string(),
-            only: only.map(str::to_string),
-            overrides: RetryOverrides::default(),
-        };
-        let retry = retry(dir.path(), &args, Vec::new()).unwrap();
-        (retry.hosts, retry.in_doubt)
-    };
-    let names = |hosts: &[&str]| hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+    let picked = |only: Option<&str>| picked(dir.path(), only);
     assert_eq!(picked(None), (names(&["web2"]), names(&["web1"])));
     assert_eq!(picked(Some("in_doubt")), (names(&["web1"]), names(&[])));
 }

@@ -112,13 +112,7 @@ impl Transport for Scripted {
                 _ => None,
             };
             if let Some(outcome) = unmade {
-                return Ended {
-                    outcome,
-                    connected_after: None,
-                    ran_for: None,
-                    transport: TransportKind::Ssh,
-                    fallback: None,
-                };
+                return Ended::unconnected(outcome, TransportKind::Ssh);
             }
             tokio::time::sleep(ATTEMPT - CONNECT).await;
             let outcome = match self.outcomes.get(&job.host.name) {
@@ -261,6 +255,15 @@ async fn run_stopping(
         waits,
         took,
     }
+}
+
+/// Cancels `token` (an interrupt, or the journal's stop) `after` a while of the paused clock.
+fn cancel_after(token: &CancellationToken, after: Duration) -> tokio::task::JoinHandle<()> {
+    let token = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        token.cancel();
+    })
 }
 
 fn kinds(outcomes: &Outcomes) -> Vec<&'static str> {
@@ -492,13 +495,7 @@ async fn a_stop_from_the_journal_skips_every_host_not_yet_running() {
     let transport = Arc::new(Scripted::new(&[]));
     let stop = CancellationToken::new();
     // h3 has connected (10 ms into its turn at 200 ms) when the stop comes at 250 ms.
-    let stopper = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            tokio::time::sleep(ATTEMPT * 2 + ATTEMPT / 2).await;
-            stop.cancel();
-        }
-    });
+    let stopper = cancel_after(&stop, ATTEMPT * 2 + ATTEMPT / 2);
     let outcomes = run_stopping(
         plan(6, 1, rollout(Some("4"), Duration::ZERO, None)),
         transport.clone(),
@@ -528,13 +525,7 @@ async fn a_stop_from_the_journal_skips_every_host_not_yet_running() {
     let mut plan = plan(40, 512, rollout(None, Duration::ZERO, None));
     // Two handshakes at a time, 10 ms each: 20 hosts have connected at 100 ms.
     plan.handshakes = HandshakeLimit::Fixed(2);
-    let stopper = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            tokio::time::sleep(ATTEMPT + CONNECT / 2).await;
-            stop.cancel();
-        }
-    });
+    let stopper = cancel_after(&stop, ATTEMPT + CONNECT / 2);
     let outcomes = run_stopping(plan, transport.clone(), CancellationToken::new(), stop).await;
     stopper.await.unwrap();
     let kinds = kinds(&outcomes);
@@ -561,13 +552,7 @@ async fn hosts_interrupted_before_they_connected_did_not_start() {
     // One handshake at a time, 10 ms each: at 15 ms h1 runs its command and h2 connects.
     plan.handshakes = HandshakeLimit::Fixed(1);
     let cancel = CancellationToken::new();
-    let interrupt = tokio::spawn({
-        let cancel = cancel.clone();
-        async move {
-            tokio::time::sleep(CONNECT + CONNECT / 2).await;
-            cancel.cancel();
-        }
-    });
+    let interrupt = cancel_after(&cancel, CONNECT + CONNECT / 2);
     let outcomes = run_with(plan, transport, cancel).await;
     interrupt.await.unwrap();
     let attempts: Vec<u32> = outcomes.reports.iter().map(|r| r.attempts).collect();
@@ -636,11 +621,7 @@ async fn connect_failures_are_retried_with_backoff_and_commands_are_not() {
 async fn an_interrupt_during_the_batch_delay_stops_at_once() {
     let transport = Arc::new(Scripted::default());
     let cancel = CancellationToken::new();
-    let interrupt = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        interrupt.cancel();
-    });
+    cancel_after(&cancel, Duration::from_secs(10));
     let outcomes = run_with(
         plan(3, 512, rollout(Some("1"), Duration::from_secs(3600), None)),
         transport.clone(),
@@ -658,11 +639,7 @@ async fn an_interrupt_during_the_batch_delay_stops_at_once() {
 async fn an_interrupt_during_a_retry_backoff_cancels_the_host() {
     let transport = Arc::new(Scripted::new(&[("h1", vec![refused()])]));
     let cancel = CancellationToken::new();
-    let interrupt = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(ATTEMPT + Duration::from_millis(100)).await;
-        interrupt.cancel();
-    });
+    cancel_after(&cancel, ATTEMPT + Duration::from_millis(100));
     let mut rollout = rollout(None, Duration::ZERO, None);
     rollout.retries = 5;
     let outcomes = run_with(plan(1, 512, rollout), transport.clone(), cancel).await;

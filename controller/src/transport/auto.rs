@@ -54,15 +54,7 @@ pub async fn route(
     cancel: &CancellationToken,
     admission: &Admission,
 ) -> Route {
-    let not_reached = |outcome| {
-        Route::Ended(Ended {
-            outcome,
-            connected_after: None,
-            ran_for: None,
-            transport: TransportKind::Agent,
-            fallback: None,
-        })
-    };
+    let not_reached = |outcome| Route::Ended(Ended::unconnected(outcome, TransportKind::Agent));
     match (host.transport, agent) {
         (TransportChoice::Ssh, _) | (TransportChoice::Auto, None) => Route::Ssh(None),
         (TransportChoice::Agent, None) => not_reached(Outcome::TransportError {

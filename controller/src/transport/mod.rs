@@ -132,6 +132,19 @@ pub struct Ended {
     pub fallback: Option<Fallback>,
 }
 
+impl Ended {
+    /// An end before any connection was made: no session, no command.
+    pub fn unconnected(outcome: Outcome, transport: TransportKind) -> Ended {
+        Ended {
+            outcome,
+            connected_after: None,
+            ran_for: None,
+            transport,
+            fallback: None,
+        }
+    }
+}
+
 /// One command on one host.
 pub struct Job<'a> {
     pub host: &'a HostSpec,

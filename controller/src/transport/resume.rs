@@ -24,15 +24,12 @@ impl Transport for ResumeTransport {
             match self.executions.get(&job.host.name) {
                 Some(id) => self.agent.collect(job, id).await,
                 // The resume picks only hosts with an execution; this is a safe answer anyway.
-                None => Ended {
-                    outcome: Outcome::InDoubt {
+                None => Ended::unconnected(
+                    Outcome::InDoubt {
                         reason: "no execution recorded for this host".to_string(),
                     },
-                    connected_after: None,
-                    ran_for: None,
-                    transport: TransportKind::Agent,
-                    fallback: None,
-                },
+                    TransportKind::Agent,
+                ),
             }
         })
     }

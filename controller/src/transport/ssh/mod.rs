@@ -95,15 +95,7 @@ impl SshTransport {
             .await
         {
             Ok(session) => session,
-            Err(outcome) => {
-                return Ended {
-                    outcome,
-                    connected_after: None,
-                    ran_for: None,
-                    transport: TransportKind::Ssh,
-                    fallback: None,
-                };
-            }
+            Err(outcome) => return Ended::unconnected(outcome, TransportKind::Ssh),
         };
         if sudo::needed(job.host)
             && let Err(outcome) = self.become_root(&session, &job).await
