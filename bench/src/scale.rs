@@ -390,7 +390,8 @@ fn issue(issuer: &Issuer<'static, KeyPair>, common_name: &str, hosts: &[&str]) -
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate().unwrap_or_else(|e| fail(&format!("cannot make a key: {e}")));
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .unwrap_or_else(|e| fail(&format!("cannot make a key: {e}")));
     let certificate = params
         .signed_by(&key, issuer)
         .unwrap_or_else(|e| fail(&format!("cannot sign: {e}")));

@@ -102,6 +102,31 @@ fn agent_certificates_name_their_host_and_address() {
     verify(&pki, &other, "127.0.0.9").unwrap();
 }
 
+/// Every key volley makes is Ed25519 (cheaper handshakes); a CA of P-256, as volley made them
+/// before, keeps issuing certificates that verify.
+#[test]
+fn new_keys_are_ed25519_and_a_p256_ca_made_before_still_issues() {
+    let home = tempfile::tempdir().unwrap();
+    let pki = Pki::new(home.path().join("pki"));
+    let controller = pki.init(DEFAULT_IDENTITY).unwrap().issued;
+    let agent = pki.issue_agent("web01", &[]).unwrap();
+    for key in [pki.dir.join("ca.key"), controller.key, agent.key] {
+        let key = KeyPair::from_pem(&fs::read_to_string(&key).unwrap()).unwrap();
+        assert_eq!(key.algorithm(), &rcgen::PKCS_ED25519);
+    }
+
+    let old = Pki::new(home.path().join("old"));
+    private_dir(&old.dir).unwrap();
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ca = ca_params().unwrap().self_signed(&ca_key).unwrap();
+    write_file(&old.dir.join("ca.key"), &ca_key.serialize_pem(), 0o600).unwrap();
+    write_file(&old.dir.join("ca.pem"), &ca.pem(), 0o644).unwrap();
+    assert!(!old.init(DEFAULT_IDENTITY).unwrap().new_ca);
+    let (certificate, _) = old.agent_certificate("web01", &[]).unwrap();
+    verify(&old, &certificate, "web01").unwrap();
+    assert!(verify(&pki, &certificate, "web01").is_err());
+}
+
 #[test]
 fn another_ca_does_not_verify() {
     let home = tempfile::tempdir().unwrap();
