@@ -5,6 +5,7 @@
 //! volley-agent [--config FILE]      (default /etc/volley/agent.toml; see config.rs)
 //! volley-agent keygen --key FILE --name NAME [--address IP]...   (see keygen.rs)
 //! volley-agent check-key --key FILE --certificate FILE          (see key_check.rs)
+//! volley-agent [--config FILE] check-config
 //! ```
 //!
 //! (`volley-agent as-user`, hidden, is the agent's own step before each command: as_user.rs.)
@@ -14,6 +15,10 @@
 //!
 //! SIGHUP reloads the certificate, key and CA and `allowed_controllers`, and reopens the audit
 //! log (see reload.rs); SIGTERM and SIGINT stop.
+//!
+//! `check-config` reads the config and the certificate, key and CA it names as a start would,
+//! and exits 0, or with the daemon's status and line for what it found (78 for the config).
+//! The installer runs it on a config before putting it in place.
 //!
 //! Exit statuses of the daemon (`keygen` and `check-key` exit 1 on any error):
 //! - 0: stopped by SIGTERM or SIGINT, after the running executions ended or were killed;
@@ -124,6 +129,9 @@ enum Subcommand {
     Keygen(keygen::KeygenArgs),
     /// Exit 0 when the key is the private key of the certificate, 1 (saying why) otherwise
     CheckKey(key_check::CheckKeyArgs),
+    /// Exit 0 when the config and the files it names can be used, as at a start; otherwise
+    /// the status a start would exit with (78), saying why
+    CheckConfig,
     /// Run a command in its user's session (the agent's own step; see as_user.rs)
     #[command(name = as_user::SUBCOMMAND, hide = true)]
     AsUser(as_user::AsUserArgs),
@@ -200,6 +208,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Subcommand::CheckConfig) = &args.command {
+        return match check_config(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("volley-agent check-config: {error}");
+                ExitCode::from(error.exit_code())
+            }
+        };
+    }
     match start(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -207,6 +224,13 @@ fn main() -> ExitCode {
             ExitCode::from(error.exit_code())
         }
     }
+}
+
+/// What a start checks of the config and the files it names, before anything else.
+fn check_config(args: &Args) -> Result<(), AgentError> {
+    let config = AgentConfig::load(&args.config)?;
+    tls::server_config(&config)?;
+    Ok(())
 }
 
 /// Everything that can be checked is checked before the runtime starts and the port opens.

@@ -59,6 +59,11 @@ impl Layout {
         format!("{}.new", self.binary)
     }
 
+    /// The config being installed, checked by the agent there before it is renamed into place.
+    pub fn new_config(&self) -> String {
+        format!("{}.new", self.config)
+    }
+
     pub fn new_key(&self) -> String {
         format!("{}.new", self.key)
     }

@@ -117,8 +117,9 @@ pub async fn install(
         if found.config.as_deref() != Some(sha256_hex(config.as_bytes()).as_str()) {
             let config = Bytes::from(config);
             work.remote
-                .put("config", &layout.config, config, 0o644)
+                .put("config", &layout.new_config(), config, 0o644)
                 .await?;
+            work.remote.script("config", CHECK_NEW_CONFIG).await?;
             changed.push("config".to_string());
         }
         let unit = files::unit(layout);
@@ -189,6 +190,23 @@ pub async fn install(
         work.supervisor.name()
     ))
 }
+
+/// Has the agent (this install's binary, in place by now) read the new config as its start
+/// would, before it replaces the old one: settings kept below the line that the agent cannot
+/// take (a typo, a key the install also writes, bad TOML) fail the step with the agent's own
+/// line, and the running agent and its config are left as they were. An agent too old to
+/// know `check-config` exits 64 (bad command line); its config goes in unchecked, as before.
+const CHECK_NEW_CONFIG: &str = r#"status=0
+said=$(limited "$BINARY" --config "$CONFIG.new" check-config 2>&1) || status=$?
+case $status in
+  0|64) mv -f "$CONFIG.new" "$CONFIG" ;;
+  *)
+    rm -f "$CONFIG.new"
+    echo "$CONFIG as this install would write it is refused by the agent, so it was not written (fix the settings below the line by hand): $(printf '%s\n' "$said" | tail -n 1)" >&2
+    exit 1
+    ;;
+esac
+"#;
 
 /// Runs the uploaded `$BINARY.new --version` and prints its first line, which must be
 /// `volley-agent X.Y.Z`; otherwise removes it, so that the wrong file is never renamed into

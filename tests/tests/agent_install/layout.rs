@@ -110,3 +110,77 @@ fn an_install_keeps_the_operators_own_settings_in_the_config() {
     retry.assert_code(0);
     assert!(retry.stdout.contains(&host), "{}", retry.describe());
 }
+
+/// Settings kept below the line that the agent cannot take (here a misspelt key) would stop it
+/// at the restart the install makes: the agent there checks the config first, the install
+/// fails naming it, and the old config and the running agent are left as they were.
+#[test]
+fn an_install_does_not_write_a_config_its_agent_cannot_read() {
+    let installation = Installation::new(SshFleet::start(1), &[]);
+    let host = installation.fleet.hosts()[0].name.clone();
+    installation.agent("install", &["-w", &host]).assert_code(0);
+    let config = installation.file(&host, "etc/volley/agent.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[session]\nallow_rot = false\n");
+    std::fs::write(&config, &text).unwrap();
+
+    // Another agent port: the install's part of the config changes, so it would be rewritten.
+    let old = installation.ports[&host];
+    let new = volley_tests::loopback::free_port(*installation.fleet.hosts()[0].socket.ip());
+    let inventory = std::fs::read_to_string(&installation.inventory).unwrap();
+    let moved = inventory.replace(
+        &format!("agent_port = {old}\n"),
+        &format!("agent_port = {new}\n"),
+    );
+    assert_ne!(moved, inventory, "the port is in the inventory");
+    std::fs::write(&installation.inventory, &moved).unwrap();
+    let output = installation.agent("install", &["-w", &host]);
+    output.assert_code(1);
+    let reason = output.records()[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("config failed: ")
+            && reason.contains("refused by the agent, so it was not written")
+            && reason.contains("allow_rot"),
+        "{}",
+        output.describe()
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+    assert!(
+        !installation
+            .file(&host, "etc/volley/agent.toml.new")
+            .exists()
+    );
+    // What the install asked, asked by hand: 78 (EX_CONFIG) and the agent's one line, then 0
+    // once the key is spelt right.
+    let binary = installation.file(&host, "usr/local/bin/volley-agent");
+    let check = || {
+        std::process::Command::new(&binary)
+            .arg("--config")
+            .arg(&config)
+            .arg("check-config")
+            .output()
+            .unwrap()
+    };
+    let refused = check();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(78), "{said}");
+    assert!(
+        said.starts_with("volley-agent check-config: ")
+            && said.contains("allow_rot")
+            && said.lines().count() == 1,
+        "{said}"
+    );
+    std::fs::write(&config, text.replace("allow_rot", "allow_root")).unwrap();
+    let accepted = check();
+    assert!(accepted.status.success(), "{accepted:?}");
+
+    // The agent that ran before still runs, on its old port.
+    std::fs::write(&installation.inventory, &inventory).unwrap();
+    let output = installation.run(&["--transport", "agent"], "true");
+    assert_eq!(
+        output.records_by_host()[&host].outcome,
+        "succeeded",
+        "{}",
+        output.describe()
+    );
+}
