@@ -69,11 +69,18 @@ pub fn over_ssh(found: &Found, not_answering: Option<&Outcome>, user: &str) -> H
         };
     }
     if !found.installed() {
-        let reason = if found.root {
+        let mut reason = if found.root {
             "no agent is installed".to_string()
         } else {
             format!("no agent is installed that {user} can see (not root: give --become)")
         };
+        // Something on the agent's port all the same (an agent started by hand, another
+        // service): what it did there is why `volley run` falls back, and the lead to follow.
+        if let Some(outcome) =
+            not_answering.filter(|outcome| !matches!(outcome, Outcome::Unreachable { .. }))
+        {
+            reason.push_str(&format!(", but its port was not refused: {outcome}"));
+        }
         return HostFailure {
             error: StepError::new("status", reason),
             line: Some("version=none reachable=no installed=no".to_string()),
@@ -141,5 +148,33 @@ mod tests {
             "status: the agent is partly installed: binary, ca there, no config, \
              certificate; `volley agent install` completes it"
         );
+    }
+
+    /// Not installed where install puts it, yet something answered on the agent's port: what
+    /// it did is said, not dropped; a refused port adds nothing to "no agent is installed".
+    #[test]
+    fn what_answers_on_the_port_of_an_agent_not_installed_is_said() {
+        let none = Found {
+            root: true,
+            ..Found::default()
+        };
+        let rejected = Outcome::TlsRejected {
+            reason: "agent 10.0.0.6:7731: invalid peer certificate: NotValidForName".to_string(),
+        };
+        let failure = over_ssh(&none, Some(&rejected), "root");
+        assert_eq!(
+            failure.error.to_string(),
+            "status: no agent is installed, but its port was not refused: TLS rejected: agent \
+             10.0.0.6:7731: invalid peer certificate: NotValidForName"
+        );
+        assert_eq!(
+            failure.line.as_deref(),
+            Some("version=none reachable=no installed=no")
+        );
+        let refused = Outcome::Unreachable {
+            reason: "agent 10.0.0.6:7731: connection refused".to_string(),
+        };
+        let failure = over_ssh(&none, Some(&refused), "root");
+        assert_eq!(failure.error.to_string(), "status: no agent is installed");
     }
 }
