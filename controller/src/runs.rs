@@ -747,6 +747,7 @@ impl RetryOverrides {
             &mut run.limits.connect_timeout,
             &self.limits.connect_timeout,
         );
+        replace(&mut run.limits.max_handshakes, &self.limits.max_handshakes);
         replace(&mut run.limits.timeout, &self.limits.timeout);
         replace(&mut run.rollout.batch, &self.rollout.batch);
         replace(&mut run.rollout.batch_delay, &self.rollout.batch_delay);

@@ -760,6 +760,8 @@ fn a_retry_s_flags_replace_the_recorded_ones_and_are_kept_for_its_retries() {
         "7",
         "--timeout",
         "10m",
+        "--max-handshakes",
+        "8",
         "--json",
         "--max-failures",
         "1",
@@ -769,6 +771,7 @@ fn a_retry_s_flags_replace_the_recorded_ones_and_are_kept_for_its_retries() {
     ];
     let first = retry(dir.path(), &retry_args(&given), words(&given)).unwrap();
     assert_eq!(first.args.limits.parallel, Some(7));
+    assert_eq!(first.args.limits.max_handshakes.as_deref(), Some("8"));
     assert_eq!(first.args.transport, Some(crate::cli::TransportFlag::Ssh));
     assert!(first.args.ssh.become_root);
     assert_eq!(first.args.limits.timeout.as_deref(), Some("10m"));
