@@ -55,7 +55,7 @@ pub enum Command {
     Runs(RunsArgs),
     /// Run a recorded run's command again, with the same flags, on the hosts that did not
     /// succeed
-    #[command(after_help = examples::RETRY)]
+    #[command(after_help = examples::RETRY, mut_args(as_recorded))]
     Retry(Box<RetryArgs>),
     /// Install, check, upgrade, renew or remove volley-agent on hosts, over SSH
     #[command(subcommand, after_help = examples::AGENT)]
@@ -497,6 +497,25 @@ pub struct RetryArgs {
 
     #[command(flatten)]
     pub overrides: RetryOverrides,
+}
+
+/// A retry's flags share their help with `volley run`'s, but one not given keeps what the run
+/// had, not `run`'s default: their `[default: ...]` says so.
+fn as_recorded(arg: clap::Arg) -> clap::Arg {
+    let recorded = |help: Option<&clap::builder::StyledStr>| {
+        let help = help?.to_string();
+        let (text, _) = help.split_once(" [default: ")?;
+        Some(format!("{text} [default: as the run had it]"))
+    };
+    let long = recorded(arg.get_long_help());
+    let arg = match recorded(arg.get_help()) {
+        Some(help) => arg.help(help),
+        None => arg,
+    };
+    match long {
+        Some(help) => arg.long_help(help),
+        None => arg,
+    }
 }
 
 /// What a retry may change of the recorded run: a flag given here replaces the recorded one

@@ -153,3 +153,28 @@ fn a_negative_number_is_the_bad_value_of_its_flag() {
         assert!(Cli::parse_args(argv).is_ok(), "{flags:?}");
     }
 }
+
+/// A retry keeps the run's settings where a flag is not given: its help says so, where `run`'s
+/// names run's defaults.
+#[test]
+fn retry_flags_default_to_what_the_run_had() {
+    let mut command = Cli::command();
+    let help = |command: &mut clap::Command, name: &str| {
+        command
+            .find_subcommand_mut(name)
+            .unwrap()
+            .render_help()
+            .to_string()
+    };
+    let retry = help(&mut command, "retry");
+    let run = help(&mut command, "run");
+    assert!(
+        retry.contains("How many hosts run at once [default: as the run had it]"),
+        "{retry}"
+    );
+    assert!(!retry.contains("[default: 512"), "{retry}");
+    assert!(
+        run.contains("[default: 512, or the inventory's `parallel`]"),
+        "{run}"
+    );
+}
