@@ -18,10 +18,12 @@ pub fn completions(shell: clap_complete::Shell, out: &mut impl Write) -> io::Res
     out.flush()
 }
 
-/// Writes volley(1): the synopsis, every flag, the subcommands and the examples.
+/// Writes volley(1): the synopsis, every flag, the subcommands and the examples. clap's own
+/// `help` subcommand is left out of it: it would be listed as volley-help(1), a page that
+/// `volley man --dir` (rightly) does not write.
 pub fn man_page(out: &mut impl Write) -> io::Result<()> {
     let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    clap_mangen::Man::new(Cli::command().disable_help_subcommand(true)).render(&mut page)?;
     out.write_all(&page)?;
     out.flush()
 }
@@ -58,6 +60,7 @@ mod tests {
             assert!(page.contains(&format!("volley\\-{name}")), "no {name}");
         }
         assert!(page.contains("Examples:"));
+        assert!(!page.contains("volley\\-help"), "{page}");
     }
 
     #[test]
