@@ -15,9 +15,12 @@
 //! pipes stay the command's, so the executor supervises and stops it. This needs no `unsafe`
 //! code in the agent: nothing runs between `fork` and `exec`.
 //!
-//! The environment comes as the helper's own (direct), or, under systemd, as a header on its
-//! stdin (`--env-from-stdin`): a unit's properties, its environment included, can be read by
-//! every local user over D-Bus, and a request's variables may hold secrets. The header is
+//! The environment comes as a header on the helper's stdin (`--env-from-stdin`), never as the
+//! helper's own: the helper runs as root until it becomes the user, and the dynamic loader
+//! would honour a request's LD_PRELOAD, LD_LIBRARY_PATH or GLIBC_TUNABLES in it (code run as
+//! root on an agent with `allow_root = false`); and under systemd a unit's properties, its
+//! environment included, can be read by every local user over D-Bus, while a request's
+//! variables may hold secrets. The header is
 //! `volley-env LENGTH\n` and LENGTH bytes of `NAME=VALUE\0` entries; the helper reads exactly
 //! that much, so the rest of stdin is the command's; without input (`--null-stdin`) the command
 //! gets /dev/null instead, as the direct executor and sshd give it.

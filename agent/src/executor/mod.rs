@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tokio::net::unix::pipe::Receiver;
 use volley_common::exec::ExitStatus;
 
-use crate::as_user::HelperCall;
+use crate::as_user::{self, HelperCall};
 use crate::exec::ExecError;
 
 /// The `executor` setting of the configuration.
@@ -128,7 +128,17 @@ impl Executor {
         match self {
             Executor::Direct => {
                 let program = call.program.clone();
-                direct::spawn(direct_command(call), program, input)
+                // The helper runs as root until it becomes the user: the request's variables
+                // must not be its environment, where the dynamic loader would honour
+                // LD_PRELOAD and its kind in a root process. They come on its stdin, as under
+                // systemd, and are the command's only, at its exec.
+                let mut call = call.with_flag(as_user::ENV_FROM_STDIN);
+                if input.is_empty() {
+                    call = call.with_flag(as_user::NULL_STDIN);
+                }
+                let mut stdin = as_user::env_header(&call.env);
+                stdin.extend_from_slice(&input);
+                direct::spawn(direct_command(call), program, stdin)
             }
             Executor::Systemd(systemd) => systemd.start(call, execution_id, input).await,
         }
@@ -165,16 +175,12 @@ impl Executor {
     }
 }
 
-/// The helper as the agent's child: the running agent's binary, the session's environment as
-/// its whole environment, started in `/`.
+/// The helper as the agent's child: the running agent's binary, with no environment (the
+/// session's comes on its stdin), started in `/`.
 fn direct_command(call: HelperCall) -> tokio::process::Command {
     // The running agent's binary, whichever file now has its name.
     let mut command = tokio::process::Command::new(Path::new("/proc/self/exe"));
-    command
-        .args(call.args)
-        .env_clear()
-        .envs(call.env)
-        .current_dir("/");
+    command.args(call.args).env_clear().current_dir("/");
     command
 }
 

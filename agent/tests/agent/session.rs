@@ -175,3 +175,67 @@ async fn refused_sessions_run_nothing_and_say_why() {
     let ran = run(&mut client, request_as(sh("id -un"), Some("nobody"), false)).await;
     assert_eq!(lines(&ran.stdout), ["nobody"]);
 }
+
+/// A request's variables are the command's environment, never that of the helper that starts
+/// it as root: an `LD_PRELOAD` among them is loaded into the command as its user, and never
+/// first as root, even on an agent that runs nothing as root (`allow_root = false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requests_ld_preload_is_never_loaded_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+
+    require_root();
+    let agent = Agent::start(Options {
+        extra: "[session]\nallow_root = false",
+        ..Options::default()
+    });
+    // A library that writes down, in a file anyone may append to, the euid of every process it
+    // is loaded into.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let marker = dir.path().join("loaded");
+    std::fs::write(&marker, "").unwrap();
+    std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let source = dir.path().join("preload.c");
+    std::fs::write(
+        &source,
+        format!(
+            "#include <fcntl.h>\n#include <stdio.h>\n#include <unistd.h>\n\
+             __attribute__((constructor)) static void loaded(void) {{\n\
+             int fd = open(\"{}\", O_WRONLY | O_APPEND);\n\
+             if (fd >= 0) {{ dprintf(fd, \"%d\\n\", (int)geteuid()); close(fd); }}\n}}\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let library = dir.path().join("preload.so");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .output()
+        .expect("cc, which building volley needs, runs");
+    assert!(built.status.success(), "{built:?}");
+
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("the password database")
+        .expect("Debian has the user nobody");
+    let mut client = agent.controller().await;
+    let mut request = request_as(sh("true"), Some("nobody"), false);
+    request
+        .env
+        .insert("LD_PRELOAD".to_string(), library.display().to_string());
+    let ran = run(&mut client, request).await;
+    assert_eq!(ran.exited.status, ExitStatus::Code(0), "{ran:?}");
+    let loaded = std::fs::read_to_string(&marker).unwrap();
+    assert!(
+        !loaded.is_empty(),
+        "the library was never loaded: the test shows nothing"
+    );
+    for euid in loaded.lines() {
+        assert_eq!(
+            euid,
+            nobody.uid.to_string(),
+            "loaded as euid {euid}: {loaded:?}"
+        );
+    }
+}
