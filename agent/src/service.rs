@@ -203,7 +203,7 @@ impl pb::agent_server::Agent for AgentService {
                 peer = %peer.identity,
                 address = %peer.address(),
                 ?execution_id,
-                reason = %status.message(),
+                reason = ?status.message(),
                 "exec refused"
             );
             status

@@ -91,7 +91,7 @@ pub async fn push(
     let peer = Peer::of(&request)?;
     let mut stream = request.into_inner();
     let refuse = |path: &str, status: Status| {
-        tracing::warn!(target: AUDIT, peer = %peer.identity, address = %peer.address(), ?path, reason = %status.message(), "push refused");
+        tracing::warn!(target: AUDIT, peer = %peer.identity, address = %peer.address(), ?path, reason = ?status.message(), "push refused");
         status
     };
     let header = match stream.message().await? {
@@ -134,7 +134,7 @@ pub async fn push(
             tracing::info!(target: AUDIT, peer = %peer.identity, execution_id = ?spec.execution_id, path = ?spec.path, ?backup, "push ended")
         }
         Err(status) => {
-            tracing::warn!(target: AUDIT, peer = %peer.identity, execution_id = ?spec.execution_id, path = ?spec.path, reason = %status.message(), "push ended")
+            tracing::warn!(target: AUDIT, peer = %peer.identity, execution_id = ?spec.execution_id, path = ?spec.path, reason = ?status.message(), "push ended")
         }
     };
     // `prepared` removes its temporary file when dropped: on every early return below, and
@@ -294,7 +294,7 @@ pub async fn fetch(
     let peer = Peer::of(&request)?;
     let spec = FetchSpec::from(request.into_inner());
     let refuse = |status: Status| {
-        tracing::warn!(target: AUDIT, peer = %peer.identity, address = %peer.address(), path = ?spec.path, reason = %status.message(), "fetch refused");
+        tracing::warn!(target: AUDIT, peer = %peer.identity, address = %peer.address(), path = ?spec.path, reason = ?status.message(), "fetch refused");
         status
     };
     allowed(context).map_err(refuse)?;
@@ -316,7 +316,7 @@ pub async fn fetch(
                 tracing::info!(target: AUDIT, peer = %peer.identity, execution_id = ?spec.execution_id, path = ?spec.path, sent, "fetch ended")
             }
             Err(reason) => {
-                tracing::warn!(target: AUDIT, peer = %peer.identity, execution_id = ?spec.execution_id, path = ?spec.path, %reason, "fetch ended")
+                tracing::warn!(target: AUDIT, peer = %peer.identity, execution_id = ?spec.execution_id, path = ?spec.path, ?reason, "fetch ended")
             }
         }
         if let Err(reason) = result {

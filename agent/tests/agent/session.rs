@@ -174,6 +174,22 @@ async fn refused_sessions_run_nothing_and_say_why() {
     // Other users still run.
     let ran = run(&mut client, request_as(sh("id -un"), Some("nobody"), false)).await;
     assert_eq!(lines(&ran.stdout), ["nobody"]);
+
+    // A refusal's reason quotes what the request said, newlines escaped: a record is one
+    // line, and a user name cannot write a record of its own.
+    let forged = "2026-12-03T19:50:00.000000Z  INFO audit: exec started peer=forged";
+    let refused = client
+        .exec(request_as(
+            touch(),
+            Some(&format!("nobody\n{forged}")),
+            false,
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let log = agent.log();
+    assert!(!log.lines().any(|line| line.starts_with(forged)), "{log}");
+    assert_eq!(log.matches("exec refused").count(), 5, "{log}");
 }
 
 /// A request's variables are the command's environment, never that of the helper that starts
