@@ -19,7 +19,7 @@ use volley_proto::pb::agent_client::AgentClient;
 
 use super::local::LocalFile;
 use super::{agent, ssh};
-use crate::transport::agent::AgentTransport;
+use crate::transport::agent::{AgentTransport, Ask};
 use crate::transport::auto::{Route, route};
 use crate::transport::ssh::{Session, SshTransport, sudo};
 use crate::transport::{BoxFuture, Ended, Job, Transport};
@@ -157,9 +157,11 @@ pub async fn run_host(
 ) -> Ended {
     let started = Instant::now();
     let limit = job.limits.command_timeout.unwrap_or(DEFAULT_LIMIT);
+    // The agent's limits are read: every file is checked against them before the first is sent.
     let routed = route(
         agent,
         job.host,
+        Ask::Info,
         job.limits.connect_timeout,
         &job.cancel,
         job.admission,

@@ -1,18 +1,23 @@
 //! The agent transport: gRPC to `volley-agent` over mutual TLS, one HTTP/2 connection per host.
 //!
 //! Per host: TCP connect, a TLS handshake that trusts only the private CA and requires the
-//! agent's certificate to name the host, an `Info` call, then `Exec`, whose stream carries the
-//! output and the exit. The TCP and TLS steps are done here, not inside tonic, so that each
-//! failure is classified where it happens, never by parsing a message; the established stream is
-//! handed to tonic once, and tonic can never silently reconnect and send a command again.
+//! agent's certificate to name the host, the agent's acceptance of our certificate (its first
+//! HTTP/2 frame, or an `Info` call where what the agent says of itself is needed), then `Exec`,
+//! whose stream carries the output and the exit. The TCP and TLS steps are done here, not
+//! inside tonic, so that each failure is classified where it happens, never by parsing a
+//! message; the established stream is handed to tonic once, and tonic can never silently
+//! reconnect and send a command again.
 //!
 //! Every connect-phase failure names the agent's address and the stage it reached (TCP, TLS
 //! handshake, the first answer), as recorded by [`super::stage`].
 //!
-//! The `Info` call proves the agent accepted our certificate: with TLS 1.3 a server's refusal of
-//! the client certificate arrives only after the client's handshake completed. Until it
-//! succeeds, no command can have started, which is what lets [`super::auto`] fall back to SSH;
+//! The acceptance is waited for because with TLS 1.3 a server's refusal of the client
+//! certificate arrives only after the client's handshake completed (see [`accepted`]). Until
+//! then no command can have started, which is what lets [`super::auto`] fall back to SSH;
 //! where the attempt stopped also says why, for the host's [`volley_common::outcome::Fallback`].
+//! `Info` is asked only where its answer is read: the agent's limits for a `--stdin` or a push,
+//! and what `volley agent` reports; a plain command goes without it, a request and an answer
+//! less on both ends of every host.
 //!
 //! The command runs as the host's SSH user (`HostSpec::user`), in the login session sshd would
 //! give that user (the agent builds it), or as root for `--become`. The agent streams all the
@@ -36,6 +41,7 @@ use volley_common::outcome::{FallbackReason, Outcome, TransportKind};
 use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
+mod accepted;
 mod follow;
 
 use super::stage::{Leg, Progress, Protocol, Stage};
@@ -82,10 +88,21 @@ impl From<Outcome> for NotConnected {
     }
 }
 
-/// A connection that passed TLS and answered `Info`: no command can have run yet.
+/// What a connection waits for before it is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// The agent's `Info`, for what it says of itself (its limits).
+    Info,
+    /// Only its acceptance of our certificate: its first HTTP/2 frame.
+    Acceptance,
+}
+
+/// A connection that passed TLS and that the agent accepted (it answered `Info`, if asked): no
+/// command can have run yet.
 pub struct Connected {
     pub client: AgentClient<Channel>,
-    info: pb::AgentInfo,
+    /// The agent's `Info`, where it was asked ([`Ask::Info`]).
+    info: Option<pb::AgentInfo>,
     /// The agent's end-entity certificate (DER), when asked for: empty otherwise.
     certificate: Vec<u8>,
 }
@@ -93,7 +110,7 @@ pub struct Connected {
 impl Connected {
     /// The largest file the agent lets a push write, if it says.
     pub fn max_file_bytes(&self) -> Option<u64> {
-        let limits = self.info.limits.as_ref()?;
+        let limits = self.info.as_ref()?.limits.as_ref()?;
         (limits.max_file_bytes != 0).then_some(limits.max_file_bytes)
     }
 }
@@ -176,19 +193,20 @@ impl AgentTransport {
         })
     }
 
-    /// Connects (TCP, TLS, `Info`) once `admission` lets it, within `timeout` from then, or
-    /// says why not; an interrupt ends the wait. Nothing can have run on the host when this
-    /// fails.
+    /// Connects (TCP, TLS, the agent's acceptance or `Info` as `ask` says) once `admission`
+    /// lets it, within `timeout` from then, or says why not; an interrupt ends the wait.
+    /// Nothing can have run on the host when this fails.
     pub async fn reach(
         &self,
         host: &HostSpec,
+        ask: Ask,
         timeout: Duration,
         cancel: &tokio_util::sync::CancellationToken,
         admission: &Admission,
     ) -> Result<Reached, NotConnected> {
         let started = Instant::now();
         let progress = Progress::default();
-        let connect = self.connect(host, &progress, false);
+        let connect = self.connect(host, &progress, ask, false);
         match admission.connect(timeout, cancel, &progress, connect).await {
             Ok(Ok(connected)) => Ok(Reached {
                 connected,
@@ -213,7 +231,7 @@ impl AgentTransport {
     /// takes in one request is refused here, before anything is sent (and SSH does not take
     /// over: it is the input's problem, not the agent's).
     pub async fn run_reached(&self, reached: Reached, job: &mut Job<'_>) -> Ended {
-        if let Some(outcome) = too_big_for(&reached.connected.info, job.stdin) {
+        if let Some(outcome) = too_big_for(reached.connected.info.as_ref(), job.stdin) {
             return ended(outcome, None, None);
         }
         let run_started = Instant::now();
@@ -232,31 +250,37 @@ impl AgentTransport {
         timeout: Duration,
         progress: &Progress,
     ) -> Result<Served, Outcome> {
-        let connected = tokio::time::timeout(timeout, self.connect(host, progress, true))
-            .await
-            .map_err(|_| Outcome::ConnectTimeout {
-                reason: progress.stalled(timeout),
-            })?
-            .map_err(|failed| failed.outcome)?;
-        let info = volley_common::exec::AgentInfo::try_from(connected.info).map_err(|error| {
-            Outcome::TransportError {
+        let connected =
+            tokio::time::timeout(timeout, self.connect(host, progress, Ask::Info, true))
+                .await
+                .map_err(|_| Outcome::ConnectTimeout {
+                    reason: progress.stalled(timeout),
+                })?
+                .map_err(|failed| failed.outcome)?;
+        let info = connected
+            .info
+            .ok_or_else(|| "no Info was asked".to_string())
+            .and_then(|info| {
+                volley_common::exec::AgentInfo::try_from(info).map_err(|e| e.to_string())
+            })
+            .map_err(|error| Outcome::TransportError {
                 reason: format!("bad Info from the agent: {error}"),
-            }
-        })?;
+            })?;
         Ok(Served {
             info,
             certificate: connected.certificate,
         })
     }
 
-    /// TCP, TLS, HTTP/2 and an `Info` call, each stage recorded in `progress`, and a copy of
-    /// the agent's certificate if `keep_certificate` (only `volley agent` looks at it). Every
-    /// failure is an outcome whose reason names the agent's address and the stage; none can
-    /// have run the command.
+    /// TCP, TLS, the agent's acceptance (its first HTTP/2 frame, or an `Info` call if `ask`
+    /// says), each stage recorded in `progress`, and a copy of the agent's certificate if
+    /// `keep_certificate` (only `volley agent` looks at it). Every failure is an outcome whose
+    /// reason names the agent's address and the stage; none can have run the command.
     async fn connect(
         &self,
         host: &HostSpec,
         progress: &Progress,
+        ask: Ask,
         keep_certificate: bool,
     ) -> Result<Connected, NotConnected> {
         let what = format!("agent {}", dialled(&host.address, host.agent_port));
@@ -274,7 +298,7 @@ impl AgentTransport {
                 host.host
             ),
         })?;
-        let tls = self
+        let mut tls = self
             .tls
             .connect(name, leg.observe(tcp))
             .await
@@ -298,8 +322,18 @@ impl AgentTransport {
             .map(|der| der.to_vec())
             .unwrap_or_default();
 
-        // tonic dials through this connector; it yields the established stream once.
-        let stream = Arc::new(Mutex::new(Some(TokioIo::new(tls))));
+        let read = match ask {
+            Ask::Info => Bytes::new(),
+            Ask::Acceptance => accepted::first_frame(&mut tls)
+                .await
+                .map_err(|no| not_accepted(&what, no))?,
+        };
+
+        // tonic dials through this connector; it yields the established stream once, with
+        // what was read of it to see the agent's acceptance.
+        let stream = Arc::new(Mutex::new(Some(TokioIo::new(accepted::Rewound::new(
+            read, tls,
+        )))));
         let connector = tower::service_fn(move |_uri| {
             let stream = stream
                 .lock()
@@ -329,9 +363,12 @@ impl AgentTransport {
         let mut client = AgentClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let info = match client.info(pb::InfoRequest {}).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => return Err(probe_failure(&what, &status)),
+        let info = match ask {
+            Ask::Acceptance => None,
+            Ask::Info => match client.info(pb::InfoRequest {}).await {
+                Ok(response) => Some(response.into_inner()),
+                Err(status) => return Err(probe_failure(&what, &status)),
+            },
         };
         Ok(Connected {
             client,
@@ -350,7 +387,13 @@ impl Transport for AgentTransport {
         Box::pin(async move {
             let connect_timeout = job.limits.connect_timeout;
             match self
-                .reach(job.host, connect_timeout, &job.cancel, job.admission)
+                .reach(
+                    job.host,
+                    Ask::for_stdin(job.stdin),
+                    connect_timeout,
+                    &job.cancel,
+                    job.admission,
+                )
                 .await
             {
                 Ok(reached) => self.run_reached(reached, &mut job).await,
@@ -378,10 +421,21 @@ fn tls_provider() -> rustls::crypto::CryptoProvider {
     provider
 }
 
-/// The outcome of a host whose agent cannot take `--stdin` in one request, if it cannot.
-fn too_big_for(info: &pb::AgentInfo, stdin: Option<&Bytes>) -> Option<Outcome> {
+impl Ask {
+    /// What a command needs: the agent's limits where it has a `--stdin` to fit in one request.
+    pub fn for_stdin(stdin: Option<&Bytes>) -> Ask {
+        match stdin {
+            Some(_) => Ask::Info,
+            None => Ask::Acceptance,
+        }
+    }
+}
+
+/// The outcome of a host whose agent cannot take `--stdin` in one request, if it cannot (and
+/// said its limits: they are asked wherever there is a `--stdin`, [`Ask::for_stdin`]).
+fn too_big_for(info: Option<&pb::AgentInfo>, stdin: Option<&Bytes>) -> Option<Outcome> {
     let stdin = stdin?.len();
-    let limit = info.limits.as_ref()?.max_message_bytes as usize;
+    let limit = info?.limits.as_ref()?.max_message_bytes as usize;
     let room = limit
         .min(MAX_MESSAGE_BYTES)
         .saturating_sub(REQUEST_OVERHEAD);
@@ -426,10 +480,6 @@ fn probe_failure(what: &str, status: &tonic::Status) -> NotConnected {
     // refused us right after our side of the handshake: that is its refusal of our certificate.
     // HTTP/2 keeps only the text of a TLS alert, and sometimes the connection is just closed
     // before the alert is read, so the second case is that refusal too.
-    let refused = |reason: String| NotConnected {
-        outcome: Outcome::TlsRejected { reason },
-        fallback: Some(FallbackReason::ControllerCertificateRefused),
-    };
     if let Some(reason) = tls_failure(status) {
         return refused(format!(
             "{what}: the agent refused our certificate: {reason}"
@@ -448,6 +498,39 @@ fn probe_failure(what: &str, status: &tonic::Status) -> NotConnected {
             status.message()
         ),
     })
+}
+
+/// Classifies an agent's first frame that did not come, as [`probe_failure`] classifies a
+/// failed `Info`: an alert, a close, or an answer that is not HTTP/2, right after our side of the
+/// handshake, is the agent refusing our certificate (or not being a volley agent). Nothing was
+/// sent: `auto` may fall back.
+fn not_accepted(what: &str, no: accepted::NoFirstFrame) -> NotConnected {
+    use accepted::NoFirstFrame;
+    match no {
+        NoFirstFrame::Failed(error) => match tls_failure(&error) {
+            Some(reason) => refused(format!(
+                "{what}: the agent refused our certificate: {reason}"
+            )),
+            None => refused(format!(
+                "{what}: the agent closed the connection before its first answer (it refused our certificate, or is not a volley agent): {error}"
+            )),
+        },
+        NoFirstFrame::Closed => refused(format!(
+            "{what}: the agent closed the connection before its first answer (it refused our certificate, or is not a volley agent)"
+        )),
+        NoFirstFrame::NotHttp2 => refused(format!(
+            "{what}: the server's first answer is not HTTP/2: not a volley agent"
+        )),
+    }
+}
+
+/// The agent, whose certificate verified under our CA and named the host, refused us right
+/// after our side of the handshake.
+fn refused(reason: String) -> NotConnected {
+    NotConnected {
+        outcome: Outcome::TlsRejected { reason },
+        fallback: Some(FallbackReason::ControllerCertificateRefused),
+    }
 }
 
 /// The TLS error in an error's source chain, if the failure was TLS's.

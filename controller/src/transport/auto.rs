@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use volley_common::inventory::TransportChoice;
 use volley_common::outcome::{Fallback, FallbackReason, Outcome, TransportKind};
 
-use super::agent::{AgentTransport, Reached};
+use super::agent::{AgentTransport, Ask, Reached};
 use super::ssh::SshTransport;
 use super::{BoxFuture, Ended, Job, Transport};
 use crate::admission::Admission;
@@ -50,6 +50,7 @@ pub enum Route {
 pub async fn route(
     agent: Option<&AgentTransport>,
     host: &HostSpec,
+    ask: Ask,
     connect_timeout: Duration,
     cancel: &CancellationToken,
     admission: &Admission,
@@ -61,14 +62,17 @@ pub async fn route(
             reason: "no PKI for the agent transport".to_string(),
         }),
         (TransportChoice::Agent, Some(agent)) => {
-            match agent.reach(host, connect_timeout, cancel, admission).await {
+            match agent
+                .reach(host, ask, connect_timeout, cancel, admission)
+                .await
+            {
                 Ok(reached) => Route::Agent(Box::new(reached)),
                 Err(failed) => not_reached(failed.outcome),
             }
         }
         (TransportChoice::Auto, Some(agent)) => {
             let probe = connect_timeout.min(AGENT_PROBE_TIMEOUT);
-            match agent.reach(host, probe, cancel, admission).await {
+            match agent.reach(host, ask, probe, cancel, admission).await {
                 Ok(reached) => Route::Agent(Box::new(reached)),
                 Err(failed) if may_fall_back(&failed.outcome) => {
                     tracing::debug!(host = %host.name, "no agent ({}); using SSH", failed.outcome);
@@ -91,6 +95,7 @@ impl AutoTransport {
         let routed = route(
             self.agent.as_ref(),
             job.host,
+            Ask::for_stdin(job.stdin),
             job.limits.connect_timeout,
             &job.cancel,
             job.admission,

@@ -25,7 +25,7 @@ use volley_common::outcome::Outcome;
 use volley_proto::pb;
 use volley_proto::pb::agent_client::AgentClient;
 
-use super::{AgentTransport, ended};
+use super::{AgentTransport, Ask, ended};
 use crate::admission::Cut;
 use crate::event::Stream;
 use crate::plan::dialled;
@@ -188,8 +188,8 @@ impl AgentTransport {
         }
     }
 
-    /// One try: TCP, TLS and `Info` through the run's admission, then `Attach` from the output
-    /// already received.
+    /// One try: TCP, TLS and the agent's acceptance through the run's admission, then `Attach`
+    /// from the output already received.
     async fn attach(
         &self,
         job: &mut Job<'_>,
@@ -197,7 +197,7 @@ impl AgentTransport {
     ) -> Result<(AgentClient<Channel>, Streaming<pb::ExecEvent>), Attach> {
         let progress = Progress::default();
         let timeout = job.limits.connect_timeout;
-        let connect = self.connect(job.host, &progress, false);
+        let connect = self.connect(job.host, &progress, Ask::Acceptance, false);
         let connected = job
             .admission
             .reconnect(timeout, &job.cancel, &progress, connect)
