@@ -11,16 +11,28 @@
 //! destination sees the old file or the new one, never a part; and a config directory read by
 //! a glob such as `conf.d/*.conf` never sees the temporary file, whose name starts with a dot.
 //!
+//! Every file is reached from an open directory, never by its path again: the directory a
+//! checked path names is opened one name at a time from `/`, following no link
+//! ([`open_directory`]), and the file is created, linked, renamed, stat'd or read relative to
+//! it. A user who may write inside a root (`/srv/app`, theirs) and swaps a directory of the
+//! path for a link to `/etc` after the check makes the push or fetch fail; it cannot make
+//! the agent write, read or hash anything outside the roots.
+//!
 //! The agent writes as its own user (root, as installed); owner and mode are always applied
 //! explicitly. Under systemd the agent's unit refuses chown(2), so the owner is given first by a
 //! unit of systemd's (`transfer.rs`, [`crate::executor::Executor::chown`]), and [`finish`] leaves
 //! it. These functions block: callers run them on tokio's blocking pool.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstatat, mkdirat};
 
 use volley_common::transfer::{
     BACKUP_NAMES, FileFacts, FileState, Owner, PushSpec, Pushed, StatQuery, numbered_backup_suffix,
@@ -101,29 +113,35 @@ pub fn stat(
 }
 
 fn state_of(checksums: &Checksums, path: &Path, size: Option<u64>) -> Result<FileState, FileError> {
-    let metadata = match fs::symlink_metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(FileState::Missing),
-        Err(error) => return Err(FileError::io(path, &error)),
+    let (directory, name) = open_parent(path)?;
+    let kind = match fstatat(&directory, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT,
+        Err(Errno::ENOENT) => return Ok(FileState::Missing),
+        Err(error) => return Err(FileError::io(path, &error.into())),
     };
-    let kind = metadata.file_type();
-    if !kind.is_file() {
-        let kind = if kind.is_dir() {
-            "directory"
-        } else if kind.is_symlink() {
-            "symbolic link"
-        } else {
-            "special file"
+    if kind != SFlag::S_IFREG {
+        let kind = match kind {
+            SFlag::S_IFDIR => "directory",
+            SFlag::S_IFLNK => "symbolic link",
+            _ => "special file",
         };
         return Ok(FileState::Other {
             kind: kind.to_string(),
         });
     }
+    // Read through the file opened, not its path: what is hashed is what was stat'd.
+    let mut file = open_file(&directory, name, path)?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| FileError::io(path, &error))?;
+    if !metadata.is_file() {
+        return Err(moved(path));
+    }
     let sha256 = match size {
         Some(size) if size != metadata.len() => None,
         _ => match checksums.get(path, &metadata) {
             Some(known) => Some(known),
-            None => Some(sha256_file(path)?),
+            None => Some(sha256_file(&mut file, path)?),
         },
     };
     Ok(FileState::File(FileFacts {
@@ -137,8 +155,7 @@ fn state_of(checksums: &Checksums, path: &Path, size: Option<u64>) -> Result<Fil
     }))
 }
 
-fn sha256_file(path: &Path) -> Result<String, FileError> {
-    let mut file = File::open(path).map_err(|error| FileError::io(path, &error))?;
+fn sha256_file(file: &mut File, path: &Path) -> Result<String, FileError> {
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buffer = vec![0; CHUNK_BYTES];
     loop {
@@ -239,9 +256,79 @@ fn group_name(gid: u32) -> String {
     }
 }
 
-/// A temporary file that is removed when dropped, unless it was renamed into place.
+/// How a directory of a checked path is opened: no link followed, not inherited by commands.
+const DIRECTORY: OFlag = OFlag::O_DIRECTORY
+    .union(OFlag::O_RDONLY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// The refusal of a path a name of which was replaced by a link (or a directory by a file)
+/// after the path was checked.
+fn moved(path: &Path) -> FileError {
+    FileError::Precondition(format!(
+        "{}: a directory of it was replaced while the agent was at it (by a link?): nothing done",
+        path.display()
+    ))
+}
+
+/// An error of a call on a checked path: a link where the check found none is [`moved`].
+fn at_error(path: &Path, error: Errno) -> FileError {
+    match error {
+        Errno::ELOOP | Errno::ENOTDIR => moved(path),
+        error => FileError::io(path, &error.into()),
+    }
+}
+
+/// Opens `path` (absolute, with no link in it: a path as [`PushRoots::resolve`] gives it) as a
+/// directory, one name at a time from `/`, following no link.
+fn open_directory(path: &Path) -> Result<OwnedFd, FileError> {
+    let mut directory = nix::fcntl::open("/", DIRECTORY, Mode::empty())
+        .map_err(|error| FileError::io(Path::new("/"), &error.into()))?;
+    for component in path.components() {
+        match component {
+            Component::RootDir => {}
+            Component::Normal(name) => {
+                directory = openat(&directory, name, DIRECTORY, Mode::empty())
+                    .map_err(|error| at_error(path, error))?;
+            }
+            _ => return Err(moved(path)),
+        }
+    }
+    Ok(directory)
+}
+
+/// The directory of `path` opened as [`open_directory`] does, and the file's name in it.
+fn open_parent(path: &Path) -> Result<(OwnedFd, &OsStr), FileError> {
+    let name = path.file_name().ok_or_else(|| moved(path))?;
+    let directory = open_directory(path.parent().unwrap_or(Path::new("/")))?;
+    Ok((directory, name))
+}
+
+/// Opens the file `name` of `directory` for reading, not following a link.
+fn open_file(directory: &OwnedFd, name: &OsStr, path: &Path) -> Result<File, FileError> {
+    openat(
+        directory,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map(File::from)
+    .map_err(|error| at_error(path, error))
+}
+
+/// What `name` is in `directory`, a link itself rather than what it names.
+fn kind_in(directory: &OwnedFd, name: &OsStr) -> Option<SFlag> {
+    fstatat(directory, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|stat: FileStat| SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT)
+}
+
+/// A temporary file in the destination's directory (held open), removed when dropped unless it
+/// was renamed into place.
 #[derive(Debug)]
 pub struct TempFile {
+    directory: OwnedFd,
+    name: OsString,
     path: PathBuf,
     kept: bool,
 }
@@ -255,8 +342,12 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.kept
-            && let Err(error) = fs::remove_file(&self.path)
-            && error.kind() != io::ErrorKind::NotFound
+            && let Err(error) = nix::unistd::unlinkat(
+                &self.directory,
+                self.name.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            )
+            && error != Errno::ENOENT
         {
             tracing::warn!(path = %self.path.display(), %error, "cannot remove a temporary file");
         }
@@ -270,6 +361,8 @@ pub struct Prepared {
     pub temp: TempFile,
     /// The destination, its directories resolved.
     pub target: PathBuf,
+    /// Its name in the temporary file's directory.
+    name: OsString,
     owner: (Option<u32>, Option<u32>),
 }
 
@@ -306,32 +399,40 @@ pub fn prepare(
     check_missing_directories(spec, &resolved)?;
     let owner = owner_ids(&spec.owner)?;
     let target = resolved.path();
-    match fs::symlink_metadata(&target) {
-        Ok(metadata) if metadata.is_dir() => {
-            return Err(FileError::Precondition(format!(
-                "{} is a directory",
-                spec.path
-            )));
-        }
-        _ => {}
-    }
-    let mut directory = resolved.existing.clone();
+    let mut path = resolved.existing.clone();
+    let mut directory = open_directory(&path)?;
     for name in &resolved.missing {
-        directory.push(name);
+        path.push(name);
         // 0755 whatever the agent's umask (its unit sets 0077): a config tree must be readable
         // by the services it configures.
-        let created = match fs::DirBuilder::new().mode(0o755).create(&directory) {
-            Ok(()) => fs::set_permissions(&directory, fs::Permissions::from_mode(0o755)),
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(error) => Err(error),
+        let created = match mkdirat(
+            &directory,
+            name.as_os_str(),
+            Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) => true,
+            Err(Errno::EEXIST) => false,
+            Err(error) => return Err(FileError::io(&path, &error.into())),
         };
-        created.map_err(|error| FileError::io(&directory, &error))?;
+        directory = openat(&directory, name.as_os_str(), DIRECTORY, Mode::empty())
+            .map_err(|error| at_error(&path, error))?;
+        if created {
+            nix::sys::stat::fchmod(&directory, Mode::from_bits_truncate(0o755))
+                .map_err(|error| FileError::io(&path, &error.into()))?;
+        }
     }
-    let (temp, file) = create_temp(&directory, &resolved.file_name)?;
+    if kind_in(&directory, &resolved.file_name) == Some(SFlag::S_IFDIR) {
+        return Err(FileError::Precondition(format!(
+            "{} is a directory",
+            spec.path
+        )));
+    }
+    let (temp, file) = create_temp(directory, &path, &resolved.file_name)?;
     Ok((
         Prepared {
             temp,
             target,
+            name: resolved.file_name,
             owner,
         },
         file,
@@ -390,8 +491,12 @@ fn owner_ids(owner: &Owner) -> Result<(Option<u32>, Option<u32>), FileError> {
     Ok((user, group))
 }
 
-/// `.NAME.volley-XXXXXXXXXXXX` in `directory`, created exclusively and 0600.
-fn create_temp(directory: &Path, name: &std::ffi::OsStr) -> Result<(TempFile, File), FileError> {
+/// `.NAME.volley-XXXXXXXXXXXX` in `directory` (at `path`), created exclusively and 0600.
+fn create_temp(
+    directory: OwnedFd,
+    path: &Path,
+    name: &OsStr,
+) -> Result<(TempFile, File), FileError> {
     let random = ring::rand::SystemRandom::new();
     for _ in 0..8 {
         let mut bytes = [0u8; 6];
@@ -400,21 +505,29 @@ fn create_temp(directory: &Path, name: &std::ffi::OsStr) -> Result<(TempFile, Fi
         let mut file_name = OsString::from(".");
         file_name.push(name);
         file_name.push(format!(".volley-{}", hex(&bytes)));
-        let path = directory.join(file_name);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => return Ok((TempFile { path, kept: false }, file)),
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(error) => return Err(FileError::io(directory, &error)),
+        let created = openat(
+            &directory,
+            file_name.as_os_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        );
+        match created {
+            Ok(file) => {
+                let temp = TempFile {
+                    directory,
+                    path: path.join(&file_name),
+                    name: file_name,
+                    kept: false,
+                };
+                return Ok((temp, File::from(file)));
+            }
+            Err(Errno::EEXIST) => continue,
+            Err(error) => return Err(FileError::io(path, &error.into())),
         }
     }
     Err(FileError::Precondition(format!(
         "{}: cannot find a free temporary name",
-        directory.display()
+        path.display()
     )))
 }
 
@@ -429,6 +542,7 @@ pub fn finish(
     let Prepared {
         mut temp,
         target,
+        name,
         owner,
     } = prepared;
     let failed = |error: io::Error| FileError::io(Path::new(&spec.path), &error);
@@ -440,13 +554,26 @@ pub fn finish(
     file.sync_all().map_err(failed)?;
     let mut backup = None;
     if let Some(suffix) = &spec.backup_suffix {
-        // A link is kept as the link (link(2) does not follow it), not what it names.
-        let replaced = fs::symlink_metadata(&target).is_ok_and(|m| m.is_file() || m.is_symlink());
+        // A link is kept as the link (linkat(2) does not follow it), not what it names.
+        let replaced = matches!(
+            kind_in(&temp.directory, &name),
+            Some(SFlag::S_IFREG | SFlag::S_IFLNK)
+        );
         if replaced {
-            backup = Some(link_backup(&target, suffix)?.display().to_string());
+            backup = Some(
+                link_backup(&temp.directory, &name, &target, suffix)?
+                    .display()
+                    .to_string(),
+            );
         }
     }
-    fs::rename(temp.path(), &target).map_err(failed)?;
+    renameat(
+        &temp.directory,
+        temp.name.as_os_str(),
+        &temp.directory,
+        name.as_os_str(),
+    )
+    .map_err(|error| failed(error.into()))?;
     temp.kept = true;
     match file.metadata() {
         Ok(metadata) => checksums.put(target.clone(), &metadata, spec.sha256.clone()),
@@ -454,10 +581,8 @@ pub fn finish(
     }
     drop(file);
     // The rename is durable only once the directory is synced; a failure here cannot undo it.
-    if let Some(directory) = target.parent()
-        && let Err(error) = File::open(directory).and_then(|directory| directory.sync_all())
-    {
-        tracing::warn!(directory = %directory.display(), %error, "cannot sync a directory after a push");
+    if let Err(error) = nix::unistd::fsync(&temp.directory) {
+        tracing::warn!(path = %target.display(), %error, "cannot sync a directory after a push");
     }
     Ok(Pushed { backup })
 }
@@ -465,19 +590,32 @@ pub fn finish(
 /// Hard-links the file (or link) about to be replaced to the first free backup name: `target` and
 /// `suffix`, then the numbered suffixes, for a backup that an earlier push with the same stamp
 /// left. An existing backup is never replaced: `link(2)` does not overwrite.
-fn link_backup(target: &Path, suffix: &str) -> Result<PathBuf, FileError> {
+fn link_backup(
+    directory: &OwnedFd,
+    name: &OsStr,
+    target: &Path,
+    suffix: &str,
+) -> Result<PathBuf, FileError> {
     for n in 0..BACKUP_NAMES {
         let suffix = match n {
             0 => suffix.to_string(),
             n => numbered_backup_suffix(suffix, n),
         };
-        let mut name = target.as_os_str().to_owned();
-        name.push(&suffix);
-        let path = PathBuf::from(name);
-        match fs::hard_link(target, &path) {
+        let mut backup = name.to_owned();
+        backup.push(&suffix);
+        let mut path = target.as_os_str().to_owned();
+        path.push(&suffix);
+        let path = PathBuf::from(path);
+        match nix::unistd::linkat(
+            directory,
+            name,
+            directory,
+            backup.as_os_str(),
+            AtFlags::empty(),
+        ) {
             Ok(()) => return Ok(path),
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(error) => return Err(FileError::io(&path, &error)),
+            Err(Errno::EEXIST) => continue,
+            Err(error) => return Err(FileError::io(&path, &error.into())),
         }
     }
     Err(FileError::Precondition(format!(
@@ -494,7 +632,8 @@ pub fn open_for_fetch(
     path: &str,
 ) -> Result<(File, u64, u32), FileError> {
     let target = roots.resolve_target(path)?;
-    let file = File::open(&target).map_err(|error| FileError::io(Path::new(path), &error))?;
+    let (directory, name) = open_parent(&target)?;
+    let file = open_file(&directory, name, Path::new(path))?;
     let metadata = file
         .metadata()
         .map_err(|error| FileError::io(Path::new(path), &error))?;

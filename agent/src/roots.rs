@@ -6,8 +6,10 @@
 //! roots (themselves resolved). So a link inside a root that points outside it does not let a
 //! write out, and `/etc/../root/x` is refused before anything is opened.
 //!
-//! What this does not stop: a process that can already write inside a root swapping a directory
-//! for a link between the check and the write. Whoever can do that on a host is root there.
+//! A user who may write inside a root (a `/srv/app` of theirs) can swap a directory of a
+//! checked path for a link afterwards: the files are then reached from directories opened one
+//! name at a time without following links ([`crate::files`]), so such a swap fails the push or
+//! fetch rather than sending it outside the roots.
 
 use std::ffi::OsString;
 use std::io;

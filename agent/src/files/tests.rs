@@ -327,3 +327,48 @@ fn fetch_opens_only_regular_files_within_the_limit() {
     assert!(error(&root.path("d"), 2).contains("not a regular file"));
     assert!(error(&root.path("missing"), 2).contains("No such file"));
 }
+
+/// A user who may write inside a root swaps a directory of a checked path for a link to a
+/// directory outside the roots: what was opened stays the directory written in (the file goes
+/// where that directory went, under the root), and a path opened after the swap is refused
+/// rather than followed. Nothing is written, read or hashed outside the roots.
+#[test]
+fn a_directory_swapped_for_a_link_after_the_check_is_not_followed() {
+    let root = root();
+    let outside = root.dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("secret"), "outside\n").unwrap();
+    let sub = root.dir.path().join("root/user/sub");
+    fs::create_dir_all(&sub).unwrap();
+    fs::write(sub.join("secret"), "inside\n").unwrap();
+    let content = b"pushed\n";
+    let spec = spec(root.path("user/sub/secret"), content);
+    let (prepared, mut file) = prepare(&root.roots, 1 << 20, &spec).unwrap();
+    file.write_all(content).unwrap();
+
+    // Checked and opened; now the directory is moved aside and a link put in its place.
+    let moved_to = root.dir.path().join("root/user/moved");
+    fs::rename(&sub, &moved_to).unwrap();
+    symlink(&outside, &sub).unwrap();
+    finish(&root.checksums, prepared, file, &spec).unwrap();
+    assert_eq!(fs::read(moved_to.join("secret")).unwrap(), content);
+    let outside_names: Vec<_> = fs::read_dir(&outside)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(outside_names, ["secret"]);
+    assert_eq!(fs::read(outside.join("secret")).unwrap(), b"outside\n");
+
+    // The checked path, opened once the link is there: refused, for a push, a fetch or a stat.
+    for path in [sub.clone(), sub.join("secret")] {
+        let refused = match open_parent(&path.join("x")) {
+            Err(FileError::Precondition(reason)) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(refused.contains("was replaced"), "{refused}");
+    }
+    assert!(matches!(
+        state_of(&root.checksums, &sub.join("secret"), None),
+        Err(FileError::Precondition(_))
+    ));
+}
