@@ -6,6 +6,10 @@
 //! appended, created with mode 0600. SIGHUP reopens it ([`AuditLog::reopen`]), so `logrotate`
 //! works with a `postrotate` reload as with `copytruncate`: records never go on into the file
 //! that was moved away.
+//!
+//! A record the file does not take (a full disk) is said once on stderr, and from then on the
+//! agent starts nothing it could not record ([`AuditLog::broken`]: `Exec`, `Push` and `Fetch`
+//! are refused, `UNAVAILABLE`) until a record is written again: the refusals' own records try.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
@@ -30,6 +34,8 @@ pub struct AuditLogError {
 pub struct AuditLog {
     path: PathBuf,
     file: Mutex<File>,
+    /// Why the last record could not be written; `None` once one is.
+    broken: Mutex<Option<String>>,
 }
 
 impl AuditLog {
@@ -37,7 +43,42 @@ impl AuditLog {
         Ok(AuditLog {
             path: path.to_path_buf(),
             file: Mutex::new(open(path)?),
+            broken: Mutex::new(None),
         })
+    }
+
+    /// Why records cannot be written, if the last one could not be.
+    pub fn broken(&self) -> Option<String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Notes how the last write went, saying on stderr when that changes (not through tracing:
+    /// this is tracing's writer).
+    fn wrote(&self, result: &io::Result<()>) {
+        let mut broken = self.broken.lock().unwrap_or_else(PoisonError::into_inner);
+        match (result, broken.is_some()) {
+            (Err(error), was_broken) => {
+                if !was_broken {
+                    eprintln!(
+                        "volley-agent: audit_log {}: cannot write a record ({error}); no command, \
+                         push or fetch is started until one can be written",
+                        self.path.display()
+                    );
+                }
+                *broken = Some(error.to_string());
+            }
+            (Ok(()), true) => {
+                eprintln!(
+                    "volley-agent: audit_log {}: records are written again",
+                    self.path.display()
+                );
+                *broken = None;
+            }
+            (Ok(()), false) => {}
+        }
     }
 
     /// Opens the file at the path again (after `logrotate` moved it away, a new one), checked
@@ -54,9 +95,13 @@ impl AuditLog {
 /// between records, never inside one.
 impl Write for &AuditLog {
     fn write(&mut self, record: &[u8]) -> io::Result<usize> {
-        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        file.write_all(record)?;
-        Ok(record.len())
+        let written = self
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write_all(record);
+        self.wrote(&written);
+        written.map(|()| record.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -114,4 +159,23 @@ fn audit_directive(level: &str) -> tracing_subscriber::filter::Directive {
     format!("{AUDIT}={level}")
         .parse()
         .unwrap_or_else(|_| tracing_subscriber::filter::LevelFilter::INFO.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_not_written_breaks_the_log_until_one_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.log")).unwrap();
+        assert_eq!(log.broken(), None);
+        log.wrote(&Err(io::Error::other("No space left on device")));
+        assert_eq!(log.broken().as_deref(), Some("No space left on device"));
+        (&log).write_all(b"a record\n").unwrap();
+        assert_eq!(log.broken(), None);
+        let full = AuditLog::open(Path::new("/dev/full")).unwrap();
+        assert!((&full).write(b"a record\n").is_err());
+        assert!(full.broken().is_some());
+    }
 }

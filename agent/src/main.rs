@@ -290,13 +290,21 @@ async fn serve(
         executor = executor.name(),
         "commands run through this executor"
     );
+    // The first record: when the agent (re)started; and an audit log that takes no record is
+    // known before the first command, which it then refuses.
+    tracing::info!(
+        target: service::AUDIT,
+        version = env!("CARGO_PKG_VERSION"),
+        pid = std::process::id(),
+        "agent started"
+    );
     // Listed before this agent starts any command, so that only an earlier agent's are.
     let leftovers = executor.leftovers().await;
     let (current_tls, tls) = tokio::sync::watch::channel(tls);
     let (current_session, session) = tokio::sync::watch::channel(config.session.clone());
     tokio::spawn(reload::on_hangup(
         config.clone(),
-        audit,
+        audit.clone(),
         hangups,
         reload::Applied {
             tls: current_tls,
@@ -328,6 +336,7 @@ async fn serve(
         kill: kill.clone(),
         executions: executions.clone(),
         registry,
+        audit,
         push_roots: config.push_roots.clone(),
         checksums: Arc::default(),
     });

@@ -72,6 +72,20 @@ pub struct ServiceContext {
     pub push_roots: PushRoots,
     /// The checksums of the files pushed here.
     pub checksums: Arc<crate::files::Checksums>,
+    /// The audit log file, if records go to one: nothing is started while it takes none.
+    pub audit: Option<Arc<crate::logging::AuditLog>>,
+}
+
+impl ServiceContext {
+    /// Refuses what the audit log could not record (see [`crate::logging`]).
+    pub fn check_audit(&self) -> Result<(), Status> {
+        match self.audit.as_ref().and_then(|audit| audit.broken()) {
+            None => Ok(()),
+            Some(reason) => Err(Status::unavailable(format!(
+                "this agent's audit log cannot be written ({reason}): it starts nothing it cannot record"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -218,6 +232,7 @@ impl pb::agent_server::Agent for AgentService {
         if self.context.stop.is_cancelled() {
             return Err(refuse(Status::unavailable("the agent is stopping")));
         }
+        self.context.check_audit().map_err(refuse)?;
         // Refused at once rather than queued: the controller decides whether and when to retry.
         let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
             refuse(Status::resource_exhausted(format!(

@@ -55,6 +55,7 @@ fn slot(slots: &Arc<Semaphore>, context: &ServiceContext) -> Result<OwnedSemapho
     if context.stop.is_cancelled() {
         return Err(Status::unavailable("the agent is stopping"));
     }
+    context.check_audit()?;
     slots.clone().try_acquire_owned().map_err(|_| {
         Status::resource_exhausted(format!(
             "the agent is running its limit of {} executions",

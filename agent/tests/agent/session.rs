@@ -255,3 +255,30 @@ async fn a_requests_ld_preload_is_never_loaded_as_root() {
         );
     }
 }
+
+/// An audit log that takes no record (a full disk; here /dev/full): the agent says so on
+/// stderr and starts nothing it could not record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_runs_that_the_audit_log_cannot_record() {
+    let agent = Agent::start(Options {
+        extra: "audit_log = \"/dev/full\"",
+        ..Options::default()
+    });
+    let mut client = agent.controller().await;
+    let marker = agent.path("ran");
+    let refused = client
+        .exec(crate::fixture::shell(&format!(
+            "touch {}",
+            marker.display()
+        )))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("audit log cannot be written"),
+        "{refused:?}"
+    );
+    assert!(!marker.exists(), "a command ran unrecorded");
+    let log = agent.log();
+    assert_eq!(log.matches("cannot write a record").count(), 1, "{log}");
+}
