@@ -196,3 +196,27 @@ fn a_host_that_cannot_confirm_the_stop_at_the_timeout_is_in_doubt() {
     assert_eq!(still, 1, "{}", output.describe());
     assert_none_left(&sleep, GONE_WITHIN);
 }
+
+/// A command that ends by itself while it is being stopped (it ignores TERM and ends before
+/// the KILL two seconds later) ended as it says: a success is not recorded as stopped, which
+/// `volley retry` would run again, and a status of its own is its own.
+#[test]
+fn a_command_that_ends_by_itself_while_it_is_stopped_ended_as_it_says() {
+    let fleet = SshFleet::start(1);
+    let host = fleet.hosts()[0].name.clone();
+    for (end, outcome) in [("exit 0", "succeeded"), ("exit 7", "non_zero_exit")] {
+        let command = format!("trap '' TERM HUP INT; sleep 1.5; echo finished; {end}");
+        let output = fleet.run(fleet.flags().args([
+            "-w",
+            host.as_str(),
+            "--timeout",
+            "1s",
+            "--json",
+            "--",
+            command.as_str(),
+        ]));
+        let records = output.records_by_host();
+        let record = expect_outcome(&output, &records, &host, outcome);
+        assert_eq!(record.stdout, "finished\n", "{record:?}");
+    }
+}

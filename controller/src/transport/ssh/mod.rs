@@ -270,7 +270,9 @@ const STOP_CONFIRM_WITHIN: Duration = Duration::from_secs(5);
 
 /// Stops the command and says how that ended: `stopped` (its timeout, or the interrupt) once
 /// the host confirms, by the command's exit, the channel's close or the connection's end (sshd
-/// then closes the wrapper's input, which stops it too). A host that says nothing (a hung jump
+/// then closes the wrapper's input, which stops it too). A command whose exit status comes
+/// meanwhile ended as it says ([`ended_while_stopped`]): one that ran to its end is not called
+/// stopped, which a retry would run again. A host that says nothing (a hung jump
 /// host, a partition: the connection stays up and nothing comes back) did not get the stop,
 /// and its command may run to its end: `in_doubt`, which no retry takes up unasked, not a
 /// `stopped` that a retry would run again where it may have run whole.
@@ -290,19 +292,16 @@ async fn stop_confirmed(
                 Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
                     output.write(Stream::Stderr, data).await
                 }
+                Some(ChannelMsg::ExitStatus { exit_status }) => return Some(exit_status),
                 // Not EOF: a command may close its output and run on.
-                Some(
-                    ChannelMsg::ExitStatus { .. }
-                    | ChannelMsg::ExitSignal { .. }
-                    | ChannelMsg::Close,
-                )
-                | None => return,
+                Some(ChannelMsg::ExitSignal { .. } | ChannelMsg::Close) | None => return None,
                 Some(_) => {}
             }
         }
     };
     match tokio::time::timeout(STOP_CONFIRM_WITHIN, confirmed).await {
-        Ok(()) => stopped,
+        Ok(Some(code)) => ended_while_stopped(code, stopped),
+        Ok(None) => stopped,
         Err(_) => {
             let why = match stopped {
                 Outcome::Cancelled => "interrupted",
@@ -317,6 +316,20 @@ async fn stop_confirmed(
                 ),
             }
         }
+    }
+}
+
+/// The outcome of a command whose exit status came while it was being stopped. A signal of the
+/// stop (TERM, then KILL; INT and HUP too) shows as a signal, or, from a shell that reports
+/// its child's death, as 128 plus its number: then the stop ended it. Any other status is the
+/// command's own end (it ended first, or ignored TERM and ended before KILL): 0 is a success,
+/// whatever stopped the run meanwhile.
+fn ended_while_stopped(code: u32, stopped: Outcome) -> Outcome {
+    const BY_THE_STOP: [u32; 4] = [128 + 1, 128 + 2, 128 + 9, 128 + 15];
+    match code {
+        0 => Outcome::Succeeded,
+        code if BY_THE_STOP.contains(&code) => stopped,
+        code => Outcome::NonZeroExit { code },
     }
 }
 
