@@ -135,8 +135,32 @@ fn parse_host_name(chars: &[char], base: usize) -> Result<String, Flaw> {
     if let Some(i) = chars.windows(2).position(|pair| pair == ['.', '.']) {
         return Err(Flaw::at(base + i + 2, "empty label ('..') in host name"));
     }
-    Ok(chars.iter().collect())
+    // A DNS name has at most 253 characters; no resolver looks up a longer one.
+    if chars.len() > MAX_HOST_NAME {
+        let reason = format!("host name longer than {MAX_HOST_NAME} characters");
+        return Err(Flaw::at(base + MAX_HOST_NAME + 1, reason));
+    }
+    let name: String = chars.iter().collect();
+    // Labels all of digits are an IPv4 address to the resolver, which reads `010` as octal 8
+    // and `10.1` as 10.0.0.1: not the machine written, and not the one -x or duplicates would
+    // compare. Only an address as Rust (and the operator) reads it is taken.
+    let numeric = name
+        .split('.')
+        .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_digit()));
+    if numeric && name.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(Flaw::at(
+            base + 1,
+            format!(
+                "'{name}' is not an IPv4 address as written (four numbers 0-255, without leading \
+                 zeros, which resolvers read as octal)"
+            ),
+        ));
+    }
+    Ok(name)
 }
+
+/// The longest host name a resolver takes.
+const MAX_HOST_NAME: usize = 253;
 
 fn parse_ipv6(chars: &[char], base: usize) -> Result<String, Flaw> {
     if chars.is_empty() {

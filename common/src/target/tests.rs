@@ -116,6 +116,16 @@ fn malformed_lists() {
         ("-web", "a host name cannot start with '-' at column 1"),
         ("root@.web", "a host name cannot start with '.' at column 6"),
         ("web..x", "empty label ('..') in host name at column 5"),
+        (
+            "root@127.87.0.010:22",
+            "'127.87.0.010' is not an IPv4 address as written (four numbers 0-255, without \
+             leading zeros, which resolvers read as octal) at column 6",
+        ),
+        (
+            "10.1",
+            "'10.1' is not an IPv4 address as written (four numbers 0-255, without leading \
+             zeros, which resolvers read as octal) at column 1",
+        ),
         ("[::1]x", "unexpected 'x' after ']' at column 6"),
         ("[::g]", "invalid character 'g' in IPv6 address at column 4"),
         ("[1::2::3]", "'1::2::3' is not an IPv6 address at column 2"),
@@ -131,6 +141,11 @@ fn malformed_lists() {
     for (input, reason) in cases {
         check(input, &format!("bad target pattern '{input}': {reason}"));
     }
+    let long = format!("{}.example", "w".repeat(250));
+    check(
+        &long,
+        &format!("bad target pattern '{long}': host name longer than 253 characters at column 254"),
+    );
 }
 
 #[test]
