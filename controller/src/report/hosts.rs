@@ -24,7 +24,10 @@ pub fn write_table<const N: usize>(
             if column + 1 == N {
                 text.push_str(cell);
             } else {
-                text.push_str(&format!("{cell:<width$}  ", width = widths[column]));
+                // Padded by hand: `format!`'s width stops at 65,535, and a cell may be longer.
+                text.push_str(cell);
+                let pad = widths[column].saturating_sub(cell.chars().count()) + 2;
+                text.extend(std::iter::repeat_n(' ', pad));
             }
         }
         text.trim_end().to_string()
@@ -34,6 +37,33 @@ pub fn write_table<const N: usize>(
         writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    #[test]
+    fn cells_of_any_width_line_up() {
+        let long = "a".repeat(70_000);
+        let mut out = Vec::new();
+        write_table(
+            &mut out,
+            &["HOST", "USER"],
+            &[
+                [long.clone(), "root".to_string()],
+                ["web01".to_string(), "deploy".to_string()],
+            ],
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], format!("{long}  root"));
+        assert_eq!(
+            lines[2],
+            format!("web01{}deploy", " ".repeat(70_000 - 5 + 2))
+        );
+    }
 }
 
 /// `--list-hosts`: each host with its user, address, port, transport and jump hosts, as a table or, with
