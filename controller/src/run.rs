@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -414,6 +414,10 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
 }
 
 /// `volley retry RUN`: the recorded run's arguments, on its hosts that did not succeed.
+/// How long a retry of a killed run waits before it starts: the SSH wrapper's two seconds
+/// between TERM and KILL, and one for the hosts to notice the connection gone.
+const KILLED_RUN_STOP_WAIT: Duration = Duration::from_secs(3);
+
 pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
     let env = Environment::from_process().map_err(|e| UsageError(e.to_string()))?;
     // Recorded in the journal as text, and read back by a retry of this retry.
@@ -489,6 +493,16 @@ pub(crate) async fn retry(mut args: RetryArgs) -> anyhow::Result<u8> {
             retry.retry_of
         ))
         .into());
+    }
+    if retry.killed_mid_command && !retry.args.output.list_hosts {
+        // Over SSH, a host stops the command of a connection that went with TERM, then KILL
+        // two seconds later: one that ignores TERM may run that long after its volley died.
+        say!(
+            "volley: run {} ended without its record's end (killed?): waiting {}s for the hosts to stop what it left running",
+            retry.retry_of,
+            KILLED_RUN_STOP_WAIT.as_secs()
+        );
+        tokio::time::sleep(KILLED_RUN_STOP_WAIT).await;
     }
     // The run stays held (the retry's lock on it) until the retry has ended.
     let held = retry.held;

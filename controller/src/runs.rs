@@ -422,6 +422,10 @@ pub struct Retry {
     /// The whole run (back to the original, through the retries on the way), host by host in
     /// its order, with whether it succeeded as it stands; `None` for the hosts this retry runs.
     pub standing: Vec<(String, Option<bool>)>,
+    /// The run ended without its footer (its volley was killed) while hosts it retries over
+    /// SSH had no outcome: their commands may still be in the stop that their hosts gave them
+    /// when the connection went (TERM, then KILL two seconds later).
+    pub killed_mid_command: bool,
 }
 
 /// Which flags of `volley retry` take a path (`-i`, `--known-hosts`, ...), and which of its
@@ -575,6 +579,13 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
     };
     let mut overrides = run.header.retry_overrides.clone();
     overrides.push(given);
+    let killed_mid_command = run.footer.is_none()
+        && run
+            .header
+            .hosts
+            .iter()
+            .enumerate()
+            .any(|(number, host)| run.hosts[number].is_none() && hosts.contains(host));
     Ok(Retry {
         args: run_args,
         agent,
@@ -591,6 +602,7 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
         held,
         stdin: run.header.stdin.clone(),
         standing,
+        killed_mid_command,
     })
 }
 

@@ -328,3 +328,35 @@ fn a_retry_keeps_the_settings_its_run_took_from_variables() {
         output.describe()
     );
 }
+
+/// A run killed while a command that ignores TERM still ran on an SSH host: the host stops it
+/// when the connection goes (TERM, then KILL two seconds later), and a retry started right
+/// away waits that out before it runs the command again, so that the two never run at once.
+#[test]
+fn a_retry_of_a_killed_run_waits_for_the_commands_it_left_to_stop() {
+    let fleet = SshFleet::start(1);
+    let log = fleet.dir().join("overlap.log");
+    let command = format!(
+        "trap '' TERM HUP INT; echo start >> {log}; echo started; sleep 1.5; echo end >> {log}",
+        log = log.display()
+    );
+    let mut running = RunningProcess::spawn(fleet.volley().args(fleet.flags().args([
+        "-g",
+        "all",
+        "--",
+        command.as_str(),
+    ])));
+    running.wait_for_stdout(RUN_DEADLINE, |out| out.contains("started"));
+    running.kill_hard();
+    let output = RunningProcess::spawn(fleet.volley().args(["retry", "last"])).finish(RUN_DEADLINE);
+    output.assert_code(0);
+    assert!(
+        output
+            .stderr
+            .contains("ended without its record's end (killed?): waiting 3s for the hosts"),
+        "{}",
+        output.describe()
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(log, "start\nend\nstart\nend\n", "the two ran at once");
+}
