@@ -102,6 +102,13 @@ fn main() -> ExitCode {
     // One crypto provider for the whole process: with two, rustls cannot pick one at start.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = runtime.block_on(async {
+        // A write past the file size limit (`ulimit -f`) raises SIGXFSZ, whose default action
+        // killed volley in the middle of a journal record. Caught (the handler stays for the
+        // process's life), the write fails with EFBIG instead, which the journal takes as it
+        // takes a full disk.
+        let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
+            rustix::process::Signal::XFSZ.as_raw(),
+        ));
         match cli.command {
             Command::Run(args) => run::run(*args, Origin::command_line(Operation::Command)).await,
             Command::Agent(command) => {

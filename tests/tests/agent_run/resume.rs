@@ -293,13 +293,13 @@ fn a_run_its_journal_cannot_record_stops_and_sends_nothing_unrecorded() {
         "--",
         "true",
     ]);
-    // sh's ulimit -f counts 512-byte blocks; a write past the limit fails with EFBIG once
-    // SIGXFSZ is ignored, as a full disk's fails with ENOSPC.
+    // sh's ulimit -f counts 512-byte blocks. A write past the limit raises SIGXFSZ, which
+    // volley catches: the write fails with EFBIG, as a full disk's fails with ENOSPC.
     let volley = fleet.volley();
     let mut limited = std::process::Command::new("/bin/sh");
     limited
         .arg("-c")
-        .arg("trap '' XFSZ; ulimit -f 8 && exec \"$0\" \"$@\"")
+        .arg("ulimit -f 8 && exec \"$0\" \"$@\"")
         .arg(volley.get_program())
         .args(&args);
     for (name, value) in volley.get_envs() {
