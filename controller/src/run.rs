@@ -304,7 +304,13 @@ pub(crate) async fn run(args: RunArgs, origin: Origin) -> anyhow::Result<u8> {
     let (journalled, to_report) = mpsc::channel(1024);
     // The journal stops the rollout when it cannot record it.
     let journal_stop = CancellationToken::new();
-    let journal = journal::tap(journal, received, journalled, journal_stop.clone());
+    let journal = journal::tap(
+        journal,
+        received,
+        journalled,
+        journal_stop.clone(),
+        cancel.clone(),
+    );
     let reporter = tokio::spawn({
         let (hosts, cancel, gone) = (hosts.clone(), cancel.clone(), readers.gone());
         async move {

@@ -296,16 +296,35 @@ fn ends_with_newline(path: &Path, length: u64) -> bool {
 /// Journals the run's events as they pass from the scheduler to the reporters: a host's record is
 /// written before its `Finished` goes on, so nothing is reported that is not journalled, but
 /// while the disk refuses records (they are held, and written once it takes them again).
-/// The reporters going away (a closed stdout) does not stop the journal. At the first record
-/// that cannot be written, `stop` is cancelled: the rollout stops, as a spent failure budget
-/// stops it, since what runs from then on may go unrecorded. Returns the journal when the
+/// The reporters going away (a closed stdout) does not stop the journal, nor, once the run is
+/// `interrupted`, reporters stuck for [`STUCK_AFTER_INTERRUPT`] (a stdout that nobody reads:
+/// `| less` at a page): the journal then goes on without them, so that the hosts being stopped,
+/// whose output waits for the journal, are stopped and recorded. At the first record that
+/// cannot be written, `stop` is cancelled: the rollout stops, as a spent failure budget stops
+/// it, since what runs from then on may go unrecorded. Returns the journal when the
 /// scheduler's side closes.
 pub fn tap(
     mut journal: Journal,
     mut events: mpsc::Receiver<Event>,
     reporters: mpsc::Sender<Event>,
     stop: CancellationToken,
+    interrupted: CancellationToken,
 ) -> JoinHandle<Journal> {
+    let runtime = tokio::runtime::Handle::current();
+    // Passes an event on, waiting while the reporters are behind, but after an interrupt only
+    // so long; whether to go on passing events.
+    let forward = move |event: Event| {
+        runtime.block_on(async {
+            let stuck = async {
+                interrupted.cancelled().await;
+                tokio::time::sleep(STUCK_AFTER_INTERRUPT).await;
+            };
+            tokio::select! {
+                sent = reporters.send(event) => sent.is_ok(),
+                () = stuck => false,
+            }
+        })
+    };
     // File writes block; they get a thread of tokio's blocking pool rather than a worker.
     tokio::task::spawn_blocking(move || {
         let mut forwarding = true;
@@ -368,13 +387,16 @@ pub fn tap(
                 | Event::Executing { .. }
                 | Event::BatchWaiting { .. } => {}
             }
-            if forwarding && reporters.blocking_send(event).is_err() {
+            if forwarding && !forward(event) {
                 forwarding = false;
             }
         }
         journal
     })
 }
+
+/// How long reporters that take no event may hold up the journal once the run is interrupted.
+pub const STUCK_AFTER_INTERRUPT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The header of a run, without its id and start time (which [`Journal::create`] gives it).
 /// `arguments` are those of `volley run` as given; `retry_of` names the run a retry retries.

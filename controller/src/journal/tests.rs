@@ -93,7 +93,13 @@ async fn hosts_are_journalled_before_they_are_reported() {
     let path = journal.path.clone();
     let (events, received) = mpsc::channel(4);
     let (forward, mut reported) = mpsc::channel(4);
-    let tap = tap(journal, received, forward, CancellationToken::new());
+    let tap = tap(
+        journal,
+        received,
+        forward,
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
     let reporter = tokio::spawn(async move {
         let mut seen = Vec::new();
         while let Some(event) = reported.recv().await {
@@ -167,7 +173,13 @@ async fn the_journal_goes_on_when_the_reporters_are_gone() {
     let (events, received) = mpsc::channel(4);
     let (forward, reported) = mpsc::channel(4);
     drop(reported);
-    let tap = tap(journal, received, forward, CancellationToken::new());
+    let tap = tap(
+        journal,
+        received,
+        forward,
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
     for (host, name) in ["h1", "h2"].iter().enumerate() {
         let report = report(
             name,
@@ -203,7 +215,13 @@ async fn a_resumed_host_keeps_the_batch_of_its_run() {
     let journal = Journal::reopen(&path, &read(&path), &[0, 2]).unwrap();
     let (events, received) = mpsc::channel(4);
     let (forward, mut reported) = mpsc::channel(4);
-    let tap = tap(journal, received, forward, CancellationToken::new());
+    let tap = tap(
+        journal,
+        received,
+        forward,
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
     events
         .send(Event::BatchStarted {
             batch: 1,
@@ -401,7 +419,13 @@ async fn a_started_record_that_cannot_be_written_stops_the_rollout_and_is_not_se
     let (events, received) = mpsc::channel(4);
     let (forward, mut reported) = mpsc::channel(4);
     let stop = CancellationToken::new();
-    let tap = tap(journal, received, forward, stop.clone());
+    let tap = tap(
+        journal,
+        received,
+        forward,
+        stop.clone(),
+        CancellationToken::new(),
+    );
     let (recorded, answer) = tokio::sync::oneshot::channel();
     events
         .send(Event::Executing {

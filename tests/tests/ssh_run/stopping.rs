@@ -220,3 +220,51 @@ fn a_command_that_ends_by_itself_while_it_is_stopped_ended_as_it_says() {
         assert_eq!(record.stdout, "finished\n", "{record:?}");
     }
 }
+
+/// Output that nobody reads (`| less` at a page) holds up volley's reporting; an interrupt
+/// still stops the remote commands, and every host is journalled as it stops, though the
+/// summary waits for the reader.
+#[test]
+fn an_interrupt_stops_and_records_every_host_while_its_output_is_not_read() {
+    let fleet = SshFleet::start(2);
+    let sleep = unique_sleep("1414.21");
+    let _sweep = SweepOnDrop(sleep.clone());
+    // Far more output than the pipe and volley's queues hold, then nothing.
+    let command = format!("{sleep} & yes volley-unread | head -c 400000000; wait");
+    let mut volley = fleet
+        .volley()
+        .args(fleet.flags().args(["-g", "all", "--", command.as_str()]))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("volley starts");
+    let exited = std::cell::Cell::new(false);
+    let running = wait_until_running(&sleep, 2, RUNNING_WITHIN, || exited.get());
+    assert_eq!(running.len(), 2, "`{sleep}` did not start: {running:?}");
+    // Long enough for the unread output to fill everything on the way.
+    std::thread::sleep(Duration::from_secs(3));
+    let interrupt = std::process::Command::new("kill")
+        .args(["-s", "INT", &volley.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(interrupt.success());
+
+    assert_none_left(&sleep, GONE_WITHIN);
+    let recorded = || {
+        std::fs::read_dir(fleet.runs_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+            .map(|journal| journal.matches(r#""type":"host""#).count())
+            .sum::<usize>()
+    };
+    let deadline = std::time::Instant::now() + GONE_WITHIN;
+    while recorded() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = volley.kill();
+    let _ = volley.wait();
+    assert_eq!(recorded(), 2, "every host's outcome is journalled");
+}
