@@ -19,8 +19,13 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     if text.is_empty() {
         return Err(error("it is empty"));
     }
-    if let Ok(seconds) = text.parse::<f64>() {
-        return seconds_to_duration(seconds).ok_or_else(|| error("it is negative or too large"));
+    // A bare number is seconds, written plainly: Rust would also read `1e3`, `inf` and `NaN`.
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let plain = digits.chars().all(|c| c.is_ascii_digit() || c == '.');
+    if plain && let Ok(seconds) = text.parse::<f64>() {
+        let duration =
+            seconds_to_duration(seconds).ok_or_else(|| error("it is negative or too large"))?;
+        return at_least_a_millisecond(duration).map_err(error);
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
@@ -56,7 +61,16 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         rest = &rest[unit_len..];
         total += seconds_to_duration(number * unit).ok_or_else(|| error("it is too large"))?;
     }
-    Ok(total)
+    at_least_a_millisecond(total).map_err(error)
+}
+
+/// Durations are kept to the millisecond, where 0 means none (no timeout): a duration that is
+/// not 0 but less than 1ms would become none.
+fn at_least_a_millisecond(duration: Duration) -> Result<Duration, &'static str> {
+    if duration > Duration::ZERO && duration < Duration::from_millis(1) {
+        return Err("it is not 0 but less than 1ms, the smallest duration kept");
+    }
+    Ok(duration)
 }
 
 /// Writes a duration as `parse_duration` reads it, to the millisecond below a second and to the
@@ -157,6 +171,26 @@ mod tests {
             "s",
             Err("bad duration 's': expected a number (examples: 30s, 250ms, 1m30s)"),
         );
+        // Only plain numbers: Rust's float syntax is not a duration's.
+        check(
+            "1e3",
+            Err("bad duration '1e3': unknown unit (examples: 30s, 250ms, 1m30s)"),
+        );
+        check(
+            "inf",
+            Err("bad duration 'inf': expected a number (examples: 30s, 250ms, 1m30s)"),
+        );
+        // Below a millisecond would be kept as 0, which means none.
+        for tiny in ["0.0001", "0.5ms"] {
+            check(
+                tiny,
+                Err(&format!(
+                    "bad duration '{tiny}': it is not 0 but less than 1ms, the smallest duration kept (examples: 30s, 250ms, 1m30s)"
+                )),
+            );
+        }
+        check("0", Ok(Duration::ZERO));
+        check("1ms", Ok(Duration::from_millis(1)));
         check(
             "1m30",
             Err(
