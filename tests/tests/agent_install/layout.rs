@@ -63,18 +63,25 @@ fn uninstall_removes_the_layouts_directories_and_no_others() {
 /// Settings the operator put in the agent's config below the install's line are kept by the
 /// next install that rewrites the config (here for a new agent port): `allow_root = false`
 /// still keeps root out through the agent.
-#[test]
-fn an_install_keeps_the_operators_own_settings_in_the_config() {
-    let installation = Installation::new(SshFleet::start(1), &[]);
+/// Installs the one host's agent, then adds `settings` below its config's line: the config's
+/// path and text, and the host.
+fn installed_with_settings(
+    installation: &Installation,
+    settings: &str,
+) -> (std::path::PathBuf, String, String) {
     let host = installation.fleet.hosts()[0].name.clone();
     installation.agent("install", &["-w", &host]).assert_code(0);
     let config = installation.file(&host, "etc/volley/agent.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("[session]\nallow_root = false\n");
+    text.push_str(settings);
     std::fs::write(&config, &text).unwrap();
+    (config, text, host)
+}
 
-    // Another agent port: the install's part of the config changes, and the agent restarts.
-    let old = installation.ports[&host];
+/// Gives the host another agent port in the inventory, so that the install's part of the
+/// config changes; returns the new port and the inventory as it was.
+fn move_agent_port(installation: &Installation, host: &str) -> (u16, String) {
+    let old = installation.ports[host];
     let new = volley_tests::loopback::free_port(*installation.fleet.hosts()[0].socket.ip());
     let inventory = std::fs::read_to_string(&installation.inventory).unwrap();
     let moved = inventory.replace(
@@ -83,6 +90,17 @@ fn an_install_keeps_the_operators_own_settings_in_the_config() {
     );
     assert_ne!(moved, inventory, "the port is in the inventory");
     std::fs::write(&installation.inventory, moved).unwrap();
+    (new, inventory)
+}
+
+#[test]
+fn an_install_keeps_the_operators_own_settings_in_the_config() {
+    let installation = Installation::new(SshFleet::start(1), &[]);
+    let (config, _, host) =
+        installed_with_settings(&installation, "[session]\nallow_root = false\n");
+
+    // Another agent port: the install's part of the config changes, and the agent restarts.
+    let (new, _) = move_agent_port(&installation, &host);
     let output = installation.agent("install", &["-w", &host]);
     output.assert_code(0);
     assert!(output.stdout.contains("config"), "{}", output.describe());
@@ -117,23 +135,11 @@ fn an_install_keeps_the_operators_own_settings_in_the_config() {
 #[test]
 fn an_install_does_not_write_a_config_its_agent_cannot_read() {
     let installation = Installation::new(SshFleet::start(1), &[]);
-    let host = installation.fleet.hosts()[0].name.clone();
-    installation.agent("install", &["-w", &host]).assert_code(0);
-    let config = installation.file(&host, "etc/volley/agent.toml");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("[session]\nallow_rot = false\n");
-    std::fs::write(&config, &text).unwrap();
+    let (config, text, host) =
+        installed_with_settings(&installation, "[session]\nallow_rot = false\n");
 
     // Another agent port: the install's part of the config changes, so it would be rewritten.
-    let old = installation.ports[&host];
-    let new = volley_tests::loopback::free_port(*installation.fleet.hosts()[0].socket.ip());
-    let inventory = std::fs::read_to_string(&installation.inventory).unwrap();
-    let moved = inventory.replace(
-        &format!("agent_port = {old}\n"),
-        &format!("agent_port = {new}\n"),
-    );
-    assert_ne!(moved, inventory, "the port is in the inventory");
-    std::fs::write(&installation.inventory, &moved).unwrap();
+    let (_, inventory) = move_agent_port(&installation, &host);
     let output = installation.agent("install", &["-w", &host]);
     output.assert_code(1);
     let reason = output.records()[0].reason.clone().unwrap_or_default();
