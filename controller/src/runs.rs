@@ -580,12 +580,10 @@ pub fn retry(dir: &Path, args: &RetryArgs, given: Vec<String>) -> Result<Retry, 
     let mut overrides = run.header.retry_overrides.clone();
     overrides.push(given);
     let killed_mid_command = run.footer.is_none()
-        && run
-            .header
-            .hosts
-            .iter()
-            .enumerate()
-            .any(|(number, host)| run.hosts[number].is_none() && hosts.contains(host));
+        && (0..run.hosts.len()).any(|number| {
+            run.hosts[number].is_none()
+                && selected(None, run.may_be_running(number), words.as_deref())
+        });
     Ok(Retry {
         args: run_args,
         agent,
