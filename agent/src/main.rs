@@ -226,17 +226,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// What a start checks of the config and the files it names, before anything else.
-fn check_config(args: &Args) -> Result<(), AgentError> {
+/// The config and the TLS setup of the files it names: what a start checks before anything
+/// else, and all that `check-config` checks.
+fn checked_config(args: &Args) -> Result<(AgentConfig, tls::Served), AgentError> {
     let config = AgentConfig::load(&args.config)?;
-    tls::server_config(&config)?;
-    Ok(())
+    let tls = tls::server_config(&config)?;
+    Ok((config, tls))
+}
+
+fn check_config(args: &Args) -> Result<(), AgentError> {
+    checked_config(args).map(|_| ())
 }
 
 /// Everything that can be checked is checked before the runtime starts and the port opens.
 fn start(args: &Args) -> Result<(), AgentError> {
-    let config = AgentConfig::load(&args.config)?;
-    let tls = tls::server_config(&config)?;
+    let (config, tls) = checked_config(args)?;
     let audit = logging::init(config.audit_log.as_deref())?;
     for warning in &config.warnings {
         tracing::warn!("config {}: {warning}", config.path.display());

@@ -59,6 +59,21 @@ fn read(journal_path: &Path) -> Run {
     Run::parse(&std::fs::read_to_string(journal_path).unwrap()).unwrap()
 }
 
+/// The tap of a run that is neither stopped nor interrupted.
+fn tap_all(
+    journal: Journal,
+    events: mpsc::Receiver<Event>,
+    reporters: mpsc::Sender<Event>,
+) -> JoinHandle<Journal> {
+    tap(
+        journal,
+        events,
+        reporters,
+        CancellationToken::new(),
+        CancellationToken::new(),
+    )
+}
+
 #[test]
 fn a_journal_is_private_and_starts_with_its_header() {
     let state = tempfile::tempdir().unwrap();
@@ -93,13 +108,7 @@ async fn hosts_are_journalled_before_they_are_reported() {
     let path = journal.path.clone();
     let (events, received) = mpsc::channel(4);
     let (forward, mut reported) = mpsc::channel(4);
-    let tap = tap(
-        journal,
-        received,
-        forward,
-        CancellationToken::new(),
-        CancellationToken::new(),
-    );
+    let tap = tap_all(journal, received, forward);
     let reporter = tokio::spawn(async move {
         let mut seen = Vec::new();
         while let Some(event) = reported.recv().await {
@@ -173,13 +182,7 @@ async fn the_journal_goes_on_when_the_reporters_are_gone() {
     let (events, received) = mpsc::channel(4);
     let (forward, reported) = mpsc::channel(4);
     drop(reported);
-    let tap = tap(
-        journal,
-        received,
-        forward,
-        CancellationToken::new(),
-        CancellationToken::new(),
-    );
+    let tap = tap_all(journal, received, forward);
     for (host, name) in ["h1", "h2"].iter().enumerate() {
         let report = report(
             name,
@@ -215,13 +218,7 @@ async fn a_resumed_host_keeps_the_batch_of_its_run() {
     let journal = Journal::reopen(&path, &read(&path), &[0, 2]).unwrap();
     let (events, received) = mpsc::channel(4);
     let (forward, mut reported) = mpsc::channel(4);
-    let tap = tap(
-        journal,
-        received,
-        forward,
-        CancellationToken::new(),
-        CancellationToken::new(),
-    );
+    let tap = tap_all(journal, received, forward);
     events
         .send(Event::BatchStarted {
             batch: 1,
