@@ -136,7 +136,7 @@ pub fn spawn(
     input: Vec<u8>,
 ) -> Result<Running, ExecError> {
     Ok(Running {
-        process: crate::executor::direct::spawn(command, program, input)?,
+        process: crate::executor::direct::spawn(command, program, Vec::new(), input)?,
         started: Instant::now(),
     })
 }

@@ -33,11 +33,17 @@ pub struct Group {
 }
 
 /// Spawns `command` in a new process group, stdout and stderr piped; `program` names it in
-/// errors. Its stdin is `input`, then end of file, fed by a task of its own so that a command
-/// that never reads it blocks nothing; /dev/null when `input` is empty.
-pub fn spawn(mut command: Command, program: String, input: Vec<u8>) -> Result<Process, ExecError> {
+/// errors. Its stdin is `header` (the helper's environment, see [`crate::as_user`]) and then
+/// `input`, then end of file, fed by a task of its own so that a command that never reads it
+/// blocks nothing; /dev/null when both are empty.
+pub fn spawn(
+    mut command: Command,
+    program: String,
+    header: Vec<u8>,
+    input: Vec<u8>,
+) -> Result<Process, ExecError> {
     command
-        .stdin(if input.is_empty() {
+        .stdin(if header.is_empty() && input.is_empty() {
             Stdio::null()
         } else {
             Stdio::piped()
@@ -54,7 +60,9 @@ pub fn spawn(mut command: Command, program: String, input: Vec<u8>) -> Result<Pr
         // A command that exits without reading everything closes the pipe: the write fails
         // and the task ends, as `cat file | cmd` would. Dropping the pipe is the end of file.
         tokio::spawn(async move {
-            let _ = pipe.write_all(&input).await;
+            if pipe.write_all(&header).await.is_ok() {
+                let _ = pipe.write_all(&input).await;
+            }
         });
     }
     let reaped = || ExecError::Spawn {

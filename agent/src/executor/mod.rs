@@ -136,9 +136,8 @@ impl Executor {
                 if input.is_empty() {
                     call = call.with_flag(as_user::NULL_STDIN);
                 }
-                let mut stdin = as_user::env_header(&call.env);
-                stdin.extend_from_slice(&input);
-                direct::spawn(direct_command(call), program, stdin)
+                let header = as_user::env_header(&call.env);
+                direct::spawn(direct_command(call), program, header, input)
             }
             Executor::Systemd(systemd) => systemd.start(call, execution_id, input).await,
         }

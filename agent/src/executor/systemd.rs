@@ -233,11 +233,14 @@ impl Systemd {
         // its own feeds them, so that a command that never reads its stdin blocks nothing. A
         // command that exits first closes the pipe, and the write ends, as `cat file | cmd`
         // would. Dropping the pipe is the end of file.
-        let mut stdin_bytes = as_user::env_header(&call.env);
-        stdin_bytes.extend_from_slice(&input);
+        let header = as_user::env_header(&call.env);
         let unit = name.clone();
         tokio::spawn(async move {
-            if let Err(error) = stdin.write_all(&stdin_bytes).await {
+            let fed = match stdin.write_all(&header).await {
+                Ok(()) => stdin.write_all(&input).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = fed {
                 tracing::debug!(%unit, %error, "the command's stdin was closed early");
             }
         });
